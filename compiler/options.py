@@ -1,0 +1,55 @@
+"""CompileOptions: every option of `fusionc compile`, shared by the CLI, the config file and the targets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ALL_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae_decoder", "vae_encoder")
+DEFAULT_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae_decoder")
+
+
+@dataclass
+class CompileOptions:
+    """What to build. Target-specific fields are ignored by targets that do not use them."""
+
+    target: str = "onnx"
+    device: str | None = None
+    components: tuple[str, ...] | None = None  # None: every default component the checkpoint has
+    height: int | None = None  # image pixels; None: the model's sample size
+    width: int | None = None
+    opset: int = 18
+    allow_pickle: bool = False
+    verify: bool = True
+    min_psnr: float | None = None
+    verify_steps: int = 3  # timesteps of the reference trajectory used for UNet verification
+    seed: int = 0
+    # Core ML
+    attention: str = "split_einsum"
+    compute_units: str = "cpu_and_ne"
+    deployment_target: str = "iOS17"
+    chunk: str = "auto"
+    bundle: str | None = None
+    # compression
+    palettize: str | None = None
+    granularity: str = "per_tensor"
+    group_size: int = 16
+    quantize_weights: str | None = None
+    block_size: int = 32
+    recipe: Path | None = None
+    min_weight_elements: int = 2048
+    # QNN
+    precision: str = "w8a16"
+    calibration_samples: int = 4
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Path):
+                out[key] = str(value)
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        return out
