@@ -1,0 +1,123 @@
+"""The onnx target: a diffusers ONNX pipeline folder for ONNX Runtime, plus .ort files for ORT Mobile.
+
+The build loads as-is in `diffusers.OnnxStableDiffusionPipeline.from_pretrained(BUILD)`:
+model_index.json, text_encoder/model.onnx, unet/model.onnx, vae_decoder/model.onnx, tokenizer/, scheduler/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from fusionc.options import CompileOptions
+from fusionc.targets.base import ComponentContext, Feeds, LoweredComponent, PassEntry
+
+EXTERNAL_DATA_THRESHOLD = 1 << 30  # weights above 1 GB go to model.onnx.data (protobuf stops at 2 GB)
+
+
+def interface(values: Any) -> dict[str, dict[str, Any]]:
+    """{name: {"shape", "dtype"}} of graph inputs or outputs; symbolic dims by name."""
+    return {v.name: {"shape": [d if isinstance(d, int) else str(d) for d in v.shape],
+                     "dtype": v.dtype.name.lower() if v.dtype is not None else None} for v in values}
+
+
+def weight_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def save_model(model: ir.Model, path: Path) -> list[Path]:
+    """Save with external data when the weights are large; returns the files written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if weight_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+        ir.save(model, path, external_data=path.name + ".data")
+        return [path, path.with_name(path.name + ".data")]
+    ir.save(model, path)
+    return [path]
+
+
+def write_ort_format(onnx_path: Path) -> Path | None:
+    """Convert to ORT format (.ort, flatbuffers, < 2 GB only) for ONNX Runtime Mobile."""
+    import onnxruntime as ort
+
+    if sum(p.stat().st_size for p in onnx_path.parent.glob(onnx_path.name + "*")) > EXTERNAL_DATA_THRESHOLD:
+        return None
+    ort_path = onnx_path.with_suffix(".ort")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(ort_path)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return ort_path
+
+
+class OrtRunner:
+    """An onnxruntime CPU session under the canonical interface."""
+
+    def __init__(self, path: Path, providers: list[Any] | None = None, options: Any = None) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, feeds: Feeds) -> Feeds:
+        values = self.session.run(None, {k: feeds[k] for k in self.inputs})
+        return dict(zip(self.outputs, values))
+
+
+class OnnxTarget:
+    name = "onnx"
+    default_device = None
+    extra_default_components = ("vae_encoder",)  # OnnxStableDiffusionPipeline requires it
+
+    def pipeline(self, options: CompileOptions) -> list[PassEntry]:
+        from fusionc.passes import default_pipeline
+
+        return default_pipeline()
+
+    def lower(self, model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
+        onnx_path = build_dir / ctx.name / "model.onnx"
+        files = save_model(model, onnx_path)
+        ort_path = write_ort_format(onnx_path)
+        files += [ort_path] if ort_path else []
+        return LoweredComponent([str(f.relative_to(build_dir)) for f in files],
+                                interface(model.graph.inputs), interface(model.graph.outputs),
+                                {"ort_format": bool(ort_path)})
+
+    def finalize(self, build_dir: Path, checkpoint: Any, manifest: dict[str, Any], options: CompileOptions) -> None:
+        write_diffusers_onnx_pipeline(build_dir, checkpoint, list(manifest["components"]))
+
+    def runner(self, build_dir: Path, name: str, manifest: dict[str, Any]) -> OrtRunner:
+        return OrtRunner(build_dir / name / "model.onnx")
+
+
+def write_diffusers_onnx_pipeline(build_dir: Path, checkpoint: Any, components: list[str]) -> None:
+    """model_index.json, tokenizer(s) and scheduler, so OnnxStableDiffusionPipeline loads the build."""
+    for folder in ("tokenizer", "tokenizer_2"):
+        if folder in checkpoint.tokenizer_dirs:
+            shutil.copytree(checkpoint.tokenizer_dirs[folder], build_dir / folder)
+    if checkpoint.scheduler_dir is not None:
+        shutil.copytree(checkpoint.scheduler_dir, build_dir / "scheduler")
+    scheduler_class = None
+    if checkpoint.scheduler_dir is not None:
+        scheduler_class = json.loads((checkpoint.scheduler_dir / "scheduler_config.json").read_text()).get("_class_name")
+    index: dict[str, Any] = {
+        "_class_name": "OnnxStableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None],
+        "safety_checker": [None, None],
+        "requires_safety_checker": False,
+        "scheduler": ["diffusers", scheduler_class] if scheduler_class else [None, None],
+        "tokenizer": ["transformers", "CLIPTokenizer"] if "tokenizer" in checkpoint.tokenizer_dirs else [None, None],
+    }
+    for name in ("text_encoder", "unet", "vae_decoder", "vae_encoder"):
+        index[name] = ["diffusers", "OnnxRuntimeModel"] if name in components else [None, None]
+    (build_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+TARGET = OnnxTarget()

@@ -1,0 +1,115 @@
+"""Build folders that appear whole or not at all.
+
+A compile writes into a hidden temporary folder next to --out, holds an exclusive lock beside it (so two
+compiles into the same --out are refused), and swaps the finished folder into place with renames: an
+existing good build is never half-overwritten, and an interrupted compile (SIGINT, SIGTERM, even SIGKILL)
+leaves --out as it was. Stale temporaries of dead compiles are removed by the next compile.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from fusionc.errors import BadInputError
+
+MANIFEST = "manifest.json"
+
+
+def is_build(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file()
+
+
+def _stale_temporaries(out: Path) -> Iterator[Path]:
+    for path in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            yield path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def atomic_build(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces `out`, on any failure it is removed."""
+    out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--out '{out}' is a file: pass a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_build(out):
+        raise BadInputError(f"--out '{out}' holds files that are not a fusionc build: choose an empty or new folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = open(out.parent / f".{out.name}.lock", "w")
+    except OSError as err:
+        raise BadInputError(f"cannot write to '{out.parent}': {err.strerror}; choose a writable --out") from err
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        lock_file.close()
+        raise BadInputError(f"another fusionc compile is writing '{out}': wait for it or choose another --out") from err
+    for stale in _stale_temporaries(out):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        tmp.mkdir()
+        yield tmp
+        _swap_into_place(tmp, out)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise BadInputError(f"disk full while writing the build next to '{out}': free space and compile again") from err
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(tmp, ignore_errors=True)
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+        lock_file.close()
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(build: Path) -> dict:
+    """The manifest of a build folder; anything else is bad input."""
+    if not build.is_dir():
+        raise BadInputError(f"'{build}' is not a folder: pass a build folder written by `fusionc compile`")
+    path = build / MANIFEST
+    if not path.is_file():
+        raise BadInputError(f"'{build}' is not a fusionc build (no {MANIFEST}): run `fusionc compile --out {build}` first")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as err:
+        raise BadInputError(f"'{path}' is not valid JSON ({err}): rebuild with `fusionc compile`") from err
+    if not isinstance(manifest, dict) or "components" not in manifest or "target" not in manifest:
+        raise BadInputError(f"'{path}' is not a fusionc manifest: rebuild with `fusionc compile`")
+    return manifest
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

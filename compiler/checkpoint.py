@@ -1,0 +1,230 @@
+"""Load a diffusers checkpoint (a pipeline folder or one component folder) into torch modules, offline.
+
+Weights are read by us, not by `from_pretrained`, so that every failure names the file or tensor at fault
+and nothing is ever unpickled: safetensors by default; .bin/.ckpt/.pt only with allow_pickle, and then
+through `torch.load(weights_only=True)`. Models are built from their config (diffusers `from_config`,
+transformers config classes), so every topology those classes accept loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+
+from fusionc.errors import BadInputError, UnsupportedError  # noqa: E402
+
+SAFETENSORS = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+PICKLES = ("diffusion_pytorch_model.bin", "pytorch_model.bin", "model.ckpt", "model.pt", "model.bin")
+SUPPORTED = {
+    "UNet2DConditionModel": ("diffusers", "unet"),
+    "AutoencoderKL": ("diffusers", "vae"),
+    "AutoencoderTiny": ("diffusers", "vae"),
+    "CLIPTextModel": ("transformers", "text_encoder"),
+    "CLIPTextModelWithProjection": ("transformers", "text_encoder"),
+}
+MODEL_FOLDERS = ("text_encoder", "text_encoder_2", "unet", "vae")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: torch modules by folder name (unet, vae, text_encoder, text_encoder_2)."""
+
+    path: Path
+    sha256: str
+    models: dict[str, torch.nn.Module]
+    classes: dict[str, str]
+    tokenizer_dirs: dict[str, Path] = field(default_factory=dict)  # tokenizer, tokenizer_2
+    scheduler_dir: Path | None = None
+    model_index: dict[str, Any] | None = None
+
+    @property
+    def is_pipeline(self) -> bool:
+        return self.model_index is not None
+
+    @property
+    def is_sdxl(self) -> bool:
+        unet = self.models.get("unet")
+        return unet is not None and getattr(unet.config, "addition_embed_type", None) == "text_time"
+
+    def component_names(self) -> list[str]:
+        """Exportable components: text_encoder(_2), unet, vae_decoder, vae_encoder."""
+        names: list[str] = []
+        for folder in MODEL_FOLDERS:
+            if folder in self.models:
+                names += ["vae_decoder", "vae_encoder"] if folder == "vae" else [folder]
+        return names
+
+
+def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Checkpoint:
+    """Load a pipeline folder or a single component folder; None loads the built-in tiny pipeline."""
+    if path is None:
+        from fusionc.models import BUILTIN_CHECKPOINT
+
+        path = BUILTIN_CHECKPOINT
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"checkpoint '{path}' does not exist: pass a diffusers pipeline or component folder")
+    if not path.is_dir():
+        raise BadInputError(f"checkpoint '{path}' is a file: pass the diffusers folder that holds it")
+    index_file = path / "model_index.json"
+    if index_file.exists():
+        index = _read_json(index_file)
+        folders = [f for f in MODEL_FOLDERS if f in index and isinstance(index[f], list) and index[f][1]]
+        if not folders:
+            raise BadInputError(f"{index_file} names none of {', '.join(MODEL_FOLDERS)}: not a text-to-image pipeline")
+        models, classes = {}, {}
+        for folder in folders:
+            classes[folder] = index[folder][1]
+            models[folder] = load_component(path / folder, allow_pickle, expected_class=index[folder][1])
+        tokenizers = {t: path / t for t in ("tokenizer", "tokenizer_2") if (path / t).is_dir()}
+        scheduler = path / "scheduler" if (path / "scheduler").is_dir() else None
+        return Checkpoint(path, checkpoint_sha256(path), models, classes, tokenizers, scheduler, index)
+    if (path / "config.json").exists():
+        cls = _class_name(path)
+        folder = SUPPORTED.get(cls, (None, None))[1]
+        if folder is None:
+            raise UnsupportedError(f"component class '{cls}' in {path}/config.json is not supported: "
+                                   f"fusionc compiles {', '.join(SUPPORTED)}")
+        return Checkpoint(path, checkpoint_sha256(path), {folder: load_component(path, allow_pickle)}, {folder: cls})
+    raise BadInputError(f"'{path}' is not a diffusers checkpoint: it has neither model_index.json nor config.json")
+
+
+def load_component(folder: Path, allow_pickle: bool, expected_class: str | None = None) -> torch.nn.Module:
+    """Build one model from folder/config.json and load its weights strictly."""
+    if not (folder / "config.json").exists():
+        raise BadInputError(f"component folder '{folder}' has no config.json")
+    cls_name = expected_class or _class_name(folder)
+    if cls_name not in SUPPORTED:
+        raise UnsupportedError(f"component class '{cls_name}' in {folder} is not supported: "
+                               f"fusionc compiles {', '.join(SUPPORTED)}")
+    model = _build_from_config(folder, cls_name)
+    state = load_weights(folder, allow_pickle)
+    _load_state_strict(model, state, folder)
+    return model.eval().float()
+
+
+def _build_from_config(folder: Path, cls_name: str) -> torch.nn.Module:
+    library = SUPPORTED[cls_name][0]
+    try:
+        if library == "diffusers":
+            import diffusers
+
+            cls = getattr(diffusers, cls_name)
+            return cls.from_config(cls.load_config(folder))
+        import transformers
+
+        config_cls = transformers.CLIPTextConfig
+        config = config_cls.from_pretrained(folder)
+        return getattr(transformers, cls_name)(config)
+    except BadInputError:
+        raise
+    except Exception as err:  # diffusers/transformers raise many types for a bad config
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise BadInputError(f"{folder}/config.json is not a valid {cls_name} config: {message}") from err
+
+
+def weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
+    """The weight files of a component folder (sharded safetensors included)."""
+    for name in SAFETENSORS:
+        index = folder / (name + ".index.json")
+        if index.exists():
+            shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+            return [folder / s for s in shards]
+        if (folder / name).exists():
+            return [folder / name]
+    pickles = [folder / n for n in PICKLES if (folder / n).exists()]
+    if pickles:
+        if not allow_pickle:
+            raise BadInputError(f"{pickles[0]} is a pickle checkpoint, which can run code when loaded: "
+                                "convert it to safetensors, or pass --allow-pickle to load it with weights_only=True")
+        return pickles[:1]
+    raise BadInputError(f"no weights in '{folder}': expected {SAFETENSORS[0]} or {SAFETENSORS[1]}")
+
+
+def load_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    for file in weight_files(folder, allow_pickle):
+        if not file.exists():
+            raise BadInputError(f"weight shard '{file}' named in the index is missing")
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            try:
+                state.update(load_file(str(file)))
+            except Exception as err:
+                raise BadInputError(f"'{file}' is not a readable safetensors file (truncated or corrupt): {err}") from err
+        else:
+            try:
+                loaded = torch.load(file, map_location="cpu", weights_only=True)
+            except Exception as err:
+                raise BadInputError(f"'{file}' could not be loaded with weights_only=True "
+                                    f"(it holds more than tensors): {str(err).splitlines()[0]}") from err
+            state.update(loaded.get("state_dict", loaded) if isinstance(loaded, dict) else {})
+    return state
+
+
+def _load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("position_ids")]
+    if missing:
+        raise BadInputError(f"weights in '{folder}' miss tensor '{missing[0]}' (and {len(missing) - 1} more): "
+                            "the weights do not match config.json")
+    for name, tensor in state.items():
+        if name not in expected:
+            continue
+        want = expected[name]
+        if tuple(tensor.shape) != tuple(want.shape):
+            raise BadInputError(f"tensor '{name}' in '{folder}' has shape {tuple(tensor.shape)}, "
+                                f"config.json implies {tuple(want.shape)}")
+        if not tensor.is_floating_point() and want.is_floating_point():
+            raise BadInputError(f"tensor '{name}' in '{folder}' has dtype {tensor.dtype}, expected a float tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise BadInputError(f"tensor '{name}' in '{folder}' holds NaN or Inf values: the checkpoint is damaged")
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def _class_name(folder: Path) -> str:
+    config = _read_json(folder / "config.json")
+    if "_class_name" in config:
+        return str(config["_class_name"])
+    architectures = config.get("architectures") or []
+    if architectures:
+        return str(architectures[0])
+    raise BadInputError(f"{folder}/config.json names no model class (_class_name or architectures)")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise BadInputError(f"'{path}' is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise BadInputError(f"'{path}' must hold a JSON object")
+    return data
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """A content hash over every file of the checkpoint (relative path + bytes), streamed."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in module.parameters())

@@ -1,0 +1,148 @@
+"""The `fusionc` command line (design.md: the contract users, scripts and CI rely on).
+
+Exit codes: 0 success; 1 a check failed (PSNR under the gate, a budget exceeded); 2 bad input or usage,
+with one line on stderr and no traceback unless --debug.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from fusionc import __version__
+from fusionc.errors import FusioncError
+from fusionc.options import ALL_COMPONENTS, CompileOptions
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn FusioncError into its one-line message and exit code; other errors into exit 3."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return func(*args, **kwargs)
+        except FusioncError as err:
+            if debug:
+                traceback.print_exc()
+            click.echo(f"fusionc: error: {err}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("fusionc: interrupted; nothing was written to --out", err=True)
+            sys.exit(130)
+        except Exception as err:  # an internal error: still one line, the traceback with --debug
+            if debug:
+                traceback.print_exc()
+            first = str(err).splitlines()[0] if str(err) else ""
+            click.echo(f"fusionc: internal error: {type(err).__name__}: {first} (rerun with --debug for the traceback)", err=True)
+            sys.exit(3)
+
+    return wrapper
+
+
+class UsageExit2Group(click.Group):
+    """click already exits 2 on usage errors; keep its message on one line."""
+
+
+@click.group(cls=UsageExit2Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fusionc")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(debug: bool) -> None:
+    """fusionc: compile diffusers text-to-image checkpoints for Core ML, QNN HTP and ONNX Runtime."""
+
+
+def _components(value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [n for n in names if n not in ALL_COMPONENTS]
+    if unknown:
+        raise click.BadParameter(f"unknown component '{unknown[0]}': choose from {', '.join(ALL_COMPONENTS)}")
+    return names
+
+
+@main.command("compile")
+@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@click.option("--target", type=click.Choice(["onnx", "coreml", "qnn"]), default="onnx", show_default=True)
+@click.option("--device", default=None, help="Device profile (see `fusionc devices`); default: the target's.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Build folder [default: build/<target>].")
+@click.option("--components", default=None, help="Comma list, e.g. text_encoder,unet,vae_decoder,vae_encoder.")
+@click.option("--height", type=int, default=None, help="Image height in pixels [default: the model's].")
+@click.option("--width", type=int, default=None, help="Image width in pixels [default: the model's].")
+@click.option("--allow-pickle", is_flag=True, help="Accept .bin/.ckpt/.pt weights (loaded with weights_only=True).")
+@click.option("--min-psnr", type=float, default=None, help="Exit 1 if a component verifies under this PSNR (dB).")
+@click.option("--no-verify", is_flag=True, help="Skip verification against the torch model.")
+@click.option("--attention", type=click.Choice(["original", "split_einsum", "split_einsum_v2"]), default="split_einsum",
+              show_default=True, help="Core ML attention form.")
+@click.option("--compute-units", type=click.Choice(["all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"]),
+              default="cpu_and_ne", show_default=True, help="Core ML compute units.")
+@click.option("--deployment-target", type=click.Choice(["iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15"]),
+              default=None, help="Core ML minimum OS [default: the device's].")
+@click.option("--chunk", default="auto", show_default=True, help="Core ML UNet chunks: auto, none or a number.")
+@click.option("--bundle", type=click.Choice(["swift"]), default=None, help="Also write an app Resources folder.")
+@click.option("--palettize", default=None, help="Weight palettization: N bits (1,2,3,4,6,8) or auto:DB (mixed-bit).")
+@click.option("--granularity", type=click.Choice(["per_tensor", "per_grouped_channel"]), default="per_tensor",
+              show_default=True)
+@click.option("--group-size", type=int, default=16, show_default=True)
+@click.option("--quantize-weights", type=click.Choice(["int8", "int4"]), default=None)
+@click.option("--block-size", type=int, default=32, show_default=True)
+@click.option("--recipe", type=click.Path(path_type=Path), default=None, help="Mixed-bit recipe JSON to apply.")
+@click.option("--precision", type=click.Choice(["w8a16", "w8a8", "fp16"]), default="w8a16", show_default=True,
+              help="QNN precision.")
+@click.option("--calibration-samples", type=int, default=4, show_default=True, help="QNN calibration inputs per component.")
+@handle_errors
+def compile_command(checkpoint: Path | None, target: str, out: Path | None, components: str | None,
+                    no_verify: bool, **kwargs: Any) -> None:
+    """Compile CHECKPOINT (default: the built-in tiny pipeline) into a verified build folder."""
+    from fusionc.pipeline import compile_checkpoint
+
+    options = CompileOptions(target=target, components=_components(components), verify=not no_verify,
+                             **{k: v for k, v in kwargs.items() if v is not None})
+    if options.deployment_target is None:
+        options.deployment_target = "iOS17"
+    out = out or Path("build") / target
+    manifest = compile_checkpoint(checkpoint, options, out)
+    _print_summary(manifest, out)
+
+
+def _print_summary(manifest: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"fusionc build: {out} (target {manifest['target']}, device {manifest['device']})")
+    for column in ("component", "files", "MB", "PSNR dB"):
+        table.add_column(column, justify="right" if column in ("MB", "PSNR dB") else "left")
+    for name, comp in manifest["components"].items():
+        psnr = comp.get("psnr_db")
+        table.add_row(name, ", ".join(comp["files"]), f"{comp['bytes'] / 1e6:.2f}", "-" if psnr is None else f"{psnr:.1f}")
+    Console().print(table)
+
+
+@main.command("verify")
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--min-psnr", type=float, default=None, help="Exit 1 if a component is under this PSNR (dB).")
+@handle_errors
+def verify_command(build: Path, min_psnr: float | None) -> None:
+    """Re-run verification of BUILD against the torch model it was compiled from."""
+    from fusionc.verify_build import verify_build
+
+    verify_build(build, min_psnr)
+
+
+@main.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@handle_errors
+def inspect_command(path: Path) -> None:
+    """Op histogram, parameters, bytes and MACs of MODEL.onnx or of every component of BUILD_DIR."""
+    from fusionc.inspect_model import inspect_path
+
+    inspect_path(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Export each component to ONNX with the canonical interface and static spatial shapes.
+
+Wrappers give every component the names the ONNX Runtime diffusers pipeline feeds (team contract in
+targets/base.py). The dynamo exporter returns an onnx_ir Model whose initializers still point at the torch
+parameters, so no 3.4 GB protobuf is ever serialized in memory; the batch axis stays dynamic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import onnx_ir as ir
+import torch
+
+from fusionc.checkpoint import Checkpoint
+from fusionc.errors import BadInputError, UnsupportedError
+from fusionc.options import CompileOptions
+
+
+class TextEncoderWrapper(torch.nn.Module):
+    """input_ids int32 -> last_hidden_state, pooler_output | text_embeds (+ penultimate for SDXL)."""
+
+    def __init__(self, model: torch.nn.Module, penultimate: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.penultimate = penultimate
+        self.projection = hasattr(model, "text_projection")
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(input_ids.long(), output_hidden_states=self.penultimate, return_dict=True)
+        pooled = out.text_embeds if self.projection else out.pooler_output
+        result = (out.last_hidden_state, pooled)
+        return result + (out.hidden_states[-2],) if self.penultimate else result
+
+
+class UNetWrapper(torch.nn.Module):
+    """sample, timestep [1], encoder_hidden_states (+ text_embeds, time_ids for SDXL) -> out_sample."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                text_embeds: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
+        added = {"text_embeds": text_embeds, "time_ids": time_ids} if text_embeds is not None else None
+        return self.model(sample, timestep, encoder_hidden_states, added_cond_kwargs=added, return_dict=False)[0]
+
+
+class VaeDecoderWrapper(torch.nn.Module):
+    """latent_sample (already divided by the scaling factor) -> sample in [-1, 1]."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent_sample: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latent_sample, return_dict=False)[0]
+
+
+class VaeEncoderWrapper(torch.nn.Module):
+    """sample in [-1, 1] -> latent_sample (the posterior mean; AutoencoderTiny's latents)."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+        encoded = self.vae.encode(sample, return_dict=False)[0]
+        return encoded.mean if hasattr(encoded, "mean") else encoded
+
+
+@dataclass
+class ComponentSpec:
+    """The wrapper, example inputs (batch 2) and interface names of one component."""
+
+    name: str
+    module: torch.nn.Module
+    example: dict[str, torch.Tensor]
+    outputs: list[str]
+
+    def reference(self, feeds: dict) -> dict:
+        """Run the fp32 torch module on numpy feeds; numpy outputs by name."""
+        with torch.no_grad():
+            args = [torch.from_numpy(feeds[k]) for k in self.example]
+            result = self.module(*args)
+        result = result if isinstance(result, tuple) else (result,)
+        return {name: value.float().numpy() for name, value in zip(self.outputs, result)}
+
+
+def latent_scale(checkpoint: Checkpoint) -> int:
+    vae = checkpoint.models.get("vae")
+    if vae is None or not hasattr(vae.config, "block_out_channels") or hasattr(vae.config, "encoder_block_out_channels"):
+        return 8
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def image_size(checkpoint: Checkpoint, options: CompileOptions) -> tuple[int, int]:
+    """(height, width) in pixels: the options, else the UNet's sample size (or the VAE's)."""
+    scale = latent_scale(checkpoint)
+    if "unet" in checkpoint.models:
+        size = checkpoint.models["unet"].config.sample_size
+        default = (size, size) if isinstance(size, int) else tuple(size)
+        default = (default[0] * scale, default[1] * scale)
+    elif "vae" in checkpoint.models and getattr(checkpoint.models["vae"].config, "sample_size", None):
+        default = (checkpoint.models["vae"].config.sample_size,) * 2
+    else:
+        default = (512, 512)
+    height, width = options.height or default[0], options.width or default[1]
+    if height % scale or width % scale or height <= 0 or width <= 0:
+        raise BadInputError(f"--height/--width {height}x{width} must be positive multiples of {scale} (the VAE's downsampling)")
+    return height, width
+
+
+def text_length(checkpoint: Checkpoint) -> int:
+    encoder = checkpoint.models.get("text_encoder") or checkpoint.models.get("text_encoder_2")
+    return int(encoder.config.max_position_embeddings) if encoder is not None else 77
+
+
+def component_spec(checkpoint: Checkpoint, name: str, options: CompileOptions, batch: int = 2) -> ComponentSpec:
+    """The canonical wrapper and example inputs of component `name`."""
+    height, width = image_size(checkpoint, options)
+    scale = latent_scale(checkpoint)
+    gen = torch.Generator().manual_seed(options.seed)
+    if name in ("text_encoder", "text_encoder_2"):
+        model = checkpoint.models[name]
+        ids = torch.randint(0, model.config.vocab_size, (batch, text_length(checkpoint)), generator=gen, dtype=torch.int32)
+        outputs = ["last_hidden_state", "text_embeds" if hasattr(model, "text_projection") else "pooler_output"]
+        if checkpoint.is_sdxl:
+            outputs.append("hidden_states_penultimate")
+        return ComponentSpec(name, TextEncoderWrapper(model, checkpoint.is_sdxl).eval(), {"input_ids": ids}, outputs)
+    if name == "unet":
+        unet = checkpoint.models["unet"]
+        cfg = unet.config
+        example = {
+            "sample": torch.randn(batch, cfg.in_channels, height // scale, width // scale, generator=gen),
+            "timestep": torch.tensor([500.0]),
+            "encoder_hidden_states": torch.randn(batch, text_length(checkpoint), cfg.cross_attention_dim, generator=gen),
+        }
+        if cfg.addition_embed_type == "text_time":
+            pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+            example["text_embeds"] = torch.randn(batch, pooled, generator=gen)
+            example["time_ids"] = torch.tensor([[height, width, 0, 0, height, width]] * batch, dtype=torch.float32)
+        elif cfg.addition_embed_type is not None or cfg.class_embed_type is not None:
+            raise UnsupportedError(f"UNet conditioning '{cfg.addition_embed_type or cfg.class_embed_type}' is not "
+                                   "supported: fusionc compiles text-conditioned and SDXL text_time UNets")
+        return ComponentSpec(name, UNetWrapper(unet).eval(), example, ["out_sample"])
+    if name in ("vae_decoder", "vae_encoder"):
+        vae = checkpoint.models["vae"]
+        channels = vae.config.latent_channels
+        if name == "vae_decoder":
+            latent = torch.randn(batch, channels, height // scale, width // scale, generator=gen)
+            return ComponentSpec(name, VaeDecoderWrapper(vae).eval(), {"latent_sample": latent}, ["sample"])
+        image = torch.rand(batch, 3, height, width, generator=gen) * 2 - 1
+        return ComponentSpec(name, VaeEncoderWrapper(vae).eval(), {"sample": image}, ["latent_sample"])
+    raise BadInputError(f"unknown component '{name}'")
+
+
+def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
+    """torch.onnx.export (dynamo) of one component; returns the onnx_ir Model, weights not copied."""
+    dynamic = tuple({0: torch.export.Dim.DYNAMIC} if k != "timestep" else None for k in spec.example)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            spec.module, tuple(spec.example.values()), dynamo=True, opset_version=opset,
+            input_names=list(spec.example), output_names=spec.outputs, dynamic_shapes=dynamic, verbose=False,
+        )
+    model = program.model
+    for value in [*model.graph.inputs, *model.graph.outputs]:
+        if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
+            value.shape = ir.Shape(["batch", *value.shape[1:]])
+    return model

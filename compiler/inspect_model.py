@@ -1,0 +1,51 @@
+"""`fusionc inspect`: op histogram, parameters, weight bytes and MACs of a model or of each build component."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import onnx_ir as ir
+from rich.console import Console
+from rich.table import Table
+
+from fusionc import buildfs
+from fusionc.errors import BadInputError
+
+
+def model_summary(path: Path) -> dict:
+    """{"ops": Counter, "params": N, "weight_bytes": N, "macs": N} for an ONNX file (weights not loaded)."""
+    from fusionc.graph_stats import graph_stats
+
+    try:
+        model = ir.load(path)
+    except Exception as err:
+        raise BadInputError(f"'{path}' is not a readable ONNX model: {str(err).splitlines()[0]}") from err
+    stats = graph_stats(model)
+    return {"ops": Counter(stats.op_counts), "params": stats.params, "weight_bytes": stats.weight_bytes, "macs": stats.macs}
+
+
+def inspect_path(path: Path) -> dict[str, dict]:
+    if path.is_file() and path.suffix == ".onnx":
+        summaries = {path.stem: model_summary(path)}
+    elif path.is_dir():
+        manifest = buildfs.read_manifest(path)
+        summaries = {}
+        for name, comp in manifest["components"].items():
+            onnx_files = [f for f in comp["files"] if f.endswith(".onnx")]
+            if onnx_files:
+                summaries[name] = model_summary(path / onnx_files[0])
+    else:
+        raise BadInputError(f"'{path}' is neither an .onnx file nor a build folder")
+    console = Console()
+    totals = Table(title=f"fusionc inspect {path}")
+    for column in ("component", "nodes", "params (M)", "weights (MB)", "GMACs"):
+        totals.add_column(column, justify="left" if column == "component" else "right")
+    for name, s in summaries.items():
+        totals.add_row(name, str(sum(s["ops"].values())), f"{s['params'] / 1e6:.3f}", f"{s['weight_bytes'] / 1e6:.2f}",
+                       f"{s['macs'] / 1e9:.3f}")
+    console.print(totals)
+    for name, s in summaries.items():
+        ops = ", ".join(f"{op} {n}" for op, n in s["ops"].most_common())
+        console.print(f"[bold]{name}[/bold] ops: {ops}")
+    return summaries

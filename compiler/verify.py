@@ -1,0 +1,84 @@
+"""Verification: every compiled component against the fp32 torch module, PSNR per component.
+
+Inputs are the ones each component sees along a real denoising trajectory (two prompts, the empty prompt
+as the unconditional branch, several timesteps), produced by the torch reference itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Callable
+
+import numpy as np
+
+from fusionc.checkpoint import Checkpoint
+from fusionc.export import component_spec, image_size, latent_scale, text_length
+from fusionc.options import CompileOptions
+from fusionc.trajectory import Feeds, denoise, load_scheduler, load_tokenizer
+
+VERIFY_PROMPTS = ("a red circle on the left", "a blue square at the top")
+PSNR_CAP_DB = 200.0  # reported for an exact match (RMSE 0), so the manifest stays finite JSON
+
+
+def psnr(reference: np.ndarray, test: np.ndarray) -> float:
+    """20*log10(max|ref| / RMSE) in dB; NaN or Inf in `test` gives -inf."""
+    reference = np.asarray(reference, np.float64)
+    test = np.asarray(test, np.float64)
+    if reference.shape != test.shape:
+        raise ValueError(f"shape mismatch {reference.shape} vs {test.shape}")
+    if not np.isfinite(test).all():
+        return -math.inf
+    rmse = math.sqrt(float(np.mean((reference - test) ** 2)))
+    peak = float(np.max(np.abs(reference))) or 1.0
+    return PSNR_CAP_DB if rmse == 0 else min(PSNR_CAP_DB, 20 * math.log10(peak / rmse))
+
+
+def reference_runners(checkpoint: Checkpoint, options: CompileOptions) -> dict[str, Callable[[Feeds], Feeds]]:
+    return {name: component_spec(checkpoint, name, options).reference for name in checkpoint.component_names()}
+
+
+def trajectory_feeds(checkpoint: Checkpoint, options: CompileOptions,
+                     prompts: tuple[str, ...] = VERIFY_PROMPTS) -> dict[str, list[Feeds]]:
+    """Inputs of every component along short torch denoising runs (guidance on, options.verify_steps steps)."""
+    feeds: dict[str, list[Feeds]] = defaultdict(list)
+    names = checkpoint.component_names()
+    if "unet" not in names:  # a single component: its example inputs at batch 1 and 2
+        for name in names:
+            spec = component_spec(checkpoint, name, options)
+            feeds[name].append({k: v.numpy() for k, v in spec.example.items()})
+        return dict(feeds)
+    runners = reference_runners(checkpoint, options)
+    tokenizers = {k: load_tokenizer(v) for k, v in checkpoint.tokenizer_dirs.items()}
+    height, width = image_size(checkpoint, options)
+    scale = latent_scale(checkpoint)
+    unet = checkpoint.models["unet"]
+    vae = checkpoint.models.get("vae")
+    if not tokenizers or vae is None:
+        for name in names:
+            spec = component_spec(checkpoint, name, options)
+            feeds[name].append({k: v.numpy() for k, v in spec.example.items()})
+        return dict(feeds)
+    for i, prompt in enumerate(prompts):
+        denoise(runners, tokenizers, load_scheduler(checkpoint.scheduler_dir), prompt, steps=options.verify_steps,
+                seed=options.seed + i, guidance=7.5, latent_shape=(unet.config.in_channels, height // scale, width // scale),
+                scaling_factor=float(getattr(vae.config, "scaling_factor", 1.0) or 1.0),
+                text_length=text_length(checkpoint), sdxl=checkpoint.is_sdxl, image_size=(height, width),
+                record=lambda name, f: feeds[name].append(f) if name in names else None)
+    return dict(feeds)
+
+
+def compare(runner: Callable[[Feeds], Feeds], reference: Callable[[Feeds], Feeds],
+            feeds_list: list[Feeds]) -> dict[str, float]:
+    """PSNR per output over all feeds (outputs concatenated), and `psnr_db`: the worst output."""
+    got: dict[str, list[np.ndarray]] = defaultdict(list)
+    want: dict[str, list[np.ndarray]] = defaultdict(list)
+    for feeds in feeds_list:
+        ref = reference(feeds)
+        out = runner(feeds)
+        for name, value in ref.items():
+            want[name].append(value.ravel())
+            got[name].append(np.asarray(out[name], np.float32).ravel())
+    result = {name: round(psnr(np.concatenate(want[name]), np.concatenate(got[name])), 2) for name in want}
+    result["psnr_db"] = min(result.values())
+    return result
