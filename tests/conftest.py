@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny pipelines written once per session, and one compiled onnx build of sd15."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """tiny_pipeline(family) -> Path of a tiny random-weight diffusers pipeline (written once per family)."""
+    from fusionc.models.tiny import write_pipeline
+
+    cache: dict[str, Path] = {}
+
+    def make(family: str = "sd15") -> Path:
+        if family not in cache:
+            cache[family] = write_pipeline(tmp_path_factory.mktemp(f"pipe_{family}"), family)
+        return cache[family]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def sd15_onnx_build(tiny_pipeline, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verified onnx build of the tiny sd15 pipeline (compiled once per session)."""
+    from fusionc.options import CompileOptions
+    from fusionc.pipeline import compile_checkpoint
+
+    out = tmp_path_factory.mktemp("builds") / "sd15_onnx"
+    compile_checkpoint(tiny_pipeline("sd15"), CompileOptions(target="onnx"), out)
+    return out

@@ -1,0 +1,128 @@
+"""Checkpoint loading: every supported topology loads; every kind of bad input is one clear error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fusionc.checkpoint import load_checkpoint
+from fusionc.errors import BadInputError, UnsupportedError
+from fusionc.models.tiny import FAMILIES
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_loads(tiny_pipeline, family: str) -> None:
+    checkpoint = load_checkpoint(tiny_pipeline(family))
+    assert "unet" in checkpoint.component_names()
+    assert {"vae_decoder", "vae_encoder"} <= set(checkpoint.component_names())
+    assert checkpoint.is_sdxl == (family == "sdxl")
+    assert len(checkpoint.sha256) == 64
+
+
+def test_single_component_folder(tiny_pipeline) -> None:
+    checkpoint = load_checkpoint(tiny_pipeline("sd15") / "unet")
+    assert checkpoint.component_names() == ["unet"]
+    assert not checkpoint.is_pipeline
+
+
+def copy_pipeline(tiny_pipeline, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_pipeline("sd15"), tmp_path / "ckpt"))
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope")
+
+
+def test_not_a_diffusers_folder(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("hello")
+    with pytest.raises(BadInputError, match="not a diffusers checkpoint"):
+        load_checkpoint(tmp_path)
+
+
+def test_missing_weights(tiny_pipeline, tmp_path: Path) -> None:
+    ckpt = copy_pipeline(tiny_pipeline, tmp_path)
+    (ckpt / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(BadInputError, match="no weights in"):
+        load_checkpoint(ckpt)
+
+
+def test_truncated_safetensors(tiny_pipeline, tmp_path: Path) -> None:
+    ckpt = copy_pipeline(tiny_pipeline, tmp_path)
+    weights = ckpt / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(BadInputError, match="truncated or corrupt"):
+        load_checkpoint(ckpt)
+
+
+def test_config_with_wrong_fields(tiny_pipeline, tmp_path: Path) -> None:
+    ckpt = copy_pipeline(tiny_pipeline, tmp_path)
+    config = json.loads((ckpt / "unet" / "config.json").read_text())
+    config["block_out_channels"] = "many"
+    (ckpt / "unet" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BadInputError, match="config.json"):
+        load_checkpoint(ckpt)
+
+
+def test_weights_that_do_not_match_the_config(tiny_pipeline, tmp_path: Path) -> None:
+    ckpt = copy_pipeline(tiny_pipeline, tmp_path)
+    config = json.loads((ckpt / "unet" / "config.json").read_text())
+    config["cross_attention_dim"] = 48
+    (ckpt / "unet" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BadInputError, match="has shape"):
+        load_checkpoint(ckpt)
+
+
+def test_nan_weights_are_named(tiny_pipeline, tmp_path: Path) -> None:
+    ckpt = copy_pipeline(tiny_pipeline, tmp_path)
+    path = ckpt / "vae" / "diffusion_pytorch_model.safetensors"
+    state = load_file(path)
+    name = sorted(state)[3]
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, path)
+    with pytest.raises(BadInputError, match=f"tensor '{name}'.*NaN"):
+        load_checkpoint(ckpt)
+
+
+def test_unsupported_component_class(tiny_pipeline, tmp_path: Path) -> None:
+    ckpt = copy_pipeline(tiny_pipeline, tmp_path)
+    index = json.loads((ckpt / "model_index.json").read_text())
+    index["unet"] = ["diffusers", "UNet2DModel"]
+    (ckpt / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(UnsupportedError, match="UNet2DModel"):
+        load_checkpoint(ckpt)
+
+
+def _to_pickle(folder: Path) -> None:
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), folder / "diffusion_pytorch_model.bin")
+    weights.unlink()
+
+
+def test_pickle_refused_without_flag(tiny_pipeline, tmp_path: Path) -> None:
+    ckpt = copy_pipeline(tiny_pipeline, tmp_path)
+    _to_pickle(ckpt / "unet")
+    with pytest.raises(BadInputError, match="--allow-pickle"):
+        load_checkpoint(ckpt)
+    assert "unet" in load_checkpoint(ckpt, allow_pickle=True).models
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/fusionc_pickle_ran"),))
+
+
+def test_pickle_never_executes_code(tiny_pipeline, tmp_path: Path) -> None:
+    ckpt = copy_pipeline(tiny_pipeline, tmp_path)
+    marker = Path("/tmp/fusionc_pickle_ran")
+    marker.unlink(missing_ok=True)
+    (ckpt / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save({"evil": _Payload()}, ckpt / "unet" / "diffusion_pytorch_model.bin")
+    with pytest.raises(BadInputError, match="weights_only"):
+        load_checkpoint(ckpt, allow_pickle=True)
+    assert not marker.exists()

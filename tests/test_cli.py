@@ -1,0 +1,98 @@
+"""The command line contract: exit codes, one-line errors, and builds that are never left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def fusionc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fusionc.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, fragment: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fusionc: error")]
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_checkpoint_exit_2_and_nothing_written(tmp_path: Path) -> None:
+    result = fusionc("compile", str(tmp_path / "missing"), "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, 2, "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "ckpt").mkdir()
+    result = fusionc("compile", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, 2, "not a diffusers checkpoint")
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_compile_keeps_the_existing_build(sd15_onnx_build: Path, tiny_pipeline, tmp_path: Path) -> None:
+    out = Path(shutil.copytree(sd15_onnx_build, tmp_path / "good"))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    broken = Path(shutil.copytree(tiny_pipeline("sd15"), tmp_path / "broken"))
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = fusionc("compile", str(broken), "--out", str(out))
+    assert_one_line_error(result, 2, "truncated or corrupt")
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert not list(tmp_path.glob(".good.tmp-*"))
+
+
+def test_out_holding_other_files_is_refused(tiny_pipeline, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    result = fusionc("compile", str(tiny_pipeline("sd15")), "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, 2, "not a fusionc build")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_unknown_component_is_usage_error(tiny_pipeline, tmp_path: Path) -> None:
+    result = fusionc("compile", str(tiny_pipeline("sd15")), "--components", "unet,refiner", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "refiner" in result.stderr
+
+
+def test_verify_and_gate(sd15_onnx_build: Path, tmp_path: Path) -> None:
+    build = Path(shutil.copytree(sd15_onnx_build, tmp_path / "b"))
+    ok = fusionc("verify", str(build), "--min-psnr", "60")
+    assert ok.returncode == 0, ok.stderr
+    assert "unet" in ok.stdout
+    failed = fusionc("verify", str(build), "--min-psnr", "1000")
+    assert_one_line_error(failed, 1, "PSNR gate failed")
+    assert json.loads((build / "manifest.json").read_text())["components"]["unet"]["psnr_db"] >= 60
+
+
+def test_verify_a_folder_that_is_not_a_build(tmp_path: Path) -> None:
+    assert_one_line_error(fusionc("verify", str(tmp_path)), 2, "not a fusionc build")
+
+
+def test_inspect_build_and_model(sd15_onnx_build: Path) -> None:
+    result = fusionc("inspect", str(sd15_onnx_build))
+    assert result.returncode == 0, result.stderr
+    assert "unet" in result.stdout and "GMACs" in result.stdout
+    result = fusionc("inspect", str(sd15_onnx_build / "unet" / "model.onnx"))
+    assert result.returncode == 0 and "Conv" in result.stdout
+
+
+def test_pickle_checkpoint_via_cli(tiny_pipeline, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    ckpt = Path(shutil.copytree(tiny_pipeline("sd15") / "vae", tmp_path / "vae"))
+    torch.save(load_file(ckpt / "diffusion_pytorch_model.safetensors"), ckpt / "diffusion_pytorch_model.bin")
+    (ckpt / "diffusion_pytorch_model.safetensors").unlink()
+    assert_one_line_error(fusionc("compile", str(ckpt), "--out", str(tmp_path / "o")), 2, "--allow-pickle")
+    result = fusionc("compile", str(ckpt), "--allow-pickle", "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads((tmp_path / "o" / "manifest.json").read_text())["components"]) == {"vae_decoder", "vae_encoder"}
