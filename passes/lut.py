@@ -1,0 +1,169 @@
+"""Look-up-table (palettization) numerics in numpy: weighted 1-D k-means over fp16 values, index packing.
+
+Why our own instead of coremltools' `palettize_weights` or scikit-learn: weights ship in fp16, so a tensor
+has at most 65,536 distinct values. We histogram the fp16 bit patterns (one `bincount`), run weighted 1-D
+Lloyd iterations on the distinct values only (prefix sums make one iteration O(K log U)), and assign every
+weight with one 65,536-entry table look-up. That is one pass over the weights instead of k-means over
+millions of points, and it is deterministic (a recipe re-applies to the same bytes).
+
+Packing follows Core ML's LUT layout: a little-endian bit stream, the first index in the least significant
+bits of the first byte. Every supported width (1, 2, 3, 4, 6, 8) divides 24, so 3 bytes always hold a whole
+number of indices; packed buffers are padded to a multiple of 3 bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NBITS = (1, 2, 3, 4, 6, 8)
+_ALL_FP16 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float64)
+
+
+@dataclass
+class Palette:
+    """A palettized tensor: `lut[g][indices]` per group g of `group_size` channels along `axis`."""
+
+    indices: np.ndarray  # uint8, the tensor's shape
+    lut: np.ndarray  # float16 [G, 2**nbits]
+    nbits: int
+    axis: int  # the grouped (output channel) axis
+    group_size: int  # channels per LUT along `axis`; == shape[axis] for one LUT per tensor
+
+    @property
+    def groups(self) -> int:
+        return self.lut.shape[0]
+
+    def dense(self, dtype: np.dtype = np.float32) -> np.ndarray:
+        """The decompressed tensor."""
+        moved = np.moveaxis(self.indices, self.axis, 0)
+        grouped = moved.reshape(self.groups, -1)
+        out = np.take_along_axis(self.lut.astype(dtype), grouped.astype(np.intp), axis=1)
+        return np.moveaxis(out.reshape(moved.shape), 0, self.axis)
+
+
+def fp16_bits(weight: np.ndarray) -> np.ndarray:
+    """The fp16 bit patterns (uint16) of a float tensor, rounding to nearest."""
+    half = weight if weight.dtype == np.float16 else weight.astype(np.float16)
+    return half.view(np.uint16)
+
+
+def kmeans_1d(values: np.ndarray, counts: np.ndarray, k: int, max_iter: int = 300) -> np.ndarray:
+    """Weighted 1-D k-means (Lloyd) on sorted distinct `values`; returns k sorted centroids (float64).
+
+    Two initialisations (weighted quantiles and an even split of the value range) both run to convergence;
+    the one with the lower weighted squared error wins. With at most k distinct values the result is exact.
+    """
+    if len(values) <= k:
+        return np.concatenate([values, np.full(k - len(values), values[-1] if len(values) else 0.0)])
+    w = counts.astype(np.float64)
+    cw, cwx, cwxx = (np.concatenate([[0.0], np.cumsum(a)]) for a in (w, w * values, w * values * values))
+
+    def lloyd(centroids: np.ndarray) -> tuple[np.ndarray, float]:
+        c = np.sort(centroids)
+        for _ in range(max_iter):
+            cuts = np.concatenate([[0], np.searchsorted(values, (c[:-1] + c[1:]) * 0.5), [len(values)]])
+            weight = cw[cuts[1:]] - cw[cuts[:-1]]
+            total = cwx[cuts[1:]] - cwx[cuts[:-1]]
+            new = np.where(weight > 0, total / np.maximum(weight, 1e-300), c)
+            empty = weight <= 0
+            if empty.any():  # move empty clusters onto the values with the largest error
+                new[empty] = _spread(values, new, int(empty.sum()))
+                new = np.sort(new)
+            if np.array_equal(new, c):
+                break
+            c = new
+        cuts = np.concatenate([[0], np.searchsorted(values, (c[:-1] + c[1:]) * 0.5), [len(values)]])
+        sw, sx, sxx = (a[cuts[1:]] - a[cuts[:-1]] for a in (cw, cwx, cwxx))
+        return c, float(np.sum(sxx - 2 * c * sx + c * c * sw))
+
+    quantiles = (np.arange(k) + 0.5) / k * cw[-1]
+    by_mass = values[np.minimum(np.searchsorted(cw[1:], quantiles), len(values) - 1)]
+    by_range = np.linspace(values[0], values[-1], k)
+    best = min((lloyd(init) for init in (by_mass, by_range)), key=lambda r: r[1])
+    return best[0]
+
+
+def _spread(values: np.ndarray, centroids: np.ndarray, n: int) -> np.ndarray:
+    """n new centroid positions: the distinct values farthest from every current centroid."""
+    c = np.sort(centroids)
+    pos = np.clip(np.searchsorted(c, values), 1, len(c) - 1)
+    dist = np.minimum(np.abs(values - c[pos - 1]), np.abs(values - c[pos]))
+    return values[np.argsort(dist)[-n:]]
+
+
+def _group_palette(bits: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """LUT (float16 [2**nbits]) and uint8 indices for one group of fp16 bit patterns."""
+    k = 1 << nbits
+    hist = np.bincount(bits.ravel(), minlength=65536)
+    present = np.flatnonzero(hist)
+    vals = _ALL_FP16[present]
+    if not np.all(np.isfinite(vals)):
+        raise ValueError("weights hold inf or NaN")
+    order = np.argsort(vals, kind="stable")
+    present, vals = present[order], vals[order]
+    lut = kmeans_1d(vals, hist[present], k).astype(np.float16)
+    lut64 = np.sort(lut.astype(np.float64))
+    lut = lut64.astype(np.float16)
+    cut = np.searchsorted((lut64[:-1] + lut64[1:]) * 0.5, vals, side="left")
+    # distinct values exactly on a midpoint go to the nearer one (ties: lower index), as the midpoint test says
+    table = np.zeros(65536, dtype=np.uint8)
+    table[present] = cut.astype(np.uint8)
+    return lut, table[bits]
+
+
+def palettize(weight: np.ndarray, nbits: int, axis: int = 0, group_size: int | None = None) -> Palette:
+    """k-means palettization of `weight` with one LUT per `group_size` channels along `axis` (None: per tensor)."""
+    if nbits not in NBITS:
+        raise ValueError(f"nbits must be one of {NBITS}, got {nbits}")
+    channels = weight.shape[axis] if weight.ndim else 1
+    group = channels if not group_size or group_size >= channels else group_size
+    if channels % group:
+        raise ValueError(f"group size {group} does not divide {channels} channels")
+    bits = fp16_bits(np.asarray(weight))
+    if group == channels:
+        lut, idx = _group_palette(bits, nbits)
+        return Palette(idx, lut[None], nbits, axis, group)
+    moved = np.moveaxis(bits, axis, 0)
+    per_group = moved.reshape(channels // group, -1)
+    luts = np.empty((channels // group, 1 << nbits), np.float16)
+    out = np.empty(per_group.shape, np.uint8)
+    for g in range(per_group.shape[0]):
+        luts[g], out[g] = _group_palette(per_group[g], nbits)
+    indices = np.moveaxis(out.reshape(moved.shape), 0, axis)
+    return Palette(np.ascontiguousarray(indices), luts, nbits, axis, group)
+
+
+def pack(indices: np.ndarray, nbits: int) -> np.ndarray:
+    """LSB-first bit stream of the flattened indices, padded to a multiple of 3 bytes (uint8 [M])."""
+    per_word = 24 // nbits
+    flat = indices.ravel()
+    pad = (-flat.size) % per_word
+    if pad:
+        flat = np.concatenate([flat, np.zeros(pad, np.uint8)])
+    if nbits == 8:
+        return np.ascontiguousarray(flat)
+    cols = flat.reshape(-1, per_word)
+    word = np.zeros(cols.shape[0], np.uint32)
+    for j in range(per_word):
+        word |= cols[:, j].astype(np.uint32) << np.uint32(nbits * j)
+    return np.ascontiguousarray(word.view(np.uint8).reshape(-1, 4)[:, :3]).ravel()
+
+
+def unpack(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
+    """Inverse of `pack`: the first `count` indices (uint8)."""
+    if nbits == 8:
+        return packed[:count].copy()
+    per_word = 24 // nbits
+    b = packed.reshape(-1, 3).astype(np.uint32)
+    word = b[:, 0] | (b[:, 1] << np.uint32(8)) | (b[:, 2] << np.uint32(16))
+    shifts = (np.arange(per_word, dtype=np.uint32) * np.uint32(nbits))[None, :]
+    out = ((word[:, None] >> shifts) & np.uint32((1 << nbits) - 1)).astype(np.uint8)
+    return out.ravel()[:count]
+
+
+def relative_mse(weight: np.ndarray, approx: np.ndarray) -> float:
+    """mean((w - w')^2) / mean(w^2), in float64."""
+    w = np.asarray(weight, np.float64)
+    return float(np.mean((w - approx) ** 2) / max(np.mean(w * w), 1e-300))
