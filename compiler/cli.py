@@ -77,6 +77,8 @@ def _components(value: str | None) -> tuple[str, ...] | None:
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.ckpt/.pt weights (loaded with weights_only=True).")
 @click.option("--min-psnr", type=float, default=None, help="Exit 1 if a component verifies under this PSNR (dB).")
 @click.option("--no-verify", is_flag=True, help="Skip verification against the torch model.")
+@click.option("--verify-steps", type=int, default=3, show_default=True, help="Denoising steps of the verification trajectory.")
+@click.option("--verify-prompts", type=click.IntRange(1, 2), default=2, show_default=True, help="Prompts of the verification trajectory.")
 @click.option("--attention", type=click.Choice(["original", "split_einsum", "split_einsum_v2"]), default="split_einsum",
               show_default=True, help="Core ML attention form.")
 @click.option("--compute-units", type=click.Choice(["all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"]),

@@ -92,21 +92,21 @@ class ComponentSpec:
 
 
 def latent_scale(checkpoint: Checkpoint) -> int:
-    vae = checkpoint.models.get("vae")
-    if vae is None or not hasattr(vae.config, "block_out_channels") or hasattr(vae.config, "encoder_block_out_channels"):
+    vae = checkpoint.configs.get("vae")
+    if vae is None or not hasattr(vae, "block_out_channels") or hasattr(vae, "encoder_block_out_channels"):
         return 8
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    return 2 ** (len(vae.block_out_channels) - 1)
 
 
 def image_size(checkpoint: Checkpoint, options: CompileOptions) -> tuple[int, int]:
     """(height, width) in pixels: the options, else the UNet's sample size (or the VAE's)."""
     scale = latent_scale(checkpoint)
-    if "unet" in checkpoint.models:
-        size = checkpoint.models["unet"].config.sample_size
+    if "unet" in checkpoint.configs:
+        size = checkpoint.configs["unet"].sample_size
         default = (size, size) if isinstance(size, int) else tuple(size)
         default = (default[0] * scale, default[1] * scale)
-    elif "vae" in checkpoint.models and getattr(checkpoint.models["vae"].config, "sample_size", None):
-        default = (checkpoint.models["vae"].config.sample_size,) * 2
+    elif "vae" in checkpoint.configs and getattr(checkpoint.configs["vae"], "sample_size", None):
+        default = (checkpoint.configs["vae"].sample_size,) * 2
     else:
         default = (512, 512)
     height, width = options.height or default[0], options.width or default[1]
@@ -116,8 +116,8 @@ def image_size(checkpoint: Checkpoint, options: CompileOptions) -> tuple[int, in
 
 
 def text_length(checkpoint: Checkpoint) -> int:
-    encoder = checkpoint.models.get("text_encoder") or checkpoint.models.get("text_encoder_2")
-    return int(encoder.config.max_position_embeddings) if encoder is not None else 77
+    encoder = checkpoint.configs.get("text_encoder") or checkpoint.configs.get("text_encoder_2")
+    return int(encoder.max_position_embeddings) if encoder is not None else 77
 
 
 def component_spec(checkpoint: Checkpoint, name: str, options: CompileOptions, batch: int = 2) -> ComponentSpec:

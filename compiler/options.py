@@ -25,6 +25,7 @@ class CompileOptions:
     verify: bool = True
     min_psnr: float | None = None
     verify_steps: int = 3  # timesteps of the reference trajectory used for UNet verification
+    verify_prompts: int = 2  # prompts of the reference trajectory (1 or 2)
     seed: int = 0
     # Core ML
     attention: str = "split_einsum"

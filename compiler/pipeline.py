@@ -6,6 +6,7 @@ list (targets/*/__init__.py) and the passes themselves.
 
 from __future__ import annotations
 
+import gc
 import platform
 import tempfile
 import time
@@ -25,7 +26,7 @@ from fusionc.options import ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions
 from fusionc.progress import stage
 from fusionc.targets import get_target
 from fusionc.targets.base import ComponentContext, PassEntry
-from fusionc.verify import compare, trajectory_feeds
+from fusionc.verify import compare, reference_outputs, trajectory_feeds
 
 
 @dataclass
@@ -77,11 +78,12 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     """Compile and verify; returns the manifest. Raises CheckFailedError after writing when a gate fails."""
     target = get_target(options.target)
     device = get_device(options.device, options.target)
-    with stage("load checkpoint"):
+    timings: dict[str, float] = {}
+    with stage("load checkpoint", timings):
         checkpoint = load_checkpoint(checkpoint_path, options.allow_pickle)
     names = select_components(checkpoint, options, target)
     height, width = image_size(checkpoint, options)
-    with stage("reference trajectory (torch)"):
+    with stage("reference trajectory (torch)", timings):
         feeds = trajectory_feeds(checkpoint, options)
     manifest: dict[str, Any] = {
         "fusionc_version": fusionc.__version__,
@@ -94,35 +96,47 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         "components": {},
         "passes": [],
     }
+    expected: dict[str, list] = {}
     with buildfs.atomic_build(out) as build, _scratch(out) as scratch_dir:
         scratch = Path(scratch_dir)
         for name in names:
             spec = component_spec(checkpoint, name, options)
-            with stage(f"{name}: export"):
+            if options.verify:
+                with stage(f"{name}: torch reference outputs", timings):
+                    expected[name] = reference_outputs(spec.reference, feeds[name])
+            with stage(f"{name}: export", timings):
                 model = export_component(spec, options.opset)
-            with stage(f"{name}: passes"):
+            with stage(f"{name}: passes", timings):
                 records = run_passes(model, target.pipeline(options), options)
             ctx = ComponentContext(name, options, scratch / name, feeds.get(name, []), spec.reference)
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            with stage(f"{name}: lower to {options.target}"):
+            with stage(f"{name}: lower to {options.target}", timings):
                 lowered = target.lower(model, build, ctx)
-            del model
-            entry = {"files": lowered.files, "bytes": sum(_bytes(build / f) for f in lowered.files),
-                     "inputs": lowered.inputs, "outputs": lowered.outputs, **lowered.extra,
-                     "passes": [r.to_json() for r in records]}
-            manifest["components"][name] = entry
+            del model, spec, ctx
+            _release_torch_modules(checkpoint, names[names.index(name) + 1:])
+            manifest["components"][name] = {
+                "files": lowered.files, "bytes": sum(_bytes(build / f) for f in lowered.files),
+                "inputs": lowered.inputs, "outputs": lowered.outputs, **lowered.extra,
+                "passes": [r.to_json() for r in records]}
             manifest["passes"] += [{"component": name, **r.to_json()} for r in records]
         target.finalize(build, checkpoint, manifest, options)
-        if options.verify:
-            for name in names:
-                with stage(f"{name}: verify on {options.target}"):
-                    runner = target.runner(build, name, manifest)
-                    scores = compare(runner, component_spec(checkpoint, name, options).reference, feeds[name])
-                manifest["components"][name]["psnr_db"] = scores.pop("psnr_db")
-                manifest["components"][name]["psnr_by_output"] = scores
+        for name in names if options.verify else []:
+            with stage(f"{name}: verify on {options.target}", timings):
+                scores = compare(target.runner(build, name, manifest), expected[name], feeds[name])
+            manifest["components"][name]["psnr_db"] = scores.pop("psnr_db")
+            manifest["components"][name]["psnr_by_output"] = scores
+        manifest["timings"] = timings
         buildfs.write_json(build / buildfs.MANIFEST, manifest)
     gate_psnr(manifest, options.min_psnr)
     return manifest
+
+
+def _release_torch_modules(checkpoint: Checkpoint, remaining: list[str]) -> None:
+    """Free torch modules no remaining component needs (at SD scale each holds GBs)."""
+    needed = {"vae" if n.startswith("vae") else n for n in remaining}
+    for folder in [f for f in checkpoint.models if f not in needed]:
+        del checkpoint.models[folder]
+    gc.collect()
 
 
 def gate_psnr(manifest: dict[str, Any], min_psnr: float | None) -> None:

@@ -14,7 +14,7 @@ from fusionc.options import CompileOptions
 from fusionc.pipeline import gate_psnr
 from fusionc.progress import stage
 from fusionc.targets import get_target
-from fusionc.verify import compare, trajectory_feeds
+from fusionc.verify import compare, reference_outputs, trajectory_feeds
 
 
 def options_from_manifest(manifest: dict[str, Any]) -> CompileOptions:
@@ -45,8 +45,8 @@ def verify_build(build: Path, min_psnr: float | None = None) -> dict[str, Any]:
             if not (build / file).exists():
                 raise BadInputError(f"build file '{build / file}' is missing: recompile the build")
         with stage(f"{name}: verify on {manifest['target']}"):
-            scores = compare(target.runner(build, name, manifest), component_spec(checkpoint, name, options).reference,
-                             feeds[name])
+            expected = reference_outputs(component_spec(checkpoint, name, options).reference, feeds[name])
+            scores = compare(target.runner(build, name, manifest), expected, feeds[name])
         entry["psnr_db"] = scores.pop("psnr_db")
         entry["psnr_by_output"] = scores
         print(f"{name:14s} {entry['psnr_db']:7.2f} dB")

@@ -1,0 +1,61 @@
+"""Compile an SD-1.5-shaped pipeline (random weights, public configs) with `fusionc compile --target onnx`.
+
+Records wall time per stage (from the manifest), peak RSS of the compile process, artifact bytes and
+PSNR per component, and writes benchmarks/results/compile_scale.json.
+
+    python benchmarks/compile_scale.py [--work DIR] [--components unet,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
+    parser.add_argument("--components", default="text_encoder,unet,vae_decoder")
+    parser.add_argument("--target", default="onnx")
+    args = parser.parse_args()
+    checkpoint = args.work / "sd15"
+    if not (checkpoint / "model_index.json").exists():
+        from fusionc.models.reference import write_reference_pipeline
+
+        write_reference_pipeline(checkpoint, "sd15")
+    out = args.work / f"sd15_{args.target}"
+    command = [sys.executable, "-m", "fusionc.cli", "compile", str(checkpoint), "--target", args.target,
+               "--out", str(out), "--components", args.components, "--verify-steps", "1", "--verify-prompts", "1"]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - start
+    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    manifest = json.loads((out / "manifest.json").read_text())
+    result = {
+        "benchmark": "compile_scale",
+        "model": "SD-1.5-shaped pipeline, random weights (../shared/reference-models.md)",
+        "command": " ".join(command[2:]),
+        "machine": {"cores": 2, "python": platform.python_version()},
+        "wall_seconds": round(wall, 1),
+        "peak_rss_bytes": peak_rss,
+        "stage_seconds": manifest["timings"],
+        "components": {n: {"bytes": c["bytes"], "psnr_db": c.get("psnr_db"),
+                           "passes_seconds": round(sum(p["seconds"] for p in c["passes"]), 2)}
+                       for n, c in manifest["components"].items()},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"compile_scale_{args.target}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
