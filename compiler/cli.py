@@ -146,5 +146,9 @@ def inspect_command(path: Path) -> None:
     inspect_path(path)
 
 
+from fusionc.bench import register as _register_bench  # noqa: E402  (`devices`, `bench`: compiler/bench.py)
+
+_register_bench(main)
+
 if __name__ == "__main__":
     main()

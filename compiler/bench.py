@@ -1,0 +1,424 @@
+"""`fusionc bench` and `fusionc devices`: measured and estimated latency per component, backend and device.
+
+Users pick a backend, a compression level and a step count by latency, so bench keeps two kinds of figures apart:
+- measured: run here, median and spread over repeated calls after warm-up, on the runtimes present: onnxruntime
+  CPU for onnx builds (and fake-quant graphs), the target's runner for qnn builds (on x86 that is the HTP emulator:
+  labelled so, never a device figure), Core ML `predict` on macOS only, and an Android device over adb with
+  onnxruntime_perf_test + the QNN EP when one is attached (detected, never assumed);
+- estimated: fusionc.costmodel on the component's compiled graph for each device profile of the build's target
+  (every profile for a portable onnx build).
+The end-to-end budget adds text encoder calls (two with guidance), steps x UNet and one VAE decode per backend and
+device, and names the component to shrink first and by how much.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fusionc import __version__
+from fusionc.devices import DEVICES
+from fusionc.errors import BadInputError, CheckFailedError
+
+TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
+PIPELINE_ORDER = ("text_encoder", "text_encoder_2", "unet", "vae_decoder")
+
+
+@dataclass
+class Figure:
+    component: str
+    backend: str  # ort-cpu (host) | qnn-htp-emulator (host) | coreml (host) | adb:<serial> | coreml/ne | qnn/htp
+    device: str  # "host" for measured-here figures, else a device profile name
+    kind: str  # measured | estimated
+    batch: int
+    median_ms: float
+    spread_ms: float = 0.0  # measured: interquartile range (max - min under 4 runs)
+    runs: int = 0
+    device_figure: bool = True  # False for host-side emulators whose time says nothing about a phone
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def synthetic_feeds(spec: dict[str, dict[str, Any]], batch: int) -> dict[str, np.ndarray]:
+    """Random inputs matching a manifest interface; symbolic dims become `batch`."""
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for name, info in spec.items():
+        shape = [d if isinstance(d, int) else batch for d in info["shape"]]
+        if name == "timestep":
+            feeds[name] = np.array([500.0] * max(1, int(np.prod(shape))), dtype=np.float32).reshape(shape)
+        elif "int" in str(info.get("dtype")):
+            feeds[name] = rng.integers(0, 32, size=shape).astype(np.int64 if "64" in info["dtype"] else np.int32)
+        else:
+            feeds[name] = rng.standard_normal(shape).astype(np.float16 if "16" in str(info.get("dtype")) else np.float32)
+    return feeds
+
+
+def time_calls(call: Callable[[], Any], runs: int, warmup: int, max_seconds: float = 30.0) -> tuple[float, float, int]:
+    """(median ms, spread ms, runs done): warm-up calls, then up to `runs` timed calls (at least 3, time permitting)."""
+    for _ in range(warmup):
+        call()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < runs and (len(times) < 3 or time.perf_counter() - start < max_seconds):
+        t0 = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t0) * 1000)
+    if len(times) >= 4:
+        q = statistics.quantiles(times, n=4)
+        spread = q[2] - q[0]
+    else:
+        spread = max(times) - min(times)
+    return statistics.median(times), spread, len(times)
+
+
+def component_batch(name: str, guidance: bool) -> int:
+    """UNet runs cond + uncond in one batch-2 call with guidance; text encoders run once per prompt (twice)."""
+    return 2 if (guidance and name == "unet") else 1
+
+
+def calls_per_image(name: str, steps: int, guidance: bool) -> int:
+    if name == "unet":
+        return steps
+    if name in TEXT_COMPONENTS:
+        return 2 if guidance else 1
+    return 1 if name == "vae_decoder" else 0
+
+
+def measure_build(build: Path, manifest: dict[str, Any], guidance: bool, runs: int, warmup: int) -> list[Figure]:
+    """Measured figures for every component on the runtimes present; skipped runtimes are reported in `detail`."""
+    from fusionc.targets import get_target
+
+    target_name = manifest["target"]
+    if target_name == "coreml" and sys.platform != "darwin":
+        return []  # the MIL executor's CPU time is no Core ML device figure; predict needs macOS
+    target = get_target(target_name)
+    backend = {"onnx": "ort-cpu", "qnn": "qnn-htp-emulator", "coreml": "coreml"}[target_name]
+    figures = []
+    for name, comp in manifest["components"].items():
+        if name not in PIPELINE_ORDER:
+            continue
+        batch = component_batch(name, guidance)
+        runner = target.runner(build, name, manifest)
+        feeds = synthetic_feeds(comp["inputs"], batch)
+        median, spread, done = time_calls(lambda: runner(feeds), runs, warmup)
+        figures.append(Figure(name, backend, "host", "measured", batch, median, spread, done,
+                              device_figure=target_name != "qnn",
+                              detail={"host": platform.processor() or platform.machine()}))
+    figures += measure_adb(build, manifest, guidance, runs)
+    return figures
+
+
+def adb_devices() -> list[str]:
+    """Serials of attached Android devices (empty when adb is missing or nothing is attached)."""
+    if shutil.which("adb") is None:
+        return []
+    try:
+        out = subprocess.run(["adb", "devices"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.split()[0] for line in out.splitlines()[1:] if line.strip().endswith("device")]
+
+
+def measure_adb(build: Path, manifest: dict[str, Any], guidance: bool, runs: int) -> list[Figure]:
+    """On an attached phone: push each component and time it with onnxruntime_perf_test and the QNN EP.
+
+    Needs /data/local/tmp/onnxruntime_perf_test and libQnnHtp.so pushed beforehand (an ORT Android build with
+    the QNN EP); without them the device is reported as skipped, never timed some other way.
+    """
+    figures = []
+    for serial in adb_devices():
+        shell = ["adb", "-s", serial, "shell"]
+        probe = subprocess.run(shell + ["ls", "/data/local/tmp/onnxruntime_perf_test"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            print(f"fusionc bench: adb device {serial} attached but /data/local/tmp/onnxruntime_perf_test is missing: "
+                  "skipped", file=sys.stderr)
+            continue
+        for name, comp in manifest["components"].items():
+            onnx_files = [f for f in comp["files"] if f.endswith(".onnx")]
+            if name not in PIPELINE_ORDER or not onnx_files:
+                continue
+            remote = f"/data/local/tmp/fusionc/{name}"
+            subprocess.run(["adb", "-s", serial, "push", str((build / onnx_files[0]).parent), remote], check=True,
+                           capture_output=True)
+            cmd = shell + [f"cd /data/local/tmp && LD_LIBRARY_PATH=. ./onnxruntime_perf_test -e qnn -i "
+                           f"'backend_path|libQnnHtp.so' -r {runs} {remote}/{Path(onnx_files[0]).name}"]
+            out = subprocess.run(cmd, capture_output=True, text=True).stdout
+            line = next((ln for ln in out.splitlines() if "Average inference time cost" in ln), None)
+            if line is None:
+                print(f"fusionc bench: adb {serial}: no timing for {name}: skipped", file=sys.stderr)
+                continue
+            median = float(line.split(":")[-1].strip().split()[0])
+            figures.append(Figure(name, f"adb:{serial}", serial, "measured", component_batch(name, guidance),
+                                  median, 0.0, runs, detail={"statistic": "mean (onnxruntime_perf_test)"}))
+    return figures
+
+
+def component_graph(build: Path, comp: dict[str, Any]) -> Path | None:
+    """The component's compiled ONNX graph (not an EPContext wrapper), if the build keeps one."""
+    for rel in comp["files"]:
+        path = build / rel
+        if rel.endswith(".onnx") and path.is_file():
+            import onnx
+
+            proto = onnx.load(str(path), load_external_data=False)
+            if not any(node.op_type == "EPContext" for node in proto.graph.node):
+                return path
+    return None
+
+
+def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tuple[list[Figure], dict[str, Any]]:
+    """Estimated figures on every device profile of the build's target, and each component's graph summary."""
+    from fusionc.costmodel import backend_of, estimate
+    from fusionc.graph_stats import graph_stats
+
+    target = manifest["target"]
+    precision = (manifest.get("options") or {}).get("precision") if target == "qnn" else None
+    devices = [d for d in DEVICES.values() if target == "onnx" or d.target == target]
+    figures, graphs = [], {}
+    for name, comp in manifest["components"].items():
+        path = component_graph(build, comp)
+        if name not in PIPELINE_ORDER or path is None:
+            continue
+        batch = component_batch(name, guidance)
+        stats = graph_stats(path, {"batch": batch, "B": batch})
+        graphs[name] = {k: v for k, v in stats.summary().items() if k != "by_kind"}
+        for device in devices:
+            est = estimate(stats, device, precision)
+            figures.append(Figure(name, backend_of(device), device.name, "estimated", batch, est.latency_s * 1000,
+                                  detail={"precision": est.precision, "bound": est.bound,
+                                          "compute_ms": est.compute_s * 1000, "memory_ms": est.memory_s * 1000,
+                                          "overhead_ms": est.overhead_s * 1000, "fallback_ms": est.fallback_s * 1000,
+                                          "fallback_ops": est.fallback_ops, "weight_bytes": est.weight_bytes}))
+    return figures, graphs
+
+
+def budget_rows(build: str, figures: list[Figure], steps: int, guidance: bool, budget_s: float) -> list[dict[str, Any]]:
+    """End-to-end latency per (backend, device) with the components it has, against the budget."""
+    groups: dict[tuple[str, str, str], dict[str, Figure]] = {}
+    for fig in figures:
+        groups.setdefault((fig.backend, fig.device, fig.kind), {})[fig.component] = fig
+    rows = []
+    for (backend, device, kind), comps in groups.items():
+        if "unet" not in comps:
+            continue
+        calls = {name: calls_per_image(name, steps, guidance) for name in comps}
+        breakdown = {name: comps[name].median_ms * calls[name] for name in PIPELINE_ORDER if name in comps}
+        total = sum(breakdown.values())
+        rows.append({"build": build, "backend": backend, "device": device, "kind": kind, "steps": steps,
+                     "guidance": guidance, "calls": calls, "per_call_ms": {n: comps[n].median_ms for n in breakdown},
+                     "breakdown_ms": breakdown, "total_ms": total, "budget_ms": budget_s * 1000,
+                     "within_budget": total <= budget_s * 1000,
+                     "device_figure": all(f.device_figure for f in comps.values()),
+                     "advice": advice(breakdown, calls, total, budget_s * 1000, steps)})
+    return rows
+
+
+def advice(breakdown: dict[str, float], calls: dict[str, int], total: float, budget: float, steps: int) -> str:
+    """Which component to compress or shrink first, and by how much, to meet the budget."""
+    if total <= budget:
+        return f"within budget ({total:.0f} of {budget:.0f} ms, {budget - total:.0f} ms spare)"
+    excess = total - budget
+    ranked = sorted(breakdown, key=breakdown.get, reverse=True)
+    first = ranked[0]
+    share = breakdown[first]
+    if excess < share:
+        cut = excess / share
+        per_call = breakdown[first] / calls[first]
+        text = (f"over by {excess:.0f} ms: shrink {first} first, by {cut:.0%} per call "
+                f"({per_call:.1f} -> {per_call * (1 - cut):.1f} ms)")
+        if first == "unet":
+            fewer = int((budget - (total - share)) // per_call)
+            if fewer >= 1:
+                text += f", or cut steps {steps} -> {fewer}"
+        return text
+    rest = budget - (total - share)
+    return (f"over by {excess:.0f} ms: even a free {first} leaves {total - share:.0f} ms; shrink {first} and then "
+            f"{', '.join(ranked[1:]) or 'nothing else'}" + (f" (the rest alone exceeds the budget by {-rest:.0f} ms)"
+                                                            if rest < 0 else ""))
+
+
+def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: float = 2.0, runs: int = 10,
+          warmup: int = 2, measure: bool = True) -> dict[str, Any]:
+    """Everything `fusionc bench` shows and writes, as one JSON-ready dict."""
+    from fusionc.buildfs import read_manifest
+    from fusionc.costmodel import FAMILY_PARAMS, calibration_report
+
+    import onnxruntime
+
+    result: dict[str, Any] = {
+        "fusionc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "host": {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
+                 "onnxruntime": onnxruntime.__version__, "adb_devices": adb_devices()},
+        "settings": {"steps": steps, "guidance": guidance, "budget_s": budget_s, "runs": runs, "warmup": warmup},
+        "builds": [], "budgets": [],
+        "cost_model": {"params": {k: v.to_json() for k, v in FAMILY_PARAMS.items()}},
+    }
+    try:
+        result["cost_model"]["calibration"] = calibration_report()
+    except FileNotFoundError:
+        result["cost_model"]["calibration"] = []
+    for build in builds:
+        manifest = read_manifest(build)
+        figures = measure_build(build, manifest, guidance, runs, warmup) if measure else []
+        estimated, graphs = estimate_build(build, manifest, guidance)
+        figures += estimated
+        if not figures:
+            raise BadInputError(f"'{build}' has no component that can be measured or estimated")
+        result["builds"].append({"path": str(build), "target": manifest["target"], "device": manifest.get("device"),
+                                 "graphs": graphs, "figures": [asdict(f) for f in figures]})
+        result["budgets"] += budget_rows(str(build), figures, steps, guidance, budget_s)
+    return result
+
+
+def print_report(result: dict[str, Any], console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=max(Console().width, 150))
+    for build in result["builds"]:
+        table = Table(title=f"{build['path']} ({build['target']}): per-call latency, ms "
+                            "[M] measured here, [E] estimated by the cost model")
+        for column in ("component", "backend", "device", "batch", "latency ms", "spread", "kind", "note"):
+            table.add_column(column, justify="right" if column in ("batch", "latency ms", "spread") else "left")
+        for f in build["figures"]:
+            mark = "[M] measured" if f["kind"] == "measured" else "[E] estimated"
+            note = "" if f["device_figure"] else "host emulator, not a device figure"
+            if f["kind"] == "estimated":
+                note = f"{f['detail']['precision']}, {f['detail']['bound']}-bound"
+            spread = f"±{f['spread_ms'] / 2:.2f}" if f["kind"] == "measured" else "-"
+            table.add_row(f["component"], f["backend"], f["device"], str(f["batch"]), f"{f['median_ms']:.2f}",
+                          spread, mark, note)
+        console.print(table)
+    s = result["settings"]
+    table = Table(title=f"end to end: {s['steps']} steps, guidance {'on' if s['guidance'] else 'off'}, "
+                        f"budget {s['budget_s']:g} s")
+    for column in ("build", "backend", "device", "kind", "total ms", "fits", "advice"):
+        table.add_column(column, justify="right" if column == "total ms" else "left")
+    for row in result["budgets"]:
+        table.add_row(Path(row["build"]).name, row["backend"], row["device"],
+                      "[M] measured" if row["kind"] == "measured" else "[E] estimated", f"{row['total_ms']:.0f}",
+                      "yes" if row["within_budget"] else "NO", row["advice"])
+    console.print(table)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Stacked per-component end-to-end latency per backend and device; hatched bars are estimates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["budgets"]
+    if not rows:
+        raise BadInputError("nothing to plot: no build has a UNet figure")
+    colors = {"text_encoder": "#4c72b0", "text_encoder_2": "#64b5cd", "unet": "#dd8452", "vae_decoder": "#55a868"}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2), 4.8))
+    labels = []
+    for i, row in enumerate(rows):
+        bottom = 0.0
+        for name, ms in row["breakdown_ms"].items():
+            ax.bar(i, ms / 1000, bottom=bottom / 1000, color=colors.get(name, "#8172b3"),
+                   hatch="//" if row["kind"] == "estimated" else None, edgecolor="white",
+                   label=name if i == 0 or name not in [h.get_label() for h in ax.patches[:-1]] else None)
+            bottom += ms
+        short = Path(row["build"]).name
+        labels.append(f"{short}\n{row['device']}\n{'est.' if row['kind'] == 'estimated' else 'meas.'}")
+    ax.axhline(result["settings"]["budget_s"], color="red", linestyle="--", linewidth=1, label="budget")
+    ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=0)
+    ax.set_ylabel("seconds per image")
+    ax.set_yscale("log")
+    s = result["settings"]
+    ax.set_title(f"fusionc bench: {s['steps']} steps, guidance {'on' if s['guidance'] else 'off'} "
+                 "(hatched = estimated)", fontsize=9)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: Path | None, steps: int,
+                  guidance: bool, budget: float, runs: int, warmup: int, no_measure: bool) -> dict[str, Any]:
+    if not builds:
+        raise BadInputError("pass at least one build folder: fusionc bench BUILD_DIR...")
+    if steps < 1 or budget <= 0:
+        raise BadInputError("--steps must be >= 1 and --budget > 0")
+    result = bench(list(builds), steps, guidance, budget, runs, warmup, measure=not no_measure)
+    print_report(result)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    if plot_path:
+        plot(result, plot_path)
+    return result
+
+
+def print_devices() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fusionc.devices import devices_table
+
+    rows = devices_table()
+    table = Table(title="fusionc device profiles (sources in compiler/devices.py)")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row.values())
+    Console(width=max(Console().width, 150)).print(table)
+
+
+def _cli_commands() -> list[Any]:
+    import click
+
+    from fusionc.cli import handle_errors
+
+    @click.command("devices")
+    @click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
+    @handle_errors
+    def devices_command(as_json: bool) -> None:
+        """List device profiles: compute units, NPU throughput, bandwidth, model size limits."""
+        if as_json:
+            click.echo(json.dumps({n: d.to_json() for n, d in DEVICES.items()}, indent=1))
+        else:
+            print_devices()
+
+    @click.command("bench")
+    @click.argument("builds", nargs=-1, type=click.Path(path_type=Path))
+    @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write everything as JSON.")
+    @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Write a PNG chart.")
+    @click.option("--steps", type=int, default=8, show_default=True, help="Denoising steps per image.")
+    @click.option("--guidance/--no-guidance", default=True, show_default=True,
+                  help="Classifier-free guidance: UNet at batch 2, text encoder twice.")
+    @click.option("--budget", type=float, default=2.0, show_default=True, help="End-to-end budget in seconds.")
+    @click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per component.")
+    @click.option("--warmup", type=int, default=2, show_default=True)
+    @click.option("--no-measure", is_flag=True, help="Estimates only (skip running anything).")
+    @click.option("--check", is_flag=True, help="Exit 1 when no backend fits the budget.")
+    @handle_errors
+    def bench_command(check: bool, **kwargs: Any) -> None:
+        """Measured and estimated latency of each component of BUILD... and the end-to-end budget."""
+        result = run_bench_cli(**kwargs)
+        if check and not any(r["within_budget"] for r in result["budgets"]):
+            raise CheckFailedError(f"no backend meets the {kwargs['budget']:g} s budget")
+
+    return [devices_command, bench_command]
+
+
+def register(main: Any) -> None:
+    """Add `devices` and `bench` to the fusionc click group."""
+    for command in _cli_commands():
+        main.add_command(command)
+
