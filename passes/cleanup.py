@@ -46,7 +46,9 @@ _NO_OP_RULES = pattern.RewriteRuleSet(
         # Cast/Expand/Transpose that change nothing, and chains that collapse into one op
         rules.no_op_cast_rule, rules.cast_cast_rule, rules.no_op_expand_rule, rules.no_op_transpose_rule,
         rules.transpose_transpose_rule, rules.flatten_to_reshape_rule, rules.reshape_reshape_rule,
-        rules.unsqueeze_unsqueeze_rule, rules.squeeze_reshape_1d_rule, rules.slice_split_rule,
+        rules.unsqueeze_unsqueeze_rule, rules.squeeze_reshape_1d_rule,
+        # (not slice_split_rule: a two-output pattern, which onnxscript matches by trying every
+        # node pair of the graph, O(nodes^2) - minutes on an SD-scale UNet)
         rules.collapse_slice_rule, rules.collapse_slice2_rule,
         rules.cast_constant_of_shape_rule, rules.cast_constant_of_shape_without_value_rule,
         rules.materialize_reshape_shape_rule,
