@@ -1,0 +1,143 @@
+"""graph_stats MACs on tiny graphs counted by hand, and the cost model's arithmetic and calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import pytest
+from onnx import TensorProto
+
+from fusionc import costmodel
+from fusionc.costmodel import FamilyParams, estimate
+from fusionc.devices import DEVICES, Device
+from fusionc.graph_stats import GraphStats, OpStat, graph_stats
+
+
+def _model(nodes: list, inputs: list, outputs: list, inits: list = (), functions: list = ()) -> onnx.ModelProto:
+    graph = oh.make_graph(nodes, "g", inputs, outputs, list(inits))
+    opsets = [oh.make_opsetid("", 21)] + ([oh.make_opsetid("fusionc", 1)] if functions else [])
+    return oh.make_model(graph, opset_imports=opsets, functions=list(functions))
+
+
+def _vi(name: str, shape: list, dtype: int = TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    return oh.make_tensor_value_info(name, dtype, shape)
+
+
+def _init(name: str, shape: list, dtype: int = TensorProto.FLOAT) -> onnx.TensorProto:
+    np_type = onnx.helper.tensor_dtype_to_np_dtype(dtype)
+    return onnx.numpy_helper.from_array(np.ones(shape, dtype=np_type), name)
+
+
+def test_conv_macs_and_weights() -> None:
+    # 1x3x8x8 input, 4 filters 3x3, pad 1: 4*8*8 outputs x 3*3*3 MACs each
+    model = _model([oh.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                   [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 4, 8, 8])], [_init("w", [4, 3, 3, 3])])
+    stats = graph_stats(model)
+    (op,) = stats.ops
+    assert (op.kind, op.macs, op.params, op.weight_bytes) == ("conv", 4 * 8 * 8 * 27, 108, 108 * 4)
+    assert op.act_in_elems == 3 * 64 and op.act_out_elems == 4 * 64
+
+
+def test_grouped_conv_and_symbolic_batch() -> None:
+    model = _model([oh.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=2)],
+                   [_vi("x", ["B", 4, 8, 8])], [_vi("y", ["B", 4, 8, 8])], [_init("w", [4, 2, 3, 3])])
+    assert graph_stats(model).macs == 4 * 64 * 18
+    assert graph_stats(model, {"B": 3}).macs == 3 * 4 * 64 * 18
+
+
+def test_matmul_gemm_and_embedding_lookup() -> None:
+    model = _model([oh.make_node("MatMul", ["x", "w"], ["y"]),
+                    oh.make_node("Gemm", ["a", "b"], ["c"], transB=1),
+                    oh.make_node("Gather", ["table", "ids"], ["emb"])],
+                   [_vi("x", [2, 5, 6]), _vi("a", [3, 4]), _vi("ids", [1, 3], TensorProto.INT64)],
+                   [_vi("y", [2, 5, 7]), _vi("c", [3, 5]), _vi("emb", [1, 3, 10])],
+                   [_init("w", [6, 7]), _init("b", [5, 4]), _init("table", [100, 10])])
+    matmul, gemm, gather = graph_stats(model).ops
+    assert (matmul.kind, matmul.macs, matmul.params) == ("linear", 2 * 5 * 7 * 6, 42)
+    assert (gemm.kind, gemm.macs) == ("linear", 3 * 5 * 4)  # B is an initializer: a linear layer
+    assert gather.params == 1000 and gather.weight_bytes == 30 * 4  # reads only the 3 rows it gathers
+
+
+def test_attention_forms() -> None:
+    s, d = 64, 8
+    q, kt, k = _vi("q", [1, 2, s, d]), _vi("kt", [1, 2, d, s]), _vi("k", [1, 2, s, d])
+    original = graph_stats(_model([oh.make_node("MatMul", ["q", "kt"], ["scores"])], [q, kt],
+                                  [_vi("scores", [1, 2, s, s])]))
+    assert original.attention_form == "original"
+    (op,) = original.ops
+    assert (op.kind, op.macs, op.attention_scores) == ("attention", 2 * s * s * d, True)
+    einsum = graph_stats(_model([oh.make_node("Einsum", ["q", "k"], ["scores"], equation="bhqd,bhkd->bhqk")],
+                                [q, k], [_vi("scores", [1, 2, s, s])]))
+    assert einsum.attention_form == "split_einsum" and einsum.macs == 2 * s * s * d
+    # fusionc::ScaledDotProductAttention local function: QK^T and AV, counted as one op
+    body = [oh.make_node("Transpose", ["K"], ["Kt"], perm=[0, 1, 3, 2]),
+            oh.make_node("MatMul", ["Q", "Kt"], ["S"]), oh.make_node("Softmax", ["S"], ["P"], axis=-1),
+            oh.make_node("MatMul", ["P", "V"], ["O"])]
+    sdpa = oh.make_function("fusionc", "ScaledDotProductAttention", ["Q", "K", "V"], ["O"], body,
+                            [oh.make_opsetid("", 21)], ["scale"])
+    fused = graph_stats(_model([oh.make_node("ScaledDotProductAttention", ["q", "k", "v"], ["o"], domain="fusionc",
+                                             scale=0.35)],
+                               [q, k, _vi("v", [1, 2, s, d])], [_vi("o", [1, 2, s, d])], functions=[sdpa]))
+    assert fused.attention_form == "fused"
+    assert [op.op_type for op in fused.ops] == ["ScaledDotProductAttention"]
+    assert fused.macs == 2 * s * s * (d + d)
+
+
+def test_compressed_weights_read_fewer_bytes() -> None:
+    def dq_model(dtype: int) -> onnx.ModelProto:
+        return _model([oh.make_node("DequantizeLinear", ["wq", "scale"], ["w"]),
+                       oh.make_node("MatMul", ["x", "w"], ["y"])],
+                      [_vi("x", [1, 64])], [_vi("y", [1, 32])],
+                      [_init("wq", [64, 32], dtype), _init("scale", [], TensorProto.FLOAT)])
+    int8, int4 = graph_stats(dq_model(TensorProto.INT8)), graph_stats(dq_model(TensorProto.INT4))
+    assert [op.op_type for op in int8.ops] == ["MatMul"]  # the dequantize is folded into the consumer
+    assert int8.weight_bytes == 64 * 32 and int4.weight_bytes == 64 * 32 / 2
+    assert int8.ops[0].float_weight_elems == 0 and int8.params == 64 * 32
+    device = DEVICES["iphone-14-pro"]
+    float_model = _model([oh.make_node("MatMul", ["x", "w"], ["y"])], [_vi("x", [1, 64])], [_vi("y", [1, 32])],
+                         [_init("w", [64, 32])])
+    assert estimate(int4, device).weight_bytes < estimate(int8, device).weight_bytes < \
+        estimate(graph_stats(float_model), device).weight_bytes == 64 * 32 * 2  # fp16 on the ANE
+
+
+def test_estimate_arithmetic() -> None:
+    device = Device("test", "apple", "T1", "coreml", ("ne",), {"fp16": 2.0}, 100.0, npu="ne", family="ane")
+    params = FamilyParams(eff_conv=0.5, eff_linear=0.25, eff_attention=0.1, overhead_s=1e-4)
+    conv = OpStat("c", "Conv", "", "conv", macs=10**9, float_weight_elems=10**6, params=10**6)
+    layout = OpStat("t", "Transpose", "", "layout", act_in_elems=10**6, act_out_elems=10**6)
+    est = estimate(GraphStats([conv, layout], "none"), device, params=params)
+    rate = 2.0e12 / 2  # MAC/s
+    expect_conv = 1e9 / (rate * 0.5)  # 2 ms, compute-bound (weights: 2 MB / 100 GB/s = 0.02 ms)
+    expect_layout = 2e6 * 2 * costmodel.ACT_TRAFFIC / 100e9
+    assert est.compute_s == pytest.approx(expect_conv)
+    assert est.memory_s == pytest.approx(expect_layout)
+    assert est.latency_s == pytest.approx(expect_conv + expect_layout + 2e-4)
+    assert est.bound == "compute" and est.weight_bytes == 2e6
+    # W8A16 on the HTP: int8 weights, half the int8 rate
+    htp = dataclasses.replace(device, peak_tops={"int8": 4.0}, family="htp", npu="htp", target="qnn")
+    est8 = estimate(GraphStats([conv], "none"), htp, "w8a16", params=params)
+    assert est8.compute_s == pytest.approx(1e9 / (4e12 / 2 * 0.5 * 0.5)) and est8.weight_bytes == 1e6
+    # a fallback op runs on the CPU with two hand-overs
+    nonzero = OpStat("n", "NonZero", "", "vector", vector_elems=10**6)
+    fb = estimate(GraphStats([nonzero], "none"), device, params=params)
+    assert fb.fallback_ops == {"NonZero": 1}
+    assert fb.fallback_s == pytest.approx(1e6 / costmodel.CPU_FALLBACK_MACS_PER_S + 2 * costmodel.SWITCH_S)
+
+
+def test_calibration_is_reproducible_and_documented() -> None:
+    stats = costmodel.load_reference_stats()
+    fitted = costmodel.calibrate(stats)
+    for family, params in costmodel.FAMILY_PARAMS.items():
+        for name, value in params.to_json().items():
+            assert getattr(fitted[family], name) == pytest.approx(value, rel=0.02), (family, name)
+    rows = costmodel.calibration_report(stats)
+    assert {r["role"] for r in rows} == {"C", "H"}
+    assert all(r["estimate_ms"] > 0 and r["source"] for r in rows)
+    # the fit must explain the big calibration figures (UNet, decoder) within 20%
+    for r in rows:
+        if r["role"] == "C" and r["latency_ms"] > 50:
+            assert abs(r["error"]) < 0.2, r
+    assert stats["sd15_unet@b1"].macs == pytest.approx(401.6e9, rel=0.001)  # design.md's reference figure

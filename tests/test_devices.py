@@ -1,0 +1,52 @@
+"""Device profiles: every issue-listed device, sane figures, get_device contract, `fusionc devices`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from fusionc.cli import main
+from fusionc.devices import DEVICES, get_device
+from fusionc.errors import BadInputError
+
+EXPECTED = {"iphone-14-pro", "iphone-15-pro", "iphone-16-pro", "mac-m2", "snapdragon-8-gen-2",
+            "snapdragon-8-gen-3", "snapdragon-8-elite"}
+
+
+def test_profiles_cover_the_issue_and_are_consistent() -> None:
+    assert EXPECTED <= set(DEVICES)
+    for device in DEVICES.values():
+        assert device.peak_tops and all(v > 0 for v in device.peak_tops.values())
+        assert device.memory_bandwidth_gbs > 0
+        assert device.npu in device.compute_units
+        assert device.family in ("ane", "htp")
+        if device.vendor == "qualcomm":
+            assert device.hexagon_arch in ("v73", "v75", "v79") and device.soc_model
+            assert device.max_model_bytes == 2 << 30
+        else:
+            assert device.hexagon_arch is None and "fp16" in device.peak_tops
+        assert device.npu_macs_per_s(next(iter(device.peak_tops))) > 1e12
+
+
+def test_get_device_defaults_and_errors() -> None:
+    assert get_device(None, "coreml").name == "iphone-14-pro"
+    assert get_device(None, "qnn").name == "snapdragon-8-gen-2"
+    assert get_device(None, "onnx") is None
+    assert get_device("snapdragon-8-elite", "onnx").name == "snapdragon-8-elite"
+    with pytest.raises(BadInputError):
+        get_device("nokia-3310", "coreml")
+    with pytest.raises(BadInputError):
+        get_device("mac-m2", "qnn")
+    with pytest.raises(BadInputError):
+        DEVICES["iphone-14-pro"].npu_macs_per_s("int4")
+
+
+def test_devices_command_lists_every_profile() -> None:
+    result = CliRunner().invoke(main, ["devices"])
+    assert result.exit_code == 0, result.output
+    for name in EXPECTED:
+        assert name in result.output
+    as_json = json.loads(CliRunner().invoke(main, ["devices", "--json"]).output)
+    assert as_json["snapdragon-8-gen-2"]["hexagon_arch"] == "v73"
