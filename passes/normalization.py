@@ -17,13 +17,15 @@ nn.LayerNorm is already exported as ONNX LayerNormalization; hand-written decomp
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from onnxscript.rewriter.rules.fusion import _layer_norm
 
 from fusionc.passes import fused_ops
-from fusionc.passes._match import apply_rules, const_array, dim_tokens, reshape_target_is
+from fusionc.passes._match import apply_rules, const_array, dim_tokens, reshape_target_is, shape_value
 from fusionc.passes.cleanup import RemoveDeadCodePass
 
 
@@ -37,23 +39,22 @@ class FuseGroupNorm(pattern.RewriteRuleClassBase):
     def check(self, context, x: ir.Value, grouped: ir.Value, ones: ir.Value, zeros: ir.Value,
               restored: ir.Value, gamma: ir.Value, beta: ir.Value, **_) -> pattern.MatchResult:
         result = pattern.MatchResult()
-        dims = dim_tokens(x)
-        if dims is None or len(dims) < 3 or not isinstance(dims[1], int):
-            return result.fail("x needs a known rank >= 3 and a static channel axis", x)
-        groups = _groups(ones, zeros)
-        if groups is None or dims[1] % groups:
-            return result.fail("InstanceNormalization scale/bias are not ones/zeros of G | C", ones)
-        if not reshape_target_is(grouped.producer(), [dims[0], groups, None]):
-            return result.fail("first Reshape is not [N, G, -1]", grouped)
-        if not reshape_target_is(restored.producer(), dims):
-            return result.fail("second Reshape does not restore x's shape", restored)
-        if _per_channel(gamma, dims[1], len(dims)) is None or _per_channel(beta, dims[1], len(dims)) is None:
+        layout = _layout(x, grouped, ones, zeros, restored)
+        if isinstance(layout, str):
+            return result.fail(layout, restored)
+        _, channels, rank = layout
+        if _per_channel(gamma, channels, rank) is None or _per_channel(beta, channels, rank) is None:
             return result.fail("gamma/beta are not per-channel constants", gamma)
         return result
 
     def rewrite(self, op, x: ir.Value, ones: ir.Value, zeros: ir.Value, normalized: ir.Value,
-                gamma: ir.Value, beta: ir.Value, **_):
-        channels, rank = x.shape[1], len(x.shape)
+                restored: ir.Value, gamma: ir.Value, beta: ir.Value, **_):
+        layout = _layout(x, restored=restored, grouped=normalized.producer().inputs[0], ones=ones, zeros=zeros)
+        assert not isinstance(layout, str)
+        same, channels, rank = layout
+        if not same:  # the exporter merged a view (e.g. [B,C,H,W] -> [B,C,HW]) into the group Reshape
+            restore = restored.producer()
+            x = op.Reshape(x, restore.inputs[1], allowzero=_allowzero(restore))
         epsilon = normalized.producer().attributes.get("epsilon")
         return getattr(op, fused_ops.GROUP_NORM)(
             x,
@@ -63,6 +64,45 @@ class FuseGroupNorm(pattern.RewriteRuleClassBase):
             epsilon=1e-5 if epsilon is None else epsilon.as_float(),
             _domain=fused_ops.DOMAIN,
         )
+
+
+def _allowzero(node: ir.Node) -> int:
+    attr = node.attributes.get("allowzero")
+    return 0 if attr is None else attr.as_int()
+
+
+def _layout(x: ir.Value, grouped: ir.Value, ones: ir.Value, zeros: ir.Value,
+            restored: ir.Value) -> tuple[bool, int, int] | str:
+    """(restores x itself?, channels C, rank) of the normalized tensor, or why it is no GroupNorm.
+
+    Usually the second Reshape restores x's shape. The exporter may also have merged a preceding
+    view into the first Reshape (VAE attention: x [B,C,H,W], normalized as [B,C,HW]); then the
+    second Reshape's target is the tensor GroupNorm really sees, which must keep x's batch.
+    """
+    dims = dim_tokens(x)
+    groups = _groups(ones, zeros)
+    if dims is None or len(dims) < 2:
+        return "x needs a known rank"
+    if groups is None:
+        return "InstanceNormalization scale/bias are not ones/zeros"
+    if not reshape_target_is(grouped.producer(), [dims[0], groups, None]):
+        return "first Reshape is not [N, G, -1]"
+    restore = restored.producer()
+    if len(dims) >= 3 and isinstance(dims[1], int) and reshape_target_is(restore, dims):
+        channels, rank, same = dims[1], len(dims), True
+    else:
+        target = shape_value(restore.inputs[1])
+        if target is None or len(target) < 3 or not all(isinstance(d, int) and d > 0 for d in target[1:]):
+            return "second Reshape is neither x's shape nor a static [N, C, ...]"
+        if not all(isinstance(d, int) for d in dims[1:]) or math.prod(target[1:]) != math.prod(dims[1:]):  # type: ignore[arg-type]
+            return "second Reshape changes the batch axis"
+        first = target[0]
+        if not (first == -1 or first == dims[0] or (first == 0 and not _allowzero(restore))):
+            return "second Reshape changes the batch axis"
+        channels, rank, same = int(target[1]), len(target), False  # type: ignore[arg-type]
+    if channels % groups:
+        return f"{groups} groups do not divide {channels} channels"
+    return same, channels, rank
 
 
 def _groups(ones: ir.Value, zeros: ir.Value) -> int | None:
