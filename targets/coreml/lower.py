@@ -29,7 +29,14 @@ from coremltools.converters.mil.mil import Function, Program, Var, types
 
 from fusionc.errors import UnsupportedError
 
-Lowered = Var | np.ndarray | None
+class Deferred:
+    """A value emitted only when first used (compressed weights: their consumer may want another layout)."""
+
+    def __init__(self, make: Callable[[], Var]) -> None:
+        self.make = make
+
+
+Lowered = Var | np.ndarray | Deferred | None
 LowerFn = Callable[["LoweringContext", ir.Node], "Lowered | Sequence[Lowered]"]
 
 LOWERINGS: dict[tuple[str, str], LowerFn] = {}
@@ -94,7 +101,7 @@ class LoweringContext:
         self.node: ir.Node | None = None
 
     # -- values ---------------------------------------------------------------------------------------
-    def set(self, value: ir.Value, lowered: Var | np.ndarray) -> None:
+    def set(self, value: ir.Value, lowered: Var | np.ndarray | Deferred) -> None:
         self.values[value] = lowered
 
     def has(self, value: ir.Value | None) -> bool:
@@ -105,6 +112,8 @@ class LoweringContext:
         if value is None:
             return None
         got = self.values.get(value)
+        if isinstance(got, Deferred):
+            return None
         if isinstance(got, np.ndarray):
             return got
         if got is not None and got.val is not None and not _is_constexpr(got):
@@ -127,6 +136,8 @@ class LoweringContext:
             return value
         if isinstance(value, ir.Value):
             got = self.values.get(value)
+            if isinstance(got, Deferred):
+                got = self.values[value] = got.make()
             if isinstance(got, Var):
                 return got
             arr = self.const(value)
@@ -278,7 +289,7 @@ def lower_node(ctx: LoweringContext, node: ir.Node) -> None:
     for value, lowered in zip(node.outputs, outs):
         if lowered is None:
             continue
-        ctx.set(value, lowered if isinstance(lowered, Var) else np.asarray(lowered))
+        ctx.set(value, lowered if isinstance(lowered, (Var, Deferred)) else np.asarray(lowered))
 
 
 def inline_unlowered_functions(model: ir.Model) -> None:

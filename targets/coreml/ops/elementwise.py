@@ -15,7 +15,7 @@ from coremltools.converters.mil.mil import Var, types
 from fusionc.targets.coreml.lower import LoweringContext, register
 
 _BINARY = {
-    "Add": "add", "Sub": "sub", "Mul": "mul", "Pow": "pow", "Max": "maximum", "Min": "minimum",
+    "Add": "add", "Sub": "sub", "Mul": "mul", "Max": "maximum", "Min": "minimum",
     "Equal": "equal", "Less": "less", "Greater": "greater", "LessOrEqual": "less_equal",
     "GreaterOrEqual": "greater_equal", "And": "logical_and", "Or": "logical_or", "Xor": "logical_xor",
 }
@@ -62,6 +62,19 @@ def div(ctx: LoweringContext, node: ir.Node) -> Var:
         # ONNX integer Div truncates toward zero; floor_div agrees for non-negative operands (shape math).
         return mb.floor_div(x=a, y=b)
     return mb.real_div(x=a, y=b)
+
+
+@register("Pow")
+def pow_(ctx: LoweringContext, node: ir.Node) -> Var:
+    """x**2 becomes x*x: cheaper, and coremltools' backend pass fuse_pow2_sqrt would rewrite
+    sqrt(pow(x, 2)) to x, which is wrong for negative x."""
+    exponent = ctx.const(node.inputs[1])
+    if exponent is not None and exponent.size == 1 and float(exponent.reshape(-1)[0]) == 2.0:
+        x = ctx.var(node.inputs[0])
+        if len(x.shape) >= len(exponent.shape):
+            return mb.mul(x=x, y=x)
+    a, b = binary_operands(ctx, node)
+    return mb.pow(x=a, y=b)
 
 
 @register("Mod")

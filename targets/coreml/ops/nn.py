@@ -67,19 +67,21 @@ def conv_transpose(ctx: LoweringContext, node: ir.Node) -> Var:
 def matmul(ctx: LoweringContext, node: ir.Node) -> Var:
     a_val, b_val = node.inputs
     x = ctx.var(a_val)
-    b_shape = b_val.shape
-    b_rank = len(b_shape) if b_shape is not None else None
-    if ctx.const(b_val) is not None or _is_dequant(b_val):
-        b_rank = len(ctx.const(b_val).shape) if ctx.const(b_val) is not None else b_rank
+    b_const = ctx.const(b_val)
+    if b_const is not None or is_compressed_weight(ctx, b_val):
+        b_rank = b_const.ndim if b_const is not None else len(b_val.shape or ())
         if b_rank == 2 and 1 <= x.rank <= 3:
             return mb.linear(x=x, weight=weight_var(ctx, b_val, transpose=True))
+        return mb.matmul(x=x, y=weight_var(ctx, b_val))
     return mb.matmul(x=x, y=ctx.var(b_val))
 
 
-def _is_dequant(value: ir.Value) -> bool:
+def is_compressed_weight(ctx: LoweringContext, value: ir.Value) -> bool:
+    """A weight stored compressed: DequantizeLinear or fusionc::LutToDense of constants."""
     producer = value.producer()
-    return producer is not None and producer.op_type in ("DequantizeLinear",) or (
-        producer is not None and producer.domain == "fusionc")
+    if producer is None or (producer.domain, producer.op_type) not in (("", "DequantizeLinear"), ("fusionc", "LutToDense")):
+        return False
+    return all(v is None or ctx.const(v) is not None for v in producer.inputs)
 
 
 @register("Gemm")
@@ -92,7 +94,7 @@ def gemm(ctx: LoweringContext, node: ir.Node) -> Var:
     c_val = ctx.input(node, 2)
     b_const = ctx.const(node.inputs[1])
     c_const = ctx.const(c_val)
-    if alpha == 1.0 and (b_const is not None or _is_dequant(node.inputs[1])) and (
+    if alpha == 1.0 and (b_const is not None or is_compressed_weight(ctx, node.inputs[1])) and (
             c_val is None or (c_const is not None and c_const.ndim <= 1 and beta == 1.0)):
         kwargs = {}
         if c_const is not None:
@@ -110,11 +112,23 @@ def gemm(ctx: LoweringContext, node: ir.Node) -> Var:
     return y
 
 
+def _affine(ctx: LoweringContext, y: Var, gamma: ir.Value | None, beta: ir.Value | None, shape: list[int]) -> Var:
+    """y * gamma + beta for run-time (non-constant) gamma/beta reshaped to `shape`."""
+    if gamma is not None:
+        y = mb.mul(x=y, y=mb.reshape(x=ctx.var(gamma), shape=np.array(shape, dtype=np.int32)))
+    if beta is not None:
+        y = mb.add(x=y, y=mb.reshape(x=ctx.var(beta), shape=np.array(shape, dtype=np.int32)))
+    return y
+
+
 @register("InstanceNormalization")
 def instance_norm(ctx: LoweringContext, node: ir.Node) -> Var:
     x = ctx.var(node.inputs[0])
-    return mb.instance_norm(x=x, gamma=ctx.var(node.inputs[1]), beta=ctx.var(node.inputs[2]),
-                            epsilon=ctx.scalar(x, ctx.attr(node, "epsilon", 1e-5)))
+    eps = ctx.scalar(x, ctx.attr(node, "epsilon", 1e-5))
+    gamma, beta = ctx.const(node.inputs[1]), ctx.const(node.inputs[2])
+    if gamma is not None and beta is not None:
+        return mb.instance_norm(x=x, gamma=ctx.var(gamma), beta=ctx.var(beta), epsilon=eps)
+    return _affine(ctx, mb.instance_norm(x=x, epsilon=eps), node.inputs[1], node.inputs[2], [1, -1] + [1] * (x.rank - 2))
 
 
 @register("LayerNormalization")
@@ -126,25 +140,32 @@ def layer_norm(ctx: LoweringContext, node: ir.Node) -> Var:
     axis = axis + x.rank if axis < 0 else axis
     axes = list(range(axis, x.rank))
     norm_shape = tuple(x.shape[axis:])
-    kwargs = {}
-    for key, index in (("gamma", 1), ("beta", 2)):
-        value = ctx.input(node, index)
-        if value is None:
-            continue
-        arr = ctx.const(value)
-        if arr is not None:
-            kwargs[key] = ctx.var(np.broadcast_to(arr, norm_shape).copy())
-        else:
-            kwargs[key] = ctx.var(value)
-    return mb.layer_norm(x=x, axes=axes, epsilon=ctx.scalar(x, ctx.attr(node, "epsilon", 1e-5)), **kwargs)
+    eps = ctx.scalar(x, ctx.attr(node, "epsilon", 1e-5))
+    gamma_v, beta_v = ctx.input(node, 1), ctx.input(node, 2)
+    gamma, beta = ctx.const(gamma_v), ctx.const(beta_v)
+    if (gamma_v is None or gamma is not None) and (beta_v is None or beta is not None):
+        kwargs = {}
+        if gamma is not None:
+            kwargs["gamma"] = ctx.var(np.broadcast_to(gamma, norm_shape).copy())
+        if beta is not None:
+            kwargs["beta"] = ctx.var(np.broadcast_to(beta, norm_shape).copy())
+        return mb.layer_norm(x=x, axes=axes, epsilon=eps, **kwargs)
+    y = mb.layer_norm(x=x, axes=axes, epsilon=eps)
+    return _affine(ctx, y, gamma_v, beta_v, [1] * axis + list(norm_shape))
 
 
 @register("BatchNormalization")
 def batch_norm(ctx: LoweringContext, node: ir.Node) -> Var:
     x = ctx.var(node.inputs[0])
-    scale, bias, mean, var = (ctx.var(v) for v in node.inputs[1:5])
-    return mb.batch_norm(x=x, mean=mean, variance=var, gamma=scale, beta=bias,
-                         epsilon=ctx.scalar(x, ctx.attr(node, "epsilon", 1e-5)))
+    eps = float(ctx.attr(node, "epsilon", 1e-5))
+    consts = [ctx.const(v) for v in node.inputs[1:5]]
+    if all(c is not None for c in consts):
+        scale, bias, mean, var = (ctx.var(c) for c in consts)
+        return mb.batch_norm(x=x, mean=mean, variance=var, gamma=scale, beta=bias, epsilon=ctx.scalar(x, eps))
+    shape = np.array([1, -1] + [1] * (x.rank - 2), dtype=np.int32)
+    scale, bias, mean, var = (mb.reshape(x=ctx.var(v), shape=shape) for v in node.inputs[1:5])
+    denom = mb.rsqrt(x=mb.add(x=var, y=ctx.var(np.array(eps), like=var)), epsilon=ctx.scalar(var, 0.0))
+    return mb.add(x=mb.mul(x=mb.mul(x=mb.sub(x=x, y=mean), y=denom), y=scale), y=bias)
 
 
 def group_norm_ane(ctx: LoweringContext, x: Var, groups: int, gamma: np.ndarray | Var | None,

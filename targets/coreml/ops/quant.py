@@ -17,10 +17,7 @@ import onnx_ir as ir
 from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import Var, types
 
-from fusionc.targets.coreml.lower import LoweringContext, mil_name, register
-
-LUT_FUNCTIONS: set[tuple[str, str]] = set()  # (domain, name) of LUT local functions, filled by their lowering
-
+from fusionc.targets.coreml.lower import Deferred, LoweringContext, mil_name, register
 
 def weight_var(ctx: LoweringContext, value: ir.Value, transpose: bool = False) -> Var:
     """A constant (or constexpr-compressed) weight as a MIL var, 2-D weights optionally transposed."""
@@ -35,6 +32,8 @@ def weight_var(ctx: LoweringContext, value: ir.Value, transpose: bool = False) -
         producer = value.producer()
         if producer is not None and producer.op_type == "DequantizeLinear" and producer.domain in ("", "ai.onnx"):
             out = dequantize_constexpr(ctx, producer, transpose)
+        elif producer is not None and (producer.domain, producer.op_type) == ("fusionc", "LutToDense"):
+            out = lut_to_dense_constexpr(ctx, producer, transpose)
         else:
             out = ctx.var(value)
             if transpose:
@@ -103,9 +102,9 @@ def dequantize_constexpr(ctx: LoweringContext, node: ir.Node, transpose: bool = 
 
 
 @register("DequantizeLinear", fold=False)
-def dequantize_linear(ctx: LoweringContext, node: ir.Node) -> Var:
+def dequantize_linear(ctx: LoweringContext, node: ir.Node) -> Deferred:
     if ctx.const(node.inputs[0]) is not None and ctx.const(node.inputs[1]) is not None:
-        return dequantize_constexpr(ctx, node)
+        return Deferred(lambda: weight_var(ctx, node.outputs[0]))
     raise ctx.unsupported("dequantizes a run-time tensor (activation quantization is not lowered)")
 
 
@@ -130,8 +129,24 @@ def lut_constexpr(ctx: LoweringContext, indices: np.ndarray, lut: np.ndarray, ax
                                          lut=lut.astype(float_dtype).reshape(lut_shape), name=name)
     if lut.shape[0] != 1:
         raise ctx.unsupported("uses grouped palettes, which need --deployment-target iOS18")
-    from coremltools.optimize.coreml._utils import pack_elements_into_bits
+    from coremltools.optimize._utils import pack_elements_into_bits
 
     packed = pack_elements_into_bits(indices.astype(np.uint8).reshape(-1), nbits)
     return mb.constexpr_lut_to_dense(indices=packed, lut=lut.reshape(-1).astype(float_dtype),
                                      shape=np.array(indices.shape, dtype=np.uint32), name=name)
+
+
+def lut_to_dense_constexpr(ctx: LoweringContext, node: ir.Node, transpose: bool = False) -> Var:
+    """constexpr_lut_to_dense for a fusionc::LutToDense call (passes/palettize.py) with constant inputs."""
+    from fusionc.passes.palettize import read_lut_node
+
+    if any(ctx.const(v) is None for v in node.inputs):
+        raise ctx.unsupported("needs constant LUT inputs")
+    palette = read_lut_node(node)
+    name = mil_name(node.outputs[0].name) + ("_t" if transpose else "")
+    return lut_constexpr(ctx, palette.indices, palette.lut, palette.axis, name, transpose)
+
+
+@register("LutToDense", domain="fusionc", fold=False)
+def lut_to_dense(ctx: LoweringContext, node: ir.Node) -> Deferred:
+    return Deferred(lambda: weight_var(ctx, node.outputs[0]))

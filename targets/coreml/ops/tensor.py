@@ -243,7 +243,7 @@ def pad(ctx: LoweringContext, node: ir.Node) -> Var:
     mode = ctx.attr(node, "mode", "constant")
     mode = {"edge": "replicate"}.get(mode, mode)
     cval = 0.0 if value is None or value.size == 0 else float(value.reshape(-1)[0])
-    return mb.pad(x=x, pad=np.array(full, dtype=np.int32), mode=mode, constant_val=cval)
+    return mb.pad(x=x, pad=np.array(full, dtype=np.int32), mode=mode, constant_val=ctx.scalar(x, cval))
 
 
 @register("Einsum")

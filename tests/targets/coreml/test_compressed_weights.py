@@ -1,0 +1,103 @@
+"""Compressed weights (passes/palettize.py, passes/quantize_weights.py) lower to Core ML constexpr ops and the
+MIL executor decompresses them to what onnxruntime computes from the ONNX form."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from coreml_helpers import coreml_feeds, run_ort
+
+from fusionc.passes.palettize import PalettizeWeightsPass
+from fusionc.passes.quantize_weights import QuantizeWeightsPass
+from fusionc.targets.coreml.executor import MILExecutor, load_program
+from fusionc.targets.coreml.lower import LoweringOptions, lower_model
+from fusionc.targets.coreml.package import save_mlpackage
+
+
+def conv_linear_model() -> ir.Model:
+    rng = np.random.default_rng(0)
+    w_conv = rng.standard_normal((32, 16, 3, 3)).astype(np.float32) * 0.1
+    w_lin = rng.standard_normal((64, 48)).astype(np.float32) * 0.1
+    w_gemm = rng.standard_normal((40, 64)).astype(np.float32) * 0.1
+    text = """<ir_version: 10, opset_import: ["" : 18]>
+agraph (float[1,16,6,6] x, float[1,5,64] t) => (float[1,32,6,6] y, float[1,5,48] z, float[5,40] g) {
+ y = Conv<pads=[1,1,1,1]>(x, wc)
+ z = MatMul(t, wl)
+ t2 = Squeeze(t, zero)
+ g = Gemm<transB=1>(t2, wg)
+}"""
+    proto = onnx.parser.parse_model(text)
+    proto.graph.initializer.extend([onnx.numpy_helper.from_array(w_conv, "wc"),
+                                    onnx.numpy_helper.from_array(w_lin, "wl"),
+                                    onnx.numpy_helper.from_array(w_gemm, "wg"),
+                                    onnx.numpy_helper.from_array(np.array([0], np.int64), "zero")])
+    return ir.serde.deserialize_model(proto)
+
+
+CASES = [
+    ("lut4_per_tensor", lambda: PalettizeWeightsPass(4), "iOS17", "constexpr_lut_to_dense"),
+    ("lut2_grouped", lambda: PalettizeWeightsPass(2, granularity="per_grouped_channel", group_size=8), "iOS18",
+     "constexpr_lut_to_dense"),
+    ("int8_per_channel", lambda: QuantizeWeightsPass("int8"), "iOS17", "constexpr_affine_dequantize"),
+    ("int8_per_channel_ios18", lambda: QuantizeWeightsPass("int8"), "iOS18", "constexpr_blockwise_shift_scale"),
+    ("int4_blockwise", lambda: QuantizeWeightsPass("int4", block_size=16), "iOS18", "constexpr_blockwise_shift_scale"),
+    ("int8_affine_blockwise", lambda: QuantizeWeightsPass("int8", block_size=8, symmetric=False), "iOS18",
+     "constexpr_blockwise_shift_scale"),
+]
+
+
+@pytest.mark.parametrize("name,make_pass,deployment,constexpr", CASES, ids=[c[0] for c in CASES])
+def test_compressed_weights_become_constexpr(name, make_pass, deployment, constexpr) -> None:
+    model = conv_linear_model()
+    result = make_pass()(model)
+    assert result.modified
+    proto = ir.serde.serialize_model(model)
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.standard_normal((1, 16, 6, 6)).astype(np.float32),
+             "t": rng.standard_normal((1, 5, 64)).astype(np.float32)}
+    expected = run_ort(proto, feeds)
+    program = lower_model(ir.serde.deserialize_model(proto), LoweringOptions("fp16", deployment))
+    ops = [op.op_type for op in program.functions["main"].operations]
+    assert ops.count(constexpr) == 3, ops
+    assert "transpose" not in ops  # linear weights are emitted [out, in], no run-time transpose
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.mlpackage"
+        save_mlpackage(program, path, deployment)
+        loaded = load_program(path)
+        assert [op.op_type for op in loaded.functions["main"].operations].count(constexpr) == 3
+        executor = MILExecutor(loaded)
+    got = executor(coreml_feeds(feeds))
+    for ref, out in zip(expected, got.values()):
+        # the weights decompress to the same fp16 values; what remains is fp16 activation rounding
+        np.testing.assert_allclose(out, ref, rtol=2e-2, atol=2e-2 * np.abs(ref).max())
+
+
+def test_grouped_lut_needs_ios18() -> None:
+    from fusionc.errors import UnsupportedError
+
+    model = conv_linear_model()
+    PalettizeWeightsPass(2, granularity="per_grouped_channel", group_size=8)(model)
+    with pytest.raises(UnsupportedError, match="iOS18"):
+        lower_model(model, LoweringOptions("fp16", "iOS17"))
+
+
+def test_executor_lut_and_blockwise_decompression_exact() -> None:
+    """The constexpr executors against the definitions, with the weights from the compression helpers."""
+    from fusionc.passes import lut as lutlib
+    from fusionc.targets.coreml.executor.ops_constexpr import blockwise_shift_scale, lut_to_dense
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((8, 6)).astype(np.float32)
+    palette = lutlib.palettize(w, 3, axis=0, group_size=4)
+    lut = palette.lut.astype(np.float16).reshape(2, 1, 8, 1)
+    np.testing.assert_array_equal(lut_to_dense(None, lut, palette.indices), palette.dense())
+    data = rng.integers(-8, 8, (8, 6)).astype(np.int8)
+    scale = rng.random((8, 2)).astype(np.float32)
+    offset = rng.integers(-2, 2, (8, 2)).astype(np.int8)
+    want = (data - np.repeat(offset, 3, axis=1)) * np.repeat(scale, 3, axis=1)
+    np.testing.assert_allclose(blockwise_shift_scale(None, data, scale, offset), want, rtol=1e-6)
