@@ -190,7 +190,8 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tup
         if name not in PIPELINE_ORDER or path is None:
             continue
         batch = component_batch(name, guidance)
-        stats = graph_stats(path, {"batch": batch, "B": batch})
+        symbolic = {d for spec in comp["inputs"].values() for d in spec["shape"] if isinstance(d, str)}
+        stats = graph_stats(path, {dim: batch for dim in symbolic | {"batch"}})
         graphs[name] = {k: v for k, v in stats.summary().items() if k != "by_kind"}
         for device in devices:
             est = estimate(stats, device, precision)
@@ -312,7 +313,7 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Stacked per-component end-to-end latency per backend and device; hatched bars are estimates."""
+    """Stacked per-component end-to-end latency per backend and device, one panel per build; hatched = estimated."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,28 +322,33 @@ def plot(result: dict[str, Any], path: Path) -> None:
     rows = result["budgets"]
     if not rows:
         raise BadInputError("nothing to plot: no build has a UNet figure")
+    builds = list(dict.fromkeys(row["build"] for row in rows))
     colors = {"text_encoder": "#4c72b0", "text_encoder_2": "#64b5cd", "unet": "#dd8452", "vae_decoder": "#55a868"}
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(rows) + 2), 4.8))
-    labels = []
-    for i, row in enumerate(rows):
-        bottom = 0.0
-        for name, ms in row["breakdown_ms"].items():
-            ax.bar(i, ms / 1000, bottom=bottom / 1000, color=colors.get(name, "#8172b3"),
-                   hatch="//" if row["kind"] == "estimated" else None, edgecolor="white",
-                   label=name if i == 0 or name not in [h.get_label() for h in ax.patches[:-1]] else None)
-            bottom += ms
-        short = Path(row["build"]).name
-        labels.append(f"{short}\n{row['device']}\n{'est.' if row['kind'] == 'estimated' else 'meas.'}")
-    ax.axhline(result["settings"]["budget_s"], color="red", linestyle="--", linewidth=1, label="budget")
-    ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=0)
-    ax.set_ylabel("seconds per image")
-    ax.set_yscale("log")
+    widths = [sum(r["build"] == b for r in rows) + 1 for b in builds]
+    fig, axes = plt.subplots(1, len(builds), figsize=(max(6.0, 0.5 * sum(widths) + 1.5), 4.8), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    seen: dict[str, Any] = {}
+    budget = result["settings"]["budget_s"]
+    for ax, build in zip(axes[0], builds):
+        group = [r for r in rows if r["build"] == build]
+        for i, row in enumerate(group):
+            bottom = 0.0
+            for name, ms in row["breakdown_ms"].items():
+                bar = ax.bar(i, ms / 1000, bottom=bottom, color=colors.get(name, "#8172b3"), edgecolor="white",
+                             hatch="//" if row["kind"] == "estimated" else None)
+                seen.setdefault(name, bar)
+                bottom += ms / 1000
+        top = max(sum(r["breakdown_ms"].values()) for r in group) / 1000
+        if budget <= 1.5 * top:
+            seen["budget"] = ax.axhline(budget, color="red", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(group)), [f"{r['device']} ({'meas.' if r['kind'] == 'measured' else 'est.'})"
+                                          for r in group], fontsize=7, rotation=40, ha="right")
+        ax.set_title(Path(build).name, fontsize=9)
+        ax.set_ylabel("seconds per image", fontsize=8)
     s = result["settings"]
-    ax.set_title(f"fusionc bench: {s['steps']} steps, guidance {'on' if s['guidance'] else 'off'} "
-                 "(hatched = estimated)", fontsize=9)
-    handles, names = ax.get_legend_handles_labels()
-    unique = dict(zip(names, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left")
+    fig.suptitle(f"fusionc bench: {s['steps']} steps, guidance {'on' if s['guidance'] else 'off'}, budget "
+                 f"{budget:g} s (hatched = cost-model estimate, solid = measured here)", fontsize=9)
+    fig.legend(list(seen.values()), list(seen), fontsize=7, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)

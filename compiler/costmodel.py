@@ -20,16 +20,30 @@ honest error bar. The model is a per-op roofline with a fixed launch cost, fed b
   family scale by their peak TOPS and bandwidth (fusionc.devices). `calibrate()` refits them from the stored
   reference-graph statistics (benchmarks/results/reference_graphs.json.gz, written by benchmarks/backends.py).
 
-Error on each published figure (estimate / published - 1; `fusionc.costmodel.calibration_report()`, also in
-README.md). C = calibrated on, H = held out. Reference graphs are random-weight exports of the public configs
-(benchmarks/reference_models.py); SnapFusion's UNet is an approximation (743M params vs 848M in the paper).
+Error on each published figure (estimate / published - 1; regenerate with `calibration_report()` or
+benchmarks/backends.py). C = calibrated on, H = held out. The reference graphs are random-weight exports of the
+public configurations (benchmarks/reference_models.py); our SnapFusion UNet is an approximation (743M parameters,
+294 GMACs at batch 1, vs 848M in the paper).
 
-    family device              figure                                          published    est.   error
-    ane    iphone-14-pro   C   SnapFusion efficient UNet, 1 step (Tab. 1)        230 ms       (filled in by
-    ...                                                                                        backends.py; see
-                                                                                               README table)
-The full table with numbers is generated into README.md and benchmarks/results/backends.json; the module keeps the
-figures themselves (CALIBRATION) with their sources.
+    device               role  figure (batch)                                      published  estimate  error
+    iphone-14-pro        C     SnapFusion efficient UNet, one CFG step (b2)           230 ms    229 ms    -1%
+    iphone-14-pro        C     SnapFusion efficient image decoder                     116 ms    117 ms    +1%
+    iphone-14-pro        C     CLIP ViT-L text encoder (SnapFusion)                     4 ms    4.8 ms   +20%
+    iphone-14-pro        C     SD-2.1-base UNet (b2, 6-bit, SPLIT_EINSUM_V2; Apple)   372 ms    366 ms    -1%
+    mac-m2 (iPad Pro M2) H     SD-2.1-base UNet (b2, 6-bit; Apple)                    326 ms    359 ms   +10%
+    iphone-14-pro        H     SD-1.5 VAE decoder (SnapFusion)                        369 ms    399 ms    +8%
+    iphone-14-pro        H     SD-1.5 UNet, one CFG step (SnapFusion, "~1.7 s")      1700 ms    395 ms   -77%
+    snapdragon-8-gen-2   C     SD-1.5 text encoder / UNet / VAE decoder, W8A16     5.4/112/271  5.3/127/262  -1/+13/-3%
+    snapdragon-8-gen-3   H     same                                                3.9/78/208   5.1/105/205  +30/+35/-1%
+    snapdragon-8-elite   H     same                                                3.5/68/176   4.9/89/161   +41/+32/-8%
+
+Reading it: within a family and a deployment style the model holds to about 10% on UNets and decoders of the
+calibration device and about 35% on held-out devices (the held-out Snapdragons run the UNet faster than their
+peak-TOPS ratio predicts: the TOPS are press estimates); small, overhead-dominated graphs (text encoders) are off
+by 20-40%. SnapFusion's SD-1.5 UNet figure is far off: SnapFusion reports it as an estimate for a model that does
+not fit on the phone, with 64x64 attention that Apple's ANE-optimized layouts avoid; the model follows Apple's
+measured SD-2.1 figure instead. Not modelled: GPU backends, thermal throttling, the first (compile/load) call,
+int8 activations on the ANE (A17 Pro+), memory limits (checked separately by chunking).
 """
 
 from __future__ import annotations
