@@ -1,0 +1,151 @@
+"""The Core ML target: pass pipeline, lowering to .mlpackage (chunked when too big), finalize, runner.
+
+Artifacts: build/<component>/<Name>.mlpackage (mlprogram, fp16 compute, Apple's I/O names), where Name is
+what apple/ml-stable-diffusion looks for (TextEncoder, Unet or UnetChunk1..N, VAEDecoder, ...). The manifest
+records, per component, the packages in run order and the canonical<->artifact interface, which is all the
+runner needs to verify the build on Linux through the MIL executor.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from fusionc.errors import BadInputError
+from fusionc.options import CompileOptions
+from fusionc.targets.base import ComponentContext, LoweredComponent, PassEntry
+
+APPLE_NAMES = {"text_encoder": "TextEncoder", "text_encoder_2": "TextEncoder2", "unet": "Unet",
+               "vae_decoder": "VAEDecoder", "vae_encoder": "VAEEncoder"}
+ATTENTION = ("original", "split_einsum", "split_einsum_v2")
+
+
+def precision(options: CompileOptions) -> str:
+    value = options.extra.get("coreml_precision", "fp16")
+    if value not in ("fp16", "fp32"):
+        raise BadInputError(f"coreml_precision must be fp16 or fp32, got '{value}'")
+    return value
+
+
+def ane_pipeline(options: CompileOptions) -> list[PassEntry]:
+    """The Core ML passes after the generic ones; the attention form picks the ANE rewrites."""
+    from fusionc.passes import CleanUpGraphPass
+    from fusionc.passes.ane_interface import AdoptCoreMLInterfacePass
+
+    if options.attention not in ATTENTION:
+        raise BadInputError(f"unknown --attention '{options.attention}': choose one of {', '.join(ATTENTION)}")
+    entries = [
+        PassEntry(lambda o: AdoptCoreMLInterfacePass(),
+                  "Apple's I/O contract and static batch first, so every later pass sees static shapes"),
+        PassEntry(lambda o: CleanUpGraphPass(), "fold the shape arithmetic the static batch made constant"),
+    ]
+    if options.attention != "original":
+        from fusionc.passes.ane_attention import SplitEinsumAttentionPass
+        from fusionc.passes.ane_layout import (
+            ConvertLinearToConvPass,
+            NormalizeLayerNormOverChannelsPass,
+            PropagateChannelsFirstPass,
+        )
+
+        chunk = 512 if options.attention == "split_einsum_v2" else None
+        entries += [
+            PassEntry(lambda o: ConvertLinearToConvPass(),
+                      "constant-weight MatMul/Gemm -> 1x1 Conv in (B,C,1,S), wrapped in layout transposes"),
+            PassEntry(lambda o: NormalizeLayerNormOverChannelsPass(),
+                      "LayerNorm over C in (B,C,1,S), wrapped the same way"),
+            PassEntry(lambda o, c=chunk: SplitEinsumAttentionPass(query_chunk=c),
+                      "fused SDPA -> one einsum attention per head on (B,C,1,S) (needs the fusion pass before it)"),
+            PassEntry(lambda o: PropagateChannelsFirstPass(),
+                      "cancel wrapper pairs, push layouts through elementwise ops: blocks stay (B,C,1,S)"),
+        ]
+    from fusionc.passes.ane_norm import DecomposeGroupNormPass
+
+    entries += [
+        PassEntry(lambda o: DecomposeGroupNormPass(), "GroupNorm as rank-4 reductions, the form the ANE runs"),
+        PassEntry(lambda o: CleanUpGraphPass(), "last: drop what the rewrites left dead, re-infer shapes"),
+    ]
+    return entries
+
+
+class CoreMLTarget:
+    name = "coreml"
+    default_device = "iphone-14-pro"
+
+    def pipeline(self, options: CompileOptions) -> list[PassEntry]:
+        from fusionc.passes import default_pipeline
+
+        return default_pipeline(options) + ane_pipeline(options)
+
+    def lower(self, model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
+        from fusionc.passes.ane_interface import plan, read_interface
+        from fusionc.targets.coreml.chunk import plan_chunks
+        from fusionc.targets.coreml.lower import LoweringOptions, lower_model
+        from fusionc.targets.coreml.package import save_mlpackage
+
+        options = ctx.options
+        interface = read_interface(model) or plan(model.graph)
+        base = APPLE_NAMES.get(ctx.name, ctx.name)
+        parts = plan_chunks(model, ctx.name, options)
+        folder = build_dir / ctx.name
+        files, timings, op_counts = [], {"lower_s": 0.0, "convert_s": 0.0, "save_s": 0.0}, {}
+        inputs = _interface_info(model.graph.inputs)
+        outputs = _interface_info(model.graph.outputs)
+        lowering = LoweringOptions(compute_precision=precision(options), deployment_target=options.deployment_target)
+        metadata = {"fusionc.component": ctx.name, "fusionc.attention": options.attention,
+                    "com.github.apple.coremltools.source": "fusionc (ONNX -> MIL)"}
+        for index, part in enumerate(parts):
+            name = base if len(parts) == 1 else f"{base}Chunk{index + 1}"
+            start = time.perf_counter()
+            program = lower_model(part, lowering)
+            timings["lower_s"] += time.perf_counter() - start
+            for op in program.functions["main"].operations:
+                op_counts[op.op_type] = op_counts.get(op.op_type, 0) + 1
+            path = folder / f"{name}.mlpackage"
+            spent = save_mlpackage(program, path, options.deployment_target, options.compute_units,
+                                   metadata={**metadata, "description": f"{ctx.name} ({name})"})
+            del program
+            for key, value in spent.items():
+                timings[key] += value
+            files.append(str(path.relative_to(build_dir)))
+        extra = {"coreml": {
+            "packages": files, "interface": interface.to_json(), "outputs": [v.name for v in model.graph.outputs],
+            "chunks": len(parts), "compute_precision": precision(options), "deployment_target": options.deployment_target,
+            "attention": options.attention, "compute_units": options.compute_units,
+            "mil_ops": dict(sorted(op_counts.items(), key=lambda kv: -kv[1])),
+            "seconds": {k: round(v, 3) for k, v in timings.items()},
+        }}
+        return LoweredComponent(files, inputs, outputs, extra)
+
+    def finalize(self, build_dir: Path, checkpoint: Any, manifest: dict[str, Any], options: CompileOptions) -> None:
+        for folder in ("tokenizer", "tokenizer_2"):
+            source = getattr(checkpoint, "tokenizer_dirs", {}).get(folder)
+            if source is not None and not (build_dir / folder).exists():
+                shutil.copytree(source, build_dir / folder)
+        scheduler = getattr(checkpoint, "scheduler_dir", None)
+        if scheduler is not None and not (build_dir / "scheduler").exists():
+            shutil.copytree(scheduler, build_dir / "scheduler")
+        if options.bundle == "swift":
+            from fusionc.targets.coreml.bundle import write_swift_resources
+
+            manifest["bundle"] = write_swift_resources(build_dir, checkpoint, manifest)
+        elif options.bundle not in (None, ""):
+            raise BadInputError(f"unknown --bundle '{options.bundle}': the coreml target writes 'swift'")
+
+    def runner(self, build_dir: Path, name: str, manifest: dict[str, Any]) -> Any:
+        from fusionc.targets.coreml.runner import CoreMLRunner
+
+        info = manifest["components"][name]["coreml"]
+        packages = [build_dir / p for p in info["packages"]]
+        backend = "coreml" if platform.system() == "Darwin" and manifest.get("options", {}).get("extra", {}).get(
+            "coreml_backend", "executor") == "coreml" else "executor"
+        return CoreMLRunner(packages, info["interface"], info.get("outputs"), backend, info.get("compute_units", "cpu_and_ne"))
+
+
+def _interface_info(values: Any) -> dict[str, dict[str, Any]]:
+    return {v.name: {"shape": [d if isinstance(d, int) else str(d) for d in v.shape] if v.shape is not None else None,
+                     "dtype": v.dtype.name.lower() if v.dtype is not None else None} for v in values}
