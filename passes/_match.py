@@ -111,28 +111,36 @@ def shape_value(value: ir.Value | None, depth: int = 0) -> list[Dim] | None:
 
 
 def reshape_target_is(reshape: ir.Node, expected: Sequence[Dim | None]) -> bool:
-    """Whether Reshape `reshape` produces `expected` dims (None: any size at that position).
+    """Whether Reshape `reshape` provably produces `expected` dims (None: any size there).
 
-    Only valid when the element count is preserved into a tensor of the expected rank, which a
-    Reshape guarantees: so a single -1 in the target equals whatever the expected dim is.
+    A -1 in the target is proven only when every other position is (element count is preserved,
+    so the -1 then equals the remaining expected dim); a -1 next to a None proves nothing.
     """
     target = shape_value(reshape.inputs[1])
     if target is None or len(target) != len(expected):
         return False
     allowzero = _int_attr(reshape, "allowzero", 0)
     source = dim_tokens(reshape.inputs[0]) or []
-    wildcards = 0
-    for axis, (got, want) in enumerate(zip(target, expected)):
+    resolved: list[Dim] = []
+    for axis, got in enumerate(target):
         if got == 0 and not allowzero:
             if axis >= len(source):
                 return False
             got = source[axis]
-        if got == -1:
-            wildcards += 1
+        resolved.append(got)
+    wildcards = [axis for axis, got in enumerate(resolved) if got == -1]
+    if len(wildcards) > 1:
+        return False
+    for axis, (got, want) in enumerate(zip(resolved, expected)):
+        if axis in wildcards:
             continue
-        if want is not None and got != want:
+        if want is None:
+            if wildcards:
+                return False  # the -1 could absorb a wrong size here
+            continue
+        if got != want:
             return False
-    return wildcards <= 1
+    return True
 
 
 @contextlib.contextmanager

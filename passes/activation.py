@@ -20,11 +20,16 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from fusionc.passes import fused_ops
-from fusionc.passes._match import apply_rules, const_array, dim_tokens
+from fusionc.passes._match import apply_rules, const_array, dim_tokens, scalar
 from fusionc.passes.cleanup import RemoveDeadCodePass
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+# Constants are pattern variables checked in `condition` (onnxscript's constant patterns only take
+# 0-d tensors and a 1e-5 tolerance, which misses fp16 graphs: sqrt(2) is 1.4140625 in fp16).
+_CONSTANT_RTOL = 4e-3  # bf16 rounding
+_EXPECTED = {"one": 1.0, "half": 0.5, "sqrt2": _SQRT2, "inv_sqrt2": 1.0 / _SQRT2, "three": 3.0,
+             "coef": 0.044715, "root": _SQRT_2_OVER_PI}
 
 
 def _mul(op, a, b):
@@ -35,23 +40,50 @@ def _add(op, a, b):
     return pattern.OrValue([op.Add(a, b), op.Add(b, a)])
 
 
-def _erf_term(op, x):
-    scaled = pattern.OrValue([op.Div(x, _SQRT2), _mul(op, x, 1.0 / _SQRT2)])
-    return _add(op, op.Erf(scaled), 1.0)
+def _erf_term(op, x, c):
+    scaled = pattern.OrValue([op.Div(x, c["sqrt2"]), _mul(op, x, c["inv_sqrt2"])])
+    return _add(op, op.Erf(scaled), c["one"])
 
 
-def _tanh_term(op, x):
-    cube = pattern.OrValue([op.Pow(x, 3.0), _mul(op, _mul(op, x, x), x)])
-    inner = _mul(op, _SQRT_2_OVER_PI, _add(op, x, _mul(op, 0.044715, cube)))
-    return _add(op, op.Tanh(inner), 1.0)
+def _tanh_term(op, x, c):
+    cube = pattern.OrValue([op.Pow(x, c["three"]), _mul(op, _mul(op, x, x), x)])
+    inner = _mul(op, c["root"], _add(op, x, _mul(op, c["coef"], cube)))
+    return _add(op, op.Tanh(inner), c["one"])
 
 
 # gelu = x * 0.5 * term associates three ways; the output Mul's operand order makes two rules each.
 _FORMS = (
-    (lambda op, x, term: x, lambda op, x, term: _mul(op, 0.5, term)),  # torch.onnx.export
-    (lambda op, x, term: 0.5, lambda op, x, term: _mul(op, x, term)),
-    (lambda op, x, term: _mul(op, x, 0.5), lambda op, x, term: term),
+    (lambda op, x, t, c: x, lambda op, x, t, c: _mul(op, c["half"], t)),  # torch.onnx.export
+    (lambda op, x, t, c: c["half"], lambda op, x, t, c: _mul(op, x, t)),
+    (lambda op, x, t, c: _mul(op, x, c["half"]), lambda op, x, t, c: t),
 )
+
+
+def _target(left, right, term, names: tuple[str, ...], swap: bool):
+    def build(op, x, constants):
+        t = term(op, x, constants)
+        a, b = left(op, x, t, constants), right(op, x, t, constants)
+        return op.Mul(b, a) if swap else op.Mul(a, b)
+
+    # the pattern builder makes one pattern variable per parameter of the target function
+    if names == ("one", "half", "sqrt2", "inv_sqrt2"):
+        def target(op, x, one, half, sqrt2, inv_sqrt2):
+            return build(op, x, dict(one=one, half=half, sqrt2=sqrt2, inv_sqrt2=inv_sqrt2))
+    else:
+        def target(op, x, one, half, three, coef, root):
+            return build(op, x, dict(one=one, half=half, three=three, coef=coef, root=root))
+    return target
+
+
+def _constants_ok(context, **bindings) -> pattern.MatchResult:
+    result = pattern.MatchResult()
+    for name, expected in _EXPECTED.items():
+        if bindings.get(name) is None:
+            continue  # an alternative without this constant matched
+        got = scalar(bindings[name])
+        if got is None or not math.isclose(got, expected, rel_tol=_CONSTANT_RTOL):
+            return result.fail(f"constant {name} is {got}, expected {expected}", bindings[name])
+    return result
 
 
 def _gelu_rewrite(approximate: str):
@@ -63,20 +95,13 @@ def _gelu_rewrite(approximate: str):
     return rewrite
 
 
-def _target(left, right, term, swap: bool):
-    def target(op, x):  # the pattern builder makes one pattern variable per parameter
-        t = term(op, x)
-        a, b = left(op, x, t), right(op, x, t)
-        return op.Mul(b, a) if swap else op.Mul(a, b)
-
-    return target
-
-
 def _gelu_rules() -> list[pattern.RewriteRule]:
+    terms = (("none", _erf_term, ("one", "half", "sqrt2", "inv_sqrt2")),
+             ("tanh", _tanh_term, ("one", "half", "three", "coef", "root")))
     return [
-        pattern.RewriteRule(_target(left, right, term, swap), _gelu_rewrite(approximate),
+        pattern.RewriteRule(_target(left, right, term, names, swap), _gelu_rewrite(approximate), _constants_ok,
                             name=f"Gelu_{approximate}_{index}{'_swapped' if swap else ''}")
-        for approximate, term in (("none", _erf_term), ("tanh", _tanh_term))
+        for approximate, term, names in terms
         for index, (left, right) in enumerate(_FORMS)
         for swap in (False, True)
     ]

@@ -85,7 +85,9 @@ def _layout(x: ir.Value, grouped: ir.Value, ones: ir.Value, zeros: ir.Value,
         return "x needs a known rank"
     if groups is None:
         return "InstanceNormalization scale/bias are not ones/zeros"
-    if not reshape_target_is(grouped.producer(), [dims[0], groups, None]):
+    static = all(isinstance(d, int) for d in dims[1:])
+    per_group = math.prod(dims[1:]) // groups if static else None  # type: ignore[arg-type]
+    if not reshape_target_is(grouped.producer(), [dims[0], groups, per_group]):
         return "first Reshape is not [N, G, -1]"
     restore = restored.producer()
     if len(dims) >= 3 and isinstance(dims[1], int) and reshape_target_is(restore, dims):
@@ -94,7 +96,7 @@ def _layout(x: ir.Value, grouped: ir.Value, ones: ir.Value, zeros: ir.Value,
         target = shape_value(restore.inputs[1])
         if target is None or len(target) < 3 or not all(isinstance(d, int) and d > 0 for d in target[1:]):
             return "second Reshape is neither x's shape nor a static [N, C, ...]"
-        if not all(isinstance(d, int) for d in dims[1:]) or math.prod(target[1:]) != math.prod(dims[1:]):  # type: ignore[arg-type]
+        if not static or math.prod(target[1:]) != math.prod(dims[1:]):  # type: ignore[arg-type]
             return "second Reshape changes the batch axis"
         first = target[0]
         if not (first == -1 or first == dims[0] or (first == 0 and not _allowzero(restore))):
