@@ -51,12 +51,12 @@ class FuseGroupNorm(pattern.RewriteRuleClassBase):
                 restored: ir.Value, gamma: ir.Value, beta: ir.Value, **_):
         layout = _layout(x, restored=restored, grouped=normalized.producer().inputs[0], ones=ones, zeros=zeros)
         assert not isinstance(layout, str)
-        same, channels, rank = layout
-        if not same:  # the exporter merged a view (e.g. [B,C,H,W] -> [B,C,HW]) into the group Reshape
-            restore = restored.producer()
+        mode, channels, rank = layout
+        restore = restored.producer()
+        if mode == "reshape_input":
             x = op.Reshape(x, restore.inputs[1], allowzero=_allowzero(restore))
         epsilon = normalized.producer().attributes.get("epsilon")
-        return getattr(op, fused_ops.GROUP_NORM)(
+        y = getattr(op, fused_ops.GROUP_NORM)(
             x,
             _channel_vector(op, gamma, channels, rank),
             _channel_vector(op, beta, channels, rank),
@@ -64,6 +64,9 @@ class FuseGroupNorm(pattern.RewriteRuleClassBase):
             epsilon=1e-5 if epsilon is None else epsilon.as_float(),
             _domain=fused_ops.DOMAIN,
         )
+        if mode == "reshape_output":  # GroupNorm on x itself (rank 4 stays rank 4), then the view
+            y = op.Reshape(y, restore.inputs[1], allowzero=_allowzero(restore))
+        return y
 
 
 def _allowzero(node: ir.Node) -> int:
@@ -72,12 +75,15 @@ def _allowzero(node: ir.Node) -> int:
 
 
 def _layout(x: ir.Value, grouped: ir.Value, ones: ir.Value, zeros: ir.Value,
-            restored: ir.Value) -> tuple[bool, int, int] | str:
-    """(restores x itself?, channels C, rank) of the normalized tensor, or why it is no GroupNorm.
+            restored: ir.Value) -> tuple[str, int, int] | str:
+    """(mode, channels C, rank of the normalized tensor), or why it is no GroupNorm.
 
-    Usually the second Reshape restores x's shape. The exporter may also have merged a preceding
-    view into the first Reshape (VAE attention: x [B,C,H,W], normalized as [B,C,HW]); then the
-    second Reshape's target is the tensor GroupNorm really sees, which must keep x's batch.
+    Usually the second Reshape restores x's shape (mode "same"). The exporter may also have merged a
+    preceding view into the first Reshape (VAE attention: x [B,C,H,W], normalized as [B,C,HW]); then
+    the second Reshape's target is the tensor GroupNorm really sees, which must keep x's batch. If it
+    also keeps x's channels, GroupNorm of x followed by that view is the same computation (groups are
+    contiguous channel ranges over all positions): mode "reshape_output", so the fused op keeps x's
+    rank 4; otherwise x is reshaped first ("reshape_input").
     """
     dims = dim_tokens(x)
     groups = _groups(ones, zeros)
@@ -91,7 +97,7 @@ def _layout(x: ir.Value, grouped: ir.Value, ones: ir.Value, zeros: ir.Value,
         return "first Reshape is not [N, G, -1]"
     restore = restored.producer()
     if len(dims) >= 3 and isinstance(dims[1], int) and reshape_target_is(restore, dims):
-        channels, rank, same = dims[1], len(dims), True
+        channels, rank, mode = dims[1], len(dims), "same"
     else:
         target = shape_value(restore.inputs[1])
         if target is None or len(target) < 3 or not all(isinstance(d, int) and d > 0 for d in target[1:]):
@@ -101,10 +107,11 @@ def _layout(x: ir.Value, grouped: ir.Value, ones: ir.Value, zeros: ir.Value,
         first = target[0]
         if not (first == -1 or first == dims[0] or (first == 0 and not _allowzero(restore))):
             return "second Reshape changes the batch axis"
-        channels, rank, same = int(target[1]), len(target), False  # type: ignore[arg-type]
+        channels, rank = int(target[1]), len(target)  # type: ignore[arg-type]
+        mode = "reshape_output" if len(dims) >= 3 and dims[1] == channels else "reshape_input"
     if channels % groups:
         return f"{groups} groups do not divide {channels} channels"
-    return same, channels, rank
+    return mode, channels, rank
 
 
 def _groups(ones: ir.Value, zeros: ir.Value) -> int | None:

@@ -50,6 +50,16 @@ def test_merged_view_group_norm_fuses():
     """VAE attention: x [B,C,H,W] normalized as [B,C,HW]; the exporter merged the view into the group Reshape."""
     text = group_norm("float[2,8,4,4]", "-1, 4, 32", "s4 = Constant <value = int64[3] {-1, 8, 16}> ()\n r = Reshape(n, s4)",
                       affine_shape="8,1", out_type="float[2,8,16]")
+    model = check_pass(FuseGroupNormPass, text, [GN, "Reshape"])
+    (node,) = [n for n in model.graph if n.op_type == fused_ops.GROUP_NORM]
+    assert len(node.inputs[0].shape) == 4  # GroupNorm of x itself, then the view
+
+
+def test_merged_view_with_other_channels_reshapes_first():
+    text = group_norm("float[2,8,4,4]", "-1, 4, 32", "s4 = Constant <value = int64[3] {-1, 16, 8}> ()\n r = Reshape(n, s4)",
+                      affine_shape="16,1", out_type="float[2,16,8]")
+    text = text.replace("float[16,1] " + GAMMA, "float[16,1] {" + ", ".join(["0.5"] * 16) + "}").replace(
+        "float[16,1] " + BETA, "float[16,1] {" + ", ".join(["0.25"] * 16) + "}")
     check_pass(FuseGroupNormPass, text, ["Reshape", GN])
 
 
