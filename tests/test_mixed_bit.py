@@ -1,0 +1,165 @@
+"""Mixed-bit palettization: allocation, grouping, the measured search on a small MLP, recipes that save and
+re-apply to the same bytes, and the compression entry's option handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+from fusionc.errors import BadInputError
+from fusionc.mixed_bit import (
+    Calibration,
+    MixedBitPalettizePass,
+    Recipe,
+    allocate,
+    balanced_groups,
+    load_recipe,
+    save_recipe,
+    search,
+)
+from fusionc.options import CompileOptions
+from fusionc.passes.compression import CompressWeightsPass, compression_entries, parse_palettize
+from fusionc.passes.palettize import compression_info
+from fusionc.passes.weights import FOLDED_FROM, Weight, find_weights
+
+WIDTH = 64
+LAYERS = ["block0.attn.to_q", "block0.attn.to_out", "block0.ff.net", "block1.attn.to_q", "block1.ff.net",
+          "head.proj"]
+
+
+def mlp_model(seed: int = 0) -> ir.Model:
+    """x -> 6 x (MatMul + Tanh), one weight deliberately much more sensitive (scaled-up head)."""
+    rng = np.random.default_rng(seed)
+    lines, prev = [], "x"
+    for i, name in enumerate(LAYERS):
+        out = "y" if i == len(LAYERS) - 1 else f"h{i}"
+        lines.append(f" m{i} = MatMul({prev}, w{i})")
+        lines.append(f" {out} = Tanh(m{i})" if out != "y" else f" {out} = Identity(m{i})")
+        prev = out
+    text = f"""<ir_version: 10, opset_import: ["" : 18]>
+mlp (float[B,{WIDTH}] x) => (float[B,{WIDTH}] y) {{
+{chr(10).join(lines)}
+}}"""
+    proto = onnx.parser.parse_model(text)
+    for i, name in enumerate(LAYERS):
+        w = rng.standard_normal((WIDTH, WIDTH)) / np.sqrt(WIDTH) * (1.5 if i == 5 else 1.0)
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
+    model = ir.serde.deserialize_model(proto)
+    for i, name in enumerate(LAYERS):  # as onnxscript's folder leaves it on transposed Linear weights
+        model.graph.initializers[f"w{i}"].metadata_props[FOLDED_FROM] = repr([f"model.{name}.weight"])
+    return model
+
+
+def calibration(model: ir.Model, count: int = 3) -> Calibration:
+    rng = np.random.default_rng(5)
+    feeds = [{"x": rng.standard_normal((2, WIDTH)).astype(np.float32)} for _ in range(count)]
+    session = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    return Calibration(feeds, lambda f: {"y": session.run(None, f)[0]})
+
+
+def test_layer_names_come_from_the_folded_torch_parameters() -> None:
+    assert [w.layer for w in find_weights(mlp_model(), min_elements=1024)] == [f"model.{n}.weight" for n in LAYERS]
+
+
+def test_allocate_prefers_cheap_bits_where_noise_is_low() -> None:
+    model = mlp_model()
+    weights = find_weights(model, min_elements=1024)
+    noise = {w.layer: {2: 1.0, 4: 0.1, 6: 0.01, 8: 0.001, 16: 0.0} for w in weights}
+    sensitive = weights[-1].layer
+    noise[sensitive] = {b: v * 100 for b, v in noise[sensitive].items()}
+    bits = allocate(weights, noise, budget=0.5)
+    assert sum(noise[w.layer][bits[w.layer]] for w in weights) <= 0.5
+    assert bits[sensitive] > max(bits[w.layer] for w in weights[:-1])
+    assert set(allocate(weights, noise, budget=1e9).values()) == {2}
+    assert set(allocate(weights, noise, budget=0.0).values()) == {16}
+
+
+def test_balanced_groups_follow_the_module_tree() -> None:
+    weights = find_weights(mlp_model(), min_elements=1024)
+    assert len(balanced_groups(weights, 100)) == 6
+    groups = balanced_groups(weights, 3)
+    names = [sorted(w.layer.split(".")[1] for w in g) for g in groups]
+    assert names == [["block0"] * 3, ["block1"] * 2, ["head"]]
+    assert len(balanced_groups(weights, 1)) == 1
+
+
+@pytest.mark.parametrize("target_db", [40.0, 30.0])
+def test_search_meets_the_target_with_fewer_bits_for_lower_targets(target_db: float) -> None:
+    model = mlp_model()
+    recipe = search(model, calibration(model), target_db, min_elements=1024)
+    assert recipe.psnr_db >= target_db
+    assert set(recipe.layers) == {f"model.{n}.weight" for n in LAYERS}
+    assert 2 <= recipe.average_bits < 16
+    assert recipe.search["groups"] == 6  # per-layer probes fit the budget of a small model
+    if target_db == 30.0:
+        assert recipe.average_bits < search(mlp_model(), calibration(mlp_model()), 40.0,
+                                            min_elements=1024).average_bits
+
+
+def test_pass_applies_the_recipe_and_records_it(tmp_path) -> None:
+    model = mlp_model()
+    the_pass = MixedBitPalettizePass(35.0, recipe_path=tmp_path / "recipe.json", min_elements=1024)
+    the_pass.calibration = calibration(model)
+    assert the_pass(model).modified
+    info = compression_info(model)["palettize"]
+    assert info["method"] == "mixed_bit_palettize" and info["target_db"] == 35.0
+    assert info["measured_psnr_db"] >= 35.0 and info["recipe"] == the_pass.recipe.layers
+    # the measured PSNR is what onnxruntime gives for the compressed graph
+    cal = calibration(mlp_model())
+    session = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    got = np.concatenate([session.run(None, f)[0].ravel() for f in cal.feeds])
+    want = np.concatenate([cal.reference(f)["y"].ravel() for f in cal.feeds])
+    psnr = 20 * np.log10(np.abs(want).max() / np.sqrt(np.mean((got - want) ** 2)))
+    assert psnr == pytest.approx(info["measured_psnr_db"], abs=0.01)
+
+
+def test_recipe_saves_and_reapplies_to_the_same_bytes(tmp_path) -> None:
+    path = tmp_path / "recipe.json"
+    first = mlp_model()
+    searched = MixedBitPalettizePass(35.0, recipe_path=path, min_elements=1024)
+    searched.calibration = calibration(first)
+    searched(first)
+    assert load_recipe(path, "unet").layers == searched.recipe.layers
+    second = mlp_model()
+    reapplied = MixedBitPalettizePass(None, recipe_path=path, min_elements=1024)  # no calibration: no search
+    reapplied(second)
+    assert ir.serde.serialize_model(first).SerializeToString() == ir.serde.serialize_model(second).SerializeToString()
+
+
+def test_recipe_files_hold_components_and_reject_bad_bits(tmp_path) -> None:
+    path = tmp_path / "r.json"
+    save_recipe(path, "unet", Recipe({"a": 4}))
+    save_recipe(path, "text_encoder", Recipe({"b": 16}))
+    assert load_recipe(path, "unet").layers == {"a": 4} and load_recipe(path, "vae_decoder") is None
+    path.write_text('{"format": "fusionc-mixed-bit-recipe/1", "components": {"unet": {"layers": {"a": 5}}}}')
+    with pytest.raises(BadInputError, match="5 bits"):
+        load_recipe(path, "unet")
+    with pytest.raises(BadInputError, match="no entry"):
+        MixedBitPalettizePass(None, recipe_path=path, component="vae_decoder")(mlp_model())
+
+
+def test_palettize_option_parsing_and_conflicts() -> None:
+    assert parse_palettize("6") == (6, None) and parse_palettize("auto:35") == (None, 35.0)
+    for bad in ("5", "auto:", "auto:x", "seven"):
+        with pytest.raises(BadInputError):
+            parse_palettize(bad)
+    with pytest.raises(BadInputError, match="alternatives"):
+        compression_entries(CompileOptions(palettize="4", quantize_weights="int8"), "onnx")
+    with pytest.raises(BadInputError, match="recipe"):
+        compression_entries(CompileOptions(palettize="4", recipe="r.json"), "onnx")
+
+
+def test_compress_weights_pass_only_touches_compressed_components() -> None:
+    options = CompileOptions(palettize="4", min_weight_elements=1024)
+    model = mlp_model()
+    assert not CompressWeightsPass(options, component="vae_decoder")(model).modified
+    assert CompressWeightsPass(options, component="unet")(model).modified
+    assert compression_info(model)["palettize"]["average_bits"] == 4.0
+
+
+def test_uses_weight_dataclass() -> None:
+    w = find_weights(mlp_model(), min_elements=1024)[0]
+    assert isinstance(w, Weight) and w.size == WIDTH * WIDTH and w.out_axis == 1
