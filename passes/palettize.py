@@ -29,7 +29,7 @@ import numpy as np
 import onnx_ir as ir
 
 from fusionc.passes import lut as lutlib
-from fusionc.passes.weights import Weight, find_weights, replace_weight
+from fusionc.passes.weights import Weight, find_weights, node_order, replace_weight
 
 DOMAIN = "fusionc"
 OP = "LutToDense"
@@ -191,6 +191,7 @@ class PalettizeWeightsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.reports = []
         weights = find_weights(model, self.min_elements, self.include_embeddings)
+        order = node_order(model)
         for weight in weights:
             nbits = self.bits_for(weight)
             if nbits == FP16_BITS:
@@ -208,7 +209,7 @@ class PalettizeWeightsPass(ir.passes.InPlacePass):
                 weight.layer, weight.size, nbits, palette.groups, lutlib.relative_mse(dense, palette.dense()),
                 before, sum(v.const_value.nbytes for v in inits)))
             del dense
-            replace_weight(model, weight, nodes, inits)
+            replace_weight(model, weight, nodes, inits, order)
         if self.reports:
             record_compression(model, "palettize", self.summary())
         return ir.passes.PassResult(model, modified=bool(self.reports))

@@ -25,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from fusionc.passes.palettize import record_compression
-from fusionc.passes.weights import Weight, find_weights, replace_weight
+from fusionc.passes.weights import Weight, find_weights, node_order, replace_weight
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         bits, onnx_dtype = DTYPES[self.dtype]
         weights = find_weights(model, self.min_elements, self.include_embeddings)
+        order = node_order(model)
         self.layers = []
         if not weights:
             return ir.passes.PassResult(model, modified=False)
@@ -162,7 +163,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                                 "block_size": enc.block_size, "rel_mse": err, "bytes_before": int(dense.nbytes),
                                 "bytes_after": int(sum(v.const_value.nbytes for v in inits))})
             del dense
-            replace_weight(model, weight, nodes, inits)
+            replace_weight(model, weight, nodes, inits, order)
         record_compression(model, "quantize_weights", {
             "method": "linear", "dtype": self.dtype, "block_size": self.block_size,
             "mode": "symmetric" if self.symmetric else "affine", "layers": len(self.layers),

@@ -112,12 +112,25 @@ def find_weights(model: ir.Model, min_elements: int = 2048, include_embeddings: 
     return found
 
 
-def replace_weight(model: ir.Model, weight: Weight, nodes: list[ir.Node], initializers: list[ir.Value]) -> None:
-    """Swap an initializer for a decompression subgraph whose last node's output carries the same name."""
+def node_order(model: ir.Model) -> dict[ir.Node, int]:
+    """Position of each main-graph node (stays valid for comparisons while nodes are inserted)."""
+    return {node: i for i, node in enumerate(model.graph)}
+
+
+def replace_weight(model: ir.Model, weight: Weight, nodes: list[ir.Node], initializers: list[ir.Value],
+                   order: dict[ir.Node, int] | None = None) -> None:
+    """Swap an initializer for a decompression subgraph whose last node's output carries the same name.
+
+    The subgraph goes right before the weight's first consumer, so a chunker that cuts the node list keeps
+    each decompression with the layer that uses it.
+    """
     graph = model.graph
     old = weight.value
     name = old.name
     new_out = nodes[-1].outputs[0]
+    order = order if order is not None else node_order(model)
+    consumers = [node for node, _ in old.uses() if node.graph is graph]
+    first = min(consumers, key=lambda n: order.get(n, len(order)), default=None)
     old.replace_all_uses_with(new_out)
     graph.initializers.pop(name)
     old.name = f"{name}__dense"
@@ -128,7 +141,7 @@ def replace_weight(model: ir.Model, weight: Weight, nodes: list[ir.Node], initia
         new_out.metadata_props[key] = val
     for init in initializers:
         graph.register_initializer(init)
-    first = next(iter(graph), None)
+    first = first or next(iter(graph), None)
     if first is None:
         graph.extend(nodes)
     else:

@@ -78,8 +78,9 @@ class CoreMLTarget:
 
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes import default_pipeline
+        from fusionc.passes.compression import compression_entries
 
-        return default_pipeline(options) + ane_pipeline(options)
+        return default_pipeline(options) + ane_pipeline(options) + compression_entries(options, "coreml")
 
     def lower(self, model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
         from fusionc.passes.ane_interface import plan, read_interface
@@ -119,6 +120,10 @@ class CoreMLTarget:
             "mil_ops": dict(sorted(op_counts.items(), key=lambda kv: -kv[1])),
             "seconds": {k: round(v, 3) for k, v in timings.items()},
         }}
+        from fusionc.passes.palettize import compression_info
+
+        if compression := compression_info(model):  # palettization / quantization / mixed-bit recipe
+            extra["compression"] = compression
         return LoweredComponent(files, inputs, outputs, extra)
 
     def finalize(self, build_dir: Path, checkpoint: Any, manifest: dict[str, Any], options: CompileOptions) -> None:
