@@ -136,15 +136,28 @@ def load_proto(model: Any) -> onnx.ModelProto:
 
 
 def _pin_dims(model: onnx.ModelProto, dims: dict[str, int]) -> dict[str, int]:
-    """Replace symbolic dims everywhere by `dims` (unknown names -> 1); returns the mapping used."""
+    """Pin symbolic dims of graph inputs to `dims` (unknown names -> 1); returns the mapping used.
+
+    Intermediate shapes with symbolic dims (derived ones such as "2*batch") are dropped and re-inferred from the
+    pinned inputs."""
     used: dict[str, int] = {}
     graph = model.graph
-    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+    for value in graph.input:
         for dim in value.type.tensor_type.shape.dim:
             if dim.HasField("dim_param"):
                 size = dims.get(dim.dim_param, 1)
                 used[dim.dim_param] = size
                 dim.dim_value = size
+
+    def symbolic(value: onnx.ValueInfoProto) -> bool:
+        return any(d.HasField("dim_param") for d in value.type.tensor_type.shape.dim)
+
+    kept = [v for v in graph.value_info if not symbolic(v)]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    for value in graph.output:
+        if symbolic(value):
+            value.type.tensor_type.ClearField("shape")
     return used
 
 
