@@ -87,13 +87,20 @@ def _components(value: str | None) -> tuple[str, ...] | None:
               default=None, help="Core ML minimum OS [default: the device's].")
 @click.option("--chunk", default="auto", show_default=True, help="Core ML UNet chunks: auto, none or a number.")
 @click.option("--bundle", type=click.Choice(["swift"]), default=None, help="Also write an app Resources folder.")
-@click.option("--palettize", default=None, help="Weight palettization: N bits (1,2,3,4,6,8) or auto:DB (mixed-bit).")
+@click.option("--palettize", default=None,
+              help="Weight palettization: N bits (1,2,3,4,6,8) or auto:DB (mixed-bit, fewest bits keeping DB dB).")
 @click.option("--granularity", type=click.Choice(["per_tensor", "per_grouped_channel"]), default="per_tensor",
               show_default=True)
-@click.option("--group-size", type=int, default=16, show_default=True)
-@click.option("--quantize-weights", type=click.Choice(["int8", "int4"]), default=None)
-@click.option("--block-size", type=int, default=32, show_default=True)
-@click.option("--recipe", type=click.Path(path_type=Path), default=None, help="Mixed-bit recipe JSON to apply.")
+@click.option("--group-size", type=int, default=16, show_default=True, help="Output channels per LUT (grouped).")
+@click.option("--quantize-weights", type=click.Choice(["int8", "int4"]), default=None,
+              help="Linear weight quantization (int8: per channel unless --block-size; int4: block-wise).")
+@click.option("--block-size", type=int, default=None, help="Input channels per scale [default: per channel for int8, 32 for int4].")
+@click.option("--quantize-mode", type=click.Choice(["symmetric", "affine"]), default=None,
+              help="Weight quantization with or without zero points [default: symmetric].")
+@click.option("--recipe", type=click.Path(path_type=Path), default=None,
+              help="Mixed-bit recipe JSON: re-applied when it has the component, else written by --palettize auto:DB.")
+@click.option("--compress-embeddings", is_flag=True, default=None, help="Also compress token embedding tables.")
+@click.option("--compress-components", default=None, help="Comma-separated components to compress [default: unet].")
 @click.option("--precision", type=click.Choice(["w8a16", "w8a8", "fp16"]), default="w8a16", show_default=True,
               help="QNN precision.")
 @click.option("--calibration-samples", type=int, default=4, show_default=True, help="QNN calibration inputs per component.")

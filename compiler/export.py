@@ -70,7 +70,7 @@ class VaeEncoderWrapper(torch.nn.Module):
 
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         encoded = self.vae.encode(sample, return_dict=False)[0]
-        return encoded.mean if hasattr(encoded, "mean") else encoded
+        return encoded if isinstance(encoded, torch.Tensor) else encoded.mean
 
 
 @dataclass

@@ -38,9 +38,12 @@ class CompileOptions:
     granularity: str = "per_tensor"
     group_size: int = 16
     quantize_weights: str | None = None
-    block_size: int = 32
+    block_size: int | None = None  # input channels per scale; None: per channel for int8, 32 for int4
+    quantize_mode: str = "symmetric"  # symmetric | affine
     recipe: Path | None = None
     min_weight_elements: int = 2048
+    compress_embeddings: bool = False  # also compress Gather tables (token embeddings)
+    compress_components: tuple[str, ...] | None = None  # None: the UNet only (fusionc.passes.compression)
     # QNN
     precision: str = "w8a16"
     calibration_samples: int = 4
