@@ -319,7 +319,11 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
 
     scale, best, history = 1.0, None, []
     relaxed = False
+    round_seconds = 0.0
     for _ in range(rounds):
+        if best is not None and time.perf_counter() - start + round_seconds > budget_seconds:
+            break  # a passing recipe exists and another round would overrun the time budget
+        round_start = time.perf_counter()
         bits = allocate(weights, noise, budget * scale)
         predicted = sum(noise[w.layer][bits[w.layer]] for w in weights)
         measured = measure(bits)
@@ -327,6 +331,7 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
         psnr = _psnr(peak, measured)
         history.append({"average_bits": round(avg, 3), "psnr_db": round(psnr, 3),
                         "predicted_psnr_db": round(_psnr(peak, floor + predicted), 3)})
+        round_seconds = time.perf_counter() - round_start
         passed = psnr >= target_db
         if passed and (best is None or avg < best[1]):
             best = (bits, avg, psnr)

@@ -95,7 +95,9 @@ def block_size(options: CompileOptions) -> int | None:
 
 
 def compressed_components(options: CompileOptions) -> tuple[str, ...]:
-    return tuple(getattr(options, "compress_components", None) or DEFAULT_COMPRESSED)
+    value = getattr(options, "compress_components", None) or DEFAULT_COMPRESSED
+    names = tuple(v.strip() for v in value.split(",")) if isinstance(value, str) else tuple(value)
+    return tuple(n for n in names if n)
 
 
 class CompressWeightsPass(ir.passes.InPlacePass):

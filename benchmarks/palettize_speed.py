@@ -1,0 +1,147 @@
+"""Palettization speed and fidelity: fusionc's histogram k-means vs coremltools' `palettize_weights` (kmeans).
+
+Same weights, same bit width, same machine, one run: the 6 largest conv weights of an SD-1.5-shaped UNet
+with random weights (diffusers' init, seed 0; 170M parameters), 6 bits, one LUT per tensor.
+- coremltools: the weights as conv constants of an fp16 ML program, then
+  `ct.optimize.coreml.palettize_weights(model, OpPalettizerConfig(mode="kmeans", nbits=6))` (public API,
+  wall time of that call; its 1-D k-means is the `kmeans1d` package when installed, else scikit-learn).
+- fusionc: `passes.lut.palettize` (fp16 histogram, weighted 1-D Lloyd, table assignment) per weight, and the
+  same plus index packing (what the ONNX pass stores).
+Relative weight MSE = sum((w - w')^2) / sum(w^2) over the 6 tensors, against the fp32 weights.
+
+    flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/palettize_speed.py [--repeats 5] [--nbits 6]
+writes benchmarks/results/palettize_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "palettize_speed.json"
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+    attention_head_dim=8, cross_attention_dim=768, norm_num_groups=32,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+
+
+def largest_conv_weights(count: int = 6) -> dict[str, np.ndarray]:
+    """The `count` largest conv weights of an SD-1.5-shaped UNet with diffusers' random init (seed 0)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET)
+    convs = [(name, p) for name, p in unet.named_parameters() if p.ndim == 4]
+    convs.sort(key=lambda item: -item[1].numel())
+    out = {name: p.detach().numpy().copy() for name, p in convs[:count]}
+    del unet
+    gc.collect()
+    return out
+
+
+def relative_mse(weights: dict[str, np.ndarray], approx: dict[str, np.ndarray]) -> float:
+    err = sum(float(np.sum((w.astype(np.float64) - approx[k]) ** 2)) for k, w in weights.items())
+    return err / sum(float(np.sum(np.square(w, dtype=np.float64))) for w in weights.values())
+
+
+def run_fusionc(weights: dict[str, np.ndarray], nbits: int, repeats: int) -> dict:
+    from fusionc.passes import lut as lutlib
+
+    lutlib.palettize(np.zeros((300000,), np.float32) + 1, nbits)  # warm up imports (torch fp16 cast)
+    cluster_times, packed_times = [], []
+    dense = {}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        palettes = {k: lutlib.palettize(w, nbits) for k, w in weights.items()}
+        clustered = time.perf_counter()
+        for p in palettes.values():
+            lutlib.pack(p.indices, p.nbits)
+        cluster_times.append(clustered - start)
+        packed_times.append(time.perf_counter() - start)
+        dense = {k: p.dense(np.float64) for k, p in palettes.items()}
+    return {"seconds_median": statistics.median(cluster_times), "seconds_all": cluster_times,
+            "seconds_with_packing_median": statistics.median(packed_times),
+            "relative_mse": relative_mse(weights, dense)}
+
+
+def run_coremltools(weights: dict[str, np.ndarray], nbits: int) -> dict:
+    import coremltools as ct
+    import coremltools.optimize as cto
+    from coremltools.converters.mil import Builder as mb
+
+    from fusionc.targets.coreml.executor import load_program
+
+    names = list(weights)
+    specs = [mb.TensorSpec(shape=(1, w.shape[1], 4, 4)) for w in weights.values()]
+
+    @mb.program(input_specs=specs, opset_version=ct.target.iOS16)
+    def prog(*xs):
+        return tuple(mb.conv(x=x, weight=weights[n], pad_type="same") for x, n in zip(xs, names))
+
+    model = ct.convert(prog, convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
+                       minimum_deployment_target=ct.target.iOS16, skip_model_load=True)
+    config = cto.coreml.OptimizationConfig(global_config=cto.coreml.OpPalettizerConfig(mode="kmeans", nbits=nbits))
+    start = time.perf_counter()
+    compressed = cto.coreml.palettize_weights(model, config)
+    seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.mlpackage"
+        compressed.save(str(path))
+        program = load_program(path)
+        dense = {}
+        for op in program.functions["main"].operations:
+            if op.op_type == "constexpr_lut_to_dense":
+                value = np.asarray(op.materialized_val_inference(), np.float64)
+                match = [n for n in names if weights[n].shape == value.shape and n not in dense]
+                dense[match[0]] = value
+    try:
+        import kmeans1d  # noqa: F401
+
+        backend = "kmeans1d"
+    except ImportError:
+        backend = "scikit-learn"
+    return {"seconds": seconds, "relative_mse": relative_mse(weights, dense), "kmeans_backend": backend,
+            "palettized_tensors": len(dense)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nbits", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    weights = largest_conv_weights()
+    ours = run_fusionc(weights, args.nbits, args.repeats)
+    print(f"fusionc: {ours['seconds_median']:.2f} s (median of {args.repeats}), "
+          f"{ours['seconds_with_packing_median']:.2f} s with packing, rel MSE {ours['relative_mse']:.5e}", flush=True)
+    theirs = run_coremltools(weights, args.nbits)
+    print(f"coremltools: {theirs['seconds']:.1f} s, rel MSE {theirs['relative_mse']:.5e} ({theirs['kmeans_backend']})")
+    result = {
+        "benchmark": "palettize_speed", "nbits": args.nbits, "granularity": "per_tensor",
+        "weights": {k: list(v.shape) for k, v in weights.items()},
+        "parameters": int(sum(v.size for v in weights.values())),
+        "fusionc": ours, "coremltools": theirs,
+        "speedup": theirs["seconds"] / ours["seconds_median"],
+        "speedup_with_packing": theirs["seconds"] / ours["seconds_with_packing_median"],
+        "mse_ratio": ours["relative_mse"] / theirs["relative_mse"],
+        "host": {"machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"speedup {result['speedup']:.1f}x ({result['speedup_with_packing']:.1f}x with packing), "
+          f"MSE ratio {result['mse_ratio']:.4f} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
