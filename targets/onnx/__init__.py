@@ -55,6 +55,13 @@ def write_ort_format(onnx_path: Path) -> Path | None:
     return ort_path
 
 
+def _compression_extra(model: ir.Model) -> dict[str, Any]:
+    from fusionc.passes.palettize import compression_info
+
+    info = compression_info(model)  # palettization / quantization / mixed-bit recipe, when a pass ran
+    return {"compression": info} if info else {}
+
+
 class OrtRunner:
     """An onnxruntime CPU session under the canonical interface."""
 
@@ -77,8 +84,9 @@ class OnnxTarget:
 
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes import default_pipeline
+        from fusionc.passes.compression import compression_entries
 
-        return default_pipeline()
+        return default_pipeline() + compression_entries(options, "onnx")
 
     def lower(self, model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
         onnx_path = build_dir / ctx.name / "model.onnx"
@@ -87,7 +95,7 @@ class OnnxTarget:
         files += [ort_path] if ort_path else []
         return LoweredComponent([str(f.relative_to(build_dir)) for f in files],
                                 interface(model.graph.inputs), interface(model.graph.outputs),
-                                {"ort_format": bool(ort_path)})
+                                {"ort_format": bool(ort_path), **_compression_extra(model)})
 
     def finalize(self, build_dir: Path, checkpoint: Any, manifest: dict[str, Any], options: CompileOptions) -> None:
         write_diffusers_onnx_pipeline(build_dir, checkpoint, list(manifest["components"]))
