@@ -11,12 +11,13 @@ the rules (which run in other passes) re-derive what they need here; it is a few
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 from typing import Any, Union
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import pattern
+from onnxscript.rewriter import _pattern_ir, pattern
 
 from fusionc.passes import fused_ops
 
@@ -154,6 +155,33 @@ def fused_functions_hidden(model: ir.Model) -> Iterator[None]:
         yield
     finally:
         model.functions.update(hidden)
+
+
+def root_filtered(rules: pattern.RewriteRuleSet) -> pattern.RewriteRuleSet:
+    """Make each rule skip nodes whose op differs from its pattern's root op, before matching.
+
+    onnxscript tries every rule on every node and builds a match state even when the root op type
+    differs; with ~30 rules that dominated the cleanup's time (linear, but ~70 us per attempt).
+    The guard only returns early where the matcher would fail anyway. Rules are shallow-copied, so
+    onnxscript's shared rule objects are left as they are.
+    """
+    guarded_rules = []
+    for rule in rules.rules:
+        rule = copy.copy(rule)
+        root = rule._target_pattern.output_nodes[0]  # noqa: SLF001 - onnxscript has no public accessor
+        if isinstance(root.op, _pattern_ir.StringConstantPattern):
+            rule.try_rewrite = _guarded(rule.try_rewrite, root.op_type, str(root.domain))
+        guarded_rules.append(rule)
+    return pattern.RewriteRuleSet(guarded_rules)
+
+
+def _guarded(try_rewrite, op_type: str, domain: str):
+    def guarded(model, graph_or_function, node, **kwargs):
+        if node.op_type != op_type or (node.domain or "") not in (domain, "ai.onnx" if domain == "" else domain):
+            return None
+        return try_rewrite(model, graph_or_function, node, **kwargs)
+
+    return guarded
 
 
 def apply_rules(model: ir.Model, rules: pattern.RewriteRuleSet) -> int:

@@ -20,7 +20,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from fusionc.passes import fused_ops
-from fusionc.passes._match import apply_rules, const_array, dim_tokens, scalar
+from fusionc.passes._match import apply_rules, const_array, dim_tokens, root_filtered, scalar
 from fusionc.passes.cleanup import RemoveDeadCodePass
 
 _SQRT2 = math.sqrt(2.0)
@@ -107,7 +107,7 @@ def _gelu_rules() -> list[pattern.RewriteRule]:
     ]
 
 
-_GELU_RULES = pattern.RewriteRuleSet(_gelu_rules())
+_GELU_RULES = root_filtered(pattern.RewriteRuleSet(_gelu_rules()))
 
 
 class FuseGeluPass(ir.passes.InPlacePass):
@@ -152,7 +152,7 @@ class FuseGeGLU(pattern.RewriteRuleClassBase):
         return out
 
 
-_GEGLU_RULES = pattern.RewriteRuleSet([FuseGeGLU.rule()], commute=True)
+_GEGLU_RULES = root_filtered(pattern.RewriteRuleSet([FuseGeGLU.rule()], commute=True))
 
 
 class FuseGeGLUPass(ir.passes.InPlacePass):

@@ -25,7 +25,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from fusionc.passes import fused_ops, simplify_rules
-from fusionc.passes._match import apply_rules, dim_tokens, scalar
+from fusionc.passes._match import apply_rules, dim_tokens, root_filtered, scalar
 from fusionc.passes.cleanup import RemoveDeadCodePass
 
 _SCALINGS = ("query_scaling", "key_scaling", "score_scaling")
@@ -93,7 +93,9 @@ def _scale(bindings: dict) -> float | None:
     return total if total > 0 else None  # sqrt(scale) in the body needs scale > 0
 
 
-_RULES = pattern.RewriteRuleSet([simplify_rules.CollapseBatchedTranspose.rule(), FuseScaledDotProductAttention.rule()])
+_RULES = root_filtered(
+    pattern.RewriteRuleSet([simplify_rules.CollapseBatchedTranspose.rule(), FuseScaledDotProductAttention.rule()])
+)
 
 
 class FuseAttentionPass(ir.passes.InPlacePass):

@@ -30,7 +30,7 @@ from onnxscript.rewriter import pattern
 from onnxscript.rewriter.rules import common as rules
 
 from fusionc.passes import simplify_rules
-from fusionc.passes._match import apply_rules, fused_functions_hidden
+from fusionc.passes._match import apply_rules, fused_functions_hidden, root_filtered
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 FOLD_INPUT_LIMIT = 8192
 FOLD_OUTPUT_LIMIT = 512 * 512
 
-_NO_OP_RULES = pattern.RewriteRuleSet(
+_NO_OP_RULES = root_filtered(pattern.RewriteRuleSet(
     [
         # x+0, x-0, x*1, x/1, Dropout in inference
         rules.add_0_rule, rules.sub_0_rule, rules.mul_by_1_rule, rules.div_by_1_rule,
@@ -55,12 +55,12 @@ _NO_OP_RULES = pattern.RewriteRuleSet(
         rules.no_op_static_scatter_nd_rule, rules.no_op_dynamic_scatter_nd_rule,
         *simplify_rules.rules,
     ]
-)
+))
 
 
 class FoldConstantsPass(ir.passes.InPlacePass):
-    """Fold constant subgraphs and partially evaluate shape computations (onnxscript's folder,
-    with node-level shape inference); never reads an input over `input_size_limit` elements.
+    """Fold constant subgraphs and partially evaluate shape computations (onnxscript's folder);
+    never reads an input over `input_size_limit` elements.
 
         c1 = Constant [2]; c2 = Mul(c1, 3)      ->   c2 = [6] (initializer)
         s = Shape(x[1,4,8,8]); Gather(s, 1)     ->   [4]
@@ -82,7 +82,7 @@ class FoldConstantsPass(ir.passes.InPlacePass):
         with fused_functions_hidden(model):
             result = optimizer.fold_constants(
                 model,
-                onnx_shape_inference=True,
+                onnx_shape_inference=False,  # InferShapesPass runs in the same loop, once for the graph
                 input_size_limit=self.input_size_limit,
                 output_size_limit=self.output_size_limit,
                 should_fold=self._should_fold,
@@ -179,10 +179,19 @@ class CleanUpGraphPass(ir.passes.InPlacePass):
             RemoveNoOpsPass(),
             EliminateCommonSubexpressionsPass(),
             RemoveDeadCodePass(),
-            InferShapesPass(),
         ]
-        result = ir.passes.PassManager(steps, steps=self.max_iterations, early_stop=True)(model)
-        return ir.passes.PassResult(model, result.modified)
+        modified = False
+        for iteration in range(self.max_iterations):
+            changed = False
+            for step in steps:
+                changed |= step(model).modified
+            if not changed and iteration > 0:
+                break  # shapes were inferred after the last change
+            shapes = InferShapesPass()(model).modified
+            modified |= changed or shapes
+            if not (changed or shapes):
+                break
+        return ir.passes.PassResult(model, modified)
 
 
 def _all_values(graph: ir.Graph) -> list[ir.Value]:

@@ -25,7 +25,7 @@ from onnxscript.rewriter import pattern
 from onnxscript.rewriter.rules.fusion import _layer_norm
 
 from fusionc.passes import fused_ops
-from fusionc.passes._match import apply_rules, const_array, dim_tokens, reshape_target_is, shape_value
+from fusionc.passes._match import apply_rules, const_array, dim_tokens, reshape_target_is, root_filtered, shape_value
 from fusionc.passes.cleanup import RemoveDeadCodePass
 
 
@@ -146,7 +146,7 @@ def _channel_vector(op, value: ir.Value, channels: int, rank: int) -> ir.Value:
     return op.initializer(ir.tensor(vector, name=name), name=name)
 
 
-_GROUP_NORM_RULES = pattern.RewriteRuleSet([FuseGroupNorm.rule()], commute=True)  # Mul/Add operand order
+_GROUP_NORM_RULES = root_filtered(pattern.RewriteRuleSet([FuseGroupNorm.rule()], commute=True))  # Mul/Add orders
 
 
 class FuseGroupNormPass(ir.passes.InPlacePass):
@@ -164,7 +164,7 @@ class FuseGroupNormPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, bool(count))
 
 
-_LAYER_NORM_RULES = pattern.RewriteRuleSet(_layer_norm.layer_normalization_rules)
+_LAYER_NORM_RULES = root_filtered(pattern.RewriteRuleSet(_layer_norm.layer_normalization_rules))
 
 
 class FuseLayerNormPass(ir.passes.InPlacePass):
