@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -143,13 +143,6 @@ class LayerReport:
         return {k: (round(v, 9) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-@dataclass
-class PaletteCache:
-    """Palettes computed during a mixed-bit search, reused when the chosen recipe is applied."""
-
-    palettes: dict[tuple[str, int, int | None], lutlib.Palette] = field(default_factory=dict)
-
-
 class PalettizeWeightsPass(ir.passes.InPlacePass):
     """Replace each weight by an n-bit LUT call (fusionc::LutToDense); `recipe` gives per-layer bits (16 = keep).
 
@@ -158,7 +151,7 @@ class PalettizeWeightsPass(ir.passes.InPlacePass):
 
     def __init__(self, nbits: int | None = None, *, granularity: str = "per_tensor", group_size: int = 16,
                  min_elements: int = 2048, include_embeddings: bool = False,
-                 recipe: dict[str, int] | None = None, cache: PaletteCache | None = None) -> None:
+                 recipe: dict[str, int] | None = None) -> None:
         super().__init__()
         if nbits is None and recipe is None:
             raise ValueError("PalettizeWeightsPass needs nbits or a recipe")
@@ -173,7 +166,6 @@ class PalettizeWeightsPass(ir.passes.InPlacePass):
         self.min_elements = min_elements
         self.include_embeddings = include_embeddings
         self.recipe = recipe
-        self.cache = cache
         self.reports: list[LayerReport] = []
 
     def bits_for(self, weight: Weight) -> int:
@@ -183,9 +175,6 @@ class PalettizeWeightsPass(ir.passes.InPlacePass):
 
     def palette(self, weight: Weight, nbits: int) -> lutlib.Palette:
         group = choose_group(weight, self.granularity, self.group_size)
-        key = (weight.layer, nbits, group)
-        if self.cache is not None and key in self.cache.palettes:
-            return self.cache.palettes.pop(key)
         return lutlib.palettize(weight.value.const_value.numpy(), nbits, weight.out_axis, group)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
