@@ -1,0 +1,158 @@
+"""`fusionc generate`: one image from a prompt, on a compiled build's runtime or on the torch checkpoint.
+
+The loop itself is `fusionc.trajectory.denoise` (the one verification uses): tokenizer -> text encoder ->
+N diffusers-scheduler steps (DPM-Solver++ by default) with classifier-free guidance as a batch of 2 ->
+VAE decoder. Initial noise comes from numpy's seeded generator, so a build and its torch reference start
+from identical noise and their images can be compared by PSNR.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusionc.errors import BadInputError
+from fusionc.trajectory import Feeds, Runner, denoise, load_scheduler, load_tokenizer, to_uint8
+
+DEFAULT_GUIDANCE = 4.0
+DEFAULT_SCALING_FACTOR = 0.18215  # SD-1.x's, when neither the build nor its checkpoint says otherwise
+COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+
+
+@dataclass
+class RunnerSet:
+    """Everything generate needs besides the prompt: runners, tokenizer, scheduler and image geometry."""
+
+    runners: dict[str, Runner]
+    tokenizer: Any
+    scheduler: Any
+    height: int
+    width: int
+    scaling_factor: float
+    latent_channels: int = 4
+    text_length: int = 77
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def generate(prompt: str, runners: dict[str, Runner], tokenizer: Any, scheduler: Any, steps: int = 8, seed: int = 0,
+             guidance: float = DEFAULT_GUIDANCE, height: int = 64, width: int = 64, *,
+             scaling_factor: float = DEFAULT_SCALING_FACTOR, latent_channels: int = 4,
+             text_length: int = 77) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run the text-to-image loop; returns (uint8 HxWx3 image, info with timings per component).
+
+    Classifier-free guidance runs the UNet on a batch of 2 (empty prompt, prompt) when guidance > 1.
+    A prompt longer than the text encoder's length is truncated like CLIP, with a warning."""
+    if steps < 1:
+        raise BadInputError(f"--steps {steps} must be at least 1")
+    if height % 8 or width % 8:
+        raise BadInputError(f"image size {height}x{width} must be a multiple of 8 (the VAE's downsampling)")
+    seconds: dict[str, float] = {name: 0.0 for name in runners}
+    calls: dict[str, int] = {name: 0 for name in runners}
+
+    def timed(name: str, runner: Runner) -> Runner:
+        def run(feeds: Feeds) -> Feeds:
+            start = time.perf_counter()
+            out = runner(feeds)
+            seconds[name] += time.perf_counter() - start
+            calls[name] += 1
+            return out
+        return run
+
+    start = time.perf_counter()
+    image = denoise({k: timed(k, v) for k, v in runners.items()}, {"tokenizer": tokenizer}, copy.deepcopy(scheduler),
+                    prompt, steps=steps, seed=seed, guidance=guidance,
+                    latent_shape=(latent_channels, height // 8, width // 8), scaling_factor=scaling_factor,
+                    text_length=text_length)
+    info = {"prompt": prompt, "steps": steps, "seed": seed, "guidance": guidance, "height": height, "width": width,
+            "scheduler": type(scheduler).__name__, "seconds": round(time.perf_counter() - start, 4),
+            "component_seconds": {k: round(v, 4) for k, v in seconds.items()}, "calls": calls}
+    return to_uint8(image), info
+
+
+def torch_runners(checkpoint: Path | str | None = None) -> RunnerSet:
+    """The fp32 torch reference of a diffusers checkpoint folder (default: the built-in pipeline)."""
+    from fusionc.checkpoint import load_checkpoint
+    from fusionc.export import component_spec, image_size, text_length
+    from fusionc.options import CompileOptions
+
+    ckpt = load_checkpoint(checkpoint)
+    missing = [c for c in COMPONENTS if c not in ckpt.component_names()]
+    if missing or "tokenizer" not in ckpt.tokenizer_dirs:
+        raise BadInputError(f"'{ckpt.path}' is not a text-to-image pipeline (missing {', '.join(missing) or 'tokenizer'}): "
+                            "pass a diffusers pipeline folder")
+    if ckpt.is_sdxl:
+        raise BadInputError("generate supports SD-1.x/2.x pipelines (one text encoder); this checkpoint is SDXL")
+    options = CompileOptions()
+    height, width = image_size(ckpt, options)
+    runners = {name: component_spec(ckpt, name, options).reference for name in COMPONENTS}
+    vae = ckpt.models["vae"].config
+    return RunnerSet(runners, load_tokenizer(ckpt.tokenizer_dirs["tokenizer"]), load_scheduler(ckpt.scheduler_dir),
+                     height, width, float(getattr(vae, "scaling_factor", None) or DEFAULT_SCALING_FACTOR),
+                     int(ckpt.models["unet"].config.in_channels), text_length(ckpt), str(ckpt.path))
+
+
+def build_runners(build: Path) -> RunnerSet:
+    """The runners of a compiled build folder, on its target's runtime (exit 2 if it is not a build)."""
+    from fusionc import buildfs
+    from fusionc.targets import get_target
+
+    build = Path(build)
+    manifest = buildfs.read_manifest(build)
+    missing = [c for c in COMPONENTS if c not in manifest["components"]]
+    if missing:
+        raise BadInputError(f"build '{build}' lacks {', '.join(missing)}: compile it with the default components")
+    if not (build / "tokenizer").is_dir():
+        raise BadInputError(f"build '{build}' has no tokenizer/ folder: recompile it with `fusionc compile`")
+    target = get_target(manifest["target"])
+    runners = {name: target.runner(build, name, manifest) for name in COMPONENTS}
+    unet_in = manifest["components"]["unet"]["inputs"]
+    sample_shape = unet_in["sample"]["shape"]
+    height, width = (manifest.get("image") or {}).get("height"), (manifest.get("image") or {}).get("width")
+    height, width = height or sample_shape[2] * 8, width or sample_shape[3] * 8
+    text = manifest["components"]["text_encoder"]["inputs"]["input_ids"]["shape"][1]
+    return RunnerSet(runners, load_tokenizer(build / "tokenizer"),
+                     load_scheduler(build / "scheduler" if (build / "scheduler").is_dir() else None),
+                     int(height), int(width), build_scaling_factor(build, manifest), int(sample_shape[1]),
+                     int(text), str(build), {"target": manifest["target"], "checkpoint": manifest.get("checkpoint")})
+
+
+def build_scaling_factor(build: Path, manifest: dict[str, Any]) -> float:
+    """The VAE latent scaling factor: the manifest's, else the source checkpoint's vae/config.json, else SD's."""
+    if manifest.get("scaling_factor"):
+        return float(manifest["scaling_factor"])
+    for config in (build / "vae_decoder" / "config.json",
+                   Path((manifest.get("checkpoint") or {}).get("path", "")) / "vae" / "config.json"):
+        if config.is_file():
+            value = json.loads(config.read_text()).get("scaling_factor")
+            if value:
+                return float(value)
+    return DEFAULT_SCALING_FACTOR
+
+
+def run(prompt: str, rs: RunnerSet, steps: int = 8, seed: int = 0,
+        guidance: float = DEFAULT_GUIDANCE) -> tuple[np.ndarray, dict[str, Any]]:
+    """generate() with a RunnerSet's geometry."""
+    return generate(prompt, rs.runners, rs.tokenizer, rs.scheduler, steps, seed, guidance, rs.height, rs.width,
+                    scaling_factor=rs.scaling_factor, latent_channels=rs.latent_channels, text_length=rs.text_length)
+
+
+def image_psnr(reference: np.ndarray, test: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images on the 0..255 scale (peak 255)."""
+    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
+    return 200.0 if mse == 0 else min(200.0, 10 * np.log10(255.0 ** 2 / mse))
+
+
+def save_png(image: np.ndarray, path: Path) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
