@@ -46,11 +46,8 @@ def ane_pipeline(options: CompileOptions) -> list[PassEntry]:
     ]
     if options.attention != "original":
         from fusionc.passes.ane_attention import SplitEinsumAttentionPass
-        from fusionc.passes.ane_layout import (
-            ConvertLinearToConvPass,
-            NormalizeLayerNormOverChannelsPass,
-            PropagateChannelsFirstPass,
-        )
+        from fusionc.passes.ane_layout import PropagateChannelsFirstPass
+        from fusionc.passes.ane_linear import ConvertLinearToConvPass, NormalizeLayerNormOverChannelsPass
 
         chunk = 512 if options.attention == "split_einsum_v2" else None
         entries += [
