@@ -1,0 +1,122 @@
+"""The qnn target: QDQ ONNX + ONNX Runtime EP-context model + QNN HTP context binary per component.
+
+    fused float graph --(pipeline: static batch 1, opset 21, QNN lowerings)--> prepared float model
+      --calibrate (streaming, real trajectory inputs)--> ranges --rules + remedies--> QdqPlan
+      --InsertQdqPass--> <name>/model.qdq.onnx --QNN EP, HTP backend--> <name>/model_ctx.onnx + .bin
+
+The context binary is prepared for the device's Hexagon arch (v73/v75/v79, `fusionc.devices`) by
+onnxruntime-qnn's HTP backend; on x86-64 Linux the same binary runs in the HTP emulator, which is what
+`fusionc verify` and `generate` use through `runner()`. The whole graph must run on the HTP: CPU fallback
+is disabled and a compile that would need it fails listing the nodes (targets/qnn/ep.py).
+
+Why fusionc quantizes instead of onnxruntime.quantization: see targets/qnn/calibrate.py (streaming
+statistics) and passes/qdq.py (Q/DQ insertion on onnx_ir past 2 GB); the QNN rules it follows are in
+targets/qnn/rules.py and the accuracy remedies in targets/qnn/remedies.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from fusionc.options import CompileOptions
+from fusionc.targets.base import ComponentContext, Feeds, LoweredComponent, PassEntry
+
+PRECISIONS = ("w8a16", "w8a8", "fp16")
+CONTEXT_MODEL = "model_ctx.onnx"
+
+
+def interface(values: Any) -> dict[str, dict[str, Any]]:
+    return {v.name: {"shape": [d if isinstance(d, int) else str(d) for d in v.shape],
+                     "dtype": v.dtype.name.lower() if v.dtype is not None else None} for v in values}
+
+
+def _generic_passes() -> list[PassEntry]:
+    try:
+        from fusionc.passes import default_pipeline
+    except ImportError:  # until the generic pipeline is assembled: its fusions, which the HTP needs (no Erf)
+        from fusionc.passes.activation import FuseGeluPass
+        from fusionc.passes.attention import FuseAttentionPass
+        from fusionc.passes.cleanup import CleanUpGraphPass
+        from fusionc.passes.normalization import FuseGroupNormPass, FuseLayerNormPass
+
+        return [PassEntry(lambda o, p=p: p(), "generic cleanup and fusions") for p in (
+            CleanUpGraphPass, FuseAttentionPass, FuseGroupNormPass, FuseLayerNormPass, FuseGeluPass)]
+    return list(default_pipeline())
+
+
+def _cleanup(options: CompileOptions) -> ir.passes.PassBase:
+    from fusionc.passes.cleanup import CleanUpGraphPass
+
+    return CleanUpGraphPass()
+
+
+class QnnTarget:
+    name = "qnn"
+    default_device = "snapdragon-8-gen-2"
+
+    def pipeline(self, options: CompileOptions) -> list[PassEntry]:
+        from fusionc.targets.qnn import rewrites as rw
+
+        return _generic_passes() + [
+            PassEntry(lambda o: rw.StaticBatchPass(1), "the HTP compiles static shapes: every context is batch 1"),
+            PassEntry(lambda o: rw.UpgradeOpsetPass(), "opset 21 before lowering: GroupNormalization-21, 16-bit Q/DQ"),
+            PassEntry(lambda o: rw.LowerFusedOpsPass(), "fused units become the ops the QNN EP maps one to one"),
+            PassEntry(lambda o: rw.ClampAttentionMaskPass(), "after lowering exposes the mask Add: finite ranges"),
+            PassEntry(lambda o: rw.DropNanGuardPass(), "after clamping: masks are finite, the guard is dead"),
+            PassEntry(_cleanup, "fold the shape chains the static batch made constant"),
+            PassEntry(lambda o: rw.InferStaticShapesPass(), "last: the QNN EP needs every tensor shape"),
+        ]
+
+    def lower(self, model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
+        from fusionc.targets.qnn.build import build_component
+
+        return build_component(model, build_dir, ctx)
+
+    def finalize(self, build_dir: Path, checkpoint: Any, manifest: dict[str, Any], options: CompileOptions) -> None:
+        """Tokenizers and scheduler beside the components, for `fusionc generate`."""
+        for folder, source in getattr(checkpoint, "tokenizer_dirs", {}).items():
+            shutil.copytree(source, build_dir / folder, dirs_exist_ok=True)
+        if getattr(checkpoint, "scheduler_dir", None) is not None:
+            shutil.copytree(checkpoint.scheduler_dir, build_dir / "scheduler", dirs_exist_ok=True)
+
+    def runner(self, build_dir: Path, name: str, manifest: dict[str, Any]) -> "HtpRunner":
+        from fusionc.devices import get_device
+        from fusionc.targets.qnn.ep import HtpConfig
+
+        device = get_device(manifest.get("device"), "qnn") if manifest.get("device") else None
+        return HtpRunner(Path(build_dir) / name / CONTEXT_MODEL, replace(HtpConfig.from_device(device), soc_model=None))
+
+
+class HtpRunner:
+    """Runs a compiled context on the HTP (the emulator on x86-64): canonical feeds, any batch (run per item)."""
+
+    def __init__(self, context_path: Path, config: Any = None) -> None:
+        from fusionc.targets.qnn.ep import load_context
+
+        self.session = load_context(context_path, config)
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, feeds: Feeds) -> Feeds:
+        from fusionc.targets.qnn.quantize import split_batch
+
+        results: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
+        for single in split_batch({k: v for k, v in feeds.items() if k in self.inputs}):
+            single = {k: np.ascontiguousarray(v, dtype=_np_type(self.inputs[k].type)) for k, v in single.items()}
+            for name, value in zip(self.outputs, self.session.run(self.outputs, single)):
+                results[name].append(value)
+        return {name: np.concatenate(values, axis=0) for name, values in results.items()}
+
+
+def _np_type(ort_type: str) -> type:
+    return {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+            "tensor(float16)": np.float16}.get(ort_type, np.float32)
+
+
+TARGET = QnnTarget()

@@ -1,0 +1,183 @@
+"""The QNN execution provider as fusionc uses it: HTP context builds, emulator sessions, fallback reports.
+
+onnxruntime-qnn 2.x is a *plugin* EP: the wheel ships `libonnxruntime_providers_qnn.so` plus the QNN
+libraries (libQnnHtp.so, libHtpPrepare.so, ...), and onnxruntime only sees it after
+`register_execution_provider_library`. Sessions then select it with `SessionOptions.add_provider_for_devices`
+(the legacy `providers=["QNNExecutionProvider"]` list does not reach a plugin EP). On x86-64 Linux the HTP
+backend prepares real context binaries for the chosen Hexagon architecture (`htp_arch`, `soc_model`) and
+executes them in its HTP simulator, which is what `fusionc verify` runs.
+
+No CPU fallback: every session sets `session.disable_cpu_ep_fallback=1`. When a graph still has a node the
+HTP cannot take, onnxruntime only says "nodes are assigned to the default CPU EP"; the names and reasons are
+in the EP's verbose log ("Validation FAILED for ... Node name: X ... REASON : ..."), so `fallback_report`
+re-runs the partitioning with verbose logging on a captured stderr and parses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import onnxruntime as ort
+
+from fusionc.errors import UnsupportedError
+
+EP_NAME = "QNNExecutionProvider"
+HTP_ARCHES = ("68", "69", "73", "75", "79")
+_registered = False
+
+
+def qnn_devices() -> list[ort.OrtEpDevice]:
+    """The OrtEpDevices of the QNN plugin EP (registers the library once per process)."""
+    global _registered
+    if not _registered:
+        import onnxruntime_qnn
+
+        if EP_NAME not in ort.get_available_providers():
+            ort.register_execution_provider_library(EP_NAME, onnxruntime_qnn.get_library_path())
+        _registered = True
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
+    if not devices:
+        raise UnsupportedError("the QNN execution provider found no device: reinstall onnxruntime-qnn")
+    return devices
+
+
+@dataclass(frozen=True)
+class HtpConfig:
+    """Where the HTP graph is prepared for: Hexagon arch number (73 = v73) and QNN soc_model id."""
+
+    arch: str = "73"
+    soc_model: int | None = 43
+    fp16: bool = False  # enable_htp_fp16_precision: run float (non-QDQ) ops in fp16 instead of failing
+    performance_mode: str = "burst"
+
+    @staticmethod
+    def from_device(device) -> "HtpConfig":  # device: fusionc.devices.Device | None
+        if device is None or not device.hexagon_arch:
+            return HtpConfig()
+        return HtpConfig(arch=device.hexagon_arch.lstrip("v"), soc_model=device.soc_model)
+
+    def provider_options(self) -> dict[str, str]:
+        options = {"backend_type": "htp", "htp_arch": self.arch, "htp_performance_mode": self.performance_mode,
+                   "enable_htp_fp16_precision": "1" if self.fp16 else "0"}
+        if self.soc_model is not None:
+            options["soc_model"] = str(self.soc_model)
+        return options
+
+
+def session_options(config: HtpConfig, context_path: Path | None = None, verbose: bool = False) -> ort.SessionOptions:
+    """Session options that put the whole graph on the HTP; with context_path, also write an EP-context model."""
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    so.log_severity_level = 0 if verbose else 3
+    if verbose:
+        so.log_verbosity_level = 0
+    if context_path is not None:
+        so.add_session_config_entry("ep.context_enable", "1")
+        so.add_session_config_entry("ep.context_embed_mode", "0")  # .bin beside the .onnx: no 2 GB protobuf
+        so.add_session_config_entry("ep.context_file_path", str(context_path))
+    so.add_provider_for_devices(qnn_devices(), config.provider_options())
+    return so
+
+
+@dataclass
+class FallbackNode:
+    name: str
+    op_type: str
+    reason: str
+
+
+_FAILED = re.compile(
+    r"Validation FAILED for \d+ nodes in OrtNodeUnit \((?P<unit>[^)]*)\) :\s*(?P<body>.*?)(?=\n\S|\Z)", re.S)
+_NODE = re.compile(r"Operator type: (?P<op>\S+) Node name: (?P<name>.*?) Node index")
+_REASON = re.compile(r"REASON : (?P<reason>.*)")
+_UNSUPPORTED = re.compile(r"\{ name: (?P<name>[^,]+), type: (?P<op>[^ }]+) \}")
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[Path]:
+    """Redirect the process-level stderr (fd 2, where onnxruntime's C++ logger writes) to a temp file."""
+    with tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False) as tmp:
+        path = Path(tmp.name)
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.dup2(fd, 2)
+        yield path
+    finally:
+        os.dup2(saved, 2)
+        os.close(fd)
+        os.close(saved)
+
+
+def parse_fallback_log(text: str) -> list[FallbackNode]:
+    """Nodes the QNN EP rejected, with its reason, from a verbose session log (last capability pass wins)."""
+    found: dict[str, FallbackNode] = {}
+    for match in _FAILED.finditer(text):
+        body = match.group("body")
+        reason = _REASON.search(body)
+        why = reason.group("reason").strip() if reason else "rejected by the QNN EP"
+        for node in _NODE.finditer(body):
+            found[node.group("name")] = FallbackNode(node.group("name"), node.group("op"), why)
+    for match in _UNSUPPORTED.finditer(text):  # the EP's summary line, when no validation detail was logged
+        found.setdefault(match.group("name"), FallbackNode(match.group("name"), match.group("op"), "unsupported"))
+    return list(found.values())
+
+
+def fallback_report(model_path: Path, config: HtpConfig) -> list[FallbackNode]:
+    """Partition `model_path` for the HTP with verbose logging; the nodes that would fall back to the CPU."""
+    with captured_stderr() as log:
+        try:
+            ort.InferenceSession(str(model_path), sess_options=session_options(config, verbose=True))
+        except Exception:  # noqa: BLE001 - the log is what we want
+            pass
+    try:
+        return parse_fallback_log(log.read_text(errors="replace"))
+    finally:
+        log.unlink(missing_ok=True)
+
+
+def _fail(model_path: Path, config: HtpConfig, err: Exception) -> UnsupportedError:
+    message = str(err).splitlines()[0] if str(err) else repr(err)
+    if "fallback to CPU EP has been explicitly disabled" in message or "assigned to the default CPU EP" in message:
+        nodes = fallback_report(model_path, config)
+        ops = [n for n in nodes if n.op_type not in ("QuantizeLinear", "DequantizeLinear")] or nodes
+        listed = "; ".join(f"{n.name} ({n.op_type}): {n.reason}" for n in ops[:10])
+        more = f" and {len(ops) - 10} more" if len(ops) > 10 else ""
+        qdq = len(nodes) - len(ops)
+        around = f" (plus {qdq} Q/DQ nodes around them)" if qdq else ""
+        return UnsupportedError(f"{len(ops)} node(s) of {model_path.name} cannot run on the HTP v{config.arch} "
+                                f"and CPU fallback is disabled: {listed}{more}{around}")
+    return UnsupportedError(f"the QNN HTP backend rejected {model_path.name} for v{config.arch}: {message}")
+
+
+def compile_context(model_path: Path, context_path: Path, config: HtpConfig) -> list[Path]:
+    """Build the EP-context model `context_path` (+ its external .bin) from a QDQ model; returns the files."""
+    context_path = Path(context_path)
+    context_path.unlink(missing_ok=True)
+    before = set(context_path.parent.glob("*.bin"))
+    try:
+        with captured_stderr():  # the HTP prepare step prints progress on stderr
+            ort.InferenceSession(str(model_path), sess_options=session_options(config, context_path))
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own Fail/RuntimeException types
+        raise _fail(Path(model_path), config, err) from None
+    if not context_path.exists():
+        raise UnsupportedError(f"the QNN EP wrote no context model for {Path(model_path).name}")
+    bins = sorted(set(context_path.parent.glob("*.bin")) - before) or sorted(context_path.parent.glob(
+        f"{context_path.stem}*.bin"))
+    return [context_path, *bins]
+
+
+def load_context(context_path: Path, config: HtpConfig | None = None) -> ort.InferenceSession:
+    """An HTP session over a compiled EP-context model (the emulator on x86-64, the NPU on a device)."""
+    config = config or HtpConfig(soc_model=None)
+    try:
+        with captured_stderr():
+            return ort.InferenceSession(str(context_path), sess_options=session_options(config))
+    except Exception as err:  # noqa: BLE001
+        raise _fail(Path(context_path), config, err) from None

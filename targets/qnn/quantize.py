@@ -1,0 +1,75 @@
+"""Quantize one prepared component: calibration feeds, streaming statistics, QDQ plan, Q/DQ insertion.
+
+The stages are separate functions so the accuracy debugger and the remedies can re-plan from the same
+statistics without recalibrating (statistics do not depend on the plan: they are fp32 ranges).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+
+from fusionc.passes.qdq import InsertQdqPass
+from fusionc.targets.qnn.calibrate import TensorStats, collect_stats
+from fusionc.targets.qnn.rules import QuantConfig, build_plan
+
+Feeds = dict[str, np.ndarray]
+EXTERNAL_THRESHOLD = 1 << 30
+
+
+def split_batch(feeds: Feeds, batch: int = 1) -> list[Feeds]:
+    """Batch-B feeds as B feeds of batch 1 (inputs without a batch axis, like `timestep`, are repeated)."""
+    sizes = {v.shape[0] for k, v in feeds.items() if v.ndim and k != "timestep"}
+    total = max(sizes) if sizes else 1
+    out = []
+    for start in range(0, total, batch):
+        out.append({k: (v[start:start + batch] if v.ndim and k != "timestep" and v.shape[0] == total else v)
+                    for k, v in feeds.items()})
+    return out
+
+
+def calibration_feeds(sample_feeds: list[Feeds], count: int) -> list[Feeds]:
+    """`count` batch-1 feeds spread evenly over the trajectory (both guidance branches, every timestep)."""
+    singles = [f for feeds in sample_feeds for f in split_batch(feeds)]
+    if count <= 0 or count >= len(singles):
+        return singles
+    picks = np.linspace(0, len(singles) - 1, count).round().astype(int)
+    return [singles[i] for i in dict.fromkeys(picks.tolist())]
+
+
+def save_model(model: ir.Model, path: Path) -> list[Path]:
+    """Save with one external-data file beside it when the weights are large (protobuf stops at 2 GB)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    if size > EXTERNAL_THRESHOLD:
+        data = path.with_name(path.name + ".data")
+        data.unlink(missing_ok=True)
+        ir.save(model, path, external_data=data.name)
+        return [path, data]
+    ir.save(model, path)
+    return [path]
+
+
+def save_float(model: ir.Model, path: Path) -> Path:
+    """The prepared float model, sorted, always with external data (calibration segments point into it)."""
+    common.TopologicalSortPass()(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    ir.save(model, path, external_data=data.name)
+    return path
+
+
+def calibrate(float_path: Path, feeds: list[Feeds]) -> dict[str, TensorStats]:
+    return collect_stats(float_path, feeds)
+
+
+def quantize(float_path: Path, stats: dict[str, TensorStats], config: QuantConfig) -> ir.Model:
+    """A fresh QDQ model from the saved float model (weights stay lazy until quantized)."""
+    model = ir.load(float_path)
+    InsertQdqPass(build_plan(model, stats, config))(model)
+    common.TopologicalSortPass()(model)
+    return model
