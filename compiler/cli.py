@@ -104,19 +104,51 @@ def _components(value: str | None) -> tuple[str, ...] | None:
 @click.option("--precision", type=click.Choice(["w8a16", "w8a8", "fp16"]), default="w8a16", show_default=True,
               help="QNN precision.")
 @click.option("--calibration-samples", type=int, default=4, show_default=True, help="QNN calibration inputs per component.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="fusionc.toml with any of these options (flags given here override it).")
+@click.option("--max-size", multiple=True, help="Exit 1 if the build exceeds N MB (N) or a component does (unet=N).")
+@click.option("--max-latency-ms", multiple=True,
+              help="Exit 1 if the estimated latency on the device exceeds N ms: unet=N per call, N per image.")
+@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write a JSON report (manifest, gates, timings).")
+@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write JUnit XML: one test case per component and gate.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Reuse exported/optimized ONNX from this folder.")
+@click.pass_context
 @handle_errors
-def compile_command(checkpoint: Path | None, target: str, out: Path | None, components: str | None,
-                    no_verify: bool, **kwargs: Any) -> None:
+def compile_command(ctx: click.Context, **params: Any) -> None:
     """Compile CHECKPOINT (default: the built-in tiny pipeline) into a verified build folder."""
-    from fusionc.pipeline import compile_checkpoint
+    import time
 
-    options = CompileOptions(target=target, components=_components(components), verify=not no_verify,
-                             **{k: v for k, v in kwargs.items() if v is not None})
-    if options.deployment_target is None:
-        options.deployment_target = "iOS17"
-    out = out or Path("build") / target
-    manifest = compile_checkpoint(checkpoint, options, out)
-    _print_summary(manifest, out)
+    from fusionc.config import resolve
+    from fusionc.gates import GateFailedError
+    from fusionc.pipeline import compile_checkpoint
+    from fusionc.report import build_report, write_reports
+
+    start = time.perf_counter()
+    settings = resolve(ctx, params)
+    reports = settings.report is not None or settings.junit is not None
+    try:
+        manifest = compile_checkpoint(settings.checkpoint, settings.options, settings.out,
+                                      config=settings.manifest_entry(), cache_dir=settings.cache)
+    except GateFailedError as err:  # the build is written; report, show it, then exit 1
+        if reports:
+            write_reports(settings.report, settings.junit,
+                          build_report(err.manifest, err.gates, settings.out, None, time.perf_counter() - start))
+        _print_summary(err.manifest, settings.out)
+        raise
+    except (FusioncError, KeyboardInterrupt) as err:
+        if reports:
+            error = err if isinstance(err, FusioncError) else FusioncError("interrupted")
+            error.exit_code = err.exit_code if isinstance(err, FusioncError) else 130
+            write_reports(settings.report, settings.junit,
+                          build_report(None, [], settings.out, error, time.perf_counter() - start))
+        raise
+    if reports:
+        from fusionc.gates import GateResult
+
+        gates = [GateResult(**g) for g in manifest.get("gates", [])]
+        write_reports(settings.report, settings.junit,
+                      build_report(manifest, gates, settings.out, None, time.perf_counter() - start))
+    _print_summary(manifest, settings.out)
 
 
 def _print_summary(manifest: dict[str, Any], out: Path) -> None:
@@ -130,6 +162,9 @@ def _print_summary(manifest: dict[str, Any], out: Path) -> None:
         psnr = comp.get("psnr_db")
         table.add_row(name, ", ".join(comp["files"]), f"{comp['bytes'] / 1e6:.2f}", "-" if psnr is None else f"{psnr:.1f}")
     Console().print(table)
+    marks = {"passed": "[green]pass[/green]", "failed": "[red]FAIL[/red]", "skipped": "[yellow]skip[/yellow]"}
+    for gate in manifest.get("gates", []):
+        Console().print(f"gate {gate['gate']:15s} {marks[gate['status']]}  {gate['message']}")
 
 
 @main.command("verify")

@@ -13,10 +13,36 @@ from fusionc import buildfs
 from fusionc.errors import BadInputError
 
 
+def check_external_data(path: Path) -> None:
+    """Refuse an ONNX file whose external-data locations leave its folder (absolute, `..`, or a symlink out).
+
+    A model is untrusted input: `../../home/user/.ssh/id_rsa` as a tensor location would make us read it.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise BadInputError(f"'{path}' is not a readable ONNX model: {str(err).splitlines()[0]}") from err
+    folder = path.resolve().parent
+    tensors = list(proto.graph.initializer) + [a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")]
+    for f in proto.functions:
+        tensors += [a.t for n in f.node for a in n.attribute if a.HasField("t")]
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise BadInputError(f"'{path}': tensor '{tensor.name}' points its external data outside the model's "
+                                f"folder ('{location}'): refused; keep external data files beside the model")
+
+
 def model_summary(path: Path) -> dict:
     """{"ops": Counter, "params": N, "weight_bytes": N, "macs": N} for an ONNX file (weights not loaded)."""
     from fusionc.graph_stats import graph_stats
 
+    check_external_data(path)
     try:
         model = ir.load(path)
     except Exception as err:
@@ -34,7 +60,10 @@ def inspect_path(path: Path) -> dict[str, dict]:
         for name, comp in manifest["components"].items():
             onnx_files = [f for f in comp["files"] if f.endswith(".onnx")]
             if onnx_files:
-                summaries[name] = model_summary(path / onnx_files[0])
+                model_path = path / onnx_files[0]
+                if not model_path.resolve().is_relative_to(path.resolve()):
+                    raise BadInputError(f"'{path}/manifest.json' lists '{onnx_files[0]}' outside the build: refused")
+                summaries[name] = model_summary(model_path)
     else:
         raise BadInputError(f"'{path}' is neither an .onnx file nor a build folder")
     console = Console()

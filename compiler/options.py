@@ -24,6 +24,10 @@ class CompileOptions:
     allow_pickle: bool = False
     verify: bool = True
     min_psnr: float | None = None
+    # gates (fusionc.gates): MB (10^6 bytes) and estimated ms, by component name or "total"
+    max_size: dict[str, float] | None = None
+    max_latency_ms: dict[str, float] | None = None
+    latency_steps: int = 8  # denoising steps of the per-image ("total") latency estimate, guidance on
     verify_steps: int = 3  # timesteps of the reference trajectory used for UNet verification
     verify_prompts: int = 2  # prompts of the reference trajectory (1 or 2)
     seed: int = 0

@@ -6,7 +6,10 @@ list (targets/*/__init__.py) and the passes themselves.
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import gc
+import json
 import platform
 import tempfile
 import time
@@ -17,16 +20,25 @@ from typing import Any
 import onnx_ir as ir
 
 import fusionc
-from fusionc import buildfs
+from fusionc import buildfs, gates
+from fusionc import cache as cache_keys
+from fusionc.cache import ComponentCache
 from fusionc.checkpoint import Checkpoint, load_checkpoint
 from fusionc.devices import get_device
-from fusionc.errors import BadInputError, CheckFailedError
+from fusionc.errors import BadInputError
+from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify` imports it from here)
 from fusionc.export import component_spec, export_component, image_size
 from fusionc.options import ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions
-from fusionc.progress import stage
+from fusionc.progress import stage, track
+from fusionc.reproducible import reset_name_state, strip_host_paths
 from fusionc.targets import get_target
 from fusionc.targets.base import ComponentContext, PassEntry
 from fusionc.verify import compare, reference_outputs, trajectory_feeds
+
+
+# The component being compiled, for passes that need its verification inputs (fusionc.passes.precision).
+CURRENT_COMPONENT: contextvars.ContextVar[ComponentContext] = contextvars.ContextVar("fusionc_component")
+FP16_REPORT_KEY = "fusionc.fp16_safety"  # model metadata the precision pass leaves for the manifest
 
 
 @dataclass
@@ -49,7 +61,7 @@ def count_nodes(model: ir.Model) -> int:
 def run_passes(model: ir.Model, entries: list[PassEntry], options: CompileOptions) -> list[PassRecord]:
     """Run each pass in place, recording its time, its `modified` flag and the node counts around it."""
     records = []
-    for entry in entries:
+    for entry in track(entries, "passes"):
         the_pass = entry.make(options)
         before = count_nodes(model)
         start = time.perf_counter()
@@ -74,11 +86,16 @@ def select_components(checkpoint: Checkpoint, options: CompileOptions, target: A
     return list(options.components)
 
 
-def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, out: Path) -> dict[str, Any]:
-    """Compile and verify; returns the manifest. Raises CheckFailedError after writing when a gate fails."""
+def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, out: Path,
+                       config: dict[str, Any] | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Compile and verify; returns the manifest. Raises GateFailedError (exit 1) after writing when a gate fails.
+
+    `config`: the effective configuration (fusionc.config) stored in the manifest; `cache_dir`: --cache.
+    """
     target = get_target(options.target)
     device = get_device(options.device, options.target)
     timings: dict[str, float] = {}
+    component_cache = ComponentCache(cache_dir) if cache_dir is not None else None
     with stage("load checkpoint", timings):
         checkpoint = load_checkpoint(checkpoint_path, options.allow_pickle)
     names = select_components(checkpoint, options, target)
@@ -92,6 +109,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         "checkpoint": {"path": str(checkpoint.path.resolve()), "sha256": checkpoint.sha256},
         "image": {"height": height, "width": width},
         "options": options.to_json(),
+        **({"config": config} if config is not None else {}),
         "host": {"python": platform.python_version(), "machine": platform.machine()},
         "components": {},
         "passes": [],
@@ -104,31 +122,86 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
             if options.verify:
                 with stage(f"{name}: torch reference outputs", timings):
                     expected[name] = reference_outputs(spec.reference, feeds[name])
-            with stage(f"{name}: export", timings):
-                model = export_component(spec, options.opset)
-            with stage(f"{name}: passes", timings):
-                records = run_passes(model, target.pipeline(options), options)
             ctx = ComponentContext(name, options, scratch / name, feeds.get(name, []), spec.reference)
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            with stage(f"{name}: lower to {options.target}", timings):
-                lowered = target.lower(model, build, ctx)
+            token = CURRENT_COMPONENT.set(ctx)
+            try:
+                model, records, cached = _export_and_optimize(spec, target, options, timings, component_cache,
+                                                              (checkpoint.sha256, (height, width), device))
+                estimate = (gates.estimate_latency(model, name, device, options)
+                            if options.max_latency_ms else None)
+                with stage(f"{name}: lower to {options.target}", timings):
+                    lowered = target.lower(model, build, ctx)
+                fp16_report = model.metadata_props.get(FP16_REPORT_KEY)
+            finally:
+                CURRENT_COMPONENT.reset(token)
             del model, spec, ctx
             _release_torch_modules(checkpoint, names[names.index(name) + 1:])
             manifest["components"][name] = {
                 "files": lowered.files, "bytes": sum(_bytes(build / f) for f in lowered.files),
                 "inputs": lowered.inputs, "outputs": lowered.outputs, **lowered.extra,
                 "passes": [r.to_json() for r in records]}
+            if cached:
+                manifest["components"][name]["cache"] = cached
+            if estimate is not None:
+                manifest["components"][name]["latency_estimate"] = estimate
+            if fp16_report:
+                manifest["components"][name]["fp16_safety"] = json.loads(fp16_report)
             manifest["passes"] += [{"component": name, **r.to_json()} for r in records]
         target.finalize(build, checkpoint, manifest, options)
         for name in names if options.verify else []:
             with stage(f"{name}: verify on {options.target}", timings):
-                scores = compare(target.runner(build, name, manifest), expected[name], feeds[name])
+                scores = compare(target.runner(build, name, manifest), expected[name],
+                                 track(feeds[name], "verification inputs", total=len(feeds[name])))
             manifest["components"][name]["psnr_db"] = scores.pop("psnr_db")
             manifest["components"][name]["psnr_by_output"] = scores
         manifest["timings"] = timings
+        results = gates.evaluate(manifest, options)
+        manifest["gates"] = [r.to_json() for r in results]
         buildfs.write_json(build / buildfs.MANIFEST, manifest)
-    gate_psnr(manifest, options.min_psnr)
+    gates.enforce(results, manifest)
     return manifest
+
+
+def _export(spec: Any, options: CompileOptions) -> ir.Model:
+    model = export_component(spec, options.opset)
+    strip_host_paths(model)  # the exporter's stack traces hold this machine's paths: not reproducible
+    reset_name_state(model)  # name new nodes as a model loaded from the --cache would
+    return model
+
+
+def _optimize(model: ir.Model, target: Any, options: CompileOptions) -> list[PassRecord]:
+    records = run_passes(model, target.pipeline(options), options)
+    reset_name_state(model)  # lowering then names alike whether the passes ran or came from the --cache
+    return records
+
+
+def _export_and_optimize(spec: Any, target: Any, options: CompileOptions, timings: dict[str, float],
+                         cache: ComponentCache | None, key_parts: tuple) -> tuple[ir.Model, list[PassRecord], str | None]:
+    """Export + the target's passes, or their cached result (--cache): (model, pass records, cache status)."""
+    name = spec.name
+    if cache is None:
+        with stage(f"{name}: export", timings):
+            model = _export(spec, options)
+        with stage(f"{name}: passes", timings):
+            return model, _optimize(model, target, options), None
+    checkpoint_sha, image, device = key_parts
+    export_key = cache_keys.export_key(checkpoint_sha, name, image, options)
+    optimized_key = cache_keys.optimized_key(export_key, options, device.name if device else None)
+    hit = cache.load(optimized_key)
+    if hit is not None:
+        timings[f"{name}: optimized ONNX from the cache"] = 0.0
+        return hit.model, [PassRecord(**r) for r in hit.meta["passes"]], "hit: optimized"
+    exported = cache.load(export_key)
+    with stage(f"{name}: export" + (" (from the cache)" if exported else ""), timings):
+        model = exported.model if exported else _export(spec, options)
+        if exported is None:
+            cache.store(export_key, model, {"stage": "export", "component": name})
+    with stage(f"{name}: passes", timings):
+        records = _optimize(model, target, options)
+    cache.store(optimized_key, model, {"stage": "optimized", "component": name,
+                                       "passes": [dataclasses.asdict(r) for r in records]})
+    return model, records, "hit: export" if exported else "miss"
 
 
 def _release_torch_modules(checkpoint: Checkpoint, remaining: list[str]) -> None:
@@ -137,16 +210,6 @@ def _release_torch_modules(checkpoint: Checkpoint, remaining: list[str]) -> None
     for folder in [f for f in checkpoint.models if f not in needed]:
         del checkpoint.models[folder]
     gc.collect()
-
-
-def gate_psnr(manifest: dict[str, Any], min_psnr: float | None) -> None:
-    if min_psnr is None:
-        return
-    failed = {n: c["psnr_db"] for n, c in manifest["components"].items() if c.get("psnr_db", min_psnr) < min_psnr}
-    if failed:
-        worst = min(failed, key=failed.get)
-        raise CheckFailedError(f"PSNR gate failed: {worst} {failed[worst]:.2f} dB < {min_psnr} dB "
-                               f"({len(failed)} component(s) under the gate)")
 
 
 def _scratch(out: Path) -> tempfile.TemporaryDirectory:

@@ -52,6 +52,9 @@ def write_ort_format(onnx_path: Path) -> Path | None:
     options.optimized_model_filepath = str(ort_path)
     options.add_session_config_entry("session.save_model_format", "ORT")
     ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    from fusionc.reproducible import canonical_ort
+
+    canonical_ort(ort_path)  # onnxruntime lays part of the file out in hash-map order: make it byte-identical
     return ort_path
 
 

@@ -1,0 +1,132 @@
+"""`fusionc compile --cache DIR`: a content-hash cache of each component's exported and optimized ONNX.
+
+Two stages are cached per component, each under the SHA-256 of everything that decides its bytes:
+
+    export     checkpoint sha256, component, image size, opset, library versions, export/checkpoint source hash
+    optimized  the export key, target, device, every compile option except the ones that only gate or
+               report (min_psnr, max_size, max_latency_ms, latency_steps, verify), passes/targets source hash
+
+so a changed checkpoint, option, library or line of fusionc misses, and nothing stale is ever reused. Entries
+are written to a temporary folder and renamed into place (concurrent compiles sharing a cache are safe: the
+first rename wins); a damaged entry is ignored and rewritten. We key on content rather than using a generic
+memoizer (joblib) because the values are multi-GB ONNX models with external data that must be loaded lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from fusionc.errors import BadInputError
+from fusionc.options import CompileOptions
+
+MODEL = "model.onnx"
+META = "meta.json"
+LIBRARIES = ("fusionc", "torch", "onnx", "onnx-ir", "onnxscript", "onnxruntime", "diffusers", "transformers", "coremltools")
+GATE_ONLY = ("min_psnr", "max_size", "max_latency_ms", "latency_steps", "verify")
+# The modules each stage's output depends on: a change to their sources invalidates that stage's entries.
+EXPORT_SOURCES = ("fusionc.export", "fusionc.checkpoint")
+OPTIMIZE_SOURCES = ("fusionc.passes", "fusionc.targets", "fusionc.options")
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict[str, str]:
+    """Library versions (a new torch or onnxscript can change the exported or optimized graph)."""
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def source_hash(modules: tuple[str, ...]) -> str:
+    """SHA-256 over the source files of fusionc `modules` (a package: every .py below it)."""
+    digest = hashlib.sha256()
+    for module in modules:
+        origin = Path(importlib.util.find_spec(module).origin)
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        for file in files:
+            digest.update(f"{module}:{file.relative_to(origin.parent)}".encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _hash(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def export_key(checkpoint_sha: str, name: str, image: tuple[int, int], options: CompileOptions) -> str:
+    return _hash({"stage": "export", "checkpoint": checkpoint_sha, "component": name, "image": list(image),
+                  "opset": options.opset, "seed": options.seed, "versions": versions(),
+                  "sources": source_hash(EXPORT_SOURCES)})
+
+
+def optimized_key(export: str, options: CompileOptions, device: str | None) -> str:
+    relevant = {k: v for k, v in options.to_json().items() if k not in GATE_ONLY}
+    return _hash({"stage": "optimized", "export": export, "device": device, "options": relevant,
+                  "sources": source_hash(OPTIMIZE_SOURCES)})
+
+
+@dataclass
+class Hit:
+    model: ir.Model
+    meta: dict[str, Any]
+
+
+class ComponentCache:
+    """Stores and loads whole ONNX models (external data beside them) by key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".probe-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as err:
+            raise BadInputError(f"--cache '{self.root}' is not a writable folder: {err.strerror}") from err
+
+    def _entry(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def load(self, key: str) -> Hit | None:
+        entry = self._entry(key)
+        try:
+            meta = json.loads((entry / META).read_text())
+            # in memory, like a fresh export: targets save the model elsewhere and must not point back here
+            model = ir.external_data.load_to_model(ir.load(entry / MODEL))
+        except Exception:  # noqa: BLE001 - absent or damaged: a miss
+            return None
+        if meta.get("key") != key:
+            return None
+        return Hit(model, meta)
+
+    def store(self, key: str, model: ir.Model, meta: dict[str, Any]) -> None:
+        """Write atomically; a full disk or a race with another compile only costs the entry."""
+        entry = self._entry(key)
+        if (entry / META).is_file():
+            return
+        tmp = self.root / f".tmp-{key[:16]}-{os.getpid()}"
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            ir.save(model, tmp / MODEL, external_data=MODEL + ".data")
+            (tmp / META).write_text(json.dumps({"key": key, **meta}, indent=1, default=str))
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp, entry)
+        except OSError:
+            pass  # another compile stored it first, or the disk is full: the build itself does not need it
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,180 @@
+"""`fusionc compile --config fusionc.toml`: every compile option from a file, so a build is reproducible from a repo.
+
+The file holds the same names as the command line (`--max-size` is `max_size` or `max-size`), grouped in any of
+the tables [compile], [gates], [report], [verify], [coreml], [compression], [qnn] (the grouping is for readers;
+a name may appear once). Values go through the very click types of the flags, so the file and the command line
+accept and refuse the same things. Relative paths in the file are relative to the file, not to the working
+directory. Precedence: defaults < the file < flags given on the command line (detected with click's
+`ctx.get_parameter_source`, so a flag that merely repeats its default still overrides the file).
+
+    [compile]
+    checkpoint = "models/tiny-sd"        # default: the built-in pipeline
+    target = "onnx"
+    out = "build/onnx"
+    components = ["text_encoder", "unet", "vae_decoder"]
+    height = 64
+    [gates]
+    min_psnr = 40
+    max_size = { total = 25, unet = 20 }  # MB; or max_size = 25 (total)
+    max_latency_ms = { unet = 150 }       # cost-model estimate on the build's device
+    [report]
+    json = "reports/compile.json"
+    junit = "reports/compile.xml"
+
+The effective configuration (every value, where each came from) is written into the manifest under "config".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from fusionc.errors import BadInputError
+from fusionc.gates import parse_budget
+from fusionc.options import ALL_COMPONENTS, CompileOptions
+
+SECTIONS = ("compile", "gates", "report", "verify", "coreml", "compression", "qnn")
+ALIASES = {"json": "report", "verify": "no_verify"}  # file name -> CLI parameter name
+PATH_KEYS = ("checkpoint", "out", "report", "junit", "cache", "recipe")
+# CompileOptions fields without a flag: settable from the file only
+FILE_ONLY = {"opset": int, "seed": int, "min_weight_elements": int, "latency_steps": int}
+NOT_OPTIONS = ("checkpoint", "out", "report", "junit", "cache", "config_file", "components", "no_verify",
+               "max_size", "max_latency_ms")
+
+
+@dataclass
+class CompileSettings:
+    """Everything one `fusionc compile` run needs, after the file and the flags are merged."""
+
+    checkpoint: Path | None
+    out: Path
+    options: CompileOptions
+    report: Path | None = None
+    junit: Path | None = None
+    cache: Path | None = None
+    config_file: Path | None = None
+    config_sha256: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # parameter -> "command line" | "config file"
+
+    def manifest_entry(self) -> dict[str, Any]:
+        """The effective configuration, for manifest["config"]."""
+        return {
+            "file": None if self.config_file is None else str(self.config_file),
+            "sha256": self.config_sha256,
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+            "out": str(self.out),
+            "cache": None if self.cache is None else str(self.cache),
+            "report": None if self.report is None else str(self.report),
+            "junit": None if self.junit is None else str(self.junit),
+            "from_config_file": sorted(k for k, s in self.sources.items() if s == "config file"),
+            "from_command_line": sorted(k for k, s in self.sources.items() if s == "command line"),
+        }
+
+
+def _normalize(key: str) -> str:
+    key = key.replace("-", "_")
+    return ALIASES.get(key, key)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The file's values by parameter name (raw TOML values, paths made absolute)."""
+    if not path.is_file():
+        raise BadInputError(f"config file '{path}' does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise BadInputError(f"config file '{path}' is not valid TOML: {err}") from err
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        items = value.items() if isinstance(value, dict) and key in SECTIONS else [(key, value)]
+        for name, item in items:
+            name = _normalize(name)
+            if name == "no_verify":  # `verify = false` in the file
+                if not isinstance(item, bool):
+                    raise BadInputError(f"config file '{path}': verify must be true or false")
+                item = not item
+            if name in flat:
+                raise BadInputError(f"config file '{path}': '{name}' is set twice")
+            flat[name] = item
+    for name in PATH_KEYS:
+        if isinstance(flat.get(name), str):
+            flat[name] = (path.parent / flat[name]).resolve()
+    return flat
+
+
+def _convert(command: click.Command, ctx: click.Context, name: str, value: Any, path: Path) -> Any:
+    """A file value through the same click type as its flag (so choices and types are checked alike)."""
+    if name in FILE_ONLY:
+        if not isinstance(value, FILE_ONLY[name]) or isinstance(value, bool):
+            raise BadInputError(f"config file '{path}': {name} must be an {FILE_ONLY[name].__name__}")
+        return value
+    params = {p.name: p for p in command.params}
+    if name not in params or name == "config_file":
+        known = sorted({p.name for p in command.params if p.name != "config_file"} | set(FILE_ONLY))
+        raise BadInputError(f"config file '{path}': unknown option '{name}' (known: {', '.join(known)})")
+    if name == "components" and isinstance(value, list):
+        value = ",".join(map(str, value))
+    if name in ("max_size", "max_latency_ms"):
+        return _budget_values(value)
+    try:
+        return params[name].type_cast_value(ctx, value)
+    except click.BadParameter as err:
+        raise BadInputError(f"config file '{path}': {name} = {value!r}: {err.message}") from err
+
+
+def _budget_values(value: Any) -> tuple[str, ...]:
+    if isinstance(value, dict):
+        return tuple(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return tuple(map(str, value))
+    return (str(value),)
+
+
+def parse_components(value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [n for n in names if n not in ALL_COMPONENTS]
+    if unknown:
+        raise BadInputError(f"unknown component '{unknown[0]}': choose from {', '.join(ALL_COMPONENTS)}")
+    return names or None
+
+
+def resolve(ctx: click.Context, params: dict[str, Any]) -> CompileSettings:
+    """Merge the config file (if any) under the flags given explicitly, and build the CompileSettings."""
+    params = dict(params)
+    config_file = params.pop("config_file", None)
+    sources = {k: "command line" for k in params if ctx.get_parameter_source(k) in
+               (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    extra: dict[str, Any] = {}
+    digest = None
+    if config_file is not None:
+        config_file = Path(config_file).resolve()
+        digest = hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None
+        for name, raw in read_config(config_file).items():
+            value = _convert(ctx.command, ctx, name, raw, config_file)
+            if name in sources:
+                continue  # the command line wins
+            sources[name] = "config file"
+            (extra if name in FILE_ONLY else params).__setitem__(name, value)
+    try:
+        max_size = parse_budget(params.get("max_size") or None, "--max-size")
+        max_latency = parse_budget(params.get("max_latency_ms") or None, "--max-latency-ms")
+    except BadInputError as err:
+        raise BadInputError(f"{err} (in config file '{config_file}')" if sources.get(
+            "max_size") == "config file" or sources.get("max_latency_ms") == "config file" else str(err)) from None
+    fields = {f.name for f in dataclasses.fields(CompileOptions)}
+    values = {k: v for k, v in params.items() if k in fields and k not in NOT_OPTIONS and v is not None}
+    options = CompileOptions(components=parse_components(params.get("components")),
+                             verify=not params.get("no_verify", False), max_size=max_size,
+                             max_latency_ms=max_latency, **values, **extra)
+    out = params.get("out") or Path("build") / options.target
+    return CompileSettings(params.get("checkpoint"), Path(out), options, params.get("report"), params.get("junit"),
+                           params.get("cache"), config_file, digest, sources)

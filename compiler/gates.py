@@ -1,0 +1,234 @@
+"""Build gates: the checks CI relies on to fail a build (exit 1) after it is written.
+
+Three gates, each evaluated per component and, where it makes sense, for the whole build ("total"):
+
+    min_psnr        every verified component's worst-output PSNR against the fp32 torch model   (dB)
+    max_size        bytes of a component's files, or of all components ("total")                 (MB = 10^6 bytes)
+    max_latency_ms  the cost model's estimate (fusionc.costmodel) on the build's device: one call of a component,
+                    or one image ("total": text encoders x2, latency_steps x UNet at batch 2, one VAE decode)
+
+A gate that cannot be evaluated (no verification, no device, no cost model) is "skipped" with the reason, never
+silently passed. `enforce` raises one CheckFailedError naming every failed gate and by how much.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import onnx_ir as ir
+
+from fusionc.errors import BadInputError, CheckFailedError
+from fusionc.options import ALL_COMPONENTS, CompileOptions
+
+TOTAL = "total"
+MB = 1e6
+TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
+
+
+class GateFailedError(CheckFailedError):
+    """A gate failed after the build was written (exit 1); carries the manifest and every gate result."""
+
+    def __init__(self, message: str, manifest: dict[str, Any] | None, gates: list["GateResult"]) -> None:
+        super().__init__(message)
+        self.manifest = manifest
+        self.gates = gates
+
+
+@dataclass
+class GateResult:
+    gate: str  # min_psnr | max_size | max_latency_ms
+    subject: str  # a component name or "total"
+    limit: float
+    value: float | None
+    unit: str  # dB | MB | ms
+    status: str  # passed | failed | skipped
+    message: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_budget(values: Iterable[str] | str | float | dict | None, flag: str) -> dict[str, float] | None:
+    """`25` -> {"total": 25}; `unet=20` -> {"unet": 20}; several values (or `a=1,b=2`) are merged."""
+    if values is None:
+        return None
+    if isinstance(values, dict):
+        items = [f"{k}={v}" for k, v in values.items()]
+    elif isinstance(values, (int, float, str)):
+        items = [str(values)]
+    else:
+        items = [str(v) for v in values]
+    budget: dict[str, float] = {}
+    for item in (part.strip() for value in items for part in value.split(",")):
+        if not item:
+            continue
+        name, _, number = item.rpartition("=") if "=" in item else (TOTAL, "", item)
+        name = name.strip() or TOTAL
+        try:
+            limit = float(number)
+        except ValueError:
+            raise BadInputError(f"{flag} '{item}' is not a number: write e.g. {flag} 25 or {flag} unet=20") from None
+        if not math.isfinite(limit) or limit <= 0:
+            raise BadInputError(f"{flag} '{item}' must be a positive number")
+        if name not in ALL_COMPONENTS and name != TOTAL:
+            raise BadInputError(f"{flag} '{item}': unknown component '{name}': use total or one of {', '.join(ALL_COMPONENTS)}")
+        budget[name] = limit
+    return budget or None
+
+
+def _over(value: float, limit: float, unit: str) -> str:
+    return f"over by {value - limit:.2f} {unit}, +{(value / limit - 1) * 100:.0f}%"
+
+
+def psnr_gates(manifest: dict[str, Any], min_psnr: float | None) -> list[GateResult]:
+    results = []
+    for name, comp in ({} if min_psnr is None else manifest["components"]).items():
+        value = comp.get("psnr_db")
+        if value is None:
+            results.append(GateResult("min_psnr", name, min_psnr, None, "dB", "skipped",
+                                      f"{name}: not verified (compiled with --no-verify)"))
+            continue
+        ok = value >= min_psnr
+        text = (f"{name} {value:.2f} dB >= {min_psnr:g} dB" if ok else
+                f"{name} {value:.2f} dB < {min_psnr:g} dB (under by {min_psnr - value:.2f} dB)")
+        results.append(GateResult("min_psnr", name, min_psnr, value, "dB", "passed" if ok else "failed", text))
+    return results
+
+
+def size_gates(manifest: dict[str, Any], max_size: dict[str, float] | None) -> list[GateResult]:
+    results = []
+    components = manifest["components"]
+    for subject, limit in (max_size or {}).items():
+        if subject == TOTAL:
+            value = sum(c["bytes"] for c in components.values()) / MB
+        elif subject in components:
+            value = components[subject]["bytes"] / MB
+        else:
+            results.append(GateResult("max_size", subject, limit, None, "MB", "skipped",
+                                      f"{subject}: not in this build"))
+            continue
+        ok = value <= limit
+        text = (f"{subject} {value:.2f} MB <= {limit:g} MB" if ok else
+                f"{subject} {value:.2f} MB > {limit:g} MB ({_over(value, limit, 'MB')})")
+        results.append(GateResult("max_size", subject, limit, round(value, 4), "MB", "passed" if ok else "failed", text))
+    return results
+
+
+def component_batch(name: str) -> int:
+    """With classifier-free guidance the UNet runs cond + uncond in one batch-2 call (as `fusionc bench`)."""
+    return 2 if name == "unet" else 1
+
+
+def calls_per_image(name: str, steps: int) -> int:
+    if name == "unet":
+        return steps
+    if name in TEXT_COMPONENTS:
+        return 2  # prompt and empty prompt
+    return 1 if name == "vae_decoder" else 0
+
+
+def latency_gates(manifest: dict[str, Any], max_latency: dict[str, float] | None, steps: int) -> list[GateResult]:
+    results = []
+    components = manifest["components"]
+    for subject, limit in (max_latency or {}).items():
+        if subject == TOTAL:
+            parts = {n: c.get("latency_estimate", {}) for n, c in components.items() if calls_per_image(n, steps)}
+            missing = [n for n, e in parts.items() if e.get("ms") is None]
+            if not parts or missing:
+                why = parts[missing[0]].get("reason", "no estimate") if missing else "no component of an image"
+                results.append(GateResult("max_latency_ms", TOTAL, limit, None, "ms", "skipped",
+                                          f"total: no estimate ({why})"))
+                continue
+            value = sum(e["ms"] * calls_per_image(n, steps) for n, e in parts.items())
+            device = next(iter(parts.values()))["device"]
+            what = f"one image ({steps} steps, guidance) on {device}"
+        elif subject in components:
+            estimate = components[subject].get("latency_estimate") or {}
+            if estimate.get("ms") is None:
+                results.append(GateResult("max_latency_ms", subject, limit, None, "ms", "skipped",
+                                          f"{subject}: no estimate ({estimate.get('reason', 'not computed')})"))
+                continue
+            value = estimate["ms"]
+            what = f"one call at batch {estimate['batch']} on {estimate['device']}"
+        else:
+            results.append(GateResult("max_latency_ms", subject, limit, None, "ms", "skipped",
+                                      f"{subject}: not in this build"))
+            continue
+        ok = value <= limit
+        text = (f"{subject} {value:.1f} ms <= {limit:g} ms, estimated, {what}" if ok else
+                f"{subject} {value:.1f} ms > {limit:g} ms ({_over(value, limit, 'ms')}), estimated, {what}")
+        results.append(GateResult("max_latency_ms", subject, limit, round(value, 3), "ms",
+                                  "passed" if ok else "failed", text))
+    return results
+
+
+def evaluate(manifest: dict[str, Any], options: CompileOptions) -> list[GateResult]:
+    """Every gate the options ask for, on a finished manifest."""
+    return (psnr_gates(manifest, options.min_psnr) + size_gates(manifest, options.max_size)
+            + latency_gates(manifest, options.max_latency_ms, options.latency_steps))
+
+
+def enforce(results: list[GateResult], manifest: dict[str, Any] | None = None) -> None:
+    """Raise one GateFailedError (exit 1) naming every failed gate and by how much."""
+    failed = [r for r in results if r.failed]
+    if not failed:
+        return
+    names = {"min_psnr": "PSNR", "max_size": "size", "max_latency_ms": "latency"}
+    if len(failed) == 1:
+        message = f"{names[failed[0].gate]} gate failed: {failed[0].message}"
+    else:
+        message = f"{len(failed)} gates failed: " + "; ".join(f"{names[r.gate]} {r.message}" for r in failed)
+    raise GateFailedError(message, manifest, results)
+
+
+def gate_psnr(manifest: dict[str, Any], min_psnr: float | None) -> None:
+    """`fusionc verify --min-psnr`: the PSNR gate alone."""
+    enforce(psnr_gates(manifest, min_psnr))
+
+
+# ---- latency estimates ------------------------------------------------------------------------------------------
+
+def estimate_latency(model: ir.Model, name: str, device: Any, options: CompileOptions) -> dict[str, Any]:
+    """The cost model's estimate for one call of `model` on `device`: {"ms", "device", ...} or {"reason"}."""
+    if device is None:
+        return {"ms": None, "reason": f"an {options.target} build has no device: pass --device (see `fusionc devices`)"}
+    try:
+        from fusionc.costmodel import backend_of, estimate
+        from fusionc.graph_stats import graph_stats
+    except ImportError as err:
+        return {"ms": None, "reason": f"no cost model ({err})"}
+    batch = component_batch(name)
+    precision = options.precision if options.target == "qnn" else None
+    try:
+        stats = graph_stats(weightless_proto(model), {"batch": batch, "B": batch})
+        est = estimate(stats, device, precision)
+    except Exception as err:  # noqa: BLE001 - the gate reports why, the build itself is fine
+        return {"ms": None, "reason": f"the cost model failed: {type(err).__name__}: {str(err).splitlines()[0]}"}
+    return {"ms": round(est.latency_s * 1000, 3), "device": device.name, "backend": backend_of(device),
+            "precision": est.precision, "batch": batch, "bound": est.bound, "kind": "estimated"}
+
+
+def weightless_proto(model: ir.Model, min_bytes: int = 4096) -> Any:
+    """The model as a ModelProto whose large initializers carry shape and dtype only (no weight copy).
+
+    graph_stats reads initializer dims and dtypes; copying 3.4 GB of SD-1.5 UNet weights to learn them would
+    double the compile's peak memory.
+    """
+    saved = {}
+    try:
+        for value in model.graph.initializers.values():
+            tensor = value.const_value
+            if tensor is not None and tensor.nbytes >= min_bytes:
+                saved[value] = tensor
+                value.const_value = ir.ExternalTensor("fusionc-weightless", 0, tensor.nbytes, tensor.dtype,
+                                                      shape=tensor.shape, name=value.name or "")
+        return ir.to_proto(model)
+    finally:
+        for value, tensor in saved.items():
+            value.const_value = tensor
