@@ -4,7 +4,7 @@ Same weights, same bit width, same machine, one run: the 6 largest conv weights 
 with random weights (diffusers' init, seed 0; 170M parameters), 6 bits, one LUT per tensor.
 - coremltools: the weights as conv constants of an fp16 ML program, then
   `ct.optimize.coreml.palettize_weights(model, OpPalettizerConfig(mode="kmeans", nbits=6))` (public API,
-  wall time of that call; its 1-D k-means is the `kmeans1d` package when installed, else scikit-learn).
+  wall time of that call; its 1-D k-means is the exact dynamic program of the kmeans1d copy vendored in coremltools, on np.unique).
 - fusionc: `passes.lut.palettize` (fp16 histogram, weighted 1-D Lloyd, table assignment) per weight, and the
   same plus index packing (what the ONNX pass stores).
 Relative weight MSE = sum((w - w')^2) / sum(w^2) over the 6 tensors, against the fp32 weights.
@@ -82,13 +82,15 @@ def run_coremltools(weights: dict[str, np.ndarray], nbits: int) -> dict:
 
     from fusionc.targets.coreml.executor import load_program
 
+    from coremltools.converters.mil.mil import Function, Program
+
     names = list(weights)
-    specs = [mb.TensorSpec(shape=(1, w.shape[1], 4, 4)) for w in weights.values()]
-
-    @mb.program(input_specs=specs, opset_version=ct.target.iOS16)
-    def prog(*xs):
-        return tuple(mb.conv(x=x, weight=weights[n], pad_type="same") for x, n in zip(xs, names))
-
+    specs = {f"x{i}": mb.placeholder(shape=(1, w.shape[1], 4, 4)) for i, w in enumerate(weights.values())}
+    with Function(specs, opset_version=ct.target.iOS16) as func:
+        func.set_outputs([mb.conv(x=func.inputs[f"x{i}"], weight=weights[n], pad_type="same")
+                          for i, n in enumerate(names)])
+    prog = Program()
+    prog.add_function("main", func)
     model = ct.convert(prog, convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
                        minimum_deployment_target=ct.target.iOS16, skip_model_load=True)
     config = cto.coreml.OptimizationConfig(global_config=cto.coreml.OpPalettizerConfig(mode="kmeans", nbits=nbits))
@@ -105,12 +107,9 @@ def run_coremltools(weights: dict[str, np.ndarray], nbits: int) -> dict:
                 value = np.asarray(op.materialized_val_inference(), np.float64)
                 match = [n for n in names if weights[n].shape == value.shape and n not in dense]
                 dense[match[0]] = value
-    try:
-        import kmeans1d  # noqa: F401
+    from coremltools import _deps
 
-        backend = "kmeans1d"
-    except ImportError:
-        backend = "scikit-learn"
+    backend = "kmeans1d (vendored in coremltools, exact 1-D DP)" if _deps._HAS_KMEANS1D else "scikit-learn"
     return {"seconds": seconds, "relative_mse": relative_mse(weights, dense), "kmeans_backend": backend,
             "palettized_tensors": len(dense)}
 

@@ -57,20 +57,24 @@ def fp16_bits(weight: np.ndarray) -> np.ndarray:
 def kmeans_1d(values: np.ndarray, counts: np.ndarray, k: int, max_iter: int = 300) -> np.ndarray:
     """Weighted 1-D k-means (Lloyd) on sorted distinct `values`; returns k sorted centroids (float64).
 
-    Two initialisations (weighted quantiles and an even split of the value range) both run to convergence;
-    the one with the lower weighted squared error wins. With at most k distinct values the result is exact.
+    Three initialisations run to convergence and the lowest weighted squared error wins: weighted quantiles,
+    an even split of the range, and quantiles of density^(1/3) (the high-rate optimum of Panter and Dite,
+    which Lloyd alone reaches only slowly at 6-8 bits on bell-shaped weights). With at most k distinct values
+    the result is exact.
     """
     if len(values) <= k:
         return np.concatenate([values, np.full(k - len(values), values[-1] if len(values) else 0.0)])
     w = counts.astype(np.float64)
     cw, cwx, cwxx = (np.concatenate([[0.0], np.cumsum(a)]) for a in (w, w * values, w * values * values))
 
+    def cluster_sums(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        cuts = np.concatenate([[0], np.searchsorted(values, (c[:-1] + c[1:]) * 0.5), [len(values)]])
+        return cuts, *(a[cuts[1:]] - a[cuts[:-1]] for a in (cw, cwx, cwxx))
+
     def lloyd(centroids: np.ndarray) -> tuple[np.ndarray, float]:
         c = np.sort(centroids)
         for _ in range(max_iter):
-            cuts = np.concatenate([[0], np.searchsorted(values, (c[:-1] + c[1:]) * 0.5), [len(values)]])
-            weight = cw[cuts[1:]] - cw[cuts[:-1]]
-            total = cwx[cuts[1:]] - cwx[cuts[:-1]]
+            _, weight, total, _ = cluster_sums(c)
             new = np.where(weight > 0, total / np.maximum(weight, 1e-300), c)
             empty = weight <= 0
             if empty.any():  # move empty clusters onto the values with the largest error
@@ -79,15 +83,44 @@ def kmeans_1d(values: np.ndarray, counts: np.ndarray, k: int, max_iter: int = 30
             if np.array_equal(new, c):
                 break
             c = new
-        cuts = np.concatenate([[0], np.searchsorted(values, (c[:-1] + c[1:]) * 0.5), [len(values)]])
-        sw, sx, sxx = (a[cuts[1:]] - a[cuts[:-1]] for a in (cw, cwx, cwxx))
+        _, sw, sx, sxx = cluster_sums(c)
         return c, float(np.sum(sxx - 2 * c * sx + c * c * sw))
+
+    def merge_split(c: np.ndarray, sse: float, tries: int = 24) -> tuple[np.ndarray, float]:
+        """Escape Lloyd's local optima: merge the cheapest adjacent pair, split the costliest cluster at its
+        mean, re-run Lloyd; keep it while the error drops."""
+        for _ in range(tries):
+            cuts, sw, sx, sxx = cluster_sums(c)
+            own = sxx - sx * sx / np.maximum(sw, 1e-300)
+            mw, mx, mxx = sw[:-1] + sw[1:], sx[:-1] + sx[1:], sxx[:-1] + sxx[1:]
+            merge_cost = mxx - mx * mx / np.maximum(mw, 1e-300) - own[:-1] - own[1:]
+            j = int(np.argmax(own))
+            lo, hi = cuts[j], cuts[j + 1]
+            mid = lo + int(np.searchsorted(values[lo:hi], c[j]))
+            if hi - lo < 2 or mid in (lo, hi):
+                break
+            i = int(np.argmin(np.where((np.arange(len(c) - 1) == j) | (np.arange(len(c) - 1) == j - 1),
+                                       np.inf, merge_cost)))
+            halves = [(cwx[mid] - cwx[lo]) / max(cw[mid] - cw[lo], 1e-300),
+                      (cwx[hi] - cwx[mid]) / max(cw[hi] - cw[mid], 1e-300)]
+            merged = mx[i] / max(mw[i], 1e-300)
+            trial = np.concatenate([np.delete(c, [i, i + 1, j]), [merged], halves])
+            trial_c, trial_sse = lloyd(trial)
+            if trial_sse >= sse * (1 - 1e-9):
+                break
+            c, sse = trial_c, trial_sse
+        return c, sse
 
     quantiles = (np.arange(k) + 0.5) / k * cw[-1]
     by_mass = values[np.minimum(np.searchsorted(cw[1:], quantiles), len(values) - 1)]
     by_range = np.linspace(values[0], values[-1], k)
-    best = min((lloyd(init) for init in (by_mass, by_range)), key=lambda r: r[1])
-    return best[0]
+    gaps = np.diff(values)
+    width = np.concatenate([[gaps[0]], (gaps[:-1] + gaps[1:]) * 0.5, [gaps[-1]]])
+    companded = np.cumsum(np.cbrt(w / width) * width)
+    targets = (np.arange(k) + 0.5) / k * companded[-1]
+    by_density = values[np.minimum(np.searchsorted(companded, targets), len(values) - 1)]
+    best = min((lloyd(init) for init in (by_density, by_mass, by_range)), key=lambda r: r[1])
+    return merge_split(*best)[0]
 
 
 def _spread(values: np.ndarray, centroids: np.ndarray, n: int) -> np.ndarray:
