@@ -33,7 +33,7 @@ from fusionc.progress import stage, track
 from fusionc.reproducible import reset_name_state, strip_host_paths
 from fusionc.targets import get_target
 from fusionc.targets.base import ComponentContext, PassEntry
-from fusionc.verify import compare, reference_outputs, trajectory_feeds
+from fusionc.verify import compare, reference_outputs, trajectory_samples
 
 
 # The component being compiled, for passes that need its verification inputs (fusionc.passes.precision).
@@ -101,7 +101,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     names = select_components(checkpoint, options, target)
     height, width = image_size(checkpoint, options)
     with stage("reference trajectory (torch)", timings):
-        feeds = trajectory_feeds(checkpoint, options)
+        feeds, expected = trajectory_samples(checkpoint, options)
     manifest: dict[str, Any] = {
         "fusionc_version": fusionc.__version__,
         "target": options.target,
@@ -114,12 +114,11 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         "components": {},
         "passes": [],
     }
-    expected: dict[str, list] = {}
     with buildfs.atomic_build(out) as build, _scratch(out) as scratch_dir:
         scratch = Path(scratch_dir)
         for name in names:
             spec = component_spec(checkpoint, name, options)
-            if options.verify:
+            if options.verify and name not in expected:
                 with stage(f"{name}: torch reference outputs", timings):
                     expected[name] = reference_outputs(spec.reference, feeds[name])
             ctx = ComponentContext(name, options, scratch / name, feeds.get(name, []), spec.reference)

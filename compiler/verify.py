@@ -38,34 +38,42 @@ def reference_runners(checkpoint: Checkpoint, options: CompileOptions) -> dict[s
     return {name: component_spec(checkpoint, name, options).reference for name in checkpoint.component_names()}
 
 
-def trajectory_feeds(checkpoint: Checkpoint, options: CompileOptions,
-                     prompts: tuple[str, ...] = VERIFY_PROMPTS) -> dict[str, list[Feeds]]:
-    """Inputs of every component along short torch denoising runs (guidance on, options.verify_steps steps)."""
+def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions,
+                       prompts: tuple[str, ...] = VERIFY_PROMPTS) -> tuple[dict[str, list[Feeds]], dict[str, list[Feeds]]]:
+    """(inputs, torch outputs) of every component call along short denoising runs (guidance on,
+    options.verify_steps steps, options.verify_prompts prompts). Components the loop does not call
+    (vae_encoder, or every component of a checkpoint that is not a full pipeline) get inputs only."""
     feeds: dict[str, list[Feeds]] = defaultdict(list)
+    outputs: dict[str, list[Feeds]] = defaultdict(list)
     names = checkpoint.component_names()
-    if "unet" not in names:  # a single component: its example inputs at batch 1 and 2
+    tokenizers = {k: load_tokenizer(v) for k, v in checkpoint.tokenizer_dirs.items()}
+    if "unet" not in names or "vae" not in checkpoint.models or not tokenizers:
         for name in names:
             spec = component_spec(checkpoint, name, options)
             feeds[name].append({k: v.numpy() for k, v in spec.example.items()})
-        return dict(feeds)
-    runners = reference_runners(checkpoint, options)
-    tokenizers = {k: load_tokenizer(v) for k, v in checkpoint.tokenizer_dirs.items()}
+        return dict(feeds), {}
+
+    def recording(name: str, run: Callable[[Feeds], Feeds]) -> Callable[[Feeds], Feeds]:
+        def call(f: Feeds) -> Feeds:
+            out = run(f)
+            if name in names:
+                feeds[name].append(f)
+                outputs[name].append(out)
+            return out
+        return call
+
+    runners = {name: recording(name, run) for name, run in reference_runners(checkpoint, options).items()}
     height, width = image_size(checkpoint, options)
     scale = latent_scale(checkpoint)
     unet = checkpoint.models["unet"]
-    vae = checkpoint.models.get("vae")
-    if not tokenizers or vae is None:
-        for name in names:
-            spec = component_spec(checkpoint, name, options)
-            feeds[name].append({k: v.numpy() for k, v in spec.example.items()})
-        return dict(feeds)
+    vae = checkpoint.models["vae"]
     for i, prompt in enumerate(prompts[: max(1, options.verify_prompts)]):
         denoise(runners, tokenizers, load_scheduler(checkpoint.scheduler_dir), prompt, steps=options.verify_steps,
                 seed=options.seed + i, guidance=7.5, latent_shape=(unet.config.in_channels, height // scale, width // scale),
                 scaling_factor=float(getattr(vae.config, "scaling_factor", 1.0) or 1.0),
                 text_length=text_length(checkpoint), sdxl=checkpoint.is_sdxl, image_size=(height, width),
-                record=lambda name, f: feeds[name].append(f) if name in names else None)
-    return dict(feeds)
+                record=lambda name, f: feeds[name].append(f) if name == "vae_encoder" and name in names else None)
+    return dict(feeds), dict(outputs)
 
 
 def reference_outputs(reference: Callable[[Feeds], Feeds], feeds_list: list[Feeds]) -> list[Feeds]:

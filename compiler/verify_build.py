@@ -14,7 +14,7 @@ from fusionc.options import CompileOptions
 from fusionc.pipeline import gate_psnr
 from fusionc.progress import stage
 from fusionc.targets import get_target
-from fusionc.verify import compare, reference_outputs, trajectory_feeds
+from fusionc.verify import compare, reference_outputs, trajectory_samples
 
 
 def options_from_manifest(manifest: dict[str, Any]) -> CompileOptions:
@@ -39,14 +39,15 @@ def verify_build(build: Path, min_psnr: float | None = None) -> dict[str, Any]:
     checkpoint = load_checkpoint(source, options.allow_pickle)
     target = get_target(manifest["target"])
     with stage("reference trajectory (torch)"):
-        feeds = trajectory_feeds(checkpoint, options)
+        feeds, expected = trajectory_samples(checkpoint, options)
     for name, entry in manifest["components"].items():
         for file in entry["files"]:
             if not (build / file).exists():
                 raise BadInputError(f"build file '{build / file}' is missing: recompile the build")
         with stage(f"{name}: verify on {manifest['target']}"):
-            expected = reference_outputs(component_spec(checkpoint, name, options).reference, feeds[name])
-            scores = compare(target.runner(build, name, manifest), expected, feeds[name])
+            if name not in expected:
+                expected[name] = reference_outputs(component_spec(checkpoint, name, options).reference, feeds[name])
+            scores = compare(target.runner(build, name, manifest), expected[name], feeds[name])
         entry["psnr_db"] = scores.pop("psnr_db")
         entry["psnr_by_output"] = scores
         print(f"{name:14s} {entry['psnr_db']:7.2f} dB")
