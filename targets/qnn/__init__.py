@@ -56,6 +56,16 @@ def _cleanup(options: CompileOptions) -> ir.passes.PassBase:
     return CleanUpGraphPass()
 
 
+def _fp16_safety(options: CompileOptions) -> list[PassEntry]:
+    """fp16 contexts: rescale what overflows fp16 on the verification inputs (the HTP has no fp32 to fall back to)."""
+    if options.precision != "fp16":
+        return []
+    from fusionc.passes.precision import KeepFp16InRangePass
+
+    return [PassEntry(lambda o: KeepFp16InRangePass(allow_fp32=False),
+                      "before the static batch: the verification inputs still fit; GroupNorm is still one op")]
+
+
 class QnnTarget:
     name = "qnn"
     default_device = "snapdragon-8-gen-2"
@@ -63,13 +73,14 @@ class QnnTarget:
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.targets.qnn import rewrites as rw
 
-        return _generic_passes() + [
+        return _generic_passes() + _fp16_safety(options) + [
             PassEntry(lambda o: rw.StaticBatchPass(1), "the HTP compiles static shapes: every context is batch 1"),
             PassEntry(lambda o: rw.UpgradeOpsetPass(), "opset 21 before lowering: GroupNormalization-21, 16-bit Q/DQ"),
+            PassEntry(_cleanup, "fold what the static batch made constant (the causal mask) before matching it"),
             PassEntry(lambda o: rw.LowerFusedOpsPass(), "fused units become the ops the QNN EP maps one to one"),
             PassEntry(lambda o: rw.ClampAttentionMaskPass(), "after lowering exposes the mask Add: finite ranges"),
             PassEntry(lambda o: rw.DropNanGuardPass(), "after clamping: masks are finite, the guard is dead"),
-            PassEntry(_cleanup, "fold the shape chains the static batch made constant"),
+            PassEntry(_cleanup, "fold and drop what the lowerings left"),
             PassEntry(lambda o: rw.InferStaticShapesPass(), "last: the QNN EP needs every tensor shape"),
         ]
 

@@ -112,6 +112,7 @@ class SegmentedModel:
         graph = proto.graph
         self.types = _elem_types(graph)
         self.initializers = {init.name: init for init in graph.initializer}
+        self.external = any(init.external_data for init in graph.initializer)
         self.graph_inputs = [i.name for i in graph.input if i.name not in self.initializers]
         self.graph_outputs = [o.name for o in graph.output]
         self.segments = self._cut(list(graph.node), activation_budget, weight_budget, set(keep))
@@ -196,15 +197,19 @@ class SegmentedModel:
             if not outputs:
                 continue
             model = self.segment_model(seg, outputs)
-            path = self.path.parent / f".segment_{index}.onnx"  # beside the weights: relative external paths
-            onnx.save(model, str(path))
-            try:
-                so = ort.SessionOptions()
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-                so.log_severity_level = 3
-                session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-            finally:
-                path.unlink(missing_ok=True)
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            so.log_severity_level = 3
+            if self.external:
+                path = self.path.parent / f".segment_{index}.onnx"  # beside the weights: relative external paths
+                onnx.save(model, str(path))
+                try:
+                    session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+                finally:
+                    path.unlink(missing_ok=True)
+            else:
+                session = ort.InferenceSession(model.SerializeToString(), sess_options=so,
+                                               providers=["CPUExecutionProvider"])
             for i, sample in enumerate(live):
                 results = session.run(outputs, {n: sample[n] for n in seg.inputs})
                 for name, array in zip(outputs, results):

@@ -196,9 +196,11 @@ class ClampAttentionMaskPass(ir.passes.InPlacePass):
                     continue
                 array = value.const_value.numpy()
                 if array.dtype.kind == "f" and array.size and float(array.min()) < MASK_FLOOR:
-                    clipped = np.maximum(array, MASK_FLOOR).astype(array.dtype)
-                    new = _const(f"{value.name}_clamped", clipped)
-                    model.graph.register_initializer(new)
+                    name = f"{value.name}_clamped"
+                    new = model.graph.initializers.get(name)
+                    if new is None:  # one clamped copy per mask, shared by its Adds
+                        new = _const(name, np.maximum(array, MASK_FLOOR).astype(array.dtype))
+                        model.graph.register_initializer(new)
                     node.replace_input_with(index, new)
                     modified = True
         return ir.passes.PassResult(model, modified)
