@@ -99,6 +99,9 @@ class Emitter:
 
     def commit(self) -> None:
         if self.nodes:
+            precision = self.anchor.metadata_props.get("fusionc.precision")  # passes/precision.py: keep fp32
+            for node in self.nodes if precision else []:
+                node.metadata_props["fusionc.precision"] = precision
             self.graph.insert_before(self.anchor, self.nodes)
             self.nodes = []
 

@@ -15,8 +15,9 @@ reference evaluator, except the weight-decompression ops that must become Core M
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -44,6 +45,7 @@ LOWERINGS: dict[tuple[str, str], LowerFn] = {}
 NO_FOLD: set[tuple[str, str]] = set()
 
 TARGET_NAME = "coreml"
+PRECISION_KEY = "fusionc.precision"  # node metadata: "fp32" keeps an op out of fp16 (passes/precision.py)
 _DEPLOYMENT = {
     "iOS16": ct.target.iOS16, "iOS17": ct.target.iOS17, "iOS18": ct.target.iOS18,
     "macOS13": ct.target.macOS13, "macOS14": ct.target.macOS14, "macOS15": ct.target.macOS15,
@@ -143,9 +145,10 @@ class LoweringContext:
             arr = self.const(value)
             if arr is None:
                 raise self.unsupported(f"input '{value.name}' is not available")
-            key = (id(value), "v")
+            key = (id(value), self.float_dtype)  # a weight may be needed in fp16 and, by an fp32 op, in fp32
             if key not in self._const_vars:
-                self._const_vars[key] = mb.const(val=self.np_const(arr), name=mil_name(value.name or "c"))
+                suffix = "_fp32" if self.float_dtype != self.options.compute_precision else ""
+                self._const_vars[key] = mb.const(val=self.np_const(arr), name=mil_name((value.name or "c") + suffix))
             return self._const_vars[key]
         arr = np.asarray(value)
         if like is not None and types.is_float(like.dtype) and arr.dtype.kind in "iuf":
@@ -284,12 +287,36 @@ def lower_node(ctx: LoweringContext, node: ir.Node) -> None:
     fn = LOWERINGS.get(key)
     if fn is None:
         raise ctx.unsupported("has no Core ML lowering")
-    result = fn(ctx, node)
+    with _node_precision(ctx, node):
+        result = fn(ctx, node)
     outs = list(result) if isinstance(result, (list, tuple)) else [result]
     for value, lowered in zip(node.outputs, outs):
         if lowered is None:
             continue
         ctx.set(value, lowered if isinstance(lowered, (Var, Deferred)) else np.asarray(lowered))
+
+
+@contextmanager
+def _node_precision(ctx: LoweringContext, node: ir.Node) -> Iterator[None]:
+    """Lower an op marked fp32 by passes/precision.py (it overflows fp16) in fp32 inside an fp16 program.
+
+    Float inputs are cast to the op's precision (fp16 -> fp32 into a marked op, back to fp16 out of it); the
+    precision pass marks the producer and every consumer of an overflowing value, so what crosses back is in range.
+    """
+    default = ctx.options.compute_precision
+    wanted = "fp32" if default == "fp16" and node.metadata_props.get(PRECISION_KEY) == "fp32" else default
+    swapped = {}
+    for value in node.inputs:
+        got = ctx.values.get(value) if value is not None else None
+        if isinstance(got, Var) and types.is_float(got.dtype) and types.builtin_to_string(got.dtype) != wanted:
+            swapped[value] = got
+            ctx.values[value] = mb.cast(x=got, dtype=wanted)
+    ctx.float_dtype = wanted
+    try:
+        yield
+    finally:
+        ctx.float_dtype = default
+        ctx.values.update(swapped)
 
 
 def inline_unlowered_functions(model: ir.Model) -> None:

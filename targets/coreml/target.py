@@ -69,6 +69,17 @@ def ane_pipeline(options: CompileOptions) -> list[PassEntry]:
     return entries
 
 
+def fp16_safety(options: CompileOptions) -> list[PassEntry]:
+    """fp16 programs: rescale or keep in fp32 what overflows fp16 on the verification inputs (passes/precision.py)."""
+    if precision(options) != "fp16":
+        return []
+    from fusionc.passes.precision import KeepFp16InRangePass
+
+    return [PassEntry(lambda o: KeepFp16InRangePass(),
+                      "before the ANE rewrites: the canonical interface still matches the verification inputs and "
+                      "GroupNorm is still one op to rescale around")]
+
+
 class CoreMLTarget:
     name = "coreml"
     default_device = "iphone-14-pro"
@@ -77,7 +88,8 @@ class CoreMLTarget:
         from fusionc.passes import default_pipeline
         from fusionc.passes.compression import compression_entries
 
-        return default_pipeline(options) + ane_pipeline(options) + compression_entries(options, "coreml")
+        return (default_pipeline(options) + fp16_safety(options) + ane_pipeline(options)
+                + compression_entries(options, "coreml"))
 
     def lower(self, model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
         from fusionc.passes.ane_interface import plan, read_interface
