@@ -76,10 +76,11 @@ class QnnTarget:
         return _generic_passes() + _fp16_safety(options) + [
             PassEntry(lambda o: rw.StaticBatchPass(1), "the HTP compiles static shapes: every context is batch 1"),
             PassEntry(lambda o: rw.UpgradeOpsetPass(), "opset 21 before lowering: GroupNormalization-21, 16-bit Q/DQ"),
+            PassEntry(_cleanup, "fold what the static batch made constant (the causal mask) before matching it"),
             PassEntry(lambda o: rw.LowerFusedOpsPass(), "fused units become the ops the QNN EP maps one to one"),
             PassEntry(lambda o: rw.ClampAttentionMaskPass(), "after lowering exposes the mask Add: finite ranges"),
             PassEntry(lambda o: rw.DropNanGuardPass(), "after clamping: masks are finite, the guard is dead"),
-            PassEntry(_cleanup, "fold the shape chains the static batch made constant"),
+            PassEntry(_cleanup, "fold and drop what the lowerings left"),
             PassEntry(lambda o: rw.InferStaticShapesPass(), "last: the QNN EP needs every tensor shape"),
         ]
 
