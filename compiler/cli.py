@@ -188,6 +188,25 @@ def inspect_command(path: Path) -> None:
     inspect_path(path)
 
 
+@main.command("generate")
+@click.argument("prompt")
+@click.option("--build", type=click.Path(path_type=Path), default=None, help="Build folder to run on its target's runtime.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Torch checkpoint: the reference for --build's PSNR, or what runs without --build [default: built-in].")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("image.png"), show_default=True)
+@click.option("--steps", type=click.IntRange(1, 1000), default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--guidance", type=float, default=4.0, show_default=True, help="Classifier-free guidance (1 = off).")
+@click.option("--min-psnr", type=float, default=None, help="Exit 1 if the build's image is under this PSNR vs torch.")
+@handle_errors
+def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, out: Path, steps: int, seed: int,
+                     guidance: float, min_psnr: float | None) -> None:
+    """Generate one image for PROMPT with BUILD (or in torch with --checkpoint) and write a PNG."""
+    from fusionc.generate import generate_command as run_generate
+
+    run_generate(prompt, build, checkpoint, out, steps, seed, guidance, min_psnr, echo=click.echo)
+
+
 from fusionc.bench import register as _register_bench  # noqa: E402  (`devices`, `bench`: compiler/bench.py)
 
 _register_bench(main)

@@ -156,3 +156,47 @@ def save_png(image: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
     return path
+
+
+def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, out: Path, steps: int = 8,
+                     seed: int = 0, guidance: float = DEFAULT_GUIDANCE, min_psnr: float | None = None,
+                     echo: Any = print) -> dict[str, Any]:
+    """`fusionc generate`: the build's image (or the torch checkpoint's without --build) written to out.
+
+    With --build, the same prompt and seed also run on the torch checkpoint the build came from (or
+    --checkpoint), and the PSNR of the build's image against it is reported (exit 1 under --min-psnr)."""
+    import warnings
+
+    from fusionc.errors import CheckFailedError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if build is not None:
+            rs = build_runners(build)
+            image, info = run(prompt, rs, steps, seed, guidance)
+            info["target"] = rs.extra["target"]
+            source = checkpoint or Path((rs.extra.get("checkpoint") or {}).get("path", ""))
+            if checkpoint is None and not (source / "model_index.json").is_file():
+                info["psnr_db"] = None
+                echo(f"note: the build's checkpoint '{source}' is gone; no torch reference to compare with")
+            else:
+                ref_rs = torch_runners(source)
+                if (ref_rs.height, ref_rs.width) != (rs.height, rs.width):
+                    ref_rs.height, ref_rs.width = rs.height, rs.width
+                reference, ref_info = run(prompt, ref_rs, steps, seed, guidance)
+                info["psnr_db"] = round(image_psnr(reference, image), 2)
+                info["torch_seconds"] = ref_info["seconds"]
+        else:
+            rs = torch_runners(checkpoint)
+            image, info = run(prompt, rs, steps, seed, guidance)
+            info["target"] = "torch"
+    for warning in caught:
+        if "truncated" in str(warning.message):
+            echo(f"warning: {warning.message}")
+    save_png(image, out)
+    psnr = info.get("psnr_db")
+    echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, {steps} steps, seed {seed}, guidance {guidance:g}, "
+         f"{info['seconds']:.2f} s on {info['target']})" + (f"; PSNR vs torch {psnr:.1f} dB" if psnr is not None else ""))
+    if min_psnr is not None and psnr is not None and psnr < min_psnr:
+        raise CheckFailedError(f"image PSNR {psnr:.1f} dB vs torch is under --min-psnr {min_psnr:g} dB")
+    return info
