@@ -28,10 +28,13 @@ def is_build(folder: Path) -> bool:
 
 
 def _stale_temporaries(out: Path) -> Iterator[Path]:
-    for path in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            yield path
+    """Build, old-build and scratch folders of compiles into `out` whose process is gone (killed with SIGKILL)."""
+    for kind in ("tmp", "old", "work"):  # .<out>.tmp-<pid>, .<out>.old-<pid>, .<out>.work-<pid>-<random>
+        prefix = f".{out.name}.{kind}-"
+        for path in out.parent.glob(prefix + "*"):
+            pid = path.name[len(prefix):].split("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                yield path
 
 
 def _alive(pid: int) -> bool:

@@ -10,6 +10,7 @@ import contextvars
 import dataclasses
 import gc
 import json
+import os
 import platform
 import tempfile
 import time
@@ -214,7 +215,8 @@ def _release_torch_modules(checkpoint: Checkpoint, remaining: list[str]) -> None
 def _scratch(out: Path) -> tempfile.TemporaryDirectory:
     """A scratch folder next to --out (same disk) for intermediate files, removed afterwards."""
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=out.resolve().parent)
+    # the pid in the name lets the next compile remove it if this one is killed (buildfs._stale_temporaries)
+    return tempfile.TemporaryDirectory(prefix=f".{out.name}.work-{os.getpid()}-", dir=out.resolve().parent)
 
 
 def _bytes(path: Path) -> int:
