@@ -69,6 +69,7 @@ def atomic_build(out: Path) -> Iterator[Path]:
     except OSError as err:
         lock_file.close()
         raise BadInputError(f"another fusionc compile is writing '{out}': wait for it or choose another --out") from err
+    _recover_old_build(out)
     for stale in _stale_temporaries(out):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -88,14 +89,40 @@ def atomic_build(out: Path) -> Iterator[Path]:
         lock_file.close()
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unavailable."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def _swap_into_place(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.rename(tmp, out)
         return
+    if _exchange(tmp, out):  # `out` is the old or the new build at every instant, even under SIGKILL
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     old = out.parent / f".{out.name}.old-{os.getpid()}"
-    os.rename(out, old)
+    os.rename(out, old)  # killed right after this: the next compile moves `old` back (_recover_old_build)
     os.rename(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_old_build(out: Path) -> None:
+    """A compile killed between the two renames of _swap_into_place left --out missing: put the old build back."""
+    if out.exists():
+        return
+    for old in out.parent.glob(f".{out.name}.old-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)) and is_build(old):
+            os.rename(old, out)
+            return
 
 
 def read_manifest(build: Path) -> dict:
