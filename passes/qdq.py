@@ -152,11 +152,10 @@ class InsertQdqPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         plan = self.plan
-        if not (plan.activations or plan.weights):
-            return ir.passes.PassResult(model, modified=False)
+        if not (plan.activations or plan.weights) or any(TENSOR_KEY in n.metadata_props for n in graph):
+            return ir.passes.PassResult(model, modified=False)  # nothing planned, or already quantized
         if model.opset_imports.get("", 0) < QDQ_MIN_OPSET:
             model.opset_imports[""] = QDQ_MIN_OPSET  # callers convert the graph first; Q/DQ need 21 for 16 bit
-        done = {n.name for n in graph if n.op_type == "QuantizeLinear"}
         cache: dict = {}
         nodes = {node.name: node for node in graph}
         self._weights(graph, cache)
@@ -165,7 +164,7 @@ class InsertQdqPass(ir.passes.InPlacePass):
         outputs = {v.name: i for i, v in enumerate(graph.outputs)}
         for name, enc in plan.activations.items():
             value = values.get(name)
-            if value is None or f"{name}_QuantizeLinear" in done:
+            if value is None:
                 continue
             users = [(n, i) for n, i in value.uses()]
             new_nodes, dq_out = _qdq_nodes(graph, value, enc, name, cache)

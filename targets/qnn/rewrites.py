@@ -112,14 +112,16 @@ class LowerFusedOpsPass(ir.passes.InPlacePass):
                             and value.name not in graph.initializers:
                         graph.register_initializer(value)
             graph.insert_before(node, new_nodes)
-            ir.convenience.replace_all_uses_with(node.outputs[0], new_nodes[-1].outputs[0])
-            new_nodes[-1].outputs[0].shape, new_nodes[-1].outputs[0].dtype = node.outputs[0].shape, node.outputs[0].dtype
-            if node.outputs[0] in graph.outputs:
-                index = list(graph.outputs).index(node.outputs[0])
-                name = node.outputs[0].name
-                node.outputs[0].name = f"{name}_fused"
-                new_nodes[-1].outputs[0].name = name
-                graph.outputs[index] = new_nodes[-1].outputs[0]
+            old, new = node.outputs[0], new_nodes[-1].outputs[0]
+            if old.shape is not None:
+                new.shape = old.shape
+            if old.dtype is not None:
+                new.dtype = old.dtype
+            is_output = any(v is old for v in graph.outputs)
+            old.replace_all_uses_with(new, replace_graph_outputs=True)
+            if is_output:  # the interface name moves to the lowered value
+                name = old.name
+                old.name, new.name = f"{name}_fused", name
             graph.remove(node, safe=True)
             count += 1
         if count:

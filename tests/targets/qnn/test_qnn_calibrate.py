@@ -1,0 +1,72 @@
+"""Streaming calibration: segmenting the graph changes neither the outputs nor the statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from fusionc.targets.qnn.calibrate import SegmentedModel, TensorStats, collect_stats
+from fusionc.targets.qnn.quantize import calibration_feeds, save_float, split_batch
+
+TEXT = """
+<ir_version: 10, opset_import: ["" : 21]>
+g (float[1,16] x, float[16,32] W1, float[32,16] W2) => (float[1,16] y) {
+  a = MatMul (x, W1)
+  b = Relu (a)
+  c = MatMul (b, W2)
+  d = Add (c, x)
+  y = Tanh (d)
+}
+"""
+
+
+def model_file(tmp_path: Path) -> Path:
+    model = ir.from_onnx_text(TEXT)
+    rng = np.random.default_rng(0)
+    for value in list(model.graph.inputs)[1:]:
+        value.const_value = ir.tensor(rng.standard_normal(tuple(value.shape)).astype(np.float32), name=value.name)
+        model.graph.inputs.remove(value)
+        model.graph.register_initializer(value)
+    from fusionc.passes.cleanup import InferShapesPass
+
+    InferShapesPass()(model)
+    return save_float(model, tmp_path / "m.onnx")
+
+
+def test_segments_match_one_session(tmp_path: Path) -> None:
+    path = model_file(tmp_path)
+    feeds = [{"x": np.random.default_rng(i).standard_normal((1, 16)).astype(np.float32)} for i in range(3)]
+    segmented = SegmentedModel(path, activation_budget=1, weight_budget=1)  # one node per segment
+    assert len(segmented.segments) == 5
+    seen: dict[str, list[np.ndarray]] = {}
+    outputs = segmented.run(feeds, lambda n, i, a: seen.setdefault(n, []).append(a))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for feed, out in zip(feeds, outputs):
+        np.testing.assert_allclose(out["y"], session.run(None, feed)[0], rtol=1e-6)
+    assert set(seen) == {"x", "a", "b", "c", "d", "y"} and all(len(v) == 3 for v in seen.values())
+    whole = collect_stats(path, feeds, activation_budget=1 << 30)
+    parts = collect_stats(path, feeds, activation_budget=1)
+    for name in seen:
+        assert (whole[name].min, whole[name].max) == (parts[name].min, parts[name].max)
+        assert parts[name].min == min(float(a.min()) for a in seen[name])
+    assert not list(tmp_path.glob(".segment_*"))  # segment files are transient
+
+
+def test_histogram_grows_and_clips() -> None:
+    stats = TensorStats()
+    stats.update(np.linspace(-1, 1, 10001, dtype=np.float32))
+    stats.update(np.array([100.0], np.float32))  # one outlier: the range doubles until it fits
+    assert stats.max == 100.0 and stats.hist_max >= 100.0 and int(stats.hist.sum()) == 10002
+    assert stats.percentile_absmax(99.9) < 2.0  # percentile clipping ignores the outlier
+
+
+def test_calibration_feeds_split_guidance_batches() -> None:
+    feeds = [{"sample": np.zeros((2, 4, 8, 8), np.float32) + i, "timestep": np.array([t], np.float32),
+              "encoder_hidden_states": np.zeros((2, 77, 32), np.float32)} for i, t in enumerate((999.0, 500.0, 1.0))]
+    singles = [f for feed in feeds for f in split_batch(feed)]
+    assert len(singles) == 6 and singles[1]["sample"].shape == (1, 4, 8, 8) and singles[1]["timestep"].shape == (1,)
+    picked = calibration_feeds(feeds, 4)
+    assert len(picked) == 4 and picked[0]["timestep"][0] == 999.0 and picked[-1]["timestep"][0] == 1.0

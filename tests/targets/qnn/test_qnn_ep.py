@@ -1,0 +1,68 @@
+"""The QNN plugin EP on this machine: a QDQ model becomes an EP-context model + .bin for v73 and runs on
+the HTP emulator; a node the HTP cannot run fails the compile, naming the node and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fusionc.errors import UnsupportedError
+from fusionc.targets.qnn.ep import HtpConfig, compile_context, load_context, parse_fallback_log
+
+
+def _conv_model(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((8, 4, 3, 3)) * 0.3).astype(np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+         helper.make_node("Sigmoid", ["c"], ["s"], name="sigmoid"), helper.make_node("Mul", ["c", "s"], ["y"], name="mul")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("arch,soc", [("73", 43), ("75", 57)])
+def test_float_model_compiles_to_context_and_runs_on_emulator(tmp_path: Path, arch: str, soc: int) -> None:
+    src = _conv_model(tmp_path / "f.onnx")
+    files = compile_context(src, tmp_path / "ctx.onnx", HtpConfig(arch=arch, soc_model=soc, fp16=True))
+    assert files[0].name == "ctx.onnx" and any(f.suffix == ".bin" and f.stat().st_size > 0 for f in files)
+    ctx = onnx.load(files[0])
+    assert [n.op_type for n in ctx.graph.node] == ["EPContext"]  # .bin kept outside (embed_mode 0)
+    x = np.random.default_rng(1).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = load_context(files[0]).run(None, {"x": x})[0]
+    assert np.abs(got - want).max() < 1e-2 * np.abs(want).max()  # fp16 on the HTP
+
+
+def test_unsupported_op_fails_listing_the_node(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu0"), helper.make_node("Det", ["r"], ["y"], name="det0")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.save(model, tmp_path / "bad.onnx")
+    with pytest.raises(UnsupportedError, match=r"det0 \(Det\).*not supported") as err:
+        compile_context(tmp_path / "bad.onnx", tmp_path / "bad_ctx.onnx", HtpConfig(fp16=True))
+    assert "relu0" not in str(err.value) and "CPU fallback is disabled" in str(err.value)
+
+
+def test_parse_fallback_log() -> None:
+    log = """[V:onnxruntime:, qnn_execution_provider.cc:1713 LogNodeSupport] Validation FAILED for 1 nodes in OrtNodeUnit (Det) :
+\tOperator type: Det Node name: det0 Node index: 1
+\tREASON : Operators of type `Det` are not supported by QNN EP.
+2026 [V:onnxruntime:, x] Validation PASSED for 1 nodes in OrtNodeUnit (Relu) :
+\tOperator type: Relu Node name: relu0 Node index: 0
+[E:onnxruntime:, qnn_execution_provider.cc:2453 GetCapabilityImpl] Unsupported nodes in QNN EP: { name: det0, type: Det }{ name: other, type: Foo }
+"""
+    nodes = {n.name: n for n in parse_fallback_log(log)}
+    assert set(nodes) == {"det0", "other"}
+    assert nodes["det0"].op_type == "Det" and "not supported" in nodes["det0"].reason
