@@ -91,8 +91,10 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
                        config: dict[str, Any] | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
     """Compile and verify; returns the manifest. Raises GateFailedError (exit 1) after writing when a gate fails.
 
-    `config`: the effective configuration (fusionc.config) stored in the manifest; `cache_dir`: --cache.
+    `config`: the effective configuration (fusionc.config) stored in the manifest; `cache_dir`: --cache,
+    else the FUSIONC_CACHE environment variable, else no cache.
     """
+    cache_dir = cache_dir or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
     target = get_target(options.target)
     device = get_device(options.device, options.target)
     timings: dict[str, float] = {}

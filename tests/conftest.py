@@ -10,6 +10,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One --cache per test worker: each tiny component is exported once, whatever the number of compiles."""
+    os.environ["FUSIONC_CACHE"] = str(tmp_path_factory.mktemp("fusionc_cache"))
+    yield
+    os.environ.pop("FUSIONC_CACHE", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory):
     """tiny_pipeline(family) -> Path of a tiny random-weight diffusers pipeline (written once per family)."""
