@@ -55,7 +55,7 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         if not feeds:
             raise BadInputError(f"no calibration inputs for {ctx.name}: QNN quantization needs sample inputs")
         start = time.perf_counter()
-        stats = calibrate(float_path, feeds)
+        stats = calibrate(float_path, feeds, histograms=options.precision == "w8a8")  # 8-bit may clip
         timings["calibrate_s"] = time.perf_counter() - start
         start = time.perf_counter()
         config, report = choose_config(float_path, stats, feeds, QuantConfig.for_precision(options.precision),

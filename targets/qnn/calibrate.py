@@ -38,12 +38,14 @@ class TensorStats:
     hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int64))
     hist_max: float = 0.0  # upper edge of the histogram
 
-    def update(self, x: np.ndarray) -> None:
+    def update(self, x: np.ndarray, histogram: bool = True) -> None:
         if x.size == 0:
             return
         x = np.asarray(x, dtype=np.float32)
         lo, hi = float(x.min()), float(x.max())
         self.min, self.max = min(self.min, lo), max(self.max, hi)
+        if not histogram:
+            return
         amax = max(abs(lo), abs(hi))
         if not math.isfinite(amax):
             return
@@ -233,13 +235,17 @@ class SegmentedModel:
 
 
 def collect_stats(model_path: Path, feeds: list[Feeds], tensors: set[str] | None = None,
-                  activation_budget: int = 1 << 30, weight_budget: int = 1 << 30) -> dict[str, TensorStats]:
-    """Running statistics of every float tensor (or of `tensors`) over all `feeds`, streamed by segment."""
+                  activation_budget: int = 1 << 30, weight_budget: int = 1 << 30,
+                  histograms: bool = True) -> dict[str, TensorStats]:
+    """Running statistics of every float tensor (or of `tensors`) over all `feeds`, streamed by segment.
+
+    `histograms=False` keeps min/max only (16-bit activations use the full range; histograms cost a pass
+    over every activation, which at SD scale is most of the calibration time)."""
     model = SegmentedModel(model_path, activation_budget, weight_budget)
     stats: dict[str, TensorStats] = {}
 
     def visit(name: str, _sample: int, array: np.ndarray) -> None:
-        stats.setdefault(name, TensorStats()).update(array)
+        stats.setdefault(name, TensorStats()).update(array, histograms)
 
     model.run(feeds, visit, tensors)
     return stats

@@ -17,7 +17,7 @@ from fusionc.targets.qnn.calibrate import TensorStats, collect_stats
 from fusionc.targets.qnn.rules import QuantConfig, build_plan
 
 Feeds = dict[str, np.ndarray]
-EXTERNAL_THRESHOLD = 1 << 30
+EXTERNAL_THRESHOLD = 256 << 20  # weights above this go to one .data file (protobuf stops at 2 GB)
 
 
 def split_batch(feeds: Feeds, batch: int = 1) -> list[Feeds]:
@@ -63,8 +63,8 @@ def save_float(model: ir.Model, path: Path) -> Path:
     return path
 
 
-def calibrate(float_path: Path, feeds: list[Feeds]) -> dict[str, TensorStats]:
-    return collect_stats(float_path, feeds)
+def calibrate(float_path: Path, feeds: list[Feeds], histograms: bool = True) -> dict[str, TensorStats]:
+    return collect_stats(float_path, feeds, histograms=histograms)
 
 
 def quantize(float_path: Path, stats: dict[str, TensorStats], config: QuantConfig) -> ir.Model:

@@ -6,8 +6,9 @@ fixed encodings the HTP requires; 8-bit weights beside 16-bit activations) plus 
 - data-movement ops (Reshape, Transpose, Slice, Split, Gather, Resize-nearest, ...) share their input's
   encoding, so the HTP never requantizes a copy;
 - bounded outputs get fixed encodings (Softmax [0, 1], Sigmoid, Tanh) instead of calibrated ones;
-- Conv / ConvTranspose weights are signed symmetric per output channel (the HTP's per-channel form), their
-  biases int32 at input scale x weight scale; MatMul/Gemm weights signed symmetric per tensor;
+- Conv / ConvTranspose / MatMul / Gemm weights are signed symmetric per output channel (the HTP runs
+  per-channel MatMul weights too: +2 dB over onnxruntime's per-tensor rule on a probe graph), biases int32
+  at input scale x weight scale;
 - per-node precision: every node runs at the default activation width unless `node_bits` raises it (the
   remedies put sensitive nodes at 16 bits in w8a8) or `float_nodes` keeps it in float (fp16 on the HTP);
   a tensor crossing widths gets a Convert (DQ->Q) in front of the consumer that needs the other width;
@@ -147,6 +148,11 @@ def build_plan(model: ir.Model, stats: dict[str, TensorStats], config: QuantConf
             bits_of[out.name] = bits
         if passthrough:
             continue
+        for value in data_in:  # produced by a float node (or unplanned): quantize it for this node
+            if value.name not in plan.activations:
+                lo, hi = _range(value.name, stats, config, bits)
+                plan.activations[value.name] = Encoding.from_range(lo, hi, ACT_TYPES[bits])
+                bits_of[value.name] = bits
         for value in data_in:  # an input encoded at another width: convert it for this node
             if value.name in bits_of and bits_of[value.name] != bits:
                 lo, hi = _range(value.name, stats, config, bits)
@@ -168,8 +174,13 @@ def _weights(node: ir.Node, plan: QdqPlan, config: QuantConfig, bits: int) -> No
             axis = 0 if op == "Conv" else 1
             enc = Encoding.symmetric_per_channel(array, axis, WEIGHT_TYPES[wbits]) if config.per_channel else \
                 Encoding.from_range(array.min(), array.max(), WEIGHT_TYPES[wbits], symmetric=True)
-        elif op in ("MatMul", "Gemm") and index == 1 or op in ("LayerNormalization", "GroupNormalization",
-                                                                 "InstanceNormalization") and index == 1:
+        elif op in ("MatMul", "Gemm") and index == 1 and array.ndim == 2:
+            trans_b = op == "Gemm" and node.attributes.get("transB") is not None and node.attributes["transB"].as_int()
+            axis = 0 if trans_b else 1  # the output-channel axis of the weight
+            enc = Encoding.symmetric_per_channel(array, axis, WEIGHT_TYPES[wbits]) if config.per_channel else \
+                Encoding.from_range(array.min(), array.max(), WEIGHT_TYPES[wbits], symmetric=True)
+        elif op in ("MatMul", "Gemm", "LayerNormalization", "GroupNormalization", "InstanceNormalization") \
+                and index == 1:
             enc = Encoding.from_range(array.min(), array.max(), WEIGHT_TYPES[wbits], symmetric=True)
         else:  # constant operands (Add/Mul/Concat/Where, norm biases, embedding tables): activation width
             enc = Encoding.from_range(array.min(), array.max(), ACT_TYPES[bits])
