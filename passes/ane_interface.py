@@ -119,6 +119,7 @@ class AdoptCoreMLInterfacePass(ir.passes.InPlacePass):
         for value in graph.outputs:
             if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
                 value.shape = ir.Shape([batch, *list(value.shape)[1:]])
+        _forget_symbolic_shapes(graph)
         for old, new in it.inputs.items():
             for value in graph.inputs:
                 if value.name == old:
@@ -130,6 +131,15 @@ class AdoptCoreMLInterfacePass(ir.passes.InPlacePass):
         graph.metadata_props["fusionc.coreml_interface"] = "1"
         graph.metadata_props["fusionc.coreml_interface_json"] = _dump(it)
         return ir.passes.PassResult(model, modified=True)
+
+
+def _forget_symbolic_shapes(graph: ir.Graph) -> None:
+    """Intermediate values still carry the exporter's batch symbol (s72, ...): drop those shapes so the
+    shape inference that follows derives static ones from the now static inputs."""
+    for node in graph:
+        for value in node.outputs:
+            if value.shape is not None and any(not isinstance(d, int) for d in value.shape):
+                value.shape = None
 
 
 def _dump(it: Interface) -> str:

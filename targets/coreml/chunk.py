@@ -1,11 +1,53 @@
-"""Placeholder: chunk planning (filled in by the chunking step)."""
+"""How many .mlpackages a component becomes: `--chunk auto|none|N` against the device's per-model limit.
+
+auto: a UNet whose stored weights (fp16, or their compressed size) exceed the device profile's
+`max_model_bytes` (1 GB on iPhone profiles) is split in two, as apple/ml-stable-diffusion does for iOS;
+more chunks only if two halves would still exceed it. N forces N chunks (any component), `none` never splits.
+The split itself is the target-neutral passes/chunk.py.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+
 import onnx_ir as ir
 
+from fusionc.devices import get_device
+from fusionc.errors import BadInputError
 from fusionc.options import CompileOptions
+from fusionc.passes.chunk import plan_split, split_model, total_weight_bytes
+
+log = logging.getLogger(__name__)
+
+
+def chunk_count(model: ir.Model, component: str, options: CompileOptions) -> int:
+    value = str(options.chunk or "auto").strip().lower()
+    if value == "none":
+        return 1
+    if value == "auto":
+        if component != "unet":
+            return 1
+        device = get_device(options.device, "coreml")
+        limit = device.max_model_bytes if device is not None else None
+        if not limit:
+            return 1
+        weights = total_weight_bytes(model, 4 if options.extra.get("coreml_precision") == "fp32" else 2)
+        return max(1, math.ceil(weights / limit))
+    try:
+        count = int(value)
+    except ValueError:
+        raise BadInputError(f"--chunk must be auto, none or a number of chunks, got '{options.chunk}'") from None
+    if count < 1:
+        raise BadInputError(f"--chunk must be at least 1, got {count}")
+    return count
 
 
 def plan_chunks(model: ir.Model, component: str, options: CompileOptions) -> list[ir.Model]:
-    return [model]
+    """[model] or the chunks, in run order (the input model is consumed when it is split)."""
+    count = chunk_count(model, component, options)
+    if count <= 1:
+        return [model]
+    plan = plan_split(model, count)
+    log.info("splitting %s into %d chunks at nodes %s (weights %s bytes)", component, count, plan.cuts, plan.weight_bytes)
+    return split_model(model, plan)

@@ -88,6 +88,7 @@ class LoweringOptions:
     input_dtypes: dict[str, str] = field(default_factory=dict)  # interface dtype override, e.g. input_ids fp32
     output_names: dict[str, str] = field(default_factory=dict)  # ONNX output name -> artifact output name
     input_names: dict[str, str] = field(default_factory=dict)  # ONNX input name -> artifact input name
+    native_outputs: set[str] = field(default_factory=set)  # outputs kept in the compute dtype (chunk crossings)
 
 
 class LoweringContext:
@@ -356,7 +357,9 @@ def lower_model(model: ir.Model, options: LoweringOptions) -> Program:
             ctx.node = None
             name = mil_name(options.output_names.get(value.name, value.name))
             var = ctx.var(value)
-            if types.is_float(var.dtype) and var.dtype != types.fp32:
+            if value.name in options.native_outputs:
+                var = mb.identity(x=var, name=name)
+            elif types.is_float(var.dtype) and var.dtype != types.fp32:
                 var = mb.cast(x=var, dtype="fp32", name=name)
             elif var.dtype == types.bool:
                 var = mb.cast(x=var, dtype="int32", name=name)

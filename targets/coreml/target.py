@@ -100,16 +100,22 @@ class CoreMLTarget:
         options = ctx.options
         interface = read_interface(model) or plan(model.graph)
         base = APPLE_NAMES.get(ctx.name, ctx.name)
+        inputs = _interface_info(model.graph.inputs)
+        outputs = _interface_info(model.graph.outputs)
+        output_names = [v.name for v in model.graph.outputs]
+        final_inputs = {v.name for v in model.graph.inputs}
         parts = plan_chunks(model, ctx.name, options)
         folder = build_dir / ctx.name
         files, timings, op_counts = [], {"lower_s": 0.0, "convert_s": 0.0, "save_s": 0.0}, {}
-        inputs = _interface_info(model.graph.inputs)
-        outputs = _interface_info(model.graph.outputs)
-        lowering = LoweringOptions(compute_precision=precision(options), deployment_target=options.deployment_target)
+        fp16 = precision(options) == "fp16"
         metadata = {"fusionc.component": ctx.name, "fusionc.attention": options.attention,
                     "com.github.apple.coremltools.source": "fusionc (ONNX -> MIL)"}
         for index, part in enumerate(parts):
             name = base if len(parts) == 1 else f"{base}Chunk{index + 1}"
+            crossing_in = {v.name: "fp16" for v in part.graph.inputs if v.name not in final_inputs and fp16}
+            crossing_out = {v.name for v in part.graph.outputs if v.name not in output_names and fp16}
+            lowering = LoweringOptions(compute_precision=precision(options), deployment_target=options.deployment_target,
+                                       input_dtypes=crossing_in, native_outputs=crossing_out)
             start = time.perf_counter()
             program = lower_model(part, lowering)
             timings["lower_s"] += time.perf_counter() - start
@@ -123,7 +129,7 @@ class CoreMLTarget:
                 timings[key] += value
             files.append(str(path.relative_to(build_dir)))
         extra = {"coreml": {
-            "packages": files, "interface": interface.to_json(), "outputs": [v.name for v in model.graph.outputs],
+            "packages": files, "interface": interface.to_json(), "outputs": output_names,
             "chunks": len(parts), "compute_precision": precision(options), "deployment_target": options.deployment_target,
             "attention": options.attention, "compute_units": options.compute_units,
             "mil_ops": dict(sorted(op_counts.items(), key=lambda kv: -kv[1])),
