@@ -127,14 +127,34 @@ g (float[1,4] x) => (float[1,4] y) { y = Hardmax(x) }""")
 
 
 def test_compile_sd15_end_to_end(tiny_pipeline, tmp_path: Path) -> None:
-    """The driver with the coreml target: every component verified through the MIL executor, >= 35 dB."""
+    """The driver with the coreml target: every component verified through the MIL executor (>= 35 dB), and the
+    Swift Resources folder with the names, shapes and dtypes apple/ml-stable-diffusion feeds."""
+    import coremltools as ct
+
     from fusionc.pipeline import compile_checkpoint
 
     options = CompileOptions(target="coreml", attention="split_einsum_v2", min_psnr=35.0, verify_steps=1,
-                             verify_prompts=1)
-    manifest = compile_checkpoint(tiny_pipeline("sd15"), options, tmp_path / "build")
+                             verify_prompts=1, bundle="swift")
+    build = tmp_path / "build"
+    manifest = compile_checkpoint(tiny_pipeline("sd15"), options, build)
     for name, component in manifest["components"].items():
         assert component["psnr_db"] >= 35.0, (name, component["psnr_db"])
         for package in component["coreml"]["packages"]:
-            assert (tmp_path / "build" / package).is_dir()
-    assert (tmp_path / "build" / "tokenizer").is_dir()
+            assert (build / package).is_dir()
+    resources = build / "Resources"
+    assert manifest["bundle"]["packages"] == ["TextEncoder.mlpackage", "Unet.mlpackage", "VAEDecoder.mlpackage"]
+    assert (resources / "vocab.json").exists() and (resources / "merges.txt").exists()
+
+    def io(package: str) -> tuple[dict, list]:
+        spec = ct.models.MLModel(str(resources / package), skip_model_load=True).get_spec()
+        inputs = {i.name: (list(i.type.multiArrayType.shape), i.type.multiArrayType.dataType) for i in spec.description.input}
+        return inputs, [o.name for o in spec.description.output]
+
+    fp32 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    text_in, text_out = io("TextEncoder.mlpackage")
+    assert text_in == {"input_ids": ([1, 77], fp32)} and text_out[0] == "last_hidden_state"
+    unet_in, unet_out = io("Unet.mlpackage")
+    assert unet_in["timestep"] == ([2], fp32) and unet_in["encoder_hidden_states"][0] == [2, 32, 1, 77]
+    assert unet_in["sample"][0][:2] == [2, 4] and unet_out == ["noise_pred"]
+    dec_in, dec_out = io("VAEDecoder.mlpackage")
+    assert list(dec_in) == ["z"] and dec_out == ["image"]

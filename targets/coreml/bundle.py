@@ -1,0 +1,73 @@
+"""`--bundle swift`: a Resources folder that apple/ml-stable-diffusion's Swift package loads as-is.
+
+The package looks for TextEncoder, (TextEncoder2 for SDXL), Unet or UnetChunk1+UnetChunk2, VAEDecoder
+(+ VAEEncoder) as compiled .mlmodelc, plus the tokenizer's vocab.json and merges.txt. The models already
+speak its contract (passes/ane_interface.py): float32 `input_ids` [1,77] -> `last_hidden_state` (SDXL:
+`hidden_embeds`, `pooled_outputs`); `sample` [2,4,h,w], `timestep` [2], `encoder_hidden_states` [2,C,1,77]
+(+ SDXL `text_embeds`, `time_ids`) -> `noise_pred`; `z` -> `image`. We place the .mlpackages (hard links
+when the file system allows, so no second copy of the UNet) and compile them to .mlmodelc when
+`xcrun coremlcompiler` exists (macOS); elsewhere `compile-mlmodelc.sh` in the folder does it on a Mac.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+RESOURCES = "Resources"
+SCRIPT = "compile-mlmodelc.sh"
+
+
+def _link_tree(source: Path, dest: Path) -> None:
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, copy_function=link)
+
+
+def _coremlcompiler() -> bool:
+    if shutil.which("xcrun") is None:
+        return False
+    probe = subprocess.run(["xcrun", "--find", "coremlcompiler"], capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+def write_swift_resources(build_dir: Path, checkpoint: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write build_dir/Resources; returns what was written (for the manifest)."""
+    out = build_dir / RESOURCES
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    packages = []
+    for name, component in manifest["components"].items():
+        for rel in component.get("coreml", {}).get("packages", []):
+            src = build_dir / rel
+            _link_tree(src, out / src.name)
+            packages.append(src.name)
+    tokenizer = getattr(checkpoint, "tokenizer_dirs", {}).get("tokenizer") or build_dir / "tokenizer"
+    for fname in ("vocab.json", "merges.txt"):
+        if (Path(tokenizer) / fname).exists():
+            shutil.copy2(Path(tokenizer) / fname, out / fname)
+    unet_chunks = manifest["components"].get("unet", {}).get("coreml", {}).get("chunks", 1)
+    notes = []
+    if unet_chunks > 2:
+        notes.append(f"the UNet has {unet_chunks} chunks; the Swift package loads Unet or UnetChunk1+UnetChunk2 only")
+    script = ["#!/bin/sh", "# Compile the .mlpackages to the .mlmodelc folders the Swift package loads (needs Xcode).",
+              'cd "$(dirname "$0")"', "set -e"]
+    script += [f'xcrun coremlcompiler compile "{p}" .' for p in packages]
+    (out / SCRIPT).write_text("\n".join(script) + "\n")
+    (out / SCRIPT).chmod(0o755)
+    compiled = []
+    if _coremlcompiler():
+        for p in packages:
+            subprocess.run(["xcrun", "coremlcompiler", "compile", str(out / p), str(out)], check=True,
+                           capture_output=True)
+            compiled.append(p.replace(".mlpackage", ".mlmodelc"))
+    return {"format": "swift", "folder": RESOURCES, "packages": packages, "mlmodelc": compiled,
+            "vocab": (out / "vocab.json").exists(), "merges": (out / "merges.txt").exists(), "notes": notes}
