@@ -45,6 +45,7 @@ LOWERINGS: dict[tuple[str, str], LowerFn] = {}
 NO_FOLD: set[tuple[str, str]] = set()
 
 TARGET_NAME = "coreml"
+CACHE_ELEMENTS = 1 << 16  # constants up to this size are memoized as numpy while lowering
 PRECISION_KEY = "fusionc.precision"  # node metadata: "fp32" keeps an op out of fp16 (passes/precision.py)
 _DEPLOYMENT = {
     "iOS16": ct.target.iOS16, "iOS17": ct.target.iOS17, "iOS18": ct.target.iOS18,
@@ -123,7 +124,8 @@ class LoweringContext:
             return np.asarray(got.val)
         if got is None and value.const_value is not None:
             arr = value.const_value.numpy()
-            self.values[value] = arr
+            if arr.size <= CACHE_ELEMENTS:  # weights are not kept: a lazy (transposed) one would be a 2nd copy
+                self.values[value] = arr
             return arr
         return None
 
