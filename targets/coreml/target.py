@@ -49,7 +49,8 @@ def ane_pipeline(options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes.ane_layout import PropagateChannelsFirstPass
         from fusionc.passes.ane_linear import ConvertLinearToConvPass, NormalizeLayerNormOverChannelsPass
 
-        chunk = 512 if options.attention == "split_einsum_v2" else None
+        # v2 splits queries by 512 (Apple's CHUNK_SIZE); extra attention_chunk lets tiny test models exercise it
+        chunk = int(options.extra.get("attention_chunk", 512)) if options.attention == "split_einsum_v2" else None
         entries += [
             PassEntry(lambda o: ConvertLinearToConvPass(),
                       "constant-weight MatMul/Gemm -> 1x1 Conv in (B,C,1,S), wrapped in layout transposes"),

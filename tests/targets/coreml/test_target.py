@@ -134,7 +134,7 @@ def test_compile_sd15_end_to_end(tiny_pipeline, tmp_path: Path) -> None:
     from fusionc.pipeline import compile_checkpoint
 
     options = CompileOptions(target="coreml", attention="split_einsum_v2", min_psnr=35.0, verify_steps=1,
-                             verify_prompts=1, bundle="swift")
+                             verify_prompts=1, bundle="swift", extra={"attention_chunk": 16})  # 64 queries: 4 chunks
     build = tmp_path / "build"
     manifest = compile_checkpoint(tiny_pipeline("sd15"), options, build)
     for name, component in manifest["components"].items():
@@ -142,6 +142,8 @@ def test_compile_sd15_end_to_end(tiny_pipeline, tmp_path: Path) -> None:
         for package in component["coreml"]["packages"]:
             assert (build / package).is_dir()
     resources = build / "Resources"
+    unet_ops = manifest["components"]["unet"]["coreml"]["mil_ops"]
+    assert unet_ops["softmax"] > 56  # 14 attentions x 4 heads, the 64-query ones split in 4 chunks
     assert manifest["bundle"]["packages"] == ["TextEncoder.mlpackage", "Unet.mlpackage", "VAEDecoder.mlpackage"]
     assert (resources / "vocab.json").exists() and (resources / "merges.txt").exists()
 
