@@ -51,14 +51,32 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@contextmanager
-def atomic_build(out: Path) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces `out`, on any failure it is removed."""
+def check_out(out: Path) -> None:
+    """The checks on --out that need no lock: run first, so a bad --out fails before minutes of work."""
     out = out.resolve()
     if out.exists() and not out.is_dir():
         raise BadInputError(f"--out '{out}' is a file: pass a folder")
     if out.is_dir() and any(out.iterdir()) and not is_build(out):
         raise BadInputError(f"--out '{out}' holds files that are not a fusionc build: choose an empty or new folder")
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
+    if parent is None or not os.access(parent, os.W_OK):
+        raise BadInputError(f"cannot write to '{out.parent}': permission denied; choose a writable --out")
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise BadInputError(f"cannot write to '{out.parent}': read-only file system; choose a writable --out")
+    lock_path = out.parent / f".{out.name}.lock"
+    if lock_path.is_file():
+        with open(lock_path) as lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                raise BadInputError(f"another fusionc compile is writing '{out}': wait for it or choose another --out") from err
+
+
+@contextmanager
+def atomic_build(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces `out`, on any failure it is removed."""
+    out = out.resolve()
+    check_out(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         lock_file = open(out.parent / f".{out.name}.lock", "w")

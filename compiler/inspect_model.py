@@ -24,6 +24,8 @@ def check_external_data(path: Path) -> None:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as err:
         raise BadInputError(f"'{path}' is not a readable ONNX model: {str(err).splitlines()[0]}") from err
+    if not proto.graph.node and not proto.graph.output:
+        raise BadInputError(f"'{path}' is not a readable ONNX model: it holds no graph")
     folder = path.resolve().parent
     tensors = list(proto.graph.initializer) + [a.t for n in proto.graph.node for a in n.attribute if a.HasField("t")]
     for f in proto.functions:

@@ -97,6 +97,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     cache_dir = cache_dir or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
     target = get_target(options.target)
     device = get_device(options.device, options.target)
+    buildfs.check_out(out)  # fail in a second, not after the checkpoint and the trajectory
     timings: dict[str, float] = {}
     component_cache = ComponentCache(cache_dir) if cache_dir is not None else None
     with stage("load checkpoint", timings):
