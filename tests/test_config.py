@@ -1,0 +1,170 @@
+"""fusionc.toml: every compile option from a file, flags override it, bad files are one clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fusionc.cli import compile_command
+from fusionc.config import CompileSettings, resolve
+from fusionc.errors import BadInputError
+
+
+def settings(*args: str) -> CompileSettings:
+    ctx = compile_command.make_context("compile", list(args))
+    return resolve(ctx, ctx.params)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "repo" / "fusionc.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+FULL = """
+[compile]
+checkpoint = "models/tiny"
+target = "coreml"
+device = "iphone-15-pro"
+out = "build/ios"
+components = ["text_encoder", "unet", "vae_decoder"]
+height = 256
+width = 320
+allow-pickle = true
+cache = ".cache"
+seed = 7
+[verify]
+verify = false
+verify_steps = 2
+verify_prompts = 1
+[coreml]
+attention = "split_einsum_v2"
+compute_units = "all"
+deployment_target = "iOS18"
+chunk = "2"
+[compression]
+palettize = 6
+granularity = "per_grouped_channel"
+group_size = 32
+[qnn]
+precision = "w8a8"
+calibration_samples = 8
+[gates]
+min_psnr = 35
+max_size = { total = 900, unet = 700 }
+max_latency_ms = 2000
+latency_steps = 4
+[report]
+json = "reports/c.json"
+junit = "reports/c.xml"
+"""
+
+
+def test_every_option_from_the_file(tmp_path: Path) -> None:
+    config = write(tmp_path, FULL)
+    s = settings("--config", str(config))
+    repo = config.parent
+    o = s.options
+    assert (o.target, o.device, o.components, o.height, o.width) == (
+        "coreml", "iphone-15-pro", ("text_encoder", "unet", "vae_decoder"), 256, 320)
+    assert o.allow_pickle and not o.verify and (o.verify_steps, o.verify_prompts, o.seed) == (2, 1, 7)
+    assert (o.attention, o.compute_units, o.deployment_target, o.chunk) == ("split_einsum_v2", "all", "iOS18", "2")
+    assert (o.palettize, o.granularity, o.group_size) == ("6", "per_grouped_channel", 32)
+    assert (o.precision, o.calibration_samples) == ("w8a8", 8)
+    assert o.min_psnr == 35 and o.max_size == {"total": 900, "unet": 700} and o.max_latency_ms == {"total": 2000}
+    assert o.latency_steps == 4
+    # relative paths are relative to the file, not to the working directory
+    assert s.checkpoint == repo / "models" / "tiny" and s.out == repo / "build" / "ios"
+    assert s.cache == repo / ".cache" and s.report == repo / "reports" / "c.json" and s.junit == repo / "reports" / "c.xml"
+
+
+def test_flags_override_the_file_even_when_they_repeat_the_default(tmp_path: Path) -> None:
+    config = write(tmp_path, FULL)
+    s = settings("--config", str(config), "--target", "onnx", "--attention", "split_einsum", "--max-size", "unet=5",
+                 "--out", "elsewhere")
+    assert s.options.target == "onnx"  # "onnx" is the flag's default: given explicitly, it still wins
+    assert s.options.attention == "split_einsum"
+    assert s.options.max_size == {"unet": 5}  # the flag replaces the file's table
+    assert s.out == Path("elsewhere")
+    assert s.options.palettize == "6"  # untouched options still come from the file
+    entry = s.manifest_entry()
+    assert {"target", "attention", "max_size", "out"} <= set(entry["from_command_line"])
+    assert "palettize" in entry["from_config_file"] and "target" not in entry["from_config_file"]
+    assert entry["file"] == str(config) and len(entry["sha256"]) == 64
+
+
+def test_without_a_file_the_defaults_and_flags(tmp_path: Path) -> None:
+    s = settings("--max-size", "25", "--max-size", "vae_decoder=3,unet=20", "--max-latency-ms", "unet=120")
+    assert s.options.max_size == {"total": 25, "vae_decoder": 3, "unet": 20}
+    assert s.options.max_latency_ms == {"unet": 120}
+    assert s.out == Path("build") / "onnx" and s.checkpoint is None and s.options.verify
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[compile]\ntarget = \"tpu\"\n", "target = 'tpu'"),
+    ("[compile]\nheight = \"tall\"\n", "height"),
+    ("[compile]\nturbo = true\n", "unknown option 'turbo'"),
+    ("[compile]\ntarget = \"onnx\"\n[qnn]\ntarget = \"qnn\"\n", "'target' is set twice"),
+    ("[compile\ntarget = 1\n", "is not valid TOML"),
+    ("[compile]\ncomponents = [\"unet\", \"refiner\"]\n", "unknown component 'refiner'"),
+    ("[gates]\nmax_size = { unet = -1 }\n", "must be a positive number"),
+    ("[gates]\nmax_size = { refiner = 5 }\n", "unknown component 'refiner'"),
+    ("[gates]\nmax_latency_ms = \"fast\"\n", "is not a number"),
+    ("[verify]\nverify = \"yes\"\n", "verify must be true or false"),
+    ("seed = 1.5\n", "seed must be an int"),
+])
+def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(BadInputError, match=message.replace("[", r"\[")):
+        settings("--config", str(write(tmp_path, text)))
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="does not exist"):
+        settings("--config", str(tmp_path / "nope.toml"))
+
+
+def test_bad_flags_are_one_line_errors(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fusionc.cli import main
+
+    for args, message in ((["--max-size", "big"], "is not a number"), (["--components", "unet,refiner"], "refiner"),
+                          (["--config", str(tmp_path / "nope.toml")], "does not exist")):
+        result = CliRunner().invoke(main, ["compile", "--out", str(tmp_path / "o"), *args])
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert len([line for line in result.stderr.splitlines() if line.startswith("fusionc: error")]) == 1
+        assert not (tmp_path / "o").exists()
+
+
+def test_config_file_compile_end_to_end(tiny_pipeline, tmp_path: Path) -> None:
+    """The file drives a real compile; the manifest records the effective configuration and where it came from."""
+    from click.testing import CliRunner
+
+    from fusionc.cli import main
+
+    config = write(tmp_path, f"""
+[compile]
+checkpoint = "{tiny_pipeline('sd15')}"
+out = "build"
+components = ["text_encoder"]
+[verify]
+verify_steps = 1
+verify_prompts = 1
+[gates]
+min_psnr = 40
+[report]
+json = "report.json"
+""")
+    result = CliRunner().invoke(main, ["compile", "--config", str(config), "--min-psnr", "50"])
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((config.parent / "build" / "manifest.json").read_text())
+    assert manifest["options"]["min_psnr"] == 50 and manifest["options"]["verify_steps"] == 1
+    assert list(manifest["components"]) == ["text_encoder"]
+    assert manifest["config"]["file"] == str(config)
+    assert manifest["config"]["from_command_line"] == ["min_psnr"]
+    assert "components" in manifest["config"]["from_config_file"]
+    report = json.loads((config.parent / "report.json").read_text())
+    assert report["status"] == "passed" and report["gates"][0]["gate"] == "min_psnr"
