@@ -5,6 +5,7 @@ RSS is per part, all in one run:
   fusionc   load UNet -> torch.onnx.export -> coreml pass pipeline (split_einsum) -> lowering -> .mlpackage
             (one package, fp16, iOS17; verification excluded)
   peer      load UNet -> torch.export.export -> ct.convert(fp16, iOS17, default passes) -> .mlpackage
+  fusionc_ct_default  (optional) fusionc with ct.convert's default pass pipeline instead of the minimal one
   executor  MIL executor: load fusionc's .mlpackage, run one UNet step (batch 2, the Swift contract)
 Both compiles start from the same diffusers folder and the same example inputs (batch 2, 64x64 latents,
 77 tokens). Writes benchmarks/results/coreml_scale.json. Heavy: run as
@@ -62,7 +63,7 @@ def _unet_and_inputs(checkpoint: Path) -> tuple[Any, dict[str, Any]]:
     return unet, example
 
 
-def part_fusionc(checkpoint: Path, out: Path, attention: str) -> dict[str, Any]:
+def part_fusionc(checkpoint: Path, out: Path, attention: str, ct_passes: str = "minimal") -> dict[str, Any]:
     import torch
 
     from fusionc.export import ComponentSpec, UNetWrapper, export_component
@@ -80,7 +81,8 @@ def part_fusionc(checkpoint: Path, out: Path, attention: str) -> dict[str, Any]:
     with torch.no_grad():
         model = export_component(spec)
     stages["export"] = time.perf_counter() - t
-    options = CompileOptions(target="coreml", attention=attention, chunk="none", deployment_target="iOS17")
+    options = CompileOptions(target="coreml", attention=attention, chunk="none", deployment_target="iOS17",
+                             extra={"coreml_ct_passes": ct_passes})
     target = get_target("coreml")
     t = time.perf_counter()
     records = run_passes(model, target.pipeline(options), options)
@@ -184,6 +186,8 @@ def main() -> None:
         _quiet()
         if args.part == "fusionc":
             result = part_fusionc(checkpoint, fusionc_out, args.attention)
+        elif args.part == "fusionc_ct_default":  # the same, with coremltools' default pass pipeline in ct.convert
+            result = part_fusionc(checkpoint, args.work / "coreml_scale_fusionc_ctdefault", args.attention, "default")
         elif args.part == "peer":
             result = part_peer(checkpoint, peer_out)
         else:

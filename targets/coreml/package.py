@@ -33,7 +33,10 @@ def compute_units(name: str) -> Any:
 def convert_program(program: Program, deployment: str, units: str = "cpu_and_ne",
                     passes: list[str] | None = None) -> ct.models.MLModel:
     """ct.convert(program) with our minimal pass pipeline; precision is already in the program."""
-    pipeline = ct.PassPipeline(pass_names=list(MINIMAL_PASSES if passes is None else passes), pipeline_name="fusionc")
+    if passes == ["default"]:  # coremltools' full pipeline, for measuring what the minimal one saves
+        pipeline = ct.PassPipeline.DEFAULT
+    else:
+        pipeline = ct.PassPipeline(pass_names=list(MINIMAL_PASSES if passes is None else passes), pipeline_name="fusionc")
     return ct.convert(
         program, convert_to="mlprogram", minimum_deployment_target=deployment_target(deployment),
         compute_precision=ct.precision.FLOAT32,  # no add_fp16_cast: the program already is fp16 where we want it

@@ -124,7 +124,8 @@ class CoreMLTarget:
                 op_counts[op.op_type] = op_counts.get(op.op_type, 0) + 1
             path = folder / f"{name}.mlpackage"
             spent = save_mlpackage(program, path, options.deployment_target, options.compute_units,
-                                   metadata={**metadata, "description": f"{ctx.name} ({name})"})
+                                   metadata={**metadata, "description": f"{ctx.name} ({name})"},
+                                   passes=["default"] if options.extra.get("coreml_ct_passes") == "default" else None)
             del program
             for key, value in spent.items():
                 timings[key] += value
