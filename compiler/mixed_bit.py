@@ -159,14 +159,6 @@ class WeightSession:
         return self.session.run(None, inputs)
 
 
-def probe_feeds(feeds: list[Feeds], count: int) -> list[Feeds]:
-    """`count` inputs spread over the trajectory, batch cut to its last row (the conditional branch)."""
-    if not feeds:
-        return []
-    picks = sorted({round(i * (len(feeds) - 1) / max(count - 1, 1)) for i in range(count)})
-    return [{k: (v[-1:] if v.ndim >= 2 else v) for k, v in feeds[i].items()} for i in picks]
-
-
 def balanced_groups(weights: list[Weight], max_groups: int) -> list[list[Weight]]:
     """Split layers into at most `max_groups` groups along their dotted module names, largest groups first."""
     if max_groups >= len(weights):
@@ -249,7 +241,11 @@ class Calibration:
 def search(model: ir.Model, calibration: Calibration, target_db: float, *, granularity: str = "per_tensor",
            group_size: int = 16, min_elements: int = 2048, include_embeddings: bool = False,
            budget_seconds: float = DEFAULT_SEARCH_SECONDS, probe_count: int = 2, rounds: int = 5) -> Recipe:
-    """Find the recipe with the fewest average bits whose measured output PSNR is >= target_db."""
+    """Find the recipe with the fewest average bits whose measured output PSNR is >= target_db.
+
+    Time: the probes get what the budget leaves after reserving 3 verification rounds on a 2-input subset
+    of the trajectory and one confirmation on all of it (the PSNR that is reported and gated).
+    """
     start = time.perf_counter()
     if not calibration.feeds:
         raise BadInputError("--palettize auto:DB needs trajectory inputs (sample feeds) for the component")
@@ -262,30 +258,33 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
     t_errors = time.perf_counter() - start
     session = WeightSession(model, weights)
     feeds = calibration.feeds
-    ref = [_flat(list(calibration.reference(f).values())) for f in feeds] if calibration.reference else None
-    base = [_flat(session(f)) for f in feeds]
-    ref = ref or base
+    ref_out = [calibration.reference(f) for f in feeds] if calibration.reference else [
+        dict(zip(session.outputs, session(f))) for f in feeds]
+    ref = [_flat(list(r.values())) for r in ref_out]
     peak = max(float(np.max(np.abs(r))) for r in ref) or 1.0
-    floor = _mse(base, ref)
     target_mse = (peak / 10 ** (target_db / 20)) ** 2
+
+    picks = _spread_indices(len(feeds), probe_count)
+    probes = [_last_row(feeds[i]) for i in picks]
+    t0 = time.perf_counter()
+    probe_base = [_flat(session(f)) for f in probes]
+    t_eval = (time.perf_counter() - t0) / len(probes)  # one batch-1 inference
+    probe_ref = [_flat([v[-1:] for v in ref_out[i].values()]) for i in picks]
+    floor = _mse(probe_base, probe_ref)  # uncompressed ONNX vs the reference (tiny for fp32)
     budget = target_mse - floor
-    info: dict[str, Any] = {"uncompressed_psnr_db": _psnr(peak, floor), "layers": len(weights),
+    info: dict[str, Any] = {"uncompressed_psnr_db": round(_psnr(peak, floor), 3), "layers": len(weights),
                             "seconds_weight_errors": round(t_errors, 1)}
     if budget <= 0:
         log.warning("the uncompressed model is already under %.1f dB: no layer is palettized", target_db)
         return Recipe({w.layer: 16 for w in weights}, granularity, group_size if granularity != "per_tensor" else None,
                       target_db, _psnr(peak, floor), 16.0, info)
-
-    probes = probe_feeds(feeds, probe_count)
-    t0 = time.perf_counter()
-    probe_base = [_flat(session(f)) for f in probes]
-    t_eval = (time.perf_counter() - t0) / max(len(probes), 1)
-    verify_cost = t_eval * 2 * len(feeds) * 3  # batch-2 inputs, about 3 verification rounds
-    left = budget_seconds - (time.perf_counter() - start) - verify_cost
+    subset = _spread_indices(len(feeds), 2)
+    rows = _batch(feeds[0])
+    reserve = t_eval * rows * (3 * len(subset) + len(feeds))
+    left = budget_seconds - (time.perf_counter() - start) - reserve
     if left < t_eval * len(probes) * len(weights) and len(probes) > 1:  # slow model: one probe input
         probes, probe_base = probes[-1:], probe_base[-1:]
-    max_groups = max(1, int(left / max(t_eval * len(probes), 1e-6)))
-    groups = balanced_groups(weights, max_groups)
+    groups = balanced_groups(weights, max(1, int(left / (t_eval * len(probes)))))
 
     def dense(w: Weight, bits: int) -> np.ndarray:
         return lutlib.palettize(w.value.const_value.numpy(), bits, w.out_axis, groups_of[w.layer]).dense(
@@ -302,10 +301,9 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
     # 16 bits keeps the layer as it is in the graph: no added noise in what is measured here
     noise = {w.layer: {b: (gains[w.layer] * errors[w.layer][b] if b != 16 else 0.0) for b in CANDIDATES}
              for w in weights}
-
     cache: dict[tuple[str, int], np.ndarray] = {}
 
-    def measure(bits: dict[str, int]) -> float:
+    def measure(bits: dict[str, int], which: list[int]) -> float:
         for key in [k for k in cache if bits.get(k[0]) != k[1]]:
             del cache[key]
         overrides = {}
@@ -315,45 +313,71 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
                 if key not in cache:
                     cache[key] = dense(w, bits[w.layer])
                 overrides[w.value.name] = cache[key]
-        return _mse([_flat(session(f, overrides)) for f in feeds], ref)
+        return _mse([_flat(session(feeds[i], overrides)) for i in which], [ref[i] for i in which])
 
-    scale, best, history = 1.0, None, []
-    relaxed = False
-    round_seconds = 0.0
-    for _ in range(rounds):
-        if best is not None and time.perf_counter() - start + round_seconds > budget_seconds:
-            break  # a passing recipe exists and another round would overrun the time budget
-        round_start = time.perf_counter()
+    def allocate_for(scale: float) -> tuple[dict[str, int], float]:
         bits = allocate(weights, noise, budget * scale)
-        predicted = sum(noise[w.layer][bits[w.layer]] for w in weights)
-        measured = measure(bits)
-        avg = average_bits(weights, bits)
-        psnr = _psnr(peak, measured)
-        history.append({"average_bits": round(avg, 3), "psnr_db": round(psnr, 3),
-                        "predicted_psnr_db": round(_psnr(peak, floor + predicted), 3)})
-        round_seconds = time.perf_counter() - round_start
-        passed = psnr >= target_db
-        if passed and (best is None or avg < best[1]):
-            best = (bits, avg, psnr)
-        ratio = max(measured - floor, 1e-30) / max(predicted, 1e-30)
-        if passed:
-            if relaxed or ratio > 0.8:
+        return bits, sum(noise[w.layer][bits[w.layer]] for w in weights)
+
+    history: list[dict[str, Any]] = []
+
+    def refine(which: list[int], scale: float, max_rounds: int) -> tuple[tuple | None, float]:
+        """Secant steps on the noise budget: each round moves the budget by the dB it missed or had to spare,
+        until the measured PSNR lands in [target, target + 0.15 dB] or time runs out; best passing recipe."""
+        best, seconds, seen, step = None, 0.0, set(), 1.0
+        for _ in range(max_rounds):
+            if best is not None and time.perf_counter() - start + seconds > budget_seconds:
                 break
-            relaxed = True
-            scale *= 0.95 / ratio
-        else:
-            if best is not None and relaxed:
+            began = time.perf_counter()
+            bits, predicted = allocate_for(scale)
+            key = tuple(bits[w.layer] for w in weights)
+            for _ in range(8):  # the step did not change the allocation: keep going the same way
+                if key not in seen:
+                    break
+                scale *= step
+                bits, predicted = allocate_for(scale)
+                key = tuple(bits[w.layer] for w in weights)
+            seen.add(key)
+            psnr = _psnr(peak, measure(bits, which))
+            avg = average_bits(weights, bits)
+            history.append({"average_bits": round(avg, 3), "psnr_db": round(psnr, 3), "inputs": len(which),
+                            "predicted_psnr_db": round(_psnr(peak, floor + predicted), 3)})
+            seconds = time.perf_counter() - began
+            if psnr >= target_db and (best is None or avg < best[1]):
+                best = (bits, avg, scale, psnr)
+            if 0 <= psnr - target_db < 0.15:
                 break
-            scale *= 0.95 / ratio
-    if best is None:  # never passed: everything that is not fp16 goes up one step until it does
+            step = 1.25 if psnr > target_db else 0.8
+            scale *= 10 ** ((psnr - target_db - 0.05) / 10)  # the dB missed or spare, as noise power
+        return best, scale
+
+    found, scale = refine(subset, 1.0, rounds)
+    # the whole trajectory decides (the reported and gated PSNR): confirm, and refine there while time allows
+    best, _ = refine(list(range(len(feeds))), found[2] if found else scale, 3)
+    if best is None:
         bits = {w.layer: 16 for w in weights}
-        best = (bits, 16.0, _psnr(peak, measure(bits)))
-    bits, avg, psnr = best
+        best = (bits, 16.0, 0.0, _psnr(peak, measure(bits, list(range(len(feeds))))))
+    bits, avg, _, psnr = best
+    avg = average_bits(weights, bits)
     info.update({"probe_bits": PROBE_BITS, "probe_inputs": len(probes), "groups": len(groups),
                  "seconds_per_inference": round(t_eval, 3), "seconds_probes": round(t_probe - t_errors, 1),
                  "seconds": round(time.perf_counter() - start, 1), "rounds": history})
     return Recipe(bits, granularity, group_size if granularity != "per_tensor" else None, target_db,
                   round(psnr, 3), round(avg, 4), info)
+
+
+def _spread_indices(n: int, count: int) -> list[int]:
+    """`count` indices spread evenly over range(n) (first and last included)."""
+    return sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
+
+
+def _last_row(feeds: Feeds) -> Feeds:
+    """The batch cut to its last row (the conditional branch of a guidance batch)."""
+    return {k: (v[-1:] if v.ndim >= 2 else v) for k, v in feeds.items()}
+
+
+def _batch(feeds: Feeds) -> int:
+    return max((v.shape[0] for v in feeds.values() if v.ndim >= 2), default=1)
 
 
 def _flat(outputs: list[np.ndarray]) -> np.ndarray:
