@@ -16,7 +16,6 @@ writes benchmarks/results/palettize_speed.json.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import platform
 import statistics
@@ -36,17 +35,21 @@ SD15_UNET = dict(
 
 
 def largest_conv_weights(count: int = 6) -> dict[str, np.ndarray]:
-    """The `count` largest conv weights of an SD-1.5-shaped UNet with diffusers' random init (seed 0)."""
+    """The `count` largest conv weights of an SD-1.5-shaped UNet, with torch's Conv2d init (what diffusers
+    uses) drawn with seed 0; the UNet itself is built on the meta device, so only these tensors take memory."""
+    import math
+
     import torch
     from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD15_UNET)
-    convs = [(name, p) for name, p in unet.named_parameters() if p.ndim == 4]
-    convs.sort(key=lambda item: -item[1].numel())
-    out = {name: p.detach().numpy().copy() for name, p in convs[:count]}
-    del unet
-    gc.collect()
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD15_UNET)
+    convs = sorted(((n, tuple(p.shape)) for n, p in unet.named_parameters() if p.ndim == 4), key=lambda x: -math.prod(x[1]))
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for name, shape in convs[:count]:
+        bound = 1 / math.sqrt(math.prod(shape[1:]))  # kaiming_uniform_(a=sqrt(5)) of nn.Conv2d
+        out[name] = (torch.rand(shape, generator=gen) * 2 - 1).mul_(bound).numpy()
     return out
 
 
