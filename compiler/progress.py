@@ -63,6 +63,9 @@ def track(items: Iterable[T], name: str, total: int | None = None, quiet: bool =
                 yield item
                 progress.advance(task)
         return
+    if total < 10:  # a handful of items: the stage's own lines say enough
+        yield from items
+        return
     start = time.perf_counter()
     step = max(1, total // 10)
     for done, item in enumerate(items, 1):

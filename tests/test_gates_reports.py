@@ -1,0 +1,171 @@
+"""Gates (PSNR, size, estimated latency) and the JSON / JUnit reports CI reads."""
+
+from __future__ import annotations
+
+import copy
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import onnx_ir as ir
+import pytest
+from click.testing import CliRunner
+
+from fusionc.devices import DEVICES
+from fusionc.errors import BadInputError
+from fusionc.gates import (
+    GateFailedError,
+    enforce,
+    estimate_latency,
+    evaluate,
+    latency_gates,
+    parse_budget,
+    psnr_gates,
+    size_gates,
+    weightless_proto,
+)
+from fusionc.options import CompileOptions
+from fusionc.report import build_report, junit_xml, write_reports
+
+MANIFEST = {
+    "target": "coreml", "device": "iphone-14-pro", "timings": {"unet: export": 2.0, "unet: passes": 1.0},
+    "components": {
+        "text_encoder": {"files": ["text_encoder/TextEncoder.mlpackage"], "bytes": 2_000_000, "psnr_db": 70.0,
+                         "latency_estimate": {"ms": 4.0, "device": "iphone-14-pro", "batch": 1}},
+        "unet": {"files": ["unet/Unet.mlpackage"], "bytes": 30_000_000, "psnr_db": 33.5,
+                 "latency_estimate": {"ms": 100.0, "device": "iphone-14-pro", "batch": 2}},
+        "vae_decoder": {"files": ["vae_decoder/VAEDecoder.mlpackage"], "bytes": 5_000_000, "psnr_db": 41.0,
+                        "latency_estimate": {"ms": None, "reason": "the cost model failed: X"}},
+    },
+}
+
+
+def test_parse_budget() -> None:
+    assert parse_budget(None, "--max-size") is None
+    assert parse_budget(("25",), "--max-size") == {"total": 25.0}
+    assert parse_budget(("unet=20", "vae_decoder=3,total=30"), "--max-size") == {"unet": 20, "vae_decoder": 3, "total": 30}
+    assert parse_budget({"unet": 1.5}, "--max-size") == {"unet": 1.5}
+    assert parse_budget(7, "--max-latency-ms") == {"total": 7.0}
+    for bad, message in (("x", "not a number"), ("unet=-2", "positive"), ("refiner=2", "unknown component"),
+                         ("unet=inf", "positive")):
+        with pytest.raises(BadInputError, match=message):
+            parse_budget((bad,), "--max-size")
+
+
+def test_psnr_gate_names_the_component_and_the_shortfall() -> None:
+    results = psnr_gates(MANIFEST, 35.0)
+    assert [(r.subject, r.status) for r in results] == [("text_encoder", "passed"), ("unet", "failed"),
+                                                         ("vae_decoder", "passed")]
+    with pytest.raises(GateFailedError, match=r"PSNR gate failed: unet 33.50 dB < 35 dB \(under by 1.50 dB\)") as err:
+        enforce(results, MANIFEST)
+    assert err.value.exit_code == 1 and err.value.manifest is MANIFEST
+
+
+def test_unverified_components_are_skipped_not_passed() -> None:
+    manifest = copy.deepcopy(MANIFEST)
+    del manifest["components"]["unet"]["psnr_db"]
+    gate = next(r for r in psnr_gates(manifest, 35.0) if r.subject == "unet")
+    assert gate.status == "skipped" and "not verified" in gate.message
+
+
+def test_size_gates_total_and_per_component() -> None:
+    results = size_gates(MANIFEST, {"total": 30, "unet": 40, "vae_encoder": 1})
+    by = {r.subject: r for r in results}
+    assert by["total"].status == "failed" and by["total"].value == 37.0
+    assert "over by 7.00 MB, +23%" in by["total"].message
+    assert by["unet"].status == "passed" and by["vae_encoder"].status == "skipped"
+
+
+def test_latency_gates_per_call_and_per_image() -> None:
+    results = latency_gates(MANIFEST, {"unet": 90, "text_encoder": 10, "vae_decoder": 50, "total": 1000}, steps=8)
+    by = {r.subject: r for r in results}
+    assert by["unet"].status == "failed" and "100.0 ms > 90 ms" in by["unet"].message
+    assert "batch 2 on iphone-14-pro" in by["unet"].message
+    assert by["text_encoder"].status == "passed"
+    assert by["vae_decoder"].status == "skipped" and "the cost model failed" in by["vae_decoder"].message
+    assert by["total"].status == "skipped"  # one component has no estimate: no silent partial sum
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["components"]["vae_decoder"]["latency_estimate"] = {"ms": 50.0, "device": "iphone-14-pro", "batch": 1}
+    total = latency_gates(manifest, {"total": 1000}, steps=8)[0]
+    assert total.value == pytest.approx(2 * 4 + 8 * 100 + 50) and total.status == "passed"
+
+
+def test_several_failures_in_one_line() -> None:
+    options = CompileOptions(min_psnr=35, max_size={"total": 30}, max_latency_ms={"unet": 90})
+    with pytest.raises(GateFailedError) as err:
+        enforce(evaluate(MANIFEST, options), MANIFEST)
+    message = str(err.value)
+    assert message.startswith("3 gates failed:") and "\n" not in message
+    assert "PSNR unet" in message and "size total" in message and "latency unet" in message
+
+
+def test_estimate_latency(sd15_onnx_build: Path) -> None:
+    model = ir.load(sd15_onnx_build / "unet" / "model.onnx")
+    options = CompileOptions(target="coreml")
+    estimate = estimate_latency(model, "unet", DEVICES["iphone-14-pro"], options)
+    assert estimate["ms"] > 0 and estimate["batch"] == 2 and estimate["device"] == "iphone-14-pro"
+    none = estimate_latency(model, "unet", None, CompileOptions(target="onnx"))
+    assert none["ms"] is None and "--device" in none["reason"]
+    weights = sum(v.const_value.nbytes for v in model.graph.initializers.values())
+    assert weightless_proto(model).ByteSize() < weights / 4  # large weights: dims and dtypes only
+    assert sum(v.const_value.nbytes for v in model.graph.initializers.values()) == weights  # model untouched
+
+
+def test_json_and_junit_reports(tmp_path: Path) -> None:
+    options = CompileOptions(min_psnr=35, max_size={"total": 30}, max_latency_ms={"vae_decoder": 10})
+    gates = evaluate(MANIFEST, options)
+    report = build_report(MANIFEST, gates, tmp_path / "build", None, 12.5)
+    assert (report["status"], report["exit_code"]) == ("failed", 1)
+    assert report["timings"]["total_s"] == 12.5 and report["timings"]["unet: export"] == 2.0
+    write_reports(tmp_path / "r" / "c.json", tmp_path / "r" / "c.xml", report)
+    assert json.loads((tmp_path / "r" / "c.json").read_text())["manifest"]["target"] == "coreml"
+    suite = ET.parse(tmp_path / "r" / "c.xml").getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == 3 + len(gates)  # one per component, one per gate
+    assert suite.get("tests") == str(len(cases)) and suite.get("failures") == "2" and suite.get("skipped") == "1"
+    failure = next(c for c in cases if c.get("classname") == "fusionc.gate.max_size").find("failure")
+    assert "over by 7.00 MB" in failure.get("message")
+    unet = next(c for c in cases if c.get("name") == "unet" and c.get("classname") == "fusionc.component")
+    assert float(unet.get("time")) == 3.0 and "33.50 dB" in unet.find("system-out").text
+
+
+def test_error_report() -> None:
+    error = BadInputError("checkpoint 'x' does not exist")
+    report = build_report(None, [], Path("out"), error, 0.5)
+    assert (report["status"], report["exit_code"], report["error"]) == ("error", 2, str(error))
+    suite = ET.fromstring(junit_xml(report)).find("testsuite")
+    assert suite.get("errors") == "1" and suite.find("testcase/error").get("message") == str(error)
+
+
+def test_failed_gates_exit_1_after_writing_build_and_reports(tiny_pipeline, tmp_path: Path) -> None:
+    """Through the CLI: the build and both reports exist, the one-line error names each gate and by how much."""
+    out = tmp_path / "build"
+    args = ["compile", str(tiny_pipeline("sd15")), "--components", "text_encoder,vae_decoder", "--out", str(out),
+            "--verify-steps", "1", "--verify-prompts", "1", "--device", "iphone-14-pro",
+            "--min-psnr", "40", "--max-size", "0.5", "--max-size", "text_encoder=100", "--max-latency-ms", "unet=1",
+            "--max-latency-ms", "vae_decoder=1e-6", "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml")]
+    result = CliRunner().invoke(__import__("fusionc.cli", fromlist=["main"]).main, args)
+    assert result.exit_code == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("fusionc: error")]
+    assert len(errors) == 1 and errors[0].startswith("fusionc: error: 2 gates failed:")
+    assert "size total" in errors[0] and "MB > 0.5 MB (over by" in errors[0] and "latency vae_decoder" in errors[0]
+    manifest = json.loads((out / "manifest.json").read_text())  # the build was written
+    assert {g["status"] for g in manifest["gates"]} == {"passed", "failed", "skipped"}  # unet: not in this build
+    assert manifest["components"]["vae_decoder"]["latency_estimate"]["device"] == "iphone-14-pro"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["status"] == "failed" and report["manifest"]["components"].keys() == manifest["components"].keys()
+    suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "2" and len(suite.findall("testcase")) == 2 + len(manifest["gates"])
+    assert "gate max_size" in result.stdout and "FAIL" in result.stdout
+
+
+def test_compile_error_still_writes_the_reports(tmp_path: Path) -> None:
+    from fusionc.cli import main
+
+    result = CliRunner().invoke(main, ["compile", str(tmp_path / "missing"), "--out", str(tmp_path / "b"),
+                                       "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml")])
+    assert result.exit_code == 2
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["status"] == "error" and "does not exist" in report["error"]
+    assert ET.parse(tmp_path / "r.xml").getroot().find("testsuite").get("errors") == "1"
+    assert not (tmp_path / "b").exists()
