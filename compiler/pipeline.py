@@ -105,7 +105,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     names = select_components(checkpoint, options, target)
     height, width = image_size(checkpoint, options)
     with stage("reference trajectory (torch)", timings):
-        feeds, expected = trajectory_samples(checkpoint, options)
+        feeds, expected = trajectory_samples(checkpoint, options, names)
     manifest: dict[str, Any] = {
         "fusionc_version": fusionc.__version__,
         "target": options.target,

@@ -73,9 +73,9 @@ def encode_prompt(runners: dict[str, Runner], tokenizers: dict, prompt: str, gui
 def denoise(runners: dict[str, Runner], tokenizers: dict, scheduler, prompt: str, *, steps: int = 8,
             seed: int = 0, guidance: float = 7.5, latent_shape: tuple[int, int, int], scaling_factor: float,
             text_length: int, sdxl: bool = False, image_size: tuple[int, int] | None = None,
-            record: Callable[[str, Feeds], None] | None = None) -> np.ndarray:
-    """Run the loop; returns the decoded image float32 [1, 3, H, W] in [-1, 1]. `record(name, feeds)` sees
-    every component call's inputs (for verification and calibration)."""
+            record: Callable[[str, Feeds], None] | None = None, decode: bool = True) -> np.ndarray:
+    """Run the loop; returns the decoded image float32 [1, 3, H, W] in [-1, 1] (the final latents when
+    `decode` is False). `record(name, feeds)` sees every component call's inputs (verification, calibration)."""
     record = record or (lambda name, feeds: None)
     use_cfg = guidance > 1.0
     cond = encode_prompt(runners, tokenizers, prompt, use_cfg, text_length, sdxl)
@@ -102,6 +102,8 @@ def denoise(runners: dict[str, Runner], tokenizers: dict, scheduler, prompt: str
         if use_cfg:
             noise = noise[:1] + guidance * (noise[1:] - noise[:1])
         latents = scheduler.step(torch.from_numpy(noise), t, torch.from_numpy(latents)).prev_sample.numpy()
+    if not decode:
+        return latents
     feeds = {"latent_sample": (latents / scaling_factor).astype(np.float32)}
     record("vae_decoder", feeds)
     image = runners["vae_decoder"](feeds)["sample"]

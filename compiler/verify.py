@@ -38,14 +38,14 @@ def reference_runners(checkpoint: Checkpoint, options: CompileOptions) -> dict[s
     return {name: component_spec(checkpoint, name, options).reference for name in checkpoint.component_names()}
 
 
-def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions,
+def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, components: list[str] | None = None,
                        prompts: tuple[str, ...] = VERIFY_PROMPTS) -> tuple[dict[str, list[Feeds]], dict[str, list[Feeds]]]:
     """(inputs, torch outputs) of every component call along short denoising runs (guidance on,
     options.verify_steps steps, options.verify_prompts prompts). Components the loop does not call
     (vae_encoder, or every component of a checkpoint that is not a full pipeline) get inputs only."""
     feeds: dict[str, list[Feeds]] = defaultdict(list)
     outputs: dict[str, list[Feeds]] = defaultdict(list)
-    names = checkpoint.component_names()
+    names = components or checkpoint.component_names()
     tokenizers = {k: load_tokenizer(v) for k, v in checkpoint.tokenizer_dirs.items()}
     if "unet" not in names or "vae" not in checkpoint.models or not tokenizers:
         for name in names:
@@ -72,7 +72,8 @@ def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions,
                 seed=options.seed + i, guidance=7.5, latent_shape=(unet.config.in_channels, height // scale, width // scale),
                 scaling_factor=float(getattr(vae.config, "scaling_factor", 1.0) or 1.0),
                 text_length=text_length(checkpoint), sdxl=checkpoint.is_sdxl, image_size=(height, width),
-                record=lambda name, f: feeds[name].append(f) if name == "vae_encoder" and name in names else None)
+                record=lambda name, f: feeds[name].append(f) if name == "vae_encoder" and name in names else None,
+                decode=bool({"vae_decoder", "vae_encoder"} & set(names)))
     return dict(feeds), dict(outputs)
 
 

@@ -39,7 +39,7 @@ def verify_build(build: Path, min_psnr: float | None = None) -> dict[str, Any]:
     checkpoint = load_checkpoint(source, options.allow_pickle)
     target = get_target(manifest["target"])
     with stage("reference trajectory (torch)"):
-        feeds, expected = trajectory_samples(checkpoint, options)
+        feeds, expected = trajectory_samples(checkpoint, options, list(manifest["components"]))
     for name, entry in manifest["components"].items():
         for file in entry["files"]:
             if not (build / file).exists():
