@@ -1,0 +1,135 @@
+"""Deterministic builds and the --cache: same inputs, same bytes, whichever path produced them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import fusionc
+from fusionc import cache
+from fusionc.options import CompileOptions
+from fusionc.pipeline import compile_checkpoint
+from fusionc.reproducible import canonical_ort, canonical_ort_bytes
+
+COMPONENTS = ("text_encoder", "vae_decoder")
+
+
+def options(**kwargs: object) -> CompileOptions:
+    return CompileOptions(components=COMPONENTS, verify=False, verify_steps=1, verify_prompts=1, **kwargs)
+
+
+def artifacts(build: Path) -> dict[str, str]:
+    """Every file of a build but the manifest (which holds timings and the cache status) with its hash."""
+    return {str(p.relative_to(build)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(build.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.fixture()
+def stable_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other sessions edit the shared tree while tests run: pin the source hash the cache keys include."""
+    monkeypatch.setattr(cache, "source_hash", lambda modules: "pinned-" + ",".join(modules))
+
+
+@pytest.fixture(scope="module")
+def two_builds(tiny_pipeline, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("det")
+    for name in ("a", "b"):
+        compile_checkpoint(tiny_pipeline("sd15"), options(), root / name)
+    return root / "a", root / "b"
+
+
+def test_same_checkpoint_twice_gives_byte_identical_artifacts(two_builds: tuple[Path, Path]) -> None:
+    a, b = two_builds
+    files = artifacts(a)
+    assert any(f.endswith(".onnx") for f in files) and any(f.endswith(".ort") for f in files)
+    assert files == artifacts(b)
+
+
+def test_artifacts_hold_no_host_paths_or_times(two_builds: tuple[Path, Path]) -> None:
+    package = str(Path(fusionc.__file__).resolve().parent.parent).encode()
+    for path in two_builds[0].rglob("*.onnx"):
+        data = path.read_bytes()
+        assert package not in data and b"site-packages" not in data and b"stack_trace" not in data, path
+
+
+def test_cache_hits_give_the_same_bytes(tiny_pipeline, two_builds: tuple[Path, Path], tmp_path: Path,
+                                        stable_sources: None) -> None:
+    ckpt, store = tiny_pipeline("sd15"), tmp_path / "cache"
+    first = compile_checkpoint(ckpt, options(), tmp_path / "miss", cache_dir=store)
+    second = compile_checkpoint(ckpt, options(), tmp_path / "hit", cache_dir=store)
+    assert {c["cache"] for c in first["components"].values()} == {"miss"}
+    assert {c["cache"] for c in second["components"].values()} == {"hit: optimized"}
+    assert [p["name"] for p in second["passes"]] == [p["name"] for p in first["passes"]]
+    # gate-only options do not change what is cached
+    gated = compile_checkpoint(ckpt, options(max_size={"total": 100.0}), tmp_path / "gated", cache_dir=store)
+    assert {c["cache"] for c in gated["components"].values()} == {"hit: optimized"}
+    for meta in list(store.rglob("meta.json")):  # drop the optimized stage: the export is reused, the passes rerun
+        if json.loads(meta.read_text())["stage"] == "optimized":
+            shutil.rmtree(meta.parent)
+    third = compile_checkpoint(ckpt, options(), tmp_path / "export-hit", cache_dir=store)
+    assert {c["cache"] for c in third["components"].values()} == {"hit: export"}
+    reference = artifacts(two_builds[0])
+    for name in ("miss", "hit", "export-hit"):
+        assert artifacts(tmp_path / name) == reference, name
+
+
+def test_cache_keys(stable_sources: None) -> None:
+    base = options()
+    export = cache.export_key("sha", "unet", (64, 64), base)
+    assert export == cache.export_key("sha", "unet", (64, 64), options(min_psnr=40, palettize="6"))
+    assert export != cache.export_key("other", "unet", (64, 64), base)
+    assert export != cache.export_key("sha", "unet", (128, 64), base)
+    assert export != cache.export_key("sha", "vae_decoder", (64, 64), base)
+    optimized = cache.optimized_key(export, base, None)
+    assert optimized == cache.optimized_key(export, options(min_psnr=40, max_latency_ms={"unet": 1.0}), None)
+    assert optimized != cache.optimized_key(export, options(palettize="6"), None)
+    assert optimized != cache.optimized_key(export, options(target="coreml"), None)
+    assert optimized != cache.optimized_key(export, base, "iphone-14-pro")
+
+
+def test_a_damaged_cache_entry_is_a_miss(tmp_path: Path, two_builds: tuple[Path, Path]) -> None:
+    import onnx_ir as ir
+
+    store = cache.ComponentCache(tmp_path / "c")
+    model = ir.load(two_builds[0] / "text_encoder" / "model.onnx")
+    store.store("ab" * 32, model, {"stage": "export"})
+    assert store.load("ab" * 32) is not None
+    (store.root / "ab" / ("ab" * 32) / "model.onnx").write_bytes(b"garbage")
+    assert store.load("ab" * 32) is None
+
+
+def test_unwritable_cache_is_bad_input(tmp_path: Path) -> None:
+    from fusionc.errors import BadInputError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInputError, match="--cache"):
+        cache.ComponentCache(tmp_path / "file" / "cache")
+
+
+def test_canonical_ort_is_stable_and_runs(two_builds: tuple[Path, Path], tmp_path: Path) -> None:
+    """onnxruntime writes the same .ort content in a different byte order each time; we canonicalize it."""
+    source = two_builds[0] / "text_encoder" / "model.onnx"
+    raw = []
+    for i in range(3):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"m{i}.ort")
+        options.add_session_config_entry("session.save_model_format", "ORT")
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        raw.append((tmp_path / f"m{i}.ort").read_bytes())
+    canonical = {canonical_ort_bytes(data) for data in raw}
+    assert len(canonical) == 1
+    canonical_ort(tmp_path / "m0.ort")
+    assert canonical_ort_bytes((tmp_path / "m0.ort").read_bytes()) == (tmp_path / "m0.ort").read_bytes()  # idempotent
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": np.zeros([2 if not isinstance(d, int) else d for d in session.get_inputs()[0].shape],
+                                   np.int32)}
+    expected = session.run(None, feeds)
+    got = ort.InferenceSession(str(tmp_path / "m0.ort"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for a, b in zip(expected, got):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
