@@ -6,7 +6,9 @@ resolver from absl hash maps whose seed depends on memory addresses, so the same
 the same content in a different byte layout (the model itself, written first, is identical). `canonical_ort`
 rewrites only that part: it keeps the model's bytes verbatim (flatbuffers offsets are relative, and the model
 sits at the end of the buffer) and rebuilds the resolver and the root table in sorted order with the generated
-flatbuffers builders shipped in onnxruntime.tools.
+flatbuffers builders shipped in onnxruntime.tools. Core ML packages get random item UUIDs, a conversion date and
+hash-ordered metadata from coremltools: `canonical_mlpackage` makes them deterministic too. The exporter's
+stack traces (absolute paths of this machine) are dropped from every graph (`strip_host_paths`).
 """
 
 from __future__ import annotations
@@ -153,3 +155,40 @@ def reset_name_state(model: ir.Model) -> None:
         authority._value_names = ({v.name for node in graph for v in node.outputs if v.name}  # noqa: SLF001
                                   | {v.name for v in graph.inputs if v.name} | set(getattr(graph, "initializers", {})))
         graph._name_authority = authority  # noqa: SLF001
+
+
+# ---- Core ML ---------------------------------------------------------------------------------------------------
+
+MLPACKAGE_VOLATILE_METADATA = ("com.github.apple.coremltools.conversion_date",)
+
+
+def canonical_mlpackage(path: Path) -> None:
+    """Rewrite an .mlpackage so the same program always gives the same bytes.
+
+    coremltools names the package items with random UUIDs (Manifest.json), stamps the conversion date into the
+    model's metadata and serializes the metadata map in hash order. We derive the identifiers from the item paths
+    (uuid5), drop the date, and write the spec with protobuf's deterministic serialization (sorted map keys).
+    """
+    import json
+    import uuid
+
+    from coremltools.proto import Model_pb2
+
+    path = Path(path)
+    manifest_path = path / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    renamed = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, "fusionc:" + entry["path"]))
+               for old, entry in manifest.get("itemInfoEntries", {}).items()}
+    manifest["itemInfoEntries"] = {renamed[k]: v for k, v in manifest["itemInfoEntries"].items()}
+    if manifest.get("rootModelIdentifier") in renamed:
+        manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
+    manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
+    for entry in manifest["itemInfoEntries"].values():
+        spec_path = path / "Data" / entry["path"]
+        if not spec_path.is_file() or not spec_path.name.endswith(".mlmodel"):
+            continue
+        spec = Model_pb2.Model()
+        spec.ParseFromString(spec_path.read_bytes())
+        for key in MLPACKAGE_VOLATILE_METADATA:
+            spec.description.metadata.userDefined.pop(key, None)
+        spec_path.write_bytes(spec.SerializeToString(deterministic=True))

@@ -55,4 +55,7 @@ def save_mlpackage(program: Program, path: Path, deployment: str, units: str = "
     model.short_description = (metadata or {}).get("description", "fusionc")
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(path))
+    from fusionc.reproducible import canonical_mlpackage
+
+    canonical_mlpackage(path)  # same program, same bytes: no random item ids, no conversion date
     return {"convert_s": converted - start, "save_s": time.perf_counter() - converted}

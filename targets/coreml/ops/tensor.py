@@ -13,7 +13,7 @@ from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.frontend._utils import build_einsum_mil
 from coremltools.converters.mil.mil import Var
 
-from fusionc.targets.coreml.lower import LoweringContext, register
+from fusionc.targets.coreml.lower import LoweringContext, mil_name, register
 
 
 def _axes(ctx: LoweringContext, node: ir.Node, index: int = 1) -> list[int] | None:
@@ -249,7 +249,7 @@ def pad(ctx: LoweringContext, node: ir.Node) -> Var:
 @register("Einsum")
 def einsum(ctx: LoweringContext, node: ir.Node) -> Var:
     inputs = [ctx.var(v) for v in node.inputs]
-    name = f"einsum_{id(node)}"
+    name = mil_name(f"{node.name or node.outputs[0].name}_einsum")  # not id(node): names land in the artifact
     return build_einsum_mil(inputs, ctx.attr(node, "equation"), name)
 
 
