@@ -161,9 +161,14 @@ def compile_context(model_path: Path, context_path: Path, config: HtpConfig) -> 
     context_path = Path(context_path)
     context_path.unlink(missing_ok=True)
     before = set(context_path.parent.glob("*.bin"))
+    source = Path(model_path)
+    # From bytes when it can: onnxruntime names the context's graph after a hash of the model's path (a temporary
+    # folder), and from bytes after the graph itself, so the same model gives the same .onnx and .bin every time.
+    in_memory = not source.with_name(source.name + ".data").exists() and source.stat().st_size < (1 << 30)
     try:
         with captured_stderr():  # the HTP prepare step prints progress on stderr
-            ort.InferenceSession(str(model_path), sess_options=session_options(config, context_path))
+            ort.InferenceSession(source.read_bytes() if in_memory else str(source),
+                                 sess_options=session_options(config, context_path))
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own Fail/RuntimeException types
         raise _fail(Path(model_path), config, err) from None
     if not context_path.exists():
