@@ -68,7 +68,7 @@ def detect(image: np.ndarray) -> Detection:
     small = mask if size == 64 else _resize_mask(mask, 64)
     best, best_iou = None, -1.0
     for shape in SHAPES:
-        for r in np.arange(5.0, 18.0, 0.5):
+        for r in np.arange(0.8, 1.45, 0.05) * np.sqrt(small.sum() / np.pi):  # template sizes of the same area
             template = shape_sdf(shape, cx, cy, float(r)) < 0
             iou = float((template & small).sum() / max((template | small).sum(), 1))
             if iou > best_iou:

@@ -13,6 +13,7 @@ a pixel belongs to the shape when its chroma is high.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,9 +55,14 @@ class Scene:
         return text + (", striped background" if self.background == "striped" else "")
 
 
+@functools.lru_cache(maxsize=4)
+def _grid(size: int) -> np.ndarray:
+    return np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+
+
 def shape_sdf(shape: str, cx: float, cy: float, r: float, size: int = SIZE) -> np.ndarray:
     """Signed distance in pixels (negative inside) of `shape` centred at (cx, cy) with half-size r."""
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    ys, xs = _grid(size)
     dx, dy = xs - cx, ys - cy
     if shape == "circle":
         return np.hypot(dx, dy) - r
