@@ -133,3 +133,25 @@ def test_canonical_ort_is_stable_and_runs(two_builds: tuple[Path, Path], tmp_pat
     got = ort.InferenceSession(str(tmp_path / "m0.ort"), providers=["CPUExecutionProvider"]).run(None, feeds)
     for a, b in zip(expected, got):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["coreml", "qnn"])
+def test_device_targets_are_byte_identical_across_runs(target: str, tiny_pipeline, tmp_path: Path) -> None:
+    """Fresh processes, as CI runs them (the QNN backend numbers its objects per process: an in-process second
+    compile would differ in those counters, a second `fusionc compile` does not)."""
+    import os
+    import subprocess
+    import sys
+
+    builds = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        result = subprocess.run([sys.executable, "-m", "fusionc.cli", "compile", str(tiny_pipeline("sd15")), "--target",
+                                 target, "--components", "text_encoder", "--no-verify", "--verify-steps", "1",
+                                 "--verify-prompts", "1", "--out", str(out)], capture_output=True, text=True,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
+        assert result.returncode == 0, result.stderr[-2000:]
+        builds.append(artifacts(out))
+    assert builds[0] == builds[1]
+    suffixes = {Path(f).suffix for f in builds[0]}
+    assert (".mlmodel" in suffixes and ".json" in suffixes) if target == "coreml" else {".onnx", ".bin"} <= suffixes
