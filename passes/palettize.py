@@ -181,7 +181,9 @@ class PalettizeWeightsPass(ir.passes.InPlacePass):
         self.reports = []
         weights = find_weights(model, self.min_elements, self.include_embeddings)
         order = node_order(model)
-        for weight in weights:
+        from fusionc.progress import track
+
+        for weight in track(weights, "palettize weights"):
             nbits = self.bits_for(weight)
             if nbits == FP16_BITS:
                 continue

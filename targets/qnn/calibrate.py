@@ -193,7 +193,9 @@ class SegmentedModel:
                 for i, sample in enumerate(live):
                     visit(name, i, sample[name])
         future = self._future_inputs()
-        for index, seg in enumerate(self.segments):
+        from fusionc.progress import track
+
+        for index, seg in track(list(enumerate(self.segments)), f"calibration ({len(live)} samples), segments"):
             outputs = [o for o in seg.outputs if o in future[index] or o in self.graph_outputs
                        or (self._is_float(o) and (wanted is None or o in wanted))]
             if not outputs:
