@@ -291,7 +291,9 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
             w.value.dtype.numpy())
 
     gains: dict[str, float] = {}
-    for members in groups:
+    from fusionc.progress import track
+
+    for members in track(groups, "mixed-bit search: layer sensitivity"):
         overrides = {w.value.name: dense(w, PROBE_BITS) for w in members}
         mse = _mse([_flat(session(f, overrides)) for f in probes], probe_base)
         weight_error = sum(errors[w.layer][PROBE_BITS] for w in members)
