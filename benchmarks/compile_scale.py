@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -34,19 +35,25 @@ def main() -> None:
     out = args.work / f"sd15_{args.target}"
     command = [sys.executable, "-m", "fusionc.cli", "compile", str(checkpoint), "--target", args.target,
                "--out", str(out), "--components", args.components, "--verify-steps", "1", "--verify-prompts", "1"]
+    load_before = os.getloadavg()
     start = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - start
-    peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_rss = usage.ru_maxrss * 1024
     manifest = json.loads((out / "manifest.json").read_text())
     result = {
         "benchmark": "compile_scale",
         "model": "SD-1.5-shaped pipeline, random weights (../shared/reference-models.md)",
         "command": " ".join(command[2:]),
         "machine": {"cores": 2, "python": platform.python_version()},
+        # CPU seconds are robust to other load on the machine; wall seconds are not (see load_average).
         "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "peak_rss_bytes": peak_rss,
         "stage_seconds": manifest["timings"],
+        "peak_rss_mb_after_stage": manifest.get("peak_rss_mb_after_stage"),
         "components": {n: {"bytes": c["bytes"], "psnr_db": c.get("psnr_db"),
                            "passes_seconds": round(sum(p["seconds"] for p in c["passes"]), 2)}
                        for n, c in manifest["components"].items()},

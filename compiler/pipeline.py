@@ -30,7 +30,7 @@ from fusionc.errors import BadInputError
 from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify` imports it from here)
 from fusionc.export import component_spec, export_component, image_size
 from fusionc.options import ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions
-from fusionc.progress import stage, track
+from fusionc.progress import STAGE_PEAK_RSS_MB, stage, track
 from fusionc.reproducible import reset_name_state, strip_host_paths
 from fusionc.targets import get_target
 from fusionc.targets.base import ComponentContext, PassEntry
@@ -159,6 +159,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
             manifest["components"][name]["psnr_db"] = scores.pop("psnr_db")
             manifest["components"][name]["psnr_by_output"] = scores
         manifest["timings"] = timings
+        manifest["peak_rss_mb_after_stage"] = {k: v for k, v in STAGE_PEAK_RSS_MB.items() if k in timings}
         results = gates.evaluate(manifest, options)
         manifest["gates"] = [r.to_json() for r in results]
         buildfs.write_json(build / buildfs.MANIFEST, manifest)
