@@ -106,6 +106,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     height, width = image_size(checkpoint, options)
     with stage("reference trajectory (torch)", timings):
         feeds, expected = trajectory_samples(checkpoint, options, names)
+    _release_torch_modules(checkpoint, names)
     manifest: dict[str, Any] = {
         "fusionc_version": fusionc.__version__,
         "target": options.target,

@@ -44,7 +44,7 @@ def write_ort_format(onnx_path: Path) -> Path | None:
     """Convert to ORT format (.ort, flatbuffers, < 2 GB only) for ONNX Runtime Mobile."""
     import onnxruntime as ort
 
-    if sum(p.stat().st_size for p in onnx_path.parent.glob(onnx_path.name + "*")) > EXTERNAL_DATA_THRESHOLD:
+    if _weights_on_disk(onnx_path) > EXTERNAL_DATA_THRESHOLD:
         return None
     ort_path = onnx_path.with_suffix(".ort")
     options = ort.SessionOptions()
@@ -65,12 +65,21 @@ def _compression_extra(model: ir.Model) -> dict[str, Any]:
     return {"compression": info} if info else {}
 
 
+def _weights_on_disk(onnx_path: Path) -> int:
+    return sum(p.stat().st_size for p in onnx_path.parent.glob(onnx_path.name + "*"))
+
+
 class OrtRunner:
     """An onnxruntime CPU session under the canonical interface."""
 
     def __init__(self, path: Path, providers: list[Any] | None = None, options: Any = None) -> None:
         import onnxruntime as ort
 
+        if options is None and _weights_on_disk(path) > EXTERNAL_DATA_THRESHOLD:
+            # At SD scale, pre-packed weight copies and the arena would double the session's memory.
+            options = ort.SessionOptions()
+            options.enable_cpu_mem_arena = False
+            options.add_session_config_entry("session.disable_prepacking", "1")
         self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
