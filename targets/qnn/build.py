@@ -61,6 +61,8 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         config, report = choose_config(float_path, stats, feeds, QuantConfig.for_precision(options.precision),
                                        ctx.name, options)
         timings["remedies_s"] = time.perf_counter() - start
+        if config.float_nodes:  # fp16 islands chosen by the remedies: the HTP runs float ops in fp16
+            htp = replace(htp, fp16=True)
         qdq = quantize(float_path, stats, config)
         files = save_model(qdq, out / "model.qdq.onnx")
         files.append(write_encodings(qdq, out / "model.encodings.json"))

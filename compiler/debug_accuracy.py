@@ -1,0 +1,101 @@
+"""`fusionc debug-accuracy BUILD`: name the layers of a QNN build that lose the most accuracy.
+
+The prepared float graph is rebuilt from the checkpoint recorded in the manifest (same export and passes
+as the compile, so tensor names match the Q nodes of model.qdq.onnx), the calibration inputs are taken
+from the same trajectory, and `fusionc.targets.qnn.debug.compare_layers` measures every quantized tensor
+on the CPU (fake-quant) and on the HTP emulator. The table lists the worst layers by local loss; the JSON
+(--json) holds every tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from fusionc import buildfs
+from fusionc.errors import BadInputError
+
+
+def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path) -> Path:
+    """Export + the qnn pipeline, exactly as the compile ran them, saved to `path` (external data)."""
+    from fusionc import pipeline
+    from fusionc.export import component_spec
+    from fusionc.targets import get_target
+    from fusionc.targets.qnn.quantize import save_float
+
+    spec = component_spec(checkpoint, name, options)
+    model = pipeline._export(spec, options)
+    pipeline._optimize(model, get_target("qnn"), options)
+    return save_float(model, path)
+
+
+def debug_build(build: Path, component: str | None = None, samples: int = 2, top: int = 15,
+                tensors: str | None = None, htp: bool = True, json_path: Path | None = None,
+                echo: Callable[[str], None] = print) -> dict[str, Any]:
+    from fusionc.checkpoint import load_checkpoint
+    from fusionc.devices import get_device
+    from fusionc.targets.qnn.debug import compare_layers, quantized_tensors, worst_layers
+    from fusionc.targets.qnn.ep import HtpConfig
+    from fusionc.targets.qnn.quantize import calibration_feeds
+    from fusionc.verify import trajectory_samples
+    from fusionc.verify_build import options_from_manifest
+
+    import onnx_ir as ir
+
+    manifest = buildfs.read_manifest(build)
+    if manifest.get("target") != "qnn":
+        raise BadInputError(f"{build} is a {manifest.get('target')} build: debug-accuracy compares QNN builds")
+    names = [component] if component else [n for n, c in manifest["components"].items()
+                                           if (build / n / "model.qdq.onnx").exists()]
+    if component and component not in manifest["components"]:
+        raise BadInputError(f"component '{component}' is not in {build}: it has {', '.join(manifest['components'])}")
+    if not names or not all((build / n / "model.qdq.onnx").exists() for n in names):
+        raise BadInputError(f"{build} has no quantized graph to debug (an fp16 build?): compile with --precision w8a16 or w8a8")
+    source = Path(manifest["checkpoint"]["path"])
+    if not source.exists():
+        raise BadInputError(f"the checkpoint this build came from, '{source}', is gone: the debugger needs it")
+    options = options_from_manifest(manifest)
+    checkpoint = load_checkpoint(source, options.allow_pickle)
+    feeds, _ = trajectory_samples(checkpoint, options)
+    device = get_device(manifest.get("device"), "qnn")
+    report: dict[str, Any] = {}
+    for name in names:
+        qdq_path = build / name / "model.qdq.onnx"
+        with tempfile.TemporaryDirectory() as tmp:
+            float_path = prepared_float_model(checkpoint, name, options, Path(tmp) / "model.float.onnx")
+            graph = ir.load(float_path).graph
+            known = {v.name for v in graph.inputs} | {out.name for node in graph for out in node.outputs}
+            names_q = [t.tensor for t in quantized_tensors(ir.load(qdq_path))]
+            if sum(t in known for t in names_q) < 0.9 * len(names_q):
+                raise BadInputError(f"{name}: the rebuilt float graph does not match {qdq_path} (another fusionc "
+                                    "version or options?): recompile the build, then debug it")
+            chosen = calibration_feeds(feeds.get(name, []), samples)
+            reports = compare_layers(float_path, qdq_path, chosen, HtpConfig.from_device(device) if htp else None,
+                                     tensors, Path(tmp))
+        worst = worst_layers(reports, top)
+        report[name] = {"samples": len(chosen), "worst": [r.to_json() for r in worst],
+                        "tensors": [r.to_json() for r in reports]}
+        _print(name, reports, worst, echo)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _print(name: str, reports: list, worst: list, echo: Callable[[str], None]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    last = reports[-1] if reports else None
+    title = f"{name}: worst layers by local loss (of {len(reports)} quantized tensors)"
+    if last is not None:
+        title += f"; output {last.tensor}: CPU {last.psnr_cpu:.1f} dB" + (
+            f", HTP {last.psnr_htp:.1f} dB" if last.psnr_htp is not None else "")
+    table = Table(title=title)
+    for column in ("tensor", "op", "bits", "CPU dB", "HTP dB", "local loss dB"):
+        table.add_column(column, justify="left" if column in ("tensor", "op") else "right")
+    for r in worst:
+        table.add_row(r.tensor, r.op, str(r.bits), f"{r.psnr_cpu:.1f}",
+                      "-" if r.psnr_htp is None else f"{r.psnr_htp:.1f}", f"{r.local_loss_db:.1f}")
+    Console().print(table)
