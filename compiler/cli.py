@@ -207,6 +207,23 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
     run_generate(prompt, build, checkpoint, out, steps, seed, guidance, min_psnr, echo=click.echo)
 
 
+@main.command("debug-accuracy")
+@click.argument("build", type=click.Path(path_type=Path))
+@click.option("--component", default=None, help="One component [default: every quantized one].")
+@click.option("--samples", type=click.IntRange(1, 64), default=2, show_default=True, help="Trajectory inputs to compare on.")
+@click.option("--top", type=click.IntRange(1, 1000), default=15, show_default=True, help="Layers to list.")
+@click.option("--tensors", default=None, help="Regular expression: compare only these tensors (frugal at SD scale).")
+@click.option("--no-htp", is_flag=True, help="CPU fake-quant only (skip the HTP emulator).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write every tensor's figures.")
+@handle_errors
+def debug_accuracy_command(build: Path, component: str | None, samples: int, top: int, tensors: str | None,
+                           no_htp: bool, json_path: Path | None) -> None:
+    """Compare a QNN build's quantized tensors with fp32 (CPU fake-quant and HTP emulator); name the worst layers."""
+    from fusionc.debug_accuracy import debug_build
+
+    debug_build(build, component, samples, top, tensors, not no_htp, json_path, echo=click.echo)
+
+
 from fusionc.bench import register as _register_bench  # noqa: E402  (`devices`, `bench`: compiler/bench.py)
 
 _register_bench(main)
