@@ -150,13 +150,65 @@ class WeightSession:
         self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.dense = {w.value.name: w.value.const_value.numpy() for w in weights}
+        self.adapter = InterfaceAdapter(model)
 
     def __call__(self, feeds: Feeds, overrides: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
-        inputs = {k: feeds[k] for k in self.names if k in feeds}
-        inputs.update(self.dense)
-        if overrides:
-            inputs.update(overrides)
-        return self.session.run(None, inputs)
+        results: list[list[np.ndarray]] = []
+        for piece, keep in self.adapter.pieces(feeds):
+            inputs = {k: piece[k] for k in self.names if k in piece}
+            inputs.update(self.dense)
+            if overrides:
+                inputs.update(overrides)
+            results.append([o[:keep] if keep is not None else o for o in self.session.run(None, inputs)])
+        return [np.concatenate(parts, axis=0) if len(results) > 1 else parts[0] for parts in zip(*results)]
+
+
+class InterfaceAdapter:
+    """Canonical feeds -> the graph's inputs, when a target pass changed the interface (Core ML's Apple
+    contract: renamed inputs, [B,C,1,S] text states, float input_ids, a static batch with `timestep` [B]).
+    Batches are cut to the static batch, a short last piece padded by repeating its last row."""
+
+    def __init__(self, model: ir.Model) -> None:
+        try:
+            from fusionc.passes.ane_interface import read_interface
+
+            interface = read_interface(model)
+        except ImportError:
+            interface = None
+        self.names = dict(interface.inputs) if interface else {}
+        self.bc1s = set(interface.bc1s_inputs) if interface else set()
+        self.floats = set(interface.float_inputs) if interface else set()
+        timestep = self.names.get("timestep", "timestep")
+        self.timestep = timestep
+        dims = [v.shape[0] for v in model.graph.inputs if v.name != timestep and v.shape is not None and len(v.shape)]
+        self.batch = dims[0] if dims and isinstance(dims[0], int) else None
+
+    def pieces(self, feeds: Feeds) -> list[tuple[Feeds, int | None]]:
+        out: Feeds = {}
+        for name, value in feeds.items():
+            value = np.asarray(value)
+            if name in self.bc1s:
+                value = np.ascontiguousarray(value.transpose(0, 2, 1)[:, :, None, :])
+            if name in self.floats:
+                value = value.astype(np.float32)
+            out[self.names.get(name, name)] = value
+        if self.batch is None:
+            return [(out, None)]
+        batched = {k: v for k, v in out.items() if k != self.timestep}
+        rows = next(iter(batched.values())).shape[0] if batched else self.batch
+        pieces = []
+        for start in range(0, rows, self.batch):
+            piece = {}
+            for name, value in batched.items():
+                part = value[start:start + self.batch]
+                if part.shape[0] < self.batch:
+                    part = np.concatenate([part, np.repeat(part[-1:], self.batch - part.shape[0], axis=0)])
+                piece[name] = part
+            if self.timestep in out:
+                t = np.asarray(out[self.timestep], np.float32).reshape(-1)
+                piece[self.timestep] = np.resize(t[start:start + self.batch] if t.size == rows else t, self.batch)
+            pieces.append((piece, min(self.batch, rows - start)))
+        return pieces
 
 
 def balanced_groups(weights: list[Weight], max_groups: int) -> list[list[Weight]]:
