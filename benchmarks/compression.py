@@ -82,9 +82,10 @@ def table(checkpoint: Path | None, target: str, methods: list[str], steps: int, 
                                                   or {}).items() if k not in ("recipe",)},
             }
             print(method, json.dumps({k: v for k, v in rows[method].items() if k != "compression"}), flush=True)
-    result = {"benchmark": "compression_table", "target": target, "checkpoint": str(checkpoint or "built-in"),
-              "prompts": PROMPTS, "steps": steps, "methods": rows, "host": _host()}
-    out.write_text(json.dumps(result, indent=1) + "\n")
+            result = {"benchmark": "compression_table", "target": target, "checkpoint": str(checkpoint or "built-in"),
+                      "checkpoint_sha256": manifest["checkpoint"]["sha256"], "prompts": PROMPTS, "steps": steps,
+                      "methods": rows, "host": _host()}
+            out.write_text(json.dumps(result, indent=1) + "\n")  # after each method: a crash keeps the rows
     return result
 
 

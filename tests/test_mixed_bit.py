@@ -163,3 +163,21 @@ def test_compress_weights_pass_only_touches_compressed_components() -> None:
 def test_uses_weight_dataclass() -> None:
     w = find_weights(mlp_model(), min_elements=1024)[0]
     assert isinstance(w, Weight) and w.size == WIDTH * WIDTH and w.out_axis == 1
+
+
+def test_interface_adapter_follows_the_core_ml_contract() -> None:
+    """After Core ML's interface pass the graph has renamed inputs and a static batch: feeds are adapted."""
+    import json
+
+    from fusionc.mixed_bit import InterfaceAdapter
+
+    model = mlp_model()
+    x = model.graph.inputs[0]
+    x.name, x.shape = "xin", ir.Shape([2, WIDTH])
+    model.graph.metadata_props["fusionc.coreml_interface_json"] = json.dumps(
+        {"component": "unet", "inputs": {"x": "xin"}, "outputs": {}, "bc1s_inputs": [], "float_inputs": []})
+    pieces = InterfaceAdapter(model).pieces({"x": np.arange(3 * WIDTH, dtype=np.float32).reshape(3, WIDTH)})
+    assert [keep for _, keep in pieces] == [2, 1]
+    assert all(piece["xin"].shape == (2, WIDTH) for piece, _ in pieces)
+    np.testing.assert_array_equal(pieces[1][0]["xin"][1], pieces[1][0]["xin"][0])  # padded with its last row
+    assert InterfaceAdapter(mlp_model()).pieces({"x": np.zeros((5, WIDTH))})[0][1] is None  # dynamic batch
