@@ -96,8 +96,8 @@ def atomic_build(out: Path) -> Iterator[Path]:
         tmp.mkdir()
         yield tmp
         _swap_into_place(tmp, out)
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
+    except Exception as err:  # noqa: BLE001 - libraries report a full disk in their own exception types
+        if _disk_full(err, out.parent):
             raise BadInputError(f"disk full while writing the build next to '{out}': free space and compile again") from err
         raise
     finally:
@@ -117,6 +117,20 @@ def _exchange(a: Path, b: Path) -> bool:
         return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    """ENOSPC/EDQUOT anywhere in the chain, or (onnxruntime, coremltools wrap it) less than 1 MB left on the disk."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < (1 << 20)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
