@@ -86,6 +86,17 @@ def _over(value: float, limit: float, unit: str) -> str:
     return f"over by {value - limit:.2f} {unit}, +{(value / limit - 1) * 100:.0f}%"
 
 
+def finite_gates(manifest: dict[str, Any]) -> list[GateResult]:
+    """Always on for verified components: NaN or Inf in a compiled output (PSNR -inf) fails the build."""
+    results = []
+    for name, comp in manifest["components"].items():
+        value = comp.get("psnr_db")
+        if value is not None and not math.isfinite(value) and value < 0:
+            results.append(GateResult("finite", name, 0.0, None, "", "failed",
+                                      f"{name} produced NaN or Inf on the verification inputs"))
+    return results
+
+
 def psnr_gates(manifest: dict[str, Any], min_psnr: float | None) -> list[GateResult]:
     results = []
     for name, comp in ({} if min_psnr is None else manifest["components"]).items():
@@ -95,8 +106,9 @@ def psnr_gates(manifest: dict[str, Any], min_psnr: float | None) -> list[GateRes
                                       f"{name}: not verified (compiled with --no-verify)"))
             continue
         ok = value >= min_psnr
-        text = (f"{name} {value:.2f} dB >= {min_psnr:g} dB" if ok else
-                f"{name} {value:.2f} dB < {min_psnr:g} dB (under by {min_psnr - value:.2f} dB)")
+        value = value if math.isfinite(value) else None  # -inf (NaN/Inf outputs): the finite gate names it
+        text = (f"{name} {comp['psnr_db']:.2f} dB >= {min_psnr:g} dB" if ok else
+                f"{name} {comp['psnr_db']:.2f} dB < {min_psnr:g} dB (under by {min_psnr - comp['psnr_db']:.2f} dB)")
         results.append(GateResult("min_psnr", name, min_psnr, value, "dB", "passed" if ok else "failed", text))
     return results
 
@@ -170,7 +182,7 @@ def latency_gates(manifest: dict[str, Any], max_latency: dict[str, float] | None
 
 def evaluate(manifest: dict[str, Any], options: CompileOptions) -> list[GateResult]:
     """Every gate the options ask for, on a finished manifest."""
-    return (psnr_gates(manifest, options.min_psnr) + size_gates(manifest, options.max_size)
+    return (finite_gates(manifest) + psnr_gates(manifest, options.min_psnr) + size_gates(manifest, options.max_size)
             + latency_gates(manifest, options.max_latency_ms, options.latency_steps))
 
 
@@ -179,7 +191,7 @@ def enforce(results: list[GateResult], manifest: dict[str, Any] | None = None) -
     failed = [r for r in results if r.failed]
     if not failed:
         return
-    names = {"min_psnr": "PSNR", "max_size": "size", "max_latency_ms": "latency"}
+    names = {"min_psnr": "PSNR", "max_size": "size", "max_latency_ms": "latency", "finite": "finite-output"}
     if len(failed) == 1:
         message = f"{names[failed[0].gate]} gate failed: {failed[0].message}"
     else:

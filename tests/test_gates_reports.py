@@ -169,3 +169,16 @@ def test_compile_error_still_writes_the_reports(tmp_path: Path) -> None:
     assert report["status"] == "error" and "does not exist" in report["error"]
     assert ET.parse(tmp_path / "r.xml").getroot().find("testsuite").get("errors") == "1"
     assert not (tmp_path / "b").exists()
+
+
+def test_nan_or_inf_outputs_always_fail(tmp_path: Path) -> None:
+    manifest = copy.deepcopy(MANIFEST)
+    manifest["components"]["vae_decoder"]["psnr_db"] = float("-inf")  # verify.psnr of NaN/Inf outputs
+    gates = evaluate(manifest, CompileOptions(min_psnr=20))
+    failed = [g for g in gates if g.failed]
+    assert [(g.gate, g.subject) for g in failed] == [("finite", "vae_decoder"), ("min_psnr", "vae_decoder")]
+    with pytest.raises(GateFailedError, match="vae_decoder produced NaN or Inf"):
+        enforce(gates, manifest)
+    write_reports(tmp_path / "r.json", None, build_report(manifest, gates, tmp_path, None, 1.0))
+    report = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
+    assert report["manifest"]["components"]["vae_decoder"]["psnr_db"] == "-inf"
