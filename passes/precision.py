@@ -129,8 +129,6 @@ def _centered_tap(graph: onnx.GraphProto, node: ir.Node, index: int, opset: int)
 
 def _inferred_float_values(proto: onnx.ModelProto) -> dict[str, ir.DataType]:
     """Float values whose type only shape inference knows (a graph that did not go through InferShapesPass)."""
-    if proto.ByteSize() > (1 << 30):
-        return {}
     try:
         graph = onnx.shape_inference.infer_shapes(proto, strict_mode=False).graph
     except Exception:  # noqa: BLE001 - measure what is typed
@@ -139,25 +137,60 @@ def _inferred_float_values(proto: onnx.ModelProto) -> dict[str, ir.DataType]:
     return {k: t for k, t in types.items() if t in FLOAT_TYPES}
 
 
-def measure(model: ir.Model, feeds_list: Sequence[Feeds]) -> Measurement:
-    """max|x| of every float value of the main graph (and centered maxima of normalizations) over the feeds."""
+def measure(model: ir.Model, feeds_list: Sequence[Feeds], work_dir: Path | None = None) -> Measurement:
+    """max|x| of every float value of the main graph (and centered maxima of normalizations) over the feeds.
+
+    The weights are streamed to `work_dir` (external data) rather than copied into a protobuf: at SD-1.5 scale
+    that copy alone would be 3.4 GB.
+    """
     import onnxruntime as ort
 
-    proto = ir.to_proto(model)
+    input_names = {v.name for v in model.graph.inputs}
+    feeds_list = [{k: v for k, v in f.items() if k in input_names} for f in feeds_list]
+    feeds_list = [f for f in feeds_list if set(f) == input_names]
+    values: dict[str, float] = {}
+    centered: dict[str, float] = {}
+    if not feeds_list:
+        return Measurement(values, centered, 0)
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fusionc-fp16-", dir=work_dir) as tmp:
+        ir.save(model, Path(tmp) / "graph.onnx", external_data="graph.onnx.data")  # the model is left unchanged
+        proto = onnx.load(str(Path(tmp) / "graph.onnx"), load_external_data=False)
+        taps, names = _add_taps(model, proto)
+        if not (taps or names):
+            return Measurement(values, centered, 0)
+        onnx.save(proto, str(Path(tmp) / "taps.onnx"))  # beside graph.onnx.data, which it still points to
+        del proto
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # measure the graph as it is
+        session = ort.InferenceSession(str(Path(tmp) / "taps.onnx"), options, providers=["CPUExecutionProvider"])
+        outputs = [o.name for o in session.get_outputs()]
+        for feeds in feeds_list:
+            for name, result in zip(outputs, session.run(outputs, feeds)):
+                result = float(np.nan_to_num(result, nan=np.inf))
+                target = values if name in taps else centered
+                key = taps.get(name) or names[name]
+                target[key] = max(target.get(key, 0.0), result)
+        del session
+    return Measurement(values, centered, len(feeds_list))
+
+
+def _add_taps(model: ir.Model, proto: onnx.ModelProto) -> tuple[dict[str, str], dict[str, str]]:
+    """Replace the outputs of `proto` by the scalar taps; returns {tap: value} and {centered tap: norm input}."""
     opset = model.opset_imports.get("", 18)
     inferred = _inferred_float_values(proto)
     graph = proto.graph
     del graph.output[:]
     taps: dict[str, str] = {}
     names: dict[str, str] = {}
-    nodes = list(model.graph)
-    for i, node in enumerate(nodes):
+    for i, node in enumerate(model.graph):
         for value in node.outputs:
-            if value.name and (value.dtype in FLOAT_TYPES or (value.dtype is None and value.name in inferred)) \
-                    and node.op_type != "Constant":
+            dtype = value.dtype or inferred.get(value.name or "")
+            if value.name and dtype in FLOAT_TYPES and node.op_type != "Constant":
                 out = f"fusionc_max_{len(taps)}"
                 source = value.name
-                if (value.dtype or inferred.get(value.name)) != ir.DataType.FLOAT:
+                if dtype != ir.DataType.FLOAT:
                     graph.node.append(onnx.helper.make_node("Cast", [source], [out + "_f"], to=onnx.TensorProto.FLOAT))
                     source = out + "_f"
                 _tap(graph, source, out, opset)
@@ -166,28 +199,7 @@ def measure(model: ir.Model, feeds_list: Sequence[Feeds]) -> Measurement:
             out = _centered_tap(graph, node, i, opset)
             if out:
                 names[out] = node.inputs[0].name
-    input_names = {v.name for v in model.graph.inputs}
-    feeds_list = [{k: v for k, v in f.items() if k in input_names} for f in feeds_list]
-    feeds_list = [f for f in feeds_list if set(f) == input_names]
-    values: dict[str, float] = {}
-    centered: dict[str, float] = {}
-    if not feeds_list or not (taps or names):
-        return Measurement(values, centered, 0)
-    with tempfile.TemporaryDirectory(prefix="fusionc-fp16-") as tmp:
-        path = Path(tmp) / "taps.onnx"
-        onnx.save(proto, str(path), save_as_external_data=proto.ByteSize() > (1 << 30), location="taps.onnx.data")
-        del proto
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # measure the graph as it is
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        outputs = [o.name for o in session.get_outputs()]
-        for feeds in feeds_list:
-            for name, result in zip(outputs, session.run(outputs, feeds)):
-                result = float(np.nan_to_num(result, nan=np.inf))
-                target = values if name in taps else centered
-                key = taps.get(name) or names[name]
-                target[key] = max(target.get(key, 0.0), result)
-    return Measurement(values, centered, len(feeds_list))
+    return taps, names
 
 
 # ---- rescaling -------------------------------------------------------------------------------------------------
@@ -324,10 +336,11 @@ def _power_of_two(ratio: float) -> float:
 
 # ---- the remedy --------------------------------------------------------------------------------------------------
 
-def protect_fp16(model: ir.Model, feeds_list: Sequence[Feeds], allow_fp32: bool = True) -> dict[str, Any]:
+def protect_fp16(model: ir.Model, feeds_list: Sequence[Feeds], allow_fp32: bool = True,
+                 work_dir: Path | None = None) -> dict[str, Any]:
     """Measure, rescale what can be rescaled, mark the rest fp32 (if allowed); returns the report (also in metadata)."""
     graph = model.graph
-    first = measure(model, feeds_list)
+    first = measure(model, feeds_list, work_dir)
     report: dict[str, Any] = {"threshold": FP16_MAX, "inputs": first.feeds, "overflows": [], "mask_sentinels": [],
                               "rescaled": [], "fp32_nodes": [], "unresolved": []}
     if first.feeds == 0:
@@ -364,7 +377,7 @@ def protect_fp16(model: ir.Model, feeds_list: Sequence[Feeds], allow_fp32: bool 
         else:
             report.setdefault("not_rescaled", []).append({"value": seed.name, "why": region.failure})
     if report["rescaled"] or report.get("not_rescaled"):
-        after = measure(model, feeds_list)
+        after = measure(model, feeds_list, work_dir)
         left = {n for n, p in after.values.items() if FP16_MAX / VALUE_HEADROOM < p < SENTINEL}
         left |= {n for n, p in after.centered.items() if SQUARE_MAX / CENTERED_HEADROOM < p < SENTINEL}
         report["max_abs_after"] = round(max([p for p in after.values.values() if p < SENTINEL], default=0.0), 1)
@@ -420,7 +433,7 @@ class KeepFp16InRangePass(ir.passes.InPlacePass):
         if REPORT_KEY in model.metadata_props:
             return ir.passes.PassResult(model, modified=False)
         feeds = self.feeds if self.feeds is not None else self.feeds_provider()
-        protect_fp16(model, feeds, self.allow_fp32)
+        protect_fp16(model, feeds, self.allow_fp32, _component_work_dir())
         return ir.passes.PassResult(model, modified=True)  # at least the report is written into the metadata
 
 
@@ -429,3 +442,11 @@ def _component_feeds() -> Sequence[Feeds]:
 
     ctx = CURRENT_COMPONENT.get(None)
     return ctx.sample_feeds if ctx is not None else []
+
+
+def _component_work_dir() -> Path | None:
+    """The compile's scratch folder (next to --out, same disk), for the weights the measurement streams out."""
+    from fusionc.pipeline import CURRENT_COMPONENT
+
+    ctx = CURRENT_COMPONENT.get(None)
+    return Path(ctx.work_dir) if ctx is not None and ctx.work_dir is not None else None
