@@ -101,27 +101,36 @@ class QnnTarget:
         from fusionc.targets.qnn.ep import HtpConfig
 
         device = get_device(manifest.get("device"), "qnn") if manifest.get("device") else None
-        return HtpRunner(Path(build_dir) / name / CONTEXT_MODEL, replace(HtpConfig.from_device(device), soc_model=None))
+        entry = manifest.get("components", {}).get(name, {})
+        parts = [Path(build_dir) / p for p in entry.get("context_parts", [])] or [Path(build_dir) / name / CONTEXT_MODEL]
+        return HtpRunner(parts, replace(HtpConfig.from_device(device), soc_model=None), list(entry.get("outputs", {})))
 
 
 class HtpRunner:
-    """Runs a compiled context on the HTP (the emulator on x86-64): canonical feeds, any batch (run per item)."""
+    """Runs compiled contexts on the HTP (the emulator on x86-64): canonical feeds, any batch (run per item).
 
-    def __init__(self, context_path: Path, config: Any = None) -> None:
+    A split component is a chain of contexts: each reads what it needs from the tensors computed so far."""
+
+    def __init__(self, contexts: Path | list[Path], config: Any = None, outputs: list[str] | None = None) -> None:
         from fusionc.targets.qnn.ep import load_context
 
-        self.session = load_context(context_path, config)
-        self.inputs = {i.name: i for i in self.session.get_inputs()}
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        paths = [contexts] if isinstance(contexts, (str, Path)) else list(contexts)
+        self.sessions = [load_context(Path(p), config) for p in paths]
+        self.inputs = {i.name: i for i in self.sessions[0].get_inputs()}
+        self.outputs = outputs or [o.name for o in self.sessions[-1].get_outputs()]
 
     def __call__(self, feeds: Feeds) -> Feeds:
         from fusionc.targets.qnn.quantize import split_batch
 
         results: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
         for single in split_batch({k: v for k, v in feeds.items() if k in self.inputs}):
-            single = {k: np.ascontiguousarray(v, dtype=_np_type(self.inputs[k].type)) for k, v in single.items()}
-            for name, value in zip(self.outputs, self.session.run(self.outputs, single)):
-                results[name].append(value)
+            values = {k: np.ascontiguousarray(v, dtype=_np_type(self.inputs[k].type)) for k, v in single.items()}
+            for session in self.sessions:
+                names = [o.name for o in session.get_outputs()]
+                got = session.run(names, {i.name: values[i.name] for i in session.get_inputs()})
+                values.update(zip(names, got))
+            for name in self.outputs:
+                results[name].append(values[name])
         return {name: np.concatenate(values, axis=0) for name, values in results.items()}
 
 

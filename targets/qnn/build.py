@@ -5,6 +5,9 @@
     <build>/<name>/model.encodings.json  AIMET-format encodings (qnn-onnx-converter --quantization_overrides)
     <build>/<name>/model_ctx.onnx        ONNX Runtime EP-context model (EPContext node, .bin kept outside)
     <build>/<name>/model_ctx_qnn.bin     the QNN HTP context binary for the device's Hexagon arch
+
+A component whose context would pass the device's limit (2 GB) is split (split.py): the files get a
+`.partN` infix and the manifest lists the context models in order under `context_parts`.
 """
 
 from __future__ import annotations
@@ -21,14 +24,24 @@ from fusionc.errors import BadInputError
 from fusionc.targets.base import ComponentContext, LoweredComponent
 from fusionc.targets.qnn.ep import HtpConfig, compile_context
 from fusionc.targets.qnn.quantize import calibrate, calibration_feeds, quantize, save_float, save_model
-from fusionc.targets.qnn.rules import QuantConfig
+from fusionc.targets.qnn.rules import QuantConfig, build_plan
+from fusionc.targets.qnn.split import parts_needed, quantize_part, split_float_model, weight_bytes
 
 PRECISIONS = ("w8a16", "w8a8", "fp16")
+DEFAULT_LIMIT = 2 << 30
 
 
 def _interface(values: Any) -> dict[str, dict[str, Any]]:
     return {v.name: {"shape": [d if isinstance(d, int) else str(d) for d in v.shape],
                      "dtype": v.dtype.name.lower() if v.dtype is not None else None} for v in values}
+
+
+def context_limit(options: Any, device: Any) -> int:
+    """Largest context binary allowed: extra["qnn_max_context_bytes"] (tests), else the device's limit."""
+    extra = getattr(options, "extra", {}) or {}
+    if extra.get("qnn_max_context_bytes"):
+        return int(extra["qnn_max_context_bytes"])
+    return int(getattr(device, "max_model_bytes", None) or DEFAULT_LIMIT)
 
 
 def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
@@ -44,11 +57,15 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
     del model
     timings: dict[str, float] = {}
     extra: dict[str, Any] = {"precision": options.precision, "htp_arch": f"v{htp.arch}", "soc_model": htp.soc_model}
+    limit = context_limit(options, device)
     if options.precision == "fp16":
-        files = save_model(ir.load(float_path), out / "model.onnx")
-        source, htp = files[0], replace(htp, fp16=True)
+        float_bytes = weight_bytes(ir.load(float_path))
+        count = parts_needed(float_bytes // 2, limit)  # the HTP stores fp32 weights as fp16
+        sources = split_float_model(float_path, count) if count > 1 else [float_path]
+        graphs = [ir.load(p) for p in sources]
+        names = ["model.onnx"] if len(graphs) == 1 else [f"model.part{i}.onnx" for i in range(len(graphs))]
+        htp = replace(htp, fp16=True)
     else:
-        from fusionc.targets.qnn.encodings import write_encodings
         from fusionc.targets.qnn.remedies import choose_config
 
         feeds = calibration_feeds(ctx.sample_feeds, options.calibration_samples)
@@ -61,17 +78,44 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         config, report = choose_config(float_path, stats, feeds, QuantConfig.for_precision(options.precision),
                                        ctx.name, options)
         timings["remedies_s"] = time.perf_counter() - start
-        if config.float_nodes:  # fp16 islands chosen by the remedies: the HTP runs float ops in fp16
+        if config.float_nodes:  # fp16 islands: the HTP runs the float ops in fp16
             htp = replace(htp, fp16=True)
-        qdq = quantize(float_path, stats, config)
-        files = save_model(qdq, out / "model.qdq.onnx")
-        files.append(write_encodings(qdq, out / "model.encodings.json"))
-        del qdq
-        source = files[0]
+        start = time.perf_counter()
+        whole = quantize(float_path, stats, config)
+        count = parts_needed(weight_bytes(whole), limit)
+        if count > 1:
+            plan = build_plan(ir.load(float_path), stats, config)
+            graphs = [quantize_part(p, plan) for p in split_float_model(float_path, count)]
+            names = [f"model.part{i}.qdq.onnx" for i in range(len(graphs))]
+            del whole
+        else:
+            graphs, names = [whole], ["model.qdq.onnx"]
+        timings["quantize_s"] = time.perf_counter() - start
         extra.update(calibration_samples=len(feeds), quantization=config.to_json(), remedies=report)
-    start = time.perf_counter()
-    files += compile_context(source, out / "model_ctx.onnx", htp)
-    timings["context_build_s"] = time.perf_counter() - start
+    files, contexts = _write_and_compile(graphs, names, out, htp, options.precision != "fp16", timings)
     extra["context_bytes"] = sum(f.stat().st_size for f in files if f.suffix == ".bin")
+    if len(contexts) > 1:
+        extra["context_parts"] = [str(c.relative_to(build_dir)) for c in contexts]
     extra["qnn_timings"] = {k: round(v, 2) for k, v in timings.items()}
     return LoweredComponent([str(Path(f).relative_to(build_dir)) for f in files], inputs, outputs, extra)
+
+
+def _write_and_compile(graphs: list[ir.Model], names: list[str], out: Path, htp: HtpConfig, quantized: bool,
+                       timings: dict[str, float]) -> tuple[list[Path], list[Path]]:
+    from fusionc.targets.qnn.encodings import merged_encodings, write_json
+
+    files: list[Path] = []
+    contexts: list[Path] = []
+    if quantized:
+        files.append(write_json(merged_encodings(graphs), out / "model.encodings.json"))
+    timings["context_build_s"] = 0.0
+    for graph, name in zip(graphs, names):
+        written = save_model(graph, out / name)
+        files += written
+        stem = "model_ctx.onnx" if len(graphs) == 1 else name.replace("model.", "model_ctx.").replace(".qdq", "")
+        start = time.perf_counter()
+        built = compile_context(written[0], out / stem, htp)
+        timings["context_build_s"] += time.perf_counter() - start
+        files += built
+        contexts.append(built[0])
+    return files, contexts

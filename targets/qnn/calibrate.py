@@ -167,7 +167,9 @@ class SegmentedModel:
             [self._info(n) for n in seg.inputs], [self._info(n) for n in outputs],
             [self.initializers[i] for i in dict.fromkeys(i for node in seg.nodes for i in node.input)
              if i in self.initializers])
-        model = onnx.helper.make_model(graph, opset_imports=list(self.proto.opset_import),
+        inner = {o for node in seg.nodes for o in node.output if o} - set(outputs)
+        graph.value_info.extend(self._info(n) for n in sorted(inner) if n in self.types)  # shapes the QNN EP
+        model = onnx.helper.make_model(graph, opset_imports=list(self.proto.opset_import),  # cannot infer
                                        functions=list(self.proto.functions))
         model.ir_version = self.proto.ir_version
         return model

@@ -69,6 +69,20 @@ def model_encodings(model: ir.Model) -> dict[str, Any]:
                                "quant_scheme": "post_training_tf"}}
 
 
-def write_encodings(model: ir.Model, path: Path) -> Path:
-    Path(path).write_text(json.dumps(model_encodings(model), indent=1))
+def merged_encodings(models: list[ir.Model]) -> dict[str, Any]:
+    """One encodings file for a component split into several graphs (tensor names are unique)."""
+    merged = model_encodings(models[0])
+    for model in models[1:]:
+        more = model_encodings(model)
+        merged["activation_encodings"].update(more["activation_encodings"])
+        merged["param_encodings"].update(more["param_encodings"])
+    return merged
+
+
+def write_json(encodings: dict[str, Any], path: Path) -> Path:
+    Path(path).write_text(json.dumps(encodings, indent=1))
     return Path(path)
+
+
+def write_encodings(model: ir.Model, path: Path) -> Path:
+    return write_json(model_encodings(model), path)

@@ -17,14 +17,17 @@
    fp16 is *worse* than 16-bit fixed point (sin of t*f for t up to 1000 needs ~0.01 absolute precision).
 
 Each evaluation costs one quantization and one fake-quant run of the component (seconds on the built-in
-model); `extra["qnn_remedy_rounds"]` bounds their number (0 disables the measured part).
+model); `extra["qnn_remedy_rounds"]` (or FUSIONC_QNN_REMEDY_ROUNDS) bounds their number, 0 disables the
+measured part, and `extra["qnn_remedy_seconds"]` their total time.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ COND_INPUTS = {"timestep", "text_embeds", "time_ids", "encoder_hidden_states"}
 WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 DEFAULT_MARGIN_DB = 5.0
 DEFAULT_ROUNDS = 48  # fake-quant evaluations per component (about 1 s each on the built-in UNet)
+DEFAULT_SECONDS = 600.0  # and at most this long (evaluations are timed; SD scale gets a few)
 
 Feeds = dict[str, np.ndarray]
 
@@ -163,7 +167,8 @@ def choose_config(float_path: Path, stats: dict[str, TensorStats], feeds: list[F
     extra = getattr(options, "extra", {}) or {}
     gate = options.min_psnr if getattr(options, "min_psnr", None) else 35.0
     target = float(extra.get("qnn_target_db", gate + DEFAULT_MARGIN_DB))
-    budget = int(extra.get("qnn_remedy_rounds", DEFAULT_ROUNDS))
+    budget = int(extra.get("qnn_remedy_rounds", os.environ.get("FUSIONC_QNN_REMEDY_ROUNDS", DEFAULT_ROUNDS)))
+    seconds = float(extra.get("qnn_remedy_seconds", DEFAULT_SECONDS))
     model = ir.load(float_path)
     config = copy.deepcopy(config)
     report: dict[str, Any] = {"target_db": target, "a_priori": a_priori(model, config), "search": []}
@@ -178,8 +183,12 @@ def choose_config(float_path: Path, stats: dict[str, TensorStats], feeds: list[F
             save_model(quantize(float_path, stats, cfg), qdq_path)
             return outputs_psnr(reference, SegmentedModel(qdq_path).run(feeds, lambda *_: None, set()))
 
+        start = time.perf_counter()
         score = measure(config)
         report["initial_db"] = round(score, 2)
+        per_eval = time.perf_counter() - start
+        budget = min(budget - 1, int(seconds / max(per_eval, 1e-3)))  # at SD scale one evaluation takes minutes
+        report["evaluation_s"] = round(per_eval, 2)
         phases = [  # (remedy, which nodes qualify, how to raise a set of them)
             ("16-bit activations",
              lambda n, c: n.op_type not in PASSTHROUGH and c.node_bits.get(n.name, c.activation_bits) < 16,
