@@ -27,26 +27,12 @@ import onnx_ir as ir
 from fusionc.options import CompileOptions
 from fusionc.targets.base import ComponentContext, Feeds, LoweredComponent, PassEntry
 
-PRECISIONS = ("w8a16", "w8a8", "fp16")
 CONTEXT_MODEL = "model_ctx.onnx"
 
 
-def interface(values: Any) -> dict[str, dict[str, Any]]:
-    return {v.name: {"shape": [d if isinstance(d, int) else str(d) for d in v.shape],
-                     "dtype": v.dtype.name.lower() if v.dtype is not None else None} for v in values}
-
-
 def _generic_passes() -> list[PassEntry]:
-    try:
-        from fusionc.passes import default_pipeline
-    except ImportError:  # until the generic pipeline is assembled: its fusions, which the HTP needs (no Erf)
-        from fusionc.passes.activation import FuseGeluPass
-        from fusionc.passes.attention import FuseAttentionPass
-        from fusionc.passes.cleanup import CleanUpGraphPass
-        from fusionc.passes.normalization import FuseGroupNormPass, FuseLayerNormPass
+    from fusionc.passes import default_pipeline
 
-        return [PassEntry(lambda o, p=p: p(), "generic cleanup and fusions") for p in (
-            CleanUpGraphPass, FuseAttentionPass, FuseGroupNormPass, FuseLayerNormPass, FuseGeluPass)]
     return list(default_pipeline())
 
 
