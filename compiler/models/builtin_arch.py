@@ -3,7 +3,7 @@
 The topology is SD-1.5's at a width this machine's CPU can train in minutes: a CLIP text encoder (2 layers,
 width 64, 77 positions), an AutoencoderKL with four blocks (8x spatial downsampling, 4 latent channels) and a
 UNet2DConditionModel with cross-attention at the 8x8 and 4x4 latent levels and in the mid block, scheduled by
-DPM-Solver++. Images are 64x64, latents 8x8. GroupNorm groups follow `fusionc.models.tiny` (divide every width).
+DPM-Solver++ (v-prediction, like SD-2). Images are 64x64, latents 8x8. GroupNorm groups follow `fusionc.models.tiny` (divide every width).
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ def text_config(vocab: int) -> CLIPTextConfig:
     )
 
 
-def scheduler() -> DPMSolverMultistepScheduler:
+def scheduler(prediction_type: str = "v_prediction") -> DPMSolverMultistepScheduler:
     return DPMSolverMultistepScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-        algorithm_type="dpmsolver++", solver_order=2, steps_offset=1,
+        algorithm_type="dpmsolver++", solver_order=2, steps_offset=1, prediction_type=prediction_type,
     )
 
 
@@ -68,7 +68,7 @@ def new_modules(vocab: int) -> tuple[CLIPTextModel, AutoencoderKL, UNet2DConditi
 
 
 def save_pipeline(out_dir: Path, text_encoder: CLIPTextModel, vae: AutoencoderKL,
-                  unet: UNet2DConditionModel) -> Path:
+                  unet: UNet2DConditionModel, prediction_type: str = "v_prediction") -> Path:
     """Write a StableDiffusionPipeline folder (safetensors) with these modules; returns out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def save_pipeline(out_dir: Path, text_encoder: CLIPTextModel, vae: AutoencoderKL
     text_encoder.save_pretrained(out_dir / "text_encoder")
     vae.save_pretrained(out_dir / "vae")
     unet.save_pretrained(out_dir / "unet")
-    scheduler().save_pretrained(out_dir / "scheduler")
+    scheduler(prediction_type).save_pretrained(out_dir / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],

@@ -5,8 +5,8 @@
 Three stages, each seeded so a rerun reproduces the shipped model's quality:
   1. AutoencoderKL (8x downsampling) on the shapes dataset: L1 + MSE reconstruction, small KL.
   2. Encode the dataset once to latents (posterior mean); the scaling factor makes them unit variance.
-  3. UNet + CLIP text encoder jointly, epsilon prediction with min-SNR weighting, 10% empty captions
-     for classifier-free guidance, EMA weights; the saved pipeline holds the EMA weights.
+  3. UNet + CLIP text encoder jointly, v-prediction with min-SNR weighting, 10% empty captions for
+     classifier-free guidance, EMA weights; the saved pipeline holds the EMA weights.
 A DDPM noise schedule identical to the shipped DPM-Solver++ config (scaled_linear, 1000 steps) is used.
 Stages 1 and 3 save resumable state under --work; the diffusers folder is rewritten at every checkpoint,
 and every --eval-every steps a prompt check (fusionc.models.shapes_check) on 20 prompts is logged.
@@ -132,7 +132,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 @torch.no_grad()
-def prompt_accuracy(text_encoder, vae, unet, tokenizer, n: int = 20, guidance: float = 4.0) -> float:
+def prompt_accuracy(text_encoder, vae, unet, tokenizer, prediction: str, n: int = 20, guidance: float = 4.0) -> float:
     """Fraction of n check prompts whose 8-step image passes the shapes check (torch, in memory)."""
     from fusionc.trajectory import denoise, load_scheduler, to_uint8
 
@@ -146,7 +146,7 @@ def prompt_accuracy(text_encoder, vae, unet, tokenizer, n: int = 20, guidance: f
     }
     ok = 0
     for i, scene in enumerate(check_prompts(n)):
-        sched = scheduler() if sched_dir is None else load_scheduler(sched_dir)
+        sched = scheduler(prediction) if sched_dir is None else load_scheduler(sched_dir)
         image = denoise(runners, {"tokenizer": tokenizer}, sched, scene.caption, steps=8, seed=i, guidance=guidance,
                         latent_shape=(4, 8, 8), scaling_factor=vae.config.scaling_factor, text_length=77)
         ok += bool(check(scene.caption, to_uint8(image))["ok"])
@@ -157,21 +157,24 @@ def train_unet(text_encoder, vae, unet, tokenizer, latents: torch.Tensor, ids: t
                state_path: Path) -> None:
     gen = torch.Generator().manual_seed(args.seed + 2)
     rng = np.random.default_rng(args.seed + 3)
-    noise_sched = DDPMScheduler.from_config(scheduler().config)
+    noise_sched = DDPMScheduler.from_config(scheduler(args.prediction).config)
     alphas = noise_sched.alphas_cumprod
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     empty = tokenize(tokenizer, [""])[0]
-    start = 0
+    start = ema_start = 0
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
         for module, key in ((unet, "unet"), (text_encoder, "text"), (ema_unet, "ema_unet"), (ema_text, "ema_text")):
             module.load_state_dict(state[key])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"]), setattr(rng.bit_generator, "state", state["rng"])
-        start = state["step"]
-        log(f"unet: resumed at step {start}")
+        start, ema_start = state["step"], state.get("ema_start", 0)
+        if state.get("prediction", "epsilon") != args.prediction:  # the EMA of another objective is no use
+            ema_unet.load_state_dict(unet.state_dict()), ema_text.load_state_dict(text_encoder.state_dict())
+            ema_start = start
+        log(f"unet: resumed at step {start} ({args.prediction}, EMA from step {ema_start})")
     t0 = time.time()
     for step in range(start, args.unet_steps):
         unet.train(), text_encoder.train()
@@ -187,13 +190,16 @@ def train_unet(text_encoder, vae, unet, tokenizer, latents: torch.Tensor, ids: t
         hidden = text_encoder(tokens).last_hidden_state
         pred = unet(noisy, t, hidden).sample
         snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=5.0) / snr
-        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        if args.prediction == "v_prediction":  # min-SNR-5 weighting (Hang et al. 2023) for each target
+            target, weight = noise_sched.get_velocity(x0, noise, t), torch.clamp(snr, max=5.0) / (snr + 1)
+        else:
+            target, weight = noise, torch.clamp(snr, max=5.0) / snr
+        loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        decay = min(args.ema, (step + 1) / (step + 10))
+        decay = min(args.ema, (step - ema_start + 1) / (step - ema_start + 10))
         ema_update(ema_unet, unet, decay), ema_update(ema_text, text_encoder, decay)
         if step % 50 == 0:
             log(f"unet step {step}/{args.unet_steps} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
@@ -201,11 +207,12 @@ def train_unet(text_encoder, vae, unet, tokenizer, latents: torch.Tensor, ids: t
         if (step + 1) % args.save_every == 0 or last:
             torch.save({"unet": unet.state_dict(), "text": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
                         "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                        "rng": rng.bit_generator.state, "step": step + 1}, state_path)
-            save_pipeline(out, ema_text, vae, ema_unet)
+                        "rng": rng.bit_generator.state, "step": step + 1, "prediction": args.prediction,
+                        "ema_start": ema_start}, state_path)
+            save_pipeline(out, ema_text, vae, ema_unet, args.prediction)
             log(f"saved {out} at step {step + 1}")
         if (step + 1) % args.eval_every == 0 or last:
-            acc = prompt_accuracy(ema_text, vae, ema_unet, tokenizer)
+            acc = prompt_accuracy(ema_text, vae, ema_unet, tokenizer, args.prediction)
             log(f"eval step {step + 1}: prompt check {acc:.0%} on 20 prompts (EMA, 8 steps)")
 
 
@@ -218,10 +225,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-crop-steps", type=int, default=1100)
     parser.add_argument("--vae-batch", type=int, default=8)
     parser.add_argument("--vae-lr", type=float, default=2e-3)
-    parser.add_argument("--unet-steps", type=int, default=4200)
+    parser.add_argument("--unet-steps", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--unet-lr", type=float, default=8e-4)
     parser.add_argument("--ema", type=float, default=0.998)
+    # v-prediction: at high noise v ~ -x0, so the layout (where the shape goes, from the position words) gets
+    # a real gradient; epsilon-prediction learned colours and shapes but ignored positions (eval stuck at 25%).
+    parser.add_argument("--prediction", choices=("v_prediction", "epsilon"), default="v_prediction")
     parser.add_argument("--save-every", type=int, default=250)
     parser.add_argument("--eval-every", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
