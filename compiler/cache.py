@@ -27,6 +27,7 @@ from typing import Any
 
 import onnx_ir as ir
 
+from fusionc.buildfs import _alive
 from fusionc.errors import BadInputError
 from fusionc.options import CompileOptions
 
@@ -97,6 +98,10 @@ class ComponentCache:
             probe.unlink()
         except OSError as err:
             raise BadInputError(f"--cache '{self.root}' is not a writable folder: {err.strerror}") from err
+        for stale in self.root.glob(".tmp-*-*"):  # entries being written by compiles that were killed
+            pid = stale.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
 
     def _entry(self, key: str) -> Path:
         return self.root / key[:2] / key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -38,9 +39,15 @@ def stable_sources(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def two_builds(tiny_pipeline, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two fresh compiles: no FUSIONC_CACHE (the test session's export cache would make the second a cache hit)."""
     root = tmp_path_factory.mktemp("det")
-    for name in ("a", "b"):
-        compile_checkpoint(tiny_pipeline("sd15"), options(), root / name)
+    saved = os.environ.pop("FUSIONC_CACHE", None)
+    try:
+        for name in ("a", "b"):
+            compile_checkpoint(tiny_pipeline("sd15"), options(), root / name)
+    finally:
+        if saved is not None:
+            os.environ["FUSIONC_CACHE"] = saved
     return root / "a", root / "b"
 
 
@@ -139,7 +146,6 @@ def test_canonical_ort_is_stable_and_runs(two_builds: tuple[Path, Path], tmp_pat
 def test_device_targets_are_byte_identical_across_runs(target: str, tiny_pipeline, tmp_path: Path) -> None:
     """Fresh processes, as CI runs them (the QNN backend numbers its objects per process: an in-process second
     compile would differ in those counters, a second `fusionc compile` does not)."""
-    import os
     import subprocess
     import sys
 
@@ -149,7 +155,7 @@ def test_device_targets_are_byte_identical_across_runs(target: str, tiny_pipelin
         result = subprocess.run([sys.executable, "-m", "fusionc.cli", "compile", str(tiny_pipeline("sd15")), "--target",
                                  target, "--components", "text_encoder", "--no-verify", "--verify-steps", "1",
                                  "--verify-prompts", "1", "--out", str(out)], capture_output=True, text=True,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
+                                env={k: v for k, v in os.environ.items() if k != "FUSIONC_CACHE"}, timeout=900)
         assert result.returncode == 0, result.stderr[-2000:]
         builds.append(artifacts(out))
     assert builds[0] == builds[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -223,3 +224,30 @@ def test_coreml_fp16_program_is_finite_after_the_pass(text: str) -> None:
     got = run_coreml_fp16(model, feeds(1))
     assert np.isfinite(got[0]).all()
     np.testing.assert_allclose(expected[0], got[0], rtol=0.05, atol=0.05)
+
+
+def test_coreml_build_of_an_overflowing_vae(tiny_pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end: a VAE decoder whose residual stream leaves fp16 range compiles to a correct fp16 Core ML build,
+    and would not without the pass."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    import fusionc.targets.coreml.target as coreml_target
+    from fusionc.options import CompileOptions
+    from fusionc.pipeline import compile_checkpoint
+
+    ckpt = Path(shutil.copytree(tiny_pipeline("sd15"), tmp_path / "hot"))
+    weights = ckpt / "vae" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    for key in ("decoder.conv_in.weight", "decoder.conv_in.bias"):  # the stream GroupNorms later normalize
+        state[key] = state[key] * 3000
+    save_file(state, weights)
+    options = CompileOptions(target="coreml", components=("vae_decoder",), verify_steps=1, verify_prompts=1)
+    entry = compile_checkpoint(ckpt, options, tmp_path / "safe")["components"]["vae_decoder"]
+    assert entry["fp16_safety"]["rescaled"] and entry["fp16_safety"]["max_abs_after"] < 256
+    assert entry["psnr_db"] > 50
+    monkeypatch.setattr(coreml_target, "fp16_safety", lambda options: [])
+    monkeypatch.delenv("FUSIONC_CACHE", raising=False)  # the session cache would return the rescaled graph
+    unsafe = compile_checkpoint(ckpt, options, tmp_path / "unsafe")["components"]["vae_decoder"]
+    assert unsafe["psnr_db"] < 30  # the overflow is real
