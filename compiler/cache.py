@@ -76,6 +76,8 @@ def export_key(checkpoint_sha: str, name: str, image: tuple[int, int], options: 
 
 def optimized_key(export: str, options: CompileOptions, device: str | None) -> str:
     relevant = {k: v for k, v in options.to_json().items() if k not in GATE_ONLY}
+    if options.recipe is not None and Path(options.recipe).is_file():  # the recipe's content, not only its path
+        relevant["recipe_sha256"] = hashlib.sha256(Path(options.recipe).read_bytes()).hexdigest()
     return _hash({"stage": "optimized", "export": export, "device": device, "options": relevant,
                   "sources": source_hash(OPTIMIZE_SOURCES)})
 

@@ -100,6 +100,14 @@ def test_cache_keys(stable_sources: None) -> None:
     assert optimized != cache.optimized_key(export, base, "iphone-14-pro")
 
 
+def test_cache_key_follows_the_recipe_content(tmp_path: Path, stable_sources: None) -> None:
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"unet": {"layers": {}}}')
+    first = cache.optimized_key("e", options(recipe=recipe), None)
+    recipe.write_text('{"unet": {"layers": {"conv": 4}}}')
+    assert cache.optimized_key("e", options(recipe=recipe), None) != first
+
+
 def test_a_damaged_cache_entry_is_a_miss(tmp_path: Path, two_builds: tuple[Path, Path]) -> None:
     import onnx_ir as ir
 
