@@ -165,7 +165,10 @@ def run_part(args: argparse.Namespace, part: str, *extra: str) -> dict[str, Any]
     command = [sys.executable, __file__, "--part", part, "--work", str(args.work), "--attention", args.attention,
                "--repeats", str(args.repeats), *extra]
     print(f"[coreml_scale] {part} ...", flush=True)
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = [x for x in done.stderr.splitlines() if "Failed to load" not in x][-25:]
+        raise SystemExit(f"[coreml_scale] {part} failed ({done.returncode}):\n" + "\n".join(tail))
     line = [x for x in done.stdout.splitlines() if x.startswith("{")][-1]
     result = json.loads(line)
     print(f"[coreml_scale] {part}: {json.dumps(result)[:300]}", flush=True)
