@@ -3,7 +3,8 @@
 The file holds the same names as the command line (`--max-size` is `max_size` or `max-size`), grouped in any of
 the tables [compile], [gates], [report], [verify], [coreml], [compression], [qnn] (the grouping is for readers;
 a name may appear once). Values go through the very click types of the flags, so the file and the command line
-accept and refuse the same things. Relative paths in the file are relative to the file, not to the working
+accept and refuse the same things; CompileOptions fields without a flag (opset, seed, extra, ...) are keys of the
+file only, checked against the type of their default. Relative paths in the file are relative to the file, not to the working
 directory. Precedence: defaults < the file < flags given on the command line (detected with click's
 `ctx.get_parameter_source`, so a flag that merely repeats its default still overrides the file).
 
@@ -43,8 +44,16 @@ from fusionc.options import ALL_COMPONENTS, CompileOptions
 SECTIONS = ("compile", "gates", "report", "verify", "coreml", "compression", "qnn")
 ALIASES = {"json": "report", "verify": "no_verify"}  # file name -> CLI parameter name
 PATH_KEYS = ("checkpoint", "out", "report", "junit", "cache", "recipe")
-# CompileOptions fields without a flag: settable from the file only
-FILE_ONLY = {"opset": int, "seed": int, "min_weight_elements": int, "latency_steps": int}
+MAPPED = {"verify": "no_verify"}  # CompileOptions fields whose flag has another name
+
+
+def file_only_fields(command: click.Command) -> dict[str, type | None]:
+    """CompileOptions fields without a flag (opset, seed, extra, ...): settable from the file only, typed by their
+    default. Computed, so a field added to CompileOptions is in the file at once."""
+    flags = {p.name for p in command.params}
+    return {f.name: (None if f.default is None or f.default is dataclasses.MISSING else type(f.default))
+            if f.default_factory is dataclasses.MISSING else dict
+            for f in dataclasses.fields(CompileOptions) if f.name not in flags and f.name not in MAPPED}
 NOT_OPTIONS = ("checkpoint", "out", "report", "junit", "cache", "config_file", "components", "no_verify",
                "max_size", "max_latency_ms")
 
@@ -111,13 +120,18 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def _convert(command: click.Command, ctx: click.Context, name: str, value: Any, path: Path) -> Any:
     """A file value through the same click type as its flag (so choices and types are checked alike)."""
-    if name in FILE_ONLY:
-        if not isinstance(value, FILE_ONLY[name]) or isinstance(value, bool):
-            raise BadInputError(f"config file '{path}': {name} must be an {FILE_ONLY[name].__name__}")
+    file_only = file_only_fields(command)
+    if name in file_only:
+        kind = file_only[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
+            raise BadInputError(f"config file '{path}': {name} must be a{'n' if kind.__name__[0] in 'aeiou' else ''} "
+                                f"{kind.__name__}")
         return value
     params = {p.name: p for p in command.params}
     if name not in params or name == "config_file":
-        known = sorted({p.name for p in command.params if p.name != "config_file"} | set(FILE_ONLY))
+        known = sorted({p.name for p in command.params if p.name != "config_file"} | set(file_only))
         raise BadInputError(f"config file '{path}': unknown option '{name}' (known: {', '.join(known)})")
     if name == "components" and isinstance(value, list):
         value = ",".join(map(str, value))
@@ -163,7 +177,7 @@ def resolve(ctx: click.Context, params: dict[str, Any]) -> CompileSettings:
             if name in sources:
                 continue  # the command line wins
             sources[name] = "config file"
-            (extra if name in FILE_ONLY else params).__setitem__(name, value)
+            (extra if name in file_only_fields(ctx.command) else params).__setitem__(name, value)
     try:
         max_size = parse_budget(params.get("max_size") or None, "--max-size")
         max_latency = parse_budget(params.get("max_latency_ms") or None, "--max-latency-ms")

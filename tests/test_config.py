@@ -115,6 +115,7 @@ def test_without_a_file_the_defaults_and_flags(tmp_path: Path) -> None:
     ("[gates]\nmax_latency_ms = \"fast\"\n", "is not a number"),
     ("[verify]\nverify = \"yes\"\n", "verify must be true or false"),
     ("seed = 1.5\n", "seed must be an int"),
+    ("[compile]\nextra = 3\n", "extra must be a dict"),
 ])
 def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(BadInputError, match=message.replace("[", r"\[")):
@@ -168,3 +169,20 @@ json = "report.json"
     assert "components" in manifest["config"]["from_config_file"]
     report = json.loads((config.parent / "report.json").read_text())
     assert report["status"] == "passed" and report["gates"][0]["gate"] == "min_psnr"
+
+
+def test_every_compile_option_has_a_key() -> None:
+    """Fields added to CompileOptions later are in the file too (as flags or as file-only keys)."""
+    import dataclasses
+
+    from fusionc.config import MAPPED, file_only_fields
+    from fusionc.options import CompileOptions
+
+    flags = {p.name for p in compile_command.params}
+    for field in dataclasses.fields(CompileOptions):
+        assert field.name in flags or field.name in MAPPED or field.name in file_only_fields(compile_command)
+
+
+def test_file_only_keys(tmp_path: Path) -> None:
+    s = settings("--config", str(write(tmp_path, "[compile]\nopset = 20\nseed = 3\nextra = { coreml_precision = \"fp32\" }\n")))
+    assert (s.options.opset, s.options.seed, s.options.extra) == (20, 3, {"coreml_precision": "fp32"})
