@@ -46,6 +46,7 @@ Feeds = dict[str, np.ndarray]
 RECIPE_FORMAT = "fusionc-mixed-bit-recipe/1"
 CANDIDATES = (2, 4, 6, 8, 16)
 PROBE_BITS = 4
+GAIN_FLOOR = 0.25  # of the median measured gain
 DEFAULT_SEARCH_SECONDS = 1200.0  # the whole search; SD-1.5 must finish in 30 minutes
 
 
@@ -352,6 +353,10 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
         for w in members:
             gains[w.layer] = mse / weight_error if weight_error > 0 else 0.0
     t_probe = time.perf_counter() - start
+    # A gain measured near zero on a few trajectory inputs (a time-embedding projection at those timesteps,
+    # a block an untrained model barely uses) must not make the layer's 2 bits look free: floor the gains.
+    floor_gain = GAIN_FLOOR * float(np.median([g for g in gains.values()] or [0.0]))
+    gains = {k: max(g, floor_gain) for k, g in gains.items()}
     # 16 bits keeps the layer as it is in the graph: no added noise in what is measured here
     noise = {w.layer: {b: (gains[w.layer] * errors[w.layer][b] if b != 16 else 0.0) for b in CANDIDATES}
              for w in weights}
