@@ -3,7 +3,7 @@
 The topology is SD-1.5's at a width this machine's CPU can train in minutes: a CLIP text encoder (2 layers,
 width 64, 77 positions), an AutoencoderKL with four blocks (8x spatial downsampling, 4 latent channels) and a
 UNet2DConditionModel with cross-attention at the 8x8 and 4x4 latent levels and in the mid block, scheduled by
-DPM-Solver++ (v-prediction, like SD-2). Images are 64x64, latents 8x8. GroupNorm groups follow `fusionc.models.tiny` (divide every width).
+DPM-Solver++ (v-prediction, zero terminal SNR). Images are 64x64, latents 8x8. GroupNorm groups follow `fusionc.models.tiny` (divide every width).
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ def scheduler(prediction_type: str = "v_prediction") -> DPMSolverMultistepSchedu
     return DPMSolverMultistepScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
         algorithm_type="dpmsolver++", solver_order=2, steps_offset=1, prediction_type=prediction_type,
+        # Zero terminal SNR (Lin et al. 2024): at t=999 the latent is pure noise in training as at inference, so
+        # the layout must come from the prompt; with SD's schedule an 8x8 latent leaks it and positions follow
+        # the seed. Needs v-prediction and trailing timesteps.
+        rescale_betas_zero_snr=True, timestep_spacing="trailing",
     )
 
 

@@ -7,7 +7,7 @@ Three stages, each seeded so a rerun reproduces the shipped model's quality:
   2. Encode the dataset once to latents (posterior mean); the scaling factor makes them unit variance.
   3. UNet + CLIP text encoder jointly, v-prediction with min-SNR weighting, 10% empty captions for
      classifier-free guidance, EMA weights; the saved pipeline holds the EMA weights.
-A DDPM noise schedule identical to the shipped DPM-Solver++ config (scaled_linear, 1000 steps) is used.
+The DDPM noise schedule is the shipped DPM-Solver++ config's (scaled_linear, 1000 steps, zero terminal SNR).
 Stages 1 and 3 save resumable state under --work; the diffusers folder is rewritten at every checkpoint,
 and every --eval-every steps a prompt check (fusionc.models.shapes_check) on 20 prompts is logged.
 """
@@ -163,6 +163,7 @@ def train_unet(text_encoder, vae, unet, tokenizer, latents: torch.Tensor, ids: t
     opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     empty = tokenize(tokenizer, [""])[0]
+    objective = f"{args.prediction}-zero-snr"
     start = ema_start = 0
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
@@ -171,7 +172,7 @@ def train_unet(text_encoder, vae, unet, tokenizer, latents: torch.Tensor, ids: t
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"]), setattr(rng.bit_generator, "state", state["rng"])
         start, ema_start = state["step"], state.get("ema_start", 0)
-        if state.get("prediction", "epsilon") != args.prediction:  # the EMA of another objective is no use
+        if state.get("objective", "epsilon") != objective:  # the EMA of another objective is no use
             ema_unet.load_state_dict(unet.state_dict()), ema_text.load_state_dict(text_encoder.state_dict())
             ema_start = start
         log(f"unet: resumed at step {start} ({args.prediction}, EMA from step {ema_start})")
@@ -190,8 +191,8 @@ def train_unet(text_encoder, vae, unet, tokenizer, latents: torch.Tensor, ids: t
         hidden = text_encoder(tokens).last_hidden_state
         pred = unet(noisy, t, hidden).sample
         snr = alphas[t] / (1 - alphas[t])
-        if args.prediction == "v_prediction":  # min-SNR-5 weighting (Hang et al. 2023) for each target
-            target, weight = noise_sched.get_velocity(x0, noise, t), torch.clamp(snr, max=5.0) / (snr + 1)
+        if args.prediction == "v_prediction":  # min-SNR-5 weighting (Hang et al. 2023), kept at 1 near SNR 0
+            target, weight = noise_sched.get_velocity(x0, noise, t), torch.clamp(snr + 1, max=5.0) / (snr + 1)
         else:
             target, weight = noise, torch.clamp(snr, max=5.0) / snr
         loss = (weight * F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))).mean()
@@ -207,7 +208,7 @@ def train_unet(text_encoder, vae, unet, tokenizer, latents: torch.Tensor, ids: t
         if (step + 1) % args.save_every == 0 or last:
             torch.save({"unet": unet.state_dict(), "text": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
                         "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                        "rng": rng.bit_generator.state, "step": step + 1, "prediction": args.prediction,
+                        "rng": rng.bit_generator.state, "step": step + 1, "objective": objective,
                         "ema_start": ema_start}, state_path)
             save_pipeline(out, ema_text, vae, ema_unet, args.prediction)
             log(f"saved {out} at step {step + 1}")
