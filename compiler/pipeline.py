@@ -113,6 +113,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         "device": device.name if device else None,
         "checkpoint": {"path": str(checkpoint.path.resolve()), "sha256": checkpoint.sha256},
         "image": {"height": height, "width": width},
+        "scaling_factor": _vae_scaling_factor(checkpoint),
         "options": options.to_json(),
         **({"config": config} if config is not None else {}),
         "host": {"python": platform.python_version(), "machine": platform.machine()},
@@ -207,6 +208,12 @@ def _export_and_optimize(spec: Any, target: Any, options: CompileOptions, timing
     cache.store(optimized_key, model, {"stage": "optimized", "component": name,
                                        "passes": [dataclasses.asdict(r) for r in records]})
     return model, records, "hit: export" if exported else "miss"
+
+
+def _vae_scaling_factor(checkpoint: Checkpoint) -> float | None:
+    """The latent scaling factor the denoising loop divides by before the VAE decoder."""
+    vae = checkpoint.configs.get("vae")
+    return float(vae.scaling_factor) if vae is not None and getattr(vae, "scaling_factor", None) else None
 
 
 def _release_torch_modules(checkpoint: Checkpoint, remaining: list[str]) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# pytest-xdist runs one worker per core: one torch/onnxruntime thread each avoids oversubscription,
+# which made torch ~10x slower on this 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
