@@ -407,12 +407,13 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
             if 0 <= psnr - target_db < 0.15:
                 break
             step = 1.25 if psnr > target_db else 0.8
-            scale *= 10 ** ((psnr - target_db - 0.05) / 10)  # the dB missed or spare, as noise power
+            factor = 10 ** ((psnr - target_db - 0.05) / 10)  # the dB missed or spare, as noise power
+            scale *= factor if psnr >= target_db else min(factor, 0.5)  # a miss at least halves the budget
         return best, scale
 
     found, scale = refine(subset, 1.0, rounds)
     # the whole trajectory decides (the reported and gated PSNR): confirm, and refine there while time allows
-    best, _ = refine(list(range(len(feeds))), found[2] if found else scale, 3)
+    best, _ = refine(list(range(len(feeds))), found[2] if found else scale, 4)
     if best is None:
         bits = {w.layer: 16 for w in weights}
         best = (bits, 16.0, 0.0, _psnr(peak, measure(bits, list(range(len(feeds))))))
