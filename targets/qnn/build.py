@@ -75,8 +75,9 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         stats = calibrate(float_path, feeds, histograms=options.precision == "w8a8")  # 8-bit may clip
         timings["calibrate_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        config, report = choose_config(float_path, stats, feeds, QuantConfig.for_precision(options.precision),
-                                       ctx.name, options)
+        held_out = calibration_feeds(ctx.sample_feeds, max(8, options.calibration_samples))  # judge remedies
+        config, report = choose_config(float_path, stats, held_out,                        # beyond calibration
+                                       QuantConfig.for_precision(options.precision), ctx.name, options)
         timings["remedies_s"] = time.perf_counter() - start
         if config.float_nodes:  # fp16 islands: the HTP runs the float ops in fp16
             htp = replace(htp, fp16=True)
