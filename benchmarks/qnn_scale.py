@@ -65,6 +65,8 @@ def main() -> None:
         "goal": {"seconds": 900, "peak_rss_bytes": 16 << 30},
         "stage_seconds": manifest.get("timings"),
         "qnn_seconds": unet.get("qnn_timings"),
+        "peak_rss_mb_after_stage": manifest.get("peak_rss_mb_after_stage"),
+        "qnn_peak_rss_mb_after": unet.get("qnn_peak_rss_mb_after"),
         "calibration_samples": unet.get("calibration_samples"),
         "remedies": unet.get("remedies"),
         "files_bytes": {**files, **({str(data.relative_to(out)): data.stat().st_size} if data.exists() else {})},

@@ -12,6 +12,7 @@ A component whose context would pass the device's limit (2 GB) is split (split.p
 
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,10 @@ def _interface(values: Any) -> dict[str, dict[str, Any]]:
                      "dtype": v.dtype.name.lower() if v.dtype is not None else None} for v in values}
 
 
+def _peak_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def context_limit(options: Any, device: Any) -> int:
     """Largest context binary allowed: extra["qnn_max_context_bytes"] (tests), else the device's limit."""
     extra = getattr(options, "extra", {}) or {}
@@ -56,6 +61,7 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
     float_path = save_float(model, Path(ctx.work_dir) / "model.float.onnx")
     del model
     timings: dict[str, float] = {}
+    peaks: dict[str, float] = {"save_float": _peak_mb()}
     extra: dict[str, Any] = {"precision": options.precision, "htp_arch": f"v{htp.arch}", "soc_model": htp.soc_model}
     limit = context_limit(options, device)
     if options.precision == "fp16":
@@ -74,11 +80,13 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         start = time.perf_counter()
         stats = calibrate(float_path, feeds, histograms=options.precision == "w8a8")  # 8-bit may clip
         timings["calibrate_s"] = time.perf_counter() - start
+        peaks["calibrate"] = _peak_mb()
         start = time.perf_counter()
         held_out = calibration_feeds(ctx.sample_feeds, max(8, options.calibration_samples))  # judge remedies
         config, report = choose_config(float_path, stats, held_out,                        # beyond calibration
                                        QuantConfig.for_precision(options.precision), ctx.name, options)
         timings["remedies_s"] = time.perf_counter() - start
+        peaks["remedies"] = _peak_mb()
         if config.float_nodes:  # fp16 islands: the HTP runs the float ops in fp16
             htp = replace(htp, fp16=True)
         start = time.perf_counter()
@@ -92,12 +100,14 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         else:
             graphs, names = [whole], ["model.qdq.onnx"]
         timings["quantize_s"] = time.perf_counter() - start
+        peaks["quantize"] = _peak_mb()
         extra.update(calibration_samples=len(feeds), quantization=config.to_json(), remedies=report)
     files, contexts = _write_and_compile(graphs, names, out, htp, options.precision != "fp16", timings)
     extra["context_bytes"] = sum(f.stat().st_size for f in files if f.suffix == ".bin")
     if len(contexts) > 1:
         extra["context_parts"] = [str(c.relative_to(build_dir)) for c in contexts]
     extra["qnn_timings"] = {k: round(v, 2) for k, v in timings.items()}
+    extra["qnn_peak_rss_mb_after"] = {**peaks, "context_build": _peak_mb()}
     return LoweredComponent([str(Path(f).relative_to(build_dir)) for f in files], inputs, outputs, extra)
 
 
