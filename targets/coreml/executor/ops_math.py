@@ -149,10 +149,12 @@ def select(op: Any, cond: Any, a: Any, b: Any) -> np.ndarray:
 
 @register("softmax")
 def softmax(op: Any, x: Any, axis: Any = -1) -> np.ndarray:
-    x = f32(x)
+    e = np.array(x, dtype=np.float32, copy=True)  # private float32 copy, then everything in place
     axis = int(scalar(axis, -1))
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    e -= np.max(e, axis=axis, keepdims=True)
+    np.exp(e, out=e)
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return e
 
 
 def _axes(axes: Any, rank: int) -> tuple[int, ...] | None:
