@@ -6,7 +6,10 @@ RSS is per part, all in one run:
             (one package, fp16, iOS17; verification excluded)
   peer      load UNet -> torch.export.export -> ct.convert(fp16, iOS17, default passes) -> .mlpackage
   fusionc_ct_default  (optional) fusionc with ct.convert's default pass pipeline instead of the minimal one
-  executor  MIL executor: load fusionc's .mlpackage, run one UNet step (batch 2, the Swift contract)
+  executor  MIL executor: load fusionc's .mlpackage, run one UNet step (batch 2, the Swift contract), and the
+            same step in fp32 torch (PSNR of the fp16 ANE-form program at SD scale)
+  chunked   (optional) --chunk auto for the 1 GB iPhone limit: chunk sizes, crossing tensors, chunks run in
+            sequence against the single package
 Both compiles start from the same diffusers folder and the same example inputs (batch 2, 64x64 latents,
 77 tokens). Writes benchmarks/results/coreml_scale.json. Heavy: run as
 
@@ -63,7 +66,8 @@ def _unet_and_inputs(checkpoint: Path) -> tuple[Any, dict[str, Any]]:
     return unet, example
 
 
-def part_fusionc(checkpoint: Path, out: Path, attention: str, ct_passes: str = "minimal") -> dict[str, Any]:
+def part_fusionc(checkpoint: Path, out: Path, attention: str, ct_passes: str = "minimal",
+                 chunk: str = "none") -> dict[str, Any]:
     import torch
 
     from fusionc.export import ComponentSpec, UNetWrapper, export_component
@@ -81,7 +85,7 @@ def part_fusionc(checkpoint: Path, out: Path, attention: str, ct_passes: str = "
     with torch.no_grad():
         model = export_component(spec)
     stages["export"] = time.perf_counter() - t
-    options = CompileOptions(target="coreml", attention=attention, chunk="none", deployment_target="iOS17",
+    options = CompileOptions(target="coreml", attention=attention, chunk=chunk, deployment_target="iOS17",
                              extra={"coreml_ct_passes": ct_passes})
     target = get_target("coreml")
     t = time.perf_counter()
@@ -95,6 +99,7 @@ def part_fusionc(checkpoint: Path, out: Path, attention: str, ct_passes: str = "
     lowered = target.lower(model, out, ctx)
     stages["lower_and_package"] = time.perf_counter() - t
     package = out / lowered.files[0]
+    (out / "lowered.json").write_text(json.dumps(lowered.extra["coreml"]))
     return {"stages_s": {k: round(v, 1) for k, v in stages.items()}, "wall_s": round(time.perf_counter() - start, 1),
             "peak_rss_bytes": _peak_rss(), "mlpackage_bytes": _bytes(package), "package": str(package),
             "lowering_s": lowered.extra["coreml"]["seconds"], "mil_ops": sum(lowered.extra["coreml"]["mil_ops"].values()),
@@ -136,8 +141,22 @@ def part_peer(checkpoint: Path, out: Path) -> dict[str, Any]:
             "peak_rss_bytes": _peak_rss(), "mlpackage_bytes": _bytes(out), "package": str(out)}
 
 
-def part_executor(package: Path, repeats: int) -> dict[str, Any]:
+def _step_feeds(inputs: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """Seeded artifact feeds (Apple's layout: encoder_hidden_states [B,C,1,S], timestep [B])."""
     import numpy as np
+
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in sorted(inputs.items())}
+    feeds["timestep"] = np.full(inputs["timestep"], 500.0, np.float32)
+    return feeds
+
+
+def part_executor(package: Path, repeats: int, checkpoint: Path, work: Path) -> dict[str, Any]:
+    """One UNet step in the MIL executor (timed), then the same step in fp32 torch for the PSNR at scale."""
+    import gc
+
+    import numpy as np
+    import torch
 
     from fusionc.targets.coreml.executor import MILExecutor
     from fusionc.targets.coreml.executor.engine import OpProfile
@@ -145,20 +164,55 @@ def part_executor(package: Path, repeats: int) -> dict[str, Any]:
     t = time.perf_counter()
     executor = MILExecutor.from_mlpackage(package)
     load_s = time.perf_counter() - t
-    rng = np.random.default_rng(0)
-    feeds = {name: rng.standard_normal(var.shape).astype(np.float32) for name, var in executor.function.inputs.items()}
-    feeds["timestep"] = np.full(executor.function.inputs["timestep"].shape, 500.0, np.float32)
+    feeds = _step_feeds({n: tuple(v.shape) for n, v in executor.function.inputs.items()})
     times = []
     executor.profile = OpProfile()
     for _ in range(repeats):
         t = time.perf_counter()
-        out = executor(feeds)
+        out = executor(feeds)["noise_pred"]
         times.append(time.perf_counter() - t)
-    finite = bool(all(np.isfinite(v).all() for v in out.values()))
     top = sorted(executor.profile.seconds.items(), key=lambda kv: -kv[1])[:8]
+    np.save(work / "executor_noise_pred.npy", out)
+    del executor
+    gc.collect()
+    unet, _ = _unet_and_inputs(checkpoint)
+    ehs = feeds["encoder_hidden_states"][:, :, 0, :].transpose(0, 2, 1)
+    with torch.no_grad():
+        ref = unet(torch.from_numpy(feeds["sample"]), torch.from_numpy(feeds["timestep"]),
+                   torch.from_numpy(np.ascontiguousarray(ehs)), return_dict=False)[0].numpy()
+    rmse = float(np.sqrt(np.mean((ref.astype(np.float64) - out) ** 2)))
     return {"load_s": round(load_s, 1), "step_s": [round(x, 1) for x in times],
-            "step_median_s": round(float(np.median(times)), 1), "batch": BATCH, "outputs_finite": finite,
+            "step_median_s": round(float(np.median(times)), 1), "batch": BATCH,
+            "outputs_finite": bool(np.isfinite(out).all()),
+            "psnr_vs_torch_fp32_db": round(20 * float(np.log10(np.abs(ref).max() / rmse)), 2),
             "seconds_by_op": {k: round(v / repeats, 2) for k, v in top}, "peak_rss_bytes": _peak_rss()}
+
+
+def part_chunked(checkpoint: Path, out: Path, attention: str, work: Path) -> dict[str, Any]:
+    """--chunk auto on the iPhone profile (1 GB per model): chunk sizes, crossing tensors, and the chunks run in
+    sequence against the single package's output (the executor part's)."""
+    import numpy as np
+
+    from fusionc.targets.coreml.runner import CoreMLRunner
+
+    compiled = part_fusionc(checkpoint, out, attention, chunk="auto")
+    manifest = json.loads((out / "lowered.json").read_text())
+    packages = [out / p for p in manifest["packages"]]
+    runner = CoreMLRunner(packages, {}, ["noise_pred"])
+    inputs = {n: s for part in runner.parts for n, s in part.inputs.items() if n in ("sample", "timestep", "encoder_hidden_states")}
+    feeds = _step_feeds(inputs)
+    t = time.perf_counter()
+    env = dict(feeds)
+    for part in runner.parts:
+        env.update(part(env))
+    step_s = time.perf_counter() - t
+    reference = work / "executor_noise_pred.npy"
+    same = None
+    if reference.exists():
+        same = float(np.abs(np.load(reference) - env["noise_pred"]).max())
+    crossing = [n for part in runner.parts[1:] for n in part.inputs if n not in inputs]
+    return {**compiled, "chunk_bytes": [_bytes(p) for p in packages], "crossing_tensors": len(crossing),
+            "chunks_step_s": round(step_s, 1), "max_abs_diff_vs_single_package": same, "peak_rss_bytes": _peak_rss()}
 
 
 def run_part(args: argparse.Namespace, part: str, *extra: str) -> dict[str, Any]:
@@ -193,8 +247,10 @@ def main() -> None:
             result = part_fusionc(checkpoint, args.work / "coreml_scale_fusionc_ctdefault", args.attention, "default")
         elif args.part == "peer":
             result = part_peer(checkpoint, peer_out)
+        elif args.part == "chunked":
+            result = part_chunked(checkpoint, args.work / "coreml_scale_chunked", args.attention, args.work)
         else:
-            result = part_executor(fusionc_out / "unet" / "Unet.mlpackage", args.repeats)
+            result = part_executor(fusionc_out / "unet" / "Unet.mlpackage", args.repeats, checkpoint, args.work)
         print(json.dumps(result))
         return
     if not (checkpoint / "model_index.json").exists():
@@ -205,7 +261,7 @@ def main() -> None:
     path = RESULTS / "coreml_scale.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     # parts not run now keep their last figures (the fusionc/peer pair is always measured in one run together)
-    results: dict[str, Any] = {k: previous[k] for k in ("fusionc", "peer", "executor", "fusionc_ct_default")
+    results: dict[str, Any] = {k: previous[k] for k in ("fusionc", "peer", "executor", "fusionc_ct_default", "chunked")
                                if k in previous and k not in parts}
     for part in parts:
         results[part] = run_part(args, part)

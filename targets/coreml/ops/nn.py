@@ -36,18 +36,27 @@ def conv(ctx: LoweringContext, node: ir.Node) -> Var:
     spatial = x.rank - 2
     kwargs = _conv_pad(ctx, node, spatial)
     bias = ctx.input(node, 2)
+    late_bias = None
     if bias is not None:
-        kwargs["bias"] = weight_var(ctx, bias)
-    return mb.conv(
+        if ctx.const(bias) is None and not is_compressed_weight(ctx, bias):
+            late_bias = ctx.var(bias)  # a run-time bias: MIL conv wants a constant one
+        else:
+            kwargs["bias"] = weight_var(ctx, bias)
+    y = mb.conv(
         x=x, weight=w, strides=np.array(ctx.attr(node, "strides", [1] * spatial), dtype=np.int32),
         dilations=np.array(ctx.attr(node, "dilations", [1] * spatial), dtype=np.int32),
         groups=int(ctx.attr(node, "group", 1)), **kwargs,
     )
+    if late_bias is not None:
+        y = mb.add(x=y, y=mb.reshape(x=late_bias, shape=np.array([1, -1] + [1] * spatial, dtype=np.int32)))
+    return y
 
 
 @register("ConvTranspose")
 def conv_transpose(ctx: LoweringContext, node: ir.Node) -> Var:
     x = ctx.var(node.inputs[0])
+    if ctx.const(node.inputs[1]) is None and not is_compressed_weight(ctx, node.inputs[1]):
+        raise ctx.unsupported("has a run-time weight (Core ML needs a constant transposed-conv weight)")
     w = weight_var(ctx, node.inputs[1])
     spatial = x.rank - 2
     if ctx.attr(node, "output_shape") is not None or any(ctx.attr(node, "output_padding", [0]) ):

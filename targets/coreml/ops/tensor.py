@@ -160,12 +160,19 @@ def _indices(ctx: LoweringContext, value: ir.Value, dim: int | None) -> Var:
     return ctx.var(value)
 
 
+def _no_validation(ctx: LoweringContext) -> dict:
+    """validate_indices=False (indices were normalized above) where the opset has the flag (iOS17+)."""
+    import coremltools as ct
+
+    return {"validate_indices": False} if ctx.opset >= ct.target.iOS17 else {}
+
+
 @register("Gather")
 def gather(ctx: LoweringContext, node: ir.Node) -> Var:
     x = ctx.var(node.inputs[0])
     axis = _norm(ctx.attr(node, "axis", 0), x.rank)
     idx = _indices(ctx, node.inputs[1], x.shape[axis])
-    return mb.gather(x=x, indices=idx, axis=axis, validate_indices=False)
+    return mb.gather(x=x, indices=idx, axis=axis, **_no_validation(ctx))
 
 
 @register("GatherElements")
@@ -173,14 +180,14 @@ def gather_elements(ctx: LoweringContext, node: ir.Node) -> Var:
     x = ctx.var(node.inputs[0])
     axis = _norm(ctx.attr(node, "axis", 0), x.rank)
     idx = _indices(ctx, node.inputs[1], x.shape[axis])
-    return mb.gather_along_axis(x=x, indices=idx, axis=axis, validate_indices=False)
+    return mb.gather_along_axis(x=x, indices=idx, axis=axis, **_no_validation(ctx))
 
 
 @register("GatherND")
 def gather_nd(ctx: LoweringContext, node: ir.Node) -> Var:
     x = ctx.var(node.inputs[0])
     idx = _indices(ctx, node.inputs[1], None)
-    return mb.gather_nd(x=x, indices=idx, batch_dims=int(ctx.attr(node, "batch_dims", 0)), validate_indices=False)
+    return mb.gather_nd(x=x, indices=idx, batch_dims=int(ctx.attr(node, "batch_dims", 0)), **_no_validation(ctx))
 
 
 @register("Expand")
