@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,8 +73,8 @@ def debug_build(build: Path, component: str | None = None, samples: int = 2, top
                 raise BadInputError(f"{name}: the rebuilt float graph does not match {qdq_path} (another fusionc "
                                     "version or options?): recompile the build, then debug it")
             chosen = calibration_feeds(feeds.get(name, []), samples)
-            reports = compare_layers(float_path, qdq_path, chosen, HtpConfig.from_device(device) if htp else None,
-                                     tensors, Path(tmp))
+            config = replace(HtpConfig.from_device(device), fp16=bool(manifest["components"][name].get("htp_fp16")))
+            reports = compare_layers(float_path, qdq_path, chosen, config if htp else None, tensors, Path(tmp))
         worst = worst_layers(reports, top)
         report[name] = {"samples": len(chosen), "worst": [r.to_json() for r in worst],
                         "tensors": [r.to_json() for r in reports]}

@@ -18,6 +18,7 @@ result is saved with external data like any other model.
   Q/DQ pair before that consumer only (QNN turns DQ->Q into a Convert op).
 - `weights[(node, index)]`: a constant input quantized into a new initializer plus one DQ (per-channel
   when the encoding has an axis; int32 biases use scale = input scale x weight scale, computed by the plan).
+- `fp16_nodes`: float islands: the node computes in fp16 between Cast nodes (DQ->Cast->op->Cast->Q).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class QdqPlan:
     activations: dict[str, Encoding] = field(default_factory=dict)
     conversions: dict[tuple[str, str], Encoding] = field(default_factory=dict)  # (value, consumer node)
     weights: dict[tuple[str, int], Encoding] = field(default_factory=dict)  # (node name, input index)
+    fp16_nodes: set[str] = field(default_factory=set)  # float islands, computed in fp16 between Casts
 
 
 def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
@@ -140,6 +142,41 @@ def _qdq_nodes(graph: ir.Graph, value: ir.Value, enc: Encoding, base: str, cache
     dq.outputs[0].shape = value.shape
     q.metadata_props[TENSOR_KEY] = value.name
     return [q, dq], dq.outputs[0]
+
+
+def _cast(value: ir.Value, to: ir.DataType, name: str) -> ir.Node:
+    node = ir.Node("", "Cast", [value], attributes=[ir.AttrInt64("to", to.value)], name=name)
+    node.outputs[0].name, node.outputs[0].dtype, node.outputs[0].shape = name, to, value.shape
+    return node
+
+
+def _fp16_island(graph: ir.Graph, node: ir.Node) -> None:
+    """Run `node` in fp16 between Casts. Without them a float op between DQ and Q is a QDQ node unit to the
+    QNN EP and runs quantized anyway; with them the HTP computes it in fp16."""
+    for index, value in enumerate(node.inputs):
+        if value is None or value.dtype != ir.DataType.FLOAT:
+            continue
+        if value.const_value is not None:
+            array = value.const_value.numpy().astype(np.float16)
+            node.replace_input_with(index, _const(graph, f"{value.name}_fp16_{node.name}", array))
+            continue
+        cast = _cast(value, ir.DataType.FLOAT16, f"{value.name}_to_fp16_{node.name}")
+        graph.insert_before(node, cast)
+        node.replace_input_with(index, cast.outputs[0])
+    for out in node.outputs:
+        if out.dtype != ir.DataType.FLOAT:
+            continue
+        users = list(out.uses())
+        back = _cast(out, ir.DataType.FLOAT, f"{out.name}_fp32")
+        graph.insert_after(node, back)
+        is_output = any(v is out for v in graph.outputs)
+        for user, index in users:
+            user.replace_input_with(index, back.outputs[0])
+        if is_output:
+            name = out.name
+            out.name, back.outputs[0].name = f"{name}_fp16", name
+            graph.outputs[[i for i, v in enumerate(graph.outputs) if v is out][0]] = back.outputs[0]
+        out.dtype = ir.DataType.FLOAT16
 
 
 class InsertQdqPass(ir.passes.InPlacePass):
@@ -189,6 +226,8 @@ class InsertQdqPass(ir.passes.InPlacePass):
             graph.insert_before(node, new_nodes)
             for index in indices:
                 node.replace_input_with(index, dq_out)
+        for node in [n for n in graph if n.name in plan.fp16_nodes]:
+            _fp16_island(graph, node)
         return ir.passes.PassResult(model, modified=True)
 
     def _weights(self, graph: ir.Graph, cache: dict) -> None:

@@ -103,6 +103,7 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         peaks["quantize"] = _peak_mb()
         extra.update(calibration_samples=len(feeds), quantization=config.to_json(), remedies=report)
     files, contexts = _write_and_compile(graphs, names, out, htp, options.precision != "fp16", timings)
+    extra["htp_fp16"] = htp.fp16  # float ops (fp16 precision, fp16 islands) run in fp16 on the HTP
     extra["context_bytes"] = sum(f.stat().st_size for f in files if f.suffix == ".bin")
     if len(contexts) > 1:
         extra["context_parts"] = [str(c.relative_to(build_dir)) for c in contexts]

@@ -27,6 +27,7 @@ import onnxruntime as ort
 Feeds = dict[str, np.ndarray]
 FLOAT_ELEM_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 HIST_BINS = 2048
+BUDGET = 512 << 20  # bytes of activations, and of weights, per segment (SD-1.5 UNet: 13.5 GB peak at 1 GB)
 
 
 @dataclass
@@ -104,7 +105,7 @@ class Segment:
 class SegmentedModel:
     """A saved model cut into segments of consecutive nodes (topological order) under byte budgets."""
 
-    def __init__(self, path: Path, activation_budget: int = 1 << 30, weight_budget: int = 1 << 30,
+    def __init__(self, path: Path, activation_budget: int = BUDGET, weight_budget: int = BUDGET,
                  keep: Iterable[str] = ()) -> None:
         self.path = Path(path)
         proto = onnx.load(str(path), load_external_data=False)
@@ -206,6 +207,8 @@ class SegmentedModel:
             so = ort.SessionOptions()
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
             so.log_severity_level = 3
+            so.enable_cpu_mem_arena = False  # an arena per segment session would keep its peak until freed
+            so.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of the weights
             if self.external:
                 path = self.path.parent / f".segment_{index}.onnx"  # beside the weights: relative external paths
                 onnx.save(model, str(path))
@@ -239,7 +242,7 @@ class SegmentedModel:
 
 
 def collect_stats(model_path: Path, feeds: list[Feeds], tensors: set[str] | None = None,
-                  activation_budget: int = 1 << 30, weight_budget: int = 1 << 30,
+                  activation_budget: int = BUDGET, weight_budget: int = BUDGET,
                   histograms: bool = True) -> dict[str, TensorStats]:
     """Running statistics of every float tensor (or of `tensors`) over all `feeds`, streamed by segment.
 

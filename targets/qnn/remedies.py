@@ -94,13 +94,23 @@ def attention_nodes(model: ir.Model) -> set[str]:
     return out
 
 
+def dynamic_matmuls(model: ir.Model) -> set[str]:
+    """MatMuls whose two operands are both activations (attention scores and probabilities x values)."""
+    from fusionc.targets.qnn.rules import is_activation
+
+    return {n.name for n in model.graph if n.op_type == "MatMul" and all(is_activation(v) for v in n.inputs[:2])}
+
+
 def a_priori(model: ir.Model, config: QuantConfig) -> dict[str, list[str]]:
     """Structural remedies that need no measurement; returns what was raised."""
+    if os.environ.get("FUSIONC_QNN_FP16_ATTENTION", "1") == "1":
+        config.float_nodes |= dynamic_matmuls(model)
     if config.activation_bits >= 16:
-        return {}
+        return {"fp16_attention_matmuls": sorted(config.float_nodes)} if config.float_nodes else {}
     quantized = {n.name for n in quantized_nodes(model.graph, config)}
     raised = {"conditioning_16bit": sorted(conditioning_nodes(model) & quantized),
-              "attention_16bit": sorted(attention_nodes(model) & quantized)}
+              "attention_16bit": sorted(attention_nodes(model) & quantized),
+              "fp16_attention_matmuls": sorted(config.float_nodes)}
     for names in raised.values():
         for name in names:
             config.node_bits[name] = 16

@@ -45,7 +45,7 @@ def test_segments_match_one_session(tmp_path: Path) -> None:
     outputs = segmented.run(feeds, lambda n, i, a: seen.setdefault(n, []).append(a))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for feed, out in zip(feeds, outputs):
-        np.testing.assert_allclose(out["y"], session.run(None, feed)[0], rtol=1e-6)
+        np.testing.assert_allclose(out["y"], session.run(None, feed)[0], rtol=1e-5, atol=1e-6)
     assert set(seen) == {"x", "a", "b", "c", "d", "y"} and all(len(v) == 3 for v in seen.values())
     whole = collect_stats(path, feeds, activation_budget=1 << 30)
     parts = collect_stats(path, feeds, activation_budget=1)

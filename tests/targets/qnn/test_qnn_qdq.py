@@ -111,3 +111,39 @@ def test_encoding_math() -> None:
     w = np.array([[1.0, -2.0], [0.5, 0.25]], np.float32)
     pc = Encoding.symmetric_per_channel(w, 0)
     assert np.allclose(pc.scale, [2 / 127, 0.5 / 127]) and pc.quantize(w)[0, 1] == -127
+
+
+def test_fp16_island_between_casts() -> None:
+    """A float node between quantized tensors runs in fp16 between Casts (else the QNN EP quantizes it)."""
+    model = ir.from_onnx_text("""
+    <ir_version: 10, opset_import: ["" : 21]>
+    g (float[1,2,8,4] q, float[1,2,4,8] k) => (float[1,2,8,8] y) {
+      s = MatMul (q, k)
+      y = Softmax <axis = -1> (s)
+    }""")
+    for node in model.graph:
+        node.name = f"n_{node.outputs[0].name}"
+    InferShapesPass()(model)
+    rng = np.random.default_rng(0)
+    feeds = [{"q": rng.standard_normal((1, 2, 8, 4)).astype(np.float32),
+              "k": rng.standard_normal((1, 2, 4, 8)).astype(np.float32)} for _ in range(3)]
+    stats = {n: TensorStats() for n in ("q", "k", "s", "y")}
+    for f in feeds:
+        stats["q"].update(f["q"]), stats["k"].update(f["k"])
+        s = f["q"] @ f["k"]
+        stats["s"].update(s)
+    config = QuantConfig.for_precision("w8a16")
+    config.float_nodes = {"n_s"}
+    plan = build_plan(model, stats, config)
+    assert "s" in plan.activations and plan.fp16_nodes == {"n_s"}  # its output is quantized for the Softmax
+    InsertQdqPass(plan)(model)
+    ops = [n.op_type for n in model.graph]
+    mm = ops.index("MatMul")
+    assert ops[mm - 2:mm] == ["Cast", "Cast"] and ops[mm + 1] == "Cast"
+    assert next(n for n in model.graph if n.op_type == "MatMul").outputs[0].dtype == ir.DataType.FLOAT16
+    session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, feeds[0])[0]
+    s = feeds[0]["q"] @ feeds[0]["k"]
+    want = np.exp(s - s.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    assert np.abs(got - want).max() < 1e-3
