@@ -9,7 +9,8 @@ CPU budget of a compile (under 30 minutes for an SD-1.5 UNet) by measuring only 
    with some weights swapped for their palettized values costs one inference and no session build. A probe
    palettizes a group of layers at 4 bits on a few trajectory inputs and divides the UNet output's MSE by
    the group's summed weight error: the group's gain. Groups are single layers when the time budget allows
-   (tiny models), else the finest balanced split of the module tree that fits the budget.
+   (tiny models: then up to 8 probe inputs spread over the trajectory, which has the generation's length),
+   else the finest balanced split of the module tree that fits the budget.
 3. Allocation: quantization errors of different layers add up in the output (they are nearly orthogonal),
    so the output MSE is predicted as sum(gain * weight error); a Lagrangian bisection picks the fewest
    average bits whose prediction fits the MSE budget of DB dB against the fp32 torch reference.
@@ -47,6 +48,7 @@ RECIPE_FORMAT = "fusionc-mixed-bit-recipe/1"
 CANDIDATES = (2, 4, 6, 8, 16)
 PROBE_BITS = 4
 GAIN_FLOOR = 0.25  # of the median measured gain
+MAX_PROBE_INPUTS = 8  # trajectory inputs per probe when the budget allows every layer alone
 DEFAULT_SEARCH_SECONDS = 1200.0  # the whole search; SD-1.5 must finish in 30 minutes
 
 
@@ -337,6 +339,11 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
     left = budget_seconds - (time.perf_counter() - start) - reserve
     if left < t_eval * len(probes) * len(weights) and len(probes) > 1:  # slow model: one probe input
         probes, probe_base = probes[-1:], probe_base[-1:]
+    else:  # every layer alone fits: spread more probe inputs over the trajectory (sensitivity varies with t)
+        more = min(len(feeds), MAX_PROBE_INPUTS, int(left / (t_eval * len(weights))))
+        if more > len(probes):
+            probes = [_last_row(feeds[i]) for i in _spread_indices(len(feeds), more)]
+            probe_base = [_flat(session(f)) for f in probes]
     groups = balanced_groups(weights, max(1, int(left / (t_eval * len(probes)))))
 
     def dense(w: Weight, bits: int) -> np.ndarray:

@@ -38,10 +38,17 @@ def reference_runners(checkpoint: Checkpoint, options: CompileOptions) -> dict[s
     return {name: component_spec(checkpoint, name, options).reference for name in checkpoint.component_names()}
 
 
+def trajectory_steps(options: CompileOptions) -> int:
+    """Steps of the reference trajectory: --verify-steps, or the generation length when a mixed-bit search
+    (`--palettize auto:DB`) chooses its recipe on it."""
+    mixed = (options.palettize or "").startswith("auto")
+    return max(options.verify_steps, options.mixed_bit_steps) if mixed else options.verify_steps
+
+
 def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, components: list[str] | None = None,
                        prompts: tuple[str, ...] = VERIFY_PROMPTS) -> tuple[dict[str, list[Feeds]], dict[str, list[Feeds]]]:
     """(inputs, torch outputs) of every component call along short denoising runs (guidance on,
-    options.verify_steps steps, options.verify_prompts prompts). Components the loop does not call
+    `trajectory_steps(options)` steps, options.verify_prompts prompts). Components the loop does not call
     (vae_encoder, or every component of a checkpoint that is not a full pipeline) get inputs only."""
     feeds: dict[str, list[Feeds]] = defaultdict(list)
     outputs: dict[str, list[Feeds]] = defaultdict(list)
@@ -68,7 +75,7 @@ def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, componen
     unet = checkpoint.models["unet"]
     vae = checkpoint.models["vae"]
     for i, prompt in enumerate(prompts[: max(1, options.verify_prompts)]):
-        denoise(runners, tokenizers, load_scheduler(checkpoint.scheduler_dir), prompt, steps=options.verify_steps,
+        denoise(runners, tokenizers, load_scheduler(checkpoint.scheduler_dir), prompt, steps=trajectory_steps(options),
                 seed=options.seed + i, guidance=7.5, latent_shape=(unet.config.in_channels, height // scale, width // scale),
                 scaling_factor=float(getattr(vae.config, "scaling_factor", 1.0) or 1.0),
                 text_length=text_length(checkpoint), sdxl=checkpoint.is_sdxl, image_size=(height, width),

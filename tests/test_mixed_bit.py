@@ -24,6 +24,7 @@ from fusionc.options import CompileOptions
 from fusionc.passes.compression import CompressWeightsPass, compression_entries, parse_palettize
 from fusionc.passes.palettize import compression_info
 from fusionc.passes.weights import FOLDED_FROM, Weight, find_weights
+from fusionc.verify import trajectory_steps
 
 WIDTH = 64
 LAYERS = ["block0.attn.to_q", "block0.attn.to_out", "block0.ff.net", "block1.attn.to_q", "block1.ff.net",
@@ -94,9 +95,17 @@ def test_search_meets_the_target_with_fewer_bits_for_lower_targets(target_db: fl
     assert set(recipe.layers) == {f"model.{n}.weight" for n in LAYERS}
     assert 2 <= recipe.average_bits < 16
     assert recipe.search["groups"] == 6  # per-layer probes fit the budget of a small model
+    assert recipe.search["probe_inputs"] == 3  # ... on every trajectory input, not only its two ends
     if target_db == 30.0:
         assert recipe.average_bits < search(mlp_model(), calibration(mlp_model()), 40.0,
                                             min_elements=1024).average_bits
+
+
+def test_mixed_bit_search_measures_a_generation_length_trajectory() -> None:
+    assert trajectory_steps(CompileOptions(verify_steps=3)) == 3
+    assert trajectory_steps(CompileOptions(verify_steps=3, palettize="6")) == 3
+    assert trajectory_steps(CompileOptions(verify_steps=3, palettize="auto:35")) == 8  # generate's default
+    assert trajectory_steps(CompileOptions(verify_steps=12, palettize="auto:35")) == 12
 
 
 def test_pass_applies_the_recipe_and_records_it(tmp_path) -> None:
