@@ -1,4 +1,4 @@
-"""Train the built-in tiny text-to-image pipeline on this machine's CPU (about 30-45 minutes on 2 cores).
+"""Train the built-in tiny text-to-image pipeline on this machine's CPU (about 30 minutes on one thread).
 
     python -m fusionc.models.train_tiny --out compiler/models/tiny_sd
 
