@@ -1,7 +1,8 @@
 """Compile an SD-1.5-shaped pipeline (random weights, public configs) with `fusionc compile --target onnx`.
 
 Records wall time per stage (from the manifest), peak RSS of the compile process, artifact bytes and
-PSNR per component, and writes benchmarks/results/compile_scale.json.
+PSNR per component, and writes benchmarks/results/compile_scale_TARGET[_COMPONENTS].json (the suffix when
+--components is not the whole pipeline).
 
     python benchmarks/compile_scale.py [--work DIR] [--components unet,...]
 """
@@ -59,7 +60,8 @@ def main() -> None:
                        for n, c in manifest["components"].items()},
     }
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"compile_scale_{args.target}.json"
+    default = args.components == parser.get_default("components")
+    path = RESULTS / f"compile_scale_{args.target}{'' if default else '_' + args.components.replace(',', '_')}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

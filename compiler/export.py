@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 import torch
+from onnxscript.rewriter import _DEFAULT_REWRITE_RULES as onnxscript_default_rules
 
 from fusionc.checkpoint import Checkpoint
 from fusionc.errors import BadInputError, UnsupportedError
 from fusionc.options import CompileOptions
+from fusionc.passes._match import forget_last_match
 
 
 class TextEncoderWrapper(torch.nn.Module):
@@ -170,6 +172,7 @@ def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
             input_names=list(spec.example), output_names=spec.outputs, dynamic_shapes=dynamic, verbose=False,
         )
     model = program.model
+    forget_last_match(onnxscript_default_rules)  # the exporter's optimizer ran them: they would pin this model
     for value in [*model.graph.inputs, *model.graph.outputs]:
         if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
             value.shape = ir.Shape(["batch", *value.shape[1:]])

@@ -61,3 +61,19 @@ def test_resolution_option_changes_static_shapes(tiny_pipeline, tmp_path: Path) 
     manifest = compile_checkpoint(tiny_pipeline("sd15"), options, tmp_path / "build")
     assert manifest["components"]["unet"]["inputs"]["sample"]["shape"] == ["batch", 4, 16, 12]
     assert manifest["image"] == {"height": 128, "width": 96}
+
+
+def test_large_models_run_a_guidance_batch_row_by_row(sd15_onnx_build: Path) -> None:
+    """Above 1 GB of weights the runner feeds one row at a time (half the activations): same outputs."""
+    from fusionc.targets.onnx import OrtRunner
+
+    runner = OrtRunner(sd15_onnx_build / "unet" / "model.onnx")
+    assert not runner.row_by_row and runner.batched == {"sample", "encoder_hidden_states"}
+    rng = np.random.default_rng(0)
+    feeds = {"sample": rng.standard_normal((2, 4, 8, 8), dtype=np.float32), "timestep": np.array([500.0], np.float32),
+             "encoder_hidden_states": rng.standard_normal((2, 77, 32), dtype=np.float32)}
+    whole = runner(feeds)["out_sample"]
+    runner.row_by_row = True
+    rows = runner(feeds)["out_sample"]
+    assert rows.shape == whole.shape == (2, 4, 8, 8)
+    np.testing.assert_allclose(rows, whole, rtol=1e-5, atol=1e-5)

@@ -80,13 +80,22 @@ class OrtRunner:
             options = ort.SessionOptions()
             options.enable_cpu_mem_arena = False
             options.add_session_config_entry("session.disable_prepacking", "1")
+        # At SD scale a guidance batch's activations cost GBs (64x64 attention: 1 GB per score tensor per row):
+        # run such models a row at a time; every op of these graphs is independent across the batch.
+        self.row_by_row = _weights_on_disk(path) > EXTERNAL_DATA_THRESHOLD
         self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        self.batched = {i.name for i in self.session.get_inputs() if i.shape and not isinstance(i.shape[0], int)}
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, feeds: Feeds) -> Feeds:
-        values = self.session.run(None, {k: feeds[k] for k in self.inputs})
-        return dict(zip(self.outputs, values))
+        feeds = {k: feeds[k] for k in self.inputs}
+        rows = {feeds[k].shape[0] for k in self.batched if feeds[k].ndim}
+        if not self.row_by_row or len(rows) != 1 or rows == {1}:
+            return dict(zip(self.outputs, self.session.run(None, feeds)))
+        parts = [self.session.run(None, {k: v[i:i + 1] if k in self.batched else v for k, v in feeds.items()})
+                 for i in range(rows.pop())]
+        return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(self.outputs)}
 
 
 class OnnxTarget:
