@@ -122,7 +122,8 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     }
     with buildfs.atomic_build(out) as build, _scratch(out) as scratch_dir:
         scratch = Path(scratch_dir)
-        for name in names:
+        order = _largest_first(checkpoint, names)
+        for name in order:
             spec = component_spec(checkpoint, name, options)
             if options.verify and name not in expected:
                 with stage(f"{name}: torch reference outputs", timings):
@@ -141,7 +142,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
             finally:
                 CURRENT_COMPONENT.reset(token)
             del model, spec, ctx
-            _release_torch_modules(checkpoint, names[names.index(name) + 1:])
+            _release_torch_modules(checkpoint, order[order.index(name) + 1:])
             manifest["components"][name] = {
                 "files": lowered.files, "bytes": sum(_bytes(build / f) for f in lowered.files),
                 "inputs": lowered.inputs, "outputs": lowered.outputs, **lowered.extra,
@@ -153,6 +154,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
             if fp16_report:
                 manifest["components"][name]["fp16_safety"] = json.loads(fp16_report)
             manifest["passes"] += [{"component": name, **r.to_json()} for r in records]
+        manifest["components"] = {n: manifest["components"][n] for n in names}  # the checkpoint's order
         target.finalize(build, checkpoint, manifest, options)
         for name in names if options.verify else []:
             with stage(f"{name}: verify on {options.target}", timings):
@@ -214,6 +216,16 @@ def _vae_scaling_factor(checkpoint: Checkpoint) -> float | None:
     """The latent scaling factor the denoising loop divides by before the VAE decoder."""
     vae = checkpoint.configs.get("vae")
     return float(vae.scaling_factor) if vae is not None and getattr(vae, "scaling_factor", None) else None
+
+
+def _largest_first(checkpoint: Checkpoint, names: list[str]) -> list[str]:
+    """Build order: the component with the most torch weights first. Every module not yet built stays resident,
+    so the UNet's export and lowering (the peak at SD scale) should not also wait behind the others: building
+    the text encoder first kept 3.4 GB of UNet weights resident through its lowering (8.2 GB peak)."""
+    def weight_bytes(name: str) -> int:
+        module = checkpoint.models.get("vae" if name.startswith("vae") else name)
+        return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
+    return sorted(names, key=weight_bytes, reverse=True)  # stable: ties keep the checkpoint's order
 
 
 def _release_torch_modules(checkpoint: Checkpoint, remaining: list[str]) -> None:
