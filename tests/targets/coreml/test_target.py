@@ -85,7 +85,9 @@ def test_runner_splits_and_pads_the_batch(optimized_unet, unet_spec, tmp_path: P
     assert together.shape[0] == 3
     for i in range(3):
         one = runner({k: v[i:i + 1] if k != "timestep" else v for k, v in feeds.items()})["out_sample"]
-        np.testing.assert_allclose(one[0], together[i], atol=2e-3)
+        # fp16 program: the accumulation order follows the batch shape (a few ulps at |x| ~ 0.5); a row routed
+        # to the wrong place would be off by O(0.1)
+        np.testing.assert_allclose(one[0], together[i], atol=5e-3)
 
 
 @pytest.mark.parametrize("chunks", [2])
