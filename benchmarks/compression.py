@@ -10,8 +10,7 @@ table (default): compiles the built-in checkpoint (or CHECKPOINT) once per metho
 sd15-mixed: the mixed-bit search (`--palettize auto:DB`) on an SD-1.5-shaped UNet with random weights
   (diffusers init, seed 0): ONNX export, an 8-step (a compile's `mixed_bit_steps`) DPM-Solver++ trajectory of
   the torch UNet for 2 random "prompts" (random text embeddings) with guidance (batch 2), then
-  fusionc.mixed_bit.search; the search's
-  wall time is the figure (the issue's bound: 30 minutes on this CPU).
+  fusionc.mixed_bit.search; the search's wall time is the figure (the issue's bound: 30 minutes on this CPU).
       flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/compression.py sd15-mixed --db 35
   -> benchmarks/results/compression_sd15_mixed.json
 """
@@ -173,7 +172,6 @@ def main() -> None:
     m.add_argument("--db", type=float, default=35.0)
     m.add_argument("--budget", type=float, default=1200.0)
     m.add_argument("--steps", type=int, default=8, help="trajectory steps (a compile's mixed_bit_steps)")
-
     m.add_argument("--out", type=Path, default=RESULTS / "compression_sd15_mixed.json")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
