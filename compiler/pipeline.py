@@ -218,19 +218,24 @@ def _vae_scaling_factor(checkpoint: Checkpoint) -> float | None:
     return float(vae.scaling_factor) if vae is not None and getattr(vae, "scaling_factor", None) else None
 
 
+def _torch_folder(component: str) -> str:
+    """The checkpoint folder whose torch module a component is exported from (vae_decoder, vae_encoder: vae)."""
+    return "vae" if component.startswith("vae") else component
+
+
 def _largest_first(checkpoint: Checkpoint, names: list[str]) -> list[str]:
     """Build order: the component with the most torch weights first. Every module not yet built stays resident,
     so the UNet's export and lowering (the peak at SD scale) should not also wait behind the others: building
     the text encoder first kept 3.4 GB of UNet weights resident through its lowering (8.2 GB peak)."""
     def weight_bytes(name: str) -> int:
-        module = checkpoint.models.get("vae" if name.startswith("vae") else name)
+        module = checkpoint.models.get(_torch_folder(name))
         return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
     return sorted(names, key=weight_bytes, reverse=True)  # stable: ties keep the checkpoint's order
 
 
 def _release_torch_modules(checkpoint: Checkpoint, remaining: list[str]) -> None:
     """Free torch modules no remaining component needs (at SD scale each holds GBs)."""
-    needed = {"vae" if n.startswith("vae") else n for n in remaining}
+    needed = {_torch_folder(n) for n in remaining}
     for folder in [f for f in checkpoint.models if f not in needed]:
         del checkpoint.models[folder]
     gc.collect()

@@ -41,8 +41,10 @@ def reference_runners(checkpoint: Checkpoint, options: CompileOptions) -> dict[s
 def trajectory_steps(options: CompileOptions) -> int:
     """Steps of the reference trajectory: --verify-steps, or the generation length when a mixed-bit search
     (`--palettize auto:DB`) chooses its recipe on it."""
-    mixed = (options.palettize or "").startswith("auto")
-    return max(options.verify_steps, options.mixed_bit_steps) if mixed else options.verify_steps
+    from fusionc.passes.compression import parse_palettize
+
+    _, mixed_bit_db = parse_palettize(options.palettize)
+    return max(options.verify_steps, options.mixed_bit_steps) if mixed_bit_db is not None else options.verify_steps
 
 
 def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, components: list[str] | None = None,

@@ -75,14 +75,15 @@ class OrtRunner:
     def __init__(self, path: Path, providers: list[Any] | None = None, options: Any = None) -> None:
         import onnxruntime as ort
 
-        if options is None and _weights_on_disk(path) > EXTERNAL_DATA_THRESHOLD:
+        large = _weights_on_disk(path) > EXTERNAL_DATA_THRESHOLD
+        if options is None and large:
             # At SD scale, pre-packed weight copies and the arena would double the session's memory.
             options = ort.SessionOptions()
             options.enable_cpu_mem_arena = False
             options.add_session_config_entry("session.disable_prepacking", "1")
         # At SD scale a guidance batch's activations cost GBs (64x64 attention: 1 GB per score tensor per row):
         # run such models a row at a time; every op of these graphs is independent across the batch.
-        self.row_by_row = _weights_on_disk(path) > EXTERNAL_DATA_THRESHOLD
+        self.row_by_row = large
         self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.batched = {i.name for i in self.session.get_inputs() if i.shape and not isinstance(i.shape[0], int)}
