@@ -27,6 +27,7 @@ from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (
 )
 
 FILE_IDENTIFIER = b"ORTM"
+ALIGNMENT = 16  # bytes: the largest alignment a flatbuffers scalar or vector needs
 
 
 def _resolver_entries(session: InferenceSession.InferenceSession) -> list[tuple[str, list[tuple[str, list[tuple[int, int]]]]]]:
@@ -75,7 +76,9 @@ def canonical_ort_bytes(data: bytes) -> bytes:
     builder = flatbuffers.Builder(len(tail) + 64 * 1024)
     builder.Bytes[len(builder.Bytes) - len(tail):] = tail
     builder.head = len(builder.Bytes) - len(tail)
-    builder.minalign = min(16, size & -size)  # the largest alignment the original buffer guarantees
+    # A fixed alignment, not the raw file's: its size (and so size & -size) varies with the hash-map layout. Any
+    # alignment the model needs divides 16, and the model keeps its distance from the end of the buffer.
+    builder.minalign = ALIGNMENT
     op_offsets = []
     for op_id, type_strs in entries:
         type_offsets = []

@@ -16,7 +16,8 @@ import fusionc
 from fusionc import cache
 from fusionc.options import CompileOptions
 from fusionc.pipeline import compile_checkpoint
-from fusionc.reproducible import canonical_ort, canonical_ort_bytes
+from fusionc.reproducible import ALIGNMENT, canonical_ort, canonical_ort_bytes
+from fusionc.targets.onnx import save_raw_ort
 
 COMPONENTS = ("text_encoder", "vae_decoder")
 
@@ -132,10 +133,7 @@ def test_canonical_ort_is_stable_and_runs(two_builds: tuple[Path, Path], tmp_pat
     source = two_builds[0] / "text_encoder" / "model.onnx"
     raw = []
     for i in range(3):
-        options = ort.SessionOptions()
-        options.optimized_model_filepath = str(tmp_path / f"m{i}.ort")
-        options.add_session_config_entry("session.save_model_format", "ORT")
-        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        save_raw_ort(source, tmp_path / f"m{i}.ort")
         raw.append((tmp_path / f"m{i}.ort").read_bytes())
     canonical = {canonical_ort_bytes(data) for data in raw}
     assert len(canonical) == 1
@@ -169,3 +167,19 @@ def test_device_targets_are_byte_identical_across_runs(target: str, tiny_pipelin
     assert builds[0] == builds[1]
     suffixes = {Path(f).suffix for f in builds[0]}
     assert (".mlmodel" in suffixes and ".json" in suffixes) if target == "coreml" else {".onnx", ".bin"} <= suffixes
+
+
+def padded_flatbuffer(data: bytes, padding: int) -> bytes:
+    """The same flatbuffer with `padding` zero bytes after its header: every offset is relative but the root's."""
+    root = int.from_bytes(data[:4], "little")
+    return (root + padding).to_bytes(4, "little") + data[4:8] + bytes(padding) + data[8:]
+
+
+def test_canonical_ort_does_not_depend_on_the_raw_file_size(two_builds: tuple[Path, Path], tmp_path: Path) -> None:
+    """The raw layout's size varies from run to run (by 8 bytes, say): the canonical bytes must not follow it."""
+    save_raw_ort(two_builds[0] / "text_encoder" / "model.onnx", tmp_path / "m.ort")
+    data = (tmp_path / "m.ort").read_bytes()
+    canonical = canonical_ort_bytes(data)
+    assert len(canonical) % ALIGNMENT == 0
+    for padding in (8, 16, 24):
+        assert canonical_ort_bytes(padded_flatbuffer(data, padding)) == canonical

@@ -40,18 +40,23 @@ def save_model(model: ir.Model, path: Path) -> list[Path]:
     return [path]
 
 
-def write_ort_format(onnx_path: Path) -> Path | None:
-    """Convert to ORT format (.ort, flatbuffers, < 2 GB only) for ONNX Runtime Mobile."""
+def save_raw_ort(onnx_path: Path, ort_path: Path) -> None:
+    """onnxruntime's own ORT-format serialization (basic, hardware-independent optimizations only)."""
     import onnxruntime as ort
 
-    if _weights_on_disk(onnx_path) > EXTERNAL_DATA_THRESHOLD:
-        return None
-    ort_path = onnx_path.with_suffix(".ort")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(ort_path)
     options.add_session_config_entry("session.save_model_format", "ORT")
     ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def write_ort_format(onnx_path: Path) -> Path | None:
+    """Convert to ORT format (.ort, flatbuffers, < 2 GB only) for ONNX Runtime Mobile."""
+    if _weights_on_disk(onnx_path) > EXTERNAL_DATA_THRESHOLD:
+        return None
+    ort_path = onnx_path.with_suffix(".ort")
+    save_raw_ort(onnx_path, ort_path)
     from fusionc.reproducible import canonical_ort
 
     canonical_ort(ort_path)  # onnxruntime lays part of the file out in hash-map order: make it byte-identical
