@@ -29,6 +29,7 @@ from fusionc.devices import get_device
 from fusionc.errors import BadInputError
 from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify` imports it from here)
 from fusionc.export import component_spec, export_component, image_size
+from fusionc.memory import forget_removed_values
 from fusionc.options import ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions
 from fusionc.progress import STAGE_PEAK_RSS_MB, stage, track
 from fusionc.reproducible import reset_name_state, strip_host_paths
@@ -136,13 +137,21 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
                                                               (checkpoint.sha256, (height, width), device))
                 estimate = (gates.estimate_latency(model, name, device, options)
                             if options.max_latency_ms else None)
+            finally:
+                CURRENT_COMPONENT.reset(token)
+            # Past the passes the torch module is not needed (its reference outputs are computed): free it before
+            # the lowering, so a target that saves the graph and drops its weights (qnn) frees them for real.
+            ctx = dataclasses.replace(ctx, reference=None)
+            del spec
+            _release_torch_modules(checkpoint, order[order.index(name) + 1:])
+            token = CURRENT_COMPONENT.set(ctx)
+            try:
                 with stage(f"{name}: lower to {options.target}", timings):
                     lowered = target.lower(model, build, ctx)
                 fp16_report = model.metadata_props.get(FP16_REPORT_KEY)
             finally:
                 CURRENT_COMPONENT.reset(token)
-            del model, spec, ctx
-            _release_torch_modules(checkpoint, order[order.index(name) + 1:])
+            del model, ctx
             manifest["components"][name] = {
                 "files": lowered.files, "bytes": sum(_bytes(build / f) for f in lowered.files),
                 "inputs": lowered.inputs, "outputs": lowered.outputs, **lowered.extra,
@@ -180,6 +189,7 @@ def _export(spec: Any, options: CompileOptions) -> ir.Model:
 
 def _optimize(model: ir.Model, target: Any, options: CompileOptions) -> list[PassRecord]:
     records = run_passes(model, target.pipeline(options), options)
+    forget_removed_values(model)  # the weights the passes replaced would stay pinned through the lowering
     reset_name_state(model)  # lowering then names alike whether the passes ran or came from the --cache
     return records
 

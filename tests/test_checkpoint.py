@@ -34,6 +34,15 @@ def copy_pipeline(tiny_pipeline, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_pipeline("sd15"), tmp_path / "ckpt"))
 
 
+def test_weights_are_read_not_memory_mapped(tiny_pipeline) -> None:
+    """A mapped weight file stays resident while any one of its tensors lives (3.3 GB for SD-1.5's UNet)."""
+    folder = tiny_pipeline("sd15")
+    checkpoint = load_checkpoint(folder)
+    mapped = Path("/proc/self/maps").read_text()
+    assert checkpoint.models["unet"] is not None
+    assert not [f for f in folder.rglob("*.safetensors") if str(f.resolve()) in mapped]
+
+
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="does not exist"):
         load_checkpoint(tmp_path / "nope")

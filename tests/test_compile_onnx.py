@@ -77,3 +77,36 @@ def test_large_models_run_a_guidance_batch_row_by_row(sd15_onnx_build: Path) -> 
     rows = runner(feeds)["out_sample"]
     assert rows.shape == whole.shape == (2, 4, 8, 8)
     np.testing.assert_allclose(rows, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_module_is_freed_before_its_component_is_lowered(tiny_pipeline, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """At SD scale the QNN context build alone takes ~10 GB: the 3.4 GB torch UNet must be gone by then."""
+    import gc
+    import weakref
+
+    import fusionc.pipeline as pipeline
+    from fusionc.targets import get_target
+
+    modules: dict[str, weakref.ref] = {}
+    load = pipeline.load_checkpoint
+
+    def load_and_watch(*args: object, **kwargs: object):
+        checkpoint = load(*args, **kwargs)
+        modules.update({name: weakref.ref(module) for name, module in checkpoint.models.items()})
+        return checkpoint
+
+    alive_at_lowering: dict[str, bool] = {}
+    target = get_target("onnx")
+    lower = target.lower
+
+    def watched_lower(model, build, ctx):
+        gc.collect()
+        alive_at_lowering[ctx.name] = modules[ctx.name]() is not None or ctx.reference is not None
+        return lower(model, build, ctx)
+
+    monkeypatch.setattr(pipeline, "load_checkpoint", load_and_watch)
+    monkeypatch.setattr(target, "lower", watched_lower)
+    compile_checkpoint(tiny_pipeline("sd15"), CompileOptions(components=("unet", "text_encoder"), verify_steps=1,
+                                                             verify_prompts=1), tmp_path / "out")
+    assert alive_at_lowering == {"unet": False, "text_encoder": False}

@@ -23,15 +23,21 @@ g (float[1,16] x, float[16,32] W1, float[32,16] W2) => (float[1,16] y) {
 """
 
 
-def model_file(tmp_path: Path) -> Path:
+def float_model() -> ir.Model:
+    """TEXT with random weights W1, W2 as in-memory initializers."""
     model = ir.from_onnx_text(TEXT)
     rng = np.random.default_rng(0)
     for value in list(model.graph.inputs)[1:]:
         value.const_value = ir.tensor(rng.standard_normal(tuple(value.shape)).astype(np.float32), name=value.name)
         model.graph.inputs.remove(value)
         model.graph.register_initializer(value)
+    return model
+
+
+def model_file(tmp_path: Path) -> Path:
     from fusionc.passes.cleanup import InferShapesPass
 
+    model = float_model()
     InferShapesPass()(model)
     return save_float(model, tmp_path / "m.onnx")
 
@@ -70,3 +76,16 @@ def test_calibration_feeds_split_guidance_batches() -> None:
     assert len(singles) == 6 and singles[1]["sample"].shape == (1, 4, 8, 8) and singles[1]["timestep"].shape == (1,)
     picked = calibration_feeds(feeds, 4)
     assert len(picked) == 4 and picked[0]["timestep"][0] == 999.0 and picked[-1]["timestep"][0] == 1.0
+
+
+def test_saved_float_model_reads_its_weights_from_the_file(tmp_path: Path) -> None:
+    """After save_float the in-memory graph holds no weight arrays (3.4 GB at SD scale) but still reads them."""
+    model = float_model()
+    arrays = {name: value.const_value.numpy().copy() for name, value in model.graph.initializers.items()}
+    save_float(model, tmp_path / "m.onnx")
+    for name, array in arrays.items():
+        tensor = model.graph.initializers[name].const_value
+        assert isinstance(tensor, ir.ExternalTensor) and Path(tensor.base_dir) == tmp_path
+        np.testing.assert_array_equal(tensor.numpy(), array)
+    reloaded = ir.load(tmp_path / "m.onnx")
+    np.testing.assert_array_equal(reloaded.graph.initializers["W1"].const_value.numpy(), arrays["W1"])
