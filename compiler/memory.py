@@ -8,10 +8,18 @@ tensor. Those tensors are views into the checkpoint's memory map, so even 0.9 GB
 SD-1.5 UNet file resident through the lowering. onnx_ir offers no public way to drop the stale keys; we drop
 the non-positive counts ourselves (which is what `Counter` does on `+= Counter()`), and do nothing if a future
 onnx_ir stores them differently.
+
+`release_freed_memory` collects the graphs' reference cycles (a dropped graph frees nothing until then) and
+hands the freed heap back to the OS: glibc keeps freed small and mid-sized blocks (most weights read from a
+checkpoint) in its arenas, 0.9 GB of them after an SD-1.5 UNet is lowered.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import gc
 from collections import Counter
 
 import onnx_ir as ir
@@ -29,3 +37,18 @@ def forget_removed_values(model: ir.Model) -> int:
             counter += Counter()  # in place: keeps the positive counts only
             dropped += before - len(counter)
     return dropped
+
+
+@functools.cache
+def _malloc_trim():
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return getattr(libc, "malloc_trim", None)  # glibc only (musl and macOS have none)
+
+
+def release_freed_memory() -> None:
+    """Free unreachable graphs and modules now, and return the freed heap to the OS where the libc allows it."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import gc
 import json
 import os
 import platform
@@ -29,7 +28,7 @@ from fusionc.devices import get_device
 from fusionc.errors import BadInputError
 from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify` imports it from here)
 from fusionc.export import component_spec, export_component, image_size
-from fusionc.memory import forget_removed_values
+from fusionc.memory import forget_removed_values, release_freed_memory
 from fusionc.options import ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions
 from fusionc.progress import STAGE_PEAK_RSS_MB, stage, track
 from fusionc.reproducible import reset_name_state, strip_host_paths
@@ -40,6 +39,7 @@ from fusionc.verify import compare, reference_outputs, trajectory_samples
 
 # The component being compiled, for passes that need its verification inputs (fusionc.passes.precision).
 CURRENT_COMPONENT: contextvars.ContextVar[ComponentContext] = contextvars.ContextVar("fusionc_component")
+RELEASE_NOW_BYTES = 256 << 20  # freeing more than this is worth a full gc (~0.5 s) at once
 FP16_REPORT_KEY = "fusionc.fp16_safety"  # model metadata the precision pass leaves for the manifest
 
 
@@ -143,7 +143,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
             # the lowering, so a target that saves the graph and drops its weights (qnn) frees them for real.
             ctx = dataclasses.replace(ctx, reference=None)
             del spec
-            _release_torch_modules(checkpoint, order[order.index(name) + 1:])
+            freed = _release_torch_modules(checkpoint, order[order.index(name) + 1:])
             token = CURRENT_COMPONENT.set(ctx)
             try:
                 with stage(f"{name}: lower to {options.target}", timings):
@@ -152,6 +152,8 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
             finally:
                 CURRENT_COMPONENT.reset(token)
             del model, ctx
+            if freed >= RELEASE_NOW_BYTES:  # the graph is all reference cycles: free its weights now, not at a later gc
+                release_freed_memory()
             manifest["components"][name] = {
                 "files": lowered.files, "bytes": sum(_bytes(build / f) for f in lowered.files),
                 "inputs": lowered.inputs, "outputs": lowered.outputs, **lowered.extra,
@@ -233,22 +235,28 @@ def _torch_folder(component: str) -> str:
     return "vae" if component.startswith("vae") else component
 
 
+def _torch_bytes(module: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
+
+
 def _largest_first(checkpoint: Checkpoint, names: list[str]) -> list[str]:
     """Build order: the component with the most torch weights first. Every module not yet built stays resident,
     so the UNet's export and lowering (the peak at SD scale) should not also wait behind the others: building
     the text encoder first kept 3.4 GB of UNet weights resident through its lowering (8.2 GB peak)."""
     def weight_bytes(name: str) -> int:
-        module = checkpoint.models.get(_torch_folder(name))
-        return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
+        return _torch_bytes(checkpoint.models.get(_torch_folder(name)))
     return sorted(names, key=weight_bytes, reverse=True)  # stable: ties keep the checkpoint's order
 
 
-def _release_torch_modules(checkpoint: Checkpoint, remaining: list[str]) -> None:
-    """Free torch modules no remaining component needs (at SD scale each holds GBs)."""
+def _release_torch_modules(checkpoint: Checkpoint, remaining: list[str]) -> int:
+    """Free torch modules no remaining component needs (at SD scale each holds GBs); returns their bytes."""
     needed = {_torch_folder(n) for n in remaining}
+    freed = 0
     for folder in [f for f in checkpoint.models if f not in needed]:
-        del checkpoint.models[folder]
-    gc.collect()
+        freed += _torch_bytes(checkpoint.models.pop(folder))
+    if freed >= RELEASE_NOW_BYTES:
+        release_freed_memory()
+    return freed
 
 
 def _scratch(out: Path) -> tempfile.TemporaryDirectory:
