@@ -4,10 +4,9 @@ onnx_ir's graph inputs and outputs count how often each value appears in them (a
 removing a value only lowers its count to zero: the key, and so the value with its `const_value`, stays for the
 life of the graph. torch's exporter first makes every weight a graph input, then moves it to the initializers, so
 each weight the passes later remove or replace (fused, transposed, split weights) stays pinned, with its torch
-tensor. Those tensors are views into the checkpoint's memory map, so even 0.9 GB of them keeps the whole 3.4 GB
-SD-1.5 UNet file resident through the lowering. onnx_ir offers no public way to drop the stale keys; we drop
-the non-positive counts ourselves (which is what `Counter` does on `+= Counter()`), and do nothing if a future
-onnx_ir stores them differently.
+tensor: 0.9 GB of the SD-1.5 UNet's weights stayed resident through the lowering. onnx_ir offers no public way
+to drop the stale keys; we drop the non-positive counts ourselves (which is what `Counter` does on
+`+= Counter()`), and do nothing if a future onnx_ir stores them differently.
 
 `release_freed_memory` collects the graphs' reference cycles (a dropped graph frees nothing until then) and
 hands the freed heap back to the OS: glibc keeps freed small and mid-sized blocks (most weights read from a
