@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reference_models  # noqa: E402
 
-from fusionc import costmodel  # noqa: E402
+from fusionc.analysis import costmodel  # noqa: E402
 from fusionc.bench import Figure, bench, budget_rows, plot, time_calls  # noqa: E402
-from fusionc.devices import DEVICES  # noqa: E402
-from fusionc.graph_stats import graph_stats  # noqa: E402
+from fusionc.core.devices import DEVICES  # noqa: E402
+from fusionc.analysis.graph_stats import graph_stats  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PIPELINES = {  # name -> component -> reference graph
@@ -43,7 +43,7 @@ PIPELINES = {  # name -> component -> reference graph
 def builtin_build(out: Path) -> Path:
     """An onnx build of the built-in pipeline: `fusionc compile` when it works, else the plain export."""
     from fusionc.models import BUILTIN_CHECKPOINT
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
 
     try:
         from fusionc.pipeline import compile_checkpoint

@@ -10,7 +10,7 @@ table (default): compiles the built-in checkpoint (or CHECKPOINT) once per metho
 sd15-mixed: the mixed-bit search (`--palettize auto:DB`) on an SD-1.5-shaped UNet with random weights
   (diffusers init, seed 0): ONNX export, an 8-step (a compile's `mixed_bit_steps`) DPM-Solver++ trajectory of
   the torch UNet for 2 random "prompts" (random text embeddings) with guidance (batch 2), then
-  fusionc.mixed_bit.search; the search's wall time is the figure (the issue's bound: 30 minutes on this CPU).
+  fusionc.passes.compression.mixed_bit.search; the search's wall time is the figure (the issue's bound: 30 minutes on this CPU).
       flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/compression.py sd15-mixed --db 35
   -> benchmarks/results/compression_sd15_mixed.json
 """
@@ -47,7 +47,7 @@ def table(checkpoint: Path | None, target: str, methods: list[str], steps: int, 
     import dataclasses
 
     from fusionc.generate import image_psnr, run, torch_runners
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.pipeline import compile_checkpoint
     from fusionc.targets import get_target
 
@@ -102,7 +102,7 @@ def sd15_mixed(db: float, out: Path, budget: float, steps: int) -> dict[str, Any
     from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
 
     from fusionc.export import ComponentSpec, UNetWrapper, export_component
-    from fusionc.mixed_bit import Calibration, search
+    from fusionc.passes.compression.mixed_bit import Calibration, search
     from palettize_speed import SD15_UNET
 
     timings: dict[str, float] = {}

@@ -1,7 +1,7 @@
 """PSNR of every component of every tiny family (fusionc.models.tiny) on the coreml target, per attention form.
 
 Each build is verified by the driver (MIL executor vs the fp32 torch module along a denoising trajectory).
-split_einsum_v2 runs with query chunks of 16 (extra attention_chunk) so that the tiny 8x8-latent models
+split_einsum_v2 runs with query chunks of 16 (--attention-chunk) so that the tiny 8x8-latent models
 exercise the chunked path that SD-scale latents take with Apple's 512. Writes benchmarks/results/coreml_psnr.json.
 
     flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/coreml_psnr.py [--work DIR]
@@ -25,7 +25,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from fusionc.models.tiny import FAMILIES, write_pipeline
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.pipeline import compile_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,7 +40,7 @@ def main() -> None:
             write_pipeline(checkpoint, family)
         for attention in args.attention.split(","):
             options = CompileOptions(target="coreml", attention=attention, verify_steps=2, verify_prompts=1,
-                                     extra={"attention_chunk": 16} if attention == "split_einsum_v2" else {})
+                                     attention_chunk=16)
             start = time.perf_counter()
             manifest = compile_checkpoint(checkpoint, options, args.work / "builds" / f"{family}_{attention}")
             for name, comp in manifest["components"].items():

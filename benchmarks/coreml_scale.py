@@ -71,7 +71,7 @@ def part_fusionc(checkpoint: Path, out: Path, attention: str, ct_passes: str = "
     import torch
 
     from fusionc.export import ComponentSpec, UNetWrapper, export_component
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.pipeline import run_passes
     from fusionc.targets import get_target
     from fusionc.targets.base import ComponentContext
@@ -86,10 +86,10 @@ def part_fusionc(checkpoint: Path, out: Path, attention: str, ct_passes: str = "
         model = export_component(spec)
     stages["export"] = time.perf_counter() - t
     options = CompileOptions(target="coreml", attention=attention, chunk=chunk, deployment_target="iOS17",
-                             extra={"coreml_ct_passes": ct_passes})
+                             coreml_ct_passes=ct_passes or "minimal")
     target = get_target("coreml")
     t = time.perf_counter()
-    records = run_passes(model, target.pipeline(options), options)
+    records = run_passes(model, target.pipeline(options), ComponentContext.for_options(options))
     stages["passes"] = time.perf_counter() - t
     if out.exists():
         shutil.rmtree(out)

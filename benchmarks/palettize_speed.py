@@ -59,7 +59,7 @@ def relative_mse(weights: dict[str, np.ndarray], approx: dict[str, np.ndarray]) 
 
 
 def run_fusionc(weights: dict[str, np.ndarray], nbits: int, repeats: int) -> dict:
-    from fusionc.passes import lut as lutlib
+    from fusionc.passes.compression import lut as lutlib
 
     lutlib.palettize(np.zeros((300000,), np.float32) + 1, nbits)  # warm up imports (torch fp16 cast)
     cluster_times, packed_times = [], []

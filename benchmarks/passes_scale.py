@@ -24,8 +24,8 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from fusionc.models.tiny import sd15_unet_config
-from fusionc.options import CompileOptions
-from fusionc.passes import default_pipeline
+from fusionc.core.options import CompileOptions
+from fusionc.passes.generic import default_pipeline
 
 RESULTS = Path(__file__).parent / "results" / "passes_scale.json"
 

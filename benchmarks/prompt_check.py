@@ -85,7 +85,7 @@ def main() -> None:
 
     build, tmp = args.build, None
     if build is None and not args.no_onnx:
-        from fusionc.options import CompileOptions
+        from fusionc.core.options import CompileOptions
         from fusionc.pipeline import compile_checkpoint
 
         tmp = tempfile.TemporaryDirectory(prefix="prompt_check_")

@@ -53,11 +53,11 @@ def stock_component(checkpoint: Any, name: str, options: Any, feeds: list, expec
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
     from fusionc.export import component_spec, export_component
-    from fusionc.passes.cleanup import CleanUpGraphPass
+    from fusionc.passes.generic.cleanup import CleanUpGraphPass
     from fusionc.targets.qnn import HtpRunner
     from fusionc.targets.qnn.ep import HtpConfig, compile_context
     from fusionc.targets.qnn.quantize import calibration_feeds
-    from fusionc.targets.qnn.rewrites import InferStaticShapesPass, StaticBatchPass
+    from fusionc.passes.qnn.rewrites import InferStaticShapesPass, StaticBatchPass
     from fusionc.verify import compare
 
     result: dict[str, Any] = {}
@@ -94,7 +94,7 @@ def stock_component(checkpoint: Any, name: str, options: Any, feeds: list, expec
 
 def fusionc_precision(checkpoint_path: Path | None, precision: str, out: Path, feeds: dict,
                       expected: dict) -> dict[str, Any]:
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.pipeline import compile_checkpoint
     from fusionc.verify import compare
 
@@ -121,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from fusionc.checkpoint import load_checkpoint
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.verify import trajectory_samples
 
     options = CompileOptions(target="qnn")

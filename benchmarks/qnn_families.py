@@ -63,7 +63,7 @@ def remedies_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
 def run_row(pipe: Path, precision: str, out: Path, feeds: dict, expected: dict) -> dict[str, Any]:
     """Compile one family at one precision; per component PSNRs (HTP, CPU fake-quant), bytes, remedies."""
     from fusionc.gates import GateFailedError
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.pipeline import compile_checkpoint
     from fusionc.verify import compare
     from qnn_accuracy import SplitRunner
@@ -110,7 +110,7 @@ def main() -> None:
 
     from fusionc.checkpoint import load_checkpoint
     from fusionc.models.tiny import write_pipeline
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.verify import trajectory_samples
 
     report: dict[str, Any] = {"device": f"{DEVICE} (v73)", "gate_db": GATE_DB, "weights": "seeded random (tiny.py)",

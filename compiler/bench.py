@@ -5,7 +5,7 @@ Users pick a backend, a compression level and a step count by latency, so bench 
   CPU for onnx builds (and fake-quant graphs), the target's runner for qnn builds (on x86 that is the HTP emulator:
   labelled so, never a device figure), Core ML `predict` on macOS only, and an Android device over adb with
   onnxruntime_perf_test + the QNN EP when one is attached (detected, never assumed);
-- estimated: fusionc.costmodel on the component's compiled graph for each device profile of the build's target
+- estimated: fusionc.analysis.costmodel on the component's compiled graph for each device profile of the build's target
   (every profile for a portable onnx build).
 The end-to-end budget adds text encoder calls (two with guidance), steps x UNet and one VAE decode per backend and
 device, and names the component to shrink first and by how much.
@@ -27,8 +27,8 @@ from typing import Any, Callable
 import numpy as np
 
 from fusionc import __version__
-from fusionc.devices import DEVICES
-from fusionc.errors import BadInputError, CheckFailedError
+from fusionc.core.devices import DEVICES
+from fusionc.core.errors import BadInputError
 
 TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
 PIPELINE_ORDER = ("text_encoder", "text_encoder_2", "unet", "vae_decoder")
@@ -178,8 +178,8 @@ def component_graph(build: Path, comp: dict[str, Any]) -> Path | None:
 
 def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tuple[list[Figure], dict[str, Any]]:
     """Estimated figures on every device profile of the build's target, and each component's graph summary."""
-    from fusionc.costmodel import backend_of, estimate
-    from fusionc.graph_stats import graph_stats
+    from fusionc.analysis.costmodel import backend_of, estimate
+    from fusionc.analysis.graph_stats import graph_stats
 
     target = manifest["target"]
     precision = (manifest.get("options") or {}).get("precision") if target == "qnn" else None
@@ -252,7 +252,7 @@ def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: f
           warmup: int = 2, measure: bool = True) -> dict[str, Any]:
     """Everything `fusionc bench` shows and writes, as one JSON-ready dict."""
     from fusionc.buildfs import read_manifest
-    from fusionc.costmodel import FAMILY_PARAMS, calibration_report
+    from fusionc.analysis.costmodel import FAMILY_PARAMS, calibration_report
 
     import onnxruntime
 
@@ -375,7 +375,7 @@ def print_devices() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from fusionc.devices import devices_table
+    from fusionc.core.devices import devices_table
 
     rows = devices_table()
     table = Table(title="fusionc device profiles (sources in compiler/devices.py)")
@@ -384,47 +384,3 @@ def print_devices() -> None:
     for row in rows:
         table.add_row(*row.values())
     Console(width=max(Console().width, 150)).print(table)
-
-
-def _cli_commands() -> list[Any]:
-    import click
-
-    from fusionc.cli import handle_errors
-
-    @click.command("devices")
-    @click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
-    @handle_errors
-    def devices_command(as_json: bool) -> None:
-        """List device profiles: compute units, NPU throughput, bandwidth, model size limits."""
-        if as_json:
-            click.echo(json.dumps({n: d.to_json() for n, d in DEVICES.items()}, indent=1))
-        else:
-            print_devices()
-
-    @click.command("bench")
-    @click.argument("builds", nargs=-1, type=click.Path(path_type=Path))
-    @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write everything as JSON.")
-    @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Write a PNG chart.")
-    @click.option("--steps", type=int, default=8, show_default=True, help="Denoising steps per image.")
-    @click.option("--guidance/--no-guidance", default=True, show_default=True,
-                  help="Classifier-free guidance: UNet at batch 2, text encoder twice.")
-    @click.option("--budget", type=float, default=2.0, show_default=True, help="End-to-end budget in seconds.")
-    @click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per component.")
-    @click.option("--warmup", type=int, default=2, show_default=True)
-    @click.option("--no-measure", is_flag=True, help="Estimates only (skip running anything).")
-    @click.option("--check", is_flag=True, help="Exit 1 when no backend fits the budget.")
-    @handle_errors
-    def bench_command(check: bool, **kwargs: Any) -> None:
-        """Measured and estimated latency of each component of BUILD... and the end-to-end budget."""
-        result = run_bench_cli(**kwargs)
-        if check and not any(r["within_budget"] for r in result["budgets"]):
-            raise CheckFailedError(f"no backend meets the {kwargs['budget']:g} s budget")
-
-    return [devices_command, bench_command]
-
-
-def register(main: Any) -> None:
-    """Add `devices` and `bench` to the fusionc click group."""
-    for command in _cli_commands():
-        main.add_command(command)
-

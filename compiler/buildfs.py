@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from fusionc.errors import BadInputError
+from fusionc.core.errors import BadInputError
 
 MANIFEST = "manifest.json"
 

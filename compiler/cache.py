@@ -28,8 +28,8 @@ from typing import Any
 import onnx_ir as ir
 
 from fusionc.buildfs import _alive
-from fusionc.errors import BadInputError
-from fusionc.options import CompileOptions
+from fusionc.core.errors import BadInputError
+from fusionc.core.options import CompileOptions
 
 MODEL = "model.onnx"
 META = "meta.json"
@@ -37,7 +37,7 @@ LIBRARIES = ("fusionc", "torch", "onnx", "onnx-ir", "onnxscript", "onnxruntime",
 GATE_ONLY = ("min_psnr", "max_size", "max_latency_ms", "latency_steps", "verify")
 # The modules each stage's output depends on: a change to their sources invalidates that stage's entries.
 EXPORT_SOURCES = ("fusionc.export", "fusionc.checkpoint")
-OPTIMIZE_SOURCES = ("fusionc.passes", "fusionc.targets", "fusionc.options")
+OPTIMIZE_SOURCES = ("fusionc.passes", "fusionc.targets", "fusionc.core")
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from fusionc.errors import BadInputError, UnsupportedError  # noqa: E402
+from fusionc.core.errors import BadInputError, UnsupportedError  # noqa: E402
 
 SAFETENSORS = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 PICKLES = ("diffusion_pytorch_model.bin", "pytorch_model.bin", "model.ckpt", "model.pt", "model.bin")
@@ -40,6 +39,9 @@ SUPPORTED = {
     "CLIPTextModelWithProjection": ("transformers", "text_encoder"),
 }
 MODEL_FOLDERS = ("text_encoder", "text_encoder_2", "unet", "vae")
+
+# fusionc.models' pipeline, found by path: fusionc.models imports the driver (its training script), not the reverse
+BUILTIN_CHECKPOINT = Path(__file__).parent / "models" / "tiny_sd"
 
 
 @dataclass
@@ -79,8 +81,6 @@ class Checkpoint:
 def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Checkpoint:
     """Load a pipeline folder or a single component folder; None loads the built-in tiny pipeline."""
     if path is None:
-        from fusionc.models import BUILTIN_CHECKPOINT
-
         path = BUILTIN_CHECKPOINT
     path = Path(path)
     if not path.exists():
@@ -252,7 +252,3 @@ def checkpoint_sha256(path: Path) -> str:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def parameter_count(module: torch.nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in module.parameters())

@@ -15,8 +15,7 @@ from typing import Any, Callable
 import click
 
 from fusionc import __version__
-from fusionc.errors import FusioncError
-from fusionc.options import ALL_COMPONENTS, CompileOptions
+from fusionc.core.errors import FusioncError
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,16 +53,6 @@ class UsageExit2Group(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(debug: bool) -> None:
     """fusionc: compile diffusers text-to-image checkpoints for Core ML, QNN HTP and ONNX Runtime."""
-
-
-def _components(value: str | None) -> tuple[str, ...] | None:
-    if not value:
-        return None
-    names = tuple(v.strip() for v in value.split(",") if v.strip())
-    unknown = [n for n in names if n not in ALL_COMPONENTS]
-    if unknown:
-        raise click.BadParameter(f"unknown component '{unknown[0]}': choose from {', '.join(ALL_COMPONENTS)}")
-    return names
 
 
 @main.command("compile")
@@ -104,6 +93,29 @@ def _components(value: str | None) -> tuple[str, ...] | None:
 @click.option("--precision", type=click.Choice(["w8a16", "w8a8", "fp16"]), default="w8a16", show_default=True,
               help="QNN precision.")
 @click.option("--calibration-samples", type=int, default=4, show_default=True, help="QNN calibration inputs per component.")
+@click.option("--compute-precision", type=click.Choice(["fp16", "fp32"]), default=None,
+              help="Core ML program precision [default: fp16].")
+@click.option("--attention-chunk", type=click.IntRange(1), default=None,
+              help="Core ML split_einsum_v2 query chunk [default: 512, Apple's].")
+@click.option("--coreml-ct-passes", type=click.Choice(["minimal", "default"]), default=None,
+              help="coremltools passes at ct.convert [default: minimal; ours did the graph work].")
+@click.option("--qnn-range-margin", type=click.FloatRange(1.0), default=None,
+              help="QNN: widen 16-bit activation ranges by this factor [default: 3].")
+@click.option("--qnn-fp16-attention/--no-qnn-fp16-attention", default=None,
+              help="QNN: activation x activation MatMuls in fp16 on the HTP [default: on].")
+@click.option("--qnn-target-db", type=float, default=None, help="QNN remedies stop at this PSNR [default: the gate + 5 dB].")
+@click.option("--qnn-remedy-rounds", type=click.IntRange(0), default=None, help="QNN remedy evaluations, 0: none [default: 48].")
+@click.option("--qnn-remedy-seconds", type=click.FloatRange(0), default=None, help="QNN remedies time budget [default: 600].")
+@click.option("--qnn-max-context-bytes", type=click.IntRange(1), default=None,
+              help="QNN: split contexts above this size [default: the device's limit].")
+@click.option("--opset", type=click.IntRange(18, 21), default=None, help="ONNX opset of the export [default: 18].")
+@click.option("--seed", type=int, default=None, help="Seed of the verification trajectory [default: 0].")
+@click.option("--latency-steps", type=click.IntRange(1), default=None,
+              help="Steps of the per-image latency estimate and gate [default: 8].")
+@click.option("--mixed-bit-steps", type=click.IntRange(1), default=None,
+              help="Trajectory steps the mixed-bit search measures on [default: 8].")
+@click.option("--min-weight-elements", type=click.IntRange(1), default=None,
+              help="Compress weights of at least this many elements [default: 2048].")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="fusionc.toml with any of these options (flags given here override it).")
 @click.option("--max-size", multiple=True, help="Exit 1 if the build exceeds N MB (N) or a component does (unet=N).")
@@ -224,9 +236,66 @@ def debug_accuracy_command(build: Path, component: str | None, samples: int, top
     debug_build(build, component, samples, top, tensors, not no_htp, json_path, echo=click.echo)
 
 
-from fusionc.bench import register as _register_bench  # noqa: E402  (`devices`, `bench`: compiler/bench.py)
+@main.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
+@handle_errors
+def devices_command(as_json: bool) -> None:
+    """List device profiles: compute units, NPU throughput, bandwidth, model size limits."""
+    import json
 
-_register_bench(main)
+    from fusionc.bench import print_devices
+    from fusionc.core.devices import DEVICES
+
+    if as_json:
+        click.echo(json.dumps({n: d.to_json() for n, d in DEVICES.items()}, indent=1))
+    else:
+        print_devices()
+
+
+@main.command("bench")
+@click.argument("builds", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write everything as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Write a PNG chart.")
+@click.option("--steps", type=int, default=8, show_default=True, help="Denoising steps per image.")
+@click.option("--guidance/--no-guidance", default=True, show_default=True,
+              help="Classifier-free guidance: UNet at batch 2, text encoder twice.")
+@click.option("--budget", type=float, default=2.0, show_default=True, help="End-to-end budget in seconds.")
+@click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per component.")
+@click.option("--warmup", type=int, default=2, show_default=True)
+@click.option("--no-measure", is_flag=True, help="Estimates only (skip running anything).")
+@click.option("--check", is_flag=True, help="Exit 1 when no backend fits the budget.")
+@handle_errors
+def bench_command(check: bool, **kwargs: Any) -> None:
+    """Measured and estimated latency of each component of BUILD... and the end-to-end budget."""
+    from fusionc.bench import run_bench_cli
+    from fusionc.core.errors import CheckFailedError
+
+    result = run_bench_cli(**kwargs)
+    if check and not any(r["within_budget"] for r in result["budgets"]):
+        raise CheckFailedError(f"no backend meets the {kwargs['budget']:g} s budget")
+
+
+@main.command("passes", context_settings={"ignore_unknown_options": True})
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.argument("compile_args", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def passes_command(as_json: bool, compile_args: tuple[str, ...]) -> None:
+    """The pass list of a target, in order: each pass, why it sits there, whether the options switch it on.
+
+    Takes the options of `fusionc compile` (--target, --config, --palettize, --attention, ...)."""
+    from fusionc.config import resolve
+    from fusionc.pass_list import pass_list, print_pass_list
+
+    with compile_command.make_context("passes", list(compile_args)) as compile_ctx:
+        options = resolve(compile_ctx, compile_ctx.params).options
+    rows = pass_list(options)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"target": options.target, "passes": rows}, indent=1))
+    else:
+        print_pass_list(options.target, rows)
+
 
 if __name__ == "__main__":
     main()

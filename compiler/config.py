@@ -37,9 +37,9 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from fusionc.errors import BadInputError
+from fusionc.core.errors import BadInputError
 from fusionc.gates import parse_budget
-from fusionc.options import ALL_COMPONENTS, CompileOptions
+from fusionc.core.options import ALL_COMPONENTS, CompileOptions
 
 SECTIONS = ("compile", "gates", "report", "verify", "coreml", "compression", "qnn")
 ALIASES = {"json": "report", "verify": "no_verify"}  # file name -> CLI parameter name

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fusionc import buildfs
-from fusionc.errors import BadInputError
+from fusionc.core.context import ComponentContext
+from fusionc.core.errors import BadInputError
 
 
 def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path) -> Path:
@@ -28,7 +29,7 @@ def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path) -
 
     spec = component_spec(checkpoint, name, options)
     model = pipeline._export(spec, options)
-    pipeline._optimize(model, get_target("qnn"), options)
+    pipeline._optimize(model, get_target("qnn"), ComponentContext.for_options(options, name))
     return save_float(model, path)
 
 
@@ -36,7 +37,7 @@ def debug_build(build: Path, component: str | None = None, samples: int = 2, top
                 tensors: str | None = None, htp: bool = True, json_path: Path | None = None,
                 echo: Callable[[str], None] = print) -> dict[str, Any]:
     from fusionc.checkpoint import load_checkpoint
-    from fusionc.devices import get_device
+    from fusionc.core.devices import get_device
     from fusionc.targets.qnn.debug import compare_layers, quantized_tensors, worst_layers
     from fusionc.targets.qnn.ep import HtpConfig
     from fusionc.targets.qnn.quantize import calibration_feeds

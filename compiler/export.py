@@ -18,9 +18,9 @@ import torch
 from onnxscript.rewriter import _DEFAULT_REWRITE_RULES as onnxscript_default_rules
 
 from fusionc.checkpoint import Checkpoint
-from fusionc.errors import BadInputError, UnsupportedError
-from fusionc.options import CompileOptions
-from fusionc.passes._match import forget_last_match
+from fusionc.core.errors import BadInputError, UnsupportedError
+from fusionc.core.options import CompileOptions
+from fusionc.passes.generic._match import forget_last_match
 
 
 class TextEncoderWrapper(torch.nn.Module):

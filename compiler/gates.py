@@ -4,7 +4,7 @@ Three gates, each evaluated per component and, where it makes sense, for the who
 
     min_psnr        every verified component's worst-output PSNR against the fp32 torch model   (dB)
     max_size        bytes of a component's files, or of all components ("total")                 (MB = 10^6 bytes)
-    max_latency_ms  the cost model's estimate (fusionc.costmodel) on the build's device: one call of a component,
+    max_latency_ms  the cost model's estimate (fusionc.analysis.costmodel) on the build's device: one call of a component,
                     or one image ("total": text encoders x2, latency_steps x UNet at batch 2, one VAE decode)
 
 A gate that cannot be evaluated (no verification, no device, no cost model) is "skipped" with the reason, never
@@ -19,8 +19,8 @@ from typing import Any, Iterable
 
 import onnx_ir as ir
 
-from fusionc.errors import BadInputError, CheckFailedError
-from fusionc.options import ALL_COMPONENTS, CompileOptions
+from fusionc.core.errors import BadInputError, CheckFailedError
+from fusionc.core.options import ALL_COMPONENTS, CompileOptions
 
 TOTAL = "total"
 MB = 1e6
@@ -211,8 +211,8 @@ def estimate_latency(model: ir.Model, name: str, device: Any, options: CompileOp
     if device is None:
         return {"ms": None, "reason": f"an {options.target} build has no device: pass --device (see `fusionc devices`)"}
     try:
-        from fusionc.costmodel import backend_of, estimate
-        from fusionc.graph_stats import graph_stats
+        from fusionc.analysis.costmodel import backend_of, estimate
+        from fusionc.analysis.graph_stats import graph_stats
     except ImportError as err:
         return {"ms": None, "reason": f"no cost model ({err})"}
     batch = component_batch(name)

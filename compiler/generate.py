@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fusionc.errors import BadInputError
+from fusionc.core.errors import BadInputError
 from fusionc.trajectory import Feeds, Runner, denoise, load_scheduler, load_tokenizer, to_uint8
 
 DEFAULT_GUIDANCE = 4.0
@@ -80,7 +80,7 @@ def torch_runners(checkpoint: Path | str | None = None) -> RunnerSet:
     """The fp32 torch reference of a diffusers checkpoint folder (default: the built-in pipeline)."""
     from fusionc.checkpoint import load_checkpoint
     from fusionc.export import component_spec, image_size, text_length
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
 
     ckpt = load_checkpoint(checkpoint)
     missing = [c for c in COMPONENTS if c not in ckpt.component_names()]
@@ -167,7 +167,7 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
     --checkpoint), and the PSNR of the build's image against it is reported (exit 1 under --min-psnr)."""
     import warnings
 
-    from fusionc.errors import CheckFailedError
+    from fusionc.core.errors import CheckFailedError
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fusionc import buildfs
-from fusionc.errors import BadInputError
+from fusionc.core.errors import BadInputError
 
 
 def check_external_data(path: Path) -> None:
@@ -42,7 +42,7 @@ def check_external_data(path: Path) -> None:
 
 def model_summary(path: Path) -> dict:
     """{"ops": Counter, "params": N, "weight_bytes": N, "macs": N} for an ONNX file (weights not loaded)."""
-    from fusionc.graph_stats import graph_stats
+    from fusionc.analysis.graph_stats import graph_stats
 
     check_external_data(path)
     try:

@@ -6,7 +6,6 @@ list (targets/*/__init__.py) and the passes themselves.
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import json
 import os
@@ -24,21 +23,20 @@ from fusionc import buildfs, gates
 from fusionc import cache as cache_keys
 from fusionc.cache import ComponentCache
 from fusionc.checkpoint import Checkpoint, load_checkpoint
-from fusionc.devices import get_device
-from fusionc.errors import BadInputError
+from fusionc.core.devices import get_device
+from fusionc.core.errors import BadInputError
 from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify` imports it from here)
 from fusionc.export import component_spec, export_component, image_size
-from fusionc.memory import forget_removed_values, release_freed_memory
-from fusionc.options import ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions
-from fusionc.progress import STAGE_PEAK_RSS_MB, stage, track
-from fusionc.reproducible import reset_name_state, strip_host_paths
+from fusionc.core.memory import forget_removed_values, release_freed_memory
+from fusionc.core.options import ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions
+from fusionc.core.progress import STAGE_PEAK_RSS_MB, stage, track
+from fusionc.core.reproducible import reset_name_state, strip_host_paths
 from fusionc.targets import get_target
-from fusionc.targets.base import ComponentContext, PassEntry
+from fusionc.core.context import ComponentContext
+from fusionc.passes.entry import PassEntry, enabled
 from fusionc.verify import compare, reference_outputs, trajectory_samples
 
 
-# The component being compiled, for passes that need its verification inputs (fusionc.passes.precision).
-CURRENT_COMPONENT: contextvars.ContextVar[ComponentContext] = contextvars.ContextVar("fusionc_component")
 RELEASE_NOW_BYTES = 256 << 20  # freeing more than this is worth a full gc (~0.5 s) at once
 FP16_REPORT_KEY = "fusionc.fp16_safety"  # model metadata the precision pass leaves for the manifest
 
@@ -50,28 +48,29 @@ class PassRecord:
     modified: bool
     nodes_before: int
     nodes_after: int
+    why: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "seconds": round(self.seconds, 3), "modified": self.modified,
-                "nodes_before": self.nodes_before, "nodes_after": self.nodes_after}
+                "nodes_before": self.nodes_before, "nodes_after": self.nodes_after, "why": self.why}
 
 
 def count_nodes(model: ir.Model) -> int:
     return sum(1 for _ in model.graph.all_nodes())
 
 
-def run_passes(model: ir.Model, entries: list[PassEntry], options: CompileOptions) -> list[PassRecord]:
-    """Run each pass in place, recording its time, its `modified` flag and the node counts around it."""
+def run_passes(model: ir.Model, entries: list[PassEntry], ctx: ComponentContext) -> list[PassRecord]:
+    """Run each entry the options switch on, in place, recording its time, `modified` flag and node counts."""
     records = []
-    for entry in track(entries, "passes"):
-        the_pass = entry.make(options)
+    for entry in track(enabled(entries, ctx.options), "passes"):
+        the_pass = entry.make(ctx)
         before = count_nodes(model)
         start = time.perf_counter()
         result = the_pass(model)
         if result.model is not model:
             raise RuntimeError(f"pass {type(the_pass).__name__} returned a new model; target passes must be in place")
         records.append(PassRecord(type(the_pass).__name__, time.perf_counter() - start, bool(result.modified),
-                                  before, count_nodes(model)))
+                                  before, count_nodes(model), entry.why))
     return records
 
 
@@ -131,26 +130,17 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
                     expected[name] = reference_outputs(spec.reference, feeds[name])
             ctx = ComponentContext(name, options, scratch / name, feeds.get(name, []), spec.reference)
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
-            token = CURRENT_COMPONENT.set(ctx)
-            try:
-                model, records, cached = _export_and_optimize(spec, target, options, timings, component_cache,
-                                                              (checkpoint.sha256, (height, width), device))
-                estimate = (gates.estimate_latency(model, name, device, options)
-                            if options.max_latency_ms else None)
-            finally:
-                CURRENT_COMPONENT.reset(token)
+            model, records, cached = _export_and_optimize(spec, target, ctx, timings, component_cache,
+                                                          (checkpoint.sha256, (height, width), device))
+            estimate = gates.estimate_latency(model, name, device, options) if options.max_latency_ms else None
             # Past the passes the torch module is not needed (its reference outputs are computed): free it before
             # the lowering, so a target that saves the graph and drops its weights (qnn) frees them for real.
             ctx = dataclasses.replace(ctx, reference=None)
             del spec
             freed = _release_torch_modules(checkpoint, order[order.index(name) + 1:])
-            token = CURRENT_COMPONENT.set(ctx)
-            try:
-                with stage(f"{name}: lower to {options.target}", timings):
-                    lowered = target.lower(model, build, ctx)
-                fp16_report = model.metadata_props.get(FP16_REPORT_KEY)
-            finally:
-                CURRENT_COMPONENT.reset(token)
+            with stage(f"{name}: lower to {options.target}", timings):
+                lowered = target.lower(model, build, ctx)
+            fp16_report = model.metadata_props.get(FP16_REPORT_KEY)
             del model, ctx
             if freed >= RELEASE_NOW_BYTES:  # the graph is all reference cycles: free its weights now, not at a later gc
                 release_freed_memory()
@@ -189,22 +179,22 @@ def _export(spec: Any, options: CompileOptions) -> ir.Model:
     return model
 
 
-def _optimize(model: ir.Model, target: Any, options: CompileOptions) -> list[PassRecord]:
-    records = run_passes(model, target.pipeline(options), options)
+def _optimize(model: ir.Model, target: Any, ctx: ComponentContext) -> list[PassRecord]:
+    records = run_passes(model, target.pipeline(ctx.options), ctx)
     forget_removed_values(model)  # the weights the passes replaced would stay pinned through the lowering
     reset_name_state(model)  # lowering then names alike whether the passes ran or came from the --cache
     return records
 
 
-def _export_and_optimize(spec: Any, target: Any, options: CompileOptions, timings: dict[str, float],
+def _export_and_optimize(spec: Any, target: Any, ctx: ComponentContext, timings: dict[str, float],
                          cache: ComponentCache | None, key_parts: tuple) -> tuple[ir.Model, list[PassRecord], str | None]:
     """Export + the target's passes, or their cached result (--cache): (model, pass records, cache status)."""
-    name = spec.name
+    name, options = spec.name, ctx.options
     if cache is None:
         with stage(f"{name}: export", timings):
             model = _export(spec, options)
         with stage(f"{name}: passes", timings):
-            return model, _optimize(model, target, options), None
+            return model, _optimize(model, target, ctx), None
     checkpoint_sha, image, device = key_parts
     export_key = cache_keys.export_key(checkpoint_sha, name, image, options)
     optimized_key = cache_keys.optimized_key(export_key, options, device.name if device else None)
@@ -218,7 +208,7 @@ def _export_and_optimize(spec: Any, target: Any, options: CompileOptions, timing
         if exported is None:
             cache.store(export_key, model, {"stage": "export", "component": name})
     with stage(f"{name}: passes", timings):
-        records = _optimize(model, target, options)
+        records = _optimize(model, target, ctx)
     cache.store(optimized_key, model, {"stage": "optimized", "component": name,
                                        "passes": [dataclasses.asdict(r) for r in records]})
     return model, records, "hit: export" if exported else "miss"

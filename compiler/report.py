@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from fusionc.errors import BadInputError
+from fusionc.core.errors import BadInputError
 from fusionc.gates import GateResult
 
 REPORT_VERSION = 1

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from fusionc.core.numerics import Feeds
 import torch
 
-Feeds = dict[str, np.ndarray]
 Runner = Callable[[Feeds], Feeds]
 
 

@@ -6,7 +6,6 @@ as the unconditional branch, several timesteps), produced by the torch reference
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Callable
 
@@ -14,24 +13,11 @@ import numpy as np
 
 from fusionc.checkpoint import Checkpoint
 from fusionc.export import component_spec, image_size, latent_scale, text_length
-from fusionc.options import CompileOptions
-from fusionc.trajectory import Feeds, denoise, load_scheduler, load_tokenizer
+from fusionc.core.options import CompileOptions
+from fusionc.core.numerics import Feeds, psnr
+from fusionc.trajectory import denoise, load_scheduler, load_tokenizer
 
 VERIFY_PROMPTS = ("a red circle on the left", "a blue square at the top")
-PSNR_CAP_DB = 200.0  # reported for an exact match (RMSE 0), so the manifest stays finite JSON
-
-
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """20*log10(max|ref| / RMSE) in dB; NaN or Inf in `test` gives -inf."""
-    reference = np.asarray(reference, np.float64)
-    test = np.asarray(test, np.float64)
-    if reference.shape != test.shape:
-        raise ValueError(f"shape mismatch {reference.shape} vs {test.shape}")
-    if not np.isfinite(test).all():
-        return -math.inf
-    rmse = math.sqrt(float(np.mean((reference - test) ** 2)))
-    peak = float(np.max(np.abs(reference))) or 1.0
-    return PSNR_CAP_DB if rmse == 0 else min(PSNR_CAP_DB, 20 * math.log10(peak / rmse))
 
 
 def reference_runners(checkpoint: Checkpoint, options: CompileOptions) -> dict[str, Callable[[Feeds], Feeds]]:
@@ -41,7 +27,7 @@ def reference_runners(checkpoint: Checkpoint, options: CompileOptions) -> dict[s
 def trajectory_steps(options: CompileOptions) -> int:
     """Steps of the reference trajectory: --verify-steps, or the generation length when a mixed-bit search
     (`--palettize auto:DB`) chooses its recipe on it."""
-    from fusionc.passes.compression import parse_palettize
+    from fusionc.passes.compression.dispatch import parse_palettize
 
     _, mixed_bit_db = parse_palettize(options.palettize)
     return max(options.verify_steps, options.mixed_bit_steps) if mixed_bit_db is not None else options.verify_steps

@@ -8,11 +8,11 @@ from typing import Any
 
 from fusionc import buildfs
 from fusionc.checkpoint import checkpoint_sha256, load_checkpoint
-from fusionc.errors import BadInputError
+from fusionc.core.errors import BadInputError
 from fusionc.export import component_spec
-from fusionc.options import CompileOptions
+from fusionc.core.options import CompileOptions
 from fusionc.pipeline import gate_psnr
-from fusionc.progress import stage
+from fusionc.core.progress import stage
 from fusionc.targets import get_target
 from fusionc.verify import compare, reference_outputs, trajectory_samples
 

@@ -1,35 +1,12 @@
-"""fusionc.passes: onnx_ir passes over the exported ONNX of each component.
+"""fusionc.passes: onnx_ir passes over the exported ONNX of each component, grouped by concern.
 
-Generic passes (owned here): cleanup (CleanUpGraphPass and its parts), fusions into fusionc
-local functions (FuseAttentionPass, FuseGroupNormPass, FuseLayerNormPass, FuseGeluPass and the
-opt-in FuseGeGLUPass); the fused units themselves are defined in `fused_ops`.
-`default_pipeline()` is the ordered list every target starts with.
+    entry.py       PassEntry: one step of a target's pass list (factory, reason, when it is on)
+    generic/       cleanup and fusions every target starts with (attention, GroupNorm, LayerNorm, GELU)
+    compression/   palettization, linear weight quantization, the mixed-bit search, the compression dispatch
+    ane/           Core ML / Apple Neural Engine rewrites: (B, C, 1, S) layout, split-einsum attention
+    qnn/           QNN HTP rewrites and Q/DQ insertion
+    precision/     fp16 safety: activations that would overflow fp16
+
+Passes import only fusionc.core and fusionc.passes; what a pass needs (options, the component's verification
+inputs) arrives as arguments through `fusionc.core.context.ComponentContext`, never from a driver global.
 """
-
-from fusionc.passes.activation import FuseGeGLUPass, FuseGeluPass
-from fusionc.passes.attention import FuseAttentionPass
-from fusionc.passes.cleanup import (
-    CleanUpGraphPass,
-    EliminateCommonSubexpressionsPass,
-    FoldConstantsPass,
-    InferShapesPass,
-    RemoveDeadCodePass,
-    RemoveNoOpsPass,
-)
-from fusionc.passes.normalization import FuseGroupNormPass, FuseLayerNormPass
-from fusionc.passes.standard import default_pipeline
-
-__all__ = [
-    "CleanUpGraphPass",
-    "EliminateCommonSubexpressionsPass",
-    "FoldConstantsPass",
-    "FuseAttentionPass",
-    "FuseGeGLUPass",
-    "FuseGeluPass",
-    "FuseGroupNormPass",
-    "FuseLayerNormPass",
-    "InferShapesPass",
-    "RemoveDeadCodePass",
-    "RemoveNoOpsPass",
-    "default_pipeline",
-]

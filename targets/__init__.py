@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from fusionc.errors import BadInputError
+from fusionc.core.errors import BadInputError
 
 TARGET_NAMES = ("onnx", "coreml", "qnn")
 

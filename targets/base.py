@@ -10,33 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
-import numpy as np
 import onnx_ir as ir
 
-from fusionc.options import CompileOptions
+from fusionc.core.context import ComponentContext
+from fusionc.core.numerics import Feeds
+from fusionc.core.options import CompileOptions
+from fusionc.passes.entry import PassEntry
 
-Feeds = dict[str, np.ndarray]
-
-
-@dataclass
-class PassEntry:
-    """One step of a target pipeline: a factory for the pass and a one-line reason for its position."""
-
-    make: Callable[[CompileOptions], ir.passes.PassBase]
-    why: str
-
-
-@dataclass
-class ComponentContext:
-    """What a target may use while lowering one component."""
-
-    name: str  # text_encoder, unet, vae_decoder, ...
-    options: CompileOptions
-    work_dir: Path  # scratch space, deleted after the compile
-    sample_feeds: list[Feeds]  # real inputs from a denoising trajectory (calibration, sensitivity)
-    reference: Callable[[Feeds], Feeds] | None = None  # the fp32 torch module under the same interface
+__all__ = ["ComponentContext", "Feeds", "LoweredComponent", "PassEntry", "Runner", "Target"]
 
 
 @dataclass
@@ -60,7 +43,7 @@ class Target(Protocol):
     default_device: str | None
 
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
-        """Ordered passes run on every component's ONNX model before lowering."""
+        """Every pass of the target in order, each with its reason and whether `options` switch it on."""
 
     def lower(self, model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
         """Write the component's artifacts under build_dir/<ctx.name>/ and describe them."""

@@ -39,7 +39,7 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def sd15_onnx_build(tiny_pipeline, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A verified onnx build of the tiny sd15 pipeline (compiled once per session)."""
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.pipeline import compile_checkpoint
 
     out = tmp_path_factory.mktemp("builds") / "sd15_onnx"

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from fusionc.bench import advice, bench, budget_rows, Figure, plot
 from fusionc.cli import main
-from fusionc.devices import DEVICES
+from fusionc.core.devices import DEVICES
 
 COMPONENTS = ("text_encoder", "unet", "vae_decoder")
 
@@ -20,7 +20,7 @@ def _hand_build(checkpoint: Path, out: Path) -> Path:
     """The onnx target's layout written without the pass pipeline (fallback while `fusionc compile` is broken)."""
     from fusionc.checkpoint import load_checkpoint
     from fusionc.export import component_spec, export_component
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.targets.onnx import interface, save_model
 
     ckpt, options = load_checkpoint(checkpoint), CompileOptions(target="onnx")

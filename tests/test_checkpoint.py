@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fusionc.checkpoint import load_checkpoint
-from fusionc.errors import BadInputError, UnsupportedError
+from fusionc.core.errors import BadInputError, UnsupportedError
 from fusionc.models.tiny import FAMILIES
 
 

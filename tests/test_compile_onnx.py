@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusionc.options import CompileOptions
+from fusionc.core.options import CompileOptions
 from fusionc.pipeline import compile_checkpoint
 
 # Components that differ between families (sd15 covers the rest through the shared build fixture).

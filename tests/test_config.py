@@ -9,7 +9,7 @@ import pytest
 
 from fusionc.cli import compile_command
 from fusionc.config import CompileSettings, resolve
-from fusionc.errors import BadInputError
+from fusionc.core.errors import BadInputError
 
 
 def settings(*args: str) -> CompileSettings:
@@ -114,8 +114,9 @@ def test_without_a_file_the_defaults_and_flags(tmp_path: Path) -> None:
     ("[gates]\nmax_size = { refiner = 5 }\n", "unknown component 'refiner'"),
     ("[gates]\nmax_latency_ms = \"fast\"\n", "is not a number"),
     ("[verify]\nverify = \"yes\"\n", "verify must be true or false"),
-    ("seed = 1.5\n", "seed must be an int"),
-    ("[compile]\nextra = 3\n", "extra must be a dict"),
+    ("seed = \"x\"\n", "seed = 'x': 'x' is not a valid integer"),
+    ("[compile]\nopset = 17\n", "opset = 17: 17 is not in the range 18<=x<=21"),
+    ("[qnn]\nqnn_remedy_rounds = -1\n", "qnn_remedy_rounds = -1"),
 ])
 def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(BadInputError, match=message.replace("[", r"\[")):
@@ -176,7 +177,7 @@ def test_every_compile_option_has_a_key() -> None:
     import dataclasses
 
     from fusionc.config import MAPPED, file_only_fields
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
 
     flags = {p.name for p in compile_command.params}
     for field in dataclasses.fields(CompileOptions):
@@ -184,5 +185,5 @@ def test_every_compile_option_has_a_key() -> None:
 
 
 def test_file_only_keys(tmp_path: Path) -> None:
-    s = settings("--config", str(write(tmp_path, "[compile]\nopset = 20\nseed = 3\nextra = { coreml_precision = \"fp32\" }\n")))
-    assert (s.options.opset, s.options.seed, s.options.extra) == (20, 3, {"coreml_precision": "fp32"})
+    s = settings("--config", str(write(tmp_path, "[compile]\nopset = 20\nseed = 3\n")))
+    assert (s.options.opset, s.options.seed) == (20, 3)

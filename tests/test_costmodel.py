@@ -10,10 +10,10 @@ import onnx.helper as oh
 import pytest
 from onnx import TensorProto
 
-from fusionc import costmodel
-from fusionc.costmodel import FamilyParams, estimate
-from fusionc.devices import DEVICES, Device
-from fusionc.graph_stats import GraphStats, OpStat, graph_stats
+from fusionc.analysis import costmodel
+from fusionc.analysis.costmodel import FamilyParams, estimate
+from fusionc.core.devices import DEVICES, Device
+from fusionc.analysis.graph_stats import GraphStats, OpStat, graph_stats
 
 
 def _model(nodes: list, inputs: list, outputs: list, inits: list = (), functions: list = ()) -> onnx.ModelProto:

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from fusionc.cli import main
-from fusionc.devices import DEVICES, get_device
-from fusionc.errors import BadInputError
+from fusionc.core.devices import DEVICES, get_device
+from fusionc.core.errors import BadInputError
 
 EXPECTED = {"iphone-14-pro", "iphone-15-pro", "iphone-16-pro", "mac-m2", "snapdragon-8-gen-2",
             "snapdragon-8-gen-3", "snapdragon-8-elite"}

@@ -11,8 +11,8 @@ import onnx_ir as ir
 import pytest
 from click.testing import CliRunner
 
-from fusionc.devices import DEVICES
-from fusionc.errors import BadInputError
+from fusionc.core.devices import DEVICES
+from fusionc.core.errors import BadInputError
 from fusionc.gates import (
     GateFailedError,
     enforce,
@@ -24,7 +24,7 @@ from fusionc.gates import (
     size_gates,
     weightless_proto,
 )
-from fusionc.options import CompileOptions
+from fusionc.core.options import CompileOptions
 from fusionc.report import build_report, junit_xml, write_reports
 
 MANIFEST = {

@@ -23,7 +23,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def builtin_onnx_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.pipeline import compile_checkpoint
 
     out = tmp_path_factory.mktemp("builds") / "builtin_onnx"

@@ -8,7 +8,7 @@ import weakref
 import numpy as np
 import onnx_ir as ir
 
-from fusionc.memory import forget_removed_values
+from fusionc.core.memory import forget_removed_values
 
 
 def test_a_weight_moved_out_of_the_graph_inputs_is_freed() -> None:

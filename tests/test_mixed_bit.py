@@ -9,8 +9,8 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-from fusionc.errors import BadInputError
-from fusionc.mixed_bit import (
+from fusionc.core.errors import BadInputError
+from fusionc.passes.compression.mixed_bit import (
     Calibration,
     MixedBitPalettizePass,
     Recipe,
@@ -20,10 +20,11 @@ from fusionc.mixed_bit import (
     save_recipe,
     search,
 )
-from fusionc.options import CompileOptions
-from fusionc.passes.compression import CompressWeightsPass, compression_entries, parse_palettize
-from fusionc.passes.palettize import compression_info
-from fusionc.passes.weights import FOLDED_FROM, Weight, find_weights
+from fusionc.core.options import CompileOptions
+from fusionc.core.context import ComponentContext
+from fusionc.passes.compression.dispatch import CompressWeightsPass, compression_entries, parse_palettize
+from fusionc.passes.compression.palettize import compression_info
+from fusionc.passes.compression.weights import FOLDED_FROM, Weight, find_weights
 from fusionc.verify import trajectory_steps
 
 WIDTH = 64
@@ -147,7 +148,7 @@ def test_recipe_files_hold_components_and_reject_bad_bits(tmp_path) -> None:
     with pytest.raises(BadInputError, match="5 bits"):
         load_recipe(path, "unet")
     with pytest.raises(BadInputError, match="no entry"):
-        MixedBitPalettizePass(None, recipe_path=path, component="vae_decoder")(mlp_model())
+        MixedBitPalettizePass(None, ComponentContext.for_options(CompileOptions(), "vae_decoder"), recipe_path=path)(mlp_model())
 
 
 def test_palettize_option_parsing_and_conflicts() -> None:
@@ -164,8 +165,8 @@ def test_palettize_option_parsing_and_conflicts() -> None:
 def test_compress_weights_pass_only_touches_compressed_components() -> None:
     options = CompileOptions(palettize="4", min_weight_elements=1024)
     model = mlp_model()
-    assert not CompressWeightsPass(options, component="vae_decoder")(model).modified
-    assert CompressWeightsPass(options, component="unet")(model).modified
+    assert not CompressWeightsPass(ComponentContext.for_options(options, "vae_decoder"))(model).modified
+    assert CompressWeightsPass(ComponentContext.for_options(options, "unet"))(model).modified
     assert compression_info(model)["palettize"]["average_bits"] == 4.0
 
 
@@ -178,7 +179,7 @@ def test_interface_adapter_follows_the_core_ml_contract() -> None:
     """After Core ML's interface pass the graph has renamed inputs and a static batch: feeds are adapted."""
     import json
 
-    from fusionc.mixed_bit import InterfaceAdapter
+    from fusionc.passes.compression.mixed_bit import InterfaceAdapter
 
     model = mlp_model()
     x = model.graph.inputs[0]

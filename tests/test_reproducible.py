@@ -14,9 +14,9 @@ import pytest
 
 import fusionc
 from fusionc import cache
-from fusionc.options import CompileOptions
+from fusionc.core.options import CompileOptions
 from fusionc.pipeline import compile_checkpoint
-from fusionc.reproducible import ALIGNMENT, canonical_ort, canonical_ort_bytes
+from fusionc.core.reproducible import ALIGNMENT, canonical_ort, canonical_ort_bytes
 from fusionc.targets.onnx import save_raw_ort
 
 COMPONENTS = ("text_encoder", "vae_decoder")
@@ -121,7 +121,7 @@ def test_a_damaged_cache_entry_is_a_miss(tmp_path: Path, two_builds: tuple[Path,
 
 
 def test_unwritable_cache_is_bad_input(tmp_path: Path) -> None:
-    from fusionc.errors import BadInputError
+    from fusionc.core.errors import BadInputError
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(BadInputError, match="--cache"):

@@ -13,10 +13,10 @@ import math
 
 import onnx_ir as ir
 
-from fusionc.devices import get_device
-from fusionc.errors import BadInputError
-from fusionc.options import CompileOptions
-from fusionc.passes.chunk import plan_split, split_model, total_weight_bytes
+from fusionc.core.devices import get_device
+from fusionc.core.errors import BadInputError
+from fusionc.core.options import CompileOptions
+from fusionc.passes.generic.chunk import plan_split, split_model, total_weight_bytes
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def chunk_count(model: ir.Model, component: str, options: CompileOptions) -> int
         limit = device.max_model_bytes if device is not None else None
         if not limit:
             return 1
-        weights = total_weight_bytes(model, 4 if options.extra.get("coreml_precision") == "fp32" else 2)
+        weights = total_weight_bytes(model, 4 if options.compute_precision == "fp32" else 2)
         return max(1, math.ceil(weights / limit))
     try:
         count = int(value)

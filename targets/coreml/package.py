@@ -15,7 +15,7 @@ from typing import Any
 import coremltools as ct
 from coremltools.converters.mil.mil import Program
 
-from fusionc.targets.coreml.lower import deployment_target
+from fusionc.targets.coreml.lowering.table import deployment_target
 
 MINIMAL_PASSES = ["common::dead_code_elimination"]
 _COMPUTE_UNITS = {"all": ct.ComputeUnit.ALL, "cpu_and_ne": ct.ComputeUnit.CPU_AND_NE,
@@ -24,7 +24,7 @@ _COMPUTE_UNITS = {"all": ct.ComputeUnit.ALL, "cpu_and_ne": ct.ComputeUnit.CPU_AN
 
 def compute_units(name: str) -> Any:
     if name not in _COMPUTE_UNITS:
-        from fusionc.errors import BadInputError
+        from fusionc.core.errors import BadInputError
 
         raise BadInputError(f"unknown --compute-units '{name}': choose one of {', '.join(_COMPUTE_UNITS)}")
     return _COMPUTE_UNITS[name]
@@ -55,7 +55,7 @@ def save_mlpackage(program: Program, path: Path, deployment: str, units: str = "
     model.short_description = (metadata or {}).get("description", "fusionc")
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(path))
-    from fusionc.reproducible import canonical_mlpackage
+    from fusionc.core.reproducible import canonical_mlpackage
 
     canonical_mlpackage(path)  # same program, same bytes: no random item ids, no conversion date
     return {"convert_s": converted - start, "save_s": time.perf_counter() - converted}

@@ -16,8 +16,8 @@ from typing import Any
 
 import onnx_ir as ir
 
-from fusionc.errors import BadInputError
-from fusionc.options import CompileOptions
+from fusionc.core.errors import BadInputError
+from fusionc.core.options import CompileOptions
 from fusionc.targets.base import ComponentContext, LoweredComponent, PassEntry
 
 APPLE_NAMES = {"text_encoder": "TextEncoder", "text_encoder_2": "TextEncoder2", "unet": "Unet",
@@ -26,59 +26,57 @@ ATTENTION = ("original", "split_einsum", "split_einsum_v2")
 
 
 def precision(options: CompileOptions) -> str:
-    value = options.extra.get("coreml_precision", "fp16")
+    value = options.compute_precision
     if value not in ("fp16", "fp32"):
-        raise BadInputError(f"coreml_precision must be fp16 or fp32, got '{value}'")
+        raise BadInputError(f"--compute-precision must be fp16 or fp32, got '{value}'")
     return value
 
 
 def ane_pipeline(options: CompileOptions) -> list[PassEntry]:
     """The Core ML passes after the generic ones; the attention form picks the ANE rewrites."""
-    from fusionc.passes import CleanUpGraphPass
-    from fusionc.passes.ane_interface import AdoptCoreMLInterfacePass
+    from fusionc.passes.ane.attention import SplitEinsumAttentionPass
+    from fusionc.passes.ane.interface import AdoptCoreMLInterfacePass
+    from fusionc.passes.ane.layout import PropagateChannelsFirstPass
+    from fusionc.passes.ane.linear import ConvertLinearToConvPass, NormalizeLayerNormOverChannelsPass
+    from fusionc.passes.ane.norm import DecomposeGroupNormPass
+    from fusionc.passes.generic import CleanUpGraphPass
 
     if options.attention not in ATTENTION:
         raise BadInputError(f"unknown --attention '{options.attention}': choose one of {', '.join(ATTENTION)}")
-    entries = [
-        PassEntry(lambda o: AdoptCoreMLInterfacePass(),
+
+    def split_heads(o: CompileOptions) -> bool:
+        return o.attention != "original"
+
+    def query_chunk(o: CompileOptions) -> int | None:
+        return o.attention_chunk if o.attention == "split_einsum_v2" else None
+
+    return [
+        PassEntry("AdoptCoreMLInterfacePass", lambda c: AdoptCoreMLInterfacePass(),
                   "Apple's I/O contract and static batch first, so every later pass sees static shapes"),
-        PassEntry(lambda o: CleanUpGraphPass(), "fold the shape arithmetic the static batch made constant"),
+        PassEntry("CleanUpGraphPass", lambda c: CleanUpGraphPass(), "fold the shape arithmetic the static batch made constant"),
+        PassEntry("ConvertLinearToConvPass", lambda c: ConvertLinearToConvPass(),
+                  "constant-weight MatMul/Gemm -> 1x1 Conv in (B,C,1,S), wrapped in layout transposes", split_heads),
+        PassEntry("NormalizeLayerNormOverChannelsPass", lambda c: NormalizeLayerNormOverChannelsPass(),
+                  "LayerNorm over C in (B,C,1,S), wrapped the same way", split_heads),
+        PassEntry("SplitEinsumAttentionPass", lambda c: SplitEinsumAttentionPass(query_chunk=query_chunk(c.options)),
+                  "fused SDPA -> one einsum attention per head on (B,C,1,S) (needs the fusion pass before it)",
+                  split_heads),
+        PassEntry("PropagateChannelsFirstPass", lambda c: PropagateChannelsFirstPass(),
+                  "cancel wrapper pairs, push layouts through elementwise ops: blocks stay (B,C,1,S)", split_heads),
+        PassEntry("DecomposeGroupNormPass", lambda c: DecomposeGroupNormPass(),
+                  "GroupNorm as rank-4 reductions, the form the ANE runs"),
+        PassEntry("CleanUpGraphPass", lambda c: CleanUpGraphPass(), "last: drop what the rewrites left dead, re-infer shapes"),
     ]
-    if options.attention != "original":
-        from fusionc.passes.ane_attention import SplitEinsumAttentionPass
-        from fusionc.passes.ane_layout import PropagateChannelsFirstPass
-        from fusionc.passes.ane_linear import ConvertLinearToConvPass, NormalizeLayerNormOverChannelsPass
-
-        # v2 splits queries by 512 (Apple's CHUNK_SIZE); extra attention_chunk lets tiny test models exercise it
-        chunk = int(options.extra.get("attention_chunk", 512)) if options.attention == "split_einsum_v2" else None
-        entries += [
-            PassEntry(lambda o: ConvertLinearToConvPass(),
-                      "constant-weight MatMul/Gemm -> 1x1 Conv in (B,C,1,S), wrapped in layout transposes"),
-            PassEntry(lambda o: NormalizeLayerNormOverChannelsPass(),
-                      "LayerNorm over C in (B,C,1,S), wrapped the same way"),
-            PassEntry(lambda o, c=chunk: SplitEinsumAttentionPass(query_chunk=c),
-                      "fused SDPA -> one einsum attention per head on (B,C,1,S) (needs the fusion pass before it)"),
-            PassEntry(lambda o: PropagateChannelsFirstPass(),
-                      "cancel wrapper pairs, push layouts through elementwise ops: blocks stay (B,C,1,S)"),
-        ]
-    from fusionc.passes.ane_norm import DecomposeGroupNormPass
-
-    entries += [
-        PassEntry(lambda o: DecomposeGroupNormPass(), "GroupNorm as rank-4 reductions, the form the ANE runs"),
-        PassEntry(lambda o: CleanUpGraphPass(), "last: drop what the rewrites left dead, re-infer shapes"),
-    ]
-    return entries
 
 
 def fp16_safety(options: CompileOptions) -> list[PassEntry]:
-    """fp16 programs: rescale or keep in fp32 what overflows fp16 on the verification inputs (passes/precision.py)."""
-    if precision(options) != "fp16":
-        return []
-    from fusionc.passes.precision import KeepFp16InRangePass
+    """fp16 programs: rescale or keep in fp32 what overflows fp16 on the verification inputs."""
+    from fusionc.passes.precision.fp16_safety import KeepFp16InRangePass
 
-    return [PassEntry(lambda o: KeepFp16InRangePass(),
+    precision(options)  # refuse a bad --compute-precision now
+    return [PassEntry("KeepFp16InRangePass", lambda c: KeepFp16InRangePass(c.sample_feeds, work_dir=c.work_dir),
                       "before the ANE rewrites: the canonical interface still matches the verification inputs and "
-                      "GroupNorm is still one op to rescale around")]
+                      "GroupNorm is still one op to rescale around", when=lambda o: precision(o) == "fp16")]
 
 
 class CoreMLTarget:
@@ -86,16 +84,16 @@ class CoreMLTarget:
     default_device = "iphone-14-pro"
 
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
-        from fusionc.passes import default_pipeline
-        from fusionc.passes.compression import compression_entries
+        from fusionc.passes.generic import default_pipeline
+        from fusionc.passes.compression.dispatch import compression_entries
 
         return (default_pipeline(options) + fp16_safety(options) + ane_pipeline(options)
                 + compression_entries(options, "coreml"))
 
     def lower(self, model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
-        from fusionc.passes.ane_interface import plan, read_interface
+        from fusionc.passes.ane.interface import plan, read_interface
         from fusionc.targets.coreml.chunk import plan_chunks
-        from fusionc.targets.coreml.lower import LoweringOptions, lower_model
+        from fusionc.targets.coreml.lowering.table import LoweringOptions, lower_model
         from fusionc.targets.coreml.package import save_mlpackage
 
         options = ctx.options
@@ -125,7 +123,7 @@ class CoreMLTarget:
             path = folder / f"{name}.mlpackage"
             spent = save_mlpackage(program, path, options.deployment_target, options.compute_units,
                                    metadata={**metadata, "description": f"{ctx.name} ({name})"},
-                                   passes=["default"] if options.extra.get("coreml_ct_passes") == "default" else None)
+                                   passes=["default"] if options.coreml_ct_passes == "default" else None)
             del program
             for key, value in spent.items():
                 timings[key] += value
@@ -137,7 +135,7 @@ class CoreMLTarget:
             "mil_ops": dict(sorted(op_counts.items(), key=lambda kv: -kv[1])),
             "seconds": {k: round(v, 3) for k, v in timings.items()},
         }}
-        from fusionc.passes.palettize import compression_info
+        from fusionc.passes.compression.palettize import compression_info
 
         if compression := compression_info(model):  # palettization / quantization / mixed-bit recipe
             extra["compression"] = compression

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from fusionc.options import CompileOptions
+from fusionc.core.options import CompileOptions
 from fusionc.targets.base import ComponentContext, Feeds, LoweredComponent, PassEntry
 
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # weights above 1 GB go to model.onnx.data (protobuf stops at 2 GB)
@@ -57,14 +57,14 @@ def write_ort_format(onnx_path: Path) -> Path | None:
         return None
     ort_path = onnx_path.with_suffix(".ort")
     save_raw_ort(onnx_path, ort_path)
-    from fusionc.reproducible import canonical_ort
+    from fusionc.core.reproducible import canonical_ort
 
     canonical_ort(ort_path)  # onnxruntime lays part of the file out in hash-map order: make it byte-identical
     return ort_path
 
 
 def _compression_extra(model: ir.Model) -> dict[str, Any]:
-    from fusionc.passes.palettize import compression_info
+    from fusionc.passes.compression.palettize import compression_info
 
     info = compression_info(model)  # palettization / quantization / mixed-bit recipe, when a pass ran
     return {"compression": info} if info else {}
@@ -110,8 +110,8 @@ class OnnxTarget:
     extra_default_components = ("vae_encoder",)  # OnnxStableDiffusionPipeline requires it
 
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
-        from fusionc.passes import default_pipeline
-        from fusionc.passes.compression import compression_entries
+        from fusionc.passes.generic import default_pipeline
+        from fusionc.passes.compression.dispatch import compression_entries
 
         return default_pipeline() + compression_entries(options, "onnx")
 

@@ -4,7 +4,7 @@
       --calibrate (streaming, real trajectory inputs)--> ranges --rules + remedies--> QdqPlan
       --InsertQdqPass--> <name>/model.qdq.onnx --QNN EP, HTP backend--> <name>/model_ctx.onnx + .bin
 
-The context binary is prepared for the device's Hexagon arch (v73/v75/v79, `fusionc.devices`) by
+The context binary is prepared for the device's Hexagon arch (v73/v75/v79, `fusionc.core.devices`) by
 onnxruntime-qnn's HTP backend; on x86-64 Linux the same binary runs in the HTP emulator, which is what
 `fusionc verify` and `generate` use through `runner()`. The whole graph must run on the HTP: CPU fallback
 is disabled and a compile that would need it fails listing the nodes (targets/qnn/ep.py).
@@ -24,32 +24,20 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from fusionc.options import CompileOptions
+from fusionc.core.options import CompileOptions
 from fusionc.targets.base import ComponentContext, Feeds, LoweredComponent, PassEntry
 
 CONTEXT_MODEL = "model_ctx.onnx"
 
 
-def _generic_passes() -> list[PassEntry]:
-    from fusionc.passes import default_pipeline
-
-    return list(default_pipeline())
-
-
-def _cleanup(options: CompileOptions) -> ir.passes.PassBase:
-    from fusionc.passes.cleanup import CleanUpGraphPass
-
-    return CleanUpGraphPass()
-
-
-def _fp16_safety(options: CompileOptions) -> list[PassEntry]:
+def _fp16_safety() -> list[PassEntry]:
     """fp16 contexts: rescale what overflows fp16 on the verification inputs (the HTP has no fp32 to fall back to)."""
-    if options.precision != "fp16":
-        return []
-    from fusionc.passes.precision import KeepFp16InRangePass
+    from fusionc.passes.precision.fp16_safety import KeepFp16InRangePass
 
-    return [PassEntry(lambda o: KeepFp16InRangePass(allow_fp32=False),
-                      "before the static batch: the verification inputs still fit; GroupNorm is still one op")]
+    return [PassEntry("KeepFp16InRangePass",
+                      lambda c: KeepFp16InRangePass(c.sample_feeds, allow_fp32=False, work_dir=c.work_dir),
+                      "before the static batch: the verification inputs still fit; GroupNorm is still one op",
+                      when=lambda o: o.precision == "fp16")]
 
 
 class QnnTarget:
@@ -57,17 +45,25 @@ class QnnTarget:
     default_device = "snapdragon-8-gen-2"
 
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
-        from fusionc.targets.qnn import rewrites as rw
+        from fusionc.passes.generic import CleanUpGraphPass, default_pipeline
+        from fusionc.passes.qnn import rewrites as rw
 
-        return _generic_passes() + _fp16_safety(options) + [
-            PassEntry(lambda o: rw.StaticBatchPass(1), "the HTP compiles static shapes: every context is batch 1"),
-            PassEntry(lambda o: rw.UpgradeOpsetPass(), "opset 21 before lowering: GroupNormalization-21, 16-bit Q/DQ"),
-            PassEntry(_cleanup, "fold what the static batch made constant (the causal mask) before matching it"),
-            PassEntry(lambda o: rw.LowerFusedOpsPass(), "fused units become the ops the QNN EP maps one to one"),
-            PassEntry(lambda o: rw.ClampAttentionMaskPass(), "after lowering exposes the mask Add: finite ranges"),
-            PassEntry(lambda o: rw.DropNanGuardPass(), "after clamping: masks are finite, the guard is dead"),
-            PassEntry(_cleanup, "fold and drop what the lowerings left"),
-            PassEntry(lambda o: rw.InferStaticShapesPass(), "last: the QNN EP needs every tensor shape"),
+        return default_pipeline() + _fp16_safety() + [
+            PassEntry("StaticBatchPass", lambda c: rw.StaticBatchPass(1),
+                      "the HTP compiles static shapes: every context is batch 1"),
+            PassEntry("UpgradeOpsetPass", lambda c: rw.UpgradeOpsetPass(),
+                      "opset 21 before lowering: GroupNormalization-21, 16-bit Q/DQ"),
+            PassEntry("CleanUpGraphPass", lambda c: CleanUpGraphPass(),
+                      "fold what the static batch made constant (the causal mask) before matching it"),
+            PassEntry("LowerFusedOpsPass", lambda c: rw.LowerFusedOpsPass(),
+                      "fused units become the ops the QNN EP maps one to one"),
+            PassEntry("ClampAttentionMaskPass", lambda c: rw.ClampAttentionMaskPass(),
+                      "after lowering exposes the mask Add: finite ranges"),
+            PassEntry("DropNanGuardPass", lambda c: rw.DropNanGuardPass(),
+                      "after clamping: masks are finite, the guard is dead"),
+            PassEntry("CleanUpGraphPass", lambda c: CleanUpGraphPass(), "fold and drop what the lowerings left"),
+            PassEntry("InferStaticShapesPass", lambda c: rw.InferStaticShapesPass(),
+                      "last: the QNN EP needs every tensor shape"),
         ]
 
     def lower(self, model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
@@ -83,7 +79,7 @@ class QnnTarget:
             shutil.copytree(checkpoint.scheduler_dir, build_dir / "scheduler", dirs_exist_ok=True)
 
     def runner(self, build_dir: Path, name: str, manifest: dict[str, Any]) -> "HtpRunner":
-        from fusionc.devices import get_device
+        from fusionc.core.devices import get_device
         from fusionc.targets.qnn.ep import HtpConfig
 
         device = get_device(manifest.get("device"), "qnn") if manifest.get("device") else None

@@ -20,8 +20,8 @@ from typing import Any
 
 import onnx_ir as ir
 
-from fusionc.devices import get_device
-from fusionc.errors import BadInputError
+from fusionc.core.devices import get_device
+from fusionc.core.errors import BadInputError
 from fusionc.targets.base import ComponentContext, LoweredComponent
 from fusionc.targets.qnn.ep import HtpConfig, compile_context
 from fusionc.targets.qnn.quantize import calibrate, calibration_feeds, quantize, save_float, save_model
@@ -42,10 +42,9 @@ def _peak_mb() -> float:
 
 
 def context_limit(options: Any, device: Any) -> int:
-    """Largest context binary allowed: extra["qnn_max_context_bytes"] (tests), else the device's limit."""
-    extra = getattr(options, "extra", {}) or {}
-    if extra.get("qnn_max_context_bytes"):
-        return int(extra["qnn_max_context_bytes"])
+    """Largest context binary allowed: --qnn-max-context-bytes, else the device's limit."""
+    if options.qnn_max_context_bytes:
+        return int(options.qnn_max_context_bytes)
     return int(getattr(device, "max_model_bytes", None) or DEFAULT_LIMIT)
 
 
@@ -84,7 +83,7 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         start = time.perf_counter()
         held_out = calibration_feeds(ctx.sample_feeds, max(8, options.calibration_samples))  # judge remedies
         config, report = choose_config(float_path, stats, held_out,                        # beyond calibration
-                                       QuantConfig.for_precision(options.precision), ctx.name, options)
+                                       QuantConfig.for_precision(options.precision, options.qnn_range_margin), ctx.name, options)
         timings["remedies_s"] = time.perf_counter() - start
         peaks["remedies"] = _peak_mb()
         if config.float_nodes:  # fp16 islands: the HTP runs the float ops in fp16

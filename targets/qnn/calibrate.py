@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+
+from fusionc.core.numerics import Feeds
 import onnx
 import onnxruntime as ort
 
-Feeds = dict[str, np.ndarray]
 FLOAT_ELEM_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 HIST_BINS = 2048
 BUDGET = 512 << 20  # bytes of activations, and of weights, per segment (SD-1.5 UNet: 13.5 GB peak at 1 GB)
@@ -120,13 +121,6 @@ class SegmentedModel:
         self.graph_outputs = [o.name for o in graph.output]
         self.segments = self._cut(list(graph.node), activation_budget, weight_budget, set(keep))
 
-    def float_tensors(self) -> list[str]:
-        """Every float tensor computed from the graph inputs (graph inputs included), in order."""
-        names = [n for n in self.graph_inputs if self._is_float(n)]
-        for seg in self.segments:
-            names += [o for node in seg.nodes for o in node.output if o and self._is_float(o)]
-        return names
-
     def _is_float(self, name: str) -> bool:
         tp = self.types.get(name)
         return tp is not None and tp.HasField("tensor_type") and tp.tensor_type.elem_type in FLOAT_ELEM_TYPES
@@ -196,7 +190,7 @@ class SegmentedModel:
                 for i, sample in enumerate(live):
                     visit(name, i, sample[name])
         future = self._future_inputs()
-        from fusionc.progress import track
+        from fusionc.core.progress import track
 
         for index, seg in track(list(enumerate(self.segments)), f"calibration ({len(live)} samples), segments"):
             outputs = [o for o in seg.outputs if o in future[index] or o in self.graph_outputs

@@ -25,10 +25,11 @@ from typing import Iterable
 import numpy as np
 import onnx_ir as ir
 
-from fusionc.passes.qdq import TENSOR_KEY
+from fusionc.core.numerics import Feeds, psnr
+
+from fusionc.passes.qnn.qdq import TENSOR_KEY
 from fusionc.targets.qnn.calibrate import SegmentedModel
 
-Feeds = dict[str, np.ndarray]
 
 
 @dataclass
@@ -43,16 +44,6 @@ class TensorReport:
 
     def to_json(self) -> dict:
         return {k: (round(v, 2) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
-
-
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    reference = np.asarray(reference, np.float64)
-    test = np.asarray(test, np.float64).reshape(reference.shape)
-    if not np.isfinite(test).all():
-        return -math.inf
-    rmse = math.sqrt(float(np.mean((reference - test) ** 2)))
-    peak = float(np.max(np.abs(reference))) or 1.0
-    return 200.0 if rmse == 0 else min(200.0, 20 * math.log10(peak / rmse))
 
 
 @dataclass

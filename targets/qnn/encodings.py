@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from fusionc.passes.qdq import TENSOR_KEY
+from fusionc.passes.qnn.qdq import TENSOR_KEY
 
 VERSION = "0.6.1"
 
@@ -82,7 +82,3 @@ def merged_encodings(models: list[ir.Model]) -> dict[str, Any]:
 def write_json(encodings: dict[str, Any], path: Path) -> Path:
     Path(path).write_text(json.dumps(encodings, indent=1))
     return Path(path)
-
-
-def write_encodings(model: ir.Model, path: Path) -> Path:
-    return write_json(model_encodings(model), path)

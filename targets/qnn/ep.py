@@ -25,10 +25,9 @@ from typing import Iterator
 
 import onnxruntime as ort
 
-from fusionc.errors import UnsupportedError
+from fusionc.core.errors import UnsupportedError
 
 EP_NAME = "QNNExecutionProvider"
-HTP_ARCHES = ("68", "69", "73", "75", "79")
 _registered = False
 
 
@@ -57,7 +56,7 @@ class HtpConfig:
     performance_mode: str = "burst"
 
     @staticmethod
-    def from_device(device) -> "HtpConfig":  # device: fusionc.devices.Device | None
+    def from_device(device) -> "HtpConfig":  # device: fusionc.core.devices.Device | None
         if device is None or not device.hexagon_arch:
             return HtpConfig()
         return HtpConfig(arch=device.hexagon_arch.lstrip("v"), soc_model=device.soc_model)

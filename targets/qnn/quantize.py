@@ -12,11 +12,11 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
-from fusionc.passes.qdq import InsertQdqPass
+from fusionc.core.numerics import Feeds
+from fusionc.passes.qnn.qdq import InsertQdqPass
 from fusionc.targets.qnn.calibrate import TensorStats, collect_stats
 from fusionc.targets.qnn.rules import QuantConfig, build_plan
 
-Feeds = dict[str, np.ndarray]
 EXTERNAL_THRESHOLD = 256 << 20  # weights above this go to one .data file (protobuf stops at 2 GB)
 SMALL_TENSOR_BYTES = 256  # tensors below this stay inside the .onnx (what ir.save does by default)
 

@@ -17,7 +17,7 @@
    fp16 is *worse* than 16-bit fixed point (sin of t*f for t up to 1000 needs ~0.01 absolute precision).
 
 Each evaluation costs one quantization and one fake-quant run of the component (seconds on the built-in
-model); `extra["qnn_remedy_rounds"]` (or FUSIONC_QNN_REMEDY_ROUNDS) bounds their number, 0 disables the
+model); `--qnn-remedy-rounds` bounds their number, 0 disables the
 measured part, and `extra["qnn_remedy_seconds"]` their total time.
 """
 
@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx_ir as ir
+
+from fusionc.core.numerics import Feeds, outputs_psnr
 
 from fusionc.targets.qnn.calibrate import SegmentedModel, TensorStats
 from fusionc.targets.qnn.rules import QuantConfig, quantized_nodes
@@ -42,23 +42,6 @@ WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 DEFAULT_MARGIN_DB = 5.0
 DEFAULT_ROUNDS = 48  # fake-quant evaluations per component (about 1 s each on the built-in UNet)
 DEFAULT_SECONDS = 600.0  # and at most this long (evaluations are timed; SD scale gets a few)
-
-Feeds = dict[str, np.ndarray]
-
-
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    reference, test = np.asarray(reference, np.float64), np.asarray(test, np.float64)
-    if not np.isfinite(test).all():
-        return -math.inf
-    rmse = math.sqrt(float(np.mean((reference - test) ** 2)))
-    return 200.0 if rmse == 0 else min(200.0, 20 * math.log10((float(np.abs(reference).max()) or 1.0) / rmse))
-
-
-def outputs_psnr(reference: list[Feeds], test: list[Feeds]) -> float:
-    """The worst output's PSNR over all samples (outputs concatenated), like fusionc verify."""
-    return min(psnr(np.concatenate([r[k].ravel() for r in reference]), np.concatenate([t[k].ravel() for t in test]))
-               for k in reference[0])
-
 
 def conditioning_nodes(model: ir.Model) -> set[str]:
     """Nodes whose every graph-input ancestor is a conditioning input (and not the main one)."""
@@ -101,9 +84,9 @@ def dynamic_matmuls(model: ir.Model) -> set[str]:
     return {n.name for n in model.graph if n.op_type == "MatMul" and all(is_activation(v) for v in n.inputs[:2])}
 
 
-def a_priori(model: ir.Model, config: QuantConfig) -> dict[str, list[str]]:
+def a_priori(model: ir.Model, config: QuantConfig, fp16_attention: bool = True) -> dict[str, list[str]]:
     """Structural remedies that need no measurement; returns what was raised."""
-    if os.environ.get("FUSIONC_QNN_FP16_ATTENTION", "1") == "1":
+    if fp16_attention:
         config.float_nodes |= dynamic_matmuls(model)
     if config.activation_bits >= 16:
         return {"fp16_attention_matmuls": sorted(config.float_nodes)} if config.float_nodes else {}
@@ -174,14 +157,13 @@ def choose_config(float_path: Path, stats: dict[str, TensorStats], feeds: list[F
     from fusionc.targets.qnn.quantize import quantize, save_model
     from fusionc.targets.qnn.rules import PASSTHROUGH
 
-    extra = getattr(options, "extra", {}) or {}
-    gate = options.min_psnr if getattr(options, "min_psnr", None) else 35.0
-    target = float(extra.get("qnn_target_db", gate + DEFAULT_MARGIN_DB))
-    budget = int(extra.get("qnn_remedy_rounds", os.environ.get("FUSIONC_QNN_REMEDY_ROUNDS", DEFAULT_ROUNDS)))
-    seconds = float(extra.get("qnn_remedy_seconds", DEFAULT_SECONDS))
+    gate = options.min_psnr if options.min_psnr else 35.0
+    target = float(options.qnn_target_db if options.qnn_target_db is not None else gate + DEFAULT_MARGIN_DB)
+    budget = int(options.qnn_remedy_rounds if options.qnn_remedy_rounds is not None else DEFAULT_ROUNDS)
+    seconds = float(options.qnn_remedy_seconds)
     model = ir.load(float_path)
     config = copy.deepcopy(config)
-    report: dict[str, Any] = {"target_db": target, "a_priori": a_priori(model, config), "search": []}
+    report: dict[str, Any] = {"target_db": target, "a_priori": a_priori(model, config, options.qnn_fp16_attention), "search": []}
     if budget <= 0:
         return config, report
     quantized = {n.name for n in quantized_nodes(model.graph, config)}

@@ -21,13 +21,12 @@ fixed encodings the HTP requires; 8-bit weights beside 16-bit activations) plus 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
-from fusionc.passes.qdq import Encoding, QdqPlan
+from fusionc.passes.qnn.qdq import Encoding, QdqPlan
 from fusionc.targets.qnn.calibrate import TensorStats
 
 ACT_TYPES = {8: ir.DataType.UINT8, 16: ir.DataType.UINT16}
@@ -62,14 +61,14 @@ class QuantConfig:
     # 16-bit ranges are widened: inputs beyond the calibration set (other prompts, seeds, timesteps) clip
     # otherwise, and clipping costs far more than resolution (3x the range: -9.5 dB of ~96; measured on the
     # built-in UNet, 4 calibration inputs, 12 verification inputs: worst input 27 dB at 1x, 40 dB at 3x)
-    range_margin_16bit: float = float(os.environ.get("FUSIONC_QNN_RANGE_MARGIN", "3.0"))
+    range_margin_16bit: float = 3.0  # CompileOptions.qnn_range_margin
 
     @staticmethod
-    def for_precision(precision: str) -> "QuantConfig":
+    def for_precision(precision: str, range_margin_16bit: float = 3.0) -> "QuantConfig":
         if precision == "w8a16":
-            return QuantConfig(16, 8)
+            return QuantConfig(16, 8, range_margin_16bit=range_margin_16bit)
         if precision == "w8a8":
-            return QuantConfig(8, 8)
+            return QuantConfig(8, 8, range_margin_16bit=range_margin_16bit)
         raise ValueError(f"no QDQ config for precision {precision}")
 
     def to_json(self) -> dict:

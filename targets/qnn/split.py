@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from fusionc.passes.qdq import InsertQdqPass, QdqPlan
+from fusionc.passes.qnn.qdq import InsertQdqPass, QdqPlan
 from fusionc.targets.qnn.calibrate import SegmentedModel
 
 CONTEXT_MARGIN = 0.85  # headroom under the limit for the context's own metadata and the HTP's tiling

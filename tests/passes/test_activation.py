@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from _passes_helpers import assert_same_outputs, check_pass, parse, random_feeds, run
 
-from fusionc.passes import CleanUpGraphPass, FuseGeGLUPass, FuseGeluPass, fused_ops
+from fusionc.passes.generic import CleanUpGraphPass, FuseGeGLUPass, FuseGeluPass, fused_ops
 
 GELU = "fusionc::Gelu"
 

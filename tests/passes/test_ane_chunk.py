@@ -8,7 +8,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-from fusionc.passes.chunk import plan_split, split_model, total_weight_bytes
+from fusionc.passes.generic.chunk import plan_split, split_model, total_weight_bytes
 
 
 def ladder(layers: int = 6, width: int = 16) -> onnx.ModelProto:

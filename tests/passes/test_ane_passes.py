@@ -11,12 +11,13 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-from fusionc.passes import fused_ops
-from fusionc.passes.ane_attention import SplitEinsumAttentionPass
-from fusionc.passes.ane_interface import AdoptCoreMLInterfacePass, read_interface
-from fusionc.passes.ane_layout import PropagateChannelsFirstPass
-from fusionc.passes.ane_linear import ConvertLinearToConvPass, NormalizeLayerNormOverChannelsPass
-from fusionc.passes.ane_norm import DecomposeGroupNormPass
+from fusionc.core.context import ComponentContext
+from fusionc.passes.generic import fused_ops
+from fusionc.passes.ane.attention import SplitEinsumAttentionPass
+from fusionc.passes.ane.interface import AdoptCoreMLInterfacePass, read_interface
+from fusionc.passes.ane.layout import PropagateChannelsFirstPass
+from fusionc.passes.ane.linear import ConvertLinearToConvPass, NormalizeLayerNormOverChannelsPass
+from fusionc.passes.ane.norm import DecomposeGroupNormPass
 
 
 def weights(*shape: int, seed: int = 0) -> str:
@@ -121,7 +122,7 @@ def test_split_einsum_golden(chunk: int | None, sq: int, pieces: int) -> None:
     before = run(model, feeds)
     assert the_pass(model).modified
     PropagateChannelsFirstPass()(model)
-    from fusionc.passes import RemoveDeadCodePass
+    from fusionc.passes.generic import RemoveDeadCodePass
 
     RemoveDeadCodePass()(model)
     np.testing.assert_allclose(run(model, feeds)[0], before[0], rtol=1e-4, atol=1e-5)
@@ -220,7 +221,7 @@ g (float[batch,4,8,8] sample, float[1] timestep, float[batch,7,16] encoder_hidde
 def tiny_unet(tiny_pipeline):
     from fusionc.checkpoint import load_checkpoint
     from fusionc.export import component_spec, export_component
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
 
     checkpoint = load_checkpoint(tiny_pipeline("sd21"), False)
     spec = component_spec(checkpoint, "unet", CompileOptions(target="coreml"))
@@ -233,14 +234,14 @@ def tiny_unet(tiny_pipeline):
 
 @pytest.mark.parametrize("attention", ["split_einsum", "split_einsum_v2"])
 def test_unet_softmax_count_equals_heads(tiny_unet, attention: str) -> None:
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.pipeline import run_passes
     from fusionc.targets import get_target
 
     proto, heads, _ = tiny_unet
     model = ir.serde.deserialize_model(proto)
     options = CompileOptions(target="coreml", attention=attention)
-    run_passes(model, get_target("coreml").pipeline(options), options)
+    run_passes(model, get_target("coreml").pipeline(options), ComponentContext.for_options(options))
     ops = collections.Counter(op_types(model))
     assert ops["Softmax"] == heads  # one softmax per head (tiny latents: shorter than one v2 chunk)
     assert ops["MatMul"] == 0 and ops["Gemm"] == 0 and ops["LayerNormalization"] == 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _passes_helpers import assert_same_outputs, check_pass, parse, random_feeds, run
 
-from fusionc.passes import CleanUpGraphPass, FuseAttentionPass, fused_ops
+from fusionc.passes.generic import CleanUpGraphPass, FuseAttentionPass, fused_ops
 
 SDPA = "fusionc::ScaledDotProductAttention"
 

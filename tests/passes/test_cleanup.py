@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 from _passes_helpers import check_pass, parse
 
-from fusionc.passes import (
+from fusionc.passes.generic import (
     CleanUpGraphPass,
     EliminateCommonSubexpressionsPass,
     FoldConstantsPass,

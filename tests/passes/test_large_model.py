@@ -17,8 +17,8 @@ SCRIPT = textwrap.dedent(r'''
     import json, resource, sys
     from pathlib import Path
     import onnx_ir as ir
-    from fusionc.options import CompileOptions
-    from fusionc.passes import default_pipeline
+    from fusionc.core.options import CompileOptions
+    from fusionc.passes.generic import default_pipeline
 
     folder = Path(sys.argv[1])
     hidden, width, tokens, heads = 4096, 65536, 16, 64

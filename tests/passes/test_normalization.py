@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from _passes_helpers import assert_same_outputs, check_pass, parse, random_feeds, run
 
-from fusionc.passes import CleanUpGraphPass, FuseGroupNormPass, FuseLayerNormPass, fused_ops
+from fusionc.passes.generic import CleanUpGraphPass, FuseGroupNormPass, FuseLayerNormPass, fused_ops
 
 GN = "fusionc::GroupNorm"
 GAMMA = "{" + ", ".join(str(0.5 + i / 8) for i in range(8)) + "}"

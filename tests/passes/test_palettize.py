@@ -9,8 +9,9 @@ import onnxruntime as ort
 import pytest
 from _compression_helpers import golden_feeds, golden_model, op_types, run, with_weights
 
-from fusionc.passes import lut as lutlib
-from fusionc.passes.palettize import PalettizeWeightsPass, compression_info, read_lut_node
+from fusionc.passes.entry import enabled
+from fusionc.passes.compression import lut as lutlib
+from fusionc.passes.compression.palettize import PalettizeWeightsPass, compression_info, read_lut_node
 
 
 @pytest.mark.parametrize("nbits", lutlib.NBITS)
@@ -143,7 +144,7 @@ def test_fp16_weights_keep_their_dtype() -> None:
 def test_core_ml_lowering_reproduces_onnxruntime(nbits: int, granularity: str, deployment: str) -> None:
     pytest.importorskip("coremltools")
     from fusionc.targets.coreml.executor import MILExecutor
-    from fusionc.targets.coreml.lower import LoweringOptions, lower_model
+    from fusionc.targets.coreml.lowering.table import LoweringOptions, lower_model
 
     model = golden_model()
     PalettizeWeightsPass(nbits, granularity=granularity, group_size=8, min_elements=1024)(model)
@@ -164,9 +165,9 @@ def test_core_ml_lowering_reproduces_onnxruntime(nbits: int, granularity: str, d
 
 
 def test_core_ml_checks_ios18_for_3_bit_and_grouped() -> None:
-    from fusionc.errors import UnsupportedError
-    from fusionc.options import CompileOptions
-    from fusionc.passes.compression import compression_entries
+    from fusionc.core.errors import UnsupportedError
+    from fusionc.core.options import CompileOptions
+    from fusionc.passes.compression.dispatch import compression_entries
 
     with pytest.raises(UnsupportedError, match="iOS18"):
         compression_entries(CompileOptions(target="coreml", palettize="3", deployment_target="iOS17"), "coreml")
@@ -175,4 +176,4 @@ def test_core_ml_checks_ios18_for_3_bit_and_grouped() -> None:
                                            deployment_target="iOS16"), "coreml")
     assert compression_entries(CompileOptions(target="onnx", palettize="3"), "onnx")
     assert compression_entries(CompileOptions(target="coreml", palettize="6", deployment_target="iOS16"), "coreml")
-    assert compression_entries(CompileOptions(), "coreml") == []
+    assert enabled(compression_entries(CompileOptions(), "coreml"), CompileOptions()) == []

@@ -10,8 +10,9 @@ import pytest
 import torch
 from _passes_helpers import psnr, run
 
-from fusionc.options import CompileOptions
-from fusionc.passes import default_pipeline, fused_ops
+from fusionc.core.context import ComponentContext
+from fusionc.core.options import CompileOptions
+from fusionc.passes.generic import default_pipeline, fused_ops
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_a_compiled_model_is_freed_when_the_driver_drops_it(sd15_checkpoint) -> 
 
     options = CompileOptions()
     model = export_component(component_spec(sd15_checkpoint, "unet", options))
-    records = run_passes(model, default_pipeline(options), options)
+    records = run_passes(model, default_pipeline(options), ComponentContext.for_options(options))
     assert any(r.modified for r in records)  # the fusion rules did match on it
     alive = weakref.ref(model.graph)  # what the matchers held: the graph, with its initializers
     del model

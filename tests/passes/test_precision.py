@@ -16,8 +16,8 @@ import onnxruntime as ort
 import pytest
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from fusionc.passes.fused_ops import function_proto
-from fusionc.passes.precision import (
+from fusionc.passes.generic.fused_ops import function_proto
+from fusionc.passes.precision.fp16_safety import (
     FP16_MAX,
     REPORT_KEY,
     KeepFp16InRangePass,
@@ -175,37 +175,39 @@ def test_feeds_that_do_not_match_are_reported_not_guessed() -> None:
     assert report["skipped"] and report["inputs"] == 0
 
 
-def test_pass_reads_the_component_feeds_from_the_driver() -> None:
-    from fusionc.options import CompileOptions
-    from fusionc.pipeline import CURRENT_COMPONENT
-    from fusionc.targets.base import ComponentContext
+def test_target_pipelines_hand_the_pass_the_component_feeds() -> None:
+    from fusionc.core.context import ComponentContext
+    from fusionc.core.options import CompileOptions
+    from fusionc.targets import get_target
 
+    options = CompileOptions(target="coreml")
+    entry = next(e for e in get_target("coreml").pipeline(options) if e.name == "KeepFp16InRangePass")
     model = ir.from_proto(build(RESIDUAL))
-    token = CURRENT_COMPONENT.set(ComponentContext("vae_decoder", CompileOptions(), None, feeds()))
-    try:
-        KeepFp16InRangePass()(model)
-    finally:
-        CURRENT_COMPONENT.reset(token)
+    entry.make(ComponentContext("vae_decoder", options, None, feeds()))(model)
     assert json.loads(model.metadata_props[REPORT_KEY])["rescaled"]
 
 
 @pytest.mark.parametrize("target", ["coreml", "qnn"])
 def test_fp16_targets_run_the_pass(target: str) -> None:
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.targets import get_target
 
+    from fusionc.core.context import ComponentContext
+    from fusionc.passes.entry import enabled
+
     options = CompileOptions(target=target, precision="fp16")
-    names = [type(e.make(options)).__name__ for e in get_target(target).pipeline(options)]
+    ctx = ComponentContext.for_options(options)
+    names = [type(e.make(ctx)).__name__ for e in enabled(get_target(target).pipeline(options), options)]
     assert "KeepFp16InRangePass" in names
     if target == "qnn":
         quantized = CompileOptions(target=target, precision="w8a16")
-        assert "KeepFp16InRangePass" not in [type(e.make(quantized)).__name__ for e in get_target(target).pipeline(quantized)]
+        assert "KeepFp16InRangePass" not in [e.name for e in enabled(get_target(target).pipeline(quantized), quantized)]
 
 
 def run_coreml_fp16(model: ir.Model, feeds_list: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
     """Lower to an fp16 MIL program (fp32-marked ops in fp32) and run it with the MIL executor."""
     from fusionc.targets.coreml.executor import MILExecutor
-    from fusionc.targets.coreml.lower import LoweringOptions, lower_model
+    from fusionc.targets.coreml.lowering.table import LoweringOptions, lower_model
 
     static = ir.from_proto(ir.to_proto(model))
     static.graph.inputs[0].shape = ir.Shape([2, 4, 8, 8])
@@ -234,7 +236,7 @@ def test_coreml_build_of_an_overflowing_vae(tiny_pipeline, tmp_path: Path, monke
     from safetensors.torch import load_file, save_file
 
     import fusionc.targets.coreml.target as coreml_target
-    from fusionc.options import CompileOptions
+    from fusionc.core.options import CompileOptions
     from fusionc.pipeline import compile_checkpoint
 
     ckpt = Path(shutil.copytree(tiny_pipeline("sd15"), tmp_path / "hot"))

@@ -8,7 +8,7 @@ import onnx_ir as ir
 import pytest
 from _compression_helpers import golden_feeds, golden_model, op_types, run, with_weights
 
-from fusionc.passes.quantize_weights import (
+from fusionc.passes.compression.quantize_weights import (
     QuantizeWeightsPass,
     quantize,
     read_dq_node,
@@ -82,7 +82,7 @@ def test_block_size_shrinks_to_a_divisor() -> None:
 
 
 def test_upgrade_opset_moves_local_functions_too() -> None:
-    from fusionc.passes.palettize import PalettizeWeightsPass
+    from fusionc.passes.compression.palettize import PalettizeWeightsPass
 
     model = golden_model()
     PalettizeWeightsPass(4, min_elements=1024)(model)

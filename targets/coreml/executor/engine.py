@@ -54,8 +54,6 @@ class MILExecutor:
     """Executes `program.functions[function]`; constants and constexpr weights are materialized once."""
 
     def __init__(self, program: Program, function: str = "main") -> None:
-        from fusionc.targets.coreml.executor import ops_constexpr, ops_math, ops_nn, ops_tensor  # noqa: F401
-
         self.function = program.functions[function]
         self.constants: dict[str, np.ndarray] = {}
         self.steps: list[Any] = []

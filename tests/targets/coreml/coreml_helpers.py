@@ -12,7 +12,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from fusionc.targets.coreml.executor import MILExecutor, load_program
-from fusionc.targets.coreml.lower import LoweringOptions, lower_model
+from fusionc.targets.coreml.lowering.table import LoweringOptions, lower_model
 from fusionc.targets.coreml.package import save_mlpackage
 
 

@@ -12,10 +12,10 @@ import onnx_ir as ir
 import pytest
 from coreml_helpers import coreml_feeds, run_ort
 
-from fusionc.passes.palettize import PalettizeWeightsPass
-from fusionc.passes.quantize_weights import QuantizeWeightsPass
+from fusionc.passes.compression.palettize import PalettizeWeightsPass
+from fusionc.passes.compression.quantize_weights import QuantizeWeightsPass
 from fusionc.targets.coreml.executor import MILExecutor, load_program
-from fusionc.targets.coreml.lower import LoweringOptions, lower_model
+from fusionc.targets.coreml.lowering.table import LoweringOptions, lower_model
 from fusionc.targets.coreml.package import save_mlpackage
 
 
@@ -78,7 +78,7 @@ def test_compressed_weights_become_constexpr(name, make_pass, deployment, conste
 
 
 def test_grouped_lut_needs_ios18() -> None:
-    from fusionc.errors import UnsupportedError
+    from fusionc.core.errors import UnsupportedError
 
     model = conv_linear_model()
     PalettizeWeightsPass(2, granularity="per_grouped_channel", group_size=8)(model)
@@ -88,7 +88,7 @@ def test_grouped_lut_needs_ios18() -> None:
 
 def test_executor_lut_and_blockwise_decompression_exact() -> None:
     """The constexpr executors against the definitions, with the weights from the compression helpers."""
-    from fusionc.passes import lut as lutlib
+    from fusionc.passes.compression import lut as lutlib
     from fusionc.targets.coreml.executor.ops_constexpr import blockwise_shift_scale, lut_to_dense
 
     rng = np.random.default_rng(3)

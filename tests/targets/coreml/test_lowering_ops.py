@@ -11,7 +11,7 @@ import onnx
 import pytest
 from coreml_helpers import psnr, random_feeds, run_coreml, run_ort
 
-from fusionc.errors import UnsupportedError
+from fusionc.core.errors import UnsupportedError
 
 F = "float"
 
@@ -134,7 +134,7 @@ def test_lowering_matches_onnxruntime(case: str) -> None:
 
 def test_fused_functions_lower_natively() -> None:
     """fusionc::ScaledDotProductAttention (plain and masked), GroupNorm, Gelu, GeGLU from passes/fused_ops."""
-    from fusionc.passes import fused_ops
+    from fusionc.passes.generic import fused_ops
 
     text = """<ir_version: 10, opset_import: ["" : 18, "fusionc" : 1]>
 agraph (float[1,2,5,4] q, float[1,2,7,4] k, float[1,2,7,4] v, float[1,1,5,7] mask, float[2,8,3,3] x, float[8] g,
@@ -182,7 +182,7 @@ def test_unsupported_op_names_node_op_and_target() -> None:
 
 
 def test_fp16_program_stores_fp16_weights() -> None:
-    from fusionc.targets.coreml.lower import LoweringOptions, lower_model
+    from fusionc.targets.coreml.lowering.table import LoweringOptions, lower_model
     import onnx_ir as ir
     from coremltools.converters.mil.mil import types
 

@@ -12,8 +12,8 @@ import onnx_ir as ir
 import pytest
 from coremltools.converters.mil.mil import types
 
-from fusionc.errors import UnsupportedError
-from fusionc.options import CompileOptions
+from fusionc.core.errors import UnsupportedError
+from fusionc.core.options import CompileOptions
 from fusionc.targets import get_target
 from fusionc.targets.base import ComponentContext
 
@@ -37,7 +37,7 @@ def optimized_unet(unet_spec) -> bytes:
 
     model = export_component(unet_spec)
     options = CompileOptions(target="coreml", attention="split_einsum")
-    run_passes(model, TARGET.pipeline(options), options)
+    run_passes(model, TARGET.pipeline(options), ComponentContext.for_options(options))
     return ir.serde.serialize_model(model).SerializeToString()
 
 
@@ -136,7 +136,7 @@ def test_compile_sd15_end_to_end(tiny_pipeline, tmp_path: Path) -> None:
     from fusionc.pipeline import compile_checkpoint
 
     options = CompileOptions(target="coreml", attention="split_einsum_v2", min_psnr=35.0, verify_steps=1,
-                             verify_prompts=1, bundle="swift", extra={"attention_chunk": 16})  # 64 queries: 4 chunks
+                             verify_prompts=1, bundle="swift", attention_chunk=16)  # 64 queries: 4 chunks
     build = tmp_path / "build"
     manifest = compile_checkpoint(tiny_pipeline("sd15"), options, build)
     for name, component in manifest["components"].items():

@@ -35,7 +35,7 @@ def float_model() -> ir.Model:
 
 
 def model_file(tmp_path: Path) -> Path:
-    from fusionc.passes.cleanup import InferShapesPass
+    from fusionc.passes.generic.cleanup import InferShapesPass
 
     model = float_model()
     InferShapesPass()(model)

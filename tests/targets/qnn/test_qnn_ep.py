@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from fusionc.errors import UnsupportedError
+from fusionc.core.errors import UnsupportedError
 from fusionc.targets.qnn.ep import HtpConfig, compile_context, load_context, parse_fallback_log
 
 

@@ -7,8 +7,8 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-from fusionc.passes.cleanup import InferShapesPass
-from fusionc.passes.qdq import TENSOR_KEY, Encoding, InsertQdqPass
+from fusionc.passes.generic.cleanup import InferShapesPass
+from fusionc.passes.qnn.qdq import TENSOR_KEY, Encoding, InsertQdqPass
 from fusionc.targets.qnn.calibrate import TensorStats
 from fusionc.targets.qnn.rules import QuantConfig, build_plan
 

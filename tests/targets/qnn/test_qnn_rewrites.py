@@ -6,8 +6,8 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from fusionc.passes import fused_ops
-from fusionc.targets.qnn.rewrites import (ClampAttentionMaskPass, DropNanGuardPass, InferStaticShapesPass,
+from fusionc.passes.generic import fused_ops
+from fusionc.passes.qnn.rewrites import (ClampAttentionMaskPass, DropNanGuardPass, InferStaticShapesPass,
                                           LowerFusedOpsPass, StaticBatchPass, UpgradeOpsetPass)
 
 FUSED = """
@@ -70,7 +70,7 @@ def test_lower_fused_ops_keeps_numerics() -> None:
 
 def test_mask_clamp_and_nan_guard() -> None:
     model = ir.from_onnx_text(MASKED)
-    from fusionc.passes.cleanup import CleanUpGraphPass
+    from fusionc.passes.generic.cleanup import CleanUpGraphPass
 
     CleanUpGraphPass()(model)  # the Constant mask becomes an initializer
     s = {"s": np.random.default_rng(1).standard_normal((1, 2, 4, 4)).astype(np.float32) * 3}

@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from fusionc.options import CompileOptions
+from fusionc.core.options import CompileOptions
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_component_over_the_context_limit_is_split(tiny_pipeline, tmp_path: Path
     from fusionc.pipeline import compile_checkpoint
 
     options = CompileOptions(target="qnn", components=("unet",), verify_steps=1, verify_prompts=1,
-                             extra={"qnn_max_context_bytes": 400_000, "qnn_remedy_rounds": 0})
+                             qnn_max_context_bytes=400_000, qnn_remedy_rounds=0)
     manifest = compile_checkpoint(tiny_pipeline("sd15"), options, tmp_path / "split")
     unet = manifest["components"]["unet"]
     parts = unet["context_parts"]

@@ -1,0 +1,295 @@
+"""Per-op work of an ONNX graph: MACs, vector work, weight and activation bytes (`graph_stats`).
+
+The cost model (fusionc.analysis.costmodel) and `fusionc inspect` both need, for every node of a compiled component, how
+many multiply-accumulates it does, how many weight bytes it must read and how many activation elements it touches.
+We count these ourselves instead of using a FLOP-counting library because the numbers must follow the compiled
+graph exactly: compressed weights (int8/int4 DequantizeLinear, LUT gathers) read fewer bytes, weight-only subgraphs
+(dequantize, transpose, cast of an initializer) are folded by every on-device compiler and cost nothing at run time,
+and the fusionc fused units (ScaledDotProductAttention, GroupNorm, Gelu local functions) are counted as one op.
+
+Shapes come from the graph's value_info, completed by onnx shape inference after symbolic dims (the dynamic batch)
+are pinned (`dims`, default 1). External weight data is never loaded: only initializer shapes and dtypes are read.
+
+MACs, by hand (the tests check these formulas on tiny graphs):
+    Conv           out_elems * Cin/group * prod(kernel)        (= out_elems * prod(W.shape[1:]))
+    ConvTranspose  in_elems * Cout/group * prod(kernel)
+    MatMul         out_elems * K
+    Gemm           M * N * K
+    Einsum         product of the sizes of every index letter
+    fusionc::ScaledDotProductAttention(q, k, v)   B*H*Sq*Sk*(D + Dv)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnx.inliner
+import onnx.shape_inference
+
+FUSED_FUNCTIONS = {("fusionc", "ScaledDotProductAttention"), ("fusionc", "GroupNorm"), ("fusionc", "Gelu")}
+
+# ops that only relabel a tensor: no work on any backend
+FREE_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Size", "Constant", "ConstantOfShape",
+            "Dropout"}
+# ops that move data without arithmetic
+LAYOUT_OPS = {"Transpose", "Concat", "Slice", "Split", "Pad", "Expand", "Gather", "GatherND", "GatherElements",
+              "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Tile", "ScatterND", "Tile"}
+# vector ops that cost several passes over their output (normalizations, softmax)
+VECTOR_WEIGHT = {"Softmax": 4, "LayerNormalization": 5, "GroupNormalization": 5, "InstanceNormalization": 5,
+                 "GroupNorm": 5, "Gelu": 4, "Erf": 3, "ReduceMean": 1, "Pow": 2, "Sqrt": 2, "Exp": 2, "Tanh": 2,
+                 "Sigmoid": 2}
+DTYPE_BITS = {onnx.TensorProto.FLOAT: 32, onnx.TensorProto.FLOAT16: 16, onnx.TensorProto.BFLOAT16: 16,
+              onnx.TensorProto.DOUBLE: 64, onnx.TensorProto.INT8: 8, onnx.TensorProto.UINT8: 8,
+              onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.INT16: 16,
+              onnx.TensorProto.UINT16: 16, onnx.TensorProto.INT32: 32, onnx.TensorProto.INT64: 64,
+              onnx.TensorProto.BOOL: 8, onnx.TensorProto.FLOAT8E4M3FN: 8, onnx.TensorProto.FLOAT8E5M2: 8}
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+
+
+@dataclass
+class OpStat:
+    """Work of one node. `kind`: conv | linear | attention | vector | layout | free."""
+
+    name: str
+    op_type: str
+    domain: str
+    kind: str
+    macs: int = 0
+    vector_elems: int = 0  # elementwise work (output elements x passes)
+    params: int = 0  # weight elements read by this node (after folding weight-only subgraphs)
+    float_weight_elems: int = 0  # of which stored as float (a target stores them at its own precision)
+    compressed_weight_bytes: float = 0.0  # bytes of weights stored compressed (int8/int4/LUT indices)
+    weight_bytes: float = 0.0  # bytes as stored in this graph
+    act_in_elems: int = 0  # non-constant input elements
+    act_out_elems: int = 0
+    attention_scores: bool = False  # output is an S x S attention matrix (materialized)
+
+
+@dataclass
+class GraphStats:
+    ops: list[OpStat]
+    attention_form: str  # fused | split_einsum | original | none
+    dims: dict[str, int] = field(default_factory=dict)
+    op_counts: dict[str, int] = field(default_factory=dict)  # every node of the graph, folded ones included
+
+    @property
+    def macs(self) -> int:
+        return sum(op.macs for op in self.ops)
+
+    @property
+    def params(self) -> int:
+        return sum(op.params for op in self.ops)
+
+    @property
+    def weight_bytes(self) -> float:
+        return sum(op.weight_bytes for op in self.ops)
+
+    def by_op_type(self) -> dict[str, dict[str, float]]:
+        """op type -> {count, macs, params, weight_bytes, vector_elems}, sorted by MACs."""
+        table: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for op in self.ops:
+            key = op.op_type if op.domain in ("", "ai.onnx") else f"{op.domain}::{op.op_type}"
+            row = table[key]
+            row["count"] += 1
+            row["macs"] += op.macs
+            row["params"] += op.params
+            row["weight_bytes"] += op.weight_bytes
+            row["vector_elems"] += op.vector_elems
+        return {k: dict(v) for k, v in sorted(table.items(), key=lambda kv: -kv[1]["macs"])}
+
+    def by_kind(self) -> dict[str, dict[str, float]]:
+        table: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for op in self.ops:
+            row = table[op.kind]
+            row["count"] += 1
+            row["macs"] += op.macs
+            row["weight_bytes"] += op.weight_bytes
+            row["vector_elems"] += op.vector_elems
+            row["act_elems"] += op.act_in_elems + op.act_out_elems
+        return {k: dict(v) for k, v in table.items()}
+
+    def summary(self) -> dict[str, Any]:
+        return {"macs": self.macs, "params": self.params, "weight_bytes": self.weight_bytes,
+                "nodes": len(self.ops), "attention_form": self.attention_form, "dims": self.dims,
+                "by_op_type": self.by_op_type(), "by_kind": self.by_kind()}
+
+    def to_json(self) -> dict[str, Any]:
+        return self.summary() | {"ops": [asdict(op) for op in self.ops]}
+
+
+def load_proto(model: Any) -> onnx.ModelProto:
+    """A ModelProto without external weight data from a path, a ModelProto or an onnx_ir Model."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (str, Path)):
+        return onnx.load(str(model), load_external_data=False)
+    import onnx_ir as ir
+
+    if isinstance(model, ir.Model):
+        return ir.to_proto(model)
+    raise TypeError(f"graph_stats takes a path, an onnx.ModelProto or an onnx_ir.Model, not {type(model).__name__}")
+
+
+def _pin_dims(model: onnx.ModelProto, dims: dict[str, int]) -> dict[str, int]:
+    """Pin symbolic dims of graph inputs to `dims` (unknown names -> 1); returns the mapping used.
+
+    Intermediate shapes with symbolic dims (derived ones such as "2*batch") are dropped and re-inferred from the
+    pinned inputs."""
+    used: dict[str, int] = {}
+    graph = model.graph
+    for value in graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                size = dims.get(dim.dim_param, 1)
+                used[dim.dim_param] = size
+                dim.dim_value = size
+
+    def symbolic(value: onnx.ValueInfoProto) -> bool:
+        return any(d.HasField("dim_param") for d in value.type.tensor_type.shape.dim)
+
+    kept = [v for v in graph.value_info if not symbolic(v)]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    for value in graph.output:
+        if symbolic(value):
+            value.type.tensor_type.ClearField("shape")
+    return used
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - partial shapes are better than none; missing ones count as zero work
+        return model
+
+
+def _einsum_macs(equation: str, shapes: list[tuple[int, ...] | None]) -> int:
+    lhs = equation.replace(" ", "").split("->")[0]
+    sizes: dict[str, int] = {}
+    for term, shape in zip(lhs.split(","), shapes):
+        if shape is None or "." in term:
+            return 0
+        for letter, size in zip(term, shape):
+            sizes[letter] = max(sizes.get(letter, 1), size)
+    return math.prod(sizes.values()) if sizes else 0
+
+
+def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
+    """Per-op MACs/params/bytes of `model` (path, ModelProto or onnx_ir Model); symbolic dims pinned to `dims`."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(load_proto(model))
+    keep = [(f.domain, f.name) for f in proto.functions if (f.domain, f.name) in FUSED_FUNCTIONS]
+    if proto.functions:
+        proto = onnx.inliner.inline_selected_functions(proto, keep, exclude=True)
+    used = _pin_dims(proto, dims or {})
+    proto = _infer(proto)
+    graph = proto.graph
+
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    dtypes: dict[str, int] = {}
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        tensor = value.type.tensor_type
+        dtypes[value.name] = tensor.elem_type
+        dim_list = tensor.shape.dim
+        shapes[value.name] = (tuple(d.dim_value for d in dim_list)
+                              if tensor.HasField("shape") and all(d.HasField("dim_value") for d in dim_list) else None)
+    # constant sources: initializer name -> (elements, bits, is_float)
+    sources: dict[str, tuple[int, int, bool]] = {}
+    for init in graph.initializer:
+        shapes[init.name] = tuple(init.dims)
+        dtypes[init.name] = init.data_type
+        sources[init.name] = (math.prod(init.dims), DTYPE_BITS.get(init.data_type, 32), init.data_type in FLOAT_TYPES)
+    const_sources: dict[str, set[str]] = {name: {name} for name in sources}  # constant value -> initializers
+    charged: set[str] = set()
+
+    def elems(name: str) -> int:
+        shape = shapes.get(name)
+        return math.prod(shape) if shape is not None else 0
+
+    ops: list[OpStat] = []
+    forms: set[str] = set()
+    for node in graph.node:
+        inputs = [i for i in node.input if i]
+        constant_inputs = [i for i in inputs if i in const_sources]
+        if node.op_type in ("Constant", "Shape", "Size") or (inputs and len(constant_inputs) == len(inputs)) or (
+                not inputs):
+            # weight-only subgraph: folded at compile time; its initializers are charged to the consumer
+            merged = set().union(*(const_sources[i] for i in constant_inputs)) if constant_inputs else set()
+            for out in node.output:
+                const_sources[out] = merged
+            continue
+        op = OpStat(node.name, node.op_type, node.domain, "vector")
+        # an embedding lookup (Gather from a constant table) reads only the rows it gathers
+        lookup = node.op_type == "Gather" and node.input[0] in const_sources
+        for name in constant_inputs:
+            for source in sorted(const_sources[name] - charged):
+                charged.add(source)
+                count, bits, is_float = sources[source]
+                if count <= 1:
+                    continue
+                op.params += count
+                read = min(count, elems(node.output[0])) if lookup and name == node.input[0] else count
+                op.weight_bytes += read * bits / 8
+                if is_float:
+                    op.float_weight_elems += read
+                else:
+                    op.compressed_weight_bytes += read * bits / 8
+        activation_inputs = [i for i in inputs if i not in const_sources]
+        op.act_in_elems = sum(elems(i) for i in activation_inputs)
+        op.act_out_elems = sum(elems(o) for o in node.output if o)
+        out_elems = elems(node.output[0]) if node.output else 0
+        in_shapes = [shapes.get(i) for i in node.input]
+        kind, macs = _classify(node, in_shapes, out_elems, len(activation_inputs))
+        op.kind, op.macs = kind, macs
+        if kind == "attention":
+            forms.add("fused" if node.domain == "fusionc" else "split_einsum" if node.op_type == "Einsum" else "original")
+            out_shape = shapes.get(node.output[0])
+            op.attention_scores = bool(node.domain != "fusionc" and out_shape and len(out_shape) >= 2
+                                       and out_shape[-1] == out_shape[-2] and out_shape[-1] >= 64)
+        if kind in ("vector",):
+            op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
+        ops.append(op)
+    form = next((f for f in ("fused", "split_einsum", "original") if f in forms), "none")
+    counts: dict[str, int] = defaultdict(int)
+    for node in graph.node:
+        counts[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"] += 1
+    return GraphStats(ops, form, used, dict(counts))
+
+
+def _classify(node: onnx.NodeProto, in_shapes: list, out_elems: int, n_activations: int) -> tuple[str, int]:
+    op_type = node.op_type
+    if (node.domain, op_type) == ("fusionc", "ScaledDotProductAttention"):
+        q, k, v = (in_shapes + [None, None, None])[:3]
+        if q is None or k is None or v is None:
+            return "attention", 0
+        return "attention", math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+    if node.domain == "fusionc":
+        return "vector", 0
+    if op_type == "Conv":
+        weight = in_shapes[1]
+        return "conv", out_elems * math.prod(weight[1:]) if weight else 0
+    if op_type == "ConvTranspose":
+        data, weight = in_shapes[0], in_shapes[1]
+        return "conv", math.prod(data) * math.prod(weight[1:]) if data and weight else 0
+    if op_type in ("MatMul", "MatMulInteger", "QLinearMatMul"):
+        a = in_shapes[0]
+        k = a[-1] if a else 0
+        return ("attention" if n_activations >= 2 else "linear"), out_elems * k
+    if op_type == "Gemm":
+        a = in_shapes[0]
+        trans_a = next((attr.i for attr in node.attribute if attr.name == "transA"), 0)
+        k = (a[0] if trans_a else a[-1]) if a else 0
+        return ("attention" if n_activations >= 2 else "linear"), out_elems * k
+    if op_type == "Einsum":
+        equation = next(attr.s.decode() for attr in node.attribute if attr.name == "equation")
+        return ("attention" if n_activations >= 2 else "linear"), _einsum_macs(equation, in_shapes)
+    if op_type in FREE_OPS:
+        return "free", 0
+    if op_type in LAYOUT_OPS:
+        return "layout", 0
+    return "vector", 0

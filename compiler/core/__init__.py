@@ -1,0 +1,6 @@
+"""fusionc.core: the foundation every room may import; it imports nothing else of the project.
+
+errors (exit codes), options (CompileOptions), devices (profiles), progress (stages), reproducible
+(byte-identical artifacts), memory (freeing graph weights), numerics (PSNR, Feeds), context (what a pass or a
+target gets for one component).
+"""

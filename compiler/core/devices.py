@@ -1,0 +1,131 @@
+"""Device profiles: what a target needs to know about a phone or Mac (`fusionc devices`).
+
+Every figure carries its public source in a comment; where a vendor publishes nothing (Qualcomm gives no Hexagon
+TOPS, Apple no ANE int8/fp16 split), the comment says the figure is an estimate and where it comes from.
+Throughput and bandwidth feed the latency cost model (fusionc.analysis.costmodel), which calibrates one efficiency per
+NPU family on published latencies and scales it across the family's devices by these figures, so a wrong absolute
+peak shows up as a per-device error in the cost model's held-out figures (documented there), not as a silent bias.
+`max_model_bytes` drives Core ML chunking and QNN context splitting; `hexagon_arch`/`soc_model` select the QNN
+HTP backend's compile target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fusionc.core.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    vendor: str  # apple | qualcomm
+    soc: str
+    target: str  # the fusionc target that builds for it: coreml | qnn
+    compute_units: tuple[str, ...]
+    peak_tops: dict[str, float] = field(default_factory=dict)  # precision -> dense TOPS on the NPU
+    memory_bandwidth_gbs: float = 0.0
+    max_model_bytes: int | None = None  # largest single model the NPU loads comfortably
+    hexagon_arch: str | None = None  # v73, v75, v79
+    soc_model: int | None = None  # QNN HTP soc_model id
+    deployment_target: str | None = None
+    # added for the cost model and `fusionc devices`
+    npu: str = ""  # the compute unit the cost model estimates: ne (Apple Neural Engine) | htp (Hexagon)
+    family: str = ""  # cost-model calibration family: one efficiency set per family (ane, htp)
+    gpu_tflops_fp32: float | None = None  # only where the vendor publishes it
+    memory_bytes: int | None = None  # device RAM (the smallest configuration sold)
+    year: int | None = None
+
+    def npu_macs_per_s(self, precision: str) -> float:
+        """Peak multiply-accumulates per second at `precision` (TOPS counts 2 ops per MAC)."""
+        if precision not in self.peak_tops:
+            raise BadInputError(f"device '{self.name}' has no {precision} throughput: pick one of {sorted(self.peak_tops)}")
+        return self.peak_tops[precision] * 1e12 / 2
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+GB = 1 << 30
+
+DEVICES: dict[str, Device] = {
+    d.name: d
+    for d in [
+        # A16: ANE 17 TOPS (Apple iPhone 14 Pro keynote and apple.com/iphone-14-pro/specs, 2022), taken as the fp16
+        # rate (the A15/A16 ANE has no faster int8 path: coremltools docs, "Performance" of W8A8 quantization, says
+        # int8-int8 compute is faster only on A17 Pro / M4 and newer). LPDDR5 51.2 GB/s (6400 MT/s x 64 bit: the
+        # LPDDR5 standard rate at the A16's bus width, as reported by teardown/analysis sites; Apple does not publish).
+        # ~1 GB per ANE model: apple/ml-stable-diffusion README (`--chunk-unet` is required on iOS/iPadOS).
+        # 6 GB RAM (widely reported; Apple does not publish RAM sizes).
+        Device("iphone-14-pro", "apple", "A16 Bionic", "coreml", ("cpu", "gpu", "ne"), {"fp16": 17.0},
+               51.2, 1 * GB, deployment_target="iOS16", npu="ne", family="ane", memory_bytes=6 * GB, year=2022),
+        # A17 Pro: ANE 35 TOPS (Apple iPhone 15 Pro keynote, 2023). The 35 TOPS is the int8 rate (coremltools docs:
+        # W8A8 runs the ANE's int8-int8 path on A17 Pro); fp16 taken as half of it (an inference from the A16's
+        # 17 TOPS fp16, not published). LPDDR5 51.2 GB/s as A16 (not published); 8 GB RAM (widely reported).
+        Device("iphone-15-pro", "apple", "A17 Pro", "coreml", ("cpu", "gpu", "ne"), {"int8": 35.0, "fp16": 17.5},
+               51.2, 1 * GB, deployment_target="iOS17", npu="ne", family="ane", memory_bytes=8 * GB, year=2023),
+        # A18 Pro: ANE 35 TOPS (Apple iPhone 16 Pro keynote, 2024), int8 as for A17 Pro, fp16 half (inference).
+        # LPDDR5X-7500, 60 GB/s (Apple: "17 percent more system memory bandwidth" than A17 Pro, 51.2 x 1.17).
+        Device("iphone-16-pro", "apple", "A18 Pro", "coreml", ("cpu", "gpu", "ne"), {"int8": 35.0, "fp16": 17.5},
+               60.0, 1 * GB, deployment_target="iOS18", npu="ne", family="ane", memory_bytes=8 * GB, year=2024),
+        # M2: ANE 15.8 TOPS (fp16 as A16), GPU 3.6 TFLOPS fp32, 100 GB/s unified memory, 8 GB base
+        # (Apple M2 press release, June 2022). No per-model limit on macOS (ml-stable-diffusion: chunking is not
+        # required on macOS).
+        Device("mac-m2", "apple", "M2", "coreml", ("cpu", "gpu", "ne"), {"fp16": 15.8}, 100.0, None,
+               deployment_target="macOS14", npu="ne", family="ane", gpu_tflops_fp32=3.6, memory_bytes=8 * GB,
+               year=2022),
+        # Snapdragon 8 Gen 2 (SM8550): Hexagon v73, soc_model 43 (QNN SDK docs, HTP backend SoC table);
+        # LPDDR5X-4200 on a 64-bit bus, 67 GB/s (Qualcomm product brief: LPDDR5x up to 4200 MHz).
+        # TOPS: Qualcomm publishes none; 26 int8 is a press estimate, fp16 taken as half of it (an assumption).
+        # 2 GB per context: protobuf limit of an
+        # embedded EPContext (onnxruntime QNN EP docs: keep the context binary external above it).
+        # 8 GB RAM: Samsung Galaxy S23 spec sheet.
+        Device("snapdragon-8-gen-2", "qualcomm", "SM8550", "qnn", ("cpu", "gpu", "htp"),
+               {"int8": 26.0, "fp16": 13.0}, 67.0, 2 * GB, hexagon_arch="v73", soc_model=43, npu="htp",
+               family="htp", memory_bytes=8 * GB, year=2022),
+        # Snapdragon 8 Gen 3 (SM8650): Hexagon v75, soc_model 57 (QNN SDK docs); LPDDR5X-4800, 77 GB/s (Qualcomm
+        # product brief); TOPS a press estimate (Qualcomm: NPU "up to 98% faster" than 8 Gen 2, unitless).
+        # 8 GB RAM: Samsung Galaxy S24 spec sheet.
+        Device("snapdragon-8-gen-3", "qualcomm", "SM8650", "qnn", ("cpu", "gpu", "htp"),
+               {"int8": 34.0, "fp16": 17.0}, 77.0, 2 * GB, hexagon_arch="v75", soc_model=57, npu="htp",
+               family="htp", memory_bytes=8 * GB, year=2023),
+        # Snapdragon 8 Elite (SM8750): Hexagon v79, soc_model 69 (QNN SDK docs); LPDDR5X-5300, 85 GB/s (Qualcomm
+        # product brief); TOPS a press estimate (Qualcomm: NPU "45% faster" than 8 Gen 3, unitless).
+        # 12 GB RAM: Samsung Galaxy S25 spec sheet.
+        Device("snapdragon-8-elite", "qualcomm", "SM8750", "qnn", ("cpu", "gpu", "htp"),
+               {"int8": 45.0, "fp16": 22.5}, 85.0, 2 * GB, hexagon_arch="v79", soc_model=69, npu="htp",
+               family="htp", memory_bytes=12 * GB, year=2024),
+    ]
+}
+
+DEFAULT_DEVICE = {"coreml": "iphone-14-pro", "qnn": "snapdragon-8-gen-2", "onnx": None}
+
+
+def get_device(name: str | None, target: str) -> Device | None:
+    """The profile called `name`, or the target's default; a device of another target is bad input."""
+    name = name or DEFAULT_DEVICE.get(target)
+    if name is None:
+        return None
+    if name not in DEVICES:
+        raise BadInputError(f"unknown device '{name}': run `fusionc devices` to list them")
+    device = DEVICES[name]
+    if target != "onnx" and device.target != target:
+        raise BadInputError(f"device '{name}' is a {device.target} device, not a {target} one: pick another --device")
+    return device
+
+
+def devices_table() -> list[dict[str, str]]:
+    """Rows for `fusionc devices` (strings, ready to print)."""
+    rows = []
+    for d in DEVICES.values():
+        rows.append({
+            "name": d.name, "soc": d.soc, "target": d.target, "units": ",".join(d.compute_units),
+            "npu_tops": " ".join(f"{p}:{v:g}" for p, v in d.peak_tops.items()),
+            "bandwidth": f"{d.memory_bandwidth_gbs:g} GB/s",
+            "max_model": f"{d.max_model_bytes / GB:g} GB" if d.max_model_bytes else "-",
+            "ram": f"{d.memory_bytes / GB:g} GB" if d.memory_bytes else "-",
+            "hexagon": f"{d.hexagon_arch} (soc {d.soc_model})" if d.hexagon_arch else "-",
+            "os": d.deployment_target or "-",
+        })
+    return rows

@@ -1,0 +1,510 @@
+"""Mixed-bit palettization (`--palettize auto:DB`): a bit width per layer from {2, 4, 6, 8, fp16}, measured.
+
+Apple's recipe search compresses one layer at a time and runs the model on a GPU for hours. Ours fits the
+CPU budget of a compile (under 30 minutes for an SD-1.5 UNet) by measuring only what must be measured:
+
+1. Weight error, free: every layer's relative squared error at every width comes from its fp16 histogram
+   (passes/lut.palette_errors), no decompression.
+2. Output sensitivity, measured: one onnxruntime session in which the weights are graph *inputs*, so a run
+   with some weights swapped for their palettized values costs one inference and no session build. A probe
+   palettizes a group of layers at 4 bits on a few trajectory inputs and divides the UNet output's MSE by
+   the group's summed weight error: the group's gain. Groups are single layers when the time budget allows
+   (tiny models: then up to 8 probe inputs spread over the trajectory, which has the generation's length),
+   else the finest balanced split of the module tree that fits the budget.
+3. Allocation: quantization errors of different layers add up in the output (they are nearly orthogonal),
+   so the output MSE is predicted as sum(gain * weight error); a Lagrangian bisection picks the fewest
+   average bits whose prediction fits the MSE budget of DB dB against the fp32 torch reference.
+4. Verification: the whole recipe runs on every trajectory input against the torch reference; the budget
+   is rescaled by measured/predicted and the allocation redone until the measured PSNR holds (the best
+   passing recipe wins, and one relaxation is tried when the prediction was pessimistic).
+
+The recipe (layer -> bits), its measured PSNR and average bits go in the manifest; `--recipe FILE` saves
+it and re-applies it without a search (palettization is deterministic: the same bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from fusionc.core.context import ComponentContext
+from fusionc.core.errors import BadInputError
+from fusionc.core.numerics import Feeds, psnr_from_mse
+from fusionc.passes.compression import lut as lutlib
+from fusionc.passes.compression.palettize import PalettizeWeightsPass, choose_group, record_compression
+from fusionc.passes.compression.weights import Weight, find_weights
+
+log = logging.getLogger(__name__)
+
+RECIPE_FORMAT = "fusionc-mixed-bit-recipe/1"
+CANDIDATES = (2, 4, 6, 8, 16)
+PROBE_BITS = 4
+GAIN_FLOOR = 0.25  # of the median measured gain
+MAX_PROBE_INPUTS = 8  # trajectory inputs per probe when the budget allows every layer alone
+DEFAULT_SEARCH_SECONDS = 1200.0  # the whole search; SD-1.5 must finish in 30 minutes
+
+
+@dataclass
+class Recipe:
+    """Bits per layer (16 = left in fp16) and how the recipe was obtained."""
+
+    layers: dict[str, int]
+    granularity: str = "per_tensor"
+    group_size: int | None = None
+    target_db: float | None = None
+    psnr_db: float | None = None
+    average_bits: float | None = None
+    search: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"granularity": self.granularity, "group_size": self.group_size, "target_db": self.target_db,
+                "psnr_db": self.psnr_db, "average_bits": self.average_bits, "search": self.search,
+                "layers": self.layers}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str) -> "Recipe":
+        if not isinstance(data, dict) or not isinstance(data.get("layers"), dict):
+            raise BadInputError(f"{where}: a recipe needs a 'layers' object (layer -> bits)")
+        allowed = set(lutlib.NBITS) | {16}
+        for layer, bits in data["layers"].items():
+            if bits not in allowed:
+                raise BadInputError(f"{where}: layer {layer} has {bits} bits; allowed: {sorted(allowed)}")
+        return cls({k: int(v) for k, v in data["layers"].items()}, data.get("granularity", "per_tensor"),
+                   data.get("group_size"), data.get("target_db"), data.get("psnr_db"), data.get("average_bits"),
+                   data.get("search", {}))
+
+
+def load_recipe(path: Path, component: str) -> Recipe | None:
+    """The recipe of `component` in a recipe file; None when the file or the component is absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BadInputError(f"cannot read recipe {path}: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != RECIPE_FORMAT or not isinstance(data.get("components"), dict):
+        raise BadInputError(f"{path} is not a fusionc mixed-bit recipe (format {RECIPE_FORMAT})")
+    entry = data["components"].get(component)
+    return None if entry is None else Recipe.from_json(entry, f"recipe {path} ({component})")
+
+
+def save_recipe(path: Path, component: str, recipe: Recipe) -> None:
+    """Write (or update) `component`'s recipe in a recipe file."""
+    path = Path(path)
+    data: dict[str, Any] = {"format": RECIPE_FORMAT, "components": {}}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+            if isinstance(old, dict) and isinstance(old.get("components"), dict):
+                data["components"] = old["components"]
+        except json.JSONDecodeError:
+            pass
+    data["components"][component] = recipe.to_json()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def average_bits(weights: list[Weight], bits: dict[str, int]) -> float:
+    total = sum(w.size for w in weights)
+    return sum(w.size * bits.get(w.layer, 16) for w in weights) / total if total else 16.0
+
+
+class WeightSession:
+    """onnxruntime session of `model` with the given weights as graph inputs, so any of them can be swapped.
+
+    The model is not changed: the inputs are moved only while the proto is built. Initializers left in the
+    graph are inlined into the proto (they are small), so external data never has to be resolved.
+    """
+
+    def __init__(self, model: ir.Model, weights: list[Weight], threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        graph = model.graph
+        self.weights = {w.value.name: w for w in weights}
+        self.names = [v.name for v in graph.inputs]
+        moved = [w.value for w in weights]
+        for value in moved:
+            graph.initializers.pop(value.name)
+            graph.inputs.append(value)
+        try:
+            proto = ir.serde.serialize_model(model)
+        finally:
+            for value in moved:
+                graph.inputs.remove(value)
+                graph.register_initializer(value)
+        for tensor in proto.graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                tensor.raw_data = graph.initializers[tensor.name].const_value.tobytes()
+                del tensor.external_data[:]
+                tensor.data_location = onnx.TensorProto.DEFAULT
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.dense = {w.value.name: w.value.const_value.numpy() for w in weights}
+        self.adapter = InterfaceAdapter(model)
+
+    def __call__(self, feeds: Feeds, overrides: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        results: list[list[np.ndarray]] = []
+        for piece, keep in self.adapter.pieces(feeds):
+            inputs = {k: piece[k] for k in self.names if k in piece}
+            inputs.update(self.dense)
+            if overrides:
+                inputs.update(overrides)
+            results.append([o[:keep] if keep is not None else o for o in self.session.run(None, inputs)])
+        return [np.concatenate(parts, axis=0) if len(results) > 1 else parts[0] for parts in zip(*results)]
+
+
+class InterfaceAdapter:
+    """Canonical feeds -> the graph's inputs, when a target pass changed the interface (Core ML's Apple
+    contract: renamed inputs, [B,C,1,S] text states, float input_ids, a static batch with `timestep` [B]).
+    Batches are cut to the static batch, a short last piece padded by repeating its last row."""
+
+    def __init__(self, model: ir.Model) -> None:
+        try:
+            from fusionc.passes.ane.interface import read_interface
+
+            interface = read_interface(model)
+        except ImportError:
+            interface = None
+        self.names = dict(interface.inputs) if interface else {}
+        self.bc1s = set(interface.bc1s_inputs) if interface else set()
+        self.floats = set(interface.float_inputs) if interface else set()
+        timestep = self.names.get("timestep", "timestep")
+        self.timestep = timestep
+        dims = [v.shape[0] for v in model.graph.inputs if v.name != timestep and v.shape is not None and len(v.shape)]
+        self.batch = dims[0] if dims and isinstance(dims[0], int) else None
+
+    def pieces(self, feeds: Feeds) -> list[tuple[Feeds, int | None]]:
+        out: Feeds = {}
+        for name, value in feeds.items():
+            value = np.asarray(value)
+            if name in self.bc1s:
+                value = np.ascontiguousarray(value.transpose(0, 2, 1)[:, :, None, :])
+            if name in self.floats:
+                value = value.astype(np.float32)
+            out[self.names.get(name, name)] = value
+        if self.batch is None:
+            return [(out, None)]
+        batched = {k: v for k, v in out.items() if k != self.timestep}
+        rows = next(iter(batched.values())).shape[0] if batched else self.batch
+        pieces = []
+        for start in range(0, rows, self.batch):
+            piece = {}
+            for name, value in batched.items():
+                part = value[start:start + self.batch]
+                if part.shape[0] < self.batch:
+                    part = np.concatenate([part, np.repeat(part[-1:], self.batch - part.shape[0], axis=0)])
+                piece[name] = part
+            if self.timestep in out:
+                t = np.asarray(out[self.timestep], np.float32).reshape(-1)
+                piece[self.timestep] = np.resize(t[start:start + self.batch] if t.size == rows else t, self.batch)
+            pieces.append((piece, min(self.batch, rows - start)))
+        return pieces
+
+
+def balanced_groups(weights: list[Weight], max_groups: int) -> list[list[Weight]]:
+    """Split layers into at most `max_groups` groups along their dotted module names, largest groups first."""
+    if max_groups >= len(weights):
+        return [[w] for w in weights]
+    parts = {w.layer: w.layer.split(".") for w in weights}
+    groups: list[tuple[int, list[Weight]]] = [(0, list(weights))]  # (prefix depth, members)
+    while len(groups) < max_groups:
+        best = None
+        for i, (depth, members) in enumerate(groups):
+            if len(members) < 2:
+                continue
+            children = _split(members, depth, parts)
+            if len(children) < 2 or len(groups) - 1 + len(children) > max_groups:
+                continue
+            size = sum(w.size for w in members)
+            if best is None or size > best[0]:
+                best = (size, i, children)
+        if best is None:
+            break
+        _, i, children = best
+        groups[i:i + 1] = children
+    return [members for _, members in groups]
+
+
+def _split(members: list[Weight], depth: int, parts: dict[str, list[str]]) -> list[tuple[int, list[Weight]]]:
+    """Children of a group one name component deeper (descending while there is a single child)."""
+    while True:
+        buckets: dict[str, list[Weight]] = {}
+        for w in members:
+            key = ".".join(parts[w.layer][:depth + 1])
+            buckets.setdefault(key, []).append(w)
+        depth += 1
+        if len(buckets) > 1 or depth > max(len(parts[w.layer]) for w in members):
+            break
+    if len(buckets) < 2:  # names do not split: halves in graph order
+        half = len(members) // 2
+        return [(depth, members[:half]), (depth, members[half:])]
+    return [(depth, b) for b in buckets.values()]
+
+
+def allocate(weights: list[Weight], noise: dict[str, dict[int, float]], budget: float) -> dict[str, int]:
+    """Fewest total bits with sum(noise[layer][bits]) <= budget (Lagrangian relaxation, bisection on lambda)."""
+
+    def choose(lam: float) -> tuple[dict[str, int], float]:
+        bits, total = {}, 0.0
+        for w in weights:
+            table = noise[w.layer]
+            b = min(CANDIDATES, key=lambda c: w.size * c + lam * table[c])
+            bits[w.layer] = b
+            total += table[b]
+        return bits, total
+
+    lo, hi = 0.0, 1.0
+    bits, total = choose(hi)
+    while total > budget and hi < 1e300:
+        hi *= 16.0
+        bits, total = choose(hi)
+    if total > budget:
+        return bits
+    for _ in range(80):
+        mid = math.sqrt(lo * hi) if lo > 0 else hi / 1e6
+        cand, cand_total = choose(mid)
+        if cand_total <= budget:
+            hi, bits = mid, cand
+        else:
+            lo = mid
+        if lo > 0 and hi / lo < 1.0001:
+            break
+    return bits
+
+
+@dataclass
+class Calibration:
+    """Real trajectory inputs and the fp32 reference (the driver's ComponentContext provides both)."""
+
+    feeds: list[Feeds]
+    reference: Callable[[Feeds], Feeds] | None = None
+
+
+def search(model: ir.Model, calibration: Calibration, target_db: float, *, granularity: str = "per_tensor",
+           group_size: int = 16, min_elements: int = 2048, include_embeddings: bool = False,
+           budget_seconds: float = DEFAULT_SEARCH_SECONDS, probe_count: int = 2, rounds: int = 5) -> Recipe:
+    """Find the recipe with the fewest average bits whose measured output PSNR is >= target_db.
+
+    Time: the probes get what the budget leaves after reserving 3 verification rounds on a 2-input subset
+    of the trajectory and one confirmation on all of it (the PSNR that is reported and gated).
+    """
+    start = time.perf_counter()
+    if not calibration.feeds:
+        raise BadInputError("--palettize auto:DB needs trajectory inputs (sample feeds) for the component")
+    weights = find_weights(model, min_elements, include_embeddings)
+    if not weights:
+        return Recipe({}, granularity, None, target_db, None, 16.0)
+    groups_of = {w.layer: choose_group(w, granularity, group_size) for w in weights}
+    errors = {w.layer: lutlib.palette_errors(w.value.const_value.numpy(), CANDIDATES[:-1], w.out_axis,
+                                             groups_of[w.layer]) for w in weights}
+    t_errors = time.perf_counter() - start
+    session = WeightSession(model, weights)
+    feeds = calibration.feeds
+    ref_out = [calibration.reference(f) for f in feeds] if calibration.reference else [
+        dict(zip(session.outputs, session(f))) for f in feeds]
+    ref = [_flat(list(r.values())) for r in ref_out]
+    peak = max(float(np.max(np.abs(r))) for r in ref) or 1.0
+    target_mse = (peak / 10 ** (target_db / 20)) ** 2
+
+    picks = _spread_indices(len(feeds), probe_count)
+    probes = [_last_row(feeds[i]) for i in picks]
+    t0 = time.perf_counter()
+    probe_base = [_flat(session(f)) for f in probes]
+    t_eval = (time.perf_counter() - t0) / len(probes)  # one batch-1 inference
+    probe_ref = [_flat([v[-1:] for v in ref_out[i].values()]) for i in picks]
+    floor = _mse(probe_base, probe_ref)  # uncompressed ONNX vs the reference (tiny for fp32)
+    budget = target_mse - floor
+    info: dict[str, Any] = {"uncompressed_psnr_db": round(psnr_from_mse(peak, floor), 3), "layers": len(weights),
+                            "seconds_weight_errors": round(t_errors, 1)}
+    if budget <= 0:
+        log.warning("the uncompressed model is already under %.1f dB: no layer is palettized", target_db)
+        return Recipe({w.layer: 16 for w in weights}, granularity, group_size if granularity != "per_tensor" else None,
+                      target_db, psnr_from_mse(peak, floor), 16.0, info)
+    subset = _spread_indices(len(feeds), 2)
+    rows = _batch(feeds[0])
+    reserve = t_eval * rows * (3 * len(subset) + len(feeds))
+    left = budget_seconds - (time.perf_counter() - start) - reserve
+    if left < t_eval * len(probes) * len(weights) and len(probes) > 1:  # slow model: one probe input
+        probes, probe_base = probes[-1:], probe_base[-1:]
+    else:  # every layer alone fits: spread more probe inputs over the trajectory (sensitivity varies with t)
+        more = min(len(feeds), MAX_PROBE_INPUTS, int(left / (t_eval * len(weights))))
+        if more > len(probes):
+            probes = [_last_row(feeds[i]) for i in _spread_indices(len(feeds), more)]
+            probe_base = [_flat(session(f)) for f in probes]
+    groups = balanced_groups(weights, max(1, int(left / (t_eval * len(probes)))))
+
+    def dense(w: Weight, bits: int) -> np.ndarray:
+        return lutlib.palettize(w.value.const_value.numpy(), bits, w.out_axis, groups_of[w.layer]).dense(
+            w.value.dtype.numpy())
+
+    gains: dict[str, float] = {}
+    from fusionc.core.progress import track
+
+    for members in track(groups, "mixed-bit search: layer sensitivity"):
+        overrides = {w.value.name: dense(w, PROBE_BITS) for w in members}
+        mse = _mse([_flat(session(f, overrides)) for f in probes], probe_base)
+        weight_error = sum(errors[w.layer][PROBE_BITS] for w in members)
+        for w in members:
+            gains[w.layer] = mse / weight_error if weight_error > 0 else 0.0
+    t_probe = time.perf_counter() - start
+    # A gain measured near zero on a few trajectory inputs (a time-embedding projection at those timesteps,
+    # a block an untrained model barely uses) must not make the layer's 2 bits look free: floor the gains.
+    floor_gain = GAIN_FLOOR * float(np.median([g for g in gains.values()] or [0.0]))
+    gains = {k: max(g, floor_gain) for k, g in gains.items()}
+    # 16 bits keeps the layer as it is in the graph: no added noise in what is measured here
+    noise = {w.layer: {b: (gains[w.layer] * errors[w.layer][b] if b != 16 else 0.0) for b in CANDIDATES}
+             for w in weights}
+    cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def measure(bits: dict[str, int], which: list[int]) -> float:
+        for key in [k for k in cache if bits.get(k[0]) != k[1]]:
+            del cache[key]
+        overrides = {}
+        for w in weights:
+            if bits[w.layer] != 16:
+                key = (w.layer, bits[w.layer])
+                if key not in cache:
+                    cache[key] = dense(w, bits[w.layer])
+                overrides[w.value.name] = cache[key]
+        return _mse([_flat(session(feeds[i], overrides)) for i in which], [ref[i] for i in which])
+
+    def allocate_for(scale: float) -> tuple[dict[str, int], float]:
+        bits = allocate(weights, noise, budget * scale)
+        return bits, sum(noise[w.layer][bits[w.layer]] for w in weights)
+
+    history: list[dict[str, Any]] = []
+
+    def refine(which: list[int], scale: float, max_rounds: int) -> tuple[tuple | None, float]:
+        """Secant steps on the noise budget: each round moves the budget by the dB it missed or had to spare,
+        until the measured PSNR lands in [target, target + 0.15 dB] or time runs out; best passing recipe."""
+        best, seconds, seen, step = None, 0.0, set(), 1.0
+        for _ in range(max_rounds):
+            if best is not None and time.perf_counter() - start + seconds > budget_seconds:
+                break
+            began = time.perf_counter()
+            bits, predicted = allocate_for(scale)
+            key = tuple(bits[w.layer] for w in weights)
+            for _ in range(8):  # the step did not change the allocation: keep going the same way
+                if key not in seen:
+                    break
+                scale *= step
+                bits, predicted = allocate_for(scale)
+                key = tuple(bits[w.layer] for w in weights)
+            seen.add(key)
+            psnr = psnr_from_mse(peak, measure(bits, which))
+            avg = average_bits(weights, bits)
+            history.append({"average_bits": round(avg, 3), "psnr_db": round(psnr, 3), "inputs": len(which),
+                            "predicted_psnr_db": round(psnr_from_mse(peak, floor + predicted), 3)})
+            seconds = time.perf_counter() - began
+            if psnr >= target_db and (best is None or avg < best[1]):
+                best = (bits, avg, scale, psnr)
+            if 0 <= psnr - target_db < 0.15:
+                break
+            step = 1.25 if psnr > target_db else 0.8
+            factor = 10 ** ((psnr - target_db - 0.05) / 10)  # the dB missed or spare, as noise power
+            scale *= factor if psnr >= target_db else min(factor, 0.5)  # a miss at least halves the budget
+        return best, scale
+
+    found, scale = refine(subset, 1.0, rounds)
+    # the whole trajectory decides (the reported and gated PSNR): confirm, and refine there while time allows
+    best, _ = refine(list(range(len(feeds))), found[2] if found else scale, 4)
+    if best is None:
+        bits = {w.layer: 16 for w in weights}
+        best = (bits, 16.0, 0.0, psnr_from_mse(peak, measure(bits, list(range(len(feeds))))))
+    bits, avg, _, psnr = best
+    avg = average_bits(weights, bits)
+    info.update({"probe_bits": PROBE_BITS, "probe_inputs": len(probes), "groups": len(groups),
+                 "seconds_per_inference": round(t_eval, 3), "seconds_probes": round(t_probe - t_errors, 1),
+                 "seconds": round(time.perf_counter() - start, 1), "rounds": history})
+    return Recipe(bits, granularity, group_size if granularity != "per_tensor" else None, target_db,
+                  round(psnr, 3), round(avg, 4), info)
+
+
+def _spread_indices(n: int, count: int) -> list[int]:
+    """`count` indices spread evenly over range(n) (first and last included)."""
+    return sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
+
+
+def _last_row(feeds: Feeds) -> Feeds:
+    """The batch cut to its last row (the conditional branch of a guidance batch)."""
+    return {k: (v[-1:] if v.ndim >= 2 else v) for k, v in feeds.items()}
+
+
+def _batch(feeds: Feeds) -> int:
+    return max((v.shape[0] for v in feeds.values() if v.ndim >= 2), default=1)
+
+
+def _flat(outputs: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(o, np.float64).ravel() for o in outputs])
+
+
+def _mse(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+    total = sum(float(np.sum((g - w) ** 2)) for g, w in zip(got, want))
+    return total / max(sum(w.size for w in want), 1)
+
+
+class MixedBitPalettizePass(ir.passes.InPlacePass):
+    """Palettize with a per-layer recipe: loaded from `recipe_path`, or searched for `target_db` and saved there.
+
+    The search measures on the component's trajectory inputs and torch reference, taken from `ctx`.
+    """
+
+    def __init__(self, target_db: float | None, ctx: ComponentContext | None = None, *,
+                 recipe_path: Path | None = None, granularity: str = "per_tensor",
+                 group_size: int = 16, min_elements: int = 2048, include_embeddings: bool = False,
+                 budget_seconds: float = DEFAULT_SEARCH_SECONDS) -> None:
+        super().__init__()
+        if target_db is None and recipe_path is None:
+            raise ValueError("MixedBitPalettizePass needs a target PSNR or a recipe file")
+        self.target_db = target_db
+        self.recipe_path = Path(recipe_path) if recipe_path else None
+        self.component = ctx.name if ctx is not None else "unet"
+        self.granularity = granularity
+        self.group_size = group_size
+        self.min_elements = min_elements
+        self.include_embeddings = include_embeddings
+        self.budget_seconds = budget_seconds
+        self.calibration = Calibration(list(ctx.sample_feeds or []), ctx.reference) if ctx is not None else None
+        self.recipe: Recipe | None = None
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        recipe = load_recipe(self.recipe_path, self.component) if self.recipe_path is not None else None
+        if recipe is None:
+            if self.target_db is None:
+                raise BadInputError(f"recipe {self.recipe_path} has no entry for {self.component}: "
+                                    "add --palettize auto:DB to search one")
+            if self.calibration is None or not self.calibration.feeds:
+                raise BadInputError("--palettize auto:DB needs the component's trajectory inputs (verification on)")
+            recipe = search(model, self.calibration, float(self.target_db), granularity=self.granularity,
+                            group_size=self.group_size, min_elements=self.min_elements,
+                            include_embeddings=self.include_embeddings, budget_seconds=self.budget_seconds)
+            if self.recipe_path is not None:
+                save_recipe(self.recipe_path, self.component, recipe)
+        self.recipe = recipe
+        inner = PalettizeWeightsPass(None, recipe=recipe.layers, granularity=recipe.granularity,
+                                     group_size=recipe.group_size or self.group_size, min_elements=self.min_elements,
+                                     include_embeddings=self.include_embeddings)
+        result = inner(model)
+        summary = inner.summary() if inner.reports else {"method": "palettize", "layers": 0}
+        weights_total = sum(r.elements for r in inner.reports)
+        summary.update({"method": "mixed_bit_palettize", "target_db": recipe.target_db,
+                        "measured_psnr_db": recipe.psnr_db, "average_bits": recipe.average_bits,
+                        "compressed_average_bits": summary.get("average_bits") if weights_total else None,
+                        "recipe_file": str(self.recipe_path) if self.recipe_path else None,
+                        "search": recipe.search, "recipe": recipe.layers})
+        record_compression(model, "palettize", summary)
+        return ir.passes.PassResult(model, modified=result.modified)
