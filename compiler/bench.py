@@ -378,9 +378,9 @@ def print_devices() -> None:
     from fusionc.core.devices import devices_table
 
     rows = devices_table()
-    table = Table(title="fusionc device profiles (sources in compiler/devices.py)")
+    table = Table(title="fusionc device profiles (sources in compiler/core/devices.py); --device takes either name")
     for column in rows[0]:
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("device", "name", "soc"))
     for row in rows:
         table.add_row(*row.values())
-    Console(width=max(Console().width, 150)).print(table)
+    Console(width=max(Console().width, 170)).print(table)

@@ -39,7 +39,7 @@ from click.core import ParameterSource
 
 from fusionc.core.errors import BadInputError
 from fusionc.gates import parse_budget
-from fusionc.core.options import ALL_COMPONENTS, CompileOptions
+from fusionc.core.options import ALL_COMPONENTS, CompileOptions, check_target_options
 
 SECTIONS = ("compile", "gates", "report", "verify", "coreml", "compression", "qnn")
 ALIASES = {"json": "report", "verify": "no_verify"}  # file name -> CLI parameter name
@@ -189,6 +189,10 @@ def resolve(ctx: click.Context, params: dict[str, Any]) -> CompileSettings:
     options = CompileOptions(components=parse_components(params.get("components")),
                              verify=not params.get("no_verify", False), max_size=max_size,
                              max_latency_ms=max_latency, **values, **extra)
+    # a target's foreign option (e.g. --palettize with --target qnn) is refused here, before any work
+    given = {MAPPED.get(k, k) for k in sources}
+    where = {MAPPED.get(k, k): f"config file '{config_file}'" for k, s in sources.items() if s == "config file"}
+    check_target_options(options, given, where)
     out = params.get("out") or Path("build") / options.target
     return CompileSettings(params.get("checkpoint"), Path(out), options, params.get("report"), params.get("junit"),
                            params.get("cache"), config_file, digest, sources)

@@ -28,7 +28,8 @@ from fusionc.core.errors import BadInputError
 from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify` imports it from here)
 from fusionc.export import component_spec, export_component, image_size
 from fusionc.core.memory import forget_removed_values, release_freed_memory
-from fusionc.core.options import ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions
+from fusionc.core.options import (ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions, check_target_options,
+                                  options_in_effect)
 from fusionc.core.progress import STAGE_PEAK_RSS_MB, stage, track
 from fusionc.core.reproducible import reset_name_state, strip_host_paths
 from fusionc.targets import get_target
@@ -96,7 +97,11 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     """
     cache_dir = cache_dir or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
     target = get_target(options.target)
+    check_target_options(options)  # an option the target cannot honour: refused before any work
+    target.pipeline(options)  # and options the pipeline refuses (compression combinations), also before any work
     device = get_device(options.device, options.target)
+    if device is not None and options.device is not None:  # "iPhone 14 Pro" is recorded as its slug
+        options = dataclasses.replace(options, device=device.name)
     buildfs.check_out(out)  # fail in a second, not after the checkpoint and the trajectory
     timings: dict[str, float] = {}
     component_cache = ComponentCache(cache_dir) if cache_dir is not None else None
@@ -114,7 +119,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         "checkpoint": {"path": str(checkpoint.path.resolve()), "sha256": checkpoint.sha256},
         "image": {"height": height, "width": width},
         "scaling_factor": _vae_scaling_factor(checkpoint),
-        "options": options.to_json(),
+        "options": options_in_effect(options),  # only what this target honours
         **({"config": config} if config is not None else {}),
         "host": {"python": platform.python_version(), "machine": platform.machine()},
         "components": {},

@@ -49,9 +49,6 @@ chunk = "2"
 palettize = 6
 granularity = "per_grouped_channel"
 group_size = 32
-[qnn]
-precision = "w8a8"
-calibration_samples = 8
 [gates]
 min_psnr = 35
 max_size = { total = 900, unet = 700 }
@@ -73,7 +70,9 @@ def test_every_option_from_the_file(tmp_path: Path) -> None:
     assert o.allow_pickle and not o.verify and (o.verify_steps, o.verify_prompts, o.seed) == (2, 1, 7)
     assert (o.attention, o.compute_units, o.deployment_target, o.chunk) == ("split_einsum_v2", "all", "iOS18", "2")
     assert (o.palettize, o.granularity, o.group_size) == ("6", "per_grouped_channel", 32)
-    assert (o.precision, o.calibration_samples) == ("w8a8", 8)
+    qnn = settings("--config", str(write(tmp_path / "q", '[compile]\ntarget = "qnn"\n[qnn]\nprecision = "w8a8"\n'
+                                                         'calibration_samples = 8\n'))).options
+    assert (qnn.precision, qnn.calibration_samples) == ("w8a8", 8)
     assert o.min_psnr == 35 and o.max_size == {"total": 900, "unet": 700} and o.max_latency_ms == {"total": 2000}
     assert o.latency_steps == 4
     # relative paths are relative to the file, not to the working directory
@@ -82,18 +81,26 @@ def test_every_option_from_the_file(tmp_path: Path) -> None:
 
 
 def test_flags_override_the_file_even_when_they_repeat_the_default(tmp_path: Path) -> None:
-    config = write(tmp_path, FULL)
-    s = settings("--config", str(config), "--target", "onnx", "--attention", "split_einsum", "--max-size", "unet=5",
+    config = write(tmp_path, FULL.replace('attention = "split_einsum_v2"\ncompute_units = "all"\n'
+                                          'deployment_target = "iOS18"\nchunk = "2"\n', ""))
+    s = settings("--config", str(config), "--target", "onnx", "--granularity", "per_tensor", "--max-size", "unet=5",
                  "--out", "elsewhere")
     assert s.options.target == "onnx"  # "onnx" is the flag's default: given explicitly, it still wins
-    assert s.options.attention == "split_einsum"
+    assert s.options.granularity == "per_tensor"  # the flag's default too, and it still wins
     assert s.options.max_size == {"unet": 5}  # the flag replaces the file's table
     assert s.out == Path("elsewhere")
     assert s.options.palettize == "6"  # untouched options still come from the file
     entry = s.manifest_entry()
-    assert {"target", "attention", "max_size", "out"} <= set(entry["from_command_line"])
+    assert {"target", "granularity", "max_size", "out"} <= set(entry["from_command_line"])
     assert "palettize" in entry["from_config_file"] and "target" not in entry["from_config_file"]
     assert entry["file"] == str(config) and len(entry["sha256"]) == 64
+
+
+def test_a_files_option_the_target_cannot_honour_is_refused(tmp_path: Path) -> None:
+    config = write(tmp_path, FULL)  # Core ML options: not for --target onnx
+    with pytest.raises(BadInputError, match=r"--attention \(from config file '.*fusionc.toml'\) is not an option "
+                                            r"of --target onnx: only the coreml target honours it"):
+        settings("--config", str(config), "--target", "onnx")
 
 
 def test_without_a_file_the_defaults_and_flags(tmp_path: Path) -> None:
@@ -164,6 +171,7 @@ json = "report.json"
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((config.parent / "build" / "manifest.json").read_text())
     assert manifest["options"]["min_psnr"] == 50 and manifest["options"]["verify_steps"] == 1
+    assert "attention" not in manifest["options"] and "precision" not in manifest["options"]  # not onnx options
     assert list(manifest["components"]) == ["text_encoder"]
     assert manifest["config"]["file"] == str(config)
     assert manifest["config"]["from_command_line"] == ["min_psnr"]

@@ -50,3 +50,45 @@ def test_devices_command_lists_every_profile() -> None:
         assert name in result.output
     as_json = json.loads(CliRunner().invoke(main, ["devices", "--json"]).output)
     assert as_json["snapdragon-8-gen-2"]["hexagon_arch"] == "v73"
+
+
+@pytest.mark.parametrize("said, slug", [
+    ("iPhone 14 Pro", "iphone-14-pro"), ("iphone14pro", "iphone-14-pro"), ("IPHONE-14-PRO", "iphone-14-pro"),
+    ("  iPhone  15 pro ", "iphone-15-pro"), ("Snapdragon 8 Gen 2", "snapdragon-8-gen-2"),
+    ("snapdragon 8 gen 3", "snapdragon-8-gen-3"), ("Snapdragon 8 Elite", "snapdragon-8-elite"),
+    ("SM8550", "snapdragon-8-gen-2"), ("sm 8650", "snapdragon-8-gen-3"), ("A16 Bionic", "iphone-14-pro"),
+    ("a17 pro", "iphone-15-pro"), ("Mac (M2)", "mac-m2"), ("M2", "mac-m2"), ("snapdragon-8-gen-2", "snapdragon-8-gen-2"),
+])
+def test_device_names_as_people_say_them(said: str, slug: str) -> None:
+    from fusionc.core.devices import find_device
+
+    assert find_device(said).name == slug
+    assert get_device(said, DEVICES[slug].target).name == slug
+
+
+def test_every_profile_is_found_by_its_title_and_slug() -> None:
+    from fusionc.core.devices import find_device
+
+    for device in DEVICES.values():
+        assert find_device(device.display_name) is device and find_device(device.name.upper()) is device
+        assert device.display_name != device.name  # a title people say, not the slug again
+
+
+def test_device_flag_takes_titles_and_refuses_unknown_names(tmp_path) -> None:
+    """`--device "iPhone 14 Pro"` resolves to the slug the manifest records; unknown or foreign devices exit 2."""
+    from fusionc.cli import compile_command
+    from fusionc.config import resolve
+
+    ctx = compile_command.make_context("compile", ["--target", "coreml", "--device", "iPhone 14 Pro"])
+    assert get_device(resolve(ctx, ctx.params).options.device, "coreml").name == "iphone-14-pro"
+    for args, message in ((["--target", "qnn", "--device", "Nokia 3310"], "unknown device 'Nokia 3310'"),
+                          (["--target", "qnn", "--device", "iPhone 14 Pro"], "'iPhone 14 Pro' is a coreml device")):
+        result = CliRunner().invoke(main, ["compile", "--no-verify", "--out", str(tmp_path / "o"), *args])
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_devices_command_shows_titles() -> None:
+    output = CliRunner().invoke(main, ["devices"]).output
+    for device in DEVICES.values():
+        assert device.display_name in output

@@ -7,10 +7,15 @@ NPU family on published latencies and scales it across the family's devices by t
 peak shows up as a per-device error in the cost model's held-out figures (documented there), not as a silent bias.
 `max_model_bytes` drives Core ML chunking and QNN context splitting; `hexagon_arch`/`soc_model` select the QNN
 HTP backend's compile target.
+
+Names: `name` is the slug a build records ("iphone-14-pro"); `title` is what people call the device
+("iPhone 14 Pro", "Snapdragon 8 Gen 2"). `find_device` (and so `--device`) accepts the slug, the title or the
+SoC ("A16 Bionic", "SM8550") in any case and spacing: "iphone 14 pro", "Snapdragon8Gen2", "sm8550".
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +41,11 @@ class Device:
     gpu_tflops_fp32: float | None = None  # only where the vendor publishes it
     memory_bytes: int | None = None  # device RAM (the smallest configuration sold)
     year: int | None = None
+    title: str = ""  # the name people say ("iPhone 14 Pro"); empty: derived from the slug (words capitalized)
+
+    @property
+    def display_name(self) -> str:
+        return self.title or " ".join(w.capitalize() if w.isalpha() else w for w in self.name.split("-"))
 
     def npu_macs_per_s(self, precision: str) -> float:
         """Peak multiply-accumulates per second at `precision` (TOPS counts 2 ops per MAC)."""
@@ -59,22 +69,26 @@ DEVICES: dict[str, Device] = {
         # ~1 GB per ANE model: apple/ml-stable-diffusion README (`--chunk-unet` is required on iOS/iPadOS).
         # 6 GB RAM (widely reported; Apple does not publish RAM sizes).
         Device("iphone-14-pro", "apple", "A16 Bionic", "coreml", ("cpu", "gpu", "ne"), {"fp16": 17.0},
-               51.2, 1 * GB, deployment_target="iOS16", npu="ne", family="ane", memory_bytes=6 * GB, year=2022),
+               51.2, 1 * GB, deployment_target="iOS16", npu="ne", family="ane", memory_bytes=6 * GB, year=2022,
+               title="iPhone 14 Pro"),
         # A17 Pro: ANE 35 TOPS (Apple iPhone 15 Pro keynote, 2023). The 35 TOPS is the int8 rate (coremltools docs:
         # W8A8 runs the ANE's int8-int8 path on A17 Pro); fp16 taken as half of it (an inference from the A16's
         # 17 TOPS fp16, not published). LPDDR5 51.2 GB/s as A16 (not published); 8 GB RAM (widely reported).
         Device("iphone-15-pro", "apple", "A17 Pro", "coreml", ("cpu", "gpu", "ne"), {"int8": 35.0, "fp16": 17.5},
-               51.2, 1 * GB, deployment_target="iOS17", npu="ne", family="ane", memory_bytes=8 * GB, year=2023),
+               51.2, 1 * GB, deployment_target="iOS17", npu="ne", family="ane", memory_bytes=8 * GB, year=2023,
+               title="iPhone 15 Pro"),
         # A18 Pro: ANE 35 TOPS (Apple iPhone 16 Pro keynote, 2024), int8 as for A17 Pro, fp16 half (inference).
         # LPDDR5X-7500, 60 GB/s (Apple: "17 percent more system memory bandwidth" than A17 Pro, 51.2 x 1.17).
         Device("iphone-16-pro", "apple", "A18 Pro", "coreml", ("cpu", "gpu", "ne"), {"int8": 35.0, "fp16": 17.5},
-               60.0, 1 * GB, deployment_target="iOS18", npu="ne", family="ane", memory_bytes=8 * GB, year=2024),
+               60.0, 1 * GB, deployment_target="iOS18", npu="ne", family="ane", memory_bytes=8 * GB, year=2024,
+               title="iPhone 16 Pro"),
         # M2: ANE 15.8 TOPS (fp16 as A16), GPU 3.6 TFLOPS fp32, 100 GB/s unified memory, 8 GB base
         # (Apple M2 press release, June 2022). No per-model limit on macOS (ml-stable-diffusion: chunking is not
         # required on macOS).
         Device("mac-m2", "apple", "M2", "coreml", ("cpu", "gpu", "ne"), {"fp16": 15.8}, 100.0, None,
                deployment_target="macOS14", npu="ne", family="ane", gpu_tflops_fp32=3.6, memory_bytes=8 * GB,
-               year=2022),
+               year=2022,
+               title="Mac (M2)"),
         # Snapdragon 8 Gen 2 (SM8550): Hexagon v73, soc_model 43 (QNN SDK docs, HTP backend SoC table);
         # LPDDR5X-4200 on a 64-bit bus, 67 GB/s (Qualcomm product brief: LPDDR5x up to 4200 MHz).
         # TOPS: Qualcomm publishes none; 26 int8 is a press estimate, fp16 taken as half of it (an assumption).
@@ -83,35 +97,59 @@ DEVICES: dict[str, Device] = {
         # 8 GB RAM: Samsung Galaxy S23 spec sheet.
         Device("snapdragon-8-gen-2", "qualcomm", "SM8550", "qnn", ("cpu", "gpu", "htp"),
                {"int8": 26.0, "fp16": 13.0}, 67.0, 2 * GB, hexagon_arch="v73", soc_model=43, npu="htp",
-               family="htp", memory_bytes=8 * GB, year=2022),
+               family="htp", memory_bytes=8 * GB, year=2022,
+               title="Snapdragon 8 Gen 2"),
         # Snapdragon 8 Gen 3 (SM8650): Hexagon v75, soc_model 57 (QNN SDK docs); LPDDR5X-4800, 77 GB/s (Qualcomm
         # product brief); TOPS a press estimate (Qualcomm: NPU "up to 98% faster" than 8 Gen 2, unitless).
         # 8 GB RAM: Samsung Galaxy S24 spec sheet.
         Device("snapdragon-8-gen-3", "qualcomm", "SM8650", "qnn", ("cpu", "gpu", "htp"),
                {"int8": 34.0, "fp16": 17.0}, 77.0, 2 * GB, hexagon_arch="v75", soc_model=57, npu="htp",
-               family="htp", memory_bytes=8 * GB, year=2023),
+               family="htp", memory_bytes=8 * GB, year=2023,
+               title="Snapdragon 8 Gen 3"),
         # Snapdragon 8 Elite (SM8750): Hexagon v79, soc_model 69 (QNN SDK docs); LPDDR5X-5300, 85 GB/s (Qualcomm
         # product brief); TOPS a press estimate (Qualcomm: NPU "45% faster" than 8 Gen 3, unitless).
         # 12 GB RAM: Samsung Galaxy S25 spec sheet.
         Device("snapdragon-8-elite", "qualcomm", "SM8750", "qnn", ("cpu", "gpu", "htp"),
                {"int8": 45.0, "fp16": 22.5}, 85.0, 2 * GB, hexagon_arch="v79", soc_model=69, npu="htp",
-               family="htp", memory_bytes=12 * GB, year=2024),
+               family="htp", memory_bytes=12 * GB, year=2024,
+               title="Snapdragon 8 Elite"),
     ]
 }
 
 DEFAULT_DEVICE = {"coreml": "iphone-14-pro", "qnn": "snapdragon-8-gen-2", "onnx": None}
 
 
+def name_key(text: str) -> str:
+    """A device name as a lookup key: lower case, letters and digits only ("iPhone 14 Pro" -> "iphone14pro")."""
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+def find_device(text: str) -> Device:
+    """The profile `text` names: its slug, its title or its SoC, in any case and spacing."""
+    key = name_key(text)
+    by_name = [d for d in DEVICES.values() if key in (name_key(d.name), name_key(d.display_name))]
+    if by_name:
+        return by_name[0]
+    soc = name_key(text.removesuffix(" Bionic").removesuffix(" bionic"))
+    by_soc = [d for d in DEVICES.values() if soc and soc in (name_key(d.soc), name_key(d.soc.split()[0]))]
+    if len(by_soc) == 1:
+        return by_soc[0]
+    if by_soc:
+        names = ", ".join(f"'{d.display_name}'" for d in by_soc)
+        raise BadInputError(f"device '{text}' is the SoC of {names}: name one of them with --device")
+    raise BadInputError(f"unknown device '{text}': run `fusionc devices` to list them (e.g. --device 'iPhone 14 Pro')")
+
+
 def get_device(name: str | None, target: str) -> Device | None:
-    """The profile called `name`, or the target's default; a device of another target is bad input."""
+    """The profile called `name` (any name find_device accepts), or the target's default; a device of another
+    target is bad input."""
     name = name or DEFAULT_DEVICE.get(target)
     if name is None:
         return None
-    if name not in DEVICES:
-        raise BadInputError(f"unknown device '{name}': run `fusionc devices` to list them")
-    device = DEVICES[name]
+    device = find_device(name)
     if target != "onnx" and device.target != target:
-        raise BadInputError(f"device '{name}' is a {device.target} device, not a {target} one: pick another --device")
+        raise BadInputError(f"device '{device.display_name}' is a {device.target} device, not a {target} one: "
+                            f"pick another --device (see `fusionc devices`)")
     return device
 
 
@@ -120,7 +158,8 @@ def devices_table() -> list[dict[str, str]]:
     rows = []
     for d in DEVICES.values():
         rows.append({
-            "name": d.name, "soc": d.soc, "target": d.target, "units": ",".join(d.compute_units),
+            "device": d.display_name, "name": d.name, "soc": d.soc, "target": d.target,
+            "units": ",".join(d.compute_units),
             "npu_tops": " ".join(f"{p}:{v:g}" for p, v in d.peak_tops.items()),
             "bandwidth": f"{d.memory_bandwidth_gbs:g} GB/s",
             "max_model": f"{d.max_model_bytes / GB:g} GB" if d.max_model_bytes else "-",

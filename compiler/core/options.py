@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from fusionc.core.errors import BadInputError
 
 ALL_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae_decoder", "vae_encoder")
 DEFAULT_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae_decoder")
@@ -72,3 +74,89 @@ class CompileOptions:
             elif isinstance(value, tuple):
                 out[key] = list(value)
         return out
+
+
+# Which targets honour each option: the one definition. A field not listed here is honoured by every target.
+# `fusionc compile` refuses a foreign option before any work (check_target_options) and the manifest records
+# only the options in effect for its target (options_in_effect). tests/test_target_options.py walks every
+# target x foreign field, so a new field must be placed here (or be common) on purpose.
+ALL_TARGETS = ("onnx", "coreml", "qnn")
+COMPRESSION_TARGETS = ("onnx", "coreml")  # compressed weights stay runnable ONNX; Core ML lowers them to LUTs
+OPTION_TARGETS: dict[str, tuple[str, ...]] = {
+    # Core ML packaging and lowering
+    "attention": ("coreml",),
+    "compute_units": ("coreml",),
+    "deployment_target": ("coreml",),
+    "chunk": ("coreml",),
+    "bundle": ("coreml",),
+    "compute_precision": ("coreml",),
+    "attention_chunk": ("coreml",),
+    "coreml_ct_passes": ("coreml",),
+    # weight compression (passes/compression): the QNN target quantizes itself (--precision)
+    "palettize": COMPRESSION_TARGETS,
+    "granularity": COMPRESSION_TARGETS,
+    "group_size": COMPRESSION_TARGETS,
+    "quantize_weights": COMPRESSION_TARGETS,
+    "block_size": COMPRESSION_TARGETS,
+    "quantize_mode": COMPRESSION_TARGETS,
+    "recipe": COMPRESSION_TARGETS,
+    "min_weight_elements": COMPRESSION_TARGETS,
+    "compress_embeddings": COMPRESSION_TARGETS,
+    "compress_components": COMPRESSION_TARGETS,
+    "mixed_bit_steps": COMPRESSION_TARGETS,
+    # QNN quantization, remedies and context building
+    "precision": ("qnn",),
+    "calibration_samples": ("qnn",),
+    "qnn_range_margin": ("qnn",),
+    "qnn_fp16_attention": ("qnn",),
+    "qnn_target_db": ("qnn",),
+    "qnn_remedy_rounds": ("qnn",),
+    "qnn_remedy_seconds": ("qnn",),
+    "qnn_max_context_bytes": ("qnn",),
+}
+
+
+def targets_of(field_name: str) -> tuple[str, ...]:
+    """The targets that honour option `field_name`."""
+    return OPTION_TARGETS.get(field_name, ALL_TARGETS)
+
+
+def flag_of(field_name: str) -> str:
+    """The command-line flag of a CompileOptions field (every field but a few has one; see fusionc.config)."""
+    return "--" + field_name.replace("_", "-")
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(CompileOptions)}
+
+
+def foreign_options(options: CompileOptions, given: Iterable[str] = ()) -> list[str]:
+    """Fields set (named in `given`, or away from their default) that `options.target` does not honour."""
+    defaults, given = _defaults(), set(given)
+    return [name for name, targets in OPTION_TARGETS.items()
+            if options.target not in targets and (name in given or getattr(options, name) != defaults[name])]
+
+
+def check_target_options(options: CompileOptions, given: Iterable[str] = (),
+                         where: dict[str, str] | None = None) -> None:
+    """Refuse (BadInputError, exit 2) an option the target cannot honour, before any work is done.
+
+    `given`: the fields the user set explicitly (flags, config-file keys); `where`: field -> where it came
+    from, for the message ("config file 'x.toml'")."""
+    if options.target not in ALL_TARGETS:
+        raise BadInputError(f"unknown target '{options.target}': choose one of {', '.join(ALL_TARGETS)}")
+    foreign = foreign_options(options, given)
+    if not foreign:
+        return
+    name = foreign[0]
+    source = f" (from {where[name]})" if where and name in where else ""
+    others = "" if len(foreign) == 1 else f" (also {', '.join(flag_of(n) for n in foreign[1:])})"
+    honour = targets_of(name)
+    who = f"the {honour[0]} target honours" if len(honour) == 1 else f"the {' and '.join(honour)} targets honour"
+    raise BadInputError(f"{flag_of(name)}{source} is not an option of --target {options.target}: only {who} it"
+                        f"{others}; drop it or change --target")
+
+
+def options_in_effect(options: CompileOptions) -> dict[str, Any]:
+    """options.to_json() without the fields the target does not honour (what the manifest records)."""
+    return {k: v for k, v in options.to_json().items() if options.target in targets_of(k)}
