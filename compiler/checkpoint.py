@@ -37,8 +37,12 @@ SUPPORTED = {
     "AutoencoderTiny": ("diffusers", "vae"),
     "CLIPTextModel": ("transformers", "text_encoder"),
     "CLIPTextModelWithProjection": ("transformers", "text_encoder"),
+    "ControlNetModel": ("diffusers", "controlnet"),
 }
-MODEL_FOLDERS = ("text_encoder", "text_encoder_2", "unet", "vae")
+MODEL_FOLDERS = ("text_encoder", "text_encoder_2", "unet", "vae", "controlnet")
+# model_index entries a text-to-image run does without: left out of the build, with a note in the manifest
+OPTIONAL_COMPONENTS = ("safety_checker", "feature_extractor", "image_encoder")
+NOT_MODELS = ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler")
 
 # fusionc.models' pipeline, found by path: fusionc.models imports the driver (its training script), not the reverse
 BUILTIN_CHECKPOINT = Path(__file__).parent / "models" / "tiny_sd"
@@ -55,6 +59,7 @@ class Checkpoint:
     tokenizer_dirs: dict[str, Path] = field(default_factory=dict)  # tokenizer, tokenizer_2
     scheduler_dir: Path | None = None
     model_index: dict[str, Any] | None = None
+    omitted: dict[str, str] = field(default_factory=dict)  # model_index entry -> why it is not compiled
 
     @property
     def is_pipeline(self) -> bool:
@@ -64,6 +69,7 @@ class Checkpoint:
         # Facts read from the modules up front: the driver frees each module once it is exported.
         unet = self.models.get("unet")
         self.is_sdxl = unet is not None and getattr(unet.config, "addition_embed_type", None) == "text_time"
+        self.has_controlnet = "controlnet" in self.models  # its UNet is then compiled with the residual inputs
         self.configs = {name: model.config for name, model in self.models.items()}
         self.available = self.component_names()
 
@@ -75,6 +81,9 @@ class Checkpoint:
         for folder in MODEL_FOLDERS:
             if folder in self.models:
                 names += ["vae_decoder", "vae_encoder"] if folder == "vae" else [folder]
+        if "controlnet" in names:  # the loop runs it before the UNet
+            names.remove("controlnet")
+            names.insert(names.index("unet") if "unet" in names else len(names), "controlnet")
         return names
 
 
@@ -97,9 +106,10 @@ def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Chec
         for folder in folders:
             classes[folder] = index[folder][1]
             models[folder] = load_component(path / folder, allow_pickle, expected_class=index[folder][1])
+        omitted = _entries_left_out(index, index_file)
         tokenizers = {t: path / t for t in ("tokenizer", "tokenizer_2") if (path / t).is_dir()}
         scheduler = path / "scheduler" if (path / "scheduler").is_dir() else None
-        return Checkpoint(path, checkpoint_sha256(path), models, classes, tokenizers, scheduler, index)
+        return Checkpoint(path, checkpoint_sha256(path), models, classes, tokenizers, scheduler, index, omitted)
     if (path / "config.json").exists():
         cls = _class_name(path)
         folder = SUPPORTED.get(cls, (None, None))[1]
@@ -108,6 +118,23 @@ def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Chec
                                    f"fusionc compiles {', '.join(SUPPORTED)}")
         return Checkpoint(path, checkpoint_sha256(path), {folder: load_component(path, allow_pickle)}, {folder: cls})
     raise BadInputError(f"'{path}' is not a diffusers checkpoint: it has neither model_index.json nor config.json")
+
+
+def _entries_left_out(index: dict[str, Any], index_file: Path) -> dict[str, str]:
+    """The model_index entries fusionc does not compile, each with the reason (for the manifest). A denoiser or a
+    text encoder it cannot compile is an error naming it: a build without it could not run the pipeline."""
+    omitted: dict[str, str] = {}
+    for key, value in index.items():
+        if key.startswith("_") or key in MODEL_FOLDERS or key in NOT_MODELS:
+            continue
+        if not (isinstance(value, list) and len(value) == 2 and value[1]):
+            continue
+        if key in ("transformer", "prior", "decoder") or key.startswith(("text_encoder", "unet", "controlnet")):
+            raise UnsupportedError(f"{index_file} names '{key}' ({value[1]}), a denoiser or text encoder fusionc "
+                                   f"cannot compile: it compiles {', '.join(MODEL_FOLDERS)}")
+        reason = "optional for generation" if key in OPTIONAL_COMPONENTS else "not used by fusionc's text-to-image loop"
+        omitted[key] = f"{value[1]}: {reason}, left out of the build"
+    return omitted
 
 
 def load_component(folder: Path, allow_pickle: bool, expected_class: str | None = None) -> torch.nn.Module:

@@ -12,12 +12,15 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import onnx_ir as ir
 import torch
 from onnxscript.rewriter import _DEFAULT_REWRITE_RULES as onnxscript_default_rules
 
 from fusionc.checkpoint import Checkpoint
+from fusionc.controlnet import (ControlledUNetWrapper, ControlNetWrapper, controlled_unet_example, controlnet_example,
+                                residual_names, residual_shapes)
 from fusionc.core.errors import BadInputError, UnsupportedError
 from fusionc.core.options import CompileOptions
 from fusionc.passes.generic._match import forget_last_match
@@ -122,6 +125,25 @@ def text_length(checkpoint: Checkpoint) -> int:
     return int(encoder.max_position_embeddings) if encoder is not None else 77
 
 
+def _denoiser_example(cfg: Any, batch: int, latent_hw: tuple[int, int], tokens: int, image_hw: tuple[int, int],
+                      gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Example inputs of a UNet or ControlNet from its config: sample, timestep, encoder_hidden_states
+    (+ SDXL's text_embeds and time_ids)."""
+    example = {
+        "sample": torch.randn(batch, cfg.in_channels, *latent_hw, generator=gen),
+        "timestep": torch.tensor([500.0]),
+        "encoder_hidden_states": torch.randn(batch, tokens, cfg.cross_attention_dim, generator=gen),
+    }
+    if cfg.addition_embed_type == "text_time":
+        pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+        example["text_embeds"] = torch.randn(batch, pooled, generator=gen)
+        example["time_ids"] = torch.tensor([[*image_hw, 0, 0, *image_hw]] * batch, dtype=torch.float32)
+    elif cfg.addition_embed_type is not None or cfg.class_embed_type is not None:
+        raise UnsupportedError(f"UNet conditioning '{cfg.addition_embed_type or cfg.class_embed_type}' is not "
+                               "supported: fusionc compiles text-conditioned and SDXL text_time UNets")
+    return example
+
+
 def component_spec(checkpoint: Checkpoint, name: str, options: CompileOptions, batch: int = 2) -> ComponentSpec:
     """The canonical wrapper and example inputs of component `name`."""
     height, width = image_size(checkpoint, options)
@@ -134,22 +156,19 @@ def component_spec(checkpoint: Checkpoint, name: str, options: CompileOptions, b
         if checkpoint.is_sdxl:
             outputs.append("hidden_states_penultimate")
         return ComponentSpec(name, TextEncoderWrapper(model, checkpoint.is_sdxl).eval(), {"input_ids": ids}, outputs)
-    if name == "unet":
-        unet = checkpoint.models["unet"]
-        cfg = unet.config
-        example = {
-            "sample": torch.randn(batch, cfg.in_channels, height // scale, width // scale, generator=gen),
-            "timestep": torch.tensor([500.0]),
-            "encoder_hidden_states": torch.randn(batch, text_length(checkpoint), cfg.cross_attention_dim, generator=gen),
-        }
-        if cfg.addition_embed_type == "text_time":
-            pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
-            example["text_embeds"] = torch.randn(batch, pooled, generator=gen)
-            example["time_ids"] = torch.tensor([[height, width, 0, 0, height, width]] * batch, dtype=torch.float32)
-        elif cfg.addition_embed_type is not None or cfg.class_embed_type is not None:
-            raise UnsupportedError(f"UNet conditioning '{cfg.addition_embed_type or cfg.class_embed_type}' is not "
-                                   "supported: fusionc compiles text-conditioned and SDXL text_time UNets")
-        return ComponentSpec(name, UNetWrapper(unet).eval(), example, ["out_sample"])
+    if name in ("unet", "controlnet"):
+        model = checkpoint.models[name]
+        example = _denoiser_example(model.config, batch, (height // scale, width // scale), text_length(checkpoint),
+                                    (height, width), gen)
+        if name == "controlnet":
+            example = controlnet_example(checkpoint, example, height, width, gen)
+            outputs = residual_names(len(residual_shapes(model, batch, (height // scale, width // scale))))
+            return ComponentSpec(name, ControlNetWrapper(model).eval(), example, outputs)
+        if checkpoint.has_controlnet:  # the UNet of a ControlNet pipeline takes the residuals (Apple's names)
+            example = controlled_unet_example(model, example, gen)
+            wrapper = ControlledUNetWrapper(model, "text_embeds" in example)
+            return ComponentSpec(name, wrapper.eval(), example, ["out_sample"])
+        return ComponentSpec(name, UNetWrapper(model).eval(), example, ["out_sample"])
     if name in ("vae_decoder", "vae_encoder"):
         vae = checkpoint.models["vae"]
         channels = vae.config.latent_channels
@@ -164,6 +183,9 @@ def component_spec(checkpoint: Checkpoint, name: str, options: CompileOptions, b
 def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
     """torch.onnx.export (dynamo) of one component; returns the onnx_ir Model, weights not copied."""
     dynamic = tuple({0: torch.export.Dim.DYNAMIC} if k != "timestep" else None for k in spec.example)
+    varargs = getattr(spec.module, "varargs_start", None)  # forward(a, b, *rest): torch.export nests *rest
+    if varargs is not None:
+        dynamic = (*dynamic[:varargs], tuple(dynamic[varargs:]))
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")

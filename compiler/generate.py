@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fusionc.controlnet import is_residual, read_control_image
 from fusionc.core.errors import BadInputError
 from fusionc.trajectory import Feeds, Runner, denoise, load_scheduler, load_tokenizer, to_uint8
 
@@ -44,7 +45,8 @@ class RunnerSet:
 def generate(prompt: str, runners: dict[str, Runner], tokenizer: Any, scheduler: Any, steps: int = 8, seed: int = 0,
              guidance: float = DEFAULT_GUIDANCE, height: int = 64, width: int = 64, *,
              scaling_factor: float = DEFAULT_SCALING_FACTOR, latent_channels: int = 4,
-             text_length: int = 77) -> tuple[np.ndarray, dict[str, Any]]:
+             text_length: int = 77, control_image: np.ndarray | None = None,
+             control_scale: float = 1.0) -> tuple[np.ndarray, dict[str, Any]]:
     """Run the text-to-image loop; returns (uint8 HxWx3 image, info with timings per component).
 
     Classifier-free guidance runs the UNet on a batch of 2 (empty prompt, prompt) when guidance > 1.
@@ -69,7 +71,7 @@ def generate(prompt: str, runners: dict[str, Runner], tokenizer: Any, scheduler:
     image = denoise({k: timed(k, v) for k, v in runners.items()}, {"tokenizer": tokenizer}, copy.deepcopy(scheduler),
                     prompt, steps=steps, seed=seed, guidance=guidance,
                     latent_shape=(latent_channels, height // 8, width // 8), scaling_factor=scaling_factor,
-                    text_length=text_length)
+                    text_length=text_length, control_image=control_image, control_scale=control_scale)
     info = {"prompt": prompt, "steps": steps, "seed": seed, "guidance": guidance, "height": height, "width": width,
             "scheduler": type(scheduler).__name__, "seconds": round(time.perf_counter() - start, 4),
             "component_seconds": {k: round(v, 4) for k, v in seconds.items()}, "calls": calls}
@@ -91,7 +93,8 @@ def torch_runners(checkpoint: Path | str | None = None) -> RunnerSet:
         raise BadInputError("generate supports SD-1.x/2.x pipelines (one text encoder); this checkpoint is SDXL")
     options = CompileOptions()
     height, width = image_size(ckpt, options)
-    runners = {name: component_spec(ckpt, name, options).reference for name in COMPONENTS}
+    names = COMPONENTS + (("controlnet",) if ckpt.has_controlnet else ())
+    runners = {name: component_spec(ckpt, name, options).reference for name in names}
     vae = ckpt.models["vae"].config
     return RunnerSet(runners, load_tokenizer(ckpt.tokenizer_dirs["tokenizer"]), load_scheduler(ckpt.scheduler_dir),
                      height, width, float(getattr(vae, "scaling_factor", None) or DEFAULT_SCALING_FACTOR),
@@ -111,7 +114,11 @@ def build_runners(build: Path) -> RunnerSet:
     if not (build / "tokenizer").is_dir():
         raise BadInputError(f"build '{build}' has no tokenizer/ folder: recompile it with `fusionc compile`")
     target = get_target(manifest["target"])
-    runners = {name: target.runner(build, name, manifest) for name in COMPONENTS}
+    names = COMPONENTS + (("controlnet",) if "controlnet" in manifest["components"] else ())
+    if "controlnet" not in names and any(is_residual(k) for k in manifest["components"]["unet"]["inputs"]):
+        raise BadInputError(f"build '{build}' has a UNet that takes ControlNet residuals but no controlnet: "
+                            "compile it with the default components")
+    runners = {name: target.runner(build, name, manifest) for name in names}
     unet_in = manifest["components"]["unet"]["inputs"]
     sample_shape = unet_in["sample"]["shape"]
     height, width = (manifest.get("image") or {}).get("height"), (manifest.get("image") or {}).get("width")
@@ -136,11 +143,24 @@ def build_scaling_factor(build: Path, manifest: dict[str, Any]) -> float:
     return DEFAULT_SCALING_FACTOR
 
 
-def run(prompt: str, rs: RunnerSet, steps: int = 8, seed: int = 0,
-        guidance: float = DEFAULT_GUIDANCE) -> tuple[np.ndarray, dict[str, Any]]:
-    """generate() with a RunnerSet's geometry."""
-    return generate(prompt, rs.runners, rs.tokenizer, rs.scheduler, steps, seed, guidance, rs.height, rs.width,
-                    scaling_factor=rs.scaling_factor, latent_channels=rs.latent_channels, text_length=rs.text_length)
+def run(prompt: str, rs: RunnerSet, steps: int = 8, seed: int = 0, guidance: float = DEFAULT_GUIDANCE,
+        control_image: Path | None = None, control_scale: float = 1.0) -> tuple[np.ndarray, dict[str, Any]]:
+    """generate() with a RunnerSet's geometry; `control_image` (a file) conditions a ControlNet build."""
+    image = None
+    if "controlnet" in rs.runners:
+        if control_image is None:
+            raise BadInputError(f"'{rs.source}' is a ControlNet pipeline: pass --control-image IMAGE "
+                                "(for example the outline of the shape to draw)")
+        image = read_control_image(control_image, rs.height, rs.width)
+    elif control_image is not None:
+        raise BadInputError(f"--control-image given, but '{rs.source}' has no controlnet: compile a "
+                            "StableDiffusionControlNetPipeline folder, or leave out --control-image")
+    result, info = generate(prompt, rs.runners, rs.tokenizer, rs.scheduler, steps, seed, guidance, rs.height, rs.width,
+                            scaling_factor=rs.scaling_factor, latent_channels=rs.latent_channels,
+                            text_length=rs.text_length, control_image=image, control_scale=control_scale)
+    if image is not None:
+        info.update(control_image=str(control_image), control_scale=control_scale)
+    return result, info
 
 
 def image_psnr(reference: np.ndarray, test: np.ndarray) -> float:
@@ -160,7 +180,7 @@ def save_png(image: np.ndarray, path: Path) -> Path:
 
 def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, out: Path, steps: int = 8,
                      seed: int = 0, guidance: float = DEFAULT_GUIDANCE, min_psnr: float | None = None,
-                     echo: Any = print) -> dict[str, Any]:
+                     echo: Any = print, control_image: Path | None = None, control_scale: float = 1.0) -> dict[str, Any]:
     """`fusionc generate`: the build's image (or the torch checkpoint's without --build) written to out.
 
     With --build, the same prompt and seed also run on the torch checkpoint the build came from (or
@@ -173,7 +193,7 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
         warnings.simplefilter("always")
         if build is not None:
             rs = build_runners(build)
-            image, info = run(prompt, rs, steps, seed, guidance)
+            image, info = run(prompt, rs, steps, seed, guidance, control_image, control_scale)
             info["target"] = rs.extra["target"]
             source = checkpoint or Path((rs.extra.get("checkpoint") or {}).get("path", ""))
             if checkpoint is None and not (source / "model_index.json").is_file():
@@ -183,12 +203,12 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
                 ref_rs = torch_runners(source)
                 if (ref_rs.height, ref_rs.width) != (rs.height, rs.width):
                     ref_rs.height, ref_rs.width = rs.height, rs.width
-                reference, ref_info = run(prompt, ref_rs, steps, seed, guidance)
+                reference, ref_info = run(prompt, ref_rs, steps, seed, guidance, control_image, control_scale)
                 info["psnr_db"] = round(image_psnr(reference, image), 2)
                 info["torch_seconds"] = ref_info["seconds"]
         else:
             rs = torch_runners(checkpoint)
-            image, info = run(prompt, rs, steps, seed, guidance)
+            image, info = run(prompt, rs, steps, seed, guidance, control_image, control_scale)
             info["target"] = "torch"
     for warning in caught:
         if "truncated" in str(warning.message):

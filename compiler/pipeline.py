@@ -119,6 +119,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         "checkpoint": {"path": str(checkpoint.path.resolve()), "sha256": checkpoint.sha256},
         "image": {"height": height, "width": width},
         "scaling_factor": _vae_scaling_factor(checkpoint),
+        **({"omitted_components": checkpoint.omitted} if checkpoint.omitted else {}),
         "options": options_in_effect(options),  # only what this target honours
         **({"config": config} if config is not None else {}),
         "host": {"python": platform.python_version(), "machine": platform.machine()},

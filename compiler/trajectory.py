@@ -74,9 +74,12 @@ def encode_prompt(runners: dict[str, Runner], tokenizers: dict, prompt: str, gui
 def denoise(runners: dict[str, Runner], tokenizers: dict, scheduler, prompt: str, *, steps: int = 8,
             seed: int = 0, guidance: float = 7.5, latent_shape: tuple[int, int, int], scaling_factor: float,
             text_length: int, sdxl: bool = False, image_size: tuple[int, int] | None = None,
-            record: Callable[[str, Feeds], None] | None = None, decode: bool = True) -> np.ndarray:
+            record: Callable[[str, Feeds], None] | None = None, decode: bool = True,
+            control_image: np.ndarray | None = None, control_scale: float = 1.0) -> np.ndarray:
     """Run the loop; returns the decoded image float32 [1, 3, H, W] in [-1, 1] (the final latents when
-    `decode` is False). `record(name, feeds)` sees every component call's inputs (verification, calibration)."""
+    `decode` is False). `record(name, feeds)` sees every component call's inputs (verification, calibration).
+    With a `controlnet` runner, `control_image` [1, 3, H, W] in [0, 1] conditions every step (its residuals,
+    times `control_scale`, feed the UNet: fusionc.controlnet)."""
     record = record or (lambda name, feeds: None)
     use_cfg = guidance > 1.0
     cond = encode_prompt(runners, tokenizers, prompt, use_cfg, text_length, sdxl)
@@ -98,6 +101,8 @@ def denoise(runners: dict[str, Runner], tokenizers: dict, scheduler, prompt: str
         model_in = scheduler.scale_model_input(torch.from_numpy(model_in), t).numpy()
         feeds = {"sample": model_in.astype(np.float32), "timestep": np.array([float(t)], np.float32),
                  "encoder_hidden_states": cond.encoder_hidden_states, **extra}
+        if "controlnet" in runners:
+            feeds.update(control_residuals(runners["controlnet"], feeds, control_image, control_scale, record))
         record("unet", feeds)
         noise = runners["unet"](feeds)["out_sample"]
         if use_cfg:
@@ -110,6 +115,19 @@ def denoise(runners: dict[str, Runner], tokenizers: dict, scheduler, prompt: str
     image = runners["vae_decoder"](feeds)["sample"]
     record("vae_encoder", {"sample": np.clip(image, -1, 1).astype(np.float32)})
     return image
+
+
+def control_residuals(controlnet: Runner, unet_feeds: Feeds, control_image: np.ndarray | None, scale: float,
+                      record: Callable[[str, Feeds], None]) -> Feeds:
+    """One ControlNet call on the step's UNet inputs and the control image (repeated over the guidance batch):
+    the additional_residual_* the UNet adds, scaled as diffusers' controlnet_conditioning_scale does."""
+    if control_image is None:
+        raise ValueError("a ControlNet pipeline needs a control image")
+    batch = unet_feeds["sample"].shape[0]
+    feeds = {**unet_feeds, "controlnet_cond": np.repeat(control_image.astype(np.float32), batch, axis=0)}
+    record("controlnet", feeds)
+    residuals = controlnet(feeds)
+    return {k: (v * np.float32(scale)).astype(np.float32) if scale != 1.0 else v for k, v in residuals.items()}
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

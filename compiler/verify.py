@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from fusionc.checkpoint import Checkpoint
+from fusionc.controlnet import outline_image
 from fusionc.export import component_spec, image_size, latent_scale, text_length
 from fusionc.core.options import CompileOptions
 from fusionc.core.numerics import Feeds, psnr
@@ -68,7 +69,8 @@ def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, componen
                 scaling_factor=float(getattr(vae.config, "scaling_factor", 1.0) or 1.0),
                 text_length=text_length(checkpoint), sdxl=checkpoint.is_sdxl, image_size=(height, width),
                 record=lambda name, f: feeds[name].append(f) if name == "vae_encoder" and name in names else None,
-                decode=bool({"vae_decoder", "vae_encoder"} & set(names)))
+                decode=bool({"vae_decoder", "vae_encoder"} & set(names)),
+                control_image=outline_image(prompt, height, width) if checkpoint.has_controlnet else None)
     return dict(feeds), dict(outputs)
 
 

@@ -9,8 +9,8 @@ from typing import Any, Iterable
 
 from fusionc.core.errors import BadInputError
 
-ALL_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae_decoder", "vae_encoder")
-DEFAULT_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae_decoder")
+ALL_COMPONENTS = ("text_encoder", "text_encoder_2", "controlnet", "unet", "vae_decoder", "vae_encoder")
+DEFAULT_COMPONENTS = ("text_encoder", "text_encoder_2", "controlnet", "unet", "vae_decoder")
 
 
 @dataclass

@@ -4,7 +4,7 @@
 vae/, text_encoder/, tokenizer/, scheduler/; SDXL adds text_encoder_2/ + tokenizer_2/) with seeded random
 weights in safetensors. The families cover what the spine must load: SD-1.x, SD-2.x (per-block heads,
 linear projections), a UNet without mid block, several transformer layers per block, SDXL (`text_time`
-added conditioning, two text encoders), AutoencoderTiny.
+added conditioning, two text encoders), AutoencoderTiny, and a ControlNet pipeline (sd15 + ControlNetModel).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from fusionc.models.tokenizer import vocab_size, write_clip_tokenizer
 
-FAMILIES = ("sd15", "sd21", "no_mid", "deep_transformer", "sdxl", "taesd")
+FAMILIES = ("sd15", "sd21", "no_mid", "deep_transformer", "sdxl", "taesd", "controlnet")
 
 PROMPT_WORDS = [
     "a", "an", "the", "on", "at", "in", "of", "and", "left", "right", "top", "bottom", "center", "middle",
@@ -77,6 +77,22 @@ def text_config(vocab: int, hidden: int = 32, projection: int | None = None, max
     )
 
 
+def write_controlnet(folder: Path, unet: UNet2DConditionModel, seed: int = 0) -> Path:
+    """A ControlNetModel made from `unet` (diffusers' from_unet) whose zero convolutions get small random
+    weights, so its residuals are not all zero (a freshly made ControlNet adds nothing: nothing to verify)."""
+    from diffusers import ControlNetModel
+
+    # one conditioning-embedding block per VAE downsampling: (8, 8, 16, 16) brings 64x64 pixels to 8x8 latents
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.1)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.01)
+    controlnet.save_pretrained(folder)
+    return folder
+
+
 def write_pipeline(out_dir: Path, family: str = "sd15", seed: int = 0, sample_size: int = 8) -> Path:
     """Write a tiny diffusers pipeline of `family` with seeded random weights; returns out_dir."""
     if family not in FAMILIES:
@@ -112,6 +128,9 @@ def write_pipeline(out_dir: Path, family: str = "sd15", seed: int = 0, sample_si
                      tokenizer_2=["transformers", "CLIPTokenizer"])
     else:
         index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
+    if family == "controlnet":
+        write_controlnet(out_dir / "controlnet", unet, seed)
+        index.update(_class_name="StableDiffusionControlNetPipeline", controlnet=["diffusers", "ControlNetModel"])
     DPMSolverMultistepScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
         algorithm_type="dpmsolver++", solver_order=2, steps_offset=1,
