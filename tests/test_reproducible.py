@@ -183,3 +183,28 @@ def test_canonical_ort_does_not_depend_on_the_raw_file_size(two_builds: tuple[Pa
     assert len(canonical) % ALIGNMENT == 0
     for padding in (8, 16, 24):
         assert canonical_ort_bytes(padded_flatbuffer(data, padding)) == canonical
+
+
+def test_second_compile_in_one_process_matches_a_fresh_process(tiny_pipeline, tmp_path: Path) -> None:
+    """Nothing a compile leaves behind in the process (name counters of the ANE passes, matcher state) may change
+    the next compile's bytes: a Core ML build made after another one equals the same build from a fresh process."""
+    import subprocess
+    import sys
+
+    args = ["--target", "coreml", "--components", "text_encoder", "--no-verify", "--verify-steps", "1",
+            "--verify-prompts", "1"]
+    fresh = tmp_path / "fresh"
+    result = subprocess.run([sys.executable, "-m", "fusionc.cli", "compile", str(tiny_pipeline("sd15")), *args,
+                             "--out", str(fresh)], capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "FUSIONC_CACHE"}, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    coreml = CompileOptions(target="coreml", components=("text_encoder",), verify=False, verify_steps=1,
+                            verify_prompts=1)
+    saved = os.environ.pop("FUSIONC_CACHE", None)
+    try:
+        compile_checkpoint(tiny_pipeline("sd21"), coreml, tmp_path / "before")  # another compile first
+        compile_checkpoint(tiny_pipeline("sd15"), coreml, tmp_path / "second")
+    finally:
+        if saved is not None:
+            os.environ["FUSIONC_CACHE"] = saved
+    assert artifacts(tmp_path / "second") == artifacts(fresh)
