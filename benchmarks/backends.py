@@ -7,7 +7,7 @@ end-to-end latency per backend and device). Steps:
 2. real-scale reference components with random weights (benchmarks/reference_models.py), exported once to ONNX
    (dynamo, external data) under --cache; their per-op statistics are stored in
    benchmarks/results/reference_graphs.json.gz, the cost model is recalibrated on them (--calibrate prints the fitted
-   parameters to paste into compiler/costmodel.py) and its error on every published figure is reported;
+   parameters to paste into compiler/analysis/costmodel.py) and its error on every published figure is reported;
 3. for the SD-1.5 and SnapFusion UNets, one UNet call measured on onnxruntime CPU here (median of --runs);
 4. end-to-end budgets: text encoder x2 (guidance) + steps x UNet (batch 2) + VAE decoder, per device.
 

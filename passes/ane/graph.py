@@ -1,4 +1,4 @@
-"""Small graph-building helpers shared by the ANE passes (passes/ane_*.py).
+"""Small graph-building helpers shared by the ANE passes (passes/ane/).
 
 The ANE passes move transformer blocks into Apple's (B, C, 1, S) layout. They all speak in two wrappers:
 
@@ -106,7 +106,7 @@ class Emitter:
 
     def commit(self) -> None:
         if self.nodes:
-            precision = self.anchor.metadata_props.get("fusionc.precision")  # passes/precision.py: keep fp32
+            precision = self.anchor.metadata_props.get("fusionc.precision")  # passes/precision/fp16_safety.py: keep fp32
             for node in self.nodes if precision else []:
                 node.metadata_props["fusionc.precision"] = precision
             self.graph.insert_before(self.anchor, self.nodes)

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx_ir as ir
 
+from fusionc.core.numerics import Feeds
 from fusionc.passes.ane.graph import Emitter, replace, reset_fresh_names
 
 UNET_BATCH = 2  # the Swift package runs the unconditional and conditional halves of CFG as one batch
@@ -158,3 +160,16 @@ def read_interface(model: ir.Model) -> Interface | None:
         return None
     data = json.loads(raw)
     return Interface(data["component"], data["inputs"], data["outputs"], data["bc1s_inputs"], data["float_inputs"])
+
+
+def artifact_feeds(feeds: Feeds, names: dict[str, str], bc1s: set[str], floats: set[str]) -> Feeds:
+    """Canonical feeds under Apple's contract: renamed, [B,S,C] text states as [B,C,1,S], integer ids as float32."""
+    out: Feeds = {}
+    for name, value in feeds.items():
+        value = np.asarray(value)
+        if name in bc1s:
+            value = np.ascontiguousarray(value.transpose(0, 2, 1)[:, :, None, :])
+        if name in floats:
+            value = value.astype(np.float32)
+        out[names.get(name, name)] = value
+    return out

@@ -2,7 +2,7 @@
 
 Apple's ANE guidance (apple/ml-ane-transformers) keeps activations as (B, C, 1, S): the last axis is the
 long one, channels sit on axis 1, and a linear layer is a 1x1 convolution. These two passes rewrite each
-op locally inside layout wrappers (passes/ane_graph.py); PropagateChannelsFirstPass then removes the
+op locally inside layout wrappers (passes/ane/graph.py); PropagateChannelsFirstPass then removes the
 wrappers between neighbouring ops.
 
 ConvertLinearToConvPass (W constant, a following Add of a constant [Cout] bias is folded in):

@@ -40,6 +40,7 @@ from fusionc.core.context import ComponentContext
 from fusionc.core.errors import BadInputError
 from fusionc.core.numerics import Feeds, psnr_from_mse
 from fusionc.passes.compression import lut as lutlib
+from fusionc.passes.ane.interface import artifact_feeds, read_interface
 from fusionc.passes.compression.palettize import PalettizeWeightsPass, choose_group, record_compression
 from fusionc.passes.compression.weights import Weight, find_weights
 
@@ -173,12 +174,7 @@ class InterfaceAdapter:
     Batches are cut to the static batch, a short last piece padded by repeating its last row."""
 
     def __init__(self, model: ir.Model) -> None:
-        try:
-            from fusionc.passes.ane.interface import read_interface
-
-            interface = read_interface(model)
-        except ImportError:
-            interface = None
+        interface = read_interface(model)
         self.names = dict(interface.inputs) if interface else {}
         self.bc1s = set(interface.bc1s_inputs) if interface else set()
         self.floats = set(interface.float_inputs) if interface else set()
@@ -188,14 +184,7 @@ class InterfaceAdapter:
         self.batch = dims[0] if dims and isinstance(dims[0], int) else None
 
     def pieces(self, feeds: Feeds) -> list[tuple[Feeds, int | None]]:
-        out: Feeds = {}
-        for name, value in feeds.items():
-            value = np.asarray(value)
-            if name in self.bc1s:
-                value = np.ascontiguousarray(value.transpose(0, 2, 1)[:, :, None, :])
-            if name in self.floats:
-                value = value.astype(np.float32)
-            out[self.names.get(name, name)] = value
+        out = artifact_feeds(feeds, self.names, self.bc1s, self.floats)
         if self.batch is None:
             return [(out, None)]
         batched = {k: v for k, v in out.items() if k != self.timestep}

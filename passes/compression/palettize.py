@@ -14,7 +14,7 @@ Inside the function: 3 packed bytes -> one 24-bit word -> 24/n indices (every wi
 prod(shape) indices reshaped to `shape`, plus `offsets` (group g of the grouped axis reads LUT entries
 g*2^n .. g*2^n + 2^n - 1), then Gather from the flattened LUT.
 
-The clustering (passes/lut.py) is k-means on the distinct fp16 values weighted by their counts; weights are
+The clustering (passes/compression/lut.py) is k-means on the distinct fp16 values weighted by their counts; weights are
 loaded one at a time (lazy external-data tensors stay lazy), so peak memory is one dense tensor.
 """
 

@@ -5,7 +5,7 @@ is the known case), and an fp16 build then produces Inf and NaN. We measure, we 
 of the main graph is reduced to max|x| on the component's verification inputs (ctx.sample_feeds, a real denoising
 trajectory) by one onnxruntime run of the graph with an Abs -> ReduceMax tap per value (scalars only, so memory
 stays that of one inference). Normalizations get a second tap, the centered input max|x - mean|, because a
-GroupNorm/LayerNorm computed in fp16 squares it (the ANE form does: passes/ane_norm.py).
+GroupNorm/LayerNorm computed in fp16 squares it (the ANE form does: passes/ane/norm.py).
 
 Remedies, in order:
 1. Rescale (exact, keeps everything on the NPU). A residual stream is linear between normalizations, so dividing

@@ -2,7 +2,7 @@
 
 The package looks for TextEncoder, (TextEncoder2 for SDXL), Unet or UnetChunk1+UnetChunk2, VAEDecoder
 (+ VAEEncoder) as compiled .mlmodelc, plus the tokenizer's vocab.json and merges.txt. The models already
-speak its contract (passes/ane_interface.py): float32 `input_ids` [1,77] -> `last_hidden_state` (SDXL:
+speak its contract (passes/ane/interface.py): float32 `input_ids` [1,77] -> `last_hidden_state` (SDXL:
 `hidden_embeds`, `pooled_outputs`); `sample` [2,4,h,w], `timestep` [2], `encoder_hidden_states` [2,C,1,77]
 (+ SDXL `text_embeds`, `time_ids`) -> `noise_pred`; `z` -> `image`. We place the .mlpackages (hard links
 when the file system allows, so no second copy of the UNet) and compile them to .mlmodelc when

@@ -3,7 +3,7 @@
 auto: a UNet whose stored weights (fp16, or their compressed size) exceed the device profile's
 `max_model_bytes` (1 GB on iPhone profiles) is split in two, as apple/ml-stable-diffusion does for iOS;
 more chunks only if two halves would still exceed it. N forces N chunks (any component), `none` never splits.
-The split itself is the target-neutral passes/chunk.py.
+The split itself is the target-neutral passes/generic/chunk.py.
 """
 
 from __future__ import annotations

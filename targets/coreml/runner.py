@@ -1,6 +1,6 @@
 """CoreMLRunner: run a compiled Core ML component under the canonical interface.
 
-The artifact speaks Apple's contract (passes/ane_interface.py): fixed batch, `timestep` [B],
+The artifact speaks Apple's contract (passes/ane/interface.py): fixed batch, `timestep` [B],
 `encoder_hidden_states` as [B,C,1,S], float32 `input_ids`, renamed outputs, and possibly several UNet
 chunks. The runner maps canonical feeds onto it (splitting or padding the batch to the compiled one),
 runs the chunks in sequence (each chunk's outputs join the feeds of the next, as the Swift package does)
@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from fusionc.targets.base import Feeds
+from fusionc.core.numerics import Feeds
+from fusionc.passes.ane.interface import artifact_feeds
 
 
 class _ExecutorPart:
@@ -67,15 +68,7 @@ class CoreMLRunner:
         self.outputs = outputs or list(self.parts[-1].outputs)  # the component's outputs (artifact names)
 
     def _artifact_feeds(self, feeds: Feeds) -> Feeds:
-        out: Feeds = {}
-        for name, value in feeds.items():
-            value = np.asarray(value)
-            if name in self.bc1s:
-                value = np.ascontiguousarray(value.transpose(0, 2, 1)[:, :, None, :])
-            if name in self.floats:
-                value = value.astype(np.float32)
-            out[self.in_names.get(name, name)] = value
-        return out
+        return artifact_feeds(feeds, self.in_names, self.bc1s, self.floats)
 
     def _run_once(self, feeds: Feeds) -> Feeds:
         env = dict(feeds)

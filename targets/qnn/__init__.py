@@ -10,7 +10,7 @@ onnxruntime-qnn's HTP backend; on x86-64 Linux the same binary runs in the HTP e
 is disabled and a compile that would need it fails listing the nodes (targets/qnn/ep.py).
 
 Why fusionc quantizes instead of onnxruntime.quantization: see targets/qnn/calibrate.py (streaming
-statistics) and passes/qdq.py (Q/DQ insertion on onnx_ir past 2 GB); the QNN rules it follows are in
+statistics) and passes/qnn/qdq.py (Q/DQ insertion on onnx_ir past 2 GB); the QNN rules it follows are in
 targets/qnn/rules.py and the accuracy remedies in targets/qnn/remedies.py.
 """
 

@@ -1,4 +1,4 @@
-"""passes/chunk.py: a split into N chunks runs, chunk after chunk on onnxruntime, to the same outputs."""
+"""passes/generic/chunk.py: a split into N chunks runs, chunk after chunk on onnxruntime, to the same outputs."""
 
 from __future__ import annotations
 

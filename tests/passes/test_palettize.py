@@ -1,4 +1,4 @@
-"""Palettization: LUT numerics (passes/lut.py), the PalettizeWeightsPass on golden graphs, lazy weights,
+"""Palettization: LUT numerics (passes/compression/lut.py), the PalettizeWeightsPass on golden graphs, lazy weights,
 and the Core ML lowering of its fusionc::LutToDense calls through the MIL executor."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""fp16 safety (passes/precision.py): overflowing activations are rescaled exactly, or kept in fp32, and reported."""
+"""fp16 safety (passes/precision/fp16_safety.py): overflowing activations are rescaled exactly, or kept in fp32, and reported."""
 
 from __future__ import annotations
 

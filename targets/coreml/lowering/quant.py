@@ -137,7 +137,7 @@ def lut_constexpr(ctx: LoweringContext, indices: np.ndarray, lut: np.ndarray, ax
 
 
 def lut_to_dense_constexpr(ctx: LoweringContext, node: ir.Node, transpose: bool = False) -> Var:
-    """constexpr_lut_to_dense for a fusionc::LutToDense call (passes/palettize.py) with constant inputs."""
+    """constexpr_lut_to_dense for a fusionc::LutToDense call (passes/compression/palettize.py) with constant inputs."""
     from fusionc.passes.compression.palettize import read_lut_node
 
     if any(ctx.const(v) is None for v in node.inputs):

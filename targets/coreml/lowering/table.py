@@ -46,7 +46,7 @@ NO_FOLD: set[tuple[str, str]] = set()
 
 TARGET_NAME = "coreml"
 CACHE_ELEMENTS = 1 << 16  # constants up to this size are memoized as numpy while lowering
-PRECISION_KEY = "fusionc.precision"  # node metadata: "fp32" keeps an op out of fp16 (passes/precision.py)
+PRECISION_KEY = "fusionc.precision"  # node metadata: "fp32" keeps an op out of fp16 (passes/precision/fp16_safety.py)
 _DEPLOYMENT = {
     "iOS16": ct.target.iOS16, "iOS17": ct.target.iOS17, "iOS18": ct.target.iOS18,
     "macOS13": ct.target.macOS13, "macOS14": ct.target.macOS14, "macOS15": ct.target.macOS15,
@@ -298,7 +298,7 @@ def lower_node(ctx: LoweringContext, node: ir.Node) -> None:
 
 @contextmanager
 def _node_precision(ctx: LoweringContext, node: ir.Node) -> Iterator[None]:
-    """Lower an op marked fp32 by passes/precision.py (it overflows fp16) in fp32 inside an fp16 program.
+    """Lower an op marked fp32 by passes/precision/fp16_safety.py (it overflows fp16) in fp32 inside an fp16 program.
 
     Float inputs are cast to the op's precision (fp16 -> fp32 into a marked op, back to fp16 out of it); the
     precision pass marks the producer and every consumer of an overflowing value, so what crosses back is in range.

@@ -1,4 +1,4 @@
-"""Compressed weights (passes/palettize.py, passes/quantize_weights.py) lower to Core ML constexpr ops and the
+"""Compressed weights (passes/compression/palettize.py, passes/compression/quantize_weights.py) lower to Core ML constexpr ops and the
 MIL executor decompresses them to what onnxruntime computes from the ONNX form."""
 
 from __future__ import annotations
