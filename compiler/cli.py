@@ -7,6 +7,7 @@ with one line on stderr and no traceback unless --debug.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -67,7 +68,16 @@ def main(debug: bool) -> None:
 @click.option("--min-psnr", type=float, default=None, help="Exit 1 if a component verifies under this PSNR (dB).")
 @click.option("--no-verify", is_flag=True, help="Skip verification against the torch model.")
 @click.option("--verify-steps", type=int, default=3, show_default=True, help="Denoising steps of the verification trajectory.")
-@click.option("--verify-prompts", type=click.IntRange(1, 2), default=2, show_default=True, help="Prompts of the verification trajectory.")
+@click.option("--verify-prompts", type=click.IntRange(1, 8), default=2, show_default=True,
+              help="Prompts (trajectories) of the verification set: what psnr_db and the gates report.")
+@click.option("--calibration-steps", type=click.IntRange(1), default=None,
+              help="Denoising steps of each calibration trajectory [default: 4].")
+@click.option("--calibration-prompts", type=click.IntRange(1, 12), default=None,
+              help="Prompts of the calibration set: what QNN ranges, fp16 ranges and mixed-bit probes see [default: 4].")
+@click.option("--selection-steps", type=click.IntRange(1), default=None,
+              help="Denoising steps of each selection trajectory [default: 5].")
+@click.option("--selection-prompts", type=click.IntRange(1, 6), default=None,
+              help="Prompts of the selection set: what QNN remedies and mixed-bit recipes are judged on [default: 2].")
 @click.option("--attention", type=click.Choice(["original", "split_einsum", "split_einsum_v2"]), default="split_einsum",
               show_default=True, help="Core ML attention form.")
 @click.option("--compute-units", type=click.Choice(["all", "cpu_and_ne", "cpu_and_gpu", "cpu_only"]),
@@ -92,7 +102,10 @@ def main(debug: bool) -> None:
 @click.option("--compress-components", default=None, help="Comma-separated components to compress [default: unet].")
 @click.option("--precision", type=click.Choice(["w8a16", "w8a8", "fp16"]), default="w8a16", show_default=True,
               help="QNN precision.")
-@click.option("--calibration-samples", type=int, default=4, show_default=True, help="QNN calibration inputs per component.")
+@click.option("--calibration-samples", type=click.IntRange(0), default=None,
+              help="QNN: batch-1 calibration inputs per component, spread over the calibration set, 0: all [default: 8].")
+@click.option("--selection-samples", type=click.IntRange(0), default=None,
+              help="QNN: batch-1 selection inputs the remedies are judged on, 0: all [default: 8].")
 @click.option("--compute-precision", type=click.Choice(["fp16", "fp32"]), default=None,
               help="Core ML program precision [default: fp16].")
 @click.option("--attention-chunk", type=click.IntRange(1), default=None,
@@ -182,12 +195,25 @@ def _print_summary(manifest: dict[str, Any], out: Path) -> None:
 @main.command("verify")
 @click.argument("build", type=click.Path(path_type=Path))
 @click.option("--min-psnr", type=float, default=None, help="Exit 1 if a component is under this PSNR (dB).")
+@click.option("--prompts", default=None,
+              help="Verify on these prompts instead of the build's verification set (separated by ';' or '|').")
+@click.option("--seeds", default=None, help="Comma-separated seeds, one per prompt (or one to count up from) [default: 0,1,...].")
+@click.option("--steps", type=click.IntRange(1, 1000), default=None, help="Denoising steps [default: the build's verify_steps].")
 @handle_errors
-def verify_command(build: Path, min_psnr: float | None) -> None:
-    """Re-run verification of BUILD against the torch model it was compiled from."""
+def verify_command(build: Path, min_psnr: float | None, prompts: str | None, seeds: str | None, steps: int | None) -> None:
+    """Re-run verification of BUILD against the torch model it was compiled from (on its own held-out
+    verification set, or on --prompts/--seeds of your choosing)."""
+    from fusionc.core.errors import BadInputError
     from fusionc.verify_build import verify_build
 
-    verify_build(build, min_psnr)
+    prompt_list = tuple(p.strip() for p in re.split(r"[;|]", prompts) if p.strip()) if prompts else ()
+    if prompts is not None and not prompt_list:
+        raise BadInputError("--prompts is empty: give e.g. --prompts 'a red circle on the left;a blue cross at the top'")
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip()) if seeds else ()
+    except ValueError:
+        raise BadInputError(f"--seeds '{seeds}' is not a comma-separated list of integers: write e.g. --seeds 3,4") from None
+    verify_build(build, min_psnr, prompt_list, seed_list, steps)
 
 
 @main.command("inspect")

@@ -35,7 +35,9 @@ from fusionc.core.reproducible import reset_name_state, strip_host_paths
 from fusionc.targets import get_target
 from fusionc.core.context import ComponentContext
 from fusionc.passes.entry import PassEntry, enabled
-from fusionc.verify import compare, reference_outputs, trajectory_samples
+from fusionc.core.context import CALIBRATION, SELECTION, VERIFICATION
+from fusionc.inputs import InputSet, input_sets, needed_roles, role_spec
+from fusionc.verify import compare, reference_outputs
 
 
 RELEASE_NOW_BYTES = 256 << 20  # freeing more than this is worth a full gc (~0.5 s) at once
@@ -109,9 +111,11 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         checkpoint = load_checkpoint(checkpoint_path, options.allow_pickle)
     names = select_components(checkpoint, options, target)
     height, width = image_size(checkpoint, options)
-    with stage("reference trajectory (torch)", timings):
-        feeds, expected = trajectory_samples(checkpoint, options, names)
+    with stage("reference trajectories (torch)", timings):
+        sets = input_sets(checkpoint, options, names, needed_roles(target, options))
     _release_torch_modules(checkpoint, names)
+    empty = InputSet(role_spec(options, VERIFICATION))
+    verification, calibration, selection = (sets.get(r, empty) for r in (VERIFICATION, CALIBRATION, SELECTION))
     manifest: dict[str, Any] = {
         "fusionc_version": fusionc.__version__,
         "target": options.target,
@@ -123,6 +127,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         "options": options_in_effect(options),  # only what this target honours
         **({"config": config} if config is not None else {}),
         "host": {"python": platform.python_version(), "machine": platform.machine()},
+        "inputs": {role: sets[role].describe() for role in sets},
         "components": {},
         "passes": [],
     }
@@ -131,10 +136,12 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         order = _largest_first(checkpoint, names)
         for name in order:
             spec = component_spec(checkpoint, name, options)
-            if options.verify and name not in expected:
-                with stage(f"{name}: torch reference outputs", timings):
-                    expected[name] = reference_outputs(spec.reference, feeds[name])
-            ctx = ComponentContext(name, options, scratch / name, feeds.get(name, []), spec.reference)
+            for judged in (verification, calibration) if options.verify else ():
+                if name not in judged.outputs and judged.feeds.get(name):
+                    with stage(f"{name}: torch reference outputs ({judged.spec.role})", timings):
+                        judged.outputs[name] = reference_outputs(spec.reference, judged.feeds[name])
+            ctx = ComponentContext(name, options, scratch / name, calibration.feeds.get(name, []), spec.reference,
+                                   selection.feeds.get(name, []))
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
             model, records, cached = _export_and_optimize(spec, target, ctx, timings, component_cache,
                                                           (checkpoint.sha256, (height, width), device))
@@ -164,11 +171,18 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         manifest["components"] = {n: manifest["components"][n] for n in names}  # the checkpoint's order
         target.finalize(build, checkpoint, manifest, options)
         for name in names if options.verify else []:
+            runner = target.runner(build, name, manifest)
+            feeds = verification.feeds[name]
             with stage(f"{name}: verify on {options.target}", timings):
-                scores = compare(target.runner(build, name, manifest), expected[name],
-                                 track(feeds[name], "verification inputs", total=len(feeds[name])))
+                scores = compare(runner, verification.outputs[name], track(feeds, "verification inputs", total=len(feeds)))
             manifest["components"][name]["psnr_db"] = scores.pop("psnr_db")
             manifest["components"][name]["psnr_by_output"] = scores
+            if calibration.outputs.get(name):  # the inputs it was tuned on: the gap to psnr_db is the generalization gap
+                feeds = calibration.feeds[name]
+                with stage(f"{name}: PSNR on the calibration set", timings):
+                    scores = compare(runner, calibration.outputs[name], track(feeds, "calibration inputs", total=len(feeds)))
+                manifest["components"][name]["psnr_db_calibration"] = scores["psnr_db"]
+            del runner
         manifest["timings"] = timings
         manifest["peak_rss_mb_after_stage"] = {k: v for k, v in STAGE_PEAK_RSS_MB.items() if k in timings}
         results = gates.evaluate(manifest, options)

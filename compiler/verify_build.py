@@ -1,4 +1,7 @@
-"""`fusionc verify BUILD`: re-run verification of a finished build against its torch checkpoint."""
+"""`fusionc verify BUILD`: re-run verification of a finished build against its torch checkpoint.
+
+By default on the build's own verification set; `--prompts "a,b" --seeds 3,4 --steps 8` on inputs the user
+chooses (any prompts the checkpoint's tokenizer takes), so nobody has to trust the compile's choice of inputs."""
 
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ from fusionc.core.options import CompileOptions
 from fusionc.pipeline import gate_psnr
 from fusionc.core.progress import stage
 from fusionc.targets import get_target
-from fusionc.verify import compare, reference_outputs, trajectory_samples
+from fusionc.core.context import VERIFICATION
+from fusionc.inputs import collect, role_spec, role_steps, user_spec
+from fusionc.verify import compare, reference_outputs
 
 
 def options_from_manifest(manifest: dict[str, Any]) -> CompileOptions:
@@ -27,32 +32,58 @@ def options_from_manifest(manifest: dict[str, Any]) -> CompileOptions:
     return CompileOptions(**saved)
 
 
-def verify_build(build: Path, min_psnr: float | None = None) -> dict[str, Any]:
-    """Recompute each component's PSNR, store it in the manifest, print it, apply the gate."""
+def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str, ...] = (),
+                 seeds: tuple[int, ...] = (), steps: int | None = None) -> dict[str, Any]:
+    """Recompute each component's PSNR, print it, apply the gate.
+
+    Without `prompts`: the build's own verification set (the manifest's options), and the manifest's
+    `psnr_db` is updated. With `prompts` (and optionally `seeds`, one per prompt, and `steps`): trajectories
+    of the user's choosing; the result goes to the manifest under `verify_runs`, beside the compile's figures."""
     manifest = buildfs.read_manifest(build)
     source = Path(manifest["checkpoint"]["path"])
+    if seeds and not prompts:
+        raise BadInputError("--seeds needs --prompts: give the prompts the seeds belong to")
+    if seeds and len(seeds) not in (1, len(prompts)):
+        raise BadInputError(f"--seeds has {len(seeds)} values for {len(prompts)} prompts: give one per prompt, or one to start from")
     if not source.exists():
         raise BadInputError(f"the checkpoint this build came from, '{source}', is gone: verification needs it")
     if checkpoint_sha256(source) != manifest["checkpoint"]["sha256"]:
         raise BadInputError(f"checkpoint '{source}' changed since the build was made: recompile before verifying")
     options = options_from_manifest(manifest)
+    if steps is not None:
+        options = dataclasses.replace(options, verify_steps=steps)
+    spec = user_spec(tuple(prompts), tuple(seeds), role_steps(options, VERIFICATION)) if prompts else \
+        role_spec(options, VERIFICATION)
     checkpoint = load_checkpoint(source, options.allow_pickle)
     target = get_target(manifest["target"])
-    with stage("reference trajectory (torch)"):
-        feeds, expected = trajectory_samples(checkpoint, options, list(manifest["components"]))
     for name, entry in manifest["components"].items():
         for file in entry["files"]:
             if not (build / file).exists():
                 raise BadInputError(f"build file '{build / file}' is missing: recompile the build")
+    with stage("reference trajectories (torch)"):
+        inputs = collect(checkpoint, options, list(manifest["components"]), {VERIFICATION: spec})[VERIFICATION]
+    feeds, expected = inputs.feeds, inputs.outputs
+    results: dict[str, Any] = {}
+    for name in manifest["components"]:
         with stage(f"{name}: verify on {manifest['target']}"):
             if name not in expected:
                 expected[name] = reference_outputs(component_spec(checkpoint, name, options).reference, feeds[name])
             scores = compare(target.runner(build, name, manifest), expected[name], feeds[name])
-        entry["psnr_db"] = scores.pop("psnr_db")
-        entry["psnr_by_output"] = scores
-        print(f"{name:14s} {entry['psnr_db']:7.2f} dB")
+        results[name] = scores
+        print(f"{name:14s} {scores['psnr_db']:7.2f} dB")
+    if prompts:
+        run = {"inputs": inputs.describe(), "components": {n: {"psnr_db": r["psnr_db"]} for n, r in results.items()}}
+        manifest.setdefault("verify_runs", []).append(run)
+        gated = {**manifest, "components": {n: {**e, "psnr_db": results[n]["psnr_db"]}
+                                            for n, e in manifest["components"].items()}}
+    else:
+        for name, scores in results.items():
+            entry = manifest["components"][name]
+            entry["psnr_db"] = scores.pop("psnr_db")
+            entry["psnr_by_output"] = scores
+        gated = manifest
     tmp = build / (buildfs.MANIFEST + ".tmp")
     buildfs.write_json(tmp, manifest)
     tmp.replace(build / buildfs.MANIFEST)
-    gate_psnr(manifest, min_psnr)
-    return manifest
+    gate_psnr(gated, min_psnr)
+    return gated

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from fusionc.core.numerics import Feeds
 from fusionc.core.options import CompileOptions
 
+# The input sets of a compile (fusionc.inputs builds them; disjoint prompts, seeds and timesteps). A target
+# names the ones it needs in `input_roles(options)`; the driver hands them over here.
+CALIBRATION, SELECTION, VERIFICATION = "calibration", "selection", "verification"
+
 
 @dataclass
 class ComponentContext:
-    """One component's compile: its name, the options, scratch space and real trajectory inputs."""
+    """One component's compile: its name, the options, scratch space and real trajectory inputs.
+
+    Passes and targets see the two tuning sets only: `calibration_feeds` (what quantization ranges, fp16
+    overflow ranges and mixed-bit sensitivities are measured on) and `selection_feeds` (what remedies and
+    recipes are judged on). The verification set is deliberately absent: the reported PSNR is held out.
+    Each list holds the component's batch-2 guidance calls (targets split them into batch-1 rows)."""
 
     name: str  # text_encoder, unet, vae_decoder, ...
     options: CompileOptions
     work_dir: Path | None = None  # scratch space next to --out, deleted after the compile
-    sample_feeds: list[Feeds] | None = None  # real inputs from a denoising trajectory (calibration, sensitivity)
+    calibration_feeds: list[Feeds] = field(default_factory=list)
     reference: Callable[[Feeds], Feeds] | None = None  # the fp32 torch module under the same interface
+    selection_feeds: list[Feeds] = field(default_factory=list)
 
     @classmethod
     def for_options(cls, options: CompileOptions, name: str = "unet") -> "ComponentContext":
         """A context with no inputs: enough for passes that read only the options (tests, `fusionc passes`)."""
-        return cls(name, options, None, [], None)
+        return cls(name, options, None, [], None, [])

@@ -30,8 +30,13 @@ class CompileOptions:
     max_size: dict[str, float] | None = None
     max_latency_ms: dict[str, float] | None = None
     latency_steps: int = 8  # denoising steps of the per-image ("total") latency estimate, guidance on
-    verify_steps: int = 3  # timesteps of the reference trajectory used for UNet verification
-    verify_prompts: int = 2  # prompts of the reference trajectory (1 or 2)
+    # Three disjoint input sets (fusionc.inputs): prompts (trajectories, each with its own seed) and steps of each.
+    verify_steps: int = 3  # verification: what psnr_db and the gates report
+    verify_prompts: int = 2
+    calibration_steps: int = 4  # calibration: what QNN ranges, fp16 overflow ranges and mixed-bit probes see
+    calibration_prompts: int = 4
+    selection_steps: int = 5  # selection: what QNN remedies and the mixed-bit recipe are judged on
+    selection_prompts: int = 2
     # --palettize auto:DB measures on a trajectory of the generation's length (generate's default 8 steps): a
     # recipe fitted to 3 verification timesteps hides its error at the others (images 29 dB at a 36 dB UNet)
     mixed_bit_steps: int = 8
@@ -58,7 +63,8 @@ class CompileOptions:
     compress_components: tuple[str, ...] | None = None  # None: the UNet only (fusionc.passes.compression.dispatch)
     # QNN
     precision: str = "w8a16"
-    calibration_samples: int = 4
+    calibration_samples: int = 8  # batch-1 inputs drawn from the calibration set for activation ranges; 0: all
+    selection_samples: int = 8  # batch-1 inputs drawn from the selection set to judge remedies; 0: all
     qnn_range_margin: float = 3.0  # 16-bit activation ranges widened by this factor (unseen inputs stay in range)
     qnn_fp16_attention: bool = True  # activation x activation MatMuls in fp16 islands on the HTP
     qnn_target_db: float | None = None  # remedies stop here; None: the PSNR gate + 5 dB

@@ -7,18 +7,20 @@ CPU budget of a compile (under 30 minutes for an SD-1.5 UNet) by measuring only 
    (passes/lut.palette_errors), no decompression.
 2. Output sensitivity, measured: one onnxruntime session in which the weights are graph *inputs*, so a run
    with some weights swapped for their palettized values costs one inference and no session build. A probe
-   palettizes a group of layers at 4 bits on a few trajectory inputs and divides the UNet output's MSE by
+   palettizes a group of layers at 4 bits on a few calibration-set inputs and divides the UNet output's MSE by
    the group's summed weight error: the group's gain. Groups are single layers when the time budget allows
    (tiny models: then up to 8 probe inputs spread over the trajectory, which has the generation's length),
    else the finest balanced split of the module tree that fits the budget.
 3. Allocation: quantization errors of different layers add up in the output (they are nearly orthogonal),
    so the output MSE is predicted as sum(gain * weight error); a Lagrangian bisection picks the fewest
    average bits whose prediction fits the MSE budget of DB dB against the fp32 torch reference.
-4. Verification: the whole recipe runs on every trajectory input against the torch reference; the budget
+4. Selection: the whole recipe runs on every selection-set input (other prompts, seeds and timesteps than the
+   probes saw) against the torch reference; the budget
    is rescaled by measured/predicted and the allocation redone until the measured PSNR holds (the best
    passing recipe wins, and one relaxation is tried when the prediction was pessimistic).
 
-The recipe (layer -> bits), its measured PSNR and average bits go in the manifest; `--recipe FILE` saves
+The recipe (layer -> bits), its selection-set PSNR and average bits go in the manifest (the component's
+`psnr_db` beside them is the compile's held-out verification figure); `--recipe FILE` saves
 it and re-applies it without a search (palettization is deterministic: the same bytes).
 """
 
@@ -277,10 +279,15 @@ def allocate(weights: list[Weight], noise: dict[str, dict[int, float]], budget: 
 
 @dataclass
 class Calibration:
-    """Real trajectory inputs and the fp32 reference (the driver's ComponentContext provides both)."""
+    """Real trajectory inputs and the fp32 reference (the driver's ComponentContext provides them).
+
+    `feeds` (the calibration set) are what the layer sensitivities are probed on; `selection` (other prompts,
+    seeds and timesteps) is what each candidate recipe is judged on, and its PSNR is the recipe's
+    `measured_psnr_db`. Without a selection set the search judges on `feeds`."""
 
     feeds: list[Feeds]
     reference: Callable[[Feeds], Feeds] | None = None
+    selection: list[Feeds] = field(default_factory=list)
 
 
 def search(model: ir.Model, calibration: Calibration, target_db: float, *, granularity: str = "per_tensor",
@@ -302,19 +309,24 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
                                              groups_of[w.layer]) for w in weights}
     t_errors = time.perf_counter() - start
     session = WeightSession(model, weights)
-    feeds = calibration.feeds
-    ref_out = [calibration.reference(f) for f in feeds] if calibration.reference else [
-        dict(zip(session.outputs, session(f))) for f in feeds]
+
+    def reference(feeds_list: list[Feeds]) -> list[dict[str, np.ndarray]]:
+        return [calibration.reference(f) for f in feeds_list] if calibration.reference else [
+            dict(zip(session.outputs, session(f))) for f in feeds_list]
+
+    calib = calibration.feeds  # probed for sensitivities
+    feeds = calibration.selection or calib  # judged on: every candidate recipe's PSNR
+    ref_out = reference(feeds)
     ref = [_flat(list(r.values())) for r in ref_out]
     peak = max(float(np.max(np.abs(r))) for r in ref) or 1.0
     target_mse = (peak / 10 ** (target_db / 20)) ** 2
 
-    picks = _spread_indices(len(feeds), probe_count)
-    probes = [_last_row(feeds[i]) for i in picks]
+    picks = _spread_indices(len(calib), probe_count)
+    probes = [_last_row(calib[i]) for i in picks]
     t0 = time.perf_counter()
     probe_base = [_flat(session(f)) for f in probes]
     t_eval = (time.perf_counter() - t0) / len(probes)  # one batch-1 inference
-    probe_ref = [_flat([v[-1:] for v in ref_out[i].values()]) for i in picks]
+    probe_ref = [_flat([v[-1:] for v in r.values()]) for r in reference([calib[i] for i in picks])]
     floor = _mse(probe_base, probe_ref)  # uncompressed ONNX vs the reference (tiny for fp32)
     budget = target_mse - floor
     info: dict[str, Any] = {"uncompressed_psnr_db": round(psnr_from_mse(peak, floor), 3), "layers": len(weights),
@@ -330,9 +342,9 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
     if left < t_eval * len(probes) * len(weights) and len(probes) > 1:  # slow model: one probe input
         probes, probe_base = probes[-1:], probe_base[-1:]
     else:  # every layer alone fits: spread more probe inputs over the trajectory (sensitivity varies with t)
-        more = min(len(feeds), MAX_PROBE_INPUTS, int(left / (t_eval * len(weights))))
+        more = min(len(calib), MAX_PROBE_INPUTS, int(left / (t_eval * len(weights))))
         if more > len(probes):
-            probes = [_last_row(feeds[i]) for i in _spread_indices(len(feeds), more)]
+            probes = [_last_row(calib[i]) for i in _spread_indices(len(calib), more)]
             probe_base = [_flat(session(f)) for f in probes]
     groups = balanced_groups(weights, max(1, int(left / (t_eval * len(probes)))))
 
@@ -449,7 +461,8 @@ def _mse(got: list[np.ndarray], want: list[np.ndarray]) -> float:
 class MixedBitPalettizePass(ir.passes.InPlacePass):
     """Palettize with a per-layer recipe: loaded from `recipe_path`, or searched for `target_db` and saved there.
 
-    The search measures on the component's trajectory inputs and torch reference, taken from `ctx`.
+    The search probes sensitivities on the component's calibration set and judges recipes on its selection set
+    (both with the torch reference, taken from `ctx`); the compile then verifies the result on held-out inputs.
     """
 
     def __init__(self, target_db: float | None, ctx: ComponentContext | None = None, *,
@@ -467,7 +480,8 @@ class MixedBitPalettizePass(ir.passes.InPlacePass):
         self.min_elements = min_elements
         self.include_embeddings = include_embeddings
         self.budget_seconds = budget_seconds
-        self.calibration = Calibration(list(ctx.sample_feeds or []), ctx.reference) if ctx is not None else None
+        self.calibration = (Calibration(list(ctx.calibration_feeds), ctx.reference, list(ctx.selection_feeds))
+                            if ctx is not None else None)
         self.recipe: Recipe | None = None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:

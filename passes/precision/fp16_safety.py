@@ -2,8 +2,9 @@
 
 fp16 holds |x| <= 65504. Some diffusion graphs exceed it on ordinary inputs (the SD VAE decoder's residual stream
 is the known case), and an fp16 build then produces Inf and NaN. We measure, we do not guess: every float value
-of the main graph is reduced to max|x| on the component's verification inputs (ctx.sample_feeds, a real denoising
-trajectory) by one onnxruntime run of the graph with an Abs -> ReduceMax tap per value (scalars only, so memory
+of the main graph is reduced to max|x| on the component's tuning inputs (ctx.calibration_feeds + selection_feeds,
+real denoising trajectories; never the held-out verification set, which then shows whether the margins hold) by
+one onnxruntime run of the graph with an Abs -> ReduceMax tap per value (scalars only, so memory
 stays that of one inference). Normalizations get a second tap, the centered input max|x - mean|, because a
 GroupNorm/LayerNorm computed in fp16 squares it (the ANE form does: passes/ane/norm.py).
 

@@ -70,18 +70,26 @@ def ane_pipeline(options: CompileOptions) -> list[PassEntry]:
 
 
 def fp16_safety(options: CompileOptions) -> list[PassEntry]:
-    """fp16 programs: rescale or keep in fp32 what overflows fp16 on the verification inputs."""
+    """fp16 programs: rescale or keep in fp32 what overflows fp16 on the calibration and selection inputs."""
     from fusionc.passes.precision.fp16_safety import KeepFp16InRangePass
 
     precision(options)  # refuse a bad --compute-precision now
-    return [PassEntry("KeepFp16InRangePass", lambda c: KeepFp16InRangePass(c.sample_feeds, work_dir=c.work_dir),
-                      "before the ANE rewrites: the canonical interface still matches the verification inputs and "
+    # calibration + selection: every input the compile may tune on, never the held-out verification set
+    return [PassEntry("KeepFp16InRangePass",
+                      lambda c: KeepFp16InRangePass(c.calibration_feeds + c.selection_feeds, work_dir=c.work_dir),
+                      "before the ANE rewrites: the canonical interface still matches the trajectory inputs and "
                       "GroupNorm is still one op to rescale around", when=lambda o: precision(o) == "fp16")]
 
 
 class CoreMLTarget:
     name = "coreml"
     default_device = "iphone-14-pro"
+
+    def input_roles(self, options: CompileOptions) -> tuple[str, ...]:
+        """fp16 programs measure overflow ranges on the calibration set (and selection, when a search made it)."""
+        from fusionc.core.context import CALIBRATION
+
+        return (CALIBRATION,) if options.compute_precision == "fp16" else ()
 
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes.generic import default_pipeline

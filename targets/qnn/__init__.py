@@ -31,18 +31,28 @@ CONTEXT_MODEL = "model_ctx.onnx"
 
 
 def _fp16_safety() -> list[PassEntry]:
-    """fp16 contexts: rescale what overflows fp16 on the verification inputs (the HTP has no fp32 to fall back to)."""
+    """fp16 contexts: rescale what overflows fp16 on real inputs (the HTP has no fp32 to fall back to).
+
+    Ranges come from the calibration and selection sets together: a safety margin should see every input
+    the compile may tune on, and never the verification set, which then shows whether it generalizes."""
     from fusionc.passes.precision.fp16_safety import KeepFp16InRangePass
 
     return [PassEntry("KeepFp16InRangePass",
-                      lambda c: KeepFp16InRangePass(c.sample_feeds, allow_fp32=False, work_dir=c.work_dir),
-                      "before the static batch: the verification inputs still fit; GroupNorm is still one op",
+                      lambda c: KeepFp16InRangePass(c.calibration_feeds + c.selection_feeds, allow_fp32=False,
+                                                    work_dir=c.work_dir),
+                      "before the static batch: the batch-2 trajectory inputs still fit; GroupNorm is still one op",
                       when=lambda o: o.precision == "fp16")]
 
 
 class QnnTarget:
     name = "qnn"
     default_device = "snapdragon-8-gen-2"
+
+    def input_roles(self, options: CompileOptions) -> tuple[str, ...]:
+        """Quantized: calibration (ranges) and selection (remedies); fp16: calibration (overflow ranges)."""
+        from fusionc.core.context import CALIBRATION, SELECTION
+
+        return (CALIBRATION,) if options.precision == "fp16" else (CALIBRATION, SELECTION)
 
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes.generic import CleanUpGraphPass, default_pipeline

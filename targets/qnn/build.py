@@ -73,16 +73,18 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
     else:
         from fusionc.targets.qnn.remedies import choose_config
 
-        feeds = calibration_feeds(ctx.sample_feeds, options.calibration_samples)
+        # ranges from the calibration set; remedies judged on the selection set (other prompts, seeds and
+        # timesteps: clipping on unseen inputs counts); the verification set, held out, reports the result
+        feeds = calibration_feeds(ctx.calibration_feeds, options.calibration_samples)
         if not feeds:
             raise BadInputError(f"no calibration inputs for {ctx.name}: QNN quantization needs sample inputs")
+        selection = calibration_feeds(ctx.selection_feeds, options.selection_samples) or feeds
         start = time.perf_counter()
         stats = calibrate(float_path, feeds, histograms=options.precision == "w8a8")  # 8-bit may clip
         timings["calibrate_s"] = time.perf_counter() - start
         peaks["calibrate"] = _peak_mb()
         start = time.perf_counter()
-        held_out = calibration_feeds(ctx.sample_feeds, max(8, options.calibration_samples))  # judge remedies
-        config, report = choose_config(float_path, stats, held_out,                        # beyond calibration
+        config, report = choose_config(float_path, stats, selection,
                                        QuantConfig.for_precision(options.precision, options.qnn_range_margin), ctx.name, options)
         timings["remedies_s"] = time.perf_counter() - start
         peaks["remedies"] = _peak_mb()
@@ -100,7 +102,7 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
             graphs, names = [whole], ["model.qdq.onnx"]
         timings["quantize_s"] = time.perf_counter() - start
         peaks["quantize"] = _peak_mb()
-        extra.update(calibration_samples=len(feeds), quantization=config.to_json(), remedies=report)
+        extra.update(calibration_samples=len(feeds), selection_samples=len(selection), quantization=config.to_json(), remedies=report)
     files, contexts = _write_and_compile(graphs, names, out, htp, options.precision != "fp16", timings)
     extra["htp_fp16"] = htp.fp16  # float ops (fp16 precision, fp16 islands) run in fp16 on the HTP
     extra["context_bytes"] = sum(f.stat().st_size for f in files if f.suffix == ".bin")

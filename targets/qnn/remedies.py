@@ -4,8 +4,9 @@
    time_ids / encoder_hidden_states: the sinusoidal timestep embedding and its MLP, the cross-attention
    K/V projections) and the attention scores/softmax run at 16 bits; 8-bit sin(t*f) for t up to 1000 or
    8-bit attention logits cost more than the rest of the network together.
-2. Measured: the QDQ graph runs on onnxruntime's CPU against the fp32 graph on up to 8 trajectory inputs,
-   more than the calibration set so that clipping on unseen inputs counts (the HTP follows the CPU within
+2. Measured: the QDQ graph runs on onnxruntime's CPU against the fp32 graph on up to 8 inputs of the
+   selection set (fusionc.inputs: prompts, seeds and timesteps the calibration never saw, so that clipping
+   on unseen inputs counts; the verification set stays held out) (the HTP follows the CPU within
    about 1 dB for graphs built by these rules; `debug.py` checks it per tensor). While it is under `target` dB (gate + 5), each remedy in turn -- 16-bit activations, then
    16-bit weights -- is placed where it buys the most: adaptive group testing (`group_search`) measures the
    output with every candidate raised except one group, splits the noisiest groups, and raises the fewest

@@ -18,6 +18,7 @@ def qnn_unet_build(tiny_pipeline, tmp_path_factory: pytest.TempPathFactory) -> t
 
     out = tmp_path_factory.mktemp("qnn") / "sd15_qnn"
     options = CompileOptions(target="qnn", components=("unet",), verify_steps=2, verify_prompts=1,
+                             calibration_steps=2, calibration_prompts=2, selection_steps=3, selection_prompts=1,
                              calibration_samples=4)
     return out, compile_checkpoint(tiny_pipeline("sd15"), options, out)
 
@@ -36,6 +37,16 @@ def test_unet_context_runs_on_emulator_above_gate(qnn_unet_build) -> None:
     assert unet["psnr_db"] >= 35.0, unet
 
 
+def test_psnr_is_held_out_and_the_calibration_figure_beside_it(qnn_unet_build) -> None:
+    """Ranges from the calibration set, remedies judged on the selection set, psnr_db on neither."""
+    _, manifest = qnn_unet_build
+    unet = manifest["components"]["unet"]
+    assert unet["calibration_samples"] == 4 and unet["selection_samples"] == 3 * 2  # batch-1 rows
+    assert set(manifest["inputs"]) == {"calibration", "selection", "verification"}
+    assert manifest["inputs"]["verification"]["count"]["unet"] == 2
+    assert unet["psnr_db_calibration"] >= 35.0 and unet["psnr_db"] >= 35.0
+
+
 def test_encodings_are_aimet_format(qnn_unet_build) -> None:
     out, _ = qnn_unet_build
     enc = json.loads((out / "unet" / "model.encodings.json").read_text())
@@ -52,6 +63,7 @@ def test_component_over_the_context_limit_is_split(tiny_pipeline, tmp_path: Path
     from fusionc.pipeline import compile_checkpoint
 
     options = CompileOptions(target="qnn", components=("unet",), verify_steps=1, verify_prompts=1,
+                             calibration_steps=1, calibration_prompts=1, selection_steps=1, selection_prompts=1,
                              qnn_max_context_bytes=400_000, qnn_remedy_rounds=0)
     manifest = compile_checkpoint(tiny_pipeline("sd15"), options, tmp_path / "split")
     unet = manifest["components"]["unet"]
