@@ -8,7 +8,9 @@ Users pick a backend, a compression level and a step count by latency, so bench 
 - estimated: fusionc.analysis.costmodel on the component's compiled graph for each device profile of the build's target
   (every profile for a portable onnx build).
 The end-to-end budget adds text encoder calls (two with guidance), steps x UNet and one VAE decode per backend and
-device, and names the component to shrink first and by how much.
+device, and names the component to shrink first and by how much. A figure is one call of the compiled graph at
+its own batch: a guided step is one batch-2 call of a dynamic graph, or two calls of a static batch-1 graph
+(every QNN context), and the budget counts the calls.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Figure:
     spread_ms: float = 0.0  # measured: interquartile range (max - min under 4 runs)
     runs: int = 0
     device_figure: bool = True  # False for host-side emulators whose time says nothing about a phone
+    calls: int = 1  # graph calls per pipeline invocation: a guided step on a static batch-1 graph (QNN) is 2
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,6 +89,14 @@ def component_batch(name: str, guidance: bool) -> int:
     return 2 if (guidance and name == "unet") else 1
 
 
+def call_shape(name: str, comp: dict[str, Any], guidance: bool) -> tuple[int, int]:
+    """(batch of one graph call, calls per invocation) for a component of a build: a batch-1 QNN UNet runs
+    twice per guided step, a dynamic-batch graph once at batch 2."""
+    from fusionc.gates import graph_calls, static_batch
+
+    return graph_calls(component_batch(name, guidance), static_batch(s["shape"] for s in comp["inputs"].values()))
+
+
 def calls_per_image(name: str, steps: int, guidance: bool) -> int:
     if name == "unet":
         return steps
@@ -107,12 +118,12 @@ def measure_build(build: Path, manifest: dict[str, Any], guidance: bool, runs: i
     for name, comp in manifest["components"].items():
         if name not in PIPELINE_ORDER:
             continue
-        batch = component_batch(name, guidance)
+        batch, calls = call_shape(name, comp, guidance)
         runner = target.runner(build, name, manifest)
         feeds = synthetic_feeds(comp["inputs"], batch)
         median, spread, done = time_calls(lambda: runner(feeds), runs, warmup)
         figures.append(Figure(name, backend, "host", "measured", batch, median, spread, done,
-                              device_figure=target_name != "qnn",
+                              device_figure=target_name != "qnn", calls=calls,
                               detail={"host": platform.processor() or platform.machine()}))
     figures += measure_adb(build, manifest, guidance, runs)
     return figures
@@ -158,8 +169,9 @@ def measure_adb(build: Path, manifest: dict[str, Any], guidance: bool, runs: int
                 print(f"fusionc bench: adb {serial}: no timing for {name}: skipped", file=sys.stderr)
                 continue
             median = float(line.split(":")[-1].strip().split()[0])
-            figures.append(Figure(name, f"adb:{serial}", serial, "measured", component_batch(name, guidance),
-                                  median, 0.0, runs, detail={"statistic": "mean (onnxruntime_perf_test)"}))
+            batch, calls = call_shape(name, comp, guidance)
+            figures.append(Figure(name, f"adb:{serial}", serial, "measured", batch, median, 0.0, runs, calls=calls,
+                                  detail={"statistic": "mean (onnxruntime_perf_test)"}))
     return figures
 
 
@@ -189,14 +201,14 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tup
         path = component_graph(build, comp)
         if name not in PIPELINE_ORDER or path is None:
             continue
-        batch = component_batch(name, guidance)
+        batch, calls = call_shape(name, comp, guidance)
         symbolic = {d for spec in comp["inputs"].values() for d in spec["shape"] if isinstance(d, str)}
         stats = graph_stats(path, {dim: batch for dim in symbolic | {"batch"}})
         graphs[name] = {k: v for k, v in stats.summary().items() if k != "by_kind"}
         for device in devices:
             est = estimate(stats, device, precision)
             figures.append(Figure(name, backend_of(device), device.name, "estimated", batch, est.latency_s * 1000,
-                                  detail={"precision": est.precision, "bound": est.bound,
+                                  calls=calls, detail={"precision": est.precision, "bound": est.bound,
                                           "compute_ms": est.compute_s * 1000, "memory_ms": est.memory_s * 1000,
                                           "overhead_ms": est.overhead_s * 1000, "fallback_ms": est.fallback_s * 1000,
                                           "fallback_ops": est.fallback_ops, "weight_bytes": est.weight_bytes}))
@@ -212,7 +224,7 @@ def budget_rows(build: str, figures: list[Figure], steps: int, guidance: bool, b
     for (backend, device, kind), comps in groups.items():
         if "unet" not in comps:
             continue
-        calls = {name: calls_per_image(name, steps, guidance) for name in comps}
+        calls = {name: calls_per_image(name, steps, guidance) * comps[name].calls for name in comps}
         breakdown = {name: comps[name].median_ms * calls[name] for name in PIPELINE_ORDER if name in comps}
         total = sum(breakdown.values())
         rows.append({"build": build, "backend": backend, "device": device, "kind": kind, "steps": steps,

@@ -5,7 +5,8 @@ Three gates, each evaluated per component and, where it makes sense, for the who
     min_psnr        every verified component's worst-output PSNR against the fp32 torch model   (dB)
     max_size        bytes of a component's files, or of all components ("total")                 (MB = 10^6 bytes)
     max_latency_ms  the cost model's estimate (fusionc.analysis.costmodel) on the build's device: one call of a component,
-                    or one image ("total": text encoders x2, latency_steps x UNet at batch 2, one VAE decode)
+                    or one image ("total": text encoders x2, latency_steps guided UNet steps, one VAE decode; a
+                    guided step is one batch-2 call, or two calls of a static batch-1 graph such as a QNN context)
 
 A gate that cannot be evaluated (no verification, no device, no cost model) is "skipped" with the reason, never
 silently passed. `enforce` raises one CheckFailedError naming every failed gate and by how much.
@@ -137,6 +138,27 @@ def component_batch(name: str) -> int:
     return 2 if name == "unet" else 1
 
 
+def static_batch(shapes: Iterable[list[Any] | tuple[Any, ...]]) -> int | None:
+    """The batch a graph was compiled for, when its inputs fix it (QNN contexts are batch 1); None if dynamic.
+
+    `shapes`: the graph inputs' shapes; the batch is the first axis of the first input that has one (a
+    1-D `timestep` has no batch axis and is skipped)."""
+    for shape in shapes:
+        shape = list(shape)
+        if len(shape) >= 2:
+            first = shape[0]
+            return int(first) if isinstance(first, int) else None
+    return None
+
+
+def graph_calls(wanted_batch: int, graph_batch: int | None) -> tuple[int, int]:
+    """(batch of one call, calls per invocation): a batch-2 guided UNet step on a static batch-1 graph is two
+    batch-1 calls (the runner splits the batch), on a dynamic graph one batch-2 call."""
+    if graph_batch is None or graph_batch >= wanted_batch:
+        return (wanted_batch if graph_batch is None else graph_batch), 1
+    return graph_batch, math.ceil(wanted_batch / graph_batch)
+
+
 def calls_per_image(name: str, steps: int) -> int:
     if name == "unet":
         return steps
@@ -157,7 +179,7 @@ def latency_gates(manifest: dict[str, Any], max_latency: dict[str, float] | None
                 results.append(GateResult("max_latency_ms", TOTAL, limit, None, "ms", "skipped",
                                           f"total: no estimate ({why})"))
                 continue
-            value = sum(e["ms"] * calls_per_image(n, steps) for n, e in parts.items())
+            value = sum(e["ms"] * calls_per_image(n, steps) * e.get("calls", 1) for n, e in parts.items())
             device = next(iter(parts.values()))["device"]
             what = f"one image ({steps} steps, guidance) on {device}"
         elif subject in components:
@@ -167,7 +189,9 @@ def latency_gates(manifest: dict[str, Any], max_latency: dict[str, float] | None
                                           f"{subject}: no estimate ({estimate.get('reason', 'not computed')})"))
                 continue
             value = estimate["ms"]
-            what = f"one call at batch {estimate['batch']} on {estimate['device']}"
+            calls = estimate.get("calls", 1)
+            what = f"one call at batch {estimate['batch']} on {estimate['device']}" + (
+                f" ({calls} calls per guided step)" if calls > 1 else "")
         else:
             results.append(GateResult("max_latency_ms", subject, limit, None, "ms", "skipped",
                                       f"{subject}: not in this build"))
@@ -215,7 +239,8 @@ def estimate_latency(model: ir.Model, name: str, device: Any, options: CompileOp
         from fusionc.analysis.graph_stats import graph_stats
     except ImportError as err:
         return {"ms": None, "reason": f"no cost model ({err})"}
-    batch = component_batch(name)
+    batch, calls = graph_calls(component_batch(name), static_batch(
+        [v.shape.dims if v.shape is not None else () for v in model.graph.inputs]))
     precision = options.precision if options.target == "qnn" else None
     try:
         stats = graph_stats(weightless_proto(model), {"batch": batch, "B": batch})
@@ -223,7 +248,7 @@ def estimate_latency(model: ir.Model, name: str, device: Any, options: CompileOp
     except Exception as err:  # noqa: BLE001 - the gate reports why, the build itself is fine
         return {"ms": None, "reason": f"the cost model failed: {type(err).__name__}: {str(err).splitlines()[0]}"}
     return {"ms": round(est.latency_s * 1000, 3), "device": device.name, "backend": backend_of(device),
-            "precision": est.precision, "batch": batch, "bound": est.bound, "kind": "estimated"}
+            "precision": est.precision, "batch": batch, "calls": calls, "bound": est.bound, "kind": "estimated"}
 
 
 def weightless_proto(model: ir.Model, min_bytes: int = 4096) -> Any:
