@@ -1,11 +1,11 @@
 """PSNR per component and precision on the HTP emulator: onnxruntime's stock QNN quantization vs fusionc.
 
 For each precision, fusionc's build comes from `compile_checkpoint(--target qnn --precision P)` (its manifest
-holds the HTP-emulator PSNR over the verification trajectory); the same build's model.qdq.onnx also runs on
+holds the HTP-emulator PSNR over the held-out verification set, and over the calibration set beside it); the same build's model.qdq.onnx also runs on
 onnxruntime's CPU (fake-quant) to show how closely the HTP follows the QDQ graph. The stock path is what a
 user of onnxruntime's QNN tooling does: the dynamo export at opset 21 (batch fixed to 1 so the HTP can
 compile it), `qnn_preprocess_model`, `get_qnn_qdq_config(activation, weight=QUInt8)` + `quantize` with a
-data reader over the same calibration inputs fusionc uses, then the same QNN EP context build and emulator.
+data reader over the same calibration set fusionc uses (verified on the same held-out set), then the same QNN EP context build and emulator.
 
     python benchmarks/qnn_accuracy.py [--checkpoint DIR] [--precisions w8a16,w8a8,fp16] [--json FILE]
 """
@@ -46,7 +46,7 @@ class SplitRunner:
 
 
 def stock_component(checkpoint: Any, name: str, options: Any, feeds: list, expected: list, work: Path,
-                    precision: str) -> dict[str, Any]:
+                    precision: str, calibration: list) -> dict[str, Any]:
     """onnxruntime's QNN QDQ flow on the opset-21 export of one component, run on CPU and on the HTP."""
     import onnx_ir as ir
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
@@ -68,7 +68,7 @@ def stock_component(checkpoint: Any, name: str, options: Any, feeds: list, expec
     ir.save(model, float_path)
     if not qnn_preprocess_model(str(float_path), str(pre_path)):
         pre_path = float_path
-    cal = calibration_feeds(feeds, options.calibration_samples)
+    cal = calibration_feeds(calibration, options.calibration_samples)  # the calibration set fusionc uses
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -100,9 +100,10 @@ def fusionc_precision(checkpoint_path: Path | None, precision: str, out: Path, f
 
     start = time.perf_counter()
     manifest = compile_checkpoint(checkpoint_path, CompileOptions(target="qnn", precision=precision), out)
-    result: dict[str, Any] = {"compile_s": round(time.perf_counter() - start, 1)}
+    result: dict[str, Any] = {"compile_s": round(time.perf_counter() - start, 1), "inputs": manifest.get("inputs")}
     for name, comp in manifest["components"].items():
-        entry: dict[str, Any] = {"htp_db": round(comp["psnr_db"], 2), "by_output": comp.get("psnr_by_output"),
+        entry: dict[str, Any] = {"htp_db": round(comp["psnr_db"], 2), "calibration_db": comp.get("psnr_db_calibration"),
+                                 "by_output": comp.get("psnr_by_output"),
                                  "context_bytes": comp.get("context_bytes"), "timings": comp.get("qnn_timings"),
                                  "remedies": comp.get("remedies")}
         qdq = out / name / "model.qdq.onnx"
@@ -121,23 +122,32 @@ def main() -> None:
     args = parser.parse_args()
 
     from fusionc.checkpoint import load_checkpoint
+    from fusionc.core.context import CALIBRATION, VERIFICATION
     from fusionc.core.options import CompileOptions
-    from fusionc.verify import trajectory_samples
+    from fusionc.inputs import input_sets
+    from provenance import Provenance
 
+    prov = Provenance.start(args.checkpoint)
     options = CompileOptions(target="qnn")
     checkpoint = load_checkpoint(args.checkpoint)
-    feeds, expected = trajectory_samples(checkpoint, options)
-    report: dict[str, Any] = {"checkpoint": str(args.checkpoint or "built-in"), "device": "snapdragon-8-gen-2 (v73)",
-                              "gate_db": 35.0, "host": {"machine": platform.machine(), "python": platform.python_version()},
-                              "verification": {"prompts": options.verify_prompts, "steps": options.verify_steps,
-                                               "calibration_samples": options.calibration_samples},
+    sets = input_sets(checkpoint, options, list(COMPONENTS), (CALIBRATION, VERIFICATION))
+    feeds, expected = sets[VERIFICATION].feeds, sets[VERIFICATION].outputs
+    report: dict[str, Any] = {"device": "snapdragon-8-gen-2 (v73)", "gate_db": 35.0,
+                              "inputs": {r: s.describe() for r, s in sets.items()},
                               "fusionc": {}, "stock_onnxruntime": {}}
+
+    def write() -> None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**report, "provenance": prov.finish()}, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         for precision in args.precisions.split(","):
             report["fusionc"][precision] = fusionc_precision(args.checkpoint, precision, Path(tmp) / precision,
                                                              feeds, expected)
-            print(precision, "fusionc", json.dumps({k: v.get("htp_db") for k, v in report["fusionc"][precision].items()
-                                                   if isinstance(v, dict)}), flush=True)
+            print(precision, "fusionc", json.dumps({k: (v.get("htp_db"), v.get("calibration_db"))
+                                                   for k, v in report["fusionc"][precision].items()
+                                                   if isinstance(v, dict) and "htp_db" in v}), flush=True)
+            write()
             if args.no_stock or precision == "fp16":
                 continue
             stock = {}
@@ -147,14 +157,15 @@ def main() -> None:
                 work = Path(tmp) / f"stock_{precision}"
                 work.mkdir(exist_ok=True)
                 try:
-                    stock[name] = stock_component(checkpoint, name, options, feeds[name], expected[name], work, precision)
+                    stock[name] = stock_component(checkpoint, name, options, feeds[name], expected[name], work,
+                                                  precision, sets[CALIBRATION].feeds[name])
                 except Exception as err:  # noqa: BLE001
                     stock[name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
                     traceback.print_exc()
             report["stock_onnxruntime"][precision] = stock
             print(precision, "stock", json.dumps({k: v.get("htp_db") for k, v in stock.items()}), flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+            write()
+    write()
     print(f"wrote {args.json}")
 
 

@@ -3,8 +3,10 @@
 For each family of `fusionc.models.tiny` (sd15, sd21, no_mid, deep_transformer, sdxl, taesd; seeded random
 weights) and each precision, the pipeline is compiled with `compile_checkpoint(--target qnn --device
 snapdragon-8-gen-2 --precision P)` (v73), the API `fusionc compile` uses. Per component the row records the
-HTP-emulator PSNR against torch over the verification trajectory (the manifest's `psnr_db`), the CPU fake-quant
-PSNR of the same model.qdq.onnx on the same inputs (w8a16/w8a8), the remedies' held-out fake-quant PSNR, compile
+HTP-emulator PSNR against torch over the held-out verification set (the manifest's `psnr_db`: prompts, seeds
+and timesteps neither calibration nor the remedies saw), the same on the calibration set (`psnr_db_calibration`:
+the generalization gap), the CPU fake-quant PSNR of the same model.qdq.onnx on the verification inputs
+(w8a16/w8a8), the remedies' fake-quant PSNR on the selection set, compile
 seconds, context bytes and a summary of the remedies. A compile that raises is recorded as an error string.
 Every onnxruntime session of this process gets one intra-op thread and torch one thread (`--threads`), so
 the sweep can share the machine; the defaults of fusionc itself are untouched.
@@ -78,10 +80,12 @@ def run_row(pipe: Path, precision: str, out: Path, feeds: dict, expected: dict) 
         traceback.print_exc()
         return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:500] if str(err) else ''}",
                 "compile_s": round(time.perf_counter() - start, 1), "pass": False}
-    row: dict[str, Any] = {"compile_s": round(time.perf_counter() - start, 1), "components": {}}
+    row: dict[str, Any] = {"compile_s": round(time.perf_counter() - start, 1), "components": {},
+                           "inputs": manifest.get("inputs")}
     for name, comp in manifest["components"].items():
         db = comp.get("psnr_db")
-        entry: dict[str, Any] = {"htp_db": None if db is None else round(db, 2), "by_output": comp.get("psnr_by_output"),
+        entry: dict[str, Any] = {"htp_db": None if db is None else round(db, 2),
+                                 "calibration_db": comp.get("psnr_db_calibration"), "by_output": comp.get("psnr_by_output"),
                                  "context_bytes": comp.get("context_bytes"), "htp_fp16": comp.get("htp_fp16"),
                                  "timings": comp.get("qnn_timings"), "remedies": remedies_summary(comp.get("remedies"))}
         qdq = out / name / "model.qdq.onnx"
@@ -104,6 +108,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="w8a16,w8a8,fp16")
     parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime intra-op threads")
     parser.add_argument("--json", type=Path, default=RESULTS / "qnn_families.json")
+    parser.add_argument("--resume", action="store_true", help="keep rows of --json measured at this git revision")
     args = parser.parse_args()
     limit_threads(args.threads)
     sys.path.insert(0, str(Path(__file__).parent))  # qnn_accuracy's CPU runner
@@ -112,28 +117,41 @@ def main() -> None:
     from fusionc.models.tiny import write_pipeline
     from fusionc.core.options import CompileOptions
     from fusionc.verify import trajectory_samples
+    from provenance import Provenance
 
+    prov = Provenance.start()
     report: dict[str, Any] = {"device": f"{DEVICE} (v73)", "gate_db": GATE_DB, "weights": "seeded random (tiny.py)",
-                              "host": {"machine": platform.machine(), "python": platform.python_version()},
                               "threads": args.threads, "results": {}}
+    done = {}
+    if args.json.exists() and args.resume:  # incremental: keep the families already measured by this revision
+        old = json.loads(args.json.read_text())
+        if (old.get("provenance") or {}).get("git_revision") == prov.git_revision:
+            done = old.get("results", {})
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families.split(","):
             pipe = write_pipeline(Path(tmp) / f"pipe_{family}", family)
             options = CompileOptions(target="qnn", device=DEVICE)
-            report["verification"] = {"prompts": options.verify_prompts, "steps": options.verify_steps,
-                                      "calibration_samples": options.calibration_samples}
-            feeds, expected = trajectory_samples(load_checkpoint(pipe), options)
-            report["results"][family] = {}
+            feeds, expected = trajectory_samples(load_checkpoint(pipe), options)  # the held-out verification set
+            report["results"][family] = dict(done.get(family, {}))
             for precision in args.precisions.split(","):
+                if precision in report["results"][family]:
+                    continue
                 row = run_row(pipe, precision, Path(tmp) / f"{family}_{precision}", feeds, expected)
                 report["results"][family][precision] = row
-                shown = row.get("error") or {k: (v["htp_db"], v.get("cpu_fake_quant_db"))
+                if "inputs" in row:
+                    report["inputs"] = row.pop("inputs")
+                shown = row.get("error") or {k: (v["htp_db"], v.get("calibration_db"), v.get("cpu_fake_quant_db"))
                                              for k, v in row["components"].items()}
                 print(family, precision, f"{row['compile_s']} s", json.dumps(shown), flush=True)
+                _write(report, prov, args.json)
     report["all_pass"] = all(r["pass"] for fam in report["results"].values() for r in fam.values())
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    _write(report, prov, args.json)
     print(f"all_pass={report['all_pass']}; wrote {args.json}")
+
+
+def _write(report: dict[str, Any], prov: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**report, "provenance": prov.finish()}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
