@@ -1,0 +1,230 @@
+"""Render the README's measured tables from the JSON files in benchmarks/results/ (and check they agree).
+
+Every measured table of README.md sits between two marker comments naming its renderer:
+
+    <!-- measured:qnn_families -->
+    | family | w8a16 | ...            (generated: do not edit by hand)
+    <!-- /measured:qnn_families -->
+
+    python benchmarks/render_readme.py           # rewrite every marked block from its JSON
+    python benchmarks/render_readme.py --check   # exit 1 naming each block that differs (tests/test_readme_tables.py)
+
+Adding a table: write `def render_NAME(results: Path) -> str` below (read the JSON, return markdown), register
+it with `@table("NAME", "file.json", ...)`, put the two markers where it goes in README.md, run this script.
+A block whose JSON is missing is an error, never left stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- measured:(?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!-- /measured:(?P=name) -->)", re.S)
+
+
+@dataclass
+class Table:
+    name: str
+    files: tuple[str, ...]
+    render: Callable[[Path], str]
+
+
+TABLES: dict[str, Table] = {}
+
+
+def table(name: str, *files: str) -> Callable[[Callable[[Path], str]], Callable[[Path], str]]:
+    def register(func: Callable[[Path], str]) -> Callable[[Path], str]:
+        TABLES[name] = Table(name, files, func)
+        return func
+    return register
+
+
+def load(results: Path, name: str) -> dict[str, Any]:
+    path = results / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the benchmark that writes it")
+    return json.loads(path.read_text())
+
+
+def rows(header: list[str], body: list[list[Any]], right: set[int] | None = None) -> str:
+    right = right if right is not None else set(range(1, len(header)))
+    lines = ["| " + " | ".join(header) + " |",
+             "| " + " | ".join("---:" if i in right else "---" for i in range(len(header))) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+def db(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def source(data: dict[str, Any], file: str) -> str:
+    """One line naming the JSON, its git revision and the machine load, when the JSON records them."""
+    prov = data.get("provenance") or {}
+    parts = [f"benchmarks/results/{file}"]
+    if prov.get("git_revision"):
+        parts.append(f"git {prov['git_revision'][:10]}")
+    if prov.get("load_average_before") and prov.get("load_average_after"):
+        parts.append(f"load {prov['load_average_before'][0]:.1f} before, {prov['load_average_after'][0]:.1f} after")
+    return "(" + "; ".join(parts) + ")\n"
+
+
+# ---- the tables ---------------------------------------------------------------------------------------------------
+
+@table("compile_scale_unet", "compile_scale_onnx_unet.json")
+def render_compile_scale_unet(results: Path) -> str:
+    data = load(results, "compile_scale_onnx_unet.json")
+    stages = data["stage_seconds"]
+    label = {"load checkpoint": "load checkpoint (3.4 GB safetensors, hashed and read)",
+             "reference trajectory (torch)": "reference trajectory in torch (1 prompt, 1 step, guidance: batch 2, 64x64 latents)",
+             "unet: export": "export (torch.onnx.export, dynamo)", "unet: passes": "fusionc pass pipeline",
+             "unet: lower to onnx": "lowering: save with external data (3.44 GB)",
+             "unet: verify on onnx": "verification on onnxruntime"}
+    body = [[label.get(k, k), f"{v:.1f}"] for k, v in stages.items()]
+    body.append(["**whole compile**", f"**{data['wall_seconds']:.1f}**"])
+    load_avg = data.get("load_average_before_after")
+    note = f"(load average {load_avg[0]} before, {load_avg[1]} after; " if load_avg else "("
+    return (rows(["stage (UNet only, 860M params)", "wall s"], body)
+            + f"\n{note}peak RSS {data['peak_rss_bytes'] / 1e9:.2f} GB, UNet PSNR {data['components']['unet']['psnr_db']:.2f} dB;"
+            f" benchmarks/results/compile_scale_onnx_unet.json)\n")
+
+
+@table("coreml_scale", "coreml_scale.json")
+def render_coreml_scale(results: Path) -> str:
+    data = load(results, "coreml_scale.json")
+    ours, peer, default, executor = data["fusionc"], data["peer"], data["fusionc_ct_default"], data["executor"]
+    body = [["fusionc (minimal ct passes)", f"{ours['wall_s']:.1f}", f"{ours['peak_rss_bytes'] / 1e9:.1f}",
+             f"{ours['mlpackage_bytes'] / 1e9:.2f}"],
+            ["fusionc with ct.convert's default passes", f"{default['wall_s']:.1f}",
+             f"{default['peak_rss_bytes'] / 1e9:.1f}", f"{default['mlpackage_bytes'] / 1e9:.2f}"],
+            ["coremltools `ct.convert(torch.export.export(unet))` (fp16, iOS17)", f"{peer['wall_s']:.1f}",
+             f"{peer['peak_rss_bytes'] / 1e9:.1f}", f"{peer['mlpackage_bytes'] / 1e9:.2f}"]]
+    return (rows(["SD-1.5-shaped UNet, random weights, verification excluded", "wall s", "peak RSS GB", ".mlpackage GB"], body)
+            + f"\nThe MIL executor runs one batch-{executor['batch']} UNet step in {executor['step_median_s']:.1f} s "
+            f"(numpy on 2 cores; a verification tool, not a latency figure), {executor['psnr_vs_torch_fp32_db']:.1f} dB "
+            "against torch fp32 (benchmarks/results/coreml_scale.json).\n")
+
+
+@table("palettize_speed", "palettize_speed.json")
+def render_palettize_speed(results: Path) -> str:
+    data = load(results, "palettize_speed.json")
+    ours, peer = data["fusionc"], data["coremltools"]
+    params = data["parameters"] / 1e6
+    body = [["coremltools 9.0 `palettize_weights` (kmeans, its exact 1-D DP on np.unique)", f"{peer['seconds']:.1f} s",
+             f"{peer['relative_mse']:.5e}"],
+            [f"fusionc `passes.lut.palettize` (median of {len(ours['seconds_all'])})",
+             f"{ours['seconds_median']:.2f} s ({data['speedup']:.0f}x)",
+             f"{ours['relative_mse']:.5e} ({data['mse_ratio']:.4f}x)"],
+            ["fusionc, including index packing", f"{ours['seconds_with_packing_median']:.2f} s "
+             f"({data['speedup_with_packing']:.0f}x)", ""]]
+    return rows([f"{len(data['weights'])} largest conv weights of an SD-1.5-shaped UNet ({params:.1f}M params), "
+                 f"{data['nbits']} bits, per tensor", "wall time", "relative weight MSE"], body)
+
+
+@table("compression", "compression.json")
+def render_compression(results: Path) -> str:
+    data = load(results, "compression.json")
+    body = []
+    for name, m in data["methods"].items():
+        info = m.get("compression") or {}
+        bits = info.get("average_bits") or {"int8": 8.0, "int4": 4.0}.get(info.get("dtype"), 16.0)
+        body.append([name, f"{m['unet_bytes'] / 1e6:.2f} MB", f"{bits:.2f}", f"{m['unet_psnr_db']:.1f} dB",
+                     f"{m['image_psnr_db_median']:.1f} dB"])
+    n = len(data["prompts"])
+    return rows(["method", "UNet bytes", "avg bits", "UNet PSNR", f"image PSNR (median of {n})"], body) + "\n" + \
+        source(data, "compression.json")
+
+
+@table("qnn_accuracy", "qnn_accuracy.json")
+def render_qnn_accuracy(results: Path) -> str:
+    data = load(results, "qnn_accuracy.json")
+    ours, stock = data["fusionc"], data.get("stock_onnxruntime", {})
+
+    def cell(precision: str, name: str) -> str:
+        entry = ours.get(precision, {}).get(name) or {}
+        held, calib = entry.get("htp_db"), entry.get("calibration_db")
+        return db(held) + ("" if calib is None else f" ({db(calib)})")
+
+    def stock_cell(precision: str, name: str, cpu: bool) -> str:
+        entry = stock.get(precision, {}).get(name) or {}
+        return db(entry.get("htp_db")) + (f" ({db(entry.get('cpu_fake_quant_db'))})" if cpu else "")
+
+    names = [n for n in ("text_encoder", "unet", "vae_decoder") if n in ours.get("w8a16", {})]
+    body = [[n, stock_cell("w8a16", n, True), cell("w8a16", n), stock_cell("w8a8", n, False), cell("w8a8", n),
+             cell("fp16", n)] for n in names]
+    return rows(["component", "stock w8a16 (CPU fake-quant)", "fusionc w8a16 (calibration set)", "stock w8a8",
+                 "fusionc w8a8 (calibration set)", "fusionc fp16 (calibration set)"], body) + "\n" + \
+        source(data, "qnn_accuracy.json")
+
+
+@table("qnn_families", "qnn_families.json")
+def render_qnn_families(results: Path) -> str:
+    data = load(results, "qnn_families.json")
+    short = {"text_encoder": "TE", "text_encoder_2": "TE2", "unet": "UNet", "vae_decoder": "VAE"}
+    precisions = ["w8a16", "w8a8", "fp16"]
+    body = []
+    for family, by_precision in data["results"].items():
+        row = [family]
+        for precision in precisions:
+            result = by_precision.get(precision)
+            if result is None or result.get("error"):
+                row.append("error" if result else "-")
+                continue
+            comps = {n: c for n, c in result["components"].items() if c.get("htp_db") is not None}
+            worst = min(comps, key=lambda n: comps[n]["htp_db"])
+            gap = [c["calibration_db"] - c["htp_db"] for c in comps.values() if c.get("calibration_db") is not None]
+            row.append(f"{comps[worst]['htp_db']:.1f} ({short.get(worst, worst)})"
+                       + (f", gap {max(gap):+.1f}" if gap else ""))
+        body.append(row)
+    return rows(["family"] + precisions, body) + "\n" + source(data, "qnn_families.json")
+
+
+# ---- the driver ---------------------------------------------------------------------------------------------------
+
+def render_readme(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
+    """(the README with every marked block re-rendered, names of the blocks whose content changed)."""
+    changed: list[str] = []
+
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        if name not in TABLES:
+            raise KeyError(f"README block '{name}' has no renderer in benchmarks/render_readme.py")
+        body = TABLES[name].render(results)
+        if body != match["body"]:
+            changed.append(name)
+        return match.group(1) + body + match.group(4)
+
+    return BLOCK.sub(replace, text), changed
+
+
+def blocks(text: str) -> list[str]:
+    return [m["name"] for m in BLOCK.finditer(text)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when a block differs from its JSON")
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args()
+    text = args.readme.read_text()
+    new, changed = render_readme(text)
+    if args.check:
+        for name in changed:
+            print(f"README block '{name}' differs from {', '.join(TABLES[name].files)}: run benchmarks/render_readme.py",
+                  file=sys.stderr)
+        return 1 if changed else 0
+    args.readme.write_text(new)
+    print(f"rendered {len(blocks(text))} blocks, {len(changed)} changed: {', '.join(changed) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

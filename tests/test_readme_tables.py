@@ -1,0 +1,44 @@
+"""README's measured tables are rendered from benchmarks/results/*.json (benchmarks/render_readme.py): they agree."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import render_readme  # noqa: E402
+
+
+def test_every_readme_table_matches_its_json() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert render_readme.blocks(text), "README has no generated table"
+    _, changed = render_readme.render_readme(text)
+    assert not changed, f"README tables differ from their JSON: {changed}; run python benchmarks/render_readme.py"
+
+
+def test_every_registered_table_is_in_the_readme() -> None:
+    assert set(render_readme.TABLES) <= set(render_readme.blocks((ROOT / "README.md").read_text()))
+
+
+def test_a_changed_figure_is_caught(tmp_path: Path) -> None:
+    """The check is not vacuous: edit one figure in a copy of a JSON and the README no longer agrees."""
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results, ignore=shutil.ignore_patterns("*.png", "*.gz"))
+    data = json.loads((results / "coreml_scale.json").read_text())
+    data["executor"]["step_median_s"] = 49.0  # the figure the README once showed
+    (results / "coreml_scale.json").write_text(json.dumps(data))
+    _, changed = render_readme.render_readme((ROOT / "README.md").read_text(), results)
+    assert changed == ["coreml_scale"]
+
+
+def test_a_block_without_a_renderer_or_json_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="no renderer"):
+        render_readme.render_readme("<!-- measured:nope -->\nx\n<!-- /measured:nope -->\n")
+    with pytest.raises(FileNotFoundError, match="run the benchmark"):
+        render_readme.render_readme("<!-- measured:compression -->\n<!-- /measured:compression -->\n", tmp_path)
