@@ -114,3 +114,18 @@ def test_verify_on_prompts_and_seeds_a_user_chooses(sd15_onnx_build: Path) -> No
 def test_verify_input_errors_are_one_line_exit_2(sd15_onnx_build: Path, args, message) -> None:
     result = CliRunner().invoke(main, ["verify", str(sd15_onnx_build), *args])
     assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_the_image_check_prompts_are_held_out_too() -> None:
+    """benchmarks/prompt_check.py judges images on prompts no compile and no training check has seen."""
+    import sys
+
+    from fusionc.models.shapes_dataset import check_prompts
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import prompt_check
+
+    prompts = prompt_check.heldout_prompts(50)
+    assert len(set(prompts)) == 50
+    assert not set(prompts) & ({s.caption for s in check_prompts(20)} | {p for ps in PROMPTS.values() for p in ps})
+    assert prompt_check.SEED_BASE > 2000 + 12  # beyond every compile seed offset (fusionc.inputs.SEED_OFFSETS)
