@@ -3,7 +3,9 @@
 table (default): compiles the built-in checkpoint (or CHECKPOINT) once per method -- fp16 (no compression),
   palettized 8/6/4 bits, int8 per channel, int4 block-wise (32), mixed-bit at 40/35/30 dB -- for the Core ML
   target (UNet verified through the MIL executor) and reports UNet bytes, UNet PSNR against the fp32 torch
-  UNet on the verification trajectory, and the PSNR of generated images against torch (same prompts, seeds).
+  UNet on the compile's held-out verification set (and on its calibration set; a mixed-bit recipe's PSNR on
+  the selection set it was judged on), and the PSNR of generated images against torch on 3 held-out prompts
+  and seeds (benchmarks/prompt_check.py's).
       python benchmarks/compression.py table [--checkpoint DIR] [--target coreml]
   -> benchmarks/results/compression.json
 
@@ -39,7 +41,14 @@ METHODS: dict[str, dict[str, Any]] = {
     "mixed_35db": {"palettize": "auto:35"},
     "mixed_30db": {"palettize": "auto:30"},
 }
-PROMPTS = ("a red circle on the left", "a blue square at the top", "a green triangle in the center")
+IMAGE_COUNT = 3  # held-out image prompts (prompt_check.heldout_prompts) at seeds prompt_check.SEED_BASE + i
+
+
+def image_prompts() -> list[tuple[str, int]]:
+    """Prompts and seeds of the image comparison: none is a compile's calibration, selection or verification input."""
+    from prompt_check import SEED_BASE, heldout_prompts
+
+    return [(p, SEED_BASE + i) for i, p in enumerate(heldout_prompts(IMAGE_COUNT))]
 
 
 def table(checkpoint: Path | None, target: str, methods: list[str], steps: int, out: Path) -> dict[str, Any]:
@@ -51,8 +60,12 @@ def table(checkpoint: Path | None, target: str, methods: list[str], steps: int, 
     from fusionc.pipeline import compile_checkpoint
     from fusionc.targets import get_target
 
+    from provenance import Provenance
+
+    prov = Provenance.start(checkpoint)
+    prompts = image_prompts()
     reference = torch_runners(checkpoint)
-    ref_images = [run(p, reference, steps=steps, seed=i)[0] for i, p in enumerate(PROMPTS)]
+    ref_images = [run(p, reference, steps=steps, seed=seed)[0] for p, seed in prompts]
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
@@ -70,12 +83,15 @@ def table(checkpoint: Path | None, target: str, methods: list[str], steps: int, 
             base_set = _base_runners(base, target)
             runners.runners.update(base_set)
             runners.runners["unet"] = get_target(target).runner(build, "unet", manifest)
-            images = [run(p, runners, steps=steps, seed=i)[0] for i, p in enumerate(PROMPTS)]
+            images = [run(p, runners, steps=steps, seed=seed)[0] for p, seed in prompts]
             unet = manifest["components"]["unet"]
             compression = unet.get("compression", {})
             scores = [image_psnr(r, t) for r, t in zip(ref_images, images)]
             rows[method] = {
-                "unet_bytes": unet["bytes"], "unet_psnr_db": unet.get("psnr_db"),
+                "unet_bytes": unet["bytes"], "unet_psnr_db": unet.get("psnr_db"),  # held-out verification set
+                "unet_psnr_db_calibration": unet.get("psnr_db_calibration"),
+                "selection_psnr_db": (compression.get("palettize") or {}).get("measured_psnr_db"),  # mixed-bit: judged on
+                "verification_steps": manifest["inputs"]["verification"]["steps"],
                 "image_psnr_db": [round(x, 3) for x in scores], "image_psnr_db_median": round(float(np.median(scores)), 3),
                 "compile_seconds": round(seconds, 1),
                 "compression": {k: v for k, v in (compression.get("palettize") or compression.get("quantize_weights")
@@ -83,8 +99,9 @@ def table(checkpoint: Path | None, target: str, methods: list[str], steps: int, 
             }
             print(method, json.dumps({k: v for k, v in rows[method].items() if k != "compression"}), flush=True)
             result = {"benchmark": "compression_table", "target": target, "checkpoint": str(checkpoint or "built-in"),
-                      "checkpoint_sha256": manifest["checkpoint"]["sha256"], "prompts": PROMPTS, "steps": steps,
-                      "methods": rows, "host": _host()}
+                      "checkpoint_sha256": manifest["checkpoint"]["sha256"], "prompts": [p for p, _ in prompts],
+                      "seeds": [seed for _, seed in prompts], "steps": steps, "inputs": manifest["inputs"],
+                      "methods": rows, "host": _host(), "provenance": prov.finish()}
             out.write_text(json.dumps(result, indent=1) + "\n")  # after each method: a crash keeps the rows
     return result
 

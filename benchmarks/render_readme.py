@@ -136,10 +136,14 @@ def render_compression(results: Path) -> str:
     for name, m in data["methods"].items():
         info = m.get("compression") or {}
         bits = info.get("average_bits") or {"int8": 8.0, "int4": 4.0}.get(info.get("dtype"), 16.0)
-        body.append([name, f"{m['unet_bytes'] / 1e6:.2f} MB", f"{bits:.2f}", f"{m['unet_psnr_db']:.1f} dB",
+        calib = m.get("unet_psnr_db_calibration")
+        body.append([name, f"{m['unet_bytes'] / 1e6:.2f} MB", f"{bits:.2f}",
+                     f"{m['unet_psnr_db']:.1f} dB" + ("" if calib is None else f" ({calib:.1f})"),
+                     "-" if m.get("selection_psnr_db") is None else f"{m['selection_psnr_db']:.1f} dB",
                      f"{m['image_psnr_db_median']:.1f} dB"])
     n = len(data["prompts"])
-    return rows(["method", "UNet bytes", "avg bits", "UNet PSNR", f"image PSNR (median of {n})"], body) + "\n" + \
+    return rows(["method", "UNet bytes", "avg bits", "UNet PSNR, held out (calibration set)",
+                 "search's PSNR (selection set)", f"image PSNR (median of {n})"], body) + "\n" + \
         source(data, "compression.json")
 
 
