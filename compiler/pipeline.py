@@ -178,9 +178,11 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
             manifest["components"][name]["psnr_db"] = scores.pop("psnr_db")
             manifest["components"][name]["psnr_by_output"] = scores
             if calibration.outputs.get(name):  # the inputs it was tuned on: the gap to psnr_db is the generalization gap
-                feeds = calibration.feeds[name]
+                picks = _spread(len(calibration.feeds[name]), len(verification.feeds[name]))  # as many as verified
+                feeds = [calibration.feeds[name][i] for i in picks]
                 with stage(f"{name}: PSNR on the calibration set", timings):
-                    scores = compare(runner, calibration.outputs[name], track(feeds, "calibration inputs", total=len(feeds)))
+                    scores = compare(runner, [calibration.outputs[name][i] for i in picks],
+                                     track(feeds, "calibration inputs", total=len(feeds)))
                 manifest["components"][name]["psnr_db_calibration"] = scores["psnr_db"]
             del runner
         manifest["timings"] = timings
@@ -190,6 +192,13 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         buildfs.write_json(build / buildfs.MANIFEST, manifest)
     gates.enforce(results, manifest)
     return manifest
+
+
+def _spread(n: int, count: int) -> list[int]:
+    """`count` indices spread evenly over range(n), first and last included (all of them when count >= n)."""
+    if count >= n:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})
 
 
 def _export(spec: Any, options: CompileOptions) -> ir.Model:

@@ -136,7 +136,8 @@ def test_compile_sd15_end_to_end(tiny_pipeline, tmp_path: Path) -> None:
     from fusionc.pipeline import compile_checkpoint
 
     options = CompileOptions(target="coreml", attention="split_einsum_v2", min_psnr=35.0, verify_steps=1,
-                             verify_prompts=1, bundle="swift", attention_chunk=16)  # 64 queries: 4 chunks
+                             verify_prompts=1, calibration_steps=1, calibration_prompts=1, bundle="swift",
+                             attention_chunk=16)  # 64 queries: 4 chunks
     build = tmp_path / "build"
     manifest = compile_checkpoint(tiny_pipeline("sd15"), options, build)
     for name, component in manifest["components"].items():
