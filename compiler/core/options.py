@@ -113,6 +113,7 @@ OPTION_TARGETS: dict[str, tuple[str, ...]] = {
     # QNN quantization, remedies and context building
     "precision": ("qnn",),
     "calibration_samples": ("qnn",),
+    "selection_samples": ("qnn",),
     "qnn_range_margin": ("qnn",),
     "qnn_fp16_attention": ("qnn",),
     "qnn_target_db": ("qnn",),
