@@ -44,6 +44,8 @@ class Interface:
 
 def component_of(graph: ir.Graph) -> str:
     names = {v.name for v in graph.inputs}
+    if {"sample", "timestep", "controlnet_cond"} <= names:  # Apple's ControlNet: the UNet's contract + the image
+        return "controlnet"
     if {"sample", "timestep"} <= names:
         return "unet"
     if "input_ids" in names:
@@ -59,8 +61,9 @@ def plan(graph: ir.Graph) -> Interface:
     kind = component_of(graph)
     outs = {v.name for v in graph.outputs}
     it = Interface(kind)
-    if kind == "unet":
-        it.outputs["out_sample"] = "noise_pred"
+    if kind in ("unet", "controlnet"):  # ControlNet outputs keep their names: additional_residual_*
+        if kind == "unet":
+            it.outputs["out_sample"] = "noise_pred"
         it.bc1s_inputs.append("encoder_hidden_states")
     elif kind == "text_encoder":
         it.float_inputs.append("input_ids")
@@ -76,7 +79,7 @@ def plan(graph: ir.Graph) -> Interface:
 
 
 def _batch(kind: str) -> int:
-    return UNET_BATCH if kind == "unet" else 1
+    return UNET_BATCH if kind in ("unet", "controlnet") else 1
 
 
 class AdoptCoreMLInterfacePass(ir.passes.InPlacePass):
@@ -99,7 +102,7 @@ class AdoptCoreMLInterfacePass(ir.passes.InPlacePass):
             if value.shape is None:
                 continue
             dims = list(value.shape)
-            if value.name == "timestep" and it.component == "unet":
+            if value.name == "timestep" and it.component in ("unet", "controlnet"):
                 dims = [batch]
             elif dims and not isinstance(dims[0], int):
                 dims[0] = batch

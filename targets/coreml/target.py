@@ -21,8 +21,17 @@ from fusionc.core.options import CompileOptions
 from fusionc.targets.base import ComponentContext, LoweredComponent, PassEntry
 
 APPLE_NAMES = {"text_encoder": "TextEncoder", "text_encoder_2": "TextEncoder2", "unet": "Unet",
-               "vae_decoder": "VAEDecoder", "vae_encoder": "VAEEncoder"}
+               "vae_decoder": "VAEDecoder", "vae_encoder": "VAEEncoder", "controlnet": "ControlNet"}
 ATTENTION = ("original", "split_einsum", "split_einsum_v2")
+
+
+def apple_name(component: str, model: ir.Model) -> str:
+    """The package name the Swift package loads: a UNet that takes ControlNet residuals is `ControlledUnet`
+    (ControlledUnetChunk1/2), which it loads instead of Unet when ControlNets are named; a ControlNet is placed
+    under Resources/controlnet/ by `--bundle swift` (targets/coreml/bundle.py)."""
+    if component == "unet" and any(v.name.startswith("additional_residual_") for v in model.graph.inputs):
+        return "ControlledUnet"
+    return APPLE_NAMES.get(component, component)
 
 
 def precision(options: CompileOptions) -> str:
@@ -106,7 +115,7 @@ class CoreMLTarget:
 
         options = ctx.options
         interface = read_interface(model) or plan(model.graph)
-        base = APPLE_NAMES.get(ctx.name, ctx.name)
+        base = apple_name(ctx.name, model)
         inputs = _interface_info(model.graph.inputs)
         outputs = _interface_info(model.graph.outputs)
         output_names = [v.name for v in model.graph.outputs]
