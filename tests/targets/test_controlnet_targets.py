@@ -20,7 +20,7 @@ def test_coreml_controlnet_and_controlled_unet(tiny_pipeline, tmp_path: Path) ->
 
     from fusionc.pipeline import compile_checkpoint
 
-    options = CompileOptions(target="coreml", components=COMPONENTS, min_psnr=35.0, verify_steps=2,
+    options = CompileOptions(target="coreml", components=COMPONENTS, min_psnr=35.0, verify_steps=1,
                              verify_prompts=1, bundle="swift")
     build = tmp_path / "tiny-controlnet"
     manifest = compile_checkpoint(tiny_pipeline("controlnet"), options, build)
@@ -51,7 +51,7 @@ def test_coreml_controlnet_and_controlled_unet(tiny_pipeline, tmp_path: Path) ->
 def test_qnn_controlnet_and_unet_are_separate_contexts(tiny_pipeline, tmp_path: Path) -> None:
     from fusionc.pipeline import compile_checkpoint
 
-    options = CompileOptions(target="qnn", components=COMPONENTS, min_psnr=35.0, verify_steps=2, verify_prompts=1,
+    options = CompileOptions(target="qnn", components=COMPONENTS, min_psnr=35.0, verify_steps=1, verify_prompts=1,
                              calibration_samples=4)
     build = tmp_path / "qnn"
     manifest = compile_checkpoint(tiny_pipeline("controlnet"), options, build)
