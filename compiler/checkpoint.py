@@ -46,6 +46,9 @@ NOT_MODELS = ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler")
 
 # fusionc.models' pipeline, found by path: fusionc.models imports the driver (its training script), not the reverse
 BUILTIN_CHECKPOINT = Path(__file__).parent / "models" / "tiny_sd"
+# the built-in pipeline + its trained ControlNet (the other folders link to tiny_sd's): `builtin:controlnet`
+BUILTIN_CONTROLNET = Path(__file__).parent / "models" / "tiny_controlnet"
+BUILTIN_NAMES = {"builtin": BUILTIN_CHECKPOINT, "builtin:controlnet": BUILTIN_CONTROLNET}
 
 
 @dataclass
@@ -88,10 +91,11 @@ class Checkpoint:
 
 
 def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Checkpoint:
-    """Load a pipeline folder or a single component folder; None loads the built-in tiny pipeline."""
+    """Load a pipeline folder or a single component folder; None (or `builtin`) loads the built-in tiny pipeline,
+    `builtin:controlnet` the same with its trained ControlNet."""
     if path is None:
         path = BUILTIN_CHECKPOINT
-    path = Path(path)
+    path = BUILTIN_NAMES.get(str(path), Path(path))
     if not path.exists():
         raise BadInputError(f"checkpoint '{path}' does not exist: pass a diffusers pipeline or component folder")
     if not path.is_dir():
@@ -273,7 +277,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def checkpoint_sha256(path: Path) -> str:
     """A content hash over every file of the checkpoint (relative path + bytes), streamed."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    files = [Path(root) / name for root, _, names in os.walk(path, followlinks=True) for name in names]  # links too
+    for file in sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts):
         digest.update(str(file.relative_to(path)).encode())
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
