@@ -97,6 +97,22 @@ def render_compile_scale_unet(results: Path) -> str:
             f" benchmarks/results/compile_scale_onnx_unet.json)\n")
 
 
+@table("layout_regression", "layout_regression.json")
+def render_layout_regression(results: Path) -> str:
+    data = load(results, "layout_regression.json")
+    med, ratio = data["median"], data["after_over_before"]
+    body = [[f"{side} ({data['revisions'][side][:7]})", f"{med[side]['cpu_seconds']:.1f}",
+             f"{med[side]['wall_seconds']:.1f}", f"{med[side]['peak_rss_bytes'] / 1e9:.2f}"]
+            for side in ("before", "after")]
+    body.append(["after / before", f"{ratio['cpu_seconds']:.3f}", f"{ratio['wall_seconds']:.3f}",
+                 f"{ratio['peak_rss_bytes']:.3f}"])
+    loads = [r["load_before_after"][0] for side in ("before", "after") for r in data["runs"][side]]
+    return (rows(["SD-1.5 UNet onnx compile, median of " + str(len(data["runs"]["after"])), "CPU s", "wall s",
+                  "peak RSS GB"], body)
+            + f"\n(alternating runs in one session, load average {min(loads):.0f}-{max(loads):.0f}: wall seconds follow"
+            " the load, CPU seconds do not; same bytes and PSNR; benchmarks/results/layout_regression.json)\n")
+
+
 @table("coreml_scale", "coreml_scale.json")
 def render_coreml_scale(results: Path) -> str:
     data = load(results, "coreml_scale.json")
