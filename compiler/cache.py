@@ -1,10 +1,16 @@
 """`fusionc compile --cache DIR`: a content-hash cache of each component's exported and optimized ONNX.
 
-Two stages are cached per component, each under the SHA-256 of everything that decides its bytes:
+Three stages are cached per component, each under the SHA-256 of everything that decides its bytes:
 
     export     checkpoint sha256, component, image size, opset, library versions, export/checkpoint source hash
+    generic    the export key and the generic passes' sources (they read no option: every target and variant
+               starts from this graph)
     optimized  the export key, target, device, every compile option except the ones that only gate or
                report (min_psnr, max_size, max_latency_ms, latency_steps, verify), passes/targets source hash
+
+and one per input set of a compile (fusionc.inputs: calibration, selection, verification), the inputs and fp32
+torch outputs of every component call along its trajectories (checkpoint, components, image size, the set's
+prompts, seeds and steps, versions, sources), so that a fleet of variants, or a second compile, runs torch once.
 
 so a changed checkpoint, option, library or line of fusionc misses, and nothing stale is ever reused. Entries
 are written to a temporary folder and renamed into place (concurrent compiles sharing a cache are safe: the
@@ -25,6 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
 from fusionc.buildfs import _alive
@@ -37,7 +44,11 @@ LIBRARIES = ("fusionc", "torch", "onnx", "onnx-ir", "onnxscript", "onnxruntime",
 GATE_ONLY = ("min_psnr", "max_size", "max_latency_ms", "latency_steps", "verify")
 # The modules each stage's output depends on: a change to their sources invalidates that stage's entries.
 EXPORT_SOURCES = ("fusionc.export", "fusionc.checkpoint")
+GENERIC_SOURCES = ("fusionc.passes.generic", "fusionc.passes.entry", "fusionc.core", "fusionc.pipeline")
 OPTIMIZE_SOURCES = ("fusionc.passes", "fusionc.targets", "fusionc.core")
+TRAJECTORY_SOURCES = ("fusionc.trajectory", "fusionc.inputs", "fusionc.export", "fusionc.checkpoint",
+                      "fusionc.controlnet")
+ARRAYS = "arrays.npz"
 
 
 @lru_cache(maxsize=1)
@@ -72,6 +83,18 @@ def export_key(checkpoint_sha: str, name: str, image: tuple[int, int], options: 
     return _hash({"stage": "export", "checkpoint": checkpoint_sha, "component": name, "image": list(image),
                   "opset": options.opset, "seed": options.seed, "versions": versions(),
                   "sources": source_hash(EXPORT_SOURCES)})
+
+
+def generic_key(export: str) -> str:
+    return _hash({"stage": "generic", "export": export, "sources": source_hash(GENERIC_SOURCES)})
+
+
+def inputs_key(checkpoint_sha: str, names: list[str], image: tuple[int, int], spec: Any,
+               options: CompileOptions) -> str:
+    """One input set (fusionc.inputs.InputSpec: role, prompts, seeds, steps) recorded from torch."""
+    return _hash({"stage": "inputs", "checkpoint": checkpoint_sha, "components": sorted(names), "image": list(image),
+                  "role": spec.role, "prompts": list(spec.prompts), "seeds": list(spec.seeds), "steps": spec.steps,
+                  "seed": options.seed, "versions": versions(), "sources": source_hash(TRAJECTORY_SOURCES)})
 
 
 def optimized_key(export: str, options: CompileOptions, device: str | None) -> str:
@@ -120,7 +143,25 @@ class ComponentCache:
             return None
         return Hit(model, meta)
 
+    def load_arrays(self, key: str) -> dict[str, np.ndarray] | None:
+        """Named arrays stored by store_arrays (in their stored order), or None."""
+        entry = self._entry(key)
+        try:
+            meta = json.loads((entry / META).read_text())
+            if meta.get("key") != key:
+                return None
+            with np.load(entry / ARRAYS, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except Exception:  # noqa: BLE001 - absent or damaged: a miss
+            return None
+
+    def store_arrays(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self._store(key, meta, lambda tmp: np.savez(tmp / ARRAYS, **arrays))
+
     def store(self, key: str, model: ir.Model, meta: dict[str, Any]) -> None:
+        self._store(key, meta, lambda tmp: ir.save(model, tmp / MODEL, external_data=MODEL + ".data"))
+
+    def _store(self, key: str, meta: dict[str, Any], write: Any) -> None:
         """Write atomically; a full disk or a race with another compile only costs the entry."""
         entry = self._entry(key)
         if (entry / META).is_file():
@@ -129,7 +170,7 @@ class ComponentCache:
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            ir.save(model, tmp / MODEL, external_data=MODEL + ".data")
+            write(tmp)
             (tmp / META).write_text(json.dumps({"key": key, **meta}, indent=1, default=str))
             entry.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, entry)

@@ -13,9 +13,11 @@ lowering. Read tensors own their memory, so each one frees its bytes when the co
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -88,6 +90,79 @@ class Checkpoint:
             names.remove("controlnet")
             names.insert(names.index("unet") if "unet" in names else len(names), "controlnet")
         return names
+
+    def weight_bytes(self, folder: str) -> int:
+        """Bytes of a folder's torch weights (0 when absent), without loading a lazy module."""
+        if isinstance(self.models, LazyModels):
+            return self.models.weight_bytes(folder)
+        return module_bytes(self.models.get(folder))
+
+    def shareable(self, allow_pickle: bool = False) -> "Checkpoint":
+        """The same checkpoint with its modules loaded again from disk on first use (none held here).
+
+        A fleet loads the checkpoint once, records what every variant needs from torch into the cache (the
+        trajectory, the exports), then hands each variant this view: it is small to pickle (configs and paths,
+        no weights), and a variant whose stages all hit the cache never loads a module."""
+        view = copy.copy(self)
+        sizes = {f: self.weight_bytes(f) for f in self.models}
+        view.models = LazyModels(self.path, dict(self.classes), self.model_index is not None, allow_pickle, sizes)
+        return view
+
+
+def module_bytes(module: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
+
+
+class LazyModels(MutableMapping):
+    """Torch modules by folder, each loaded from the checkpoint folder when first read (Checkpoint.shareable)."""
+
+    def __init__(self, path: Path, classes: dict[str, str], pipeline: bool, allow_pickle: bool,
+                 sizes: dict[str, int]) -> None:
+        self.path, self.classes, self.pipeline, self.allow_pickle = Path(path), classes, pipeline, allow_pickle
+        self.sizes = dict(sizes)
+        self.loaded: dict[str, torch.nn.Module] = {}
+        self.loads = 0  # modules read from disk (tests check that a fleet's cached variants read none)
+
+    def __getitem__(self, folder: str) -> torch.nn.Module:
+        if folder not in self.sizes:
+            raise KeyError(folder)
+        if folder not in self.loaded:
+            where = self.path / folder if self.pipeline else self.path
+            self.loaded[folder] = load_component(where, self.allow_pickle, expected_class=self.classes.get(folder))
+            self.loads += 1
+        return self.loaded[folder]
+
+    def __setitem__(self, folder: str, module: torch.nn.Module) -> None:
+        self.sizes[folder] = module_bytes(module)
+        self.loaded[folder] = module
+
+    def __delitem__(self, folder: str) -> None:
+        del self.sizes[folder]
+        self.loaded.pop(folder, None)
+
+    def pop(self, folder: str, *default: Any) -> Any:  # type: ignore[override]
+        """Forget a folder without loading it: returns its module if it was loaded, else None."""
+        if folder not in self.sizes:
+            if default:
+                return default[0]
+            raise KeyError(folder)
+        del self.sizes[folder]
+        return self.loaded.pop(folder, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.sizes))
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __contains__(self, folder: object) -> bool:
+        return folder in self.sizes
+
+    def weight_bytes(self, folder: str) -> int:
+        return self.sizes.get(folder, 0)
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled to a Ray worker: paths and sizes, never weights
+        return {**self.__dict__, "loaded": {}, "loads": 0}
 
 
 def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Checkpoint:

@@ -137,6 +137,13 @@ def main(debug: bool) -> None:
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write a JSON report (manifest, gates, timings).")
 @click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write JUnit XML: one test case per component and gate.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Reuse exported/optimized ONNX from this folder.")
+@click.option("--variant", default=None, help="Fleet: build only this [[variant]] of the --config file.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where a fleet's variants (and the passes' probes) run: this process, or Ray tasks.")
+@click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
+              help="Ray cluster for --executor ray [default: $RAY_ADDRESS, else a local Ray started for the run].")
+@click.option("--plot", type=click.Path(path_type=Path), default=None,
+              help="Fleet: write a PNG of build size vs estimated latency, PSNR as colour.")
 @click.pass_context
 @handle_errors
 def compile_command(ctx: click.Context, **params: Any) -> None:
@@ -149,11 +156,27 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
     from fusionc.report import build_report, write_reports
 
     start = time.perf_counter()
+    from fusionc.config import read_variants
+
+    tables = read_variants(Path(params["config_file"]).resolve()) if params.get("config_file") else []
+    if tables or params.get("variant"):
+        return _compile_fleet(ctx, params, tables)
     settings = resolve(ctx, params)
     reports = settings.report is not None or settings.junit is not None
+    executor = None
+    if settings.executor == "ray":  # one build: the passes' probes and evaluations run as Ray tasks
+        from fusionc.ray_executor import RayTaskExecutor, ray_session
+
+        executor = RayTaskExecutor()
     try:
-        manifest = compile_checkpoint(settings.checkpoint, settings.options, settings.out,
-                                      config=settings.manifest_entry(), cache_dir=settings.cache)
+        if executor is not None:
+            with ray_session(settings.ray_address):
+                manifest = compile_checkpoint(settings.checkpoint, settings.options, settings.out,
+                                              config=settings.manifest_entry(), cache_dir=settings.cache,
+                                              executor=executor)
+        else:
+            manifest = compile_checkpoint(settings.checkpoint, settings.options, settings.out,
+                                          config=settings.manifest_entry(), cache_dir=settings.cache)
     except GateFailedError as err:  # the build is written; report, show it, then exit 1
         if reports:
             write_reports(settings.report, settings.junit,
@@ -174,6 +197,48 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
         write_reports(settings.report, settings.junit,
                       build_report(manifest, gates, settings.out, None, time.perf_counter() - start))
     _print_summary(manifest, settings.out)
+
+
+def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict[str, Any]]) -> None:
+    """`fusionc compile --config F` with [[variant]] tables: build them all (or --variant NAME), one report."""
+    from click.core import ParameterSource
+
+    from fusionc.config import resolve
+    from fusionc.core.errors import BadInputError, CheckFailedError
+    from fusionc.fleet import run_fleet
+    from fusionc.fleet_report import print_table, write
+
+    if not tables:
+        raise BadInputError("--variant needs a --config file with [[variant]] tables")
+    if ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE:
+        raise BadInputError("--out names one build; a fleet writes each variant to its own out (set out in [[variant]])")
+    wanted = params.get("variant")
+    if wanted is not None:
+        tables = [t for t in tables if t["name"] == wanted]
+        if not tables:
+            names = ", ".join(t["name"] for t in read_variants_names(params))
+            raise BadInputError(f"--variant '{wanted}' is not in {params['config_file']}: choose one of {names}")
+    shared = resolve(ctx, params)
+    variants = [resolve(ctx, params, table) for table in tables]
+
+    def done(result: Any) -> None:
+        mark = {"passed": "done", "failed": "FAILED (gate)", "error": "ERROR"}[result.status]
+        click.echo(f"[fusionc] variant {result.name}: {mark} in {result.wall_s:.1f} s on {result.executor} "
+                   f"{result.node}" + (f": {result.error}" if result.error else ""), err=True)
+
+    report = run_fleet(shared.checkpoint, variants, shared.cache, shared.executor, shared.ray_address, done,
+                       shared.options.allow_pickle)
+    write(report, shared.report, shared.junit, shared.plot)
+    print_table(report)
+    if report["exit_code"]:
+        failed = report["failed"]
+        raise CheckFailedError(f"{len(failed)} of {len(report['variants'])} variants failed: {', '.join(failed)}")
+
+
+def read_variants_names(params: dict[str, Any]) -> list[dict[str, Any]]:
+    from fusionc.config import read_variants
+
+    return read_variants(Path(params["config_file"]).resolve())
 
 
 def _print_summary(manifest: dict[str, Any], out: Path) -> None:

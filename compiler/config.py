@@ -23,6 +23,10 @@ directory. Precedence: defaults < the file < flags given on the command line (de
     junit = "reports/compile.xml"
 
 The effective configuration (every value, where each came from) is written into the manifest under "config".
+
+A fleet (fusionc.fleet) adds `[[variant]]` tables: each holds a `name` and any option of one build (target,
+device, precision, palettize, out, ...); the tables above hold what the variants share. Precedence for a
+variant: defaults < the shared tables < flags on the command line < the variant's own keys.
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ from click.core import ParameterSource
 
 from fusionc.core.errors import BadInputError
 from fusionc.gates import parse_budget
-from fusionc.core.options import ALL_COMPONENTS, CompileOptions, check_target_options
+from fusionc.core.options import ALL_COMPONENTS, CompileOptions, check_target_options, foreign_options
 
 SECTIONS = ("compile", "gates", "report", "verify", "coreml", "compression", "qnn")
 ALIASES = {"json": "report", "verify": "no_verify"}  # file name -> CLI parameter name
-PATH_KEYS = ("checkpoint", "out", "report", "junit", "cache", "recipe")
+PATH_KEYS = ("checkpoint", "out", "report", "junit", "cache", "recipe", "plot")
 MAPPED = {"verify": "no_verify"}  # CompileOptions fields whose flag has another name
 
 
@@ -55,7 +59,7 @@ def file_only_fields(command: click.Command) -> dict[str, type | None]:
             if f.default_factory is dataclasses.MISSING else dict
             for f in dataclasses.fields(CompileOptions) if f.name not in flags and f.name not in MAPPED}
 NOT_OPTIONS = ("checkpoint", "out", "report", "junit", "cache", "config_file", "components", "no_verify",
-               "max_size", "max_latency_ms")
+               "max_size", "max_latency_ms", "plot", "executor", "ray_address", "variant")
 
 
 @dataclass
@@ -71,6 +75,10 @@ class CompileSettings:
     config_file: Path | None = None
     config_sha256: str | None = None
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> "command line" | "config file"
+    variant: str | None = None  # the [[variant]] this build is, in a fleet
+    plot: Path | None = None  # fleet: size vs estimated latency PNG
+    executor: str = "local"  # fleet: local | ray
+    ray_address: str | None = None
 
     def manifest_entry(self) -> dict[str, Any]:
         """The effective configuration, for manifest["config"]."""
@@ -84,6 +92,9 @@ class CompileSettings:
             "junit": None if self.junit is None else str(self.junit),
             "from_config_file": sorted(k for k, s in self.sources.items() if s == "config file"),
             "from_command_line": sorted(k for k, s in self.sources.items() if s == "command line"),
+            **({"variant": self.variant,
+                "from_variant": sorted(k for k, s in self.sources.items() if s.startswith("variant"))}
+               if self.variant else {}),
         }
 
 
@@ -92,16 +103,56 @@ def _normalize(key: str) -> str:
     return ALIASES.get(key, key)
 
 
-def read_config(path: Path) -> dict[str, Any]:
-    """The file's values by parameter name (raw TOML values, paths made absolute)."""
+def _load_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInputError(f"config file '{path}' does not exist")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise BadInputError(f"config file '{path}' is not valid TOML: {err}") from err
+
+
+VARIANT_ONLY = ("name",)
+NOT_PER_VARIANT = ("checkpoint", "cache", "report", "junit", "config_file", "allow_pickle", "plot", "executor",
+                   "ray_address")
+
+
+def read_variants(path: Path) -> list[dict[str, Any]]:
+    """The file's [[variant]] tables (raw values by parameter name, paths made absolute); [] when none."""
+    tables = _load_toml(path).get("variant", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise BadInputError(f"config file '{path}': write each variant as a [[variant]] table")
+    variants = []
+    for i, table in enumerate(tables):
+        flat = {_normalize(k): v for k, v in table.items()}
+        name = flat.get("name")
+        if not isinstance(name, str) or not name.strip() or "/" in name:
+            raise BadInputError(f"config file '{path}': variant {i + 1} needs a name (a word, no '/')")
+        for key in NOT_PER_VARIANT:
+            if key in flat:
+                raise BadInputError(f"config file '{path}': variant '{name}' sets '{key}': it is shared by the "
+                                    "fleet, set it in [compile]")
+        if "no_verify" in flat:
+            flat["no_verify"] = not flat["no_verify"] if isinstance(flat["no_verify"], bool) else flat["no_verify"]
+        if isinstance(flat.get("out"), str):
+            flat["out"] = (path.parent / flat["out"]).resolve()
+        if isinstance(flat.get("recipe"), str):
+            flat["recipe"] = (path.parent / flat["recipe"]).resolve()
+        variants.append(flat)
+    names = [v["name"] for v in variants]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise BadInputError(f"config file '{path}': two variants are named '{dup}': names must be unique")
+    return variants
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The file's shared values by parameter name (raw TOML values, paths made absolute); [[variant]] aside."""
+    data = _load_toml(path)
     flat: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "variant":
+            continue
         items = value.items() if isinstance(value, dict) and key in SECTIONS else [(key, value)]
         for name, item in items:
             name = _normalize(name)
@@ -130,8 +181,8 @@ def _convert(command: click.Command, ctx: click.Context, name: str, value: Any, 
                                 f"{kind.__name__}")
         return value
     params = {p.name: p for p in command.params}
-    if name not in params or name == "config_file":
-        known = sorted({p.name for p in command.params if p.name != "config_file"} | set(file_only))
+    if name not in params or name in ("config_file", "variant"):
+        known = sorted({p.name for p in command.params if p.name not in ("config_file", "variant")} | set(file_only))
         raise BadInputError(f"config file '{path}': unknown option '{name}' (known: {', '.join(known)})")
     if name == "components" and isinstance(value, list):
         value = ",".join(map(str, value))
@@ -161,8 +212,10 @@ def parse_components(value: str | None) -> tuple[str, ...] | None:
     return names or None
 
 
-def resolve(ctx: click.Context, params: dict[str, Any]) -> CompileSettings:
-    """Merge the config file (if any) under the flags given explicitly, and build the CompileSettings."""
+def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] | None = None) -> CompileSettings:
+    """Merge the config file (if any) under the flags given explicitly, and build the CompileSettings.
+
+    `variant`: one [[variant]] table of the file (read_variants), whose keys override everything else."""
     params = dict(params)
     config_file = params.pop("config_file", None)
     sources = {k: "command line" for k in params if ctx.get_parameter_source(k) in
@@ -178,6 +231,12 @@ def resolve(ctx: click.Context, params: dict[str, Any]) -> CompileSettings:
                 continue  # the command line wins
             sources[name] = "config file"
             (extra if name in file_only_fields(ctx.command) else params).__setitem__(name, value)
+    for name, raw in (variant or {}).items():
+        if name in VARIANT_ONLY:
+            continue
+        value = _convert(ctx.command, ctx, name, raw, config_file)
+        sources[name] = f"variant {variant['name']}"
+        (extra if name in file_only_fields(ctx.command) else params).__setitem__(name, value)
     try:
         max_size = parse_budget(params.get("max_size") or None, "--max-size")
         max_latency = parse_budget(params.get("max_latency_ms") or None, "--max-latency-ms")
@@ -189,10 +248,17 @@ def resolve(ctx: click.Context, params: dict[str, Any]) -> CompileSettings:
     options = CompileOptions(components=parse_components(params.get("components")),
                              verify=not params.get("no_verify", False), max_size=max_size,
                              max_latency_ms=max_latency, **values, **extra)
+    if variant is not None:  # a shared key the variant's target does not honour is for the other variants
+        shared = {MAPPED.get(k, k) for k, s in sources.items() if s == "config file"}
+        defaults = CompileOptions()
+        options = dataclasses.replace(options, **{name: getattr(defaults, name) for name in
+                                                  foreign_options(options, shared) if name in shared})
     # a target's foreign option (e.g. --palettize with --target qnn) is refused here, before any work
-    given = {MAPPED.get(k, k) for k in sources}
-    where = {MAPPED.get(k, k): f"config file '{config_file}'" for k, s in sources.items() if s == "config file"}
+    given = {MAPPED.get(k, k) for k, s in sources.items() if variant is None or s != "config file"}
+    where = {MAPPED.get(k, k): (f"config file '{config_file}'" if s == "config file" else s)
+             for k, s in sources.items() if s != "command line"}
     check_target_options(options, given, where)
-    out = params.get("out") or Path("build") / options.target
+    out = params.get("out") or Path("build") / (variant["name"] if variant else options.target)
     return CompileSettings(params.get("checkpoint"), Path(out), options, params.get("report"), params.get("junit"),
-                           params.get("cache"), config_file, digest, sources)
+                           params.get("cache"), config_file, digest, sources, variant["name"] if variant else None,
+                           params.get("plot"), params.get("executor") or "local", params.get("ray_address"))

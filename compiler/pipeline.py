@@ -22,7 +22,7 @@ import fusionc
 from fusionc import buildfs, gates
 from fusionc import cache as cache_keys
 from fusionc.cache import ComponentCache
-from fusionc.checkpoint import Checkpoint, load_checkpoint
+from fusionc.checkpoint import Checkpoint, load_checkpoint, module_bytes
 from fusionc.core.devices import get_device
 from fusionc.core.errors import BadInputError
 from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify` imports it from here)
@@ -31,12 +31,15 @@ from fusionc.core.memory import forget_removed_values, release_freed_memory
 from fusionc.core.options import (ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions, check_target_options,
                                   options_in_effect)
 from fusionc.core.progress import STAGE_PEAK_RSS_MB, stage, track
-from fusionc.core.reproducible import reset_name_state, strip_host_paths
+from fusionc.core.reproducible import reset_name_state, strip_fold_provenance, strip_host_paths
 from fusionc.targets import get_target
 from fusionc.core.context import ComponentContext
+from fusionc.core.executor import SERIAL, TaskExecutor
+from fusionc.core.numerics import Feeds
 from fusionc.passes.entry import PassEntry, enabled
 from fusionc.core.context import CALIBRATION, SELECTION, VERIFICATION
-from fusionc.inputs import InputSet, input_sets, needed_roles, role_spec
+from fusionc.input_cache import cached_input_sets, missing_sets
+from fusionc.inputs import InputSet, needed_roles, role_spec
 from fusionc.verify import compare, reference_outputs
 
 
@@ -91,11 +94,16 @@ def select_components(checkpoint: Checkpoint, options: CompileOptions, target: A
 
 
 def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, out: Path,
-                       config: dict[str, Any] | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
+                       config: dict[str, Any] | None = None, cache_dir: Path | None = None, *,
+                       checkpoint: Checkpoint | None = None, executor: TaskExecutor | None = None,
+                       estimate: bool = False) -> dict[str, Any]:
     """Compile and verify; returns the manifest. Raises GateFailedError (exit 1) after writing when a gate fails.
 
     `config`: the effective configuration (fusionc.config) stored in the manifest; `cache_dir`: --cache,
-    else the FUSIONC_CACHE environment variable, else no cache.
+    else the FUSIONC_CACHE environment variable, else no cache. `checkpoint`: one already loaded (a fleet's
+    shared view, Checkpoint.shareable) instead of loading `checkpoint_path`; `executor`: where the passes'
+    independent measurements run (fusionc.core.executor; default in this process); `estimate`: record the cost
+    model's latency estimate of every component even without a latency gate (fleet reports).
     """
     cache_dir = cache_dir or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
     target = get_target(options.target)
@@ -108,11 +116,10 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     timings: dict[str, float] = {}
     component_cache = ComponentCache(cache_dir) if cache_dir is not None else None
     with stage("load checkpoint", timings):
-        checkpoint = load_checkpoint(checkpoint_path, options.allow_pickle)
+        checkpoint = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path, options.allow_pickle)
     names = select_components(checkpoint, options, target)
     height, width = image_size(checkpoint, options)
-    with stage("reference trajectories (torch)", timings):
-        sets = input_sets(checkpoint, options, names, needed_roles(target, options))
+    sets = cached_input_sets(checkpoint, options, names, needed_roles(target, options), component_cache, timings)
     _release_torch_modules(checkpoint, names)
     empty = InputSet(role_spec(options, VERIFICATION))
     verification, calibration, selection = (sets.get(r, empty) for r in (VERIFICATION, CALIBRATION, SELECTION))
@@ -135,21 +142,22 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         scratch = Path(scratch_dir)
         order = _largest_first(checkpoint, names)
         for name in order:
-            spec = component_spec(checkpoint, name, options)
+            spec = LazySpec(checkpoint, name, options)
             for judged in (verification, calibration) if options.verify else ():
                 if name not in judged.outputs and judged.feeds.get(name):
                     with stage(f"{name}: torch reference outputs ({judged.spec.role})", timings):
-                        judged.outputs[name] = reference_outputs(spec.reference, judged.feeds[name])
-            ctx = ComponentContext(name, options, scratch / name, calibration.feeds.get(name, []), spec.reference,
-                                   selection.feeds.get(name, []))
+                        judged.outputs[name] = reference_outputs(spec().reference, judged.feeds[name])
+            reference = RecordedReference([s_ for s_ in (calibration, selection, verification)], name, spec)
+            ctx = ComponentContext(name, options, scratch / name, calibration.feeds.get(name, []), reference,
+                                   selection.feeds.get(name, []), executor=executor or SERIAL)
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
             model, records, cached = _export_and_optimize(spec, target, ctx, timings, component_cache,
                                                           (checkpoint.sha256, (height, width), device))
-            estimate = gates.estimate_latency(model, name, device, options) if options.max_latency_ms else None
+            latency = gates.estimate_latency(model, name, device, options) if options.max_latency_ms or estimate else None
             # Past the passes the torch module is not needed (its reference outputs are computed): free it before
             # the lowering, so a target that saves the graph and drops its weights (qnn) frees them for real.
             ctx = dataclasses.replace(ctx, reference=None)
-            del spec
+            del spec, reference
             freed = _release_torch_modules(checkpoint, order[order.index(name) + 1:])
             with stage(f"{name}: lower to {options.target}", timings):
                 lowered = target.lower(model, build, ctx)
@@ -163,8 +171,8 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
                 "passes": [r.to_json() for r in records]}
             if cached:
                 manifest["components"][name]["cache"] = cached
-            if estimate is not None:
-                manifest["components"][name]["latency_estimate"] = estimate
+            if latency is not None:
+                manifest["components"][name]["latency_estimate"] = latency
             if fp16_report:
                 manifest["components"][name]["fp16_safety"] = json.loads(fp16_report)
             manifest["passes"] += [{"component": name, **r.to_json()} for r in records]
@@ -208,39 +216,125 @@ def _export(spec: Any, options: CompileOptions) -> ir.Model:
     return model
 
 
-def _optimize(model: ir.Model, target: Any, ctx: ComponentContext) -> list[PassRecord]:
-    records = run_passes(model, target.pipeline(ctx.options), ctx)
+class LazySpec:
+    """component_spec on first call: a compile whose export comes from the --cache never touches the torch module."""
+
+    def __init__(self, checkpoint: Checkpoint, name: str, options: CompileOptions) -> None:
+        self.checkpoint, self.name, self.options, self.spec = checkpoint, name, options, None
+
+    def __call__(self) -> Any:
+        if self.spec is None:
+            self.spec = component_spec(self.checkpoint, self.name, self.options)
+        return self.spec
+
+
+class RecordedReference:
+    """The fp32 torch reference of one component: the outputs recorded along the input sets' trajectories for
+    their own inputs (the same values torch returns: the trajectory ran the same module on them), torch itself
+    (loaded on first use) for any other input."""
+
+    def __init__(self, sets: list[Any], name: str, spec: LazySpec) -> None:
+        self.known = {id(f): o for s in sets for f, o in zip(s.feeds.get(name, []), s.outputs.get(name, []))}
+        self.spec = spec
+
+    def __call__(self, feeds: Feeds) -> Feeds:
+        found = self.known.get(id(feeds))
+        return found if found is not None else self.spec().reference(feeds)
+
+
+def _run_stage(model: ir.Model, entries: list[PassEntry], ctx: ComponentContext) -> list[PassRecord]:
+    records = run_passes(model, entries, ctx)
     forget_removed_values(model)  # the weights the passes replaced would stay pinned through the lowering
-    reset_name_state(model)  # lowering then names alike whether the passes ran or came from the --cache
+    strip_fold_provenance(model)  # the folder's notes differ between a graph kept in memory and one from the --cache
+    reset_name_state(model)  # later passes and the lowering name alike whether these ran or came from the --cache
     return records
 
 
-def _export_and_optimize(spec: Any, target: Any, ctx: ComponentContext, timings: dict[str, float],
+def split_generic(entries: list[PassEntry]) -> tuple[list[PassEntry], list[PassEntry]]:
+    """(the generic passes every target starts with, the target's own): the first part is cached per export."""
+    from fusionc.passes.generic import default_pipeline
+
+    names = [e.name for e in default_pipeline()]
+    if [e.name for e in entries[:len(names)]] == names:
+        return entries[:len(names)], entries[len(names):]
+    return [], entries
+
+
+def _export_and_optimize(spec: LazySpec, target: Any, ctx: ComponentContext, timings: dict[str, float],
                          cache: ComponentCache | None, key_parts: tuple) -> tuple[ir.Model, list[PassRecord], str | None]:
-    """Export + the target's passes, or their cached result (--cache): (model, pass records, cache status)."""
+    """Export, the generic passes and the target's passes, or their cached results (--cache):
+    (model, pass records, cache status). The generic stage is shared by every target and option set."""
     name, options = spec.name, ctx.options
+    generic, specific = split_generic(target.pipeline(options))
     if cache is None:
         with stage(f"{name}: export", timings):
-            model = _export(spec, options)
+            model = _export(spec(), options)
         with stage(f"{name}: passes", timings):
-            return model, _optimize(model, target, ctx), None
+            return model, _run_stage(model, generic, ctx) + _run_stage(model, specific, ctx), None
     checkpoint_sha, image, device = key_parts
     export_key = cache_keys.export_key(checkpoint_sha, name, image, options)
+    generic_key = cache_keys.generic_key(export_key)
     optimized_key = cache_keys.optimized_key(export_key, options, device.name if device else None)
     hit = cache.load(optimized_key)
     if hit is not None:
         timings[f"{name}: optimized ONNX from the cache"] = 0.0
         return hit.model, [PassRecord(**r) for r in hit.meta["passes"]], "hit: optimized"
-    exported = cache.load(export_key)
-    with stage(f"{name}: export" + (" (from the cache)" if exported else ""), timings):
-        model = exported.model if exported else _export(spec, options)
-        if exported is None:
-            cache.store(export_key, model, {"stage": "export", "component": name})
+    model, records, status = _generic_model(spec, ctx, timings, cache, export_key, generic_key, generic)
     with stage(f"{name}: passes", timings):
-        records = _optimize(model, target, ctx)
+        records += _run_stage(model, specific, ctx)
     cache.store(optimized_key, model, {"stage": "optimized", "component": name,
                                        "passes": [dataclasses.asdict(r) for r in records]})
+    return model, records, status
+
+
+def _generic_model(spec: LazySpec, ctx: ComponentContext, timings: dict[str, float], cache: ComponentCache,
+                   export_key: str, generic_key: str, generic: list[PassEntry]) -> tuple[ir.Model, list[PassRecord], str]:
+    """The exported graph after the generic passes: from the cache, or exported (or loaded) and optimized."""
+    name = spec.name
+    hit = cache.load(generic_key)
+    if hit is not None:
+        timings[f"{name}: generic passes from the cache"] = 0.0
+        return hit.model, [PassRecord(**r) for r in hit.meta["passes"]], "hit: generic"
+    exported = cache.load(export_key)
+    with stage(f"{name}: export" + (" (from the cache)" if exported else ""), timings):
+        model = exported.model if exported else _export(spec(), ctx.options)
+        if exported is None:
+            cache.store(export_key, model, {"stage": "export", "component": name})
+    with stage(f"{name}: generic passes", timings):
+        records = _run_stage(model, generic, ctx)
+    cache.store(generic_key, model, {"stage": "generic", "component": name,
+                                     "passes": [dataclasses.asdict(r) for r in records]})
     return model, records, "hit: export" if exported else "miss"
+
+
+def prepare_shared(checkpoint: Checkpoint, variants: list[CompileOptions], cache: ComponentCache,
+                   timings: dict[str, float]) -> dict[str, int]:
+    """A fleet's shared work, done once before any variant: every input set (torch trajectories) the variants
+    ask for, and each component's export and generic passes, all into `cache`. Returns how many of each were
+    computed (not found in the cache); `trajectories` counts input sets."""
+    done = {"trajectories": 0, "exports": 0, "generic": 0}
+    seen: set[str] = set()
+    for options in variants:
+        target = get_target(options.target)
+        names = select_components(checkpoint, options, target)
+        image = image_size(checkpoint, options)
+        missing = missing_sets(checkpoint, options, names, needed_roles(target, options), cache)
+        if missing:
+            cached_input_sets(checkpoint, options, names, tuple(missing), cache, timings)
+            done["trajectories"] += len(missing)
+        for name in names:
+            export_key = cache_keys.export_key(checkpoint.sha256, name, image, options)
+            generic_key = cache_keys.generic_key(export_key)
+            if generic_key in seen or (cache.root / generic_key[:2] / generic_key / "meta.json").is_file():
+                continue
+            seen.add(generic_key)
+            generic, _ = split_generic(get_target(options.target).pipeline(options))
+            ctx = ComponentContext.for_options(options, name)
+            _, _, status = _generic_model(LazySpec(checkpoint, name, options), ctx, timings, cache,
+                                          export_key, generic_key, generic)
+            done["exports"] += status == "miss"
+            done["generic"] += 1
+    return done
 
 
 def _vae_scaling_factor(checkpoint: Checkpoint) -> float | None:
@@ -254,16 +348,12 @@ def _torch_folder(component: str) -> str:
     return "vae" if component.startswith("vae") else component
 
 
-def _torch_bytes(module: Any) -> int:
-    return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
-
-
 def _largest_first(checkpoint: Checkpoint, names: list[str]) -> list[str]:
     """Build order: the component with the most torch weights first. Every module not yet built stays resident,
     so the UNet's export and lowering (the peak at SD scale) should not also wait behind the others: building
     the text encoder first kept 3.4 GB of UNet weights resident through its lowering (8.2 GB peak)."""
     def weight_bytes(name: str) -> int:
-        return _torch_bytes(checkpoint.models.get(_torch_folder(name)))
+        return checkpoint.weight_bytes(_torch_folder(name))
     return sorted(names, key=weight_bytes, reverse=True)  # stable: ties keep the checkpoint's order
 
 
@@ -272,7 +362,7 @@ def _release_torch_modules(checkpoint: Checkpoint, remaining: list[str]) -> int:
     needed = {_torch_folder(n) for n in remaining}
     freed = 0
     for folder in [f for f in checkpoint.models if f not in needed]:
-        freed += _torch_bytes(checkpoint.models.pop(folder))
+        freed += module_bytes(checkpoint.models.pop(folder))
     if freed >= RELEASE_NOW_BYTES:
         release_freed_memory()
     return freed

@@ -77,13 +77,20 @@ def test_cache_hits_give_the_same_bytes(tiny_pipeline, two_builds: tuple[Path, P
     # gate-only options do not change what is cached
     gated = compile_checkpoint(ckpt, options(max_size={"total": 100.0}), tmp_path / "gated", cache_dir=store)
     assert {c["cache"] for c in gated["components"].values()} == {"hit: optimized"}
-    for meta in list(store.rglob("meta.json")):  # drop the optimized stage: the export is reused, the passes rerun
+    for meta in list(store.rglob("meta.json")):  # drop the optimized stage: the generic graph is reused
         if json.loads(meta.read_text())["stage"] == "optimized":
+            shutil.rmtree(meta.parent)
+    generic = compile_checkpoint(ckpt, options(), tmp_path / "generic-hit", cache_dir=store)
+    assert {c["cache"] for c in generic["components"].values()} == {"hit: generic"}
+    assert [p["name"] for p in generic["passes"]] == [p["name"] for p in first["passes"]]
+    for meta in list(store.rglob("meta.json")):  # drop both pass stages: the export is reused, the passes rerun
+        if json.loads(meta.read_text())["stage"] in ("optimized", "generic"):
             shutil.rmtree(meta.parent)
     third = compile_checkpoint(ckpt, options(), tmp_path / "export-hit", cache_dir=store)
     assert {c["cache"] for c in third["components"].values()} == {"hit: export"}
+    assert "reference trajectory (from the cache)" in third["timings"]
     reference = artifacts(two_builds[0])
-    for name in ("miss", "hit", "export-hit"):
+    for name in ("miss", "hit", "generic-hit", "export-hit"):
         assert artifacts(tmp_path / name) == reference, name
 
 

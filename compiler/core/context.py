@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+from fusionc.core.executor import SERIAL
 from fusionc.core.numerics import Feeds
 from fusionc.core.options import CompileOptions
 
@@ -29,6 +30,7 @@ class ComponentContext:
     calibration_feeds: list[Feeds] = field(default_factory=list)
     reference: Callable[[Feeds], Feeds] | None = None  # the fp32 torch module under the same interface
     selection_feeds: list[Feeds] = field(default_factory=list)
+    executor: Any = field(default=SERIAL)  # where independent measurements run (fusionc.core.executor.TaskExecutor)
 
     @classmethod
     def for_options(cls, options: CompileOptions, name: str = "unet") -> "ComponentContext":

@@ -142,6 +142,27 @@ def strip_host_paths(model: ir.Model) -> int:
     return removed
 
 
+FOLD_PROVENANCE = "pkg.onnxscript.optimizer.folded_from"
+
+
+def strip_fold_provenance(model: ir.Model) -> int:
+    """Drop the constant folder's provenance notes (the names a folded value came from); returns how many.
+
+    onnxscript's folder lists the values it folded through, and which are still reachable differs between a graph
+    kept in memory and the same graph loaded from the --cache (values an earlier stage removed): the same
+    passes gave the same nodes with different notes, so builds differed by cache state. They are debug notes only.
+    """
+    removed = 0
+    for graph in [model.graph, *(function.graph for function in model.functions.values())]:
+        values = list(graph.inputs) + list(graph.initializers.values())
+        for node in graph.all_nodes():
+            values += list(node.outputs)
+        for value in values:
+            if value is not None and value.metadata_props.pop(FOLD_PROVENANCE, None) is not None:
+                removed += 1
+    return removed
+
+
 def reset_name_state(model: ir.Model) -> None:
     """Give every graph the name bookkeeping it would have after `ir.load`: counters at 0, current names taken.
 

@@ -40,6 +40,7 @@ import onnx_ir as ir
 
 from fusionc.core.context import ComponentContext
 from fusionc.core.errors import BadInputError
+from fusionc.core.executor import SERIAL, TaskExecutor
 from fusionc.core.numerics import Feeds, psnr_from_mse
 from fusionc.passes.compression import lut as lutlib
 from fusionc.passes.ane.interface import artifact_feeds, read_interface
@@ -154,10 +155,27 @@ class WeightSession:
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.proto = proto.SerializeToString()  # small: the weights are inputs; kept to rebuild in another process
+        self.threads = threads
+        self.session = ort.InferenceSession(self.proto, options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.dense = {w.value.name: w.value.const_value.numpy() for w in weights}
         self.adapter = InterfaceAdapter(model)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for an executor's worker (fusionc.core.executor): everything but the onnxruntime session."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("session", "weights")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        self.__dict__.update(state)
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(self.proto, options, providers=["CPUExecutionProvider"])
+        self.weights = {}
 
     def __call__(self, feeds: Feeds, overrides: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
         results: list[list[np.ndarray]] = []
@@ -292,11 +310,13 @@ class Calibration:
 
 def search(model: ir.Model, calibration: Calibration, target_db: float, *, granularity: str = "per_tensor",
            group_size: int = 16, min_elements: int = 2048, include_embeddings: bool = False,
-           budget_seconds: float = DEFAULT_SEARCH_SECONDS, probe_count: int = 2, rounds: int = 5) -> Recipe:
+           budget_seconds: float = DEFAULT_SEARCH_SECONDS, probe_count: int = 2, rounds: int = 5,
+           executor: TaskExecutor = SERIAL) -> Recipe:
     """Find the recipe with the fewest average bits whose measured output PSNR is >= target_db.
 
     Time: the probes get what the budget leaves after reserving 3 verification rounds on a 2-input subset
-    of the trajectory and one confirmation on all of it (the PSNR that is reported and gated).
+    of the trajectory and one confirmation on all of it (the PSNR that is reported and gated). `executor` runs
+    the probes (fusionc.core.executor; the same gains wherever they run).
     """
     start = time.perf_counter()
     if not calibration.feeds:
@@ -353,11 +373,12 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
             w.value.dtype.numpy())
 
     gains: dict[str, float] = {}
-    from fusionc.core.progress import track
-
-    for members in track(groups, "mixed-bit search: layer sensitivity"):
-        overrides = {w.value.name: dense(w, PROBE_BITS) for w in members}
-        mse = _mse([_flat(session(f, overrides)) for f in probes], probe_base)
+    # the probes are independent: the executor may run them anywhere (a Ray cluster), in chunks
+    jobs = [[(w.value.name, w.out_axis, groups_of[w.layer], w.value.dtype.numpy()) for w in members]
+            for members in groups]
+    mses = executor.map(_probe_setup, _probe_mse, Probes(session, probes, probe_base), jobs,
+                        "mixed-bit search: layer sensitivity")
+    for members, mse in zip(groups, mses):
         weight_error = sum(errors[w.layer][PROBE_BITS] for w in members)
         for w in members:
             gains[w.layer] = mse / weight_error if weight_error > 0 else 0.0
@@ -435,6 +456,27 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
                   round(psnr, 3), round(avg, 4), info)
 
 
+@dataclass
+class Probes:
+    """What every sensitivity probe shares: the weight-input session and the probe inputs with their outputs."""
+
+    session: WeightSession
+    inputs: list[Feeds]
+    base: list[np.ndarray]
+
+
+def _probe_setup(probes: Probes) -> Probes:
+    return probes
+
+
+def _probe_mse(probes: Probes, group: list[tuple[str, int | None, Any, Any]]) -> float:
+    """Output MSE with one group of layers palettized at PROBE_BITS (the group's weights, by input name)."""
+    dense = probes.session.dense
+    overrides = {name: lutlib.palettize(dense[name], PROBE_BITS, axis, grouping).dense(dtype)
+                 for name, axis, grouping, dtype in group}
+    return _mse([_flat(probes.session(f, overrides)) for f in probes.inputs], probes.base)
+
+
 def _spread_indices(n: int, count: int) -> list[int]:
     """`count` indices spread evenly over range(n) (first and last included)."""
     return sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
@@ -482,6 +524,7 @@ class MixedBitPalettizePass(ir.passes.InPlacePass):
         self.budget_seconds = budget_seconds
         self.calibration = (Calibration(list(ctx.calibration_feeds), ctx.reference, list(ctx.selection_feeds))
                             if ctx is not None else None)
+        self.executor = ctx.executor if ctx is not None else SERIAL
         self.recipe: Recipe | None = None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -494,7 +537,8 @@ class MixedBitPalettizePass(ir.passes.InPlacePass):
                 raise BadInputError("--palettize auto:DB needs the component's trajectory inputs (verification on)")
             recipe = search(model, self.calibration, float(self.target_db), granularity=self.granularity,
                             group_size=self.group_size, min_elements=self.min_elements,
-                            include_embeddings=self.include_embeddings, budget_seconds=self.budget_seconds)
+                            include_embeddings=self.include_embeddings, budget_seconds=self.budget_seconds,
+                            executor=self.executor)
             if self.recipe_path is not None:
                 save_recipe(self.recipe_path, self.component, recipe)
         self.recipe = recipe

@@ -85,7 +85,8 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         peaks["calibrate"] = _peak_mb()
         start = time.perf_counter()
         config, report = choose_config(float_path, stats, selection,
-                                       QuantConfig.for_precision(options.precision, options.qnn_range_margin), ctx.name, options)
+                                       QuantConfig.for_precision(options.precision, options.qnn_range_margin), ctx.name, options,
+                                       ctx.executor)
         timings["remedies_s"] = time.perf_counter() - start
         peaks["remedies"] = _peak_mb()
         if config.float_nodes:  # fp16 islands: the HTP runs the float ops in fp16

@@ -19,7 +19,8 @@
 
 Each evaluation costs one quantization and one fake-quant run of the component (seconds on the built-in
 model); `--qnn-remedy-rounds` bounds their number, 0 disables the
-measured part, and `extra["qnn_remedy_seconds"]` their total time.
+measured part, and `--qnn-remedy-seconds` their total time. The group tests of one round are independent: they
+go through the component's executor (fusionc.core.executor), so `--executor ray` runs them side by side.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ import copy
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
 
+from fusionc.core.executor import SERIAL, TaskExecutor
 from fusionc.core.numerics import Feeds, outputs_psnr
 
 from fusionc.targets.qnn.calibrate import SegmentedModel, TensorStats
@@ -110,7 +113,8 @@ def group_search(candidates: list[str], only_low, measure_high: float, target: f
                  log: list) -> list[str]:
     """Which candidates to raise so the output reaches `target` dB, by adaptive group testing.
 
-    `only_low(group)` is the PSNR with every candidate raised except `group`; each group's excess noise over
+    `only_low(groups)` is, for each group, the PSNR with every candidate raised except that group (the groups
+    of one round are measured together, so an executor can run them side by side); each group's excess noise over
     the all-raised graph (`measure_high` dB) estimates what it contributes, noise powers add across layers.
     The noisiest group is split in halves until the budget is spent (8 groups, then 2 evaluations per split),
     then the noisiest groups are raised until the predicted noise of the rest fits the target with a 2x
@@ -120,9 +124,8 @@ def group_search(candidates: list[str], only_low, measure_high: float, target: f
     base = _noise(measure_high)
     size = max(1, math.ceil(len(candidates) / 8))
     leaves = []
-    for i in range(0, len(candidates), size):
-        group = candidates[i:i + size]
-        db = only_low(group)
+    first = [candidates[i:i + size] for i in range(0, len(candidates), size)]
+    for group, db in zip(first, only_low(first)):
         leaves.append((max(_noise(db) - base, 0.0), group))
         log.append({"group": len(group), "db": round(db, 2)})
     budget -= len(leaves)
@@ -135,8 +138,8 @@ def group_search(candidates: list[str], only_low, measure_high: float, target: f
             break
         leaves.remove(leaf)
         half = len(leaf[1]) // 2
-        for group in (leaf[1][:half], leaf[1][half:]):
-            db = only_low(group)
+        halves = [leaf[1][:half], leaf[1][half:]]
+        for group, db in zip(halves, only_low(halves)):
             leaves.append((max(_noise(db) - base, 0.0), group))
             log.append({"group": len(group), "db": round(db, 2)})
         budget -= 2
@@ -152,10 +155,34 @@ def group_search(candidates: list[str], only_low, measure_high: float, target: f
     return chosen
 
 
-def choose_config(float_path: Path, stats: dict[str, TensorStats], feeds: list[Feeds], config: QuantConfig,
-                  name: str, options: Any) -> tuple[QuantConfig, dict[str, Any]]:
-    """The remedied config and a report of what was raised and why (stored in the manifest)."""
+@dataclass
+class Trial:
+    """What every remedy evaluation shares: the float model, its ranges, the inputs and the fp32 outputs."""
+
+    float_path: Path
+    stats: dict[str, TensorStats]
+    feeds: list[Feeds]
+    reference: Any
+
+
+def _trial_setup(trial: Trial) -> Trial:
+    return trial
+
+
+def _trial_psnr(trial: Trial, config: QuantConfig) -> float:
+    """Quantize with `config` and measure the fake-quant graph's PSNR against the float one."""
     from fusionc.targets.qnn.quantize import quantize, save_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        qdq_path = Path(tmp) / "trial.qdq.onnx"
+        save_model(quantize(trial.float_path, trial.stats, config), qdq_path)
+        return outputs_psnr(trial.reference, SegmentedModel(qdq_path).run(trial.feeds, lambda *_: None, set()))
+
+
+def choose_config(float_path: Path, stats: dict[str, TensorStats], feeds: list[Feeds], config: QuantConfig,
+                  name: str, options: Any, executor: TaskExecutor = SERIAL) -> tuple[QuantConfig, dict[str, Any]]:
+    """The remedied config and a report of what was raised and why (stored in the manifest). `executor` runs
+    the group tests of one round side by side (fusionc.core.executor; the same results wherever they run)."""
     from fusionc.targets.qnn.rules import PASSTHROUGH
 
     gate = options.min_psnr if options.min_psnr else 35.0
@@ -168,66 +195,66 @@ def choose_config(float_path: Path, stats: dict[str, TensorStats], feeds: list[F
     if budget <= 0:
         return config, report
     quantized = {n.name for n in quantized_nodes(model.graph, config)}
-    reference = SegmentedModel(float_path).run(feeds, lambda *_: None, set())
-    with tempfile.TemporaryDirectory() as tmp:
-        qdq_path = Path(tmp) / "trial.qdq.onnx"
+    trial = Trial(float_path, stats, feeds, SegmentedModel(float_path).run(feeds, lambda *_: None, set()))
 
-        def measure(cfg: QuantConfig) -> float:
-            save_model(quantize(float_path, stats, cfg), qdq_path)
-            return outputs_psnr(reference, SegmentedModel(qdq_path).run(feeds, lambda *_: None, set()))
+    def measure(cfg: QuantConfig) -> float:
+        return _trial_psnr(trial, cfg)
 
-        start = time.perf_counter()
-        score = measure(config)
-        report["initial_db"] = round(score, 2)
-        per_eval = time.perf_counter() - start
-        budget = min(budget - 1, int(seconds / max(per_eval, 1e-3)))  # at SD scale one evaluation takes minutes
-        report["evaluation_s"] = round(per_eval, 2)
-        phases = [  # (remedy, which nodes qualify, how to raise a set of them)
-            ("16-bit activations",
-             lambda n, c: n.op_type not in PASSTHROUGH and c.node_bits.get(n.name, c.activation_bits) < 16,
-             lambda c, names: c.node_bits.update({n: 16 for n in names})),
-            ("16-bit weights",
-             lambda n, c: n.op_type in WEIGHTED and c.weight_bits_by_node.get(n.name, c.weight_bits) < 16,
-             lambda c, names: c.weight_bits_by_node.update({n: 16 for n in names})),
-        ]
-        for what, qualifies, raise_ in phases:
-            if score >= target or budget <= 0:
-                break
-            candidates = [n.name for n in model.graph if n.name in quantized and qualifies(n, config)]
-            if not candidates:
-                continue
+    def measure_many(configs: list[QuantConfig]) -> list[float]:
+        return executor.map(_trial_setup, _trial_psnr, trial, configs)
 
-            def raised(names: list[str], base: QuantConfig = config) -> QuantConfig:
-                trial = copy.deepcopy(base)
-                raise_(trial, names)
-                return trial
+    start = time.perf_counter()
+    score = measure(config)
+    report["initial_db"] = round(score, 2)
+    per_eval = time.perf_counter() - start
+    budget = min(budget - 1, int(seconds / max(per_eval, 1e-3)))  # at SD scale one evaluation takes minutes
+    report["evaluation_s"] = round(per_eval, 2)
+    phases = [  # (remedy, which nodes qualify, how to raise a set of them)
+        ("16-bit activations",
+         lambda n, c: n.op_type not in PASSTHROUGH and c.node_bits.get(n.name, c.activation_bits) < 16,
+         lambda c, names: c.node_bits.update({n: 16 for n in names})),
+        ("16-bit weights",
+         lambda n, c: n.op_type in WEIGHTED and c.weight_bits_by_node.get(n.name, c.weight_bits) < 16,
+         lambda c, names: c.weight_bits_by_node.update({n: 16 for n in names})),
+    ]
+    for what, qualifies, raise_ in phases:
+        if score >= target or budget <= 0:
+            break
+        candidates = [n.name for n in model.graph if n.name in quantized and qualifies(n, config)]
+        if not candidates:
+            continue
 
-            high = measure(raised(candidates))
+        def raised(names: list[str], base: QuantConfig = config) -> QuantConfig:
+            cfg = copy.deepcopy(base)
+            raise_(cfg, names)
+            return cfg
+
+        high = measure(raised(candidates))
+        budget -= 1
+        entry: dict[str, Any] = {"remedy": what, "candidates": len(candidates), "all_raised_db": round(high, 2)}
+        report["search"].append(entry)
+        if high < target or budget < 10:  # this remedy alone cannot get there (or no budget): take it all
+            if high > score:
+                config, score = raised(candidates), high
+                entry["raised"] = len(candidates)
+            continue
+        log: list = []
+        chosen = group_search(candidates, lambda groups: measure_many(
+            [raised([n for n in candidates if n not in g]) for g in groups]), high, target, budget - 2, log)
+        budget -= len(log)
+        entry["groups"] = log
+        while True:  # verify the prediction; raise more of the ranking until it holds
+            db = measure(raised(chosen))
             budget -= 1
-            entry: dict[str, Any] = {"remedy": what, "candidates": len(candidates), "all_raised_db": round(high, 2)}
-            report["search"].append(entry)
-            if high < target or budget < 10:  # this remedy alone cannot get there (or no budget): take it all
-                if high > score:
-                    config, score = raised(candidates), high
-                    entry["raised"] = len(candidates)
-                continue
-            log: list = []
-            chosen = group_search(candidates, lambda g: measure(raised([n for n in candidates if n not in g])),
-                                  high, target, budget - 2, log)
-            budget -= len(log)
-            entry["groups"] = log
-            while True:  # verify the prediction; raise more of the ranking until it holds
-                db = measure(raised(chosen))
-                budget -= 1
-                if db >= target or len(chosen) >= len(candidates) or budget <= 0:
-                    break
-                more = [n for n in candidates if n not in chosen][: max(1, len(chosen) // 2)]
-                chosen += more
-            if db < target:
-                chosen, db = candidates, high
-            config, score = raised(chosen), db
-            entry["raised"] = chosen if len(chosen) <= 64 else f"{len(chosen)} nodes"
-            entry["db"] = round(db, 2)
+            if db >= target or len(chosen) >= len(candidates) or budget <= 0:
+                break
+            more = [n for n in candidates if n not in chosen][: max(1, len(chosen) // 2)]
+            chosen += more
+        if db < target:
+            chosen, db = candidates, high
+        config, score = raised(chosen), db
+        entry["raised"] = chosen if len(chosen) <= 64 else f"{len(chosen)} nodes"
+        entry["db"] = round(db, 2)
     report["final_db"] = round(score, 2)
     report["nodes_16bit_activations"] = sum(1 for b in config.node_bits.values() if b >= 16)
     report["nodes_16bit_weights"] = len(config.weight_bits_by_node)

@@ -15,8 +15,8 @@ def test_group_search_finds_the_noisy_layers() -> None:
     noise.update({"n3": 1e-3, "n40": 3e-4, "n41": 2e-4})  # three layers carry most of the 8-bit noise
     high_db = 50.0
 
-    def only_low(group: list[str]) -> float:  # PSNR with every node raised except `group`
-        return -10 * math.log10(10 ** (-high_db / 10) + sum(noise[n] for n in group))
+    def only_low(groups: list[list[str]]) -> list[float]:  # per group: PSNR with every node raised except it
+        return [-10 * math.log10(10 ** (-high_db / 10) + sum(noise[n] for n in group)) for group in groups]
 
     log: list = []
     chosen = group_search(names, only_low, high_db, target=40.0, budget=40, log=log)

@@ -1,0 +1,258 @@
+"""Fleet builds: many variants of one model from one fusionc.toml, the shared work done once.
+
+    [compile]                        what the variants share: checkpoint, cache, gates, verification
+    checkpoint = "models/my-sd15"
+    [gates]
+    min_psnr = 35
+    [[variant]]                      one build each: name, target, device, precision / palettize / ..., out
+    name = "iphone15-6bit"
+    target = "coreml"
+    device = "iphone-15-pro"
+    palettize = "6"
+
+`fusionc compile --config fusionc.toml` builds every variant (`--variant NAME`: one). The driver loads the
+checkpoint once and puts into the cache (--cache, else a temporary one beside the builds) what every variant
+needs from torch and from the export: the reference trajectory of each distinct trajectory, each component's
+export and its generic passes (fusionc.pipeline.prepare_shared). Then each variant runs only its own target
+passes, lowering, calibration and verification, on a checkpoint view that holds no weights
+(Checkpoint.shareable): N variants cost one load, one trajectory and one export plus N lowerings.
+
+Executors: `local` (default) builds the variants one after another in this process; `ray`
+(fusionc.ray_executor) runs each variant as a Ray task on a local Ray started for the run or on a cluster
+(--ray-address / RAY_ADDRESS), and the passes' independent measurements as tasks too. Builds go to each
+variant's `out` through buildfs (atomic), so artifacts move through the file system, never the driver. A
+variant that fails (a gate, bad input found late, an internal error) fails alone: the others finish, the fleet
+exits 1 and the report names the error. The results are the same bytes whichever executor built them.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import socket
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from fusionc import buildfs
+from fusionc.config import CompileSettings
+from fusionc.core.errors import BadInputError, FusioncError
+from fusionc.core.executor import SERIAL, TaskExecutor
+from fusionc.core.options import CompileOptions
+from fusionc.core.progress import stage
+from fusionc.gates import calls_per_image
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class VariantJob:
+    """One variant, as a worker receives it (plain data: pickled to Ray tasks)."""
+
+    name: str
+    out: Path
+    options: CompileOptions
+    config: dict[str, Any]
+    cache: Path
+
+
+@dataclass
+class VariantResult:
+    """One variant's outcome: what the fleet report shows."""
+
+    name: str
+    target: str
+    device: str | None
+    out: str
+    status: str  # passed | failed (a gate) | error
+    exit_code: int
+    error: str | None = None
+    bytes: int | None = None
+    worst_psnr_db: float | None = None
+    latency_ms_per_step: float | None = None  # UNet, one guidance step (batch 2), cost model on the device
+    latency_ms_per_generation: float | None = None  # text encoders x2 + steps x UNet + VAE decoder
+    latency_steps: int = 8
+    latency_reason: str | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    wall_s: float = 0.0
+    executor: str = "local"
+    node: str = ""
+    pid: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def jobs_for(variants: list[CompileSettings], cache: Path) -> list[VariantJob]:
+    return [VariantJob(s.variant or s.options.target, Path(s.out).resolve(), s.options, s.manifest_entry(), cache)
+            for s in variants]
+
+
+def check_fleet(variants: list[CompileSettings]) -> None:
+    """Bad input for any variant is exit 2 for the fleet, before any work: devices, outs, name clashes."""
+    from fusionc.core.devices import get_device
+    from fusionc.targets import get_target
+
+    outs: dict[Path, str] = {}
+    for settings in variants:
+        where = f"variant '{settings.variant}'"
+        try:
+            get_target(settings.options.target)
+            get_device(settings.options.device, settings.options.target)
+            buildfs.check_out(Path(settings.out))
+        except BadInputError as err:
+            raise BadInputError(f"{where}: {err}") from None
+        out = Path(settings.out).resolve()
+        if out in outs:
+            raise BadInputError(f"variants '{outs[out]}' and '{settings.variant}' both write '{out}': give each its own out")
+        outs[out] = settings.variant or ""
+
+
+def build_variant(job: VariantJob, checkpoint: Any, executor: TaskExecutor = SERIAL, where: str = "local",
+                  node: str | None = None) -> VariantResult:
+    """Compile one variant from the shared checkpoint view and cache; every failure becomes its result."""
+    from fusionc.gates import GateFailedError
+    from fusionc.pipeline import compile_checkpoint
+
+    start = time.perf_counter()
+    options = job.options
+    result = VariantResult(job.name, options.target, options.device, str(job.out), "passed", 0,
+                           latency_steps=options.latency_steps, executor=where,
+                           node=node or socket.gethostname(), pid=os.getpid())
+    manifest = None
+    try:
+        manifest = compile_checkpoint(None, options, job.out, config=job.config, cache_dir=job.cache,
+                                      checkpoint=checkpoint.shareable(options.allow_pickle), executor=executor,
+                                      estimate=True)
+    except GateFailedError as err:
+        manifest, result.status, result.exit_code, result.error = err.manifest, "failed", 1, str(err)
+    except FusioncError as err:
+        result.status, result.exit_code, result.error = "error", err.exit_code, str(err)
+    except Exception as err:  # noqa: BLE001 - one variant's internal error must not stop the fleet
+        first = str(err).splitlines()[0] if str(err) else ""
+        result.status, result.exit_code, result.error = "error", 3, f"internal error: {type(err).__name__}: {first}"
+        result.timings["traceback"] = traceback.format_exc()[-4000:]  # type: ignore[assignment]
+    result.wall_s = round(time.perf_counter() - start, 3)
+    if manifest:
+        summarize(result, manifest)
+    return result
+
+
+def summarize(result: VariantResult, manifest: dict[str, Any]) -> None:
+    """Bytes, worst PSNR, estimated latencies and gates of a finished build, into its result."""
+    components = manifest.get("components", {})
+    result.device = manifest.get("device")
+    result.bytes = sum(c.get("bytes", 0) for c in components.values())
+    scores = [c["psnr_db"] for c in components.values() if c.get("psnr_db") is not None]
+    result.worst_psnr_db = min(scores) if scores else None
+    result.gates = list(manifest.get("gates", []))
+    result.timings = {**manifest.get("timings", {}), **result.timings}
+    estimates = {n: c.get("latency_estimate") or {} for n, c in components.items()}
+    result.components = {n: {"bytes": c.get("bytes"), "psnr_db": c.get("psnr_db"), "cache": c.get("cache"),
+                              "latency_ms": estimates[n].get("ms")} for n, c in components.items()}
+    missing = [n for n, e in estimates.items() if e.get("ms") is None and calls_per_image(n, result.latency_steps)]
+    if missing:
+        result.latency_reason = estimates[missing[0]].get("reason", "no estimate")
+    if estimates.get("unet", {}).get("ms") is not None:
+        result.latency_ms_per_step = estimates["unet"]["ms"]
+    if not missing and any(calls_per_image(n, result.latency_steps) for n in estimates):
+        result.latency_ms_per_generation = round(sum(e["ms"] * calls_per_image(n, result.latency_steps)
+                                                     for n, e in estimates.items()
+                                                     if calls_per_image(n, result.latency_steps)), 3)
+
+
+def prepare(checkpoint_path: Path | None, jobs: list[VariantJob], allow_pickle: bool,
+            timings: dict[str, float]) -> tuple[Any, dict[str, int], dict[str, str]]:
+    """Load once, put the shared work into the cache; (weightless view, counts computed, per-variant errors)."""
+    from fusionc.cache import ComponentCache
+    from fusionc.checkpoint import load_checkpoint
+    from fusionc.core.memory import release_freed_memory
+    from fusionc.pipeline import prepare_shared
+
+    with stage("fleet: load checkpoint", timings):
+        checkpoint = load_checkpoint(checkpoint_path, allow_pickle)
+    cache = ComponentCache(jobs[0].cache)
+    counts = {"trajectories": 0, "exports": 0, "generic": 0}
+    errors: dict[str, str] = {}
+    with stage("fleet: shared work (trajectory, export, generic passes)", timings):
+        for job in jobs:
+            try:
+                done = prepare_shared(checkpoint, [job.options], cache, timings)
+            except FusioncError as err:  # this variant asks for something the checkpoint lacks: it fails alone
+                errors[job.name] = str(err)
+                continue
+            except Exception as err:  # noqa: BLE001 - an internal error in one variant's shared work
+                errors[job.name] = f"internal error: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+                continue
+            counts = {k: counts[k] + done[k] for k in counts}
+    view = checkpoint.shareable(allow_pickle)
+    del checkpoint
+    release_freed_memory()
+    return view, counts, errors
+
+
+def run_local(jobs: list[VariantJob], view: Any, on_result: Callable[[VariantResult], None]) -> list[VariantResult]:
+    results = []
+    for job in jobs:
+        result = build_variant(job, view, SERIAL, "local", platform.node())
+        on_result(result)
+        results.append(result)
+    return results
+
+
+def run_fleet(checkpoint_path: Path | None, variants: list[CompileSettings], cache: Path | None, executor: str,
+              ray_address: str | None = None, on_result: Callable[[VariantResult], None] | None = None,
+              allow_pickle: bool = False) -> dict[str, Any]:
+    """Build every variant; returns the fleet report (fusionc.fleet_report). Never raises for one variant."""
+    if executor not in EXECUTORS:
+        raise BadInputError(f"--executor '{executor}': choose local or ray")
+    check_fleet(variants)
+    start = time.perf_counter()
+    on_result = on_result or (lambda r: None)
+    temporary = None
+    if cache is None:  # the shared work still needs a place: a cache beside the first build, removed at the end
+        parent = Path(variants[0].out).resolve().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        temporary = tempfile.mkdtemp(prefix=f".fusionc-fleet-cache-{os.getpid()}-", dir=parent)
+        cache = Path(temporary)
+    jobs = jobs_for(variants, Path(cache).resolve())
+    timings: dict[str, float] = {}
+    results: list[VariantResult] = []
+    info: dict[str, Any] = {"name": executor}
+    try:
+        view, counts, errors = prepare(checkpoint_path, jobs, allow_pickle, timings)
+        for job in jobs:
+            if job.name in errors:
+                result = VariantResult(job.name, job.options.target, job.options.device, str(job.out), "error", 2,
+                                       errors[job.name], executor=executor)
+                on_result(result)
+                results.append(result)
+        todo = [j for j in jobs if j.name not in errors]
+        if executor == "ray":
+            from fusionc.ray_executor import run_ray
+
+            built, info = run_ray(todo, view, ray_address, on_result)
+        else:
+            built = run_local(todo, view, on_result)
+        results += built
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    order = {j.name: i for i, j in enumerate(jobs)}
+    results.sort(key=lambda r: order[r.name])
+    return fleet_report(results, info, timings, counts, time.perf_counter() - start, cache if temporary is None else None)
+
+
+def fleet_report(results: list[VariantResult], executor: dict[str, Any], timings: dict[str, float],
+                 shared: dict[str, int], seconds: float, cache: Path | None) -> dict[str, Any]:
+    bad = [r for r in results if r.status != "passed"]
+    return {"fusionc_fleet_report": 1, "status": "passed" if not bad else "failed", "exit_code": 1 if bad else 0,
+            "failed": [r.name for r in bad], "executor": executor, "wall_s": round(seconds, 3),
+            "shared": {"computed": shared, "timings": timings, "cache": None if cache is None else str(cache)},
+            "variants": [r.to_json() for r in results]}

@@ -1,0 +1,155 @@
+"""`--executor ray`: a fleet's variants, and the passes' independent measurements, as Ray tasks.
+
+Ray is an optional extra (`pip install "fusionc[ray]"`), imported only here and only for `--executor ray`.
+Without an address (`--ray-address`, RAY_ADDRESS) a local Ray is started for the run, small on purpose
+(NUM_CPUS workers, an OBJECT_STORE_BYTES object store, no dashboard) and shut down after it.
+
+- Variants: one task each (`num_cpus=1`): the variant's target passes, lowering, calibration and verification
+  (fusionc.fleet.build_variant). The task gets the job (options, out, cache path) and the driver's weightless
+  checkpoint view (put in the object store once); it reads the shared work from the cache and writes its build
+  to its `out` atomically, so on a cluster `out` and the cache must be on storage every node sees. Only the
+  small result comes back to the driver.
+- Measurements: RayTaskExecutor implements fusionc.core.executor.TaskExecutor. `shared` is put in the object
+  store once; the items are cut into one contiguous chunk per CPU of the cluster and each chunk is a task
+  that runs `setup(shared)` once and `work(state, item)` for its items. Results come back in item order.
+- Ctrl-C: the driver cancels every pending task (force: the workers are killed), shuts down the Ray it started
+  and removes the temporary folders the killed builds left; each `out` stays as it was (fusionc.buildfs).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from fusionc import buildfs
+from fusionc.core.errors import BadInputError
+from fusionc.core.executor import SERIAL
+
+NUM_CPUS = 2  # a local Ray on this kind of machine: 2 cores shared with others
+OBJECT_STORE_BYTES = 256 << 20  # the checkpoint view and probe sessions' weights; larger objects spill to disk
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise BadInputError('--executor ray needs Ray: pip install "fusionc[ray]"') from None
+    return ray
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[dict[str, Any]]:
+    """Connect to `address` (a running cluster), or start a small local Ray for the block and stop it after."""
+    ray = _ray()
+    started = False
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(num_cpus=num_cpus or min(NUM_CPUS, os.cpu_count() or 1), object_store_memory=OBJECT_STORE_BYTES,
+                         include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except ConnectionError as err:
+            raise BadInputError(f"cannot reach the Ray cluster at '{address}': {err}; start it with `ray start "
+                                "--head` or drop --ray-address for a local Ray") from None
+        started = True
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        yield {"name": "ray", "address": address or "local", "started_here": started and not address,
+               "nodes": len(nodes), "cpus": int(ray.cluster_resources().get("CPU", 0))}
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def remove_dead_temporaries(outs: list[Path], seconds: float = 10.0) -> None:
+    """Remove the temporary folders of builds whose process is gone (killed workers die within a few seconds)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        for out in outs:
+            for stale in buildfs._stale_temporaries(out):
+                shutil.rmtree(stale, ignore_errors=True)
+        left = [p for out in outs for p in out.parent.glob(f".{out.name}.*-*") if not p.name.endswith(".lock")]
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
+def _run_chunk(setup: Callable[[Any], Any], work: Callable[[Any, Any], Any], shared: Any, chunk: Sequence[Any]) -> list:
+    state = setup(shared)
+    return [work(state, item) for item in chunk]
+
+
+class RayTaskExecutor:
+    """fusionc.core.executor.TaskExecutor over Ray tasks (one chunk of items per CPU of the cluster)."""
+
+    name = "ray"
+
+    def __init__(self, chunks: int | None = None) -> None:
+        self.chunks = chunks
+
+    def map(self, setup: Callable[[Any], Any], work: Callable[[Any, Any], Any], shared: Any,
+            items: Sequence[Any], label: str | None = None) -> list[Any]:
+        ray = _ray()
+        if len(items) <= 1 or not ray.is_initialized():
+            return SERIAL.map(setup, work, shared, items, label)
+        count = min(len(items), self.chunks or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        bounds = [round(i * len(items) / count) for i in range(count + 1)]
+        chunks = [list(items[bounds[i]:bounds[i + 1]]) for i in range(count)]
+        task = ray.remote(num_cpus=1, max_retries=0)(_run_chunk)
+        shared_ref = ray.put(shared)
+        refs = [task.remote(setup, work, shared_ref, chunk) for chunk in chunks]
+        try:
+            return [result for part in ray.get(refs) for result in part]
+        except KeyboardInterrupt:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
+
+
+def _variant_task(job: Any, view: Any) -> Any:
+    import ray
+
+    from fusionc.fleet import build_variant
+
+    node = ray.get_runtime_context().get_node_id()[:12]
+    return build_variant(job, view, RayTaskExecutor(), "ray", f"{platform.node()}/{node}")
+
+
+def run_ray(jobs: list[Any], view: Any, address: str | None,
+            on_result: Callable[[Any], None]) -> tuple[list[Any], dict[str, Any]]:
+    """Every job as a Ray task; results as they finish (on_result), in any order."""
+    from fusionc.fleet import VariantResult
+
+    ray = _ray()
+    results = []
+    with ray_session(address) as info:
+        task = ray.remote(num_cpus=1, max_retries=0)(_variant_task)
+        view_ref = ray.put(view)
+        pending = {task.remote(job, view_ref): job for job in jobs}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(done[0])
+                try:
+                    result = ray.get(done[0])
+                except Exception as err:  # noqa: BLE001 - the worker died (out of memory, killed): this variant only
+                    first = (str(err).strip().splitlines() or [""])[-1][:300]
+                    result = VariantResult(job.name, job.options.target, job.options.device, str(job.out), "error", 3,
+                                           f"Ray task failed: {type(err).__name__}: {first}", executor="ray")
+                on_result(result)
+                results.append(result)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True, recursive=True)
+            if info["started_here"]:
+                ray.shutdown()  # the local workers die with it: their half-written builds can be removed
+                remove_dead_temporaries([Path(job.out) for job in jobs])
+            raise
+    return results, info

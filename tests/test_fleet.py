@@ -1,0 +1,214 @@
+"""Fleet builds: [[variant]] tables, shared work done once, byte-identical to separate compiles, failures alone."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fusionc import cache as cache_keys
+from fusionc.cli import main
+from fusionc.config import read_variants
+
+SHARED = """
+[compile]
+checkpoint = "{ckpt}"
+cache = "cache"
+components = ["text_encoder", "unet"]
+verify_steps = 1
+verify_prompts = 1
+[gates]
+min_psnr = 30
+"""
+VARIANTS = """
+[[variant]]
+name = "onnx"
+target = "onnx"
+out = "build/onnx"
+[[variant]]
+name = "iphone-6bit"
+target = "coreml"
+device = "iphone-15-pro"
+palettize = "6"
+out = "build/iphone-6bit"
+[[variant]]
+name = "sd8g2-w8a16"
+target = "qnn"
+device = "snapdragon-8-gen-2"
+calibration_samples = 1
+qnn_remedy_rounds = 0
+verify = false
+out = "build/sd8g2"
+"""
+FAILING = """
+[[variant]]
+name = "too-strict"
+target = "onnx"
+min_psnr = 999
+out = "build/strict"
+[[variant]]
+name = "bad-3bit"
+target = "coreml"
+palettize = "3"
+deployment_target = "iOS17"
+out = "build/bad"
+"""
+BUILT = ("onnx", "iphone-6bit", "sd8g2")
+
+
+# QNN's HTP context build writes different bytes for the same QDQ graph on every run (two plain compiles of the
+# same checkpoint differ in model_ctx_qnn.bin too): the QDQ model and encodings it is built from are compared.
+NOT_DETERMINISTIC = ("model_ctx_qnn.bin",)
+
+
+def artifacts(build: Path) -> dict[str, bytes]:
+    """Every file of a build but the manifest (timings, cache status, config), with its bytes."""
+    return {str(p.relative_to(build)): p.read_bytes() for p in sorted(build.rglob("*"))
+            if p.is_file() and p.name != "manifest.json" and p.name not in NOT_DETERMINISTIC}
+
+
+def write_config(folder: Path, ckpt: Path, extra: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "fusionc.toml"
+    path.write_text(SHARED.format(ckpt=ckpt) + VARIANTS + extra)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stable_sources():
+    """Other sessions edit the shared tree while tests run: pin the source hash the cache keys include."""
+    saved = cache_keys.source_hash
+    cache_keys.source_hash = lambda modules: "pinned-" + ",".join(modules)
+    yield
+    cache_keys.source_hash = saved
+
+
+@pytest.fixture(scope="module")
+def local_fleet(tiny_pipeline, tmp_path_factory, stable_sources) -> tuple[Path, dict, dict[str, int]]:
+    """One local fleet of three variants (+ a gate failure and a bad variant), counting torch-side work."""
+    import fusionc.pipeline as pipeline
+
+    counts = {"export": 0, "trajectory": 0}
+    export, trajectory = pipeline.export_component, pipeline.trajectory_samples
+
+    def counting_export(*args, **kwargs):
+        counts["export"] += 1
+        return export(*args, **kwargs)
+
+    def counting_trajectory(*args, **kwargs):
+        counts["trajectory"] += 1
+        return trajectory(*args, **kwargs)
+
+    pipeline.export_component, pipeline.trajectory_samples = counting_export, counting_trajectory
+    folder = tmp_path_factory.mktemp("fleet_local")
+    config = write_config(folder, tiny_pipeline("sd15"), FAILING)
+    try:
+        result = CliRunner().invoke(main, ["compile", "--config", str(config), "--report", str(folder / "r.json"),
+                                           "--junit", str(folder / "r.xml"), "--plot", str(folder / "r.png")])
+    finally:
+        pipeline.export_component, pipeline.trajectory_samples = export, trajectory
+    assert result.exit_code == 1, result.output
+    return folder, json.loads((folder / "r.json").read_text()), counts
+
+
+def test_variants_share_one_export_and_one_trajectory(local_fleet) -> None:
+    folder, report, counts = local_fleet
+    # 5 variants over 2 components: one torch trajectory and one export per component, not one per variant
+    assert counts == {"export": 2, "trajectory": 1}
+    assert report["shared"]["computed"] == {"trajectories": 1, "exports": 2, "generic": 2}
+    for variant in report["variants"][:3]:
+        assert {c["cache"] for c in variant["components"].values()} == {"hit: generic"}, variant["name"]
+        assert variant["timings"]["load checkpoint"] < 1.0  # the shared view: no module is read again
+
+
+def test_a_failed_variant_fails_alone(local_fleet) -> None:
+    folder, report, _ = local_fleet
+    status = {v["name"]: (v["status"], v["exit_code"]) for v in report["variants"]}
+    assert status == {"onnx": ("passed", 0), "iphone-6bit": ("passed", 0), "sd8g2-w8a16": ("passed", 0),
+                      "too-strict": ("failed", 1), "bad-3bit": ("error", 2)}
+    assert report["status"] == "failed" and report["exit_code"] == 1 and report["failed"] == ["too-strict", "bad-3bit"]
+    bad = next(v for v in report["variants"] if v["name"] == "bad-3bit")
+    assert "iOS18" in bad["error"] and not (folder / "build" / "bad").exists()
+    assert (folder / "build" / "strict" / "manifest.json").is_file()  # a gate fails after the build is written
+    assert not list((folder / "build").glob(".*tmp*")) and not list(folder.glob(".fusionc-fleet-cache-*"))
+
+
+def test_fleet_report_has_every_column(local_fleet) -> None:
+    folder, report, _ = local_fleet
+    ios = next(v for v in report["variants"] if v["name"] == "iphone-6bit")
+    assert ios["target"] == "coreml" and ios["device"] == "iphone-15-pro" and ios["executor"] == "local"
+    assert ios["bytes"] == sum(c["bytes"] for c in ios["components"].values()) > 0
+    assert ios["worst_psnr_db"] > 30 and ios["latency_ms_per_step"] > 0
+    assert ios["latency_ms_per_generation"] > ios["latency_ms_per_step"]  # 8 steps + text encoders
+    assert ios["gates"] and ios["wall_s"] > 0 and ios["node"]
+    xml = (folder / "r.xml").read_text()
+    assert xml.count("<testsuite ") == 5 and 'type="exit 2"' in xml and "<failure" in xml
+    assert (folder / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fleet_builds_equal_separate_compiles(local_fleet, tiny_pipeline, tmp_path: Path, stable_sources) -> None:
+    """Each variant compiled alone, without any cache, gives the same bytes as the fleet's build."""
+    folder, _, _ = local_fleet
+    saved = os.environ.pop("FUSIONC_CACHE", None)
+    try:
+        for variant, out in (("iphone-6bit", "iphone-6bit"), ("sd8g2-w8a16", "sd8g2")):
+            config = write_config(tmp_path / variant, tiny_pipeline("sd15"))
+            text = config.read_text().replace('cache = "cache"\n', "")
+            config.write_text(text)
+            # the single-build path: the variant's options as flags over the shared [compile] table
+            table = next(t for t in read_variants(config) if t["name"] == variant)
+            flags = []
+            for key, value in table.items():
+                if key in ("name", "out"):
+                    continue
+                if key == "no_verify":
+                    flags += ["--no-verify"] if value else []
+                    continue
+                flags += [f"--{key.replace('_', '-')}", str(value)]
+            config.write_text(text.split("[[variant]]")[0])
+            result = CliRunner().invoke(main, ["compile", "--config", str(config), "--out", str(tmp_path / "separate" / out), *flags])
+            assert result.exit_code == 0, result.output
+            assert artifacts(tmp_path / "separate" / out) == artifacts(folder / "build" / out), variant
+    finally:
+        if saved is not None:
+            os.environ["FUSIONC_CACHE"] = saved
+
+
+def test_variant_selects_one(local_fleet, tiny_pipeline, tmp_path: Path, stable_sources) -> None:
+    folder, _, _ = local_fleet
+    config = write_config(tmp_path, tiny_pipeline("sd15"))
+    config.write_text(config.read_text().replace('cache = "cache"', f'cache = "{folder / "cache"}"'))
+    result = CliRunner().invoke(main, ["compile", "--config", str(config), "--variant", "onnx",
+                                       "--report", str(tmp_path / "one.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "one.json").read_text())
+    assert [v["name"] for v in report["variants"]] == ["onnx"] and report["shared"]["computed"]["exports"] == 0
+    assert not (tmp_path / "build" / "sd8g2").exists()
+    assert artifacts(tmp_path / "build" / "onnx") == artifacts(folder / "build" / "onnx")
+
+
+@pytest.mark.parametrize("text, args, message", [
+    ('[[variant]]\nname = "a"\n[[variant]]\nname = "a"\n', [], "two variants are named 'a'"),
+    ('[[variant]]\ntarget = "onnx"\n', [], "needs a name"),
+    ('[[variant]]\nname = "a"\ncheckpoint = "x"\n', [], "shared by the fleet"),
+    ('[[variant]]\nname = "a"\ntarget = "tpu"\n', [], "target"),
+    ('[[variant]]\nname = "a"\nout = "o"\n[[variant]]\nname = "b"\nout = "o"\n', [], "both write"),
+    ('[[variant]]\nname = "a"\n', ["--variant", "zz"], "--variant 'zz' is not in"),
+    ('[[variant]]\nname = "a"\n', ["--out", "x"], "a fleet writes each variant to its own out"),
+    ('[[variant]]\nname = "a"\ndevice = "pixel-9"\n', [], "variant 'a'"),
+])
+def test_bad_fleets_are_exit_2_before_any_work(tmp_path: Path, text: str, args: list[str], message: str) -> None:
+    config = tmp_path / "fusionc.toml"
+    config.write_text(text)
+    result = CliRunner().invoke(main, ["compile", "--config", str(config), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "build").exists()
+
+
+def test_variant_without_a_config_is_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["compile", "--variant", "a", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "needs a --config file" in result.output
