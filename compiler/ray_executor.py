@@ -116,7 +116,7 @@ class RayTaskExecutor:
 def _variant_task(job: Any, view: Any) -> Any:
     import ray
 
-    from fusionc.fleet import build_variant
+    from fusionc.variant import build_variant
 
     node = ray.get_runtime_context().get_node_id()[:12]
     return build_variant(job, view, RayTaskExecutor(), "ray", f"{platform.node()}/{node}")
@@ -125,7 +125,7 @@ def _variant_task(job: Any, view: Any) -> Any:
 def run_ray(jobs: list[Any], view: Any, address: str | None,
             on_result: Callable[[Any], None]) -> tuple[list[Any], dict[str, Any]]:
     """Every job as a Ray task; results as they finish (on_result), in any order."""
-    from fusionc.fleet import VariantResult
+    from fusionc.variant import VariantResult
 
     ray = _ray()
     results = []

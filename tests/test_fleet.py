@@ -20,6 +20,10 @@ cache = "cache"
 components = ["text_encoder", "unet"]
 verify_steps = 1
 verify_prompts = 1
+calibration_steps = 1
+calibration_prompts = 1
+selection_steps = 1
+selection_prompts = 1
 [gates]
 min_psnr = 30
 """
@@ -89,10 +93,11 @@ def stable_sources():
 @pytest.fixture(scope="module")
 def local_fleet(tiny_pipeline, tmp_path_factory, stable_sources) -> tuple[Path, dict, dict[str, int]]:
     """One local fleet of three variants (+ a gate failure and a bad variant), counting torch-side work."""
+    import fusionc.inputs as inputs
     import fusionc.pipeline as pipeline
 
     counts = {"export": 0, "trajectory": 0}
-    export, trajectory = pipeline.export_component, pipeline.trajectory_samples
+    export, trajectory = pipeline.export_component, inputs.trajectory_samples
 
     def counting_export(*args, **kwargs):
         counts["export"] += 1
@@ -102,23 +107,24 @@ def local_fleet(tiny_pipeline, tmp_path_factory, stable_sources) -> tuple[Path, 
         counts["trajectory"] += 1
         return trajectory(*args, **kwargs)
 
-    pipeline.export_component, pipeline.trajectory_samples = counting_export, counting_trajectory
+    pipeline.export_component, inputs.trajectory_samples = counting_export, counting_trajectory
     folder = tmp_path_factory.mktemp("fleet_local")
     config = write_config(folder, tiny_pipeline("sd15"), FAILING)
     try:
         result = CliRunner().invoke(main, ["compile", "--config", str(config), "--report", str(folder / "r.json"),
                                            "--junit", str(folder / "r.xml"), "--plot", str(folder / "r.png")])
     finally:
-        pipeline.export_component, pipeline.trajectory_samples = export, trajectory
+        pipeline.export_component, inputs.trajectory_samples = export, trajectory
     assert result.exit_code == 1, result.output
     return folder, json.loads((folder / "r.json").read_text()), counts
 
 
 def test_variants_share_one_export_and_one_trajectory(local_fleet) -> None:
     folder, report, counts = local_fleet
-    # 5 variants over 2 components: one torch trajectory and one export per component, not one per variant
-    assert counts == {"export": 2, "trajectory": 1}
-    assert report["shared"]["computed"] == {"trajectories": 1, "exports": 2, "generic": 2}
+    # 5 variants over 2 components: one export per component and one torch run per input set (verification for
+    # all; calibration and selection for QNN, calibration for Core ML's fp16 ranges), not one per variant
+    assert counts == {"export": 2, "trajectory": 3}
+    assert report["shared"]["computed"] == {"trajectories": 3, "exports": 2, "generic": 2}
     for variant in report["variants"][:3]:
         assert {c["cache"] for c in variant["components"].values()} == {"hit: generic"}, variant["name"]
         assert variant["timings"]["load checkpoint"] < 1.0  # the shared view: no module is read again
