@@ -218,3 +218,49 @@ def test_bad_fleets_are_exit_2_before_any_work(tmp_path: Path, text: str, args: 
 def test_variant_without_a_config_is_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["compile", "--variant", "a", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "needs a --config file" in result.output
+
+
+ray = pytest.importorskip("ray", reason='the Ray executor needs the ray extra: pip install -e ".[test,ray]"')
+
+
+def test_ray_fleet_builds_the_same_bytes(local_fleet, tiny_pipeline, tmp_path: Path, stable_sources) -> None:
+    """The same three variants as Ray tasks on a local 2-CPU Ray: one report, the local fleet's bytes."""
+    folder, _, _ = local_fleet
+    config = write_config(tmp_path, tiny_pipeline("sd15"))
+    config.write_text(config.read_text().replace('cache = "cache"', f'cache = "{folder / "cache"}"'))
+    result = CliRunner().invoke(main, ["compile", "--config", str(config), "--executor", "ray",
+                                       "--report", str(tmp_path / "ray.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ray.json").read_text())
+    assert report["executor"]["name"] == "ray" and report["executor"]["cpus"] == 2
+    assert {v["executor"] for v in report["variants"]} == {"ray"} and all("/" in v["node"] for v in report["variants"])
+    assert all(v["pid"] != os.getpid() for v in report["variants"])  # built in Ray's workers, not the driver
+    for out in BUILT:
+        assert artifacts(tmp_path / "build" / out) == artifacts(folder / "build" / out), out
+    assert not ray.is_initialized()  # the local Ray started for the run is stopped
+
+
+def test_interrupted_ray_fleet_leaves_no_partial_build(local_fleet, tmp_path: Path, stable_sources) -> None:
+    """Ctrl-C while variants run: pending tasks are cancelled, Ray stops, every out is whole or absent."""
+    from fusionc.checkpoint import load_checkpoint
+    from fusionc.core.options import CompileOptions
+    from fusionc.ray_executor import run_ray
+    from fusionc.variant import VariantJob
+
+    folder, _, _ = local_fleet
+    ckpt = json.loads((folder / "build" / "onnx" / "manifest.json").read_text())["checkpoint"]["path"]
+    view = load_checkpoint(Path(ckpt)).shareable()
+    options = CompileOptions(target="onnx", components=("text_encoder", "unet"), verify_steps=1, verify_prompts=1)
+    outs = [tmp_path / f"v{i}" for i in range(4)]
+    jobs = [VariantJob(f"v{i}", out, options, {}, folder / "cache") for i, out in enumerate(outs)]
+
+    def interrupt(result) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ray(jobs, view, None, interrupt)
+    assert not ray.is_initialized()
+    assert sum((out / "manifest.json").is_file() for out in outs) < len(outs)  # some were stopped
+    for out in outs:
+        assert not out.exists() or (out / "manifest.json").is_file(), out
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".work-" in p.name]
