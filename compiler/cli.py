@@ -100,12 +100,13 @@ def main(debug: bool) -> None:
               help="Mixed-bit recipe JSON: re-applied when it has the component, else written by --palettize auto:DB.")
 @click.option("--compress-embeddings", is_flag=True, default=None, help="Also compress token embedding tables.")
 @click.option("--compress-components", default=None, help="Comma-separated components to compress [default: unet].")
-@click.option("--precision", type=click.Choice(["w8a16", "w8a8", "fp16"]), default="w8a16", show_default=True,
-              help="QNN precision.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "w8a8", "w8a16"]), default=None,
+              help="onnx: fp32 | w8a8 (int8 QDQ for ORT's CPU kernels); qnn: w8a16 | w8a8 | fp16 "
+                   "[default: onnx fp32, qnn w8a16].")
 @click.option("--calibration-samples", type=click.IntRange(0), default=None,
-              help="QNN: batch-1 calibration inputs per component, spread over the calibration set, 0: all [default: 8].")
+              help="QNN and onnx w8a8: batch-1 calibration inputs per component, spread over the calibration set, 0: all [default: 8].")
 @click.option("--selection-samples", type=click.IntRange(0), default=None,
-              help="QNN: batch-1 selection inputs the remedies are judged on, 0: all [default: 8].")
+              help="QNN and onnx w8a8: batch-1 selection inputs the remedies are judged on, 0: all [default: 8].")
 @click.option("--compute-precision", type=click.Choice(["fp16", "fp32"]), default=None,
               help="Core ML program precision [default: fp16].")
 @click.option("--attention-chunk", type=click.IntRange(1), default=None,

@@ -112,6 +112,8 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     device = get_device(options.device, options.target)
     if device is not None and options.device is not None:  # "iPhone 14 Pro" is recorded as its slug
         options = dataclasses.replace(options, device=device.name)
+    if hasattr(target, "check_options"):  # what the target cannot build, refused before any work
+        target.check_options(options)
     buildfs.check_out(out)  # fail in a second, not after the checkpoint and the trajectory
     timings: dict[str, float] = {}
     component_cache = ComponentCache(cache_dir) if cache_dir is not None else None

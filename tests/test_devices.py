@@ -21,13 +21,30 @@ def test_profiles_cover_the_issue_and_are_consistent() -> None:
         assert device.peak_tops and all(v > 0 for v in device.peak_tops.values())
         assert device.memory_bandwidth_gbs > 0
         assert device.npu in device.compute_units
-        assert device.family in ("ane", "htp")
+        assert device.family in ("ane", "htp", "cpu")
+        if device.family == "cpu":  # ORT CPU profiles: a phone's big cores (or the x86-64 host class)
+            assert device.target == "onnx" and device.cpu_arch in ("arm64", "x86_64") and device.big_cores
+            assert "fp32" in device.peak_tops and device.peak_tops["int8"] > device.peak_tops["fp32"]
+            assert 30e9 < device.npu_macs_per_s("fp32") < 300e9
+            continue
         if device.vendor == "qualcomm":
             assert device.hexagon_arch in ("v73", "v75", "v79") and device.soc_model
             assert device.max_model_bytes == 2 << 30
         else:
             assert device.hexagon_arch is None and "fp16" in device.peak_tops
         assert device.npu_macs_per_s(next(iter(device.peak_tops))) > 1e12
+
+
+def test_cpu_profiles_give_estimates_for_phones_without_an_npu_path() -> None:
+    from fusionc.analysis.costmodel import estimate
+    from fusionc.analysis.graph_stats import GraphStats, OpStat
+
+    conv = OpStat("conv", "Conv", "", "conv", macs=10**9, params=10**5, float_weight_elems=10**5)
+    stats = GraphStats([conv], "none")
+    fp32 = estimate(stats, DEVICES["pixel-8-cpu"])
+    int8 = estimate(stats, DEVICES["pixel-8-cpu"], "w8a8")
+    assert fp32.precision == "fp32" and fp32.latency_s > int8.latency_s > 0
+    assert estimate(stats, DEVICES["galaxy-a54-cpu"]).latency_s > fp32.latency_s  # 4 A78s < X3 + 4 A715s
 
 
 def test_get_device_defaults_and_errors() -> None:

@@ -72,12 +72,13 @@ FALLBACK_OPS: dict[str, set[str]] = {
 
 # precision -> (peak key in Device.peak_tops, rate factor, float weight bits, activation bytes)
 PRECISIONS: dict[str, tuple[str, float, float, float]] = {
+    "fp32": ("fp32", 1.0, 32, 4),
     "fp16": ("fp16", 1.0, 16, 2),
     "w8a16": ("int8", 0.5, 8, 2),
     "w8a8": ("int8", 1.0, 8, 1),
     "w4a16": ("int8", 0.5, 4, 2),
 }
-DEFAULT_PRECISION = {"ane": "fp16", "htp": "w8a16"}
+DEFAULT_PRECISION = {"ane": "fp16", "htp": "w8a16", "cpu": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,13 @@ PRIORS = {"ane": FamilyParams(0.5, 0.5, 0.25, 20e-6), "htp": FamilyParams(0.5, 0
 FAMILY_PARAMS: dict[str, FamilyParams] = {
     "ane": FamilyParams(eff_conv=0.4406, eff_linear=0.2534, eff_attention=0.2127, overhead_s=1.676e-06),
     "htp": FamilyParams(eff_conv=0.9016, eff_linear=1.0, eff_attention=0.551, overhead_s=8.77e-06),
+}
+# Families no published figure calibrates: phone CPUs under ONNX Runtime (nobody publishes SD latency on them).
+# Priors, not fits: MLAS GEMM/conv kernels reach about half the SIMD peak on large shapes; a CPU op launch costs
+# a few microseconds. Estimates for `cpu` devices carry that uncertainty (see benchmarks/ort_cpu.py for the
+# measured host figure against the `cpu` profile's estimate).
+UNFITTED_PARAMS: dict[str, FamilyParams] = {
+    "cpu": FamilyParams(eff_conv=0.5, eff_linear=0.5, eff_attention=0.35, overhead_s=5e-06),
 }
 
 
@@ -179,11 +187,11 @@ def estimate(stats: GraphStats, device: Device, precision: str | None = None, we
              attention_form: str | None = None, params: FamilyParams | None = None) -> Estimate:
     """Estimated latency of one call of the graph behind `stats` on `device`'s NPU."""
     family = device.family
-    params = params or FAMILY_PARAMS[family]
+    params = params or FAMILY_PARAMS.get(family) or UNFITTED_PARAMS[family]
     precision = precision or DEFAULT_PRECISION[family]
     peak_key, rate_factor, float_bits, act_bytes = PRECISIONS[precision]
     if peak_key not in device.peak_tops:  # e.g. w8a16 on an ANE without an int8 path: computes in fp16
-        peak_key, rate_factor = "fp16", 1.0
+        peak_key, rate_factor = ("fp16" if "fp16" in device.peak_tops else "fp32"), 1.0
     rate = device.npu_macs_per_s(peak_key) * rate_factor
     bandwidth = device.memory_bandwidth_gbs * 1e9
     form = attention_form or stats.attention_form

@@ -5,6 +5,9 @@ TOPS, Apple no ANE int8/fp16 split), the comment says the figure is an estimate 
 Throughput and bandwidth feed the latency cost model (fusionc.analysis.costmodel), which calibrates one efficiency per
 NPU family on published latencies and scales it across the family's devices by these figures, so a wrong absolute
 peak shows up as a per-device error in the cost model's held-out figures (documented there), not as a silent bias.
+CPU profiles (target onnx, family cpu) describe the cores ONNX Runtime's CPU provider runs on -- a phone's big
+cores, where most Android phones run diffusion because QNN has no NPU path on them -- with `peak_tops` computed
+from core counts, clocks and SIMD width (the comment shows the arithmetic; vendors publish no CPU TOPS).
 `max_model_bytes` drives Core ML chunking and QNN context splitting; `hexagon_arch`/`soc_model` select the QNN
 HTP backend's compile target.
 
@@ -46,6 +49,8 @@ class Device:
     @property
     def display_name(self) -> str:
         return self.title or " ".join(w.capitalize() if w.isalpha() else w for w in self.name.split("-"))
+    cpu_arch: str | None = None  # CPU profiles: arm64 | x86_64 (what ORT's CPU provider has kernels for)
+    big_cores: str | None = None  # CPU profiles: the cores the estimate counts (ORT's intra-op threads)
 
     def npu_macs_per_s(self, precision: str) -> float:
         """Peak multiply-accumulates per second at `precision` (TOPS counts 2 ops per MAC)."""
@@ -113,6 +118,40 @@ DEVICES: dict[str, Device] = {
                {"int8": 45.0, "fp16": 22.5}, 85.0, 2 * GB, hexagon_arch="v79", soc_model=69, npu="htp",
                family="htp", memory_bytes=12 * GB, year=2024,
                title="Snapdragon 8 Elite"),
+        # ---- CPU profiles (ONNX Runtime CPU provider, MLAS kernels) -------------------------------------------------
+        # peak = sum over big cores of GHz x MACs/cycle. fp32: 128-bit NEON FMA pipes x 4 lanes (Cortex-X3: 4 pipes,
+        # A715/A710/A78: 2; Arm Software Optimization Guides); fp16 (ARMv8.2 FP16): 2x fp32; int8: SDOT, 4x fp32
+        # (16 int8 MACs per 128-bit instruction; MLAS's u8/s8 GEMM kernels use it). TOPS = 2 x MAC/s.
+        # Cortex-A78 x4 @ 2.4 GHz (a 2022-23 mid-range phone, e.g. Exynos 1380, Dimensity 1080 runs A78 @ 2.6):
+        # 4 x 2.4 x 8 = 76.8 GMAC/s fp32. Bandwidth: LPDDR4X-4266 x 64 bit = 34 GB/s. 6 GB RAM (the common configuration).
+        Device("cpu-arm64", "arm", "ARMv8.2-A big cores (4x Cortex-A78 @ 2.4 GHz)", "onnx", ("cpu",),
+               {"fp32": 0.154, "fp16": 0.307, "int8": 0.614}, 34.0, None, npu="cpu", family="cpu",
+               memory_bytes=6 * GB, year=2022, cpu_arch="arm64", big_cores="4x Cortex-A78 2.4 GHz", title="CPU (arm64)"),
+        # Samsung Galaxy A54 (Exynos 1380: 4x A78 @ 2.4 GHz + 4x A55; Samsung Exynos 1380 product page): no
+        # Snapdragon HTP, so no QNN path; same big-core figures as cpu-arm64. LPDDR4X, 34 GB/s; 6 GB RAM (spec sheet).
+        Device("galaxy-a54-cpu", "samsung", "Exynos 1380", "onnx", ("cpu",),
+               {"fp32": 0.154, "fp16": 0.307, "int8": 0.614}, 34.0, None, npu="cpu", family="cpu",
+               memory_bytes=6 * GB, year=2023, cpu_arch="arm64", big_cores="4x Cortex-A78 2.4 GHz",
+               title="Galaxy A54 CPU"),
+        # Google Pixel 8 (Tensor G3: 1x Cortex-X3 @ 2.91 GHz + 4x A715 @ 2.37 GHz + 4x A510; Google's TPU is not a
+        # QNN target): 2.91 x 16 + 4 x 2.37 x 8 = 122 GMAC/s fp32. LPDDR5X, 8 GB (Google spec sheet); bandwidth
+        # 4 x 16 bit at 8533 MT/s = 68 GB/s (press-reported memory type; Google does not publish the rate).
+        Device("pixel-8-cpu", "google", "Tensor G3", "onnx", ("cpu",),
+               {"fp32": 0.245, "fp16": 0.489, "int8": 0.978}, 68.0, None, npu="cpu", family="cpu",
+               memory_bytes=8 * GB, year=2023, cpu_arch="arm64", big_cores="1x Cortex-X3 2.91 GHz + 4x A715 2.37 GHz",
+               title="Pixel 8 CPU"),
+        # Snapdragon 8 Gen 2's CPU (1x X3 @ 3.19 + 2x A715 @ 2.8 + 2x A710 @ 2.8 GHz; Qualcomm product brief), for
+        # ORT CPU builds on the S23: 3.19 x 16 + 4 x 2.8 x 8 = 140.6 GMAC/s fp32; 67 GB/s and 8 GB as above.
+        Device("snapdragon-8-gen-2-cpu", "qualcomm", "Kryo (SM8550)", "onnx", ("cpu",),
+               {"fp32": 0.281, "fp16": 0.562, "int8": 1.125}, 67.0, None, npu="cpu", family="cpu",
+               memory_bytes=8 * GB, year=2022, cpu_arch="arm64",
+               big_cores="1x Cortex-X3 3.19 GHz + 2x A715 + 2x A710 2.8 GHz", title="Snapdragon 8 Gen 2 CPU"),
+        # A generic x86-64 host at 2 threads (the build machine class): 2 cores @ 2.0 GHz x AVX2 (2 FMA ports x 8
+        # fp32 lanes) = 64 GMAC/s fp32; int8 through AVX-VNNI / AVX-512 VNNI 4x (MLAS u8s8 kernels). No fp16
+        # kernels on x86 in ORT's CPU provider. 2 channels DDR4-3200 = 51 GB/s. An assumption, not a product.
+        Device("cpu", "x86", "x86-64 host (2 cores, AVX2 FMA)", "onnx", ("cpu",),
+               {"fp32": 0.128, "int8": 0.512}, 51.2, None, npu="cpu", family="cpu", cpu_arch="x86_64",
+               big_cores="2 cores 2.0 GHz", title="CPU (x86-64)"),
     ]
 }
 
@@ -164,7 +203,7 @@ def devices_table() -> list[dict[str, str]]:
             "bandwidth": f"{d.memory_bandwidth_gbs:g} GB/s",
             "max_model": f"{d.max_model_bytes / GB:g} GB" if d.max_model_bytes else "-",
             "ram": f"{d.memory_bytes / GB:g} GB" if d.memory_bytes else "-",
-            "hexagon": f"{d.hexagon_arch} (soc {d.soc_model})" if d.hexagon_arch else "-",
+            "hexagon": f"{d.hexagon_arch} (soc {d.soc_model})" if d.hexagon_arch else (d.big_cores or "-"),
             "os": d.deployment_target or "-",
         })
     return rows

@@ -9,6 +9,9 @@ from typing import Any, Iterable
 
 from fusionc.core.errors import BadInputError
 
+# --precision when not given: what each target builds by default (the onnx target is float unless asked)
+DEFAULT_PRECISION = {"onnx": "fp32", "qnn": "w8a16", "coreml": None}
+
 ALL_COMPONENTS = ("text_encoder", "text_encoder_2", "controlnet", "unet", "vae_decoder", "vae_encoder")
 DEFAULT_COMPONENTS = ("text_encoder", "text_encoder_2", "controlnet", "unet", "vae_decoder")
 
@@ -61,8 +64,9 @@ class CompileOptions:
     min_weight_elements: int = 2048
     compress_embeddings: bool = False  # also compress Gather tables (token embeddings)
     compress_components: tuple[str, ...] | None = None  # None: the UNet only (fusionc.passes.compression.dispatch)
+    # ONNX Runtime and QNN: activation/weight precision; None: the target's default (DEFAULT_PRECISION)
+    precision: str | None = None
     # QNN
-    precision: str = "w8a16"
     calibration_samples: int = 8  # batch-1 inputs drawn from the calibration set for activation ranges; 0: all
     selection_samples: int = 8  # batch-1 inputs drawn from the selection set to judge remedies; 0: all
     qnn_range_margin: float = 3.0  # 16-bit activation ranges widened by this factor (unseen inputs stay in range)
@@ -71,6 +75,10 @@ class CompileOptions:
     qnn_remedy_rounds: int | None = None  # remedy evaluations; 0 disables them; None: the remedies' default
     qnn_remedy_seconds: float = 600.0  # and at most this long
     qnn_max_context_bytes: int | None = None  # split contexts above this; None: the device's limit
+
+    def __post_init__(self) -> None:
+        if self.precision is None:
+            self.precision = DEFAULT_PRECISION.get(self.target)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -111,14 +119,14 @@ OPTION_TARGETS: dict[str, tuple[str, ...]] = {
     "compress_components": COMPRESSION_TARGETS,
     "mixed_bit_steps": COMPRESSION_TARGETS,
     # QNN quantization, remedies and context building
-    "precision": ("qnn",),
-    "calibration_samples": ("qnn",),
-    "selection_samples": ("qnn",),
+    "precision": ("onnx", "qnn"),  # onnx: fp32 | w8a8 (targets/onnx/quantized.py, the QNN quantizer)
+    "calibration_samples": ("onnx", "qnn"),
+    "selection_samples": ("onnx", "qnn"),
     "qnn_range_margin": ("qnn",),
     "qnn_fp16_attention": ("qnn",),
-    "qnn_target_db": ("qnn",),
-    "qnn_remedy_rounds": ("qnn",),
-    "qnn_remedy_seconds": ("qnn",),
+    "qnn_target_db": ("onnx", "qnn"),  # the remedies are shared with onnx w8a8
+    "qnn_remedy_rounds": ("onnx", "qnn"),
+    "qnn_remedy_seconds": ("onnx", "qnn"),
     "qnn_max_context_bytes": ("qnn",),
 }
 

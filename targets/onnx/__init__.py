@@ -2,6 +2,10 @@
 
 The build loads as-is in `diffusers.OnnxStableDiffusionPipeline.from_pretrained(BUILD)`:
 model_index.json, text_encoder/model.onnx, unet/model.onnx, vae_decoder/model.onnx, tokenizer/, scheduler/.
+
+Precisions (`--precision`, recorded in the manifest): fp32 (default; `--quantize-weights int8|int4` adds
+weight-only compression), w8a8 (static int8 QDQ for ORT's CPU int8 kernels: quantized.py). `check_options`
+refuses, before any work, what ONNX Runtime's CPU provider cannot run as asked.
 """
 
 from __future__ import annotations
@@ -104,25 +108,67 @@ class OrtRunner:
         return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(self.outputs)}
 
 
+PRECISIONS = ("fp32", "w8a8")
+
+
+def check_options(options: CompileOptions) -> None:
+    """Refuse (exit 2, one line) what ONNX Runtime's CPU provider cannot run as asked, before any work."""
+    from fusionc.core.devices import get_device
+    from fusionc.core.errors import BadInputError
+
+    precision = options.precision
+    if precision == "w8a16":
+        raise BadInputError("--precision w8a16 is not an onnx precision: ONNX Runtime's CPU provider has no 16-bit "
+                            "activation kernels (it would run fake-quantized in float, slower than fp32); use "
+                            "--precision w8a8, or --quantize-weights int8|int4 for int weights with float activations")
+    if precision == "fp16":
+        device = get_device(options.device, "onnx")
+        where = "on x86-64" if device is None or device.cpu_arch != "arm64" else "yet (no fp16 ONNX conversion)"
+        raise BadInputError(f"--precision fp16 is not built for the onnx target {where}: ONNX Runtime's x86-64 CPU "
+                            "provider has no fp16 kernels; use --precision fp32, w8a8 or --quantize-weights int4")
+    if precision not in PRECISIONS:
+        raise BadInputError(f"--precision {precision} is not an onnx precision: choose {', '.join(PRECISIONS)}")
+    if precision == "w8a8" and (options.quantize_weights or options.palettize):
+        flag = "--quantize-weights" if options.quantize_weights else "--palettize"
+        raise BadInputError(f"--precision w8a8 already stores int8 weights: drop {flag}, or use it with --precision fp32 "
+                            "for weight-only compression")
+
+
 class OnnxTarget:
     name = "onnx"
     default_device = None
     extra_default_components = ("vae_encoder",)  # OnnxStableDiffusionPipeline requires it
 
+    def check_options(self, options: CompileOptions) -> None:
+        check_options(options)
+
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes.generic import default_pipeline
         from fusionc.passes.compression.dispatch import compression_entries
+        from fusionc.passes.qnn.rewrites import UpgradeOpsetPass
 
-        return default_pipeline() + compression_entries(options, "onnx")
+        return default_pipeline() + compression_entries(options, "onnx") + [
+            PassEntry("UpgradeOpsetPass", lambda c: UpgradeOpsetPass(),
+                      "last, w8a8 only: the remedies' 16-bit Q/DQ need opset 21 (onnxscript's converter)",
+                      when=lambda o: o.precision == "w8a8"),
+        ]
 
     def lower(self, model: ir.Model, build_dir: Path, ctx: ComponentContext) -> LoweredComponent:
         onnx_path = build_dir / ctx.name / "model.onnx"
-        files = save_model(model, onnx_path)
+        inputs, outputs = interface(model.graph.inputs), interface(model.graph.outputs)
+        if ctx.options.precision == "w8a8":
+            from fusionc.targets.onnx.quantized import quantize_component
+            from fusionc.targets.qnn.quantize import save_model as save_quantized
+
+            model, extra = quantize_component(model, ctx)
+            files = save_quantized(model, onnx_path)  # lazy float weights from the scratch folder written out
+        else:
+            extra = {"precision": ctx.options.precision, **_compression_extra(model)}
+            files = save_model(model, onnx_path)
         ort_path = write_ort_format(onnx_path)
         files += [ort_path] if ort_path else []
-        return LoweredComponent([str(f.relative_to(build_dir)) for f in files],
-                                interface(model.graph.inputs), interface(model.graph.outputs),
-                                {"ort_format": bool(ort_path), **_compression_extra(model)})
+        return LoweredComponent([str(f.relative_to(build_dir)) for f in files], inputs, outputs,
+                                {"ort_format": bool(ort_path), **extra})
 
     def finalize(self, build_dir: Path, checkpoint: Any, manifest: dict[str, Any], options: CompileOptions) -> None:
         write_diffusers_onnx_pipeline(build_dir, checkpoint, list(manifest["components"]))

@@ -54,6 +54,14 @@ class QnnTarget:
 
         return (CALIBRATION,) if options.precision == "fp16" else (CALIBRATION, SELECTION)
 
+    def check_options(self, options: CompileOptions) -> None:
+        """Refuse a precision the HTP does not build, before any work."""
+        from fusionc.core.errors import BadInputError
+        from fusionc.targets.qnn.build import PRECISIONS
+
+        if options.precision not in PRECISIONS:
+            raise BadInputError(f"--precision {options.precision} is not a QNN precision: choose {', '.join(PRECISIONS)}")
+
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes.generic import CleanUpGraphPass, default_pipeline
         from fusionc.passes.qnn import rewrites as rw

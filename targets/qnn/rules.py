@@ -62,6 +62,10 @@ class QuantConfig:
     # otherwise, and clipping costs far more than resolution (3x the range: -9.5 dB of ~96; measured on the
     # built-in UNet, 4 calibration inputs, 12 verification inputs: worst input 27 dB at 1x, 40 dB at 3x)
     range_margin_16bit: float = 3.0  # CompileOptions.qnn_range_margin
+    # only these op types run quantized (None: every op with a float activation, the HTP's whole-graph form).
+    # ONNX Runtime's CPU provider has int8 kernels for few ops (QLinearConv, QLinearMatMul/MatMulIntegerToFloat):
+    # Q/DQ around the others would only add work, so the onnx target quantizes Conv/MatMul/Gemm alone.
+    op_types: frozenset[str] | None = None
 
     @staticmethod
     def for_precision(precision: str, range_margin_16bit: float = 3.0) -> "QuantConfig":
@@ -75,7 +79,8 @@ class QuantConfig:
         return {"activation_bits": self.activation_bits, "weight_bits": self.weight_bits,
                 "per_channel": self.per_channel, "node_bits": dict(sorted(self.node_bits.items())),
                 "weight_bits_by_node": dict(sorted(self.weight_bits_by_node.items())),
-                "float_nodes": sorted(self.float_nodes)}
+                "float_nodes": sorted(self.float_nodes),
+                **({"op_types": sorted(self.op_types)} if self.op_types is not None else {})}
 
 
 def is_float(value: ir.Value | None) -> bool:
@@ -91,6 +96,8 @@ def quantized_nodes(graph: ir.Graph, config: QuantConfig) -> list[ir.Node]:
     out = []
     for node in graph:
         if node.op_type in NOT_QUANTIZED or node.name in config.float_nodes:
+            continue
+        if config.op_types is not None and node.op_type not in config.op_types:
             continue
         if any(is_activation(v) for v in node.outputs):
             out.append(node)
