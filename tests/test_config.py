@@ -171,7 +171,8 @@ json = "report.json"
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((config.parent / "build" / "manifest.json").read_text())
     assert manifest["options"]["min_psnr"] == 50 and manifest["options"]["verify_steps"] == 1
-    assert "attention" not in manifest["options"] and "precision" not in manifest["options"]  # not onnx options
+    assert "attention" not in manifest["options"] and "qnn_range_margin" not in manifest["options"]  # not onnx options
+    assert manifest["options"]["precision"] == "fp32"  # the onnx target's default precision, recorded
     assert list(manifest["components"]) == ["text_encoder"]
     assert manifest["config"]["file"] == str(config)
     assert manifest["config"]["from_command_line"] == ["min_psnr"]

@@ -108,5 +108,5 @@ def test_issue_example_qnn_palettize_exits_2_before_any_work(tmp_path: Path) -> 
 
 
 def test_passes_command_refuses_foreign_options_too() -> None:
-    result = CliRunner().invoke(main, ["passes", "--target", "onnx", "--precision", "fp16"])
-    assert result.exit_code == 2 and "--precision is not an option of --target onnx" in result.stderr
+    result = CliRunner().invoke(main, ["passes", "--target", "onnx", "--qnn-range-margin", "2"])
+    assert result.exit_code == 2 and "--qnn-range-margin is not an option of --target onnx" in result.stderr

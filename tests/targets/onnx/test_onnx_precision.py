@@ -27,7 +27,7 @@ def test_precision_defaults_per_target() -> None:
     (["--target", "onnx", "--precision", "fp16", "--device", "cpu-arm64"], ["fp16", "conversion"]),
     (["--target", "onnx", "--precision", "w8a8", "--quantize-weights", "int4"], ["--quantize-weights", "int8"]),
     (["--target", "qnn", "--precision", "fp32"], ["fp32", "QNN"]),
-    (["--target", "qnn", "--device", "pixel-8-cpu"], ["pixel-8-cpu", "onnx"]),
+    (["--target", "qnn", "--device", "pixel-8-cpu"], ["Pixel 8 CPU", "onnx"]),
 ])
 def test_refusals_exit_2_in_one_line_before_any_work(tmp_path: Path, args: list[str], words: list[str]) -> None:
     out = tmp_path / "build"
