@@ -145,9 +145,14 @@ class OnnxTarget:
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes.generic import default_pipeline
         from fusionc.passes.compression.dispatch import compression_entries
+        from fusionc.passes.ort.attention import FuseMultiHeadAttentionPass
         from fusionc.passes.qnn.rewrites import UpgradeOpsetPass
 
-        return default_pipeline() + compression_entries(options, "onnx") + [
+        return default_pipeline() + [
+            PassEntry("FuseMultiHeadAttentionPass", lambda c: FuseMultiHeadAttentionPass(),
+                      "after the generic fusions: attention with its head split/merge -> ORT's MultiHeadAttention "
+                      "(CPU kernel, no [B,H,S,S] score tensor through the graph)"),
+        ] + compression_entries(options, "onnx") + [
             PassEntry("UpgradeOpsetPass", lambda c: UpgradeOpsetPass(),
                       "last, w8a8 only: the remedies' 16-bit Q/DQ need opset 21 (onnxscript's converter)",
                       when=lambda o: o.precision == "w8a8"),
