@@ -32,7 +32,7 @@ LATENT = {"sd15": 64, "mid": 32}  # latent side: SD-1.5 at 512x512; the mid UNet
 PROMPT = "a red circle on the left"
 VARIANTS = {  # name -> extra `fusionc compile` flags
     "fusionc_fp32": ["--precision", "fp32"],
-    "fusionc_w8a8": ["--precision", "w8a8", "--qnn-remedy-seconds", "900"],
+    "fusionc_w8a8": ["--precision", "w8a8"],
     "fusionc_int4": ["--precision", "fp32", "--quantize-weights", "int4"],
 }
 
@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-generation", action="store_true")
+    parser.add_argument("--remedy-seconds", type=float, default=600.0, help="w8a8 remedies' time budget")
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure is not None:
@@ -201,6 +202,7 @@ def main() -> None:
                                       naive_export(checkpoint, latent, args.work / f"ort_{args.scale}_naive"))}
     for name, flags in VARIANTS.items():
         out = args.work / f"ort_{args.scale}_{name}"
+        flags = flags + (["--qnn-remedy-seconds", str(args.remedy_seconds)] if "w8a8" in flags else [])
         builds[name] = (out / "unet" / "model.onnx", compile_variant(checkpoint, flags, out, latent * 8))
     for name, (model, info) in builds.items():
         result["models"][name] = {"build": info, **time_model(model, args.threads, args.runs)}
