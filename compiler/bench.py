@@ -129,6 +129,9 @@ def measure_build(build: Path, manifest: dict[str, Any], guidance: bool, runs: i
     return figures
 
 
+PHONE_CPU_THREADS = 4  # intra-op threads on a phone: its big (prime + performance) cores, as the CPU profiles count
+
+
 def adb_devices() -> list[str]:
     """Serials of attached Android devices (empty when adb is missing or nothing is attached)."""
     if shutil.which("adb") is None:
@@ -141,10 +144,11 @@ def adb_devices() -> list[str]:
 
 
 def measure_adb(build: Path, manifest: dict[str, Any], guidance: bool, runs: int) -> list[Figure]:
-    """On an attached phone: push each component and time it with onnxruntime_perf_test and the QNN EP.
+    """On an attached phone: push each component and time it with onnxruntime_perf_test: a qnn build on the QNN
+    EP (HTP), an onnx build on ORT's CPU provider with the phone's big cores (`-x CPU_THREADS`).
 
-    Needs /data/local/tmp/onnxruntime_perf_test and libQnnHtp.so pushed beforehand (an ORT Android build with
-    the QNN EP); without them the device is reported as skipped, never timed some other way.
+    Needs /data/local/tmp/onnxruntime_perf_test (and libQnnHtp.so for qnn builds) pushed beforehand (an ORT
+    Android build); without them the device is reported as skipped, never timed some other way.
     """
     figures = []
     for serial in adb_devices():
@@ -161,8 +165,10 @@ def measure_adb(build: Path, manifest: dict[str, Any], guidance: bool, runs: int
             remote = f"/data/local/tmp/fusionc/{name}"
             subprocess.run(["adb", "-s", serial, "push", str((build / onnx_files[0]).parent), remote], check=True,
                            capture_output=True)
-            cmd = shell + [f"cd /data/local/tmp && LD_LIBRARY_PATH=. ./onnxruntime_perf_test -e qnn -i "
-                           f"'backend_path|libQnnHtp.so' -r {runs} {remote}/{Path(onnx_files[0]).name}"]
+            ep = (f"-e cpu -x {PHONE_CPU_THREADS}" if manifest.get("target") == "onnx"
+                  else "-e qnn -i 'backend_path|libQnnHtp.so'")
+            cmd = shell + [f"cd /data/local/tmp && LD_LIBRARY_PATH=. ./onnxruntime_perf_test {ep} "
+                           f"-r {runs} {remote}/{Path(onnx_files[0]).name}"]
             out = subprocess.run(cmd, capture_output=True, text=True).stdout
             line = next((ln for ln in out.splitlines() if "Average inference time cost" in ln), None)
             if line is None:
@@ -170,8 +176,10 @@ def measure_adb(build: Path, manifest: dict[str, Any], guidance: bool, runs: int
                 continue
             median = float(line.split(":")[-1].strip().split()[0])
             batch, calls = call_shape(name, comp, guidance)
-            figures.append(Figure(name, f"adb:{serial}", serial, "measured", batch, median, 0.0, runs, calls=calls,
-                                  detail={"statistic": "mean (onnxruntime_perf_test)"}))
+            where = f"adb:{serial}" + ("/cpu" if manifest.get("target") == "onnx" else "")
+            figures.append(Figure(name, where, serial, "measured", batch, median, 0.0, runs, calls=calls,
+                                  detail={"statistic": "mean (onnxruntime_perf_test)",
+                                          "provider": "cpu" if manifest.get("target") == "onnx" else "qnn"}))
     return figures
 
 
@@ -194,7 +202,8 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tup
     from fusionc.analysis.graph_stats import graph_stats
 
     target = manifest["target"]
-    precision = (manifest.get("options") or {}).get("precision") if target == "qnn" else None
+    precision = (manifest.get("options") or {}).get("precision") if target in ("qnn", "onnx") else None
+    # an onnx build's precision is what ORT's CPU runs; on an NPU profile the estimate keeps the family's default
     devices = [d for d in DEVICES.values() if target == "onnx" or d.target == target]
     figures, graphs = [], {}
     for name, comp in manifest["components"].items():
@@ -206,7 +215,7 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tup
         stats = graph_stats(path, {dim: batch for dim in symbolic | {"batch"}})
         graphs[name] = {k: v for k, v in stats.summary().items() if k != "by_kind"}
         for device in devices:
-            est = estimate(stats, device, precision)
+            est = estimate(stats, device, precision if target == "qnn" or device.family == "cpu" else None)
             figures.append(Figure(name, backend_of(device), device.name, "estimated", batch, est.latency_s * 1000,
                                   calls=calls, detail={"precision": est.precision, "bound": est.bound,
                                           "compute_ms": est.compute_s * 1000, "memory_ms": est.memory_s * 1000,

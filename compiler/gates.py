@@ -241,7 +241,7 @@ def estimate_latency(model: ir.Model, name: str, device: Any, options: CompileOp
         return {"ms": None, "reason": f"no cost model ({err})"}
     batch, calls = graph_calls(component_batch(name), static_batch(
         [v.shape.dims if v.shape is not None else () for v in model.graph.inputs]))
-    precision = options.precision if options.target == "qnn" else None
+    precision = options.precision if options.target == "qnn" or getattr(device, "family", "") == "cpu" else None
     try:
         stats = graph_stats(weightless_proto(model), {"batch": batch, "B": batch})
         est = estimate(stats, device, precision)

@@ -142,6 +142,12 @@ class OnnxTarget:
     def check_options(self, options: CompileOptions) -> None:
         check_options(options)
 
+    def input_roles(self, options: CompileOptions) -> tuple[str, ...]:
+        """w8a8: calibration (ranges) and selection (remedies); float builds need no tuning inputs."""
+        from fusionc.core.context import CALIBRATION, SELECTION
+
+        return (CALIBRATION, SELECTION) if options.precision == "w8a8" else ()
+
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes.generic import default_pipeline
         from fusionc.passes.compression.dispatch import compression_entries

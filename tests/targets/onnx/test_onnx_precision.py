@@ -63,3 +63,35 @@ def test_w8a8_build_runs_on_int8_kernels_and_verifies(tmp_path: Path) -> None:
     fused = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
     assert fused["QLinearConv"] >= 4 and fused["QLinearMatMul"] + fused["QGemm"] + fused["MatMulIntegerToFloat"] >= 4, fused
     assert (out / "unet" / "model.ort").is_file()
+
+
+def test_int4_weight_only_matmuls_run_as_matmul_nbits(tmp_path: Path) -> None:
+    """--quantize-weights int4 leaves DequantizeLinear(int4, block 32) before each MatMul: ORT's CPU provider fuses
+    the pair into MatMulNBits (4-bit weights stay 4-bit in memory) and the result matches the dequantized graph."""
+    import numpy as np
+    import onnx_ir as ir
+
+    from fusionc.passes.compression.quantize_weights import QuantizeWeightsPass
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((128, 64)).astype(np.float32)
+    text = """<ir_version: 8, opset_import: ["": 18]>
+    g (float[1,16,128] x) => (float[1,16,64] y) { y = MatMul(x, w) }"""
+    model = ir.from_proto(onnx.parser.parse_model(text))
+    w = ir.Value(name="w", const_value=ir.tensor(weight, name="w"), shape=ir.Shape([128, 64]),
+                 type=ir.TensorType(ir.DataType.FLOAT))
+    model.graph.register_initializer(w)
+    model.graph.node(0).replace_input_with(1, w)
+    assert QuantizeWeightsPass("int4", block_size=32, min_elements=1)(model).modified
+    path = tmp_path / "int4.onnx"
+    ir.save(model, path)
+    x = rng.standard_normal((1, 16, 128)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    fused = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node]
+    assert ops == ["MatMulNBits"], ops
+    np.testing.assert_allclose(fused, plain, rtol=2e-2, atol=2e-2 * np.abs(plain).max())
