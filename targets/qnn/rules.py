@@ -62,6 +62,7 @@ class QuantConfig:
     # otherwise, and clipping costs far more than resolution (3x the range: -9.5 dB of ~96; measured on the
     # built-in UNet, 4 calibration inputs, 12 verification inputs: worst input 27 dB at 1x, 40 dB at 3x)
     range_margin_16bit: float = 3.0  # CompileOptions.qnn_range_margin
+    range_margin_8bit: float = 1.0  # the same for 8-bit activations (onnx w8a8: see targets/onnx/quantized.py)
     # only these op types run quantized (None: every op with a float activation, the HTP's whole-graph form).
     # ONNX Runtime's CPU provider has int8 kernels for few ops (QLinearConv, QLinearMatMul/MatMulIntegerToFloat):
     # Q/DQ around the others would only add work, so the onnx target quantizes Conv/MatMul/Gemm alone.
@@ -125,7 +126,7 @@ def _range(name: str, stats: dict[str, TensorStats], config: QuantConfig, bits: 
     if bits == 8 and name in config.clip_percentile:
         bound = s.percentile_absmax(config.clip_percentile[name])
         return max(s.min, -bound), min(s.max, bound)
-    margin = config.range_margin_16bit if bits == 16 else 1.0
+    margin = config.range_margin_16bit if bits == 16 else config.range_margin_8bit
     return s.min * margin if s.min < 0 else s.min, s.max * margin if s.max > 0 else s.max
 
 
