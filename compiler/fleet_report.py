@@ -60,7 +60,10 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # CI logs: the whole table, not one squeezed into 80 columns
+            console = Console(width=160)
     table = Table(title=f"fusionc fleet: {len(report['variants'])} variants, executor {report['executor']['name']}, "
                         f"{report['wall_s']:.1f} s")
     for column in ("variant", "target", "device", "MB", "worst dB", "ms/step", "s/image", "gates", "wall s", "ran on"):
