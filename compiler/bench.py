@@ -31,9 +31,10 @@ import numpy as np
 from fusionc import __version__
 from fusionc.core.devices import DEVICES
 from fusionc.core.errors import BadInputError
+from fusionc.gates import DENOISERS  # one definition: the gates' per-image accounting
 
 TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
-PIPELINE_ORDER = ("text_encoder", "text_encoder_2", "unet", "vae_decoder")
+PIPELINE_ORDER = ("text_encoder", "text_encoder_2", "controlnet", "unet", "vae_decoder")
 
 
 @dataclass
@@ -86,7 +87,7 @@ def time_calls(call: Callable[[], Any], runs: int, warmup: int, max_seconds: flo
 
 def component_batch(name: str, guidance: bool) -> int:
     """UNet runs cond + uncond in one batch-2 call with guidance; text encoders run once per prompt (twice)."""
-    return 2 if (guidance and name == "unet") else 1
+    return 2 if (guidance and name in DENOISERS) else 1
 
 
 def call_shape(name: str, comp: dict[str, Any], guidance: bool) -> tuple[int, int]:
@@ -98,7 +99,7 @@ def call_shape(name: str, comp: dict[str, Any], guidance: bool) -> tuple[int, in
 
 
 def calls_per_image(name: str, steps: int, guidance: bool) -> int:
-    if name == "unet":
+    if name in DENOISERS:  # a ControlNet runs once per step, before the UNet, on the same batch
         return steps
     if name in TEXT_COMPONENTS:
         return 2 if guidance else 1

@@ -133,9 +133,11 @@ def size_gates(manifest: dict[str, Any], max_size: dict[str, float] | None) -> l
     return results
 
 
+DENOISERS = ("controlnet", "unet")  # called every denoising step, on the guidance batch
+
 def component_batch(name: str) -> int:
     """With classifier-free guidance the UNet runs cond + uncond in one batch-2 call (as `fusionc bench`)."""
-    return 2 if name == "unet" else 1
+    return 2 if name in DENOISERS else 1
 
 
 def static_batch(shapes: Iterable[list[Any] | tuple[Any, ...]]) -> int | None:
@@ -160,7 +162,7 @@ def graph_calls(wanted_batch: int, graph_batch: int | None) -> tuple[int, int]:
 
 
 def calls_per_image(name: str, steps: int) -> int:
-    if name == "unet":
+    if name in DENOISERS:  # a ControlNet runs once per step, before the UNet, on the same batch
         return steps
     if name in TEXT_COMPONENTS:
         return 2  # prompt and empty prompt

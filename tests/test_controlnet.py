@@ -119,3 +119,13 @@ def test_generate_with_a_control_image(controlnet_build: Path, sd15_onnx_build: 
     plain = runner.invoke(main, ["generate", "a red circle", "--build", str(sd15_onnx_build), "--out", str(out),
                                  "--control-image", str(control)])
     assert plain.exit_code == 2 and "no controlnet" in plain.output
+
+
+def test_bench_counts_the_controlnet_every_step(controlnet_build: Path, tmp_path: Path) -> None:
+    report = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", str(controlnet_build), "--no-measure", "--steps", "6",
+                                       "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(report.read_text())["budgets"]
+    assert rows and all(r["calls"]["controlnet"] == r["calls"]["unet"] == 6 for r in rows)
+    assert all(r["breakdown_ms"]["controlnet"] > 0 for r in rows)
