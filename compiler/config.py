@@ -164,8 +164,8 @@ def read_config(path: Path) -> dict[str, Any]:
                 raise BadInputError(f"config file '{path}': '{name}' is set twice")
             flat[name] = item
     for name in PATH_KEYS:
-        if isinstance(flat.get(name), str):
-            flat[name] = (path.parent / flat[name]).resolve()
+        if isinstance(flat.get(name), str) and not (name == "checkpoint" and flat[name].startswith("builtin")):
+            flat[name] = (path.parent / flat[name]).resolve()  # `builtin`, `builtin:controlnet` are names, not paths
     return flat
 
 

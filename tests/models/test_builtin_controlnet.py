@@ -25,3 +25,11 @@ def test_the_control_image_moves_the_shape(prompt: str, shape: str, outline: str
     rs = torch_runners("builtin:controlnet")
     moved = control_follow_rate(rs, [(prompt, shape, outline)], seeds=1)
     assert moved["rate"] == 1.0, moved["cases"]  # the prompt says one place, the outline another: the outline wins
+
+
+def test_builtin_names_in_a_config_file_are_not_paths(tmp_path) -> None:
+    from fusionc.config import read_config
+
+    config = tmp_path / "fusionc.toml"
+    config.write_text('checkpoint = "builtin:controlnet"\n')
+    assert read_config(config)["checkpoint"] == "builtin:controlnet"
