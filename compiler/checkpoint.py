@@ -216,6 +216,43 @@ def _entries_left_out(index: dict[str, Any], index_file: Path) -> dict[str, str]
     return omitted
 
 
+def load_structure(path: Path | str | None) -> Checkpoint:
+    """The checkpoint's modules built from their configs on the meta device: shapes and dtypes, no weight read.
+
+    For `fusionc estimate`: the graph's structure is all the cost model needs, so a 2.6B-parameter UNet costs no
+    memory and no disk read (the weight files are not opened, not even hashed: sha256 is left empty).
+    """
+    path = BUILTIN_CHECKPOINT if path is None else Path(path)
+    if not path.is_dir():
+        raise BadInputError(f"checkpoint '{path}' is not a folder: pass a diffusers pipeline or component folder")
+    index_file = path / "model_index.json"
+    if index_file.exists():
+        index = _read_json(index_file)
+        folders = {f: index[f][1] for f in MODEL_FOLDERS if f in index and isinstance(index[f], list) and index[f][1]}
+    elif (path / "config.json").exists():
+        cls = _class_name(path)
+        folder = SUPPORTED.get(cls, (None, None))[1]
+        if folder is None:
+            raise UnsupportedError(f"component class '{cls}' in {path}/config.json is not supported: "
+                                   f"fusionc compiles {', '.join(SUPPORTED)}")
+        folders = {folder: cls}
+    else:
+        raise BadInputError(f"'{path}' is not a diffusers checkpoint: it has neither model_index.json nor config.json")
+    if not folders:
+        raise BadInputError(f"{index_file} names none of {', '.join(MODEL_FOLDERS)}: not a text-to-image pipeline")
+    models = {}
+    for folder, cls in folders.items():
+        where = path / folder if index_file.exists() else path
+        if not (where / "config.json").exists():
+            raise BadInputError(f"component folder '{where}' has no config.json")
+        if cls not in SUPPORTED:
+            raise UnsupportedError(f"component class '{cls}' in {where} is not supported: "
+                                   f"fusionc compiles {', '.join(SUPPORTED)}")
+        with torch.device("meta"), _skip_weight_init():
+            models[folder] = _build_from_config(where, cls).eval().float()
+    return Checkpoint(path, "", models, dict(folders))
+
+
 def load_component(folder: Path, allow_pickle: bool, expected_class: str | None = None) -> torch.nn.Module:
     """Build one model from folder/config.json and load its weights strictly."""
     if not (folder / "config.json").exists():

@@ -372,6 +372,29 @@ def bench_command(check: bool, **kwargs: Any) -> None:
         raise CheckFailedError(f"no backend meets the {kwargs['budget']:g} s budget")
 
 
+@main.command("estimate")
+@click.argument("source", required=False, type=click.Path(path_type=Path))
+@click.option("--components", default=None, help="Comma-separated components [default: the pipeline's].")
+@click.option("--device", "devices", multiple=True, help="Device profile (repeatable) [default: every profile].")
+@click.option("--precision", default=None, help="fp16 | w8a16 | w8a8 | w4a16 [default: w8a16 Hexagon, fp16 ANE].")
+@click.option("--palettize", type=float, default=None, help="Bits per weight (palettized/compressed) [default: none].")
+@click.option("--height", type=int, default=None, help="Image height in pixels [default: the model's].")
+@click.option("--width", type=int, default=None, help="Image width in pixels [default: the model's].")
+@click.option("--steps", type=int, default=8, show_default=True, help="Denoising steps per image.")
+@click.option("--guidance/--no-guidance", default=True, show_default=True,
+              help="Classifier-free guidance: the UNet twice per step (Core ML: one batch-2 call).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the estimates as JSON.")
+@handle_errors
+def estimate_command(**kwargs: Any) -> None:
+    """Estimated latency per component and device of CHECKPOINT, MODEL.onnx or BUILD, with nothing built.
+
+    Without SOURCE: the built-in tiny pipeline. A checkpoint is exported from its configs alone (no weight read).
+    """
+    from fusionc.estimate import run_estimate_cli
+
+    run_estimate_cli(**kwargs)
+
+
 @main.command("passes", context_settings={"ignore_unknown_options": True})
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 @click.argument("compile_args", nargs=-1, type=click.UNPROCESSED)

@@ -199,3 +199,39 @@ def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
         if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
             value.shape = ir.Shape(["batch", *value.shape[1:]])
     return model
+
+
+def export_structure(spec: ComponentSpec, opset: int = 18) -> ir.Model:
+    """Export a component whose parameters live on the meta device (fusionc.checkpoint.load_structure).
+
+    torch.export traces with fake tensors anyway; what breaks on meta weights is the exporter's constant folding,
+    which copies initializers. So: export unoptimized, make every meta initializer a lazy all-zero tensor of its
+    dtype and shape (materialized only if a folding pass reads it: small constants such as norm scales), then run
+    the same onnxscript optimizer the exporter runs. Tracing time stays (minutes for an SDXL UNet on 2 cores);
+    what goes is reading, hashing and holding the weights.
+    """
+    import numpy as np
+    import onnxscript.optimizer
+
+    dynamic = tuple({0: torch.export.Dim.DYNAMIC} if k != "timestep" else None for k in spec.example)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            spec.module, tuple(spec.example.values()), dynamo=True, opset_version=opset, optimize=False,
+            input_names=list(spec.example), output_names=spec.outputs, dynamic_shapes=dynamic, verbose=False,
+        )
+    model = program.model
+    for value in model.graph.initializers.values():
+        raw = getattr(value.const_value, "raw", None)
+        if isinstance(raw, torch.Tensor) and raw.device.type == "meta":
+            dtype, shape = value.dtype, tuple(value.shape)
+            value.const_value = ir.LazyTensor(
+                lambda dtype=dtype, shape=shape: ir.tensor(np.zeros(shape, dtype=dtype.numpy())),
+                dtype=dtype, shape=ir.Shape(shape), name=value.name)
+    onnxscript.optimizer.optimize_ir(model)
+    forget_last_match(onnxscript_default_rules)
+    for value in [*model.graph.inputs, *model.graph.outputs]:
+        if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
+            value.shape = ir.Shape(["batch", *value.shape[1:]])
+    return model

@@ -174,6 +174,7 @@ class Estimate:
     bound: str = "compute"  # which term dominates the total
     weight_bytes: float = 0.0  # as read on the device
     macs: int = 0
+    model: str = "roofline"  # roofline (module docstring) | fitted (fusionc.analysis.costfit on AI Hub latencies)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,8 +185,70 @@ def backend_of(device: Device) -> str:
 
 
 def estimate(stats: GraphStats, device: Device, precision: str | None = None, weight_bits: float | None = None,
-             attention_form: str | None = None, params: FamilyParams | None = None) -> Estimate:
-    """Estimated latency of one call of the graph behind `stats` on `device`'s NPU."""
+             attention_form: str | None = None, params: FamilyParams | None = None,
+             runtime: str = "qnn") -> Estimate:
+    """Estimated latency of one call of the graph behind `stats` on `device`'s NPU.
+
+    Hexagon devices use the model fitted on AI Hub's published latencies (fusionc.analysis.costfit, coefficients per
+    chipset and precision); Apple devices, and any call that passes roofline `params`, use the roofline below.
+    """
+    if params is None and device.family == "htp":
+        theta = fitted_coefficients(device.name, precision or DEFAULT_PRECISION["htp"], runtime)
+        if theta is not None:
+            return _fitted_estimate(stats, device, precision or DEFAULT_PRECISION["htp"], weight_bits, theta)
+    return roofline_estimate(stats, device, precision, weight_bits, attention_form, params)
+
+
+_FITTED: dict[str, Any] | None = None
+
+
+def fitted_coefficients(device_name: str, precision: str, runtime: str = "qnn") -> list[float] | None:
+    """The fitted coefficients for a Hexagon chipset (costmodel_params.json), or the pooled ones scaled by the
+    chipset's relative speed when the fit had too few rows for it; None without a params file or for unknown chips."""
+    global _FITTED
+    from fusionc.analysis import costfit
+
+    if _FITTED is None:
+        _FITTED = costfit.load_params() if costfit.PARAMS_PATH.exists() else {}
+    if not _FITTED:
+        return None
+    group = {"fp16": "float", "w8a16": "w8a16", "w8a8": "w8a8", "w4a16": "w8a16"}.get(precision, "w8a16")
+    theta = _FITTED["groups"].get(f"{device_name}|{group}|{runtime}")
+    if theta is None and device_name in _FITTED.get("chipset_speed", {}):
+        pooled = _FITTED["groups"].get(f"*|{group}|{runtime}")
+        theta = [v * _FITTED["chipset_speed"][device_name] for v in pooled] if pooled else None
+    return theta
+
+
+def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_bits: float | None,
+                     theta: list[float]) -> Estimate:
+    from fusionc.analysis import costfit
+
+    fallback = {}
+    for op in stats.ops:
+        if op.op_type in FALLBACK_OPS["htp"] and op.domain in ("", "ai.onnx"):
+            fallback[op.op_type] = fallback.get(op.op_type, 0) + 1
+    group = {"fp16": "float", "w4a16": "w4a16"}.get(precision, precision)
+    x = costfit.features_from_stats(stats, group, sum(fallback.values()))
+    if weight_bits is not None:  # e.g. palettized / 4-bit weights: only the weight traffic changes
+        x["weight_mb"] *= weight_bits / (costfit.PRECISION_BYTES[group][0] * 8)
+    parts = {k: v / 1000 for k, v in costfit.breakdown(x, theta).items()}  # seconds
+    compute = sum(parts[k] for k in ("conv_gmacs", "linear_gmacs", "attn_gmacs", "vector_g", "layout_g"))
+    memory = parts["weight_mb"] + parts["spill_mb"]
+    overhead = parts["kilo_ops"] + parts["one"]
+    est = Estimate(device.name, backend_of(device), precision, compute + memory + overhead + parts["fallback_layers"],
+                   compute, memory, overhead, parts["fallback_layers"], fallback, macs=stats.macs,
+                   weight_bytes=x["weight_mb"] * 1e6)
+    terms = {"compute": compute, "memory": memory, "overhead": overhead, "fallback": parts["fallback_layers"]}
+    est.bound = max(terms, key=terms.get)
+    est.model = "fitted"
+    return est
+
+
+def roofline_estimate(stats: GraphStats, device: Device, precision: str | None = None,
+                      weight_bits: float | None = None, attention_form: str | None = None,
+                      params: FamilyParams | None = None) -> Estimate:
+    """The per-op roofline of the module docstring (Apple's ANE; Hexagon devices without fitted coefficients)."""
     family = device.family
     params = params or FAMILY_PARAMS.get(family) or UNFITTED_PARAMS[family]
     precision = precision or DEFAULT_PRECISION[family]

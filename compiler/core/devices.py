@@ -118,6 +118,31 @@ DEVICES: dict[str, Device] = {
                {"int8": 45.0, "fp16": 22.5}, 85.0, 2 * GB, hexagon_arch="v79", soc_model=69, npu="htp",
                family="htp", memory_bytes=12 * GB, year=2024,
                title="Snapdragon 8 Elite"),
+        # Snapdragon 8 Elite Gen 5 (SM8850): Hexagon v81, soc_model 87 (ExecuTorch Qualcomm backend's QcomChipset
+        # table, backends/qualcomm/serialization/qc_schema.py); LPDDR5X-5300, 85 GB/s (Qualcomm product brief);
+        # TOPS a press-level estimate (Qualcomm: NPU "37% faster" than 8 Elite, unitless). Latency on this chipset
+        # comes from the cost model fitted on AI Hub's 8 Elite Gen 5 QRD rows, not from these peaks.
+        # 12 GB RAM: assumption (the common flagship configuration; the QRD's RAM is not published).
+        Device("snapdragon-8-elite-gen-5", "qualcomm", "SM8850", "qnn", ("cpu", "gpu", "htp"),
+               {"int8": 60.0, "fp16": 30.0}, 85.0, 2 * GB, hexagon_arch="v81", soc_model=87, npu="htp",
+               family="htp", memory_bytes=12 * GB, year=2025,
+               title="Snapdragon 8 Elite Gen 5"),
+        # Snapdragon 7 Gen 4 (SM7750): Hexagon v73 (the HTP skel it loads; the QNN soc_model id is not in a public
+        # table we could read: left unset, the QNN EP then prepares for the arch alone); LPDDR5X-4200, 67 GB/s
+        # (Qualcomm product brief). TOPS an estimate (no public figure; AI Hub's rows put it at ~0.5x the 8 Gen 3).
+        # 8 GB RAM: assumption (the common configuration of its phones).
+        Device("snapdragon-7-gen-4", "qualcomm", "SM7750", "qnn", ("cpu", "gpu", "htp"),
+               {"int8": 17.0, "fp16": 8.5}, 67.0, 2 * GB, hexagon_arch="v73", soc_model=None, npu="htp",
+               family="htp", memory_bytes=8 * GB, year=2025,
+               title="Snapdragon 7 Gen 4"),
+        # Snapdragon X Elite (X1E, SC8380XP): Hexagon NPU 45 TOPS int8 (Qualcomm's published figure, the one
+        # Copilot+ PCs are rated by); Hexagon v73; LPDDR5X-8448, 135 GB/s (Qualcomm X Elite product page).
+        # fp16 taken as half the int8 rate (assumption). 16 GB RAM: the smallest X Elite laptop configuration
+        # (Copilot+ PCs require 16 GB). soc_model left unset (not in a public table we could read).
+        Device("snapdragon-x-elite", "qualcomm", "X1E (SC8380XP)", "qnn", ("cpu", "gpu", "htp"),
+               {"int8": 45.0, "fp16": 22.5}, 135.0, 2 * GB, hexagon_arch="v73", soc_model=None, npu="htp",
+               family="htp", memory_bytes=16 * GB, year=2024,
+               title="Snapdragon X Elite"),
         # ---- CPU profiles (ONNX Runtime CPU provider, MLAS kernels) -------------------------------------------------
         # peak = sum over big cores of GHz x MACs/cycle. fp32: 128-bit NEON FMA pipes x 4 lanes (Cortex-X3: 4 pipes,
         # A715/A710/A78: 2; Arm Software Optimization Guides); fp16 (ARMv8.2 FP16): 2x fp32; int8: SDOT, 4x fp32

@@ -1,0 +1,302 @@
+"""Fit the NPU cost model on Qualcomm AI Hub's published latencies; report its error on models it never saw.
+
+One command reproduces the fit and its held-out errors from committed inputs:
+    python benchmarks/costmodel_fit.py
+Inputs: /work/shared/latency/aihub_perf.csv (release v0.46.1; every chipset) and aihub_perf_history.csv (only for
+Snapdragon 8 Gen 2, which the current release dropped), and the per-op features of the rebuilt graphs in
+benchmarks/results/latency_features.json.gz (benchmarks/latency_graphs.py).
+Outputs:
+    benchmarks/results/costmodel_fit.json   split, per-chipset / per-runtime / per-precision held-out errors,
+                                            every held-out prediction, Stable Diffusion predictions
+    benchmarks/results/costmodel_fit.png    estimated vs published, log-log, train and held-out
+    compiler/analysis/costmodel_params.json the coefficients `fusionc estimate` and `fusionc bench` use (fitted on
+                                            the training split only: the held-out errors describe them)
+
+The split is by model family (a model, and its near-duplicates such as the four Opus-MT language pairs or
+Depth-Anything v1/v2, wholly in or wholly out): a family is held out when sha1(family) mod 4 == 0 (about a quarter).
+Stable Diffusion (aihub has no diffusion rows on purpose) is predicted here with the shipped coefficients and
+written beside the errors; comparing those predictions with published SD figures is left to a later step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import hashlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from fusionc.analysis import costfit
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = Path("/work/shared/latency")
+FEATURES_PATH = RESULTS / "latency_features.json.gz"
+
+# AI Hub chipset name -> fusionc device name (fusionc.core.devices) or a slug for chipsets no phone/laptop ships with
+CHIPSETS = {
+    "Snapdragon 8 Gen 2": "snapdragon-8-gen-2",
+    "Snapdragon 8 Gen 3": "snapdragon-8-gen-3",
+    "Snapdragon 8 Elite For Galaxy": "snapdragon-8-elite",
+    "Snapdragon 8 Elite Gen 5": "snapdragon-8-elite-gen-5",
+    "Snapdragon 7 Gen 4": "snapdragon-7-gen-4",
+    "Snapdragon X Elite": "snapdragon-x-elite",
+}
+PHONE_LAPTOP = list(CHIPSETS.values())
+# near-duplicate architectures share a family: they go to the same side of the split
+FAMILY = {"opus_mt_en_es": "opus_mt", "opus_mt_en_zh": "opus_mt", "opus_mt_es_en": "opus_mt", "opus_mt_zh_en": "opus_mt",
+          "depth_anything_v2": "depth_anything", "whisper_small_quantized": "whisper_small",
+          "detr_resnet50_dc5": "detr_resnet50", "detr_resnet101_dc5": "detr_resnet101",
+          "conditional_detr_resnet50": "detr_resnet50", "resnet_3d": "resnet_video", "resnet_mixed": "resnet_video",
+          "resnet_2plus1d": "resnet_video"}
+MIN_ROWS = 8  # a (chipset, precision, runtime) group with fewer training rows borrows the pooled fit
+RIDGE = 0.05
+
+
+def slug(chipset: str) -> str:
+    return CHIPSETS.get(chipset) or chipset.lower().replace(" ", "-").replace("(", "").replace(")", "")
+
+
+def family(model: str) -> str:
+    return FAMILY.get(model, model)
+
+
+def held_out(model: str) -> bool:
+    return int(hashlib.sha1(family(model).encode()).hexdigest(), 16) % 4 == 0
+
+
+def load_rows(features: dict) -> list[dict]:
+    """Published rows of rebuilt models: current release for every chipset, history for the 8 Gen 2."""
+    rows, seen_jobs = [], set()
+    with open(DATA / "aihub_perf.csv") as f:
+        current = list(csv.DictReader(f))
+    with open(DATA / "aihub_perf_history.csv") as f:
+        history = [r for r in csv.DictReader(f) if r["chipset"] == "Snapdragon 8 Gen 2"]
+    for source, table in (("aihub_perf.csv", current), ("aihub_perf_history.csv", history)):
+        for r in table:
+            key = f"{r['model']}/{r['component']}"
+            if key not in features or not r["inference_time_ms"]:
+                continue
+            if r.get("job_id") and (r["job_id"], r["chipset"]) in seen_jobs:
+                continue
+            if r.get("job_shared_with_device") and r["job_id"] in {j for j, _ in seen_jobs}:
+                continue  # SA7255P repeats QCS8275's jobs: one independent point
+            seen_jobs.add((r.get("job_id"), r["chipset"]))
+            runtime = costfit.RUNTIME_GROUPS.get(r["runtime"])
+            try:
+                precision = costfit.precision_group(r["precision"])
+            except ValueError:
+                continue
+            if runtime is None or precision == "w4a16":
+                continue
+            layers = lambda k: float(r[k]) if r.get(k) not in (None, "") else 0.0  # noqa: E731
+            rows.append({"model": r["model"], "component": r["component"], "key": key, "chipset": slug(r["chipset"]),
+                         "runtime": r["runtime"], "runtime_group": runtime, "precision": precision,
+                         "published_ms": float(r["inference_time_ms"]), "source": source,
+                         "fallback_layers": layers("layers_cpu") + layers("layers_gpu"),
+                         "held_out": held_out(r["model"])})
+    return rows
+
+
+def design(rows: list[dict], features: dict) -> np.ndarray:
+    cache = {}
+    out = []
+    for r in rows:
+        k = (r["key"], r["precision"])
+        if k not in cache:
+            entry = features[r["key"]]
+            cache[k] = costfit.features_from_rows(entry["ops"], r["precision"], 0.0, entry["fields"])
+        x = dict(cache[k], fallback_layers=r["fallback_layers"])
+        out.append(costfit.vector(x))
+    return np.array(out)
+
+
+def fit(rows: list[dict], X: np.ndarray) -> dict[str, list[float]]:
+    """Coefficients per (chipset, precision, runtime group), pulled towards the chipset-scaled pooled fit."""
+    y = np.array([r["published_ms"] for r in rows])
+    train = np.array([not r["held_out"] for r in rows])
+    groups: dict[str, list[float]] = {}
+    pooled: dict[tuple[str, str], np.ndarray] = {}
+    by_prec_rt = defaultdict(list)
+    for i, r in enumerate(rows):
+        if train[i]:
+            by_prec_rt[(r["precision"], r["runtime_group"])].append(i)
+    # pooled over chipsets: each chipset's rows rescaled by its median speed relative to all (generation scaling)
+    speed = chipset_speed(rows, train)
+    for key, idx in by_prec_rt.items():
+        s = np.array([speed[rows[i]["chipset"]] for i in idx])
+        pooled[key] = costfit.fit_group(X[idx], y[idx] / s)
+    by_group = defaultdict(list)
+    for i, r in enumerate(rows):
+        if train[i]:
+            by_group[(r["chipset"], r["precision"], r["runtime_group"])].append(i)
+    for (chip, prec, rt), idx in by_group.items():
+        prior = pooled[(prec, rt)] * speed[chip]
+        theta = costfit.fit_group(X[idx], y[idx], prior, RIDGE) if len(idx) >= MIN_ROWS else prior
+        groups[f"{chip}|{prec}|{rt}"] = [float(v) for v in theta]
+    for (prec, rt), theta in pooled.items():  # a chipset without rows in a group falls back to the pooled shape
+        groups[f"*|{prec}|{rt}"] = [float(v) for v in theta]
+    return {"groups": groups, "chipset_speed": speed}
+
+
+def chipset_speed(rows: list[dict], train: np.ndarray) -> dict[str, float]:
+    """Median of published / (same model, precision, runtime on the 8 Gen 3) over shared keys: relative slowness."""
+    ref = {}
+    for i, r in enumerate(rows):
+        if train[i] and r["chipset"] == "snapdragon-8-gen-3":
+            ref[(r["key"], r["precision"], r["runtime"])] = r["published_ms"]
+    ratios = defaultdict(list)
+    for i, r in enumerate(rows):
+        k = (r["key"], r["precision"], r["runtime"])
+        if train[i] and k in ref:
+            ratios[r["chipset"]].append(r["published_ms"] / ref[k])
+    return {c: float(statistics.median(v)) for c, v in ratios.items()}
+
+
+def predict_rows(rows: list[dict], X: np.ndarray, params: dict) -> np.ndarray:
+    out = []
+    for r, x in zip(rows, X):
+        theta = params["groups"].get(f"{r['chipset']}|{r['precision']}|{r['runtime_group']}")
+        if theta is None:
+            pooled = params["groups"][f"*|{r['precision']}|{r['runtime_group']}"]
+            theta = np.array(pooled) * params["chipset_speed"].get(r["chipset"], 1.0)
+        out.append(float(x @ np.asarray(theta)))
+    return np.array(out)
+
+
+def errors(rows: list[dict], pred: np.ndarray, select) -> dict:  # noqa: ANN001
+    err = [pred[i] / r["published_ms"] - 1 for i, r in enumerate(rows) if select(r)]
+    if not err:
+        return {"n": 0}
+    a = np.abs(err)
+    return {"n": len(err), "models": len({r["model"] for r in rows if select(r)}),
+            "median_abs": float(np.median(a)), "p90_abs": float(np.percentile(a, 90)),
+            "median_signed": float(np.median(err))}
+
+
+def stable_diffusion(features: dict, params: dict) -> list[dict]:
+    """Predicted SD-1.5 text encoder / UNet / VAE decoder on each phone/laptop chipset, QNN context binary, W8A16."""
+    out = []
+    for key in sorted(k for k in features if k.startswith("stable_diffusion")):
+        entry = features[key]
+        for chip in PHONE_LAPTOP:
+            for prec in ("w8a16", "float"):
+                x = costfit.features_from_rows(entry["ops"], prec, 0.0, entry["fields"])
+                theta = params["groups"].get(f"{chip}|{prec}|qnn")
+                if theta is None:
+                    theta = list(np.array(params["groups"][f"*|{prec}|qnn"]) * params["chipset_speed"].get(chip, 1.0))
+                parts = costfit.breakdown(x, theta)
+                out.append({"component": key.split("/")[1], "chipset": chip, "precision": prec, "runtime": "qnn",
+                            "batch": 1, "predicted_ms": round(sum(parts.values()), 3),
+                            "bound": max(parts, key=parts.get)})
+    return out
+
+
+def scatter(rows: list[dict], pred: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 6))
+    y = np.array([r["published_ms"] for r in rows])
+    test = np.array([r["held_out"] for r in rows])
+    ax.scatter(y[~test], pred[~test], s=5, alpha=0.25, color="#999999", label=f"training models ({(~test).sum()} rows)")
+    ax.scatter(y[test], pred[test], s=9, alpha=0.7, color="#dd4444", label=f"held-out models ({test.sum()} rows)")
+    lo, hi = max(min(y.min(), pred.min()), 0.05), max(y.max(), pred.max())
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    for f in (0.6, 1.4):
+        ax.plot([lo, hi], [lo * f, hi * f], "k:", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("published latency, ms (Qualcomm AI Hub)")
+    ax.set_ylabel("estimated latency, ms (fusionc cost model)")
+    ax.set_title("fusionc cost model: estimated vs published (dotted: +-40%)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmodel_fit.json",
+        out_png: Path | None = RESULTS / "costmodel_fit.png", params_path: Path = costfit.PARAMS_PATH) -> dict:
+    with gzip.open(features_path, "rt") as f:
+        features = json.load(f)
+    fit_features = {k: v for k, v in features.items() if not k.startswith("stable_diffusion")}
+    rows = load_rows(fit_features)
+    X = design(rows, fit_features)
+    params = fit(rows, X)
+    pred = predict_rows(rows, X, params)
+    test = lambda r: r["held_out"]  # noqa: E731
+    chips = sorted({r["chipset"] for r in rows})
+    report = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_rev": git_rev(),
+        "inputs": {"perf": "aihub_perf.csv (v0.46.1) + aihub_perf_history.csv (Snapdragon 8 Gen 2 only)",
+                   "features": str(features_path.relative_to(ROOT)) if features_path.is_relative_to(ROOT)
+                   else str(features_path), "graphs": len(fit_features)},
+        "model": {"features": list(costfit.FEATURES), "vtcm_bytes": costfit.VTCM_BYTES, "ridge": RIDGE,
+                  "min_rows": MIN_ROWS},
+        "split": {"rule": "family held out when sha1(family) % 4 == 0",
+                  "train_models": sorted({r["model"] for r in rows if not r["held_out"]}),
+                  "held_out_models": sorted({r["model"] for r in rows if r["held_out"]}),
+                  "rows_train": sum(not r["held_out"] for r in rows), "rows_held_out": sum(r["held_out"] for r in rows)},
+        "held_out": {
+            "by_chipset_qnn": {c: errors(rows, pred, lambda r, c=c: test(r) and r["chipset"] == c
+                                         and r["runtime_group"] == "qnn") for c in chips},
+            "by_runtime": {rt: errors(rows, pred, lambda r, rt=rt: test(r) and r["runtime"] == rt)
+                           for rt in ("QNN_CONTEXT_BINARY", "QNN_DLC", "QNN", "PRECOMPILED_QNN_ONNX", "ONNX", "TFLITE")},
+            "by_precision_qnn": {p: errors(rows, pred, lambda r, p=p: test(r) and r["precision"] == p
+                                           and r["runtime_group"] == "qnn") for p in ("float", "w8a16", "w8a8")},
+            "by_chipset_all_runtimes": {c: errors(rows, pred, lambda r, c=c: test(r) and r["chipset"] == c)
+                                        for c in chips},
+            "all": errors(rows, pred, test),
+        },
+        "train": {"all": errors(rows, pred, lambda r: not r["held_out"])},
+        "stable_diffusion_predictions": stable_diffusion(features, params),
+        "held_out_rows": [{k: r[k] for k in ("model", "component", "chipset", "runtime", "precision", "published_ms")}
+                          | {"estimated_ms": round(float(p), 3)} for r, p in zip(rows, pred) if r["held_out"]],
+    }
+    params_out = {"features": list(costfit.FEATURES), "fitted_on": "training split of benchmarks/costmodel_fit.py",
+                  "git_rev": report["git_rev"], "groups": params["groups"], "chipset_speed": params["chipset_speed"]}
+    params_path.write_text(json.dumps(params_out, indent=1) + "\n")
+    out_json.write_text(json.dumps(report, indent=1) + "\n")
+    if out_png:
+        scatter(rows, pred, out_png)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--features", type=Path, default=FEATURES_PATH)
+    args = parser.parse_args()
+    report = run(args.features)
+    print(f"{len(report['split']['train_models'])} training models, {len(report['split']['held_out_models'])} held "
+          f"out ({report['split']['rows_held_out']} rows)", file=sys.stderr)
+    print(f"{'chipset (QNN runtimes)':34} {'n':>5} {'models':>6} {'median':>7} {'p90':>7}")
+    for chip, e in report["held_out"]["by_chipset_qnn"].items():
+        if e["n"]:
+            print(f"{chip:34} {e['n']:5d} {e['models']:6d} {e['median_abs']:7.1%} {e['p90_abs']:7.1%}")
+    for rt, e in report["held_out"]["by_runtime"].items():
+        if e["n"]:
+            print(f"runtime {rt:26} {e['n']:5d} {e['models']:6d} {e['median_abs']:7.1%} {e['p90_abs']:7.1%}")
+    e = report["train"]["all"]
+    print(f"{'(training rows, all)':34} {e['n']:5d} {e['models']:6d} {e['median_abs']:7.1%} {e['p90_abs']:7.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""`fusionc estimate`: per component and device, the cost model's latency of one call and of a whole generation.
+
+Nothing is built: a checkpoint folder is exported from its configs alone (modules on the meta device, no weight
+read: fusionc.checkpoint.load_structure + fusionc.export.export_structure) and run through the passes a build
+would run; an .onnx file or a build folder's kept ONNX graphs are read as they are. Each graph goes through
+fusionc.analysis.costmodel.estimate on every device asked for (Hexagon: the model fitted on Qualcomm AI Hub's
+published latencies; Apple Neural Engine: the roofline calibrated on Apple's and SnapFusion's figures).
+
+Calls per image: the UNet once per step, the text encoder(s) once per prompt (twice with guidance: the prompt and
+the empty prompt), the VAE decoder once. With guidance a Hexagon build runs its static batch-1 UNet twice per step;
+a Core ML build runs one batch-2 call (how Apple's and SnapFusion's published step times are measured).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from fusionc.core.devices import DEVICES, Device, get_device
+from fusionc.core.errors import BadInputError
+
+PIPELINE_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae_decoder")
+ALL_COMPONENTS = PIPELINE_COMPONENTS + ("vae_encoder",)
+
+
+def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[int, int]:
+    """(batch of one call, calls per image) of `component` on `device`."""
+    if component == "unet":
+        if guidance and device.family == "ane":
+            return 2, steps
+        return 1, steps * (2 if guidance else 1)
+    if component.startswith("text_encoder"):
+        return 1, 2 if guidance else 1
+    return 1, 1
+
+
+def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, height: int | None,
+                            width: int | None) -> dict[str, Any]:
+    """component -> {"generic": stats at any batch (dims pinned later), "qnn": stats of the QNN pipeline graph}."""
+    from fusionc.analysis.graph_stats import graph_stats
+    from fusionc.checkpoint import load_structure
+    from fusionc.core.context import ComponentContext
+    from fusionc.core.options import CompileOptions
+    from fusionc.export import component_spec, export_structure
+    from fusionc.passes.generic import default_pipeline
+    from fusionc.pipeline import run_passes
+    from fusionc.targets import get_target
+
+    # onnx_ir's shape inference cannot type the fused units' bodies; it leaves those graphs unchanged and logs a
+    # traceback per node: a normal outcome here, not something to show
+    logging.getLogger("onnx_ir.passes.common.shape_inference").setLevel(logging.CRITICAL)
+    checkpoint = load_structure(path)
+    available = checkpoint.component_names()
+    wanted = components or [c for c in available if c in PIPELINE_COMPONENTS]
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise BadInputError(f"--components {','.join(missing)}: not in {checkpoint.path} (it has {', '.join(available)})")
+    options = CompileOptions(target="qnn", height=height, width=width)
+    generic = default_pipeline()
+    qnn_rest = get_target("qnn").pipeline(options)[len(generic):]
+    out = {}
+    for name in wanted:
+        spec = component_spec(checkpoint, name, options, batch=1)
+        spec.example = {k: v.to("meta") for k, v in spec.example.items()}
+        model = export_structure(spec, options.opset)
+        ctx = ComponentContext.for_options(options, name)
+        run_passes(model, generic, ctx)
+        entry = {"generic": {b: graph_stats(model, {"batch": b}) for b in (1, 2)}}
+        run_passes(model, qnn_rest, ctx)
+        entry["qnn"] = graph_stats(model, {"batch": 1})
+        out[name] = entry
+    return out
+
+
+def _graphs_from_onnx(paths: dict[str, Path]) -> dict[str, Any]:
+    from fusionc.analysis.graph_stats import graph_stats
+
+    out = {}
+    for name, path in paths.items():
+        stats = {b: graph_stats(path, {"batch": b}) for b in (1, 2)}
+        out[name] = {"generic": stats, "qnn": stats[1]}
+    return out
+
+
+def collect_graphs(source: Path | None, components: list[str] | None, height: int | None,
+                   width: int | None) -> tuple[str, dict[str, Any]]:
+    """(kind of source, graphs by component) for a checkpoint folder, a .onnx file or a build folder."""
+    if source is not None and source.suffix == ".onnx":
+        if not source.is_file():
+            raise BadInputError(f"'{source}' does not exist: pass a checkpoint folder, a .onnx file or a build folder")
+        if components and len(components) != 1:
+            raise BadInputError("an .onnx file is one component: pass at most one --components name")
+        return "onnx", _graphs_from_onnx({(components or [source.stem])[0]: source})
+    if source is not None and (source / "manifest.json").is_file():
+        from fusionc.bench import component_graph
+        from fusionc.buildfs import read_manifest
+
+        manifest = read_manifest(source)
+        paths = {}
+        for name, comp in manifest["components"].items():
+            if components and name not in components:
+                continue
+            graph = component_graph(source, comp)
+            if graph is not None:
+                paths[name] = graph
+        if not paths:
+            raise BadInputError(f"build '{source}' keeps no ONNX graph of {','.join(components or ['its components'])} "
+                                "(QNN context binaries and Core ML packages are opaque): estimate its checkpoint instead")
+        return "build", _graphs_from_onnx(paths)
+    if source is not None and not source.exists():
+        raise BadInputError(f"'{source}' does not exist: pass a checkpoint folder, a .onnx file or a build folder")
+    return "checkpoint", _graphs_from_checkpoint(source, components, height, width)
+
+
+def estimate(source: Path | None, components: list[str] | None = None, devices: list[str] | None = None,
+             precision: str | None = None, palettize: float | None = None, height: int | None = None,
+             width: int | None = None, steps: int = 8, guidance: bool = True) -> dict[str, Any]:
+    """Everything `fusionc estimate` prints and writes, as one JSON-ready dict."""
+    from fusionc.analysis.costmodel import DEFAULT_PRECISION, PRECISIONS, backend_of
+    from fusionc.analysis.costmodel import estimate as cost
+
+    if steps < 1:
+        raise BadInputError("--steps must be >= 1")
+    if precision is not None and precision not in PRECISIONS:
+        raise BadInputError(f"--precision {precision}: pick one of {', '.join(PRECISIONS)}")
+    if palettize is not None and not 1 <= palettize <= 8:
+        raise BadInputError(f"--palettize {palettize:g}: bits per weight must be within 1..8")
+    unknown = [c for c in components or [] if c not in ALL_COMPONENTS]
+    if unknown and not (source is not None and source.suffix == ".onnx"):
+        raise BadInputError(f"--components {','.join(unknown)}: pick from {', '.join(ALL_COMPONENTS)}")
+    chosen = [get_device(name, "onnx") for name in devices] if devices else list(DEVICES.values())
+    kind, graphs = collect_graphs(source, components, height, width)
+    rows = []
+    for name, graph in graphs.items():
+        for device in chosen:
+            batch, n_calls = calls(name, device, steps, guidance)
+            stats = graph["qnn"] if device.family == "htp" else graph["generic"][batch]
+            prec = precision or DEFAULT_PRECISION[device.family]
+            est = cost(stats, device, prec, weight_bits=palettize)
+            ms = est.latency_s * 1000
+            rows.append({"component": name, "device": device.name, "backend": backend_of(device), "precision": prec,
+                         "batch": batch, "latency_ms": round(ms, 3), "bound": est.bound, "model": est.model,
+                         "calls_per_image": n_calls, "per_image_ms": round(ms * n_calls, 3),
+                         "weight_bits": palettize, "gmacs": round(stats.macs / 1e9, 3),
+                         "compute_ms": round(est.compute_s * 1000, 3), "memory_ms": round(est.memory_s * 1000, 3),
+                         "overhead_ms": round(est.overhead_s * 1000, 3), "fallback_ms": round(est.fallback_s * 1000, 3)})
+    totals = []
+    for device in chosen:
+        mine = [r for r in rows if r["device"] == device.name]
+        if mine:
+            totals.append({"device": device.name, "components": [r["component"] for r in mine],
+                           "per_image_ms": round(sum(r["per_image_ms"] for r in mine), 3)})
+    return {"source": str(source) if source else "built-in tiny_sd", "source_kind": kind, "steps": steps,
+            "guidance": guidance, "estimates": rows, "per_image": totals,
+            "note": "cost-model estimates, not measurements: see README 'How good are the estimates' for the "
+                    "held-out error per chipset"}
+
+
+def print_estimates(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"fusionc estimate: {result['source']} ({result['source_kind']}), {result['steps']} steps, "
+                        f"guidance {'on' if result['guidance'] else 'off'} [E] estimated, nothing built")
+    for column in ("component", "device", "precision", "batch", "ms / call", "calls", "ms / image", "bound", "model"):
+        table.add_column(column, justify="right" if column in ("batch", "ms / call", "calls", "ms / image") else "left")
+    for r in result["estimates"]:
+        table.add_row(r["component"], r["device"], r["precision"], str(r["batch"]), f"{r['latency_ms']:.2f}",
+                      str(r["calls_per_image"]), f"{r['per_image_ms']:.1f}", r["bound"], r["model"])
+    for t in result["per_image"]:
+        table.add_row("[b]whole image[/b]", t["device"], "", "", "", "", f"{t['per_image_ms']:.1f}", "", "")
+    Console(width=max(Console().width, 140)).print(table)
+
+
+def run_estimate_cli(source: Path | None, components: str | None, devices: tuple[str, ...], precision: str | None,
+                     palettize: float | None, height: int | None, width: int | None, steps: int, guidance: bool,
+                     json_path: Path | None) -> dict[str, Any]:
+    names = [c.strip() for c in components.split(",") if c.strip()] if components else None
+    result = estimate(source, names, list(devices) or None, precision, palettize, height, width, steps, guidance)
+    print_estimates(result)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
