@@ -18,6 +18,9 @@ Two virtual environments, because torchvision does not import beside the torch 2
         onnx-ir==1.1.0 onnxscript==0.7.2 diffusers transformers safetensors numpy rich click
     flock /tmp/fusionc-heavy.lock nice -n 10 /work/venv-bench/bin/python benchmarks/latency_graphs.py \
         --libraries torchvision timm
+Modules are built on the meta device and exported from their structure (fusionc.export.export_structure, as
+`fusionc estimate` does): the features need shapes only, so no export holds weights (the SD-1.5 UNet included);
+a model whose code cannot trace on meta tensors is exported with random weights instead (recorded as "export").
 Each model is cached (--cache, one JSON per model component) and merged into the features file as it finishes, so
 a run that is stopped keeps what it did. Models whose library is not importable in the running venv are skipped.
 """
@@ -276,6 +279,13 @@ DIFFUSERS: dict[tuple[str, str], Callable] = {
     ("stable_diffusion_v1_5", "vae_decoder"): _stable_diffusion("sd_vae_decoder"),
     ("stable_diffusion_v1_5", "unet"): _stable_diffusion("sd15_unet"),
 }
+SAME_GRAPH = {
+    ("opus_mt_en_zh", "OpusMTEncoder"): ("opus_mt_en_es", "OpusMTEncoder"),
+    ("opus_mt_es_en", "OpusMTEncoder"): ("opus_mt_en_es", "OpusMTEncoder"),
+    ("opus_mt_zh_en", "OpusMTEncoder"): ("opus_mt_en_es", "OpusMTEncoder"),
+    ("depth_anything_v2", "Depth-Anything-V2"): ("depth_anything", "Depth-Anything"),
+    ("whisper_small_quantized", "WhisperSmallEncoderQuantizable"): ("whisper_small", "HfWhisperEncoder"),
+}
 LIBRARIES = {"transformers": TRANSFORMERS, "torchvision": TORCHVISION, "timm": TIMM, "diffusers": DIFFUSERS}
 
 
@@ -284,22 +294,34 @@ def features_of(build: Callable) -> dict[str, Any]:
     from fusionc.analysis.graph_stats import graph_stats
     from fusionc.core.context import ComponentContext
     from fusionc.core.options import CompileOptions
-    from fusionc.export import ComponentSpec, export_component
+    from fusionc.export import ComponentSpec, export_component, export_structure
     from fusionc.pipeline import run_passes
     from fusionc.targets import get_target
 
     torch.manual_seed(0)
-    module, feeds = build()
-    params = sum(p.numel() for p in module.parameters())
     start = time.time()
-    with torch.no_grad():
-        model = export_component(ComponentSpec("model", module, feeds, ["out"]))
+    try:  # structure only (meta device): no weight memory, no random init; the features need shapes alone
+        with torch.device("meta"):
+            module, feeds = build()
+        feeds = {k: v.to("meta") for k, v in feeds.items()}
+        with torch.no_grad():
+            model = export_structure(ComponentSpec("model", module, feeds, ["out"]))
+        how = "meta"
+    except Exception as err:  # noqa: BLE001 - e.g. a data-dependent branch on a buffer: export with real weights
+        print(f"  meta export failed ({type(err).__name__}: {str(err)[:120]}); exporting with random weights",
+              file=sys.stderr)
+        torch.manual_seed(0)
+        module, feeds = build()
+        with torch.no_grad():
+            model = export_component(ComponentSpec("model", module, feeds, ["out"]))
+        how = "random weights"
+    params = sum(p.numel() for p in module.parameters())
     export_s = time.time() - start
     options = CompileOptions(target="qnn")
     records = run_passes(model, get_target("qnn").pipeline(options), ComponentContext.for_options(options, "model"))
     stats = graph_stats(model, {"batch": 1})
     ops = [[getattr(op, f) for f in OP_FIELDS] for op in stats.ops if op.kind != "free"]
-    return {"params": params, "export_s": round(export_s, 1), "passes": len(records),
+    return {"params": params, "export_s": round(export_s, 1), "passes": len(records), "export": how,
             "attention_form": stats.attention_form, "inputs": {k: list(v.shape) for k, v in feeds.items()},
             "torch": torch.__version__, "fields": OP_FIELDS, "ops": ops, "op_counts": stats.op_counts}
 
@@ -308,22 +330,39 @@ def merge(cache: Path, path: Path = FEATURES) -> int:
     """Merge every cached model into the committed features file (keeps entries already there)."""
     data: dict[str, Any] = {}
     if path.exists():
-        with gzip.open(path, "rt") as f:
-            data = json.load(f)
+        try:
+            with gzip.open(path, "rt") as f:
+                data = json.load(f)
+        except (OSError, EOFError, json.JSONDecodeError):  # another venv's run replacing it: the cache has all
+            data = {}
     for item in sorted(cache.glob("*.json")):
         entry = json.loads(item.read_text())
         if "ops" in entry:
             data[entry["key"]] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", compresslevel=9) as f:
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    with gzip.open(partial, "wt", compresslevel=9) as f:
         json.dump(data, f, separators=(",", ":"), sort_keys=True)
+    os.replace(partial, path)  # atomic: two venvs' runs may merge at the same time
     return len(data)
+
+
+def wait_for_memory(gb: float) -> None:
+    """Block until MemAvailable >= gb (Linux); a no-op elsewhere."""
+    meminfo = Path("/proc/meminfo")
+    while meminfo.exists():
+        fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)
+        if int(fields["MemAvailable"].split()[0]) * 1024 >= gb * (1 << 30):
+            return
+        time.sleep(10)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=list(LIBRARIES))
     parser.add_argument("--models", nargs="*", help="AI Hub model keys (default: all of the libraries')")
+    parser.add_argument("--min-free-gb", type=float, default=5.0,
+                        help="start a model only when this much memory is available (the machine is shared)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/fusionc-latency-graphs"))
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -333,12 +372,16 @@ def main() -> None:
         except Exception as err:  # noqa: BLE001 - e.g. torchvision beside the pinned torch
             print(f"skip {library}: not importable here ({type(err).__name__}: {err})", file=sys.stderr)
             continue
-        for (key, component), build in LIBRARIES[library].items():
-            if args.models and key not in args.models:
-                continue
+        entries = list(LIBRARIES[library].items())
+        if args.models:  # in the order asked for (the most informative first when time is short)
+            entries = sorted((e for e in entries if e[0][0] in args.models), key=lambda e: args.models.index(e[0][0]))
+        for (key, component), build in entries:
+            if (key, component) in SAME_GRAPH:
+                continue  # copied from its twin below
             out = args.cache / f"{key}__{component}.json"
             if out.exists():
                 continue
+            wait_for_memory(args.min_free_gb)
             print(f"{library}: {key} / {component} ...", file=sys.stderr, flush=True)
             start = time.time()
             try:
@@ -352,7 +395,20 @@ def main() -> None:
             if "ops" in entry:
                 print(f"  {len(entry['ops'])} ops, {entry['params'] / 1e6:.1f}M params, {entry['seconds']}s; "
                       f"{merge(args.cache)} models in {FEATURES.name}", file=sys.stderr, flush=True)
+        copy_twins(args.cache)
     merge(args.cache)
+
+
+def copy_twins(cache: Path) -> None:
+    """Models whose graph is identical to another's (same class and configuration in AI Hub's list) share its
+    features: the four Opus-MT encoders (one MarianConfig, 65001 tokens), Depth-Anything v1/v2 (one DPT + DINOv2-S
+    configuration), Whisper-Small and its quantizable twin."""
+    for (key, component), (twin, twin_component) in SAME_GRAPH.items():
+        source, out = cache / f"{twin}__{twin_component}.json", cache / f"{key}__{component}.json"
+        if source.exists() and not out.exists():
+            entry = json.loads(source.read_text())
+            entry.update(key=f"{key}/{component}", model=key, component=component, same_graph_as=f"{twin}/{twin_component}")
+            out.write_text(json.dumps(entry))
 
 
 if __name__ == "__main__":

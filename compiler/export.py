@@ -205,8 +205,11 @@ def export_structure(spec: ComponentSpec, opset: int = 18) -> ir.Model:
     """Export a component whose parameters live on the meta device (fusionc.checkpoint.load_structure).
 
     torch.export traces with fake tensors anyway; what breaks on meta weights is the exporter's constant folding,
-    which copies initializers. So: export unoptimized, make every meta initializer a lazy all-zero tensor of its
-    dtype and shape (materialized only if a folding pass reads it: small constants such as norm scales), then run
+    which copies initializers. So: export unoptimized, make every meta initializer a lazy stand-in tensor of its
+    dtype and shape (materialized only if a folding pass reads it: small constants such as norm scales; random
+    floats seeded by the name, not zeros or ones, which the rewriter would take for no-op Adds and Muls and
+    delete, nor one value for all, which common-subexpression elimination would merge; integers count
+    up like the position ids such buffers usually hold), then run
     the same onnxscript optimizer the exporter runs. Tracing time stays (minutes for an SDXL UNet on 2 cores);
     what goes is reading, hashing and holding the weights.
     """
@@ -226,12 +229,26 @@ def export_structure(spec: ComponentSpec, opset: int = 18) -> ir.Model:
         raw = getattr(value.const_value, "raw", None)
         if isinstance(raw, torch.Tensor) and raw.device.type == "meta":
             dtype, shape = value.dtype, tuple(value.shape)
-            value.const_value = ir.LazyTensor(
-                lambda dtype=dtype, shape=shape: ir.tensor(np.zeros(shape, dtype=dtype.numpy())),
-                dtype=dtype, shape=ir.Shape(shape), name=value.name)
+            value.const_value = ir.LazyTensor(lambda dtype=dtype, shape=shape, name=value.name: ir.tensor(
+                                              _stand_in(dtype.numpy(), shape, name)),
+                                              dtype=dtype, shape=ir.Shape(shape), name=value.name)
     onnxscript.optimizer.optimize_ir(model)
     forget_last_match(onnxscript_default_rules)
     for value in [*model.graph.inputs, *model.graph.outputs]:
         if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
             value.shape = ir.Shape(["batch", *value.shape[1:]])
     return model
+
+
+def _stand_in(dtype, shape: tuple[int, ...], name: str):  # noqa: ANN001 - a numpy dtype
+    """Values for a meta initializer: distinct per name (equal constants would be merged by common-subexpression
+    elimination, e.g. the q/k/v projections of one attention)."""
+    import zlib
+
+    import numpy as np
+
+    if np.issubdtype(dtype, np.floating):
+        return np.random.default_rng(zlib.crc32(name.encode())).standard_normal(shape).astype(dtype)
+    if dtype == np.bool_:
+        return np.ones(shape, dtype=bool)
+    return np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)

@@ -1,0 +1,103 @@
+"""`fusionc estimate`: structure-only export, estimates per component and device, JSON, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fusionc.cli import main
+
+
+def test_structure_export_matches_the_real_export(tiny_pipeline) -> None:
+    """The meta-device export (no weights read) gives the cost model the same graph as a real export."""
+    from fusionc.analysis.graph_stats import graph_stats
+    from fusionc.checkpoint import load_checkpoint, load_structure
+    from fusionc.core.options import CompileOptions
+    from fusionc.export import component_spec, export_component, export_structure
+
+    path = tiny_pipeline("sd15")
+    options = CompileOptions()
+    structure = load_structure(path)
+    assert all(p.device.type == "meta" for m in structure.models.values() for p in m.parameters())
+    spec = component_spec(structure, "vae_decoder", options, batch=1)
+    spec.example = {k: v.to("meta") for k, v in spec.example.items()}
+    fake = graph_stats(export_structure(spec), {"batch": 1})
+    real = graph_stats(export_component(component_spec(load_checkpoint(path), "vae_decoder", options, batch=1)),
+                       {"batch": 1})
+    assert fake.macs == real.macs > 0 and fake.params == real.params > 0
+    assert fake.op_counts == real.op_counts
+
+
+def test_estimate_cli_on_the_builtin_model(tmp_path: Path) -> None:
+    out = tmp_path / "est.json"
+    run = CliRunner().invoke(main, ["estimate", "--components", "text_encoder,vae_decoder", "--device",
+                                    "snapdragon-8-elite-gen-5", "--device", "iphone-15-pro", "--steps", "4",
+                                    "--json", str(out)])
+    assert run.exit_code == 0, run.output
+    result = json.loads(out.read_text())
+    rows = result["estimates"]
+    assert {(r["component"], r["device"]) for r in rows} == {
+        (c, d) for c in ("text_encoder", "vae_decoder") for d in ("snapdragon-8-elite-gen-5", "iphone-15-pro")}
+    for r in rows:
+        assert {"component", "device", "precision", "batch", "latency_ms", "bound"} <= set(r)
+        assert r["latency_ms"] > 0 and r["per_image_ms"] == pytest.approx(r["latency_ms"] * r["calls_per_image"],
+                                                                          rel=1e-3)
+    by = {(r["component"], r["device"]): r for r in rows}
+    assert by[("text_encoder", "snapdragon-8-elite-gen-5")]["calls_per_image"] == 2  # guidance: two prompts
+    assert by[("text_encoder", "snapdragon-8-elite-gen-5")]["model"] == "fitted"
+    assert by[("vae_decoder", "iphone-15-pro")]["model"] == "roofline"
+    assert by[("text_encoder", "iphone-15-pro")]["precision"] == "fp16"
+    assert by[("text_encoder", "snapdragon-8-elite-gen-5")]["precision"] == "w8a16"
+    assert "fusionc estimate" in run.output
+
+
+def test_estimate_a_tiny_sdxl_unet_and_its_generation(tiny_pipeline, tmp_path: Path) -> None:
+    out = tmp_path / "sdxl.json"
+    run = CliRunner().invoke(main, ["estimate", str(tiny_pipeline("sdxl")), "--components", "unet", "--device",
+                                    "snapdragon-8-gen-3", "--device", "iphone-14-pro", "--steps", "10",
+                                    "--json", str(out)])
+    assert run.exit_code == 0, run.output
+    rows = {r["device"]: r for r in json.loads(out.read_text())["estimates"]}
+    htp, ane = rows["snapdragon-8-gen-3"], rows["iphone-14-pro"]
+    assert (htp["batch"], htp["calls_per_image"]) == (1, 20)  # static batch 1, twice per step with guidance
+    assert (ane["batch"], ane["calls_per_image"]) == (2, 10)  # Core ML: one batch-2 call per step
+
+
+def test_palettized_weights_are_never_slower() -> None:
+    """--palettize N: only the weight traffic changes, on the fitted and on the roofline model alike."""
+    from fusionc.analysis.costmodel import estimate
+    from fusionc.analysis.graph_stats import GraphStats, OpStat
+    from fusionc.core.devices import DEVICES
+
+    big = OpStat("m", "MatMul", "", "linear", macs=10**8, params=50 * 10**6, float_weight_elems=50 * 10**6,
+                 act_in_elems=10**4, act_out_elems=10**4)
+    stats = GraphStats([big], "none")
+    for device in ("snapdragon-8-gen-3", "iphone-14-pro"):
+        full = estimate(stats, DEVICES[device])
+        low = estimate(stats, DEVICES[device], weight_bits=4)
+        assert low.latency_s <= full.latency_s and low.weight_bytes < full.weight_bytes, device
+
+
+@pytest.mark.parametrize("args, words", [
+    (["/nonexistent/ckpt"], "does not exist"),
+    (["--precision", "int3"], "--precision int3"),
+    (["--components", "vae"], "--components vae"),
+    (["--device", "pixel-9"], "pixel-9"),
+    (["--palettize", "12"], "--palettize 12"),
+])
+def test_estimate_bad_input_is_one_line_exit_2(args: list[str], words: str) -> None:
+    run = CliRunner().invoke(main, ["estimate", *args])
+    assert run.exit_code == 2, run.output
+    assert words in run.output and "Traceback" not in run.output
+
+
+def test_meta_modules_hold_no_storage(tiny_pipeline) -> None:
+    from fusionc.checkpoint import load_structure
+
+    unet = load_structure(tiny_pipeline("sd15")).models["unet"]
+    assert sum(p.numel() for p in unet.parameters()) > 0
+    assert all(p.untyped_storage().nbytes() == 0 or p.device == torch.device("meta") for p in unet.parameters())
