@@ -216,11 +216,11 @@ def _tv(fn: str, size: int = 224, video: bool = False, **kwargs: Any):
     return build
 
 
-def _timm(name: str):
+def _timm(name: str, size: int = 224):
     def build() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
         import timm
 
-        return timm.create_model(name, pretrained=False).eval(), {"image": torch.randn(1, 3, 224, 224)}
+        return timm.create_model(name, pretrained=False).eval(), {"image": torch.randn(1, 3, size, size)}
     return build
 
 
@@ -254,12 +254,16 @@ TORCHVISION: dict[tuple[str, str], Callable] = {
         ("squeezenet1_1", "SqueezeNet-1.1", "squeezenet1_1", {}),
         ("vit", "VIT", "vit_b_16", {}),
         ("wideresnet50", "WideResNet50", "wide_resnet50_2", {}),
+        # Apple Neural Engine figures (other_perf.csv), not AI Hub rows: MobileNet v2 on an M2 (ORT CoreML EP)
+        ("apple_mobilenet_v2", "MobileNet-v2", "mobilenet_v2", {}),
     ]
 }
 TIMM: dict[tuple[str, str], Callable] = {
     ("dla102x", "DLA-102-X"): _timm("dla102x"),
     ("sequencer2d", "Sequencer2D"): _timm("sequencer2d_s"),
     ("nasnet", "NASNet"): _timm("nasnetalarge"),
+    # Apple's FastViT-T8 (other_perf.csv: iPhone 16 Pro, 0.52 ms), 256x256 as in Apple's Core ML release
+    ("apple_fastvit_t8", "FastViT-T8"): _timm("fastvit_t8", 256),
 }
 
 
