@@ -25,6 +25,7 @@ import csv
 import gzip
 import hashlib
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -60,7 +61,8 @@ FAMILY = {"opus_mt_en_es": "opus_mt", "opus_mt_en_zh": "opus_mt", "opus_mt_es_en
           "conditional_detr_resnet50": "detr_resnet50", "resnet_3d": "resnet_video", "resnet_mixed": "resnet_video",
           "resnet_2plus1d": "resnet_video"}
 MIN_ROWS = 8  # a (chipset, precision, runtime) group with fewer training rows borrows the pooled fit
-RIDGE = 0.05
+RIDGE = 0.05  # per-chipset fit -> the chipset-scaled pooled fit
+EXTRA_RIDGE = 0.02  # pooled fit: per-kind extra MAC costs -> 0 (ms/GMAC; 1 ms/GMAC weighs like a 2% row error)
 
 
 def slug(chipset: str) -> str:
@@ -82,6 +84,21 @@ def load_rows(features: dict) -> list[dict]:
         current = list(csv.DictReader(f))
     with open(DATA / "aihub_perf_history.csv") as f:
         history = [r for r in csv.DictReader(f) if r["chipset"] == "Snapdragon 8 Gen 2"]
+    # the history repeats a key under older runtime/precision labels (QNN vs QNN_DLC, fp16 vs float) and older
+    # releases: keep the newest release of each model x component x precision group x runtime group
+    history.sort(key=lambda r: tuple(int(re.sub(r"\D.*", "", v) or 0) for v in r["release"].lstrip("v").split(".")),
+                 reverse=True)
+    newest, seen_keys = [], set()
+    for r in history:
+        try:
+            key = (r["model"], r["component"], costfit.precision_group(r["precision"]),
+                   costfit.RUNTIME_GROUPS.get(r["runtime"]))
+        except ValueError:
+            continue
+        if key not in seen_keys:
+            seen_keys.add(key)
+            newest.append(r)
+    history = newest
     for source, table in (("aihub_perf.csv", current), ("aihub_perf_history.csv", history)):
         for r in table:
             key = f"{r['model']}/{r['component']}"
@@ -135,14 +152,16 @@ def fit(rows: list[dict], X: np.ndarray) -> dict[str, list[float]]:
     speed = chipset_speed(rows, train)
     for key, idx in by_prec_rt.items():
         s = np.array([speed[rows[i]["chipset"]] for i in idx])
-        pooled[key] = costfit.fit_group(X[idx], y[idx] / s)
+        pooled[key] = costfit.fit_group(X[idx], y[idx] / s, None, costfit.extra_ridge(EXTRA_RIDGE), absolute=True)
     by_group = defaultdict(list)
     for i, r in enumerate(rows):
         if train[i]:
             by_group[(r["chipset"], r["precision"], r["runtime_group"])].append(i)
     for (chip, prec, rt), idx in by_group.items():
         prior = pooled[(prec, rt)] * speed[chip]
-        theta = costfit.fit_group(X[idx], y[idx], prior, RIDGE) if len(idx) >= MIN_ROWS else prior
+        # the per-kind extra MAC costs stay the pooled fit's (a chipset's rows alone cannot pin them)
+        ridge = np.where(costfit.extra_ridge(1.0) > 0, 1e4, RIDGE)
+        theta = costfit.fit_group(X[idx], y[idx], prior, ridge) if len(idx) >= MIN_ROWS else prior
         groups[f"{chip}|{prec}|{rt}"] = [float(v) for v in theta]
     for (prec, rt), theta in pooled.items():  # a chipset without rows in a group falls back to the pooled shape
         groups[f"*|{prec}|{rt}"] = [float(v) for v in theta]
@@ -270,7 +289,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         "inputs": {"perf": "aihub_perf.csv (v0.46.1) + aihub_perf_history.csv (Snapdragon 8 Gen 2 only)",
                    "features": str(features_path.relative_to(ROOT)) if features_path.is_relative_to(ROOT)
                    else str(features_path), "graphs": len(fit_features)},
-        "model": {"features": list(costfit.FEATURES), "vtcm_bytes": costfit.VTCM_BYTES, "ridge": RIDGE,
+        "model": {"features": list(costfit.FEATURES), "vtcm_bytes": costfit.VTCM_BYTES, "ridge": RIDGE, "extra_ridge": EXTRA_RIDGE,
                   "min_rows": MIN_ROWS},
         "split": {"rule": "family held out when sha1(family) % 4 == 0",
                   "train_models": sorted({r["model"] for r in rows if not r["held_out"]}),

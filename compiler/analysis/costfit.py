@@ -6,9 +6,10 @@ a throughput the fit learns for that chipset and precision (non-negative least s
     t = sum_j  theta[chipset, precision, runtime][j] * x_j
 
     x_j (FEATURES)   what it stands for
-    conv_gmacs       convolution MACs                   -> 1 / conv throughput
-    linear_gmacs     weight matmul MACs                 -> 1 / matmul throughput
-    attn_gmacs       activation x activation MACs      -> 1 / attention throughput
+    gmacs            every MAC                          -> 1 / shared MAC throughput
+    conv_gmacs       convolution MACs                   -> extra cost per conv MAC (>= 0, pulled towards 0)
+    linear_gmacs     weight matmul MACs                 -> extra cost per matmul MAC (idem)
+    attn_gmacs       activation x activation MACs      -> extra cost per attention MAC (idem)
     vector_g         elementwise / norm / softmax work  -> 1 / vector throughput
     layout_g         elements moved by layout ops       -> 1 / data-movement rate
     weight_mb        weights at the deployed precision  -> 1 / DRAM bandwidth for weights
@@ -33,8 +34,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-FEATURES = ("conv_gmacs", "linear_gmacs", "attn_gmacs", "vector_g", "layout_g", "weight_mb", "spill_mb",
+FEATURES = ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "vector_g", "layout_g", "weight_mb", "spill_mb",
             "kilo_ops", "fallback_layers", "one")
+# the per-kind MAC terms are extra costs on top of the shared `gmacs` rate: pulled to 0 unless the data needs them,
+# so a kind that few training graphs have (attention in a CNN-heavy set) falls back to the shared rate
+EXTRA_TERMS = ("conv_gmacs", "linear_gmacs", "attn_gmacs")
 VTCM_BYTES = 8 << 20  # Hexagon v73+ TCM is 8 MB (Qualcomm QNN HTP docs: "VTCM size 8 MB" on SM8550/SM8650/SM8750)
 # precision -> (weight bytes per parameter, activation bytes per element)
 PRECISION_BYTES = {"float": (2.0, 2.0), "w8a16": (1.0, 2.0), "w8a8": (1.0, 1.0), "w4a16": (0.5, 2.0)}
@@ -71,6 +75,7 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
             continue
         macs = row[index["macs"]]
         act = (row[index["act_in_elems"]] + row[index["act_out_elems"]]) * abytes
+        x["gmacs"] += macs / 1e9
         if kind == "conv":
             x["conv_gmacs"] += macs / 1e9
         elif kind == "linear":
@@ -100,12 +105,14 @@ def vector(x: dict[str, float]) -> np.ndarray:
     return np.array([x[f] for f in FEATURES], dtype=float)
 
 
-def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, ridge: float = 0.0,
-              iterations: int = 6) -> np.ndarray:
+def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, ridge: float | np.ndarray = 0.0,
+              iterations: int = 6, absolute: bool = False) -> np.ndarray:
     """Non-negative coefficients minimising relative error |X theta / y - 1| (IRLS towards an L1 fit).
 
     `prior` (same shape as theta) with `ridge` > 0 pulls each coefficient towards the pooled fit, so a chipset with
-    few rows borrows the shape of the others instead of fitting noise.
+    few rows borrows the shape of the others instead of fitting noise. The pull is measured relative to each
+    feature's range in the data, or, with `absolute`, in the coefficient's own units (ms per unit: how the per-kind
+    extra MAC costs are held near 0 when the training graphs barely exercise a kind).
     """
     from scipy.optimize import nnls
 
@@ -118,15 +125,25 @@ def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, rid
     for _ in range(iterations):
         W = np.sqrt(weights)[:, None]
         lhs, rhs = A_s * W, b * W[:, 0]
-        if prior is not None and ridge > 0:
-            lam = np.sqrt(ridge * len(y))
-            lhs = np.vstack([lhs, lam * np.eye(X.shape[1])])
-            rhs = np.concatenate([rhs, lam * prior * scale])
+        lam = np.sqrt(np.broadcast_to(np.asarray(ridge, dtype=float), (X.shape[1],)) * len(y))
+        if lam.any():  # ridge (a scalar or one weight per feature) towards `prior` (zeros when None)
+            target = np.zeros(X.shape[1]) if prior is None else prior
+            if absolute:  # penalty lam * theta_real = lam / scale * theta_scaled
+                lhs = np.vstack([lhs, np.diag(lam / scale)])
+                rhs = np.concatenate([rhs, lam * target])
+            else:
+                lhs = np.vstack([lhs, np.diag(lam)])
+                rhs = np.concatenate([rhs, lam * target * scale])
         sol, _ = nnls(lhs, rhs, maxiter=50 * X.shape[1])
         theta = sol / scale
         residual = np.abs(A @ theta - 1)
         weights = 1 / np.maximum(residual, 0.02)  # IRLS: L2 -> approximately L1 (median-oriented)
     return theta
+
+
+def extra_ridge(strength: float) -> np.ndarray:
+    """Per-feature ridge weights: `strength` on the per-kind extra MAC terms, 0 elsewhere."""
+    return np.array([strength if f in EXTRA_TERMS else 0.0 for f in FEATURES])
 
 
 def load_params(path: Path = PARAMS_PATH) -> dict[str, Any]:

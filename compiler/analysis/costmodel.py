@@ -233,7 +233,7 @@ def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_b
     if weight_bits is not None:  # e.g. palettized / 4-bit weights: only the weight traffic changes
         x["weight_mb"] *= weight_bits / (costfit.PRECISION_BYTES[group][0] * 8)
     parts = {k: v / 1000 for k, v in costfit.breakdown(x, theta).items()}  # seconds
-    compute = sum(parts[k] for k in ("conv_gmacs", "linear_gmacs", "attn_gmacs", "vector_g", "layout_g"))
+    compute = sum(parts[k] for k in ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "vector_g", "layout_g"))
     memory = parts["weight_mb"] + parts["spill_mb"]
     overhead = parts["kilo_ops"] + parts["one"]
     est = Estimate(device.name, backend_of(device), precision, compute + memory + overhead + parts["fallback_layers"],
