@@ -1,5 +1,11 @@
 """Latency cost model: a component's latency on a device's NPU, estimated from the compiled graph itself.
 
+Hexagon devices (htp family) are estimated by the model fitted on Qualcomm AI Hub's published latencies of ~60
+rebuilt public models (fusionc.analysis.costfit; coefficients in costmodel_params.json, fitted by
+benchmarks/costmodel_fit.py, held-out errors in benchmarks/results/costmodel_fit.json and the README). The roofline
+below serves Apple's Neural Engine, and Hexagon only when no fitted coefficients exist; the Snapdragon lines of the
+table below are the roofline's, kept for the record (no Hexagon figure is calibrated on any more: role H).
+
 Why our own model: no vendor tool estimates Apple Neural Engine or Hexagon latency off-device, and what users need
 from `fusionc bench` is a ranking of backends, compression levels and step counts against a time budget, with an
 honest error bar. The model is a per-op roofline with a fixed launch cost, fed by fusionc.analysis.graph_stats:
