@@ -61,6 +61,8 @@ deployment_target = "iOS17"
 out = "build/bad"
 """
 BUILT = ("onnx", "iphone-6bit", "sd8g2")
+# one xdist worker for the module: the local fleet (the expensive fixture) is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("fleet")
 
 
 # QNN's HTP context build writes different bytes for the same QDQ graph on every run (two plain compiles of the
