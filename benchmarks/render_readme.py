@@ -79,6 +79,20 @@ def source(data: dict[str, Any], file: str) -> str:
 
 # ---- the tables ---------------------------------------------------------------------------------------------------
 
+
+@table("ort_cpu_mid", "ort_cpu_mid.json")
+def _ort_cpu_mid(results: Path) -> str:
+    data = load(results, "ort_cpu_mid.json")
+    names = {"naive_dynamo_export": "naive `torch.onnx.export(..., dynamo=True)`", "fusionc_fp32": "fusionc fp32",
+             "fusionc_w8a8": "fusionc w8a8", "fusionc_int4": "fusionc fp32 + `--quantize-weights int4`"}
+    body = []
+    for key, label in names.items():
+        m = data["models"][key]
+        top = ", ".join(f"{op} {s:.2f}" for op, s in list(m["kernel_s_per_step_by_op"].items())[:3])
+        body.append([label, f"{m['median_s']:.3f} s", f"{m['vs_naive']:.2f}x", f"{m['peak_rss_bytes'] / 2**20:.0f} MB",
+                     db(m["build"].get("psnr_db")), top])
+    return rows(["model", "step (median)", "vs naive", "peak RSS", "PSNR dB (held out)", "top kernels, s per step"], body)
+
 @table("compile_scale_unet", "compile_scale_onnx_unet.json")
 def render_compile_scale_unet(results: Path) -> str:
     data = load(results, "compile_scale_onnx_unet.json")
