@@ -172,9 +172,10 @@ def render_compression(results: Path) -> str:
                      "-" if m.get("selection_psnr_db") is None else f"{m['selection_psnr_db']:.1f} dB",
                      f"{m['image_psnr_db_median']:.1f} dB"])
     n = len(data["prompts"])
-    return rows(["method", "UNet bytes", "avg bits", "UNet PSNR, held out (calibration set)",
-                 "search's PSNR (selection set)", f"image PSNR (median of {n})"], body) + "\n" + \
-        source(data, "compression.json")
+    held_out = "inputs" in data  # measured with the three input sets (else: on the search's own trajectory)
+    unet = "UNet PSNR, held out (calibration set)" if held_out else "UNet PSNR (search trajectory, not held out)"
+    return rows(["method", "UNet bytes", "avg bits", unet, "search's PSNR (selection set)",
+                 f"image PSNR (median of {n})"], body) + "\n" + source(data, "compression.json")
 
 
 @table("qnn_accuracy", "qnn_accuracy.json")
@@ -194,9 +195,10 @@ def render_qnn_accuracy(results: Path) -> str:
     names = [n for n in ("text_encoder", "unet", "vae_decoder") if n in ours.get("w8a16", {})]
     body = [[n, stock_cell("w8a16", n, True), cell("w8a16", n), stock_cell("w8a8", n, False), cell("w8a8", n),
              cell("fp16", n)] for n in names]
-    return rows(["component", "stock w8a16 (CPU fake-quant)", "fusionc w8a16 (calibration set)", "stock w8a8",
-                 "fusionc w8a8 (calibration set)", "fusionc fp16 (calibration set)"], body) + "\n" + \
-        source(data, "qnn_accuracy.json")
+    held_out = "inputs" in data
+    suffix = " (calibration set)" if held_out else " (not held out)"
+    return rows(["component", "stock w8a16 (CPU fake-quant)", "fusionc w8a16" + suffix, "stock w8a8",
+                 "fusionc w8a8" + suffix, "fusionc fp16" + suffix], body) + "\n" + source(data, "qnn_accuracy.json")
 
 
 @table("qnn_families", "qnn_families.json")
@@ -218,7 +220,9 @@ def render_qnn_families(results: Path) -> str:
             row.append(f"{comps[worst]['htp_db']:.1f} ({short.get(worst, worst)})"
                        + (f", gap {max(gap):+.1f}" if gap else ""))
         body.append(row)
-    return rows(["family"] + precisions, body) + "\n" + source(data, "qnn_families.json")
+    note = "" if "inputs" in data else "measured before the held-out input sets: calibration inputs were verified on; "
+    return rows(["family"] + precisions, body) + "\n" + (f"({note.rstrip('; ')})\n" if note else "") + \
+        source(data, "qnn_families.json")
 
 
 # ---- the driver ---------------------------------------------------------------------------------------------------
