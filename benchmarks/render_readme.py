@@ -66,6 +66,10 @@ def db(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def ms(value: float) -> str:
+    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
+
+
 def source(data: dict[str, Any], file: str) -> str:
     """One line naming the JSON, its git revision and the machine load, when the JSON records them."""
     prov = data.get("provenance") or {}
@@ -223,6 +227,19 @@ def render_qnn_families(results: Path) -> str:
     note = "" if "inputs" in data else "measured before the held-out input sets: calibration inputs were verified on; "
     return rows(["family"] + precisions, body) + "\n" + (f"({note.rstrip('; ')})\n" if note else "") + \
         source(data, "qnn_families.json")
+
+
+@table("costmodel", "backends.json")
+def render_costmodel(results: Path) -> str:
+    data = load(results, "backends.json")
+    body = []
+    for point in data["cost_model"]["calibration"]:
+        what = f"{point['graph']} (batch {point['batch']}" + (f", {point['weight_bits']}-bit" if point.get("weight_bits")
+                                                              else "") + ")"
+        body.append([point["device"], point["role"], what, point["source"], ms(point["latency_ms"]),
+                     ms(point["estimate_ms"]), f"{round(point['error'] * 100):+d}%"])
+    return rows(["device", "role", "figure", "source", "published", "estimate", "error"], body, right={4, 5, 6}) + \
+        "\n" + source(data, "backends.json")
 
 
 # ---- the driver ---------------------------------------------------------------------------------------------------
