@@ -242,6 +242,39 @@ def render_costmodel(results: Path) -> str:
         "\n" + source(data, "backends.json")
 
 
+@table("prompt_check", "prompt_check.json")
+def render_prompt_check(results: Path) -> str:
+    """Agreement per recipe beside torch's; image PSNR against torch; the build's component PSNRs (held out)."""
+    data = load(results, "prompt_check.json")
+    torch = data["torch"]
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x * 100:.0f}%"
+
+    body = [["torch (fp32 reference)", pct(torch["accuracy"]), pct(torch["colour"]), pct(torch["shape"]),
+             pct(torch["position"]), "", "", ""]]
+    recipes = data.get("recipes")
+    if recipes is None and "build" in data:  # the format before every recipe was checked: one onnx build
+        recipes = {data["build"].get("target", "onnx"): data["build"]}
+    short = {"text_encoder": "TE", "unet": "UNet", "vae_decoder": "VAE"}
+    for name, r in (recipes or {}).items():
+        if r.get("error"):
+            body.append([name, "error: " + r["error"][:60], "", "", "", "", "", ""])
+            continue
+        relative = r.get("relative_agreement")
+        comps = r.get("component_psnr_db") or {}
+        worst = min(comps, key=lambda n: comps[n] if comps[n] is not None else 1e9) if comps else None
+        body.append([name, pct(r["accuracy"]), pct(r["colour"]), pct(r["shape"]), pct(r["position"]),
+                     pct(relative), f"{r['image_psnr_db_median']:.1f} / {r['image_psnr_db_min']:.1f}",
+                     f"{comps[worst]:.1f} ({short.get(worst, worst)})" if worst else "-"])
+    head = ["run", "all three agree", "colour", "shape", "position", "of torch's agreement",
+            "image PSNR vs torch, median / min (dB)", "worst component PSNR, held out (dB)"]
+    held_out = "" if "recipes" in data else "training's check prompts, not held out; "
+    return (rows(head, body, right=set(range(1, 8)))
+            + f"\n({data['n']} prompts, {data['steps']} steps, guidance {data['guidance']:g}; {held_out}"
+            + source(data, "prompt_check.json")[1:])
+
+
 # ---- the driver ---------------------------------------------------------------------------------------------------
 
 def render_readme(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
