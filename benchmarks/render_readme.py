@@ -257,7 +257,15 @@ def render_prompt_check(results: Path) -> str:
     if recipes is None and "build" in data:  # the format before every recipe was checked: one onnx build
         recipes = {data["build"].get("target", "onnx"): data["build"]}
     short = {"text_encoder": "TE", "unet": "UNet", "vae_decoder": "VAE"}
+    if "recipes" in data:  # every recipe of the check, measured or not
+        from prompt_check import RECIPES
+
+        recipes = {**{name: recipes[name] for name in RECIPES if name in recipes},
+                   **{name: {"not_run": True} for name in RECIPES if name not in recipes}}
     for name, r in (recipes or {}).items():
+        if r.get("not_run"):
+            body.append([name, "not run in this measurement", "", "", "", "", "", ""])
+            continue
         if r.get("error"):
             body.append([name, "error: " + r["error"][:60], "", "", "", "", "", ""])
             continue
