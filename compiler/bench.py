@@ -108,12 +108,16 @@ def calls_per_image(name: str, steps: int, guidance: bool) -> int:
 
 def measure_build(build: Path, manifest: dict[str, Any], guidance: bool, runs: int, warmup: int) -> list[Figure]:
     """Measured figures for every component on the runtimes present; skipped runtimes are reported in `detail`."""
-    from fusionc.targets import get_target
+    from fusionc.targets import MissingExtraError, get_target
 
     target_name = manifest["target"]
-    if target_name == "coreml" and sys.platform != "darwin":
-        return []  # the MIL executor's CPU time is no Core ML device figure; predict needs macOS
-    target = get_target(target_name)
+    if target_name == "coreml" and platform.system() != "Darwin":
+        return []  # the MIL executor's CPU time is no Core ML device figure; predict needs macOS (estimates only)
+    try:
+        target = get_target(target_name, f"measuring a {target_name} build")
+    except MissingExtraError as err:  # the core install still estimates every build
+        print(f"fusionc bench: {build}: not measured: {err}; estimates only", file=sys.stderr)
+        return []
     backend = {"onnx": "ort-cpu", "qnn": "qnn-htp-emulator", "coreml": "coreml"}[target_name]
     figures = []
     for name, comp in manifest["components"].items():
@@ -121,11 +125,16 @@ def measure_build(build: Path, manifest: dict[str, Any], guidance: bool, runs: i
             continue
         batch, calls = call_shape(name, comp, guidance)
         runner = target.runner(build, name, manifest)
+        # Core ML: the artifact's own names, shapes and dtypes (manifest inputs), every chunk in turn, as the app runs it
+        call = runner.run_artifact if target_name == "coreml" else runner
         feeds = synthetic_feeds(comp["inputs"], batch)
-        median, spread, done = time_calls(lambda: runner(feeds), runs, warmup)
+        median, spread, done = time_calls(lambda: call(feeds), runs, warmup)
+        detail: dict[str, Any] = {"host": platform.processor() or platform.machine()}
+        if target_name == "coreml":
+            detail.update(runtime="MLModel.predict", compute_units=comp.get("coreml", {}).get("compute_units"),
+                          chunks=comp.get("coreml", {}).get("chunks", 1))
         figures.append(Figure(name, backend, "host", "measured", batch, median, spread, done,
-                              device_figure=target_name != "qnn", calls=calls,
-                              detail={"host": platform.processor() or platform.machine()}))
+                              device_figure=target_name != "qnn", calls=calls, detail=detail))
     figures += measure_adb(build, manifest, guidance, runs)
     return figures
 
@@ -144,48 +153,109 @@ def adb_devices() -> list[str]:
     return [line.split()[0] for line in out.splitlines()[1:] if line.strip().endswith("device")]
 
 
-def measure_adb(build: Path, manifest: dict[str, Any], guidance: bool, runs: int) -> list[Figure]:
-    """On an attached phone: push each component and time it with onnxruntime_perf_test: a qnn build on the QNN
-    EP (HTP), an onnx build on ORT's CPU provider with the phone's big cores (`-x CPU_THREADS`).
+ADB_ROOT = "/data/local/tmp"  # onnxruntime_perf_test, libQnnHtp.so and friends are pushed here beforehand
+FALLBACK_OFF = "session.disable_cpu_ep_fallback|1"  # a node the HTP cannot run fails the run instead of timing the CPU
 
-    Needs /data/local/tmp/onnxruntime_perf_test (and libQnnHtp.so for qnn builds) pushed beforehand (an ORT
-    Android build); without them the device is reported as skipped, never timed some other way.
+
+def context_files(build: Path, name: str, comp: dict[str, Any]) -> list[list[Path]]:
+    """Per context of a qnn component (several when split), the EP-context model and the .bin files it names."""
+    import onnx
+
+    groups = []
+    for rel in comp.get("context_parts") or [f"{name}/model_ctx.onnx"]:
+        model = build / rel
+        if not model.is_file():
+            return []
+        proto = onnx.load(str(model), load_external_data=False)
+        bins = [model.parent / attr.s.decode() for node in proto.graph.node if node.op_type == "EPContext"
+                for attr in node.attribute if attr.name == "ep_cache_context"]
+        groups.append([model, *bins])
+    return groups
+
+
+def _perf_ms(output: str) -> tuple[float, str] | None:
+    """onnxruntime_perf_test's median (P50, seconds) or, from older builds, its mean (ms)."""
+    for line in output.splitlines():
+        if line.strip().startswith("P50 Latency"):
+            return float(line.split(":")[-1].strip().split()[0]) * 1000, "median (P50, onnxruntime_perf_test)"
+    for line in output.splitlines():
+        if "Average inference time cost" in line:
+            return float(line.split(":")[-1].strip().split()[0]), "mean (onnxruntime_perf_test)"
+    return None
+
+
+def phone_files(build: Path, name: str, comp: dict[str, Any], target: str) -> list[list[Path]]:
+    """What runs on the phone, per graph: a qnn build's contexts (never model.qdq.onnx), an onnx build's
+    model.onnx with its external data."""
+    if target == "qnn":
+        return context_files(build, name, comp)
+    models = [build / f for f in comp["files"] if f.endswith("model.onnx")]
+    if not models or not models[0].is_file():
+        return []
+    return [[models[0], *[build / f for f in comp["files"] if f.endswith("model.onnx.data")]]]
+
+
+def measure_adb(build: Path, manifest: dict[str, Any], guidance: bool, runs: int) -> list[Figure]:
+    """On an attached phone: push each component and time it with onnxruntime_perf_test: a qnn build's EP-context
+    model and its context binary on the QNN EP (HTP) with CPU fallback disabled, an onnx build on ORT's CPU
+    provider with the phone's big cores (`-x PHONE_CPU_THREADS`).
+
+    Needs ADB_ROOT/onnxruntime_perf_test (and libQnnHtp.so for qnn builds) pushed beforehand (an ORT Android
+    build); without them the device is reported as skipped, never timed some other way. A QNN context runs
+    batch 1 (static shapes): the figure says batch 1 and the budget counts two calls per guided step. A split
+    component is timed context by context and summed.
     """
+    target = manifest.get("target")
+    if target not in ("qnn", "onnx"):
+        return []
+    ep = (f"-e cpu -x {PHONE_CPU_THREADS}" if target == "onnx"
+          else f"-e qnn -i 'backend_path|libQnnHtp.so' -C '{FALLBACK_OFF}'")
     figures = []
     for serial in adb_devices():
-        shell = ["adb", "-s", serial, "shell"]
-        probe = subprocess.run(shell + ["ls", "/data/local/tmp/onnxruntime_perf_test"], capture_output=True, text=True)
+        adb = ["adb", "-s", serial]
+        probe = subprocess.run(adb + ["shell", "ls", f"{ADB_ROOT}/onnxruntime_perf_test"], capture_output=True,
+                               text=True)
         if probe.returncode != 0:
-            print(f"fusionc bench: adb device {serial} attached but /data/local/tmp/onnxruntime_perf_test is missing: "
+            print(f"fusionc bench: adb device {serial} attached but {ADB_ROOT}/onnxruntime_perf_test is missing: "
                   "skipped", file=sys.stderr)
             continue
         for name, comp in manifest["components"].items():
-            onnx_files = [f for f in comp["files"] if f.endswith(".onnx")]
-            if name not in PIPELINE_ORDER or not onnx_files:
+            groups = phone_files(build, name, comp, target)
+            if name not in PIPELINE_ORDER or not groups:
                 continue
-            remote = f"/data/local/tmp/fusionc/{name}"
-            subprocess.run(["adb", "-s", serial, "push", str((build / onnx_files[0]).parent), remote], check=True,
-                           capture_output=True)
-            ep = (f"-e cpu -x {PHONE_CPU_THREADS}" if manifest.get("target") == "onnx"
-                  else "-e qnn -i 'backend_path|libQnnHtp.so'")
-            cmd = shell + [f"cd /data/local/tmp && LD_LIBRARY_PATH=. ./onnxruntime_perf_test {ep} "
-                           f"-r {runs} {remote}/{Path(onnx_files[0]).name}"]
-            out = subprocess.run(cmd, capture_output=True, text=True).stdout
-            line = next((ln for ln in out.splitlines() if "Average inference time cost" in ln), None)
-            if line is None:
-                print(f"fusionc bench: adb {serial}: no timing for {name}: skipped", file=sys.stderr)
+            remote = f"{ADB_ROOT}/fusionc/{name}"
+            subprocess.run(adb + ["shell", "mkdir", "-p", remote], check=True, capture_output=True)
+            total, statistic = 0.0, ""
+            for files in groups:
+                for file in files:
+                    subprocess.run(adb + ["push", str(file), f"{remote}/{file.name}"], check=True, capture_output=True)
+                cmd = (f"cd {ADB_ROOT} && LD_LIBRARY_PATH=. ./onnxruntime_perf_test {ep} -I -m times -r {runs} "
+                       f"{remote}/{files[0].name}")
+                done = subprocess.run(adb + ["shell", cmd], capture_output=True, text=True)
+                timing = _perf_ms(done.stdout) if done.returncode == 0 else None
+                if timing is None:
+                    total = -1.0
+                    break
+                total += timing[0]
+                statistic = timing[1]
+            if total < 0:
+                print(f"fusionc bench: adb {serial}: no timing for {name} (onnxruntime_perf_test failed; with CPU "
+                      "fallback off, a node the HTP cannot run fails it): skipped", file=sys.stderr)
                 continue
-            median = float(line.split(":")[-1].strip().split()[0])
             batch, calls = call_shape(name, comp, guidance)
-            where = f"adb:{serial}" + ("/cpu" if manifest.get("target") == "onnx" else "")
-            figures.append(Figure(name, where, serial, "measured", batch, median, 0.0, runs, calls=calls,
-                                  detail={"statistic": "mean (onnxruntime_perf_test)",
-                                          "provider": "cpu" if manifest.get("target") == "onnx" else "qnn"}))
+            where = f"adb:{serial}" + ("/cpu" if target == "onnx" else "")
+            figures.append(Figure(name, where, serial, "measured", batch, total, 0.0, runs, calls=calls,
+                                  detail={"statistic": statistic, "graphs": len(groups), "provider":
+                                          "cpu" if target == "onnx" else "qnn", "cpu_fallback": target == "onnx"}))
     return figures
 
 
 def component_graph(build: Path, comp: dict[str, Any]) -> Path | None:
-    """The component's compiled ONNX graph (not an EPContext wrapper), if the build keeps one."""
+    """The component's compiled ONNX graph (not an EPContext wrapper), if the build keeps one: a Core ML build
+    keeps its lowered graph without weights for this (`costmodel_graph`)."""
+    kept = comp.get("costmodel_graph")
+    if kept and (build / kept).is_file():
+        return build / kept
     for rel in comp["files"]:
         path = build / rel
         if rel.endswith(".onnx") and path.is_file():

@@ -29,7 +29,7 @@ def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path) -
 
     spec = component_spec(checkpoint, name, options)
     model = pipeline._export(spec, options)
-    pipeline._optimize(model, get_target("qnn"), ComponentContext.for_options(options, name))
+    pipeline._optimize(model, get_target("qnn", "debug-accuracy"), ComponentContext.for_options(options, name))
     return save_float(model, path)
 
 
@@ -38,6 +38,9 @@ def debug_build(build: Path, component: str | None = None, samples: int = 2, top
                 echo: Callable[[str], None] = print) -> dict[str, Any]:
     from fusionc.checkpoint import load_checkpoint
     from fusionc.core.devices import get_device
+    from fusionc.targets import require_extra
+
+    require_extra("qnn", "debug-accuracy")  # before any work
     from fusionc.targets.qnn.debug import compare_layers, quantized_tensors, worst_layers
     from fusionc.targets.qnn.ep import HtpConfig
     from fusionc.targets.qnn.quantize import calibration_feeds

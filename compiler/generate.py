@@ -113,7 +113,7 @@ def build_runners(build: Path) -> RunnerSet:
         raise BadInputError(f"build '{build}' lacks {', '.join(missing)}: compile it with the default components")
     if not (build / "tokenizer").is_dir():
         raise BadInputError(f"build '{build}' has no tokenizer/ folder: recompile it with `fusionc compile`")
-    target = get_target(manifest["target"])
+    target = get_target(manifest["target"], f"generating with a {manifest['target']} build")
     names = COMPONENTS + (("controlnet",) if "controlnet" in manifest["components"] else ())
     if "controlnet" not in names and any(is_residual(k) for k in manifest["components"]["unet"]["inputs"]):
         raise BadInputError(f"build '{build}' has a UNet that takes ControlNet residuals but no controlnet: "

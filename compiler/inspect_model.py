@@ -61,6 +61,7 @@ def inspect_path(path: Path) -> dict[str, dict]:
         summaries = {}
         for name, comp in manifest["components"].items():
             onnx_files = [f for f in comp["files"] if f.endswith(".onnx")]
+            onnx_files = onnx_files or [comp["costmodel_graph"]] if comp.get("costmodel_graph") else onnx_files
             if onnx_files:
                 model_path = path / onnx_files[0]
                 if not model_path.resolve().is_relative_to(path.resolve()):

@@ -55,7 +55,7 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
     spec = user_spec(tuple(prompts), tuple(seeds), role_steps(options, VERIFICATION)) if prompts else \
         role_spec(options, VERIFICATION)
     checkpoint = load_checkpoint(source, options.allow_pickle)
-    target = get_target(manifest["target"])
+    target = get_target(manifest["target"], f"verifying a {manifest['target']} build")
     for name, entry in manifest["components"].items():
         for file in entry["files"]:
             if not (build / file).exists():

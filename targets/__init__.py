@@ -1,4 +1,9 @@
-"""Targets: each lowers the optimized ONNX of a component into device artifacts (see base.Target)."""
+"""Targets: each lowers the optimized ONNX of a component into device artifacts (see base.Target).
+
+The onnx target needs only the core install. The coreml and qnn targets need their extras (pyproject.toml):
+`get_target` checks the extra is importable and otherwise refuses in one line that names the pip command, so a
+core install never meets an ImportError traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,32 @@ import importlib
 from fusionc.core.errors import BadInputError
 
 TARGET_NAMES = ("onnx", "coreml", "qnn")
+# target -> (module it cannot work without, its distribution, the fusionc extra that installs it)
+TARGET_EXTRAS = {"coreml": ("coremltools", "coremltools", "coreml"),
+                 "qnn": ("onnxruntime_qnn", "onnxruntime-qnn", "qnn")}
 
 
-def get_target(name: str):
+class MissingExtraError(BadInputError):
+    """A command needs an optional dependency that is not installed (exit 2, naming the pip command)."""
+
+
+def require_extra(target: str, purpose: str | None = None) -> None:
+    """Raise MissingExtraError unless the target's extra is importable. `purpose`: what needs it, for the message
+    (default `--target NAME`)."""
+    if target not in TARGET_EXTRAS:
+        return
+    module, dist, extra = TARGET_EXTRAS[target]
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(f"{purpose or '--target ' + target} needs {dist}: pip install 'fusionc[{extra}]'") \
+            from None
+
+
+def get_target(name: str, purpose: str | None = None):
     """The Target object of `name` (imported lazily: coremltools and the QNN EP are slow to import)."""
     if name not in TARGET_NAMES:
         raise BadInputError(f"unknown target '{name}': choose one of {', '.join(TARGET_NAMES)}")
+    require_extra(name, purpose)
     module = importlib.import_module(f"fusionc.targets.{name}")
     return module.TARGET

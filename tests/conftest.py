@@ -45,3 +45,16 @@ def sd15_onnx_build(tiny_pipeline, tmp_path_factory: pytest.TempPathFactory) -> 
     out = tmp_path_factory.mktemp("builds") / "sd15_onnx"
     compile_checkpoint(tiny_pipeline("sd15"), CompileOptions(target="onnx"), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def coreml_text_encoder_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in model's text encoder and UNet as a Core ML build, each in 2 chunks, unverified (compiled once
+    per session): bench estimates, the stand-in predict path (chunk chaining) and the no-extras test share it."""
+    from fusionc.core.options import CompileOptions
+    from fusionc.pipeline import compile_checkpoint
+
+    out = tmp_path_factory.mktemp("builds") / "builtin_coreml"
+    compile_checkpoint(None, CompileOptions(target="coreml", components=("text_encoder", "unet"), chunk="2",
+                                            verify=False), out)
+    return out

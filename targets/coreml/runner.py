@@ -76,6 +76,10 @@ class CoreMLRunner:
             env.update(part(env))
         return env
 
+    def run_artifact(self, feeds: Feeds) -> Feeds:
+        """Feeds already in the artifact's names, shapes and dtypes (what `fusionc bench` times): the chunks in turn."""
+        return self._run_once(feeds)
+
     def __call__(self, feeds: Feeds) -> Feeds:
         feeds = self._artifact_feeds(feeds)
         batched = {k: v for k, v in feeds.items() if k != "timestep"}

@@ -23,6 +23,8 @@ from fusionc.targets.base import ComponentContext, LoweredComponent, PassEntry
 APPLE_NAMES = {"text_encoder": "TextEncoder", "text_encoder_2": "TextEncoder2", "unet": "Unet",
                "vae_decoder": "VAEDecoder", "vae_encoder": "VAEEncoder", "controlnet": "ControlNet"}
 ATTENTION = ("original", "split_einsum", "split_einsum_v2")
+FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
+COSTMODEL_GRAPH = "costmodel.onnx"  # per component: the lowered ONNX graph, shapes only (bench estimates on Linux)
 
 
 def apple_name(component: str, model: ir.Model) -> str:
@@ -112,6 +114,7 @@ class CoreMLTarget:
         from fusionc.targets.coreml.chunk import plan_chunks
         from fusionc.targets.coreml.lowering.table import LoweringOptions, lower_model
         from fusionc.targets.coreml.package import save_mlpackage
+        from fusionc.targets.onnx import save_graph_without_weights
 
         options = ctx.options
         interface = read_interface(model) or plan(model.graph)
@@ -120,15 +123,22 @@ class CoreMLTarget:
         outputs = _interface_info(model.graph.outputs)
         output_names = [v.name for v in model.graph.outputs]
         final_inputs = {v.name for v in model.graph.inputs}
-        parts = plan_chunks(model, ctx.name, options)
         folder = build_dir / ctx.name
+        # The graph being lowered, without its weights (a few KB), saved before chunking takes its nodes: `fusionc
+        # bench` estimates the build from it where the packages cannot run or be read (Linux, no coremltools).
+        # Not shipped to the device, so not in `files`.
+        shapes = save_graph_without_weights(model, folder / COSTMODEL_GRAPH)
+        parts = plan_chunks(model, ctx.name, options)
         files, timings, op_counts = [], {"lower_s": 0.0, "convert_s": 0.0, "save_s": 0.0}, {}
         fp16 = precision(options) == "fp16"
         metadata = {"fusionc.component": ctx.name, "fusionc.attention": options.attention,
                     "com.github.apple.coremltools.source": "fusionc (ONNX -> MIL)"}
         for index, part in enumerate(parts):
             name = base if len(parts) == 1 else f"{base}Chunk{index + 1}"
-            crossing_in = {v.name: "fp16" for v in part.graph.inputs if v.name not in final_inputs and fp16}
+            # float tensors cross between chunks in fp16; an integer one (token positions) stays int32 on both sides:
+            # declaring it fp16 made chunk 2 expect a dtype chunk 1 does not produce (found by the predict stand-in)
+            crossing_in = {v.name: "fp16" for v in part.graph.inputs
+                           if v.name not in final_inputs and fp16 and v.dtype in FLOAT_TYPES}
             crossing_out = {v.name for v in part.graph.outputs if v.name not in output_names and fp16}
             lowering = LoweringOptions(compute_precision=precision(options), deployment_target=options.deployment_target,
                                        input_dtypes=crossing_in, native_outputs=crossing_out)
@@ -153,7 +163,7 @@ class CoreMLTarget:
             "seconds": {k: round(v, 3) for k, v in timings.items()},
         }}
         from fusionc.passes.compression.palettize import compression_info
-
+        extra["costmodel_graph"] = str(shapes.relative_to(build_dir))
         if compression := compression_info(model):  # palettization / quantization / mixed-bit recipe
             extra["compression"] = compression
         return LoweredComponent(files, inputs, outputs, extra)
