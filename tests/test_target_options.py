@@ -19,7 +19,10 @@ from fusionc.core.options import (ALL_TARGETS, OPTION_TARGETS, CompileOptions, c
 # Options every target honours (driver, verification, gates). A new CompileOptions field must be put in
 # OPTION_TARGETS or here, on purpose.
 COMMON = {"target", "device", "components", "height", "width", "opset", "allow_pickle", "verify", "min_psnr",
-          "max_size", "max_latency_ms", "latency_steps", "verify_steps", "verify_prompts", "seed"}
+          "max_size", "max_latency_ms", "latency_steps", "verify_steps", "verify_prompts", "seed",
+          # the calibration and selection trajectories: QNN ranges, fp16 overflow ranges (coreml, qnn), mixed-bit
+          # probes and recipes (onnx, coreml)
+          "calibration_steps", "calibration_prompts", "selection_steps", "selection_prompts"}
 
 # A value away from the default for each target-specific option, as command-line arguments and as a field value.
 SAMPLES: dict[str, tuple[list[str], object]] = {
@@ -42,6 +45,7 @@ SAMPLES: dict[str, tuple[list[str], object]] = {
     "compress_embeddings": (["--compress-embeddings"], True),
     "compress_components": (["--compress-components", "unet"], ("unet",)),
     "mixed_bit_steps": (["--mixed-bit-steps", "3"], 3),
+    "selection_samples": (["--selection-samples", "2"], 2),
     "precision": (["--precision", "w8a8"], "w8a8"),
     "calibration_samples": (["--calibration-samples", "2"], 2),
     "qnn_range_margin": (["--qnn-range-margin", "2"], 2.0),
