@@ -81,10 +81,10 @@ def test_json_schema(result: dict) -> None:
     assert set(loaded) >= {"fusionc_version", "created", "host", "settings", "builds", "budgets", "cost_model"}
     assert loaded["settings"] == {"steps": 4, "guidance": True, "budget_s": 2.0, "runs": 3, "warmup": 1}
     figure_keys = {"component", "backend", "device", "kind", "batch", "median_ms", "spread_ms", "runs",
-                   "device_figure", "detail"}
+                   "device_figure", "calls", "detail"}
     for figure in loaded["builds"][0]["figures"]:
         assert set(figure) == figure_keys and figure["kind"] in ("measured", "estimated")
-    assert {"ane", "htp"} == set(loaded["cost_model"]["params"])
+    assert {"ane", "htp"} <= set(loaded["cost_model"]["params"])  # + cpu since the CPU profiles
     assert loaded["cost_model"]["calibration"]
 
 
