@@ -40,11 +40,17 @@ SUPPORTED = {
     "CLIPTextModel": ("transformers", "text_encoder"),
     "CLIPTextModelWithProjection": ("transformers", "text_encoder"),
     "ControlNetModel": ("diffusers", "controlnet"),
+    "T5EncoderModel": ("transformers", "text_encoder"),
+    "SD3Transformer2DModel": ("diffusers", "transformer"),
+    "PixArtTransformer2DModel": ("diffusers", "transformer"),
 }
-MODEL_FOLDERS = ("text_encoder", "text_encoder_2", "unet", "vae", "controlnet")
+MODEL_FOLDERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "unet", "transformer", "vae", "controlnet")
+TOKENIZER_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 # model_index entries a text-to-image run does without: left out of the build, with a note in the manifest
 OPTIONAL_COMPONENTS = ("safety_checker", "feature_extractor", "image_encoder")
-NOT_MODELS = ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler")
+NOT_MODELS = (*TOKENIZER_FOLDERS, "scheduler")
+TRANSFORMERS_CONFIGS = {"CLIPTextModel": "CLIPTextConfig", "CLIPTextModelWithProjection": "CLIPTextConfig",
+                        "T5EncoderModel": "T5Config"}
 
 # fusionc.models' pipeline, found by path: fusionc.models imports the driver (its training script), not the reverse
 BUILTIN_CHECKPOINT = Path(__file__).parent / "models" / "tiny_sd"
@@ -61,7 +67,7 @@ class Checkpoint:
     sha256: str
     models: dict[str, torch.nn.Module]
     classes: dict[str, str]
-    tokenizer_dirs: dict[str, Path] = field(default_factory=dict)  # tokenizer, tokenizer_2
+    tokenizer_dirs: dict[str, Path] = field(default_factory=dict)  # tokenizer, tokenizer_2, tokenizer_3
     scheduler_dir: Path | None = None
     model_index: dict[str, Any] | None = None
     omitted: dict[str, str] = field(default_factory=dict)  # model_index entry -> why it is not compiled
@@ -75,11 +81,14 @@ class Checkpoint:
         unet = self.models.get("unet")
         self.is_sdxl = unet is not None and getattr(unet.config, "addition_embed_type", None) == "text_time"
         self.has_controlnet = "controlnet" in self.models  # its UNet is then compiled with the residual inputs
+        # diffusion transformers (fusionc.dit): "sd3" (MMDiT, flow matching) or "pixart" (DiT + T5); None: a UNet
+        self.dit_family = {"SD3Transformer2DModel": "sd3", "PixArtTransformer2DModel": "pixart"}.get(
+            self.classes.get("transformer", ""))
         self.configs = {name: model.config for name, model in self.models.items()}
         self.available = self.component_names()
 
     def component_names(self) -> list[str]:
-        """Exportable components: text_encoder(_2), unet, vae_decoder, vae_encoder."""
+        """Exportable components: text_encoder(_2, _3), unet or transformer, vae_decoder, vae_encoder."""
         if hasattr(self, "available"):
             return list(self.available)
         names: list[str] = []
@@ -181,12 +190,13 @@ def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Chec
         folders = [f for f in MODEL_FOLDERS if f in index and isinstance(index[f], list) and index[f][1]]
         if not folders:
             raise BadInputError(f"{index_file} names none of {', '.join(MODEL_FOLDERS)}: not a text-to-image pipeline")
+        _check_no_unsupported_component(index, index_file)
         models, classes = {}, {}
         for folder in folders:
             classes[folder] = index[folder][1]
             models[folder] = load_component(path / folder, allow_pickle, expected_class=index[folder][1])
         omitted = _entries_left_out(index, index_file)
-        tokenizers = {t: path / t for t in ("tokenizer", "tokenizer_2") if (path / t).is_dir()}
+        tokenizers = {t: path / t for t in TOKENIZER_FOLDERS if (path / t).is_dir()}
         scheduler = path / "scheduler" if (path / "scheduler").is_dir() else None
         return Checkpoint(path, checkpoint_sha256(path), models, classes, tokenizers, scheduler, index, omitted)
     if (path / "config.json").exists():
@@ -253,6 +263,21 @@ def load_structure(path: Path | str | None) -> Checkpoint:
     return Checkpoint(path, "", models, dict(folders))
 
 
+def _check_no_unsupported_component(index: dict[str, Any], index_file: Path) -> None:
+    """Exit 2 (UnsupportedError) when the pipeline needs a model fusionc cannot compile: a build must never
+    silently lack its denoiser or a text encoder. Checked before any weights are read (entries outside
+    MODEL_FOLDERS: _entries_left_out)."""
+    for folder, entry in index.items():
+        if folder not in MODEL_FOLDERS or not isinstance(entry, list) or len(entry) != 2:
+            continue
+        library, cls = entry
+        if library is None or cls is None:
+            continue
+        if cls not in SUPPORTED:
+            raise UnsupportedError(f"component '{folder}' of {index_file.parent} is a {cls}, which fusionc cannot "
+                                   f"compile (it compiles {', '.join(SUPPORTED)}): the pipeline cannot run without it")
+
+
 def load_component(folder: Path, allow_pickle: bool, expected_class: str | None = None) -> torch.nn.Module:
     """Build one model from folder/config.json and load its weights strictly."""
     if not (folder / "config.json").exists():
@@ -278,7 +303,7 @@ def _build_from_config(folder: Path, cls_name: str) -> torch.nn.Module:
             return cls.from_config(cls.load_config(folder))
         import transformers
 
-        config_cls = transformers.CLIPTextConfig
+        config_cls = getattr(transformers, TRANSFORMERS_CONFIGS[cls_name])
         config = config_cls.from_pretrained(folder)
         return getattr(transformers, cls_name)(config)
     except BadInputError:
@@ -330,6 +355,7 @@ def load_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
 
 def _load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
     expected = model.state_dict()
+    _fill_tied_weights(model, state)
     missing = [k for k in expected if k not in state and not k.endswith("position_ids")]
     if missing:
         raise BadInputError(f"weights in '{folder}' miss tensor '{missing[0]}' (and {len(missing) - 1} more): "
@@ -347,6 +373,18 @@ def _load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], f
             raise BadInputError(f"tensor '{name}' in '{folder}' holds NaN or Inf values: the checkpoint is damaged")
     # assign: the loaded tensors become the parameters, so the (never initialized) ones are never touched.
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
+
+
+def _fill_tied_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Tied parameters are saved once (T5's encoder.embed_tokens is `shared`): give every name of a tied
+    parameter the saved tensor, so loading with assign=True keeps them one tensor."""
+    names_by_param: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names_by_param.setdefault(id(param), []).append(name)
+    for names in names_by_param.values():
+        saved = [n for n in names if n in state]
+        for name in names if saved else []:
+            state.setdefault(name, state[saved[0]])
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from fusionc.controlnet import (ControlledUNetWrapper, ControlNetWrapper, contro
                                 residual_names, residual_shapes)
 from fusionc.core.errors import BadInputError, UnsupportedError
 from fusionc.core.options import CompileOptions
+from fusionc.dit import dit_component
 from fusionc.passes.generic._match import forget_last_match
 
 
@@ -106,8 +107,9 @@ def latent_scale(checkpoint: Checkpoint) -> int:
 def image_size(checkpoint: Checkpoint, options: CompileOptions) -> tuple[int, int]:
     """(height, width) in pixels: the options, else the UNet's sample size (or the VAE's)."""
     scale = latent_scale(checkpoint)
-    if "unet" in checkpoint.configs:
-        size = checkpoint.configs["unet"].sample_size
+    denoiser = "unet" if "unet" in checkpoint.configs else "transformer"
+    if denoiser in checkpoint.configs:
+        size = checkpoint.configs[denoiser].sample_size
         default = (size, size) if isinstance(size, int) else tuple(size)
         default = (default[0] * scale, default[1] * scale)
     elif "vae" in checkpoint.configs and getattr(checkpoint.configs["vae"], "sample_size", None):
@@ -121,8 +123,9 @@ def image_size(checkpoint: Checkpoint, options: CompileOptions) -> tuple[int, in
 
 
 def text_length(checkpoint: Checkpoint) -> int:
+    """CLIP tokens (T5 lengths: fusionc.dit.t5_length)."""
     encoder = checkpoint.configs.get("text_encoder") or checkpoint.configs.get("text_encoder_2")
-    return int(encoder.max_position_embeddings) if encoder is not None else 77
+    return int(getattr(encoder, "max_position_embeddings", 77)) if encoder is not None else 77
 
 
 def _denoiser_example(cfg: Any, batch: int, latent_hw: tuple[int, int], tokens: int, image_hw: tuple[int, int],
@@ -149,13 +152,18 @@ def component_spec(checkpoint: Checkpoint, name: str, options: CompileOptions, b
     height, width = image_size(checkpoint, options)
     scale = latent_scale(checkpoint)
     gen = torch.Generator().manual_seed(options.seed)
+    if checkpoint.dit_family is not None:  # SD3 / PixArt: the transformer and T5 (fusionc.dit)
+        found = dit_component(checkpoint, name, options, batch, (height // scale, width // scale), (height, width), gen)
+        if found is not None:
+            return ComponentSpec(name, *found)
     if name in ("text_encoder", "text_encoder_2"):
         model = checkpoint.models[name]
         ids = torch.randint(0, model.config.vocab_size, (batch, text_length(checkpoint)), generator=gen, dtype=torch.int32)
         outputs = ["last_hidden_state", "text_embeds" if hasattr(model, "text_projection") else "pooler_output"]
-        if checkpoint.is_sdxl:
+        penultimate = checkpoint.is_sdxl or checkpoint.dit_family == "sd3"  # both condition on the penultimate state
+        if penultimate:
             outputs.append("hidden_states_penultimate")
-        return ComponentSpec(name, TextEncoderWrapper(model, checkpoint.is_sdxl).eval(), {"input_ids": ids}, outputs)
+        return ComponentSpec(name, TextEncoderWrapper(model, penultimate).eval(), {"input_ids": ids}, outputs)
     if name in ("unet", "controlnet"):
         model = checkpoint.models[name]
         example = _denoiser_example(model.config, batch, (height // scale, width // scale), text_length(checkpoint),
@@ -194,6 +202,7 @@ def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
             input_names=list(spec.example), output_names=spec.outputs, dynamic_shapes=dynamic, verbose=False,
         )
     model = program.model
+    drop_noop_squeezes(model)
     forget_last_match(onnxscript_default_rules)  # the exporter's optimizer ran them: they would pin this model
     for value in [*model.graph.inputs, *model.graph.outputs]:
         if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
@@ -252,3 +261,26 @@ def _stand_in(dtype, shape: tuple[int, ...], name: str):  # noqa: ANN001 - a num
     if dtype == np.bool_:
         return np.ones(shape, dtype=bool)
     return np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+
+
+def drop_noop_squeezes(model: ir.Model) -> int:
+    """Remove Squeeze nodes whose axes all have a static size other than 1: a no-op in torch (`x.squeeze(1)` on
+    [B, 16, C], PixArt's output head), but the exporter emits an ONNX Squeeze that fails at load. Returns the count."""
+    removed = 0
+    for node in list(model.graph.all_nodes()):
+        if node.op_type != "Squeeze" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+            continue
+        data, axes = node.inputs[0], node.inputs[1]
+        axes_value = axes.const_value if axes is not None else None
+        if data is None or data.shape is None or axes_value is None:
+            continue
+        rank = len(data.shape)
+        dims = [data.shape[int(a) % rank] for a in axes_value.numpy().ravel()]
+        if not dims or not all(isinstance(d, int) and d != 1 for d in dims):
+            continue
+        ir.convenience.replace_all_uses_with(node.outputs[0], data)
+        if node.outputs[0] in node.graph.outputs:
+            continue
+        node.graph.remove(node, safe=True)
+        removed += 1
+    return removed

@@ -36,7 +36,11 @@ from fusionc.core.numerics import Feeds
 from fusionc.core.options import CompileOptions
 from fusionc.controlnet import outline_image
 from fusionc.export import component_spec, image_size, latent_scale, text_length
+from fusionc.dit import geometry as dit_geometry
+from fusionc.dit_trajectory import denoise_dit, load_dit_scheduler, load_dit_tokenizers
 from fusionc.trajectory import denoise, load_scheduler, load_tokenizer
+
+DIT_GUIDANCE = 4.5  # PixArt's default guidance; SD3's is 7.0 (either mixes a guidance batch of 2)
 
 ROLES = (CALIBRATION, SELECTION, VERIFICATION)
 
@@ -172,8 +176,10 @@ def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, componen
     feeds: dict[str, list[Feeds]] = defaultdict(list)
     outputs: dict[str, list[Feeds]] = defaultdict(list)
     names = components or checkpoint.component_names()
-    tokenizers = {k: load_tokenizer(v) for k, v in checkpoint.tokenizer_dirs.items()}
-    if "unet" not in names or "vae" not in checkpoint.models or not tokenizers:
+    dit = checkpoint.dit_family is not None  # SD3 / PixArt: fusionc.dit_trajectory
+    tokenizers = (load_dit_tokenizers(checkpoint.tokenizer_dirs) if dit
+                  else {k: load_tokenizer(v) for k, v in checkpoint.tokenizer_dirs.items()})
+    if ("transformer" if dit else "unet") not in names or "vae" not in checkpoint.models or not tokenizers:
         example_options = replace(options, seed=seeds[0]) if seeds else options
         for name in names:
             spec = component_spec(checkpoint, name, example_options)
@@ -192,6 +198,14 @@ def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, componen
     runners = {name: recording(name, run) for name, run in reference_runners(checkpoint, options).items()}
     height, width = image_size(checkpoint, options)
     scale = latent_scale(checkpoint)
+    if dit:  # the flow-matching (SD3) or DiT (PixArt) loop
+        geo = dit_geometry(checkpoint, options)
+        for prompt, seed in zip(prompts, seeds):
+            denoise_dit(runners, tokenizers, load_dit_scheduler(checkpoint.scheduler_dir), prompt, geo, steps=steps,
+                        seed=seed, guidance=DIT_GUIDANCE, latent_hw=(height // scale, width // scale),
+                        record=lambda name, f: feeds[name].append(f) if name == "vae_encoder" and name in names else None,
+                        decode=bool({"vae_decoder", "vae_encoder"} & set(names)))
+        return dict(feeds), dict(outputs)
     unet = checkpoint.models["unet"]
     vae = checkpoint.models["vae"]
     for prompt, seed in zip(prompts, seeds):

@@ -26,6 +26,7 @@ from fusionc.checkpoint import Checkpoint, load_checkpoint, module_bytes
 from fusionc.core.devices import get_device
 from fusionc.core.errors import BadInputError
 from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify` imports it from here)
+from fusionc.dit import geometry as dit_geometry
 from fusionc.export import component_spec, export_component, image_size
 from fusionc.core.memory import forget_removed_values, release_freed_memory
 from fusionc.core.options import (ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions, check_target_options,
@@ -133,6 +134,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         "image": {"height": height, "width": width},
         "scaling_factor": _vae_scaling_factor(checkpoint),
         **({"omitted_components": checkpoint.omitted} if checkpoint.omitted else {}),
+        **({"dit": dit_geometry(checkpoint, options).to_json()} if checkpoint.dit_family else {}),
         "options": options_in_effect(options),  # only what this target honours
         **({"config": config} if config is not None else {}),
         "host": {"python": platform.python_version(), "machine": platform.machine()},

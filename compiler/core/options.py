@@ -12,8 +12,10 @@ from fusionc.core.errors import BadInputError
 # --precision when not given: what each target builds by default (the onnx target is float unless asked)
 DEFAULT_PRECISION = {"onnx": "fp32", "qnn": "w8a16", "coreml": None}
 
-ALL_COMPONENTS = ("text_encoder", "text_encoder_2", "controlnet", "unet", "vae_decoder", "vae_encoder")
-DEFAULT_COMPONENTS = ("text_encoder", "text_encoder_2", "controlnet", "unet", "vae_decoder")
+ALL_COMPONENTS = ("text_encoder", "text_encoder_2", "text_encoder_3", "controlnet", "unet", "transformer",
+                  "vae_decoder", "vae_encoder")
+DEFAULT_COMPONENTS = ("text_encoder", "text_encoder_2", "text_encoder_3", "controlnet", "unet", "transformer",
+                      "vae_decoder")
 
 
 @dataclass
@@ -25,6 +27,7 @@ class CompileOptions:
     components: tuple[str, ...] | None = None  # None: every default component the checkpoint has
     height: int | None = None  # image pixels; None: the model's sample size
     width: int | None = None
+    text_length: int | None = None  # T5 tokens of a diffusion transformer's prompt; None: the tokenizer's maximum
     opset: int = 18
     allow_pickle: bool = False
     verify: bool = True

@@ -169,7 +169,7 @@ class CoreMLTarget:
         return LoweredComponent(files, inputs, outputs, extra)
 
     def finalize(self, build_dir: Path, checkpoint: Any, manifest: dict[str, Any], options: CompileOptions) -> None:
-        for folder in ("tokenizer", "tokenizer_2"):
+        for folder in ("tokenizer", "tokenizer_2", "tokenizer_3"):
             source = getattr(checkpoint, "tokenizer_dirs", {}).get(folder)
             if source is not None and not (build_dir / folder).exists():
                 shutil.copytree(source, build_dir / folder)

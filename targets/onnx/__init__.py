@@ -218,7 +218,7 @@ class OnnxTarget:
 
 def write_diffusers_onnx_pipeline(build_dir: Path, checkpoint: Any, components: list[str]) -> None:
     """model_index.json, tokenizer(s) and scheduler, so OnnxStableDiffusionPipeline loads the build."""
-    for folder in ("tokenizer", "tokenizer_2"):
+    for folder in ("tokenizer", "tokenizer_2", "tokenizer_3"):
         if folder in checkpoint.tokenizer_dirs:
             shutil.copytree(checkpoint.tokenizer_dirs[folder], build_dir / folder)
     if checkpoint.scheduler_dir is not None:
