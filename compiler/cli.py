@@ -64,6 +64,8 @@ def main(debug: bool) -> None:
 @click.option("--components", default=None, help="Comma list, e.g. text_encoder,unet,vae_decoder,vae_encoder.")
 @click.option("--height", type=int, default=None, help="Image height in pixels [default: the model's].")
 @click.option("--width", type=int, default=None, help="Image width in pixels [default: the model's].")
+@click.option("--text-length", type=click.IntRange(1), default=None,
+              help="T5 tokens of a diffusion transformer's prompt [default: SD3 256, PixArt 300, capped by the tokenizer].")
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.ckpt/.pt weights (loaded with weights_only=True).")
 @click.option("--min-psnr", type=float, default=None, help="Exit 1 if a component verifies under this PSNR (dB).")
 @click.option("--no-verify", is_flag=True, help="Skip verification against the torch model.")

@@ -132,6 +132,7 @@ class DitGeometry:
     joint_dim: int  # T5 width the CLIP states are padded to (SD3: joint_attention_dim)
     scaling_factor: float
     shift_factor: float
+    latent_scale: int = 8  # pixels per latent (the VAE's downsampling)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -163,7 +164,8 @@ def geometry(checkpoint: Any, options: CompileOptions) -> DitGeometry:
         family, int(cfg.in_channels), int(cfg.out_channels or cfg.in_channels),
         int(clip.max_position_embeddings) if clip is not None else 0, t5_length(checkpoint, options), joint,
         float(getattr(vae, "scaling_factor", None) or 1.0) if vae is not None else 1.0,
-        float(getattr(vae, "shift_factor", None) or 0.0) if vae is not None else 0.0)
+        float(getattr(vae, "shift_factor", None) or 0.0) if vae is not None else 0.0,
+        2 ** (len(vae.block_out_channels) - 1) if vae is not None and hasattr(vae, "block_out_channels") else 8)
 
 
 def dit_component(checkpoint: Any, name: str, options: CompileOptions, batch: int, latent_hw: tuple[int, int],

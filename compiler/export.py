@@ -271,7 +271,7 @@ def drop_noop_squeezes(model: ir.Model) -> int:
         if node.op_type != "Squeeze" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
             continue
         data, axes = node.inputs[0], node.inputs[1]
-        axes_value = axes.const_value if axes is not None else None
+        axes_value = ir.convenience.get_const_tensor(axes) if axes is not None else None
         if data is None or data.shape is None or axes_value is None:
             continue
         rank = len(data.shape)

@@ -85,6 +85,10 @@ def torch_runners(checkpoint: Path | str | None = None) -> RunnerSet:
     from fusionc.core.options import CompileOptions
 
     ckpt = load_checkpoint(checkpoint)
+    if ckpt.dit_family is not None:  # SD3 / PixArt: fusionc.dit_generate
+        from fusionc.dit_generate import dit_torch_runners
+
+        return dit_torch_runners(ckpt)
     missing = [c for c in COMPONENTS if c not in ckpt.component_names()]
     if missing or "tokenizer" not in ckpt.tokenizer_dirs:
         raise BadInputError(f"'{ckpt.path}' is not a text-to-image pipeline (missing {', '.join(missing) or 'tokenizer'}): "
@@ -108,6 +112,10 @@ def build_runners(build: Path) -> RunnerSet:
 
     build = Path(build)
     manifest = buildfs.read_manifest(build)
+    if "dit" in manifest:  # SD3 / PixArt: fusionc.dit_generate
+        from fusionc.dit_generate import dit_build_runners
+
+        return dit_build_runners(build, manifest)
     missing = [c for c in COMPONENTS if c not in manifest["components"]]
     if missing:
         raise BadInputError(f"build '{build}' lacks {', '.join(missing)}: compile it with the default components")
@@ -145,7 +153,15 @@ def build_scaling_factor(build: Path, manifest: dict[str, Any]) -> float:
 
 def run(prompt: str, rs: RunnerSet, steps: int = 8, seed: int = 0, guidance: float = DEFAULT_GUIDANCE,
         control_image: Path | None = None, control_scale: float = 1.0) -> tuple[np.ndarray, dict[str, Any]]:
-    """generate() with a RunnerSet's geometry; `control_image` (a file) conditions a ControlNet build."""
+    """generate() with a RunnerSet's geometry; `control_image` (a file) conditions a ControlNet build.
+    A DiT pipeline's (SD3, PixArt) runs fusionc.dit_generate.run_dit."""
+    if hasattr(rs, "geo"):
+        from fusionc.dit_generate import run_dit
+
+        if control_image is not None:
+            raise BadInputError(f"--control-image given, but '{rs.source}' is a diffusion-transformer pipeline "
+                                "without a controlnet: leave out --control-image")
+        return run_dit(prompt, rs, steps, seed, guidance)
     image = None
     if "controlnet" in rs.runners:
         if control_image is None:

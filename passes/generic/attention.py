@@ -11,7 +11,9 @@ exporter's Reshape/Transpose/Reshape (the rule is also applied here so the pass 
 scale may also sit on q only, on the scores (Mul or Div), or be absent; the rule accepts each form
 and stores the product as the `scale` attribute. A key produced as Transpose(x, [0,2,3,1]) from a
 [B,S,H,D] tensor is accepted too (a Transpose to [B,H,S,D] is inserted). UNet self/cross attention
-and the VAE mid-block attention are unmasked; CLIP's causal mask makes the "masked" overload.
+and the VAE mid-block attention are unmasked; CLIP's causal mask makes the "masked" overload, and so do
+T5's relative position bias + padding mask (GroupScoreBiases adds the two first) and PixArt's caption mask.
+SD3's joint (MMDiT) attention is one SDPA over the concatenated image and text tokens and fuses as is.
 
 onnxscript's ort_fusions.sdpa has a similar pattern but emits an onnxruntime-internal op and keeps
 state on `self`; this rule emits the fusionc function and keeps state in the match bindings.
@@ -75,6 +77,30 @@ class FuseScaledDotProductAttention(pattern.RewriteRuleClassBase):
         return output
 
 
+class GroupScoreBiases(pattern.RewriteRuleClassBase):
+    """(q @ k^T + bias) + mask -> q @ k^T + (bias + mask): T5 adds its relative position bias and then its padding
+    mask to the scores; grouped, the two are one additive mask and the attention fuses (as "masked")."""
+
+    def pattern(self, op, query, key_t, bias, mask):
+        return op.Add(op.Add(op.MatMul(query, key_t), bias), mask)
+
+    def check(self, context, query: ir.Value, key_t: ir.Value, bias: ir.Value, mask: ir.Value, **_) -> pattern.MatchResult:
+        result = pattern.MatchResult()
+        producer = key_t.producer()
+        if producer is None or producer.op_type != "Transpose":
+            return result.fail("the key is not transposed: not attention scores", key_t)
+        scores = query.uses()[0].node.outputs[0] if query.uses() else None
+        if scores is None or len(scores.uses()) != 1 or len(scores.uses()[0].node.outputs[0].uses()) != 1:
+            return result.fail("the scores or the biased scores have other uses")
+        for value in (query, bias, mask):
+            if value.shape is None or len(value.shape) != 4:
+                return result.fail("scores, bias and mask must have rank 4", value)
+        return result
+
+    def rewrite(self, op, query: ir.Value, key_t: ir.Value, bias: ir.Value, mask: ir.Value, **_):
+        return op.Add(op.MatMul(query, key_t), op.Add(bias, mask))
+
+
 def _scaled(op, x, scale, tag: str):
     return pattern.OrValue([op.Mul(x, scale), op.Div(x, scale), x], tag_var=tag, tag_values=["Mul", "Div", "None"])
 
@@ -94,7 +120,8 @@ def _scale(bindings: dict) -> float | None:
 
 
 _RULES = root_filtered(
-    pattern.RewriteRuleSet([simplify_rules.CollapseBatchedTranspose.rule(), FuseScaledDotProductAttention.rule()])
+    pattern.RewriteRuleSet([simplify_rules.CollapseBatchedTranspose.rule(), GroupScoreBiases.rule(),
+                            FuseScaledDotProductAttention.rule()])
 )
 
 

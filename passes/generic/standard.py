@@ -22,7 +22,7 @@ def default_pipeline(options: CompileOptions | None = None) -> list[PassEntry]:
         PassEntry("CleanUpGraphPass", lambda c: CleanUpGraphPass(),
                   "first: fold, infer shapes, collapse the exporter's Reshape/Transpose detours so fusions see one canonical form"),
         PassEntry("FuseAttentionPass", lambda c: FuseAttentionPass(),
-                  "SDPA core -> one unit that targets split per head or lower natively; needs cleanup's canonical key transpose"),
+                  "SDPA core (UNet, CLIP, T5 + position bias, SD3 joint, PixArt) -> one unit that targets split per head or lower natively; needs cleanup's canonical key transpose"),
         PassEntry("FuseGroupNormPass", lambda c: FuseGroupNormPass(),
                   "Reshape/InstanceNorm/Reshape/Mul/Add -> one unit; needs cleanup's shapes to prove the Reshape pair restores x"),
         PassEntry("FuseLayerNormPass", lambda c: FuseLayerNormPass(),

@@ -1,0 +1,201 @@
+"""Diffusion transformers (SD3 MMDiT, PixArt) and T5: loading, refusal of what cannot be compiled, export fixes,
+attention fusion, onnx builds verified on the pipelines' own trajectories, and `fusionc generate` on them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fusionc.checkpoint import load_checkpoint
+from fusionc.cli import main
+from fusionc.core.errors import BadInputError
+from fusionc.core.options import CompileOptions
+
+SD3_COMPONENTS = ["text_encoder", "text_encoder_2", "text_encoder_3", "transformer", "vae_decoder", "vae_encoder"]
+
+
+@pytest.fixture(scope="module")
+def dit_pipeline(tmp_path_factory: pytest.TempPathFactory):
+    from fusionc.models.tiny_dit import write_dit_pipeline
+
+    cache: dict[str, Path] = {}
+
+    def make(family: str) -> Path:
+        if family not in cache:
+            cache[family] = write_dit_pipeline(tmp_path_factory.mktemp(f"dit_{family}"), family)
+        return cache[family]
+
+    return make
+
+
+def test_sd3_and_pixart_folders_load_every_component(dit_pipeline) -> None:
+    sd3 = load_checkpoint(dit_pipeline("sd3"))
+    assert sd3.dit_family == "sd3" and sd3.component_names() == SD3_COMPONENTS
+    assert set(sd3.tokenizer_dirs) == {"tokenizer", "tokenizer_2", "tokenizer_3"}
+    assert sd3.configs["vae"].latent_channels == 16 and sd3.configs["vae"].shift_factor == pytest.approx(0.0609)
+    t5 = sd3.models["text_encoder_3"]  # tied embedding saved once: both names get the saved tensor
+    assert torch.equal(t5.shared.weight, t5.encoder.embed_tokens.weight)
+    pixart = load_checkpoint(dit_pipeline("pixart"))
+    assert pixart.dit_family == "pixart" and pixart.component_names() == ["text_encoder", "transformer", "vae_decoder", "vae_encoder"]
+    assert type(pixart.models["text_encoder"]).__name__ == "T5EncoderModel"
+
+
+@pytest.mark.parametrize("folder, cls", [("transformer", "FluxTransformer2DModel"), ("text_encoder_3", "UMT5EncoderModel")])
+def test_a_pipeline_component_fusionc_cannot_compile_is_exit_2_naming_it(dit_pipeline, tmp_path: Path, folder: str,
+                                                                         cls: str) -> None:
+    """Before: an SD3 folder compiled with exit 0 and no transformer / text_encoder_3 (silently dropped)."""
+    bad = tmp_path / "sd3"
+    shutil.copytree(dit_pipeline("sd3"), bad)
+    index = json.loads((bad / "model_index.json").read_text())
+    index[folder] = ["diffusers", cls]
+    (bad / "model_index.json").write_text(json.dumps(index))
+    result = CliRunner().invoke(main, ["compile", str(bad), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert f"component '{folder}'" in result.output and cls in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_t5_weights_of_the_wrong_shape_are_refused(dit_pipeline, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "sd3"
+    shutil.copytree(dit_pipeline("sd3"), bad)
+    weights = bad / "text_encoder_3" / "model.safetensors"
+    state = load_file(str(weights))
+    state["shared.weight"] = state["shared.weight"][:, :8].contiguous()
+    save_file(state, str(weights))
+    with pytest.raises(BadInputError, match="shared.weight"):
+        load_checkpoint(bad)
+
+
+def test_pixart_mask_broadcast_processor_matches_diffusers(dit_pipeline) -> None:
+    """The processor that lets PixArt export with a dynamic batch computes what diffusers' own does."""
+    import copy
+
+    from fusionc.dit import PixArtTransformerWrapper
+
+    model = load_checkpoint(dit_pipeline("pixart")).models["transformer"]
+    stock = copy.deepcopy(model)
+    wrapped = PixArtTransformerWrapper(model, 64, 64)
+    gen = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 16, 64, generator=gen)
+    mask = torch.ones(2, 16)
+    mask[0, 5:] = 0
+    mask[1, 9:] = 0
+    with torch.no_grad():
+        got = wrapped(x, torch.tensor([300.0]), ctx, mask)
+        want = stock(x, encoder_hidden_states=ctx, timestep=torch.tensor([300.0, 300.0]),
+                     added_cond_kwargs={"resolution": None, "aspect_ratio": None}, encoder_attention_mask=mask,
+                     return_dict=False)[0]
+    assert torch.allclose(got, want, atol=1e-5)
+    with torch.no_grad():  # and the mask matters (the test can fail)
+        unmasked = wrapped(x, torch.tensor([300.0]), ctx, torch.ones(2, 16))
+    assert not torch.allclose(unmasked, want, atol=1e-3)
+
+
+SQUEEZE = """
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[N, 16, 4] x, float[N, 1, 4] y) => (float[N, 16, 4] a, float[N, 4] b) {
+    axes = Constant <value = int64[1] {1}> ()
+    s = Squeeze (x, axes)
+    a = Relu (s)
+    t = Squeeze (y, axes)
+    b = Relu (t)
+}
+"""
+
+
+def test_noop_squeeze_of_a_non_unit_axis_is_dropped_and_a_real_one_kept() -> None:
+    from fusionc.export import drop_noop_squeezes
+
+    model = ir.serde.deserialize_model(onnx.parser.parse_model(SQUEEZE))
+    assert drop_noop_squeezes(model) == 1
+    assert [n.op_type for n in model.graph].count("Squeeze") == 1  # the [N, 1, 4] one stays
+    session = ort.InferenceSession(ir.to_proto(model).SerializeToString())
+    x, y = np.random.rand(2, 16, 4).astype(np.float32), np.random.rand(2, 1, 4).astype(np.float32)
+    a, b = session.run(None, {"x": x, "y": y})
+    assert np.array_equal(a, x) and np.array_equal(b, y[:, 0])
+    assert drop_noop_squeezes(model) == 0
+
+
+T5_ATTENTION = """
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 4, 6, 8] q, float[2, 6, 4, 8] k, float[2, 4, 6, 8] v, float[1, 4, 6, 6] bias, float[2, 1, 1, 6] mask)
+  => (float[2, 4, 6, 8] out) {
+    kt = Transpose <perm = [0, 2, 3, 1]> (k)
+    scores = MatMul (q, kt)
+    biased = Add (scores, bias)
+    masked = Add (biased, mask)
+    weights = Softmax <axis = -1> (masked)
+    out = MatMul (weights, v)
+}
+"""
+
+
+def test_t5_attention_with_position_bias_and_mask_fuses_and_keeps_its_numbers() -> None:
+    from fusionc.passes.generic.attention import FuseAttentionPass
+
+    proto = onnx.parser.parse_model(T5_ATTENTION)
+    rng = np.random.default_rng(0)
+    feeds = {"q": rng.standard_normal((2, 4, 6, 8)), "k": rng.standard_normal((2, 6, 4, 8)),
+             "v": rng.standard_normal((2, 4, 6, 8)), "bias": rng.standard_normal((1, 4, 6, 6)),
+             "mask": np.where(rng.random((2, 1, 1, 6)) > 0.3, 0.0, -1e4)}
+    feeds = {k: v.astype(np.float32) for k, v in feeds.items()}
+    before = ort.InferenceSession(proto.SerializeToString()).run(None, feeds)[0]
+    model = ir.serde.deserialize_model(proto)
+    assert FuseAttentionPass()(model).modified
+    assert [n.op_type for n in model.graph].count("ScaledDotProductAttention") == 1
+    assert "Softmax" not in [n.op_type for n in model.graph]
+    after = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, feeds)[0]
+    np.testing.assert_allclose(after, before, atol=1e-5)
+    assert not FuseAttentionPass()(model).modified
+
+
+def _fused_attention(build: Path, component: str) -> int:
+    model = onnx.load(str(build / component / "model.onnx"), load_external_data=False)
+    return sum(n.op_type == "ScaledDotProductAttention" for n in model.graph.node)
+
+
+def test_sd3_onnx_build_verifies_every_text_encoder_and_the_transformer(dit_pipeline, tmp_path: Path) -> None:
+    from fusionc.pipeline import compile_checkpoint
+
+    out = tmp_path / "sd3_onnx"
+    options = CompileOptions(target="onnx", components=("text_encoder", "text_encoder_2", "text_encoder_3", "transformer"),
+                             verify_steps=2, verify_prompts=1)
+    manifest = compile_checkpoint(dit_pipeline("sd3"), options, out)
+    comps = manifest["components"]
+    assert list(comps) == ["text_encoder", "text_encoder_2", "text_encoder_3", "transformer"]
+    assert all(c["psnr_db"] > 60 for c in comps.values()), {k: c["psnr_db"] for k, c in comps.items()}
+    inputs = comps["transformer"]["inputs"]
+    assert inputs["encoder_hidden_states"]["shape"] == ["batch", 77 + 16, 64]  # joint: CLIP + T5 tokens
+    assert inputs["pooled_projections"]["shape"] == ["batch", 64]  # both CLIPs' projections
+    assert manifest["dit"]["family"] == "sd3" and manifest["dit"]["shift_factor"] == pytest.approx(0.0609)
+    assert _fused_attention(out, "transformer") == 2  # one joint attention per MMDiT block
+    assert _fused_attention(out, "text_encoder_3") == 2  # T5: position bias + mask grouped, then fused
+    assert (out / "tokenizer_3" / "tokenizer.json").is_file()
+
+
+def test_pixart_onnx_build_from_the_cli_generates_like_torch(dit_pipeline, tmp_path: Path) -> None:
+    out = tmp_path / "pixart_onnx"
+    result = CliRunner().invoke(main, ["compile", str(dit_pipeline("pixart")), "--out", str(out), "--text-length", "8",
+                                       "--components", "text_encoder,transformer,vae_decoder",
+                                       "--verify-steps", "2", "--verify-prompts", "1"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["components"]["text_encoder"]["inputs"]["input_ids"]["shape"] == ["batch", 8]
+    assert all(c["psnr_db"] > 60 for c in manifest["components"].values())
+    assert _fused_attention(out, "transformer") == 4  # self + cross attention per block
+    image = tmp_path / "pixart.png"
+    result = CliRunner().invoke(main, ["generate", "a red circle on the left", "--build", str(out), "--out", str(image),
+                                       "--steps", "3", "--min-psnr", "40"])
+    assert result.exit_code == 0, result.output
+    assert "PSNR vs torch" in result.output and image.is_file()
