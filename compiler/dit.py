@@ -28,6 +28,7 @@ from fusionc.core.errors import BadInputError
 from fusionc.core.options import CompileOptions
 
 DEFAULT_T5_LENGTH = {"sd3": 256, "pixart": 300}  # the pipelines' max_sequence_length defaults
+MASKED_SCORE = -1.0e4  # added to the scores of padding tokens (diffusers' and Apple's value; finite in fp16)
 T5_COMPONENT = {"sd3": "text_encoder_3", "pixart": "text_encoder"}
 T5_TOKENIZER = {"sd3": "tokenizer_3", "pixart": "tokenizer"}
 
@@ -45,7 +46,10 @@ class T5EncoderWrapper(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids.long(), attention_mask=attention_mask.long(), return_dict=True).last_hidden_state
+        # the additive [B, 1, 1, L] mask, prepared here: transformers returns a 4D mask as is, where its own
+        # construction from [B, L] exports as a bool GatherND over vmapped indices (no Core ML / HTP form)
+        additive = (1.0 - attention_mask[:, None, None, :].float()) * MASKED_SCORE
+        return self.model(input_ids=input_ids.long(), attention_mask=additive, return_dict=True).last_hidden_state
 
 
 class SD3TransformerWrapper(torch.nn.Module):

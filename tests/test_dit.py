@@ -199,3 +199,18 @@ def test_pixart_onnx_build_from_the_cli_generates_like_torch(dit_pipeline, tmp_p
                                        "--steps", "3", "--min-psnr", "40"])
     assert result.exit_code == 0, result.output
     assert "PSNR vs torch" in result.output and image.is_file()
+
+
+def test_sd3_transformer_coreml_build_splits_joint_attention_per_head_and_verifies(dit_pipeline, tmp_path: Path) -> None:
+    """Core ML on Linux: lowered to MIL, verified through our MIL executor in fp16 on the SD3 trajectory."""
+    from fusionc.pipeline import compile_checkpoint
+
+    manifest = compile_checkpoint(dit_pipeline("sd3"), CompileOptions(target="coreml", components=("transformer",),
+                                                                      verify_steps=2, verify_prompts=1), tmp_path / "cm")
+    entry = manifest["components"]["transformer"]
+    assert entry["psnr_db"] > 40, entry["psnr_db"]
+    ops = entry["coreml"]["mil_ops"]
+    assert ops.get("pixel_shuffle") == 1  # unpatchify without a rank-6 tensor
+    assert ops.get("einsum") == 2 * 2 * 2  # split_einsum: 2 MMDiT blocks x 2 heads x (scores, values)
+    passes = {p["name"] for p in entry["passes"] if p["modified"]}
+    assert {"SplitEinsumAttentionPass", "ConvertLinearToConvPass", "RankFourUnpatchifyPass"} <= passes

@@ -13,6 +13,7 @@ from fusionc.passes.generic.activation import FuseGeluPass
 from fusionc.passes.generic.attention import FuseAttentionPass
 from fusionc.passes.generic.cleanup import CleanUpGraphPass
 from fusionc.passes.generic.normalization import FuseGroupNormPass, FuseLayerNormPass
+from fusionc.passes.generic.unpatchify import RankFourUnpatchifyPass
 
 
 def default_pipeline(options: CompileOptions | None = None) -> list[PassEntry]:
@@ -29,6 +30,9 @@ def default_pipeline(options: CompileOptions | None = None) -> list[PassEntry]:
                   "LayerNorm decompositions -> ONNX LayerNormalization (exporter usually emits it already)"),
         PassEntry("FuseGeluPass", lambda c: FuseGeluPass(),
                   "erf/tanh chains -> one unit; independent of the fusions above (no pattern overlaps another)"),
+        PassEntry("RankFourUnpatchifyPass", lambda c: RankFourUnpatchifyPass(),
+                  "a transformer's rank-6 unpatchify -> rank-4 reorder + DepthToSpace (Core ML and the HTP stop at rank 5); "
+                  "after the fusions, whose patterns it does not touch"),
         PassEntry("CleanUpGraphPass", lambda c: CleanUpGraphPass(),
                   "last: remove what the fusions left dead and re-infer shapes for the target passes"),
     ]
