@@ -36,8 +36,10 @@ T5_TOKENIZER = {"sd3": "tokenizer_3", "pixart": "tokenizer"}
 class T5EncoderWrapper(torch.nn.Module):
     """input_ids, attention_mask (int32) -> last_hidden_state."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, length: int | None = None) -> None:
         super().__init__()
+        if length is not None:
+            fold_position_bias(model, length)
         # eager attention: the dynamo export of T5's sdpa path with a dynamic batch fails to decompose (a view of
         # a transposed tensor); the eager form exports and the attention fusion pass re-forms it
         for module in model.modules():
@@ -50,6 +52,24 @@ class T5EncoderWrapper(torch.nn.Module):
         # construction from [B, L] exports as a bool GatherND over vmapped indices (no Core ML / HTP form)
         additive = (1.0 - attention_mask[:, None, None, :].float()) * MASKED_SCORE
         return self.model(input_ids=input_ids.long(), attention_mask=additive, return_dict=True).last_hidden_state
+
+
+def fold_position_bias(model: torch.nn.Module, length: int) -> None:
+    """T5's relative position bias depends on the token count only: computed once here for `length` tokens, it is
+    exported as a constant [1, H, L, L] instead of the bucket arithmetic (int64 Log/Min/Where), which the HTP
+    does not build in fp16 and no target needs at run time."""
+    for module in model.modules():
+        if getattr(module, "has_relative_attention_bias", False):
+            with torch.no_grad():
+                table = module.compute_bias(length, length, device=None).detach().clone()
+
+            def fixed(query_length: int, key_length: int, device: Any = None, past_seen_tokens: int = 0,
+                      table: torch.Tensor = table, original: Any = module.compute_bias) -> torch.Tensor:
+                if query_length == key_length == table.shape[-1] and not past_seen_tokens:
+                    return table
+                return original(query_length, key_length, device=device, past_seen_tokens=past_seen_tokens)
+
+            module.compute_bias = fixed
 
 
 class SD3TransformerWrapper(torch.nn.Module):
@@ -182,7 +202,7 @@ def dit_component(checkpoint: Any, name: str, options: CompileOptions, batch: in
         length = t5_length(checkpoint, options)
         ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=gen, dtype=torch.int32)
         mask = torch.ones(batch, length, dtype=torch.int32)
-        return T5EncoderWrapper(model).eval(), {"input_ids": ids, "attention_mask": mask}, ["last_hidden_state"]
+        return T5EncoderWrapper(model, length).eval(), {"input_ids": ids, "attention_mask": mask}, ["last_hidden_state"]
     if name != "transformer":
         return None
     geo = geometry(checkpoint, options)

@@ -214,3 +214,16 @@ def test_sd3_transformer_coreml_build_splits_joint_attention_per_head_and_verifi
     assert ops.get("einsum") == 2 * 2 * 2  # split_einsum: 2 MMDiT blocks x 2 heads x (scores, values)
     passes = {p["name"] for p in entry["passes"] if p["modified"]}
     assert {"SplitEinsumAttentionPass", "ConvertLinearToConvPass", "RankFourUnpatchifyPass"} <= passes
+
+
+def test_sd3_transformer_qnn_w8a16_runs_wholly_on_the_htp_emulator(dit_pipeline, tmp_path: Path) -> None:
+    """QNN: a W8A16 context binary (CPU fallback off: every node on the HTP), >= 35 dB on the emulator."""
+    from fusionc.pipeline import compile_checkpoint
+
+    manifest = compile_checkpoint(dit_pipeline("sd3"), CompileOptions(target="qnn", components=("transformer",),
+                                                                      verify_steps=2, verify_prompts=1,
+                                                                      qnn_remedy_seconds=60), tmp_path / "qnn")
+    entry = manifest["components"]["transformer"]
+    assert entry["psnr_db"] >= 35, entry["psnr_db"]
+    assert any(f.endswith("_qnn.bin") for f in entry["files"])
+    assert any(p["name"] == "GiveLayerNormABiasPass" and p["modified"] for p in entry["passes"])

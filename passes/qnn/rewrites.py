@@ -265,3 +265,33 @@ class InferStaticShapesPass(ir.passes.InPlacePass):
                     node.replace_input_with(index, value)
                 node.attributes.update(attributes)
         return ir.passes.PassResult(model, result.modified)
+
+
+class GiveLayerNormABiasPass(ir.passes.InPlacePass):
+    """LayerNormalization without a bias (a LayerNorm with elementwise_affine=False: SD3's AdaLN-Zero and PixArt's
+    norms) gets an explicit zero bias: the QNN HTP builder refuses the two-input form ("Failed to add node").
+
+        y = LayerNormalization(x, scale)   =>   y = LayerNormalization(x, scale, zeros)
+    """
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        count = 0
+        for node in list(model.graph.all_nodes()):
+            if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
+                continue
+            if len(node.inputs) > 2 and node.inputs[2] is not None:
+                continue
+            scale = node.inputs[1]
+            tensor = ir.convenience.get_const_tensor(scale) if scale is not None else None
+            array = tensor.numpy() if tensor is not None else None
+            if array is None:
+                continue
+            bias = _const(f"{node.name}_zero_bias", np.zeros_like(array))
+            node.graph.register_initializer(bias)
+            if len(node.inputs) > 2:
+                node.replace_input_with(2, bias)
+            else:
+                node.resize_inputs(3)
+                node.replace_input_with(2, bias)
+            count += 1
+        return ir.passes.PassResult(model, count > 0)

@@ -75,6 +75,8 @@ class QnnTarget:
                       "fold what the static batch made constant (the causal mask) before matching it"),
             PassEntry("LowerFusedOpsPass", lambda c: rw.LowerFusedOpsPass(),
                       "fused units become the ops the QNN EP maps one to one"),
+            PassEntry("GiveLayerNormABiasPass", lambda c: rw.GiveLayerNormABiasPass(),
+                      "after lowering: LayerNorms without affine (SD3/PixArt) get a zero bias, the HTP needs three inputs"),
             PassEntry("ClampAttentionMaskPass", lambda c: rw.ClampAttentionMaskPass(),
                       "after lowering exposes the mask Add: finite ranges"),
             PassEntry("DropNanGuardPass", lambda c: rw.DropNanGuardPass(),

@@ -81,3 +81,32 @@ def test_mask_clamp_and_nan_guard() -> None:
     assert float(add.inputs[1].const_value.numpy().min()) == -100.0
     np.testing.assert_allclose(run(model, s)[0], before, rtol=1e-6, atol=1e-6)
     assert not ClampAttentionMaskPass()(model).modified and not DropNanGuardPass()(model).modified
+
+
+LAYER_NORM_NO_BIAS = """
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[2, 5, 8] x) => (float[2, 5, 8] y, float[2, 5, 8] z) {
+    scale = Constant <value = float[8] {1, 1, 1, 1, 1, 1, 1, 1}> ()
+    beta = Constant <value = float[8] {1, 2, 3, 4, 5, 6, 7, 8}> ()
+    y = LayerNormalization <axis = -1, epsilon = 0.000001> (x, scale)
+    z = LayerNormalization <axis = -1, epsilon = 0.000001> (x, scale, beta)
+}
+"""
+
+
+def test_layer_norm_without_affine_gets_a_zero_bias_and_keeps_its_numbers() -> None:
+    """SD3/PixArt's LayerNorm(elementwise_affine=False) exports with two inputs, which the HTP builder refuses."""
+    import onnx
+
+    from fusionc.passes.qnn.rewrites import GiveLayerNormABiasPass
+
+    model = ir.serde.deserialize_model(onnx.parser.parse_model(LAYER_NORM_NO_BIAS))
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    before = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})
+    assert GiveLayerNormABiasPass()(model).modified
+    norms = [n for n in model.graph if n.op_type == "LayerNormalization"]
+    assert all(len(n.inputs) == 3 and n.inputs[2] is not None for n in norms)
+    after = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})
+    for a, b in zip(after, before):
+        np.testing.assert_array_equal(a, b)
+    assert not GiveLayerNormABiasPass()(model).modified
