@@ -295,3 +295,33 @@ class GiveLayerNormABiasPass(ir.passes.InPlacePass):
                 node.replace_input_with(2, bias)
             count += 1
         return ir.passes.PassResult(model, count > 0)
+
+
+class ConstantOperandsLastPass(ir.passes.InPlacePass):
+    """Elementwise Mul/Add with a constant first operand: the activation goes first and the constant is given the
+    activation's rank (leading 1s). The fp16 HTP fails to finalize T5's RMSNorm `weight * x` with a rank-1
+    constant first (QNN_COMMON_ERROR_MEM_ALLOC); the quantized path takes either order.
+
+        y = Mul(w[64], x[1,16,64])   =>   y = Mul(x[1,16,64], w[1,1,64])
+    """
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        count = 0
+        for node in list(model.graph):
+            if node.op_type not in ("Mul", "Add") or node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
+                continue
+            first, second = node.inputs
+            if first is None or second is None or first.const_value is None or second.const_value is not None:
+                continue
+            if second.shape is None:
+                continue
+            array = first.const_value.numpy()
+            rank = len(second.shape)
+            if array.ndim < rank:
+                array = array.reshape((1,) * (rank - array.ndim) + array.shape)
+            constant = _const(f"{node.name}_operand", np.ascontiguousarray(array))
+            model.graph.register_initializer(constant)
+            node.replace_input_with(0, second)
+            node.replace_input_with(1, constant)
+            count += 1
+        return ir.passes.PassResult(model, count > 0)

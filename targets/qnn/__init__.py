@@ -77,6 +77,8 @@ class QnnTarget:
                       "fused units become the ops the QNN EP maps one to one"),
             PassEntry("GiveLayerNormABiasPass", lambda c: rw.GiveLayerNormABiasPass(),
                       "after lowering: LayerNorms without affine (SD3/PixArt) get a zero bias, the HTP needs three inputs"),
+            PassEntry("ConstantOperandsLastPass", lambda c: rw.ConstantOperandsLastPass(),
+                      "after lowering: Mul/Add take the activation first and a full-rank constant (fp16 HTP, T5's RMSNorm)"),
             PassEntry("ClampAttentionMaskPass", lambda c: rw.ClampAttentionMaskPass(),
                       "after lowering exposes the mask Add: finite ranges"),
             PassEntry("DropNanGuardPass", lambda c: rw.DropNanGuardPass(),

@@ -110,3 +110,33 @@ def test_layer_norm_without_affine_gets_a_zero_bias_and_keeps_its_numbers() -> N
     for a, b in zip(after, before):
         np.testing.assert_array_equal(a, b)
     assert not GiveLayerNormABiasPass()(model).modified
+
+
+RMS_SCALE = """
+<ir_version: 8, opset_import: ["" : 18]>
+g (float[1, 5, 8] x) => (float[1, 5, 8] y, float[1, 5, 8] z) {
+    w = Constant <value = float[8] {1, 2, 3, 4, 5, 6, 7, 8}> ()
+    y = Mul (w, x)
+    z = Mul (x, w)
+}
+"""
+
+
+def test_constant_first_operand_moves_last_with_full_rank() -> None:
+    import onnx
+
+    from fusionc.passes.generic.cleanup import FoldConstantsPass
+    from fusionc.passes.qnn.rewrites import ConstantOperandsLastPass
+
+    model = ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(onnx.parser.parse_model(RMS_SCALE)))
+    FoldConstantsPass()(model)  # the Constant node becomes an initializer, as after cleanup
+    x = np.random.default_rng(0).standard_normal((1, 5, 8)).astype(np.float32)
+    before = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})
+    assert ConstantOperandsLastPass()(model).modified
+    muls = [n for n in model.graph if n.op_type == "Mul"]
+    assert all(n.inputs[0].const_value is None and n.inputs[1].const_value is not None for n in muls)
+    assert muls[0].inputs[1].const_value.shape == (1, 1, 8)  # the one that was first; the other is unchanged
+    after = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})
+    for a, b in zip(after, before):
+        np.testing.assert_array_equal(a, b)
+    assert not ConstantOperandsLastPass()(model).modified
