@@ -22,7 +22,8 @@ COMMON = {"target", "device", "components", "height", "width", "opset", "allow_p
           "max_size", "max_latency_ms", "latency_steps", "verify_steps", "verify_prompts", "seed",
           # the calibration and selection trajectories: QNN ranges, fp16 overflow ranges (coreml, qnn), mixed-bit
           # probes and recipes (onnx, coreml)
-          "calibration_steps", "calibration_prompts", "selection_steps", "selection_prompts"}
+          "calibration_steps", "calibration_prompts", "selection_steps", "selection_prompts",
+          "text_length"}  # T5 tokens of a diffusion transformer (fusionc.dit)
 
 # A value away from the default for each target-specific option, as command-line arguments and as a field value.
 SAMPLES: dict[str, tuple[list[str], object]] = {
