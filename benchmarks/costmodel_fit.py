@@ -408,7 +408,7 @@ def readme_table(report: dict) -> str:
     sd = [p for p in report["stable_diffusion_predictions"] if p["precision"] == "w8a16"]
     if sd:
         lines += ["", "Stable Diffusion 1.5, W8A16, QNN, batch 1, one call, predicted (the fit never saw a diffusion "
-                  "model). Predictions were first committed (commit 6dadc2b, a fit on the 23 training models rebuilt by "
+                  "model). Predictions were first committed (commit 4cde1c4 on main, a fit on the 23 training models rebuilt by "
                   "then) before any comparison; these are the same method refitted once all training graphs were "
                   "rebuilt, with no change made after the comparison:", "",
                   "| chipset | text encoder | UNet | VAE decoder |", "| --- | ---: | ---: | ---: |"]
