@@ -8,7 +8,6 @@ DPM-Solver++ (v-prediction, zero terminal SNR). Images are 64x64, latents 8x8. G
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from fusionc.models.shapes_dataset import SIZE, WORDS
 from fusionc.models.tiny import PROMPT_WORDS
-from fusionc.models.tokenizer import vocab_size, write_clip_tokenizer
+from fusionc.models.tokenizer import vocab_size, write_clip_tokenizer, write_sd_model_index
 
 LATENT = SIZE // 8
 TEXT_WIDTH = 64
@@ -81,12 +80,5 @@ def save_pipeline(out_dir: Path, text_encoder: CLIPTextModel, vae: AutoencoderKL
     vae.save_pretrained(out_dir / "vae")
     unet.save_pretrained(out_dir / "unet")
     scheduler(prediction_type).save_pretrained(out_dir / "scheduler")
-    index = {
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
-        "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False,
-    }
-    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    write_sd_model_index(out_dir)
     return out_dir

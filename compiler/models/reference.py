@@ -5,14 +5,13 @@ For benchmarks only (compile time, memory, size): SD-1.5 and a SnapFusion-shaped
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fusionc.models.tiny import PROMPT_WORDS
-from fusionc.models.tokenizer import write_clip_tokenizer
+from fusionc.models.tokenizer import write_clip_tokenizer, write_sd_model_index
 
 SD15_UNET: dict[str, Any] = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -55,12 +54,5 @@ def write_reference_pipeline(out_dir: Path, unet: str = "sd15", seed: int = 0) -
     write_clip_tokenizer(out_dir / "tokenizer", PROMPT_WORDS)
     DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                 steps_offset=1).save_pretrained(out_dir / "scheduler")
-    index = {
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
-        "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False,
-    }
-    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2))
+    write_sd_model_index(out_dir)
     return out_dir

@@ -91,8 +91,8 @@ def shape_sdf(shape: str, cx: float, cy: float, r: float, size: int = SIZE) -> n
     raise ValueError(f"unknown shape {shape}")
 
 
-def render(scene: Scene, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
-    """Draw `scene` with random jitter (position, size, shade) from rng; returns uint8 [size, size, 3]."""
+def background(scene: Scene, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+    """The plain or striped background of `scene` (random shade, stripe period, phase and angle), float32 [H, W, 3]."""
     grey = rng.uniform(25, 85)
     image = np.full((size, size, 3), grey, np.float32)
     if scene.background == "striped":
@@ -101,6 +101,12 @@ def render(scene: Scene, rng: np.random.Generator, size: int = SIZE) -> np.ndarr
         angle = rng.choice([0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4])
         wave = np.sin(2 * np.pi * (xs * np.cos(angle) + ys * np.sin(angle)) / period + phase)
         image += (np.where(wave > 0, 1.0, -1.0) * rng.uniform(12, 20))[..., None]
+    return image
+
+
+def render(scene: Scene, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+    """Draw `scene` with random jitter (position, size, shade) from rng; returns uint8 [size, size, 3]."""
+    image = background(scene, rng, size)
     ax, ay = POSITIONS[scene.position]
     scale = size / SIZE
     cx, cy = (ax + rng.uniform(-3, 3)) * scale, (ay + rng.uniform(-3, 3)) * scale

@@ -60,3 +60,16 @@ def write_clip_tokenizer(out_dir: Path, words: list[str], max_length: int = 77) 
 
 def vocab_size(out_dir: Path) -> int:
     return len(json.loads((out_dir / "vocab.json").read_text()))
+
+
+def write_sd_model_index(out_dir: Path) -> None:
+    """model_index.json of a Stable-Diffusion-1.x pipeline folder (CLIP tokenizer and text encoder, UNet, KL VAE,
+    DPM-Solver++), as the built-in and the SD-1.5-scale reference pipelines are written."""
+    index = {
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+        "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False,
+    }
+    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from fusionc.controlnet import outline_from_sdf
-from fusionc.models.shapes_dataset import COLOURS, POSITIONS, SIZE, Scene, random_scene, shape_sdf
+from fusionc.models.shapes_dataset import COLOURS, POSITIONS, SIZE, Scene, background, random_scene, shape_sdf
 
 BUILTIN = Path(__file__).parent / "tiny_sd"
 
@@ -38,14 +38,7 @@ def log(msg: str) -> None:
 def render_with_outline(scene: Scene, rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     """shapes_dataset.render's picture (same jitter ranges) and the outline of the shape as drawn:
     (uint8 [size, size, 3], float32 [3, size, size] in [0, 1])."""
-    grey = rng.uniform(25, 85)
-    image = np.full((size, size, 3), grey, np.float32)
-    if scene.background == "striped":
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-        period, phase = rng.uniform(10, 16), rng.uniform(0, 2 * np.pi)
-        angle = rng.choice([0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4])
-        wave = np.sin(2 * np.pi * (xs * np.cos(angle) + ys * np.sin(angle)) / period + phase)
-        image += (np.where(wave > 0, 1.0, -1.0) * rng.uniform(12, 20))[..., None]
+    image = background(scene, rng, size)
     # anywhere, not only at the five anchors: the outline, not the caption, says where
     cx, cy = rng.uniform(12, size - 12), rng.uniform(12, size - 12)
     r = rng.uniform(9.5, 12.5)

@@ -187,3 +187,13 @@ def ensure_functions_for_calls(model: ir.Model) -> int:
             ensure_function(model, node.op_type, node.overload)
             added += 1
     return added
+
+
+def drop_unused_functions(model: ir.Model) -> None:
+    """Remove the local functions no node calls any more, and the fusionc opset import once nothing uses it
+    (after a target pass replaced fused units by the ops its runtime has)."""
+    used = {(n.domain, n.op_type, n.overload) for n in model.graph}
+    for key in [k for k in model.functions if k not in used]:
+        del model.functions[key]
+    if not any(n.domain == DOMAIN for n in model.graph):
+        model.opset_imports.pop(DOMAIN, None)

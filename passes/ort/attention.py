@@ -20,6 +20,8 @@ import math
 
 import onnx_ir as ir
 
+from fusionc.passes.generic import fused_ops
+
 FUSED_DOMAIN = "fusionc"
 MS_DOMAIN = "com.microsoft"
 HEAD_PERM = [0, 2, 1, 3]
@@ -94,9 +96,5 @@ class FuseMultiHeadAttentionPass(ir.passes.InPlacePass):
         if count:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
             ir.passes.common.RemoveUnusedNodesPass()(model)
-            used = {(n.domain, n.op_type, n.overload) for n in graph}
-            for key in [k for k in model.functions if k not in used]:
-                del model.functions[key]
-            if not any(n.domain == FUSED_DOMAIN for n in graph):
-                model.opset_imports.pop(FUSED_DOMAIN, None)
+            fused_ops.drop_unused_functions(model)
         return ir.passes.PassResult(model, count > 0)

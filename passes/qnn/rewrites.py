@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from fusionc.passes.generic import fused_ops
+
 FUSED_DOMAIN = "fusionc"
 MASK_FLOOR = -100.0
 QNN_OPSET = 21
@@ -125,11 +127,7 @@ class LowerFusedOpsPass(ir.passes.InPlacePass):
             graph.remove(node, safe=True)
             count += 1
         if count:
-            used = {(n.domain, n.op_type, n.overload) for n in graph}
-            for key in [k for k in model.functions if k not in used]:
-                del model.functions[key]
-            if not any(n.domain == FUSED_DOMAIN for n in graph):
-                model.opset_imports.pop(FUSED_DOMAIN, None)
+            fused_ops.drop_unused_functions(model)
         return ir.passes.PassResult(model, count > 0)
 
 
