@@ -26,9 +26,21 @@ elif "onnxruntime_perf_test" in " ".join(args) and "ls" not in args:
 
 
 def _fake_build(tmp_path: Path, target: str) -> Path:
+    """A build folder with stand-in artifacts: model.onnx, and for qnn an EP-context model naming its .bin."""
+    import onnx
+    from onnx import helper
+
     build = tmp_path / f"build_{target}"
     (build / "unet").mkdir(parents=True)
     (build / "unet" / "model.onnx").write_bytes(b"stand-in")
+    if target == "qnn":
+        node = helper.make_node("EPContext", ["sample"], ["out_sample"], domain="com.microsoft",
+                                ep_cache_context="model_ctx_qnn.bin", embed_mode=0)
+        io = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 4, 8, 8]) for n in ("sample", "out_sample")]
+        graph = helper.make_graph([node], "ctx", [io[0]], [io[1]])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("com.microsoft", 1)]),
+                  str(build / "unet" / "model_ctx.onnx"))
+        (build / "unet" / "model_ctx_qnn.bin").write_bytes(b"stand-in context")
     manifest = {"target": target, "components": {"unet": {
         "files": ["unet/model.onnx"], "inputs": {"sample": {"shape": ["batch", 4, 8, 8], "dtype": "float"}}}}}
     (build / "manifest.json").write_text(json.dumps(manifest))

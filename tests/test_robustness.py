@@ -97,7 +97,7 @@ def _break_class(ckpt: Path) -> str:
     index = json.loads((ckpt / "model_index.json").read_text())
     index["unet"] = ["diffusers", "UNet2DModel"]
     (ckpt / "model_index.json").write_text(json.dumps(index))
-    return "component class 'UNet2DModel'"
+    return "is a UNet2DModel, which fusionc cannot compile"
 
 
 def _break_index_json(ckpt: Path) -> str:
