@@ -135,3 +135,12 @@ def test_the_check_sees_a_wrong_arrow() -> None:
     """The test itself: a pass that imported the driver would be caught."""
     assert room("fusionc.pipeline") == "driver" and "driver" not in ALLOWED["passes"]
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [{"a", "b"}]
+
+
+def test_every_package_is_in_the_wheel() -> None:
+    """pyproject lists packages explicitly (package-dir maps three folders): a new subpackage must be listed, or an
+    editable install works while a wheel silently lacks it."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    assert PACKAGES - listed == set(), f"add to [tool.setuptools] packages: {sorted(PACKAGES - listed)}"
