@@ -23,6 +23,11 @@ from fusionc.passes.entry import PassEntry
 
 IOS18_LEVEL = ("iOS18", "macOS15")
 DEFAULT_COMPRESSED = ("unet",)
+# Weight-only quantization per target: which consumers' weights it compresses (absent: all). ONNX Runtime's CPU
+# provider fuses DequantizeLinear+MatMul into MatMulNBits (int4/int8 weights stay packed); before a Conv or Gemm
+# the DequantizeLinear runs at every step (mid UNet, int4 everywhere: DequantizeLinear 0.68 s of a 1.76 s step,
+# benchmarks/results/ort_cpu_mid.json), so the onnx target compresses MatMul weights only.
+WEIGHT_ONLY_OPS: dict[str, frozenset[str]] = {"onnx": frozenset({"MatMul"})}
 
 
 def parse_palettize(value: Any) -> tuple[int | None, float | None]:
@@ -127,7 +132,8 @@ def make_pass(ctx: ComponentContext) -> ir.passes.PassBase:
     common = {"min_elements": options.min_weight_elements, "include_embeddings": options.compress_embeddings}
     if options.quantize_weights:
         return QuantizeWeightsPass(options.quantize_weights, block_size=block_size(options),
-                                   symmetric=options.quantize_mode != "affine", **common)
+                                   symmetric=options.quantize_mode != "affine",
+                                   op_types=WEIGHT_ONLY_OPS.get(options.target), **common)
     bits, db = parse_palettize(options.palettize)
     if bits is not None:
         return PalettizeWeightsPass(bits, granularity=options.granularity, group_size=options.group_size, **common)

@@ -25,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from fusionc.passes.compression.palettize import record_compression
-from fusionc.passes.compression.weights import Weight, find_weights, node_order, replace_weight
+from fusionc.passes.compression.weights import Weight, find_weights, node_order, replace_weight, uses_through_casts
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
     """
 
     def __init__(self, dtype: str = "int8", *, block_size: int | None = None, symmetric: bool = True,
-                 min_elements: int = 2048, include_embeddings: bool = False) -> None:
+                 min_elements: int = 2048, include_embeddings: bool = False,
+                 op_types: frozenset[str] | None = None) -> None:
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype}")
@@ -139,11 +140,14 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         self.symmetric = symmetric
         self.min_elements = min_elements
         self.include_embeddings = include_embeddings
+        self.op_types = op_types  # only weights every consumer of which has one of these op types (None: all)
         self.layers: list[dict[str, Any]] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         bits, onnx_dtype = DTYPES[self.dtype]
         weights = find_weights(model, self.min_elements, self.include_embeddings)
+        if self.op_types is not None:
+            weights = [w for w in weights if consumer_ops(w) <= self.op_types]
         order = node_order(model)
         self.layers = []
         if not weights:
@@ -167,11 +171,17 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         record_compression(model, "quantize_weights", {
             "method": "linear", "dtype": self.dtype, "block_size": self.block_size,
             "mode": "symmetric" if self.symmetric else "affine", "layers": len(self.layers),
+            "op_types": sorted(self.op_types) if self.op_types is not None else None,
             "bytes_before": sum(x["bytes_before"] for x in self.layers),
             "bytes_after": sum(x["bytes_after"] for x in self.layers),
             "opset": model.opset_imports.get(""),
         })
         return ir.passes.PassResult(model, modified=bool(self.layers) or upgraded)
+
+
+def consumer_ops(weight: Weight) -> set[str]:
+    """Op types that read `weight` (through Casts)."""
+    return {node.op_type for node, _ in uses_through_casts(weight.value)}
 
 
 def dq_node(weight: Weight, enc: Encoding, onnx_dtype: ir.DataType) -> tuple[list[ir.Node], list[ir.Value]]:

@@ -75,12 +75,12 @@ def _slot(node: ir.Node, index: int, rank: int) -> tuple[str, int, int] | None:
     return None
 
 
-def _uses(value: ir.Value) -> list[tuple[ir.Node, int]]:
+def uses_through_casts(value: ir.Value) -> list[tuple[ir.Node, int]]:
     """Uses of `value`, looking through Cast nodes."""
     out = []
     for node, index in value.uses():
         if node.op_type == "Cast" and node.domain in ("", "ai.onnx"):
-            out += _uses(node.outputs[0]) or [(node, index)]
+            out += uses_through_casts(node.outputs[0]) or [(node, index)]
         else:
             out.append((node, index))
     return out
@@ -102,7 +102,7 @@ def find_weights(model: ir.Model, min_elements: int = 2048, include_embeddings: 
             size *= d
         if size < max(min_elements, 1):
             continue
-        slots = {_slot(node, index, len(shape)) for node, index in _uses(value)}
+        slots = {_slot(node, index, len(shape)) for node, index in uses_through_casts(value)}
         if not slots or None in slots or len(slots) != 1:
             continue
         kind, out_axis, in_axis = slots.pop()

@@ -107,3 +107,24 @@ def test_weight_encodings_for_qnn() -> None:
 def test_int4_needs_blocks() -> None:
     with pytest.raises(ValueError, match="block"):
         QuantizeWeightsPass("int4")
+
+
+def test_onnx_target_compresses_matmul_weights_only() -> None:
+    """ORT's CPU provider fuses DequantizeLinear+MatMul into MatMulNBits but dequantizes a Conv/Gemm weight at every
+    step: the onnx target's weight-only pass leaves Conv and Gemm weights float; other targets compress all three."""
+    from fusionc.core.context import ComponentContext
+    from fusionc.core.options import CompileOptions
+    from fusionc.passes.compression.dispatch import make_pass
+
+    def compressed(target: str) -> list[str]:
+        model = golden_model()
+        options = CompileOptions(target=target, quantize_weights="int4", min_weight_elements=1024)
+        assert make_pass(ComponentContext.for_options(options))(model).modified
+        return [next(iter(n.outputs[0].uses())).node.op_type for n in model.graph if n.op_type == "DequantizeLinear"]
+
+    assert compressed("onnx") == ["MatMul"]
+    assert sorted(compressed("qnn")) == ["Conv", "Gemm", "MatMul"]
+    model = golden_model()
+    only = QuantizeWeightsPass("int4", block_size=8, min_elements=1024, op_types=frozenset({"MatMul"}))
+    assert only(model).modified and [x["layer"] for x in only.layers] == ["wl"]
+    assert not QuantizeWeightsPass("int4", block_size=8, min_elements=1024, op_types=frozenset({"MatMul"}))(model).modified
