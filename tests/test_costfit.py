@@ -40,6 +40,30 @@ def test_features_by_hand() -> None:
     fp = costfit.features_from_rows(rows, "float")
     assert fp["weight_mb"] == pytest.approx(10.0)  # fp16 weights on the HTP
     assert costfit.features_from_rows(rows, "w8a8")["spill_mb"] == 0  # 1-byte activations fit
+    # every op's activation bytes; a smaller local memory spills more (conv: 2M x 2 bytes = 4 MB > 2 MiB)
+    assert x["act_mb"] == pytest.approx(4 + 0.004 + 10 + 4 + 6)
+    assert costfit.features_from_rows(rows, "w8a16", vtcm_bytes=2 << 20)["spill_mb"] == pytest.approx(4 + 10 + 4 + 6)
+    # a depthwise 3x3 conv does 9 MACs per output: low intensity; the dense conv above does 2000
+    dw = costfit.features_from_rows([_row("conv", macs=9 * 10**6, act_in=10**6, act_out=10**6)] + rows, "w8a16")
+    assert dw["lowint_conv_gmacs"] == pytest.approx(0.009) and x["lowint_conv_gmacs"] == 0
+    assert dw["conv_gmacs"] == pytest.approx(2.009)  # still a conv MAC: the low-intensity term is an extra cost
+
+
+def test_params_file_names_its_terms_and_local_memory() -> None:
+    """The shipped params say which terms and which local-memory size they were fitted with; estimates use both."""
+    params = costfit.load_params()
+    assert set(params["features"]) <= set(costfit.FEATURES) and set(costfit.BASE_FEATURES) <= set(params["features"])
+    assert params["vtcm_bytes"] in [mb << 20 for mb in (2, 4, 8, 16)]
+    assert all(len(theta) == len(params["features"]) for theta in params["groups"].values())
+    with pytest.raises(ValueError, match="coefficients for"):
+        costfit.breakdown(dict.fromkeys(costfit.FEATURES, 1.0), [1.0, 2.0], params["features"])
+
+
+def test_params_with_an_unknown_term_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps({"features": ["gmacs", "quantum_gmacs"], "groups": {}}))
+    with pytest.raises(ValueError, match="quantum_gmacs"):
+        costfit.load_params(path)
 
 
 def test_precision_groups() -> None:
@@ -87,6 +111,27 @@ def test_every_phone_and_laptop_chipset_has_a_profile_and_fitted_coefficients() 
         assert any(k.startswith(f"{name}|") for k in params["groups"]) or name in params["chipset_speed"], name
 
 
+def test_cross_validation_never_predicts_a_family_it_was_fitted_on() -> None:
+    import costmodel_cv
+
+    family = lambda m: m.split("_")[0]  # noqa: E731 - opus_a / opus_b are one family
+    models = ["opus_a", "opus_b", "resnet_1", "vit_1", "bert_1", "gpt_1", "t5_1"]
+    rows = [{"model": m, "published_ms": 1.0} for m in models for _ in range(3)]
+    seen: list[set[str]] = []
+
+    def fit(train_rows: list[dict], X: np.ndarray) -> set[str]:
+        seen.append({family(r["model"]) for r in train_rows})
+        return seen[-1]
+
+    def predict(test_rows: list[dict], X: np.ndarray, trained_on: set[str]) -> np.ndarray:
+        assert not {family(r["model"]) for r in test_rows} & trained_on
+        return np.ones(len(test_rows))
+
+    pred = costmodel_cv.cross_validated(rows, np.zeros((len(rows), 1)), family, fit, predict)
+    assert pred.shape == (len(costmodel_cv.SHUFFLES), len(rows)) and (pred == 1).all()  # every row predicted
+    assert len(seen) == costmodel_cv.FOLDS * len(costmodel_cv.SHUFFLES)
+
+
 def test_fit_script_on_small_features(tmp_path: Path) -> None:
     import costmodel_fit
 
@@ -108,4 +153,12 @@ def test_fit_script_on_small_features(tmp_path: Path) -> None:
         assert {p["chipset"] for p in sd} == set(costmodel_fit.PHONE_LAPTOP)
         assert all(p["predicted_ms"] > 0 for p in sd)
     written = json.loads(params_path.read_text())
-    assert written["features"] == list(costfit.FEATURES) and written["groups"]
+    assert written["features"] == report["model"]["features"] and written["groups"]
+    assert written["vtcm_bytes"] == report["model"]["vtcm_bytes"]
+    # the model was chosen by cross-validation over the training models: the diagnostics name no held-out model
+    chosen = report["selection"]["chosen"]
+    assert chosen in [{k: c[k] for k in ("optional", "vtcm_mb", "score")} for c in report["selection"]["candidates"]]
+    assert min(c["score"] for c in report["selection"]["candidates"]) <= chosen["score"]
+    worst = {w["model"] for w in report["diagnostics_cv_training"]["worst_models"]}
+    assert worst and worst <= train
+    assert report["stable_diffusion_vs_published"] and report["apple_neural_engine"]["figures"]

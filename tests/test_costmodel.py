@@ -61,6 +61,14 @@ def test_matmul_gemm_and_embedding_lookup() -> None:
     assert gather.params == 1000 and gather.weight_bytes == 30 * 4  # reads only the 3 rows it gathers
 
 
+def test_lstm_counts_its_weight_matmuls_per_timestep() -> None:
+    # seq 7, batch 2, input 5, hidden 3, bidirectional: 7 * 2 * (2*12*5 + 2*12*3) MACs (before the fix: 0, "vector")
+    model = _model([oh.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=3, direction="bidirectional")],
+                   [_vi("x", [7, 2, 5])], [_vi("y", [7, 2, 2, 3])], [_init("w", [2, 12, 5]), _init("r", [2, 12, 3])])
+    (op,) = graph_stats(model).ops
+    assert (op.kind, op.macs, op.params) == ("linear", 7 * 2 * (2 * 12 * 5 + 2 * 12 * 3), 2 * 12 * 8)
+
+
 def test_attention_forms() -> None:
     s, d = 64, 8
     q, kt, k = _vi("q", [1, 2, s, d]), _vi("kt", [1, 2, d, s]), _vi("k", [1, 2, s, d])

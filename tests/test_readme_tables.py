@@ -42,3 +42,19 @@ def test_a_block_without_a_renderer_or_json_is_an_error(tmp_path: Path) -> None:
         render_readme.render_readme("<!-- measured:nope -->\nx\n<!-- /measured:nope -->\n")
     with pytest.raises(FileNotFoundError, match="run the benchmark"):
         render_readme.render_readme("<!-- measured:compression -->\n<!-- /measured:compression -->\n", tmp_path)
+
+
+def test_the_cost_model_error_table_follows_the_fit_json(tmp_path: Path) -> None:
+    """The held-out error table (issue 17) is rendered from costmodel_fit.json: a changed error, or a chipset
+    falling under the goal, shows up in the README block."""
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results, ignore=shutil.ignore_patterns("*.png", "*.gz"))
+    data = json.loads((results / "costmodel_fit.json").read_text())
+    chip = data["held_out"]["by_chipset_qnn"]["snapdragon-8-gen-3"]
+    chip.update(n=max(chip["n"], render_readme.ENOUGH_ROWS), median_abs=0.5, p90_abs=0.9)
+    (results / "costmodel_fit.json").write_text(json.dumps(data))
+    block = render_readme.TABLES["costmodel_fit"].render(results)
+    line = next(x for x in block.splitlines() if x.startswith("| Snapdragon 8 Gen 3 |"))
+    assert "| 50% | 90% | not met |" in line
+    _, changed = render_readme.render_readme((ROOT / "README.md").read_text(), results)
+    assert "costmodel_fit" in changed

@@ -5,25 +5,34 @@ a throughput the fit learns for that chipset and precision (non-negative least s
 
     t = sum_j  theta[chipset, precision, runtime][j] * x_j
 
-    x_j (FEATURES)   what it stands for
-    gmacs            every MAC                          -> 1 / shared MAC throughput
-    conv_gmacs       convolution MACs                   -> extra cost per conv MAC (>= 0, pulled towards 0)
-    linear_gmacs     weight matmul MACs                 -> extra cost per matmul MAC (idem)
-    attn_gmacs       activation x activation MACs      -> extra cost per attention MAC (idem)
-    vector_g         elementwise / norm / softmax work  -> 1 / vector throughput
-    layout_g         elements moved by layout ops       -> 1 / data-movement rate
-    weight_mb        weights at the deployed precision  -> 1 / DRAM bandwidth for weights
-    spill_mb         activation bytes of ops whose tensors do not fit the NPU's local memory (VTCM_BYTES)
-    kilo_ops         ops launched (non-free)            -> per-op overhead
-    fallback_layers  layers placed on the CPU or GPU    -> cost of one fallback + its hand-overs
-    one              a fixed cost per call
+    x_j (FEATURES)     what it stands for
+    gmacs              every MAC                          -> 1 / shared MAC throughput
+    conv_gmacs         convolution MACs                   -> extra cost per conv MAC (>= 0, pulled towards 0)
+    linear_gmacs       weight matmul MACs (LSTM/GRU too)  -> extra cost per matmul MAC (idem)
+    attn_gmacs         activation x activation MACs       -> extra cost per attention MAC (idem)
+    lowint_conv_gmacs  MACs of convolutions with few MACs per output (depthwise, tiny kernels: < LOWINT_MACS
+                       per output element)                -> extra cost per MAC of a memory-bound conv (idem)
+    vector_g           elementwise / norm / softmax work  -> 1 / vector throughput
+    layout_g           elements moved by layout ops       -> 1 / data-movement rate
+    weight_mb          weights at the deployed precision  -> 1 / DRAM bandwidth for weights
+    spill_mb           activation bytes of ops whose tensors do not fit the NPU's local memory (vtcm_bytes)
+    act_mb             activation bytes of every op       -> 1 / on-chip activation bandwidth
+    kilo_ops           ops launched (non-free)            -> per-op overhead
+    fallback_layers    layers placed on the CPU or GPU    -> cost of one fallback + its hand-overs
+    one                a fixed cost per call
+
+Which of the optional terms (lowint_conv_gmacs, act_mb) a fit uses, and the local-memory size that decides what
+spills, are modelling choices made by grouped k-fold cross-validation over the training models only
+(benchmarks/costmodel_fit.py); the params file records the choice (`features`, `vtcm_bytes`) and every prediction
+reads it from there.
 
 The features come from fusionc.analysis.graph_stats rows (the compiled graph at batch 1, or the batch asked for).
 The coefficients are fitted by benchmarks/costmodel_fit.py on Qualcomm AI Hub's published latencies and stored in
 costmodel_params.json beside this module (fitted on the training split of models only, so the held-out errors
 reported beside it describe exactly the model that ships). Fallback layers are known for the published rows
 (AI Hub's layer counts); for a new graph they are the ops the NPU compiler is known not to place
-(costmodel.FALLBACK_OPS).
+(costmodel.FALLBACK_OPS). Rows that ran wholly on the CPU or GPU (no layer on the NPU) are not NPU latencies and
+are left out of the fit.
 """
 
 from __future__ import annotations
@@ -34,12 +43,22 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-FEATURES = ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "vector_g", "layout_g", "weight_mb", "spill_mb",
-            "kilo_ops", "fallback_layers", "one")
+# every term the model can use; a fit uses BASE_FEATURES plus the optional ones cross-validation keeps
+FEATURES = ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs", "vector_g", "layout_g",
+            "weight_mb", "spill_mb", "act_mb", "kilo_ops", "fallback_layers", "one")
+OPTIONAL_FEATURES = ("lowint_conv_gmacs", "act_mb")
+BASE_FEATURES = tuple(f for f in FEATURES if f not in OPTIONAL_FEATURES)
 # the per-kind MAC terms are extra costs on top of the shared `gmacs` rate: pulled to 0 unless the data needs them,
 # so a kind that few training graphs have (attention in a CNN-heavy set) falls back to the shared rate
-EXTRA_TERMS = ("conv_gmacs", "linear_gmacs", "attn_gmacs")
+EXTRA_TERMS = ("conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs")
+# which part of an estimate each term is (costmodel.Estimate: compute / memory / overhead / fallback)
+TERM_CLASS = {"gmacs": "compute", "conv_gmacs": "compute", "linear_gmacs": "compute", "attn_gmacs": "compute",
+              "lowint_conv_gmacs": "compute", "vector_g": "compute", "layout_g": "compute", "weight_mb": "memory",
+              "spill_mb": "memory", "act_mb": "memory", "kilo_ops": "overhead", "one": "overhead",
+              "fallback_layers": "fallback"}
 VTCM_BYTES = 8 << 20  # Hexagon v73+ TCM is 8 MB (Qualcomm QNN HTP docs: "VTCM size 8 MB" on SM8550/SM8650/SM8750)
+# a convolution doing fewer MACs than this per output element (depthwise 3x3: 9) is bound by data movement
+LOWINT_MACS = 32
 # precision -> (weight bytes per parameter, activation bytes per element)
 PRECISION_BYTES = {"float": (2.0, 2.0), "w8a16": (1.0, 2.0), "w8a8": (1.0, 1.0), "w4a16": (0.5, 2.0)}
 RUNTIME_GROUPS = {"QNN_CONTEXT_BINARY": "qnn", "QNN_DLC": "qnn", "QNN": "qnn", "PRECOMPILED_QNN_ONNX": "qnn",
@@ -64,8 +83,9 @@ def precision_group(precision: str) -> str:
 
 
 def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_layers: float = 0.0,
-                       fields: Sequence[str] = OP_FIELDS) -> dict[str, float]:
-    """The model's features of one graph, from graph_stats op rows (lists in `fields` order)."""
+                       fields: Sequence[str] = OP_FIELDS, vtcm_bytes: float = VTCM_BYTES) -> dict[str, float]:
+    """The model's features of one graph, from graph_stats op rows (lists in `fields` order). `vtcm_bytes`: the
+    local memory an op's activations must fit in not to spill (the fitted params record the value to use)."""
     index = {f: i for i, f in enumerate(fields)}
     wbytes, abytes = PRECISION_BYTES[precision_group(precision) if precision not in PRECISION_BYTES else precision]
     x = dict.fromkeys(FEATURES, 0.0)
@@ -78,6 +98,8 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
         x["gmacs"] += macs / 1e9
         if kind == "conv":
             x["conv_gmacs"] += macs / 1e9
+            if macs < LOWINT_MACS * max(row[index["act_out_elems"]], 1):
+                x["lowint_conv_gmacs"] += macs / 1e9
         elif kind == "linear":
             x["linear_gmacs"] += macs / 1e9
         elif kind == "attention":
@@ -87,7 +109,8 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
         x["vector_g"] += row[index["vector_elems"]] / 1e9
         compressed = row[index["compressed_weight_bytes"]]
         x["weight_mb"] += (row[index["float_weight_elems"]] * wbytes + min(compressed, row[index["params"]] * wbytes)) / 1e6
-        if act > VTCM_BYTES:
+        x["act_mb"] += act / 1e6
+        if act > vtcm_bytes:
             x["spill_mb"] += act / 1e6
         x["kilo_ops"] += 1e-3
     x["fallback_layers"] = float(fallback_layers)
@@ -95,14 +118,15 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
     return x
 
 
-def features_from_stats(stats: Any, precision: str, fallback_layers: float = 0.0) -> dict[str, float]:
+def features_from_stats(stats: Any, precision: str, fallback_layers: float = 0.0,
+                        vtcm_bytes: float = VTCM_BYTES) -> dict[str, float]:
     """Features of a fusionc.analysis.graph_stats.GraphStats."""
     rows = ([getattr(op, f) for f in OP_FIELDS] for op in stats.ops)
-    return features_from_rows(rows, precision, fallback_layers)
+    return features_from_rows(rows, precision, fallback_layers, vtcm_bytes=vtcm_bytes)
 
 
-def vector(x: dict[str, float]) -> np.ndarray:
-    return np.array([x[f] for f in FEATURES], dtype=float)
+def vector(x: dict[str, float], names: Sequence[str] = FEATURES) -> np.ndarray:
+    return np.array([x[f] for f in names], dtype=float)
 
 
 def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, ridge: float | np.ndarray = 0.0,
@@ -141,21 +165,28 @@ def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, rid
     return theta
 
 
-def extra_ridge(strength: float) -> np.ndarray:
+def extra_ridge(strength: float, names: Sequence[str] = FEATURES) -> np.ndarray:
     """Per-feature ridge weights: `strength` on the per-kind extra MAC terms, 0 elsewhere."""
-    return np.array([strength if f in EXTRA_TERMS else 0.0 for f in FEATURES])
+    return np.array([strength if f in EXTRA_TERMS else 0.0 for f in names])
 
 
 def load_params(path: Path = PARAMS_PATH) -> dict[str, Any]:
-    """The fitted coefficients: {"features", "groups": {"chipset|precision|runtime": [theta...]}, ...}."""
-    return json.loads(path.read_text())
+    """The fitted coefficients: {"features": [names], "vtcm_bytes", "groups": {"chipset|precision|runtime":
+    [theta per name...]}, "chipset_speed"}."""
+    params = json.loads(path.read_text())
+    unknown = set(params["features"]) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"{path}: unknown cost-model features {sorted(unknown)}; refit with benchmarks/costmodel_fit.py")
+    return params
 
 
-def predict(x: dict[str, float], theta: Sequence[float]) -> float:
-    """Latency in ms of a component with features `x` under coefficients `theta` (ms per feature unit)."""
-    return float(vector(x) @ np.asarray(theta, dtype=float))
+def predict(x: dict[str, float], theta: Sequence[float], names: Sequence[str] = FEATURES) -> float:
+    """Latency in ms of a component with features `x` under coefficients `theta` (ms per unit of each of `names`)."""
+    return float(vector(x, names) @ np.asarray(theta, dtype=float))
 
 
-def breakdown(x: dict[str, float], theta: Sequence[float]) -> dict[str, float]:
+def breakdown(x: dict[str, float], theta: Sequence[float], names: Sequence[str] = FEATURES) -> dict[str, float]:
     """ms per term; the `bound` of an estimate is the largest."""
-    return {f: x[f] * t for f, t in zip(FEATURES, theta)}
+    if len(theta) != len(names):
+        raise ValueError(f"{len(theta)} coefficients for {len(names)} features")
+    return {f: x[f] * t for f, t in zip(names, theta)}

@@ -235,17 +235,19 @@ def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_b
         if op.op_type in FALLBACK_OPS["htp"] and op.domain in ("", "ai.onnx"):
             fallback[op.op_type] = fallback.get(op.op_type, 0) + 1
     group = {"fp16": "float", "w4a16": "w4a16"}.get(precision, precision)
-    x = costfit.features_from_stats(stats, group, sum(fallback.values()))
+    fitted = _FITTED or {}
+    names = fitted.get("features", costfit.FEATURES)
+    x = costfit.features_from_stats(stats, group, sum(fallback.values()), fitted.get("vtcm_bytes", costfit.VTCM_BYTES))
     if weight_bits is not None:  # e.g. palettized / 4-bit weights: only the weight traffic changes
         x["weight_mb"] *= weight_bits / (costfit.PRECISION_BYTES[group][0] * 8)
-    parts = {k: v / 1000 for k, v in costfit.breakdown(x, theta).items()}  # seconds
-    compute = sum(parts[k] for k in ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "vector_g", "layout_g"))
-    memory = parts["weight_mb"] + parts["spill_mb"]
-    overhead = parts["kilo_ops"] + parts["one"]
-    est = Estimate(device.name, backend_of(device), precision, compute + memory + overhead + parts["fallback_layers"],
-                   compute, memory, overhead, parts["fallback_layers"], fallback, macs=stats.macs,
+    parts = {k: v / 1000 for k, v in costfit.breakdown(x, theta, names).items()}  # seconds
+    share = {c: sum(v for k, v in parts.items() if costfit.TERM_CLASS[k] == c)
+             for c in ("compute", "memory", "overhead", "fallback")}
+    compute, memory, overhead = share["compute"], share["memory"], share["overhead"]
+    est = Estimate(device.name, backend_of(device), precision, compute + memory + overhead + share["fallback"],
+                   compute, memory, overhead, share["fallback"], fallback, macs=stats.macs,
                    weight_bytes=x["weight_mb"] * 1e6)
-    terms = {"compute": compute, "memory": memory, "overhead": overhead, "fallback": parts["fallback_layers"]}
+    terms = {"compute": compute, "memory": memory, "overhead": overhead, "fallback": share["fallback"]}
     est.bound = max(terms, key=terms.get)
     est.model = "fitted"
     return est

@@ -33,6 +33,8 @@ import onnx.shape_inference
 
 FUSED_FUNCTIONS = {("fusionc", "ScaledDotProductAttention"), ("fusionc", "GroupNorm"), ("fusionc", "Gelu")}
 
+# recurrent ops: both weight matrices are multiplied once per timestep and batch row (linear work, not vector)
+RECURRENT_GATES = {"LSTM", "GRU", "RNN"}
 # ops that only relabel a tensor: no work on any backend
 FREE_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Size", "Constant", "ConstantOfShape",
             "Dropout"}
@@ -288,6 +290,13 @@ def _classify(node: onnx.NodeProto, in_shapes: list, out_elems: int, n_activatio
     if op_type == "Einsum":
         equation = next(attr.s.decode() for attr in node.attribute if attr.name == "equation")
         return ("attention" if n_activations >= 2 else "linear"), _einsum_macs(equation, in_shapes)
+    if op_type in RECURRENT_GATES:
+        # LSTM / GRU / RNN: X [seq, batch, input], W [dirs, gates*hidden, input], R [dirs, gates*hidden, hidden]:
+        # every timestep multiplies both weight matrices once per batch row
+        x, w, r = (in_shapes + [None, None, None])[:3]
+        if not (x and w and r):
+            return "linear", 0
+        return "linear", x[0] * x[1] * (math.prod(w) + math.prod(r))
     if op_type in FREE_OPS:
         return "free", 0
     if op_type in LAYOUT_OPS:
