@@ -162,3 +162,23 @@ def test_fit_script_on_small_features(tmp_path: Path) -> None:
     worst = {w["model"] for w in report["diagnostics_cv_training"]["worst_models"]}
     assert worst and worst <= train
     assert report["stable_diffusion_vs_published"] and report["apple_neural_engine"]["figures"]
+
+
+def test_estimate_reads_the_local_memory_size_from_the_params(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fusionc estimate` / bench use the fitted local-memory size: an op whose activations (4 MB at 16-bit) exceed
+    it spills and costs more; with 16 MB it does not."""
+    from fusionc.analysis import costmodel
+    from fusionc.analysis.graph_stats import GraphStats, OpStat
+
+    stats = GraphStats([OpStat("c", "Conv", "", "conv", macs=10**9, params=10**5, float_weight_elems=10**5,
+                               act_in_elems=10**6, act_out_elems=10**6)], "none")
+    params = costfit.load_params()
+    names = params["features"]
+    theta = params["groups"]["snapdragon-8-gen-3|w8a16|qnn"]
+    assert theta[names.index("spill_mb")] > 0  # the fitted 8 Gen 3 pays for spilled activations
+    totals = {}
+    for mb in (2, 16):
+        monkeypatch.setattr(costmodel, "_FITTED", dict(params, vtcm_bytes=mb << 20))
+        totals[mb] = costmodel.estimate(stats, DEVICES["snapdragon-8-gen-3"], "w8a16").latency_s
+    spill_s = 4.0 * theta[names.index("spill_mb")] / 1000
+    assert totals[2] - totals[16] == pytest.approx(spill_s, rel=1e-6)
