@@ -144,3 +144,35 @@ def test_bench_measures_predict_on_macos(coreml_text_encoder_build: Path, stand_
     assert {f["component"]: f["batch"] for f in measured} == {"text_encoder": 1, "unet": 2}
     assert any(f["kind"] == "estimated" for f in figures)  # both kinds, labelled
     assert "[M] measured" in result.stdout and "[E] estimated" in result.stdout
+
+
+@pytest.mark.parametrize("host", ["Darwin", "Linux"])
+def test_the_host_alone_picks_the_runtime(coreml_text_encoder_build: Path, monkeypatch: pytest.MonkeyPatch,
+                                          host: str) -> None:
+    """predict on macOS, the MIL executor elsewhere, whatever the manifest's options hold: a manifest written before
+    the `options.extra` knob was removed (`coreml_backend: executor`) made the runner read a field no build has
+    any more, and on macOS silently ran the executor instead of Core ML."""
+    import coremltools as ct
+
+    from fusionc.targets import get_target
+
+    manifest = json.loads((coreml_text_encoder_build / "manifest.json").read_text())
+    manifest["options"]["extra"] = {"coreml_backend": "executor"}
+    monkeypatch.setattr(platform, "system", lambda: host)
+    if host == "Darwin":  # MLModel without Core ML (the executor elsewhere loads packages with skip_model_load)
+        monkeypatch.setattr(ct.models, "MLModel", lambda path, compute_units=None: _Loaded(path))
+    runner = get_target("coreml").runner(coreml_text_encoder_build, "text_encoder", manifest)
+    want = "_CoreMLPart" if host == "Darwin" else "_ExecutorPart"
+    assert [type(part).__name__ for part in runner.parts] == [want, want]
+
+
+class _Loaded:
+    """MLModel as far as the runner's constructor reads it (its spec), without loading Core ML."""
+
+    def __init__(self, path: str) -> None:
+        import coremltools as ct
+
+        self.spec = ct.utils.load_spec(path)
+
+    def get_spec(self):
+        return self.spec

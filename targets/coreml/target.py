@@ -188,9 +188,9 @@ class CoreMLTarget:
 
         info = manifest["components"][name]["coreml"]
         packages = [build_dir / p for p in info["packages"]]
-        # macOS runs the real Core ML (MLModel.predict); elsewhere, or with extra coreml_backend=executor, the MIL executor
-        wanted = manifest.get("options", {}).get("extra", {}).get("coreml_backend", "coreml")
-        backend = "coreml" if platform.system() == "Darwin" and wanted == "coreml" else "executor"
+        # macOS runs the real Core ML (MLModel.predict); elsewhere the MIL executor. The host decides, never the
+        # manifest: its options describe how the build was made (the old `options.extra` knob is gone).
+        backend = "coreml" if platform.system() == "Darwin" else "executor"
         return CoreMLRunner(packages, info["interface"], info.get("outputs"), backend, info.get("compute_units", "cpu_and_ne"))
 
 
