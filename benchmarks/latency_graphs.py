@@ -124,6 +124,46 @@ def _detr(backbone_depth: str, dilation: bool, conditional: bool = False):
     return build
 
 
+def _detr_dilated(backbone: str):
+    """DETR-DC5: transformers applies `dilation` only to a timm backbone (with its own ResNet the flag is ignored
+    and the graph is plain DETR's), so the DC5 models are built on timm's ResNet (benchmark venv: timm)."""
+    def build() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        import transformers
+
+        cfg = transformers.DetrConfig(use_timm_backbone=True, backbone=backbone, use_pretrained_backbone=False,
+                                      dilation=True)
+        model = transformers.DetrForObjectDetection(cfg).eval()
+        feeds = {"pixel_values": torch.randn(1, 3, 640, 640)}
+        return FirstOutput(model, list(feeds)), feeds
+    return build
+
+
+class ClipLogits(torch.nn.Module):
+    """AI Hub's OpenAI-Clip: image and text towers in one graph, image-text logits out."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, text):  # noqa: ANN001
+        return self.model(input_ids=text, pixel_values=image).logits_per_image
+
+
+def _openai_clip():
+    """openai/clip-vit-base-patch16's configuration (AI Hub: clip.load("ViT-B/16"), image 224, text 77 tokens)."""
+    def build() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        import transformers
+
+        cfg = transformers.CLIPConfig(
+            text_config=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8, num_hidden_layers=12,
+                             max_position_embeddings=77, vocab_size=49408),
+            vision_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                               image_size=224, patch_size=16), projection_dim=512)
+        feeds = {"image": torch.randn(1, 3, 224, 224), "text": torch.randint(5, 1000, (1, 77))}
+        return ClipLogits(transformers.CLIPModel(cfg).eval()), feeds
+    return build
+
+
 def _depth_anything():
     def build() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
         from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
@@ -183,8 +223,6 @@ TRANSFORMERS: dict[tuple[str, str], Callable] = {
     ("depth_anything_v2", "Depth-Anything-V2"): _depth_anything(),
     ("detr_resnet50", "DETR-ResNet50"): _detr("50", False),
     ("detr_resnet101", "DETR-ResNet101"): _detr("101", False),
-    ("detr_resnet50_dc5", "DETR-ResNet50-DC5"): _detr("50", True),
-    ("detr_resnet101_dc5", "DETR-ResNet101-DC5"): _detr("101", True),
     ("conditional_detr_resnet50", "Conditional-DETR-ResNet50"): _detr("50", False, conditional=True),
     ("trocr", "TrOCREncoder"): _trocr_encoder(),
     ("opus_mt_en_es", "OpusMTEncoder"): _opus_encoder(65001),
@@ -196,6 +234,8 @@ TRANSFORMERS: dict[tuple[str, str], Callable] = {
     ("whisper_small", "HfWhisperEncoder"): _whisper(768, 12, 12),
     ("whisper_small_quantized", "WhisperSmallEncoderQuantizable"): _whisper(768, 12, 12),
     ("whisper_large_v3_turbo", "HfWhisperEncoder"): _whisper(1280, 32, 20, mels=128),
+    # "approx" in aihub_models.csv: AI Hub runs the openai clip package's ViT-B/16; this is transformers' equivalent
+    ("openai_clip", "OpenAI-Clip"): _openai_clip(),
 }
 
 
@@ -264,6 +304,13 @@ TIMM: dict[tuple[str, str], Callable] = {
     ("nasnet", "NASNet"): _timm("nasnetalarge"),
     # Apple's FastViT-T8 (other_perf.csv: iPhone 16 Pro, 0.52 ms), 256x256 as in Apple's Core ML release
     ("apple_fastvit_t8", "FastViT-T8"): _timm("fastvit_t8", 256),
+    # "approx" in aihub_models.csv (AI Hub runs the authors' code; timm carries the same architectures)
+    ("efficientformer", "EfficientFormer"): _timm("efficientformer_l1"),
+    ("efficientvit_b2_cls", "EfficientViT-b2-cls"): _timm("efficientvit_b2"),
+    ("efficientvit_l2_cls", "EfficientViT-l2-cls"): _timm("efficientvit_l2"),
+    # transformers' DETR with timm's dilated ResNet (needs both libraries: the benchmark venv)
+    ("detr_resnet50_dc5", "DETR-ResNet50-DC5"): _detr_dilated("resnet50"),
+    ("detr_resnet101_dc5", "DETR-ResNet101-DC5"): _detr_dilated("resnet101"),
 }
 
 
@@ -289,6 +336,8 @@ SAME_GRAPH = {
     ("opus_mt_zh_en", "OpusMTEncoder"): ("opus_mt_en_es", "OpusMTEncoder"),
     ("depth_anything_v2", "Depth-Anything-V2"): ("depth_anything", "Depth-Anything"),
     ("whisper_small_quantized", "WhisperSmallEncoderQuantizable"): ("whisper_small", "HfWhisperEncoder"),
+    # "approx" in aihub_models.csv: AI Hub's MobileNet-v2 (tonylins' code, width 1.0, 224) is torchvision's
+    ("mobilenet_v2", "MobileNet-v2"): ("apple_mobilenet_v2", "MobileNet-v2"),
 }
 LIBRARIES = {"transformers": TRANSFORMERS, "torchvision": TORCHVISION, "timm": TIMM, "diffusers": DIFFUSERS}
 

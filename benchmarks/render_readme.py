@@ -339,9 +339,9 @@ def render_costmodel_fit(results: Path) -> str:
     t = data["train"]["all"]
     off = data["excluded"]["rows_off_npu"]
     out.append(f"\nOn its own training rows (all runtimes): median {t['median_abs']:.0%}, p90 {t['p90_abs']:.0%}. Not "
-               f"modelled: {off['n']} rows that ran wholly on the CPU or GPU ({', '.join(f'{k} {v}' for k, v in off['by_runtime'].items())}); "
-               f"left out: {', '.join(data['excluded']['graphs'])} (rebuilt graph is not the published model). Worst "
-               "held-out models (QNN, median signed error): "
+               f"modelled: {off['n']} rows that ran wholly on the CPU or GPU ({', '.join(f'{k} {v}' for k, v in off['by_runtime'].items())}). "
+               + (f"Left out: {', '.join(data['excluded']['graphs'])} (rebuilt graph is not the published model). "
+                  if data["excluded"]["graphs"] else "") + "Worst held-out models (QNN, median signed error): "
                + ", ".join(f"{w['model']} {w['median_signed']:+.0%}" for w in data["held_out_worst_models_qnn"][:5]) + ".\n")
     sd = [p for p in data["stable_diffusion_predictions"] if p["precision"] == "w8a16"]
     if sd:

@@ -182,3 +182,14 @@ def test_estimate_reads_the_local_memory_size_from_the_params(monkeypatch: pytes
         totals[mb] = costmodel.estimate(stats, DEVICES["snapdragon-8-gen-3"], "w8a16").latency_s
     spill_s = 4.0 * theta[names.index("spill_mb")] / 1000
     assert totals[2] - totals[16] == pytest.approx(spill_s, rel=1e-6)
+
+
+def test_an_undilated_dc5_rebuild_is_left_out_and_a_dilated_one_kept() -> None:
+    import costmodel_fit
+
+    fields = list(costfit.OP_FIELDS)
+    plain = {"fields": fields, "ops": [_row("conv", macs=10**9)]}
+    features = {"detr_resnet50/DETR-ResNet50": plain, "detr_resnet50_dc5/DETR-ResNet50-DC5": dict(plain)}
+    assert set(costmodel_fit.excluded_graphs(features)) == {"detr_resnet50_dc5"}
+    features["detr_resnet50_dc5/DETR-ResNet50-DC5"] = {"fields": fields, "ops": [_row("conv", macs=3 * 10**9)]}
+    assert costmodel_fit.excluded_graphs(features) == {}
