@@ -197,10 +197,22 @@ def choose_config(float_path: Path, stats: dict[str, TensorStats], feeds: list[F
     quantized = {n.name for n in quantized_nodes(model.graph, config)}
     trial = Trial(float_path, stats, feeds, SegmentedModel(float_path).run(feeds, lambda *_: None, set()))
 
+    evaluator = None
+    if config.op_types is not None:  # the CPU consumer: one fake-quant session for every candidate (fakequant.py)
+        from fusionc.targets.qnn.fakequant import FakeQuantEvaluator
+
+        start = time.perf_counter()
+        evaluator = FakeQuantEvaluator(float_path, stats, config, feeds, trial.reference, Path(float_path).parent)
+        report["evaluator"] = {"kind": "fake-quant session", **evaluator.describe(),
+                               "build_s": round(time.perf_counter() - start, 2)}
+
     def measure(cfg: QuantConfig) -> float:
-        return _trial_psnr(trial, cfg)
+        db = evaluator.psnr(cfg) if evaluator is not None else None
+        return db if db is not None else _trial_psnr(trial, cfg)
 
     def measure_many(configs: list[QuantConfig]) -> list[float]:
+        if evaluator is not None and all(evaluator.supports(c) for c in configs):
+            return [measure(c) for c in configs]
         return executor.map(_trial_setup, _trial_psnr, trial, configs)
 
     start = time.perf_counter()

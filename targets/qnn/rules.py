@@ -151,8 +151,9 @@ def symmetric_operands(graph: ir.Graph, float_nodes: set[str] = frozenset()) -> 
     return out
 
 
-def build_plan(model: ir.Model, stats: dict[str, TensorStats], config: QuantConfig) -> QdqPlan:
-    """The QdqPlan for `model` (a prepared float graph, topologically sorted) under `config`."""
+def build_plan(model: ir.Model, stats: dict[str, TensorStats], config: QuantConfig, weights: bool = True) -> QdqPlan:
+    """The QdqPlan for `model` (a prepared float graph, topologically sorted) under `config`; `weights=False`
+    plans the activations only (reads no weight data: the remedies' fake-quant evaluator re-plans per config)."""
     graph = model.graph
     plan = QdqPlan(fp16_nodes=set(config.float_nodes))
     qnodes = quantized_nodes(graph, config)
@@ -197,7 +198,8 @@ def build_plan(model: ir.Model, stats: dict[str, TensorStats], config: QuantConf
             if value.name in bits_of and bits_of[value.name] != bits:
                 lo, hi = _range(value.name, stats, config, bits)
                 plan.conversions[(value.name, node.name)] = Encoding.from_range(lo, hi, ACT_TYPES[bits])
-        _weights(node, plan, config, bits)
+        if weights:
+            _weights(node, plan, config, bits)
     return plan
 
 
