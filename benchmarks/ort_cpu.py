@@ -7,10 +7,13 @@ ran (QLinearConv, QLinearMatMul, MatMulNBits, ...) and where the time went. Rand
 (fusionc.models.reference); PSNR per build from its manifest (verification against torch on held-out inputs).
 Also the built-in model's whole 8-step generation (`fusionc generate`) per fusionc precision.
 
-    python benchmarks/ort_cpu.py --scale mid            # SD-1.5 topology at 2/5 width, 32x32 latents: minutes
-    flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/ort_cpu.py --scale sd15   # ~6 GB, ~4 s/step
+    python benchmarks/ort_cpu.py --scale small          # SD-1.5 topology at 1/5 width, 32x32 latents
+    /work/tools/heavy python benchmarks/ort_cpu.py --scale mid        # 2/5 width: minutes
+    /work/tools/heavy python benchmarks/ort_cpu.py --scale sd15 --checkpoint /work/ckpt/sd15   # ~6 GB, ~4 s/step
 
-Writes benchmarks/results/ort_cpu_SCALE.json incrementally (after every model).
+Every compile shares one --cache (work/ort_cache_SCALE), so the naive export's PSNR is measured on the very
+verification inputs (and torch outputs) the fusionc builds were verified on. Writes
+benchmarks/results/ort_cpu_SCALE.json incrementally (after every model).
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
-LATENT = {"sd15": 64, "mid": 32}  # latent side: SD-1.5 at 512x512; the mid UNet at 256x256
+LATENT = {"sd15": 64, "mid": 32, "small": 32}  # latent side: SD-1.5 at 512x512; the mid UNet at 256x256
 PROMPT = "a red circle on the left"
-VARIANTS = {  # name -> extra `fusionc compile` flags
+VARIANTS = {  # name -> extra `fusionc compile` flags (w8a8 last: the longest compile)
     "fusionc_fp32": ["--precision", "fp32"],
-    "fusionc_w8a8": ["--precision", "w8a8"],
     "fusionc_int4": ["--precision", "fp32", "--quantize-weights", "int4"],
+    "fusionc_w8a8": ["--precision", "w8a8"],
 }
 
 
@@ -75,17 +78,21 @@ def naive_export(checkpoint: Path, latent: int, out: Path) -> dict[str, Any]:
     return info
 
 
-def compile_variant(checkpoint: Path, flags: list[str], out: Path, height: int) -> dict[str, Any]:
+VERIFY = {"verify_steps": 2, "verify_prompts": 1}
+
+
+def compile_variant(checkpoint: Path, flags: list[str], out: Path, height: int, cache: Path) -> dict[str, Any]:
     if not (out / "manifest.json").exists():
         command = [sys.executable, "-m", "fusionc.cli", "compile", str(checkpoint), "--target", "onnx", "--components",
-                   "unet", "--height", str(height), "--width", str(height), "--verify-steps", "2",
-                   "--verify-prompts", "1", "--out", str(out), *flags]
+                   "unet", "--height", str(height), "--width", str(height), "--verify-steps", str(VERIFY["verify_steps"]),
+                   "--verify-prompts", str(VERIFY["verify_prompts"]), "--cache", str(cache), "--out", str(out), *flags]
         start = time.perf_counter()
         subprocess.run(command, check=True)
         (out / "compile_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}")
     manifest = json.loads((out / "manifest.json").read_text())
     unet = manifest["components"]["unet"]
-    return {"flags": flags, "compile_seconds": float((out / "compile_seconds.txt").read_text()),
+    evaluator = unet.get("remedies", {}).get("evaluator")
+    return {"flags": flags, "remedies_s": unet.get("quantize_timings", {}).get("remedies_s"), "evaluator": evaluator, "compile_seconds": float((out / "compile_seconds.txt").read_text()),
             "psnr_db": unet.get("psnr_db"), "bytes": unet["bytes"],
             "remedies": {k: unet.get("remedies", {}).get(k) for k in ("initial_db", "final_db", "nodes_16bit_activations")}
             if "remedies" in unet else None}
@@ -131,9 +138,38 @@ def measure(model: Path, threads: int, runs: int) -> dict[str, Any]:
             "kernel_s_per_step_by_op": {k: round(v / steps, 4) for k, v in sorted(by_op.items(), key=lambda x: -x[1])}}
 
 
-def time_model(model: Path, threads: int, runs: int) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--measure", str(model), "--threads", str(threads), "--runs", str(runs)]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
+def naive_psnr(checkpoint: Path, model: Path, height: int, cache: Path) -> dict[str, Any]:
+    """Child process: the naive export on the compile's verification set (from the --cache) against torch."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from fusionc.cache import ComponentCache
+    from fusionc.checkpoint import load_checkpoint
+    from fusionc.core.numerics import outputs_psnr
+    from fusionc.core.options import CompileOptions
+    from fusionc.input_cache import cached_input_sets
+    from fusionc.targets.qnn.quantize import split_batch
+
+    options = CompileOptions(target="onnx", height=height, width=height, **VERIFY)
+    sets = cached_input_sets(load_checkpoint(checkpoint), options, ["unet"], ("verification",), ComponentCache(cache), {})
+    feeds, outputs = sets["verification"].feeds["unet"], sets["verification"].outputs["unet"]
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    specs = session.get_inputs()
+    reference, got = [], []
+    for call, out in zip(feeds, outputs):
+        for row, ref in zip(split_batch(call), split_batch(out)):
+            run = {}
+            for spec in specs:
+                value = np.asarray(row[spec.name])
+                shape = [d if isinstance(d, int) else -1 for d in spec.shape]
+                run[spec.name] = value.astype(np.int64 if "int64" in spec.type else np.float32).reshape(shape)
+            reference.append({"out": np.asarray(next(iter(ref.values())))})
+            got.append({"out": session.run(None, run)[0]})
+    return {"psnr_db": round(outputs_psnr(reference, got), 2), "rows": len(got)}
+
+
+def child(*args: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -170,21 +206,31 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--remedy-seconds", type=float, default=600.0, help="w8a8 remedies' time budget")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="pipeline folder (default: write the scale's random-weight reference pipeline)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated fusionc variants to build")
+    parser.add_argument("--w8a8-flags", default="", help="extra compile flags for w8a8, e.g. '--selection-samples 2'")
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--naive-psnr", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    latent = LATENT[args.scale]
     if args.measure is not None:
         print(json.dumps(measure(args.measure, args.threads, args.runs)))
         return
+    if args.naive_psnr is not None:
+        print(json.dumps(naive_psnr(args.checkpoint, args.naive_psnr, latent * 8, args.cache)))
+        return
     from fusionc.models.reference import write_reference_pipeline
 
-    latent = LATENT[args.scale]
-    checkpoint = args.work / f"ort_{args.scale}"
+    checkpoint = args.checkpoint or args.work / f"ort_{args.scale}"
     if not (checkpoint / "model_index.json").exists():
         write_reference_pipeline(checkpoint, args.scale)
+    cache = args.work / f"ort_cache_{args.scale}"
     path = RESULTS / f"ort_cpu_{args.scale}.json"
     result: dict[str, Any] = {
-        "benchmark": "ort_cpu", "git_rev": git_rev(), "scale": args.scale,
-        "model": f"{args.scale} UNet (fusionc.models.reference, random weights), batch 1, {latent}x{latent} latents",
+        "benchmark": "ort_cpu", "git_rev": git_rev(), "scale": args.scale, "checkpoint": str(checkpoint),
+        "model": f"{args.scale} UNet (random weights), batch 1, {latent}x{latent} latents",
         "threads": args.threads, "runs": args.runs,
         "machine": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                     "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")},
@@ -198,24 +244,46 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
 
-    builds = {"naive_dynamo_export": (args.work / f"ort_{args.scale}_naive" / "model.onnx",
-                                      naive_export(checkpoint, latent, args.work / f"ort_{args.scale}_naive"))}
-    for name, flags in VARIANTS.items():
-        out = args.work / f"ort_{args.scale}_{name}"
-        flags = flags + (["--qnn-remedy-seconds", str(args.remedy_seconds)] if "w8a8" in flags else [])
-        builds[name] = (out / "unet" / "model.onnx", compile_variant(checkpoint, flags, out, latent * 8))
-    for name, (model, info) in builds.items():
-        result["models"][name] = {"build": info, **time_model(model, args.threads, args.runs)}
+    common = ["--scale", args.scale, "--threads", str(args.threads), "--runs", str(args.runs)]
+
+    def timed(entry: dict[str, Any], model: Path) -> None:  # each model alone in its own process, back to back
+        entry.update(load_average=[round(x, 2) for x in os.getloadavg()], **child(*common, "--measure", str(model)))
         save()
+
+    naive_dir = args.work / f"ort_{args.scale}_naive"
+    naive_entry: dict[str, Any] = {"build": naive_export(checkpoint, latent, naive_dir)}
+    result["models"]["naive_dynamo_export"] = naive_entry
+    timed(naive_entry, naive_dir / "model.onnx")
+    for name in [n for n in args.variants.split(",") if n]:
+        out = args.work / f"ort_{args.scale}_{name}"
+        flags = VARIANTS[name] + (["--qnn-remedy-seconds", str(args.remedy_seconds), *args.w8a8_flags.split()]
+                                  if name == "fusionc_w8a8" else [])
+        try:
+            entry: dict[str, Any] = {"build": compile_variant(checkpoint, flags, out, latent * 8, cache)}
+        except subprocess.CalledProcessError as error:  # keep what the other models measured
+            result["models"][name] = {"build": {"flags": flags, "failed": f"exit {error.returncode}"}}
+            save()
+            continue
+        result["models"][name] = entry
+        save()
+        if "psnr_db" not in naive_entry["build"]:  # the verification set is in the cache from now on
+            try:
+                naive_entry["build"].update(child(*common, "--naive-psnr", str(naive_dir / "model.onnx"),
+                                                  "--checkpoint", str(checkpoint), "--cache", str(cache)))
+            except subprocess.CalledProcessError as error:
+                naive_entry["build"]["psnr_db"] = None
+                naive_entry["build"]["psnr_error"] = (error.stderr or "")[-500:]
+        timed(entry, out / "unet" / "model.onnx")
     naive = result["models"]["naive_dynamo_export"]["median_s"]
     for entry in result["models"].values():
-        entry["vs_naive"] = round(entry["median_s"] / naive, 3)
+        if "median_s" in entry:
+            entry["vs_naive"] = round(entry["median_s"] / naive, 3)
     if not args.skip_generation:
         result["builtin_generation_8_steps"] = generation(args.work, args.threads)
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     save()
-    print(json.dumps({n: (m["median_s"], m["vs_naive"], m["build"].get("psnr_db")) for n, m in result["models"].items()},
-                     indent=1))
+    print(json.dumps({n: (m.get("median_s"), m.get("vs_naive"), m["build"].get("psnr_db"))
+                      for n, m in result["models"].items()}, indent=1))
 
 
 if __name__ == "__main__":

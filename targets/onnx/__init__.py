@@ -180,12 +180,16 @@ class OnnxTarget:
         from fusionc.passes.generic import default_pipeline
         from fusionc.passes.compression.dispatch import compression_entries
         from fusionc.passes.ort.attention import FuseMultiHeadAttentionPass
+        from fusionc.passes.ort.contrib import UseOrtGeluPass
         from fusionc.passes.qnn.rewrites import UpgradeOpsetPass
 
         return default_pipeline() + [
             PassEntry("FuseMultiHeadAttentionPass", lambda c: FuseMultiHeadAttentionPass(),
                       "after the generic fusions: attention with its head split/merge -> ORT's MultiHeadAttention "
                       "(CPU kernel, no [B,H,S,S] score tensor through the graph)"),
+            PassEntry("UseOrtGeluPass", lambda c: UseOrtGeluPass(),
+                      "after the generic fusions: fusionc::Gelu -> ORT's Gelu/FastGelu (one CPU kernel, and ORT "
+                      "folds the bias Add into BiasGelu); the inlined function ran as five elementwise kernels"),
         ] + compression_entries(options, "onnx") + [
             PassEntry("UpgradeOpsetPass", lambda c: UpgradeOpsetPass(),
                       "last, w8a8 only: the remedies' 16-bit Q/DQ need opset 21 (onnxscript's converter)",
