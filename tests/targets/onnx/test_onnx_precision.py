@@ -41,16 +41,22 @@ def test_refusals_exit_2_in_one_line_before_any_work(tmp_path: Path, args: list[
 
 
 def test_w8a8_build_runs_on_int8_kernels_and_verifies(tmp_path: Path) -> None:
-    """The built-in (trained) UNet: w8a8 clears the gate without a remedy search, which keeps the test short."""
+    """The built-in (trained) UNet: w8a8 clears the gate on held-out inputs. Small tuning sets (one calibration and
+    one selection trajectory of 2 steps, 4 + 2 batch-1 rows) keep it short: the torch trajectories, the
+    calibration and the remedy evaluations were most of its 106 s of CPU."""
     out = tmp_path / "w8a8"
     result = CliRunner().invoke(main, ["compile", "--target", "onnx", "--precision", "w8a8",
                                        "--components", "unet", "--verify-steps", "2", "--verify-prompts", "1",
+                                       "--calibration-prompts", "1", "--calibration-steps", "2",
+                                       "--calibration-samples", "4", "--selection-prompts", "1",
+                                       "--selection-steps", "2", "--selection-samples", "2",
                                        "--device", "cpu-arm64", "--min-psnr", "35", "--out", str(out)])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     unet = manifest["components"]["unet"]
     assert manifest["options"]["precision"] == "w8a8" and manifest["device"] == "cpu-arm64"
     assert unet["precision"] == "w8a8" and unet["psnr_db"] >= 35
+    assert unet["calibration_samples"] == 4 and unet["selection_samples"] == 2  # the tuning sets it was asked for
     assert set(unet["quantization"]["op_types"]) == {"Conv", "ConvTranspose", "MatMul", "Gemm"}
     graph = onnx.load(str(out / "unet" / "model.onnx"))
     ops = collections.Counter(n.op_type for n in graph.graph.node)
