@@ -20,6 +20,11 @@ Remedies, in order:
        r = Add(h, skip)                    r = Add(h, skip')             (skip' rescaled the same way)
        y = GroupNorm(r, g, be, eps)        y = GroupNorm(r, g, be, eps/16)   (identical y)
 
+   A decomposed RMSNorm (T5: Pow(x, 2) -> ReduceMean -> Add(eps) -> Sqrt -> Reciprocal -> Mul(x, .)) is scale
+   invariant in the same way (x/s over sqrt(mean(x^2)/s^2 + eps/s^2)), so it bounds a region like a
+   normalization: its eps is divided by s^2 and its squares no longer overflow. A constant a region starts from
+   (an embedding table read by Gather) is divided by s.
+
 2. Keep in fp32: what cannot be rescaled is marked node.metadata_props["fusionc.precision"] = "fp32" on the
    producer and every consumer of the overflowing value (the Core ML lowering computes those ops in fp32; on
    the QNN HTP, which has no fp32, they are reported as unresolved).
@@ -235,6 +240,116 @@ def _linear_activation(node: ir.Node) -> ir.Value | None:
     return live[0]
 
 
+@dataclass
+class RmsNorm:
+    """A decomposed RMSNorm of x: the nodes that read x (the square, the final scaling) and the eps Add."""
+
+    readers: tuple[ir.Node, ir.Node]
+    mean: ir.Node
+    eps_add: ir.Node
+    eps_index: int
+    internal: tuple[ir.Value, ...]  # mean(x^2), + eps, sqrt, 1/sqrt: in range once x is
+
+
+def _sole_consumer(value: ir.Value, op_types: tuple[str, ...]) -> ir.Node | None:
+    uses = list(value.uses())
+    if len(uses) == 1 and uses[0][0].op_type in op_types and uses[0][1] == 0:
+        return uses[0][0]
+    return None
+
+
+def rms_norms_of(x: ir.Value) -> list[RmsNorm]:
+    """Every decomposed RMSNorm reading x: Pow(x, 2) | Mul(x, x) -> ReduceMean -> Add(eps) -> Sqrt ->
+    Reciprocal -> Mul(x, r) (either operand order), or -> Sqrt -> Div(x, sqrt)."""
+    found = []
+    for square, _ in x.uses():
+        exponent = constant_array(square.inputs[1]) if square.op_type == "Pow" and len(square.inputs) > 1 else None
+        if not ((square.op_type == "Pow" and square.inputs[0] is x and exponent is not None and exponent.size == 1
+                 and float(exponent.reshape(-1)[0]) == 2.0)
+                or (square.op_type == "Mul" and square.inputs[0] is x and square.inputs[1] is x)):
+            continue
+        mean = _sole_consumer(square.outputs[0], ("ReduceMean",))
+        uses = list(mean.outputs[0].uses()) if mean is not None else []
+        eps_add = uses[0][0] if len(uses) == 1 and uses[0][0].op_type == "Add" else None
+        if eps_add is None:
+            continue
+        eps_index = next((i for i, v in enumerate(eps_add.inputs) if constant_array(v) is not None), None)
+        sqrt = _sole_consumer(eps_add.outputs[0], ("Sqrt",))
+        if eps_index is None or sqrt is None:
+            continue
+        internal = [mean.outputs[0], eps_add.outputs[0], sqrt.outputs[0]]
+        scaling = None
+        reciprocal = _sole_consumer(sqrt.outputs[0], ("Reciprocal",))
+        if reciprocal is not None:
+            internal.append(reciprocal.outputs[0])
+            uses = list(reciprocal.outputs[0].uses())
+            if len(uses) == 1 and uses[0][0].op_type == "Mul" and x in uses[0][0].inputs:
+                scaling = uses[0][0]
+        else:
+            uses = list(sqrt.outputs[0].uses())
+            if len(uses) == 1 and uses[0][0].op_type == "Div" and uses[0][0].inputs[0] is x and uses[0][1] == 1:
+                scaling = uses[0][0]
+        if scaling is not None:
+            found.append(RmsNorm((square, scaling), mean, eps_add, eps_index, (square.outputs[0], *internal)))
+    return found
+
+
+RMS_FLOOR = 1.0 / 64  # the max-normalized RMSNorm divides by max(max|x|, this): eps / floor^2 stays small
+
+
+def max_normalize_rms(graph: ir.Graph, x: ir.Value, rms: RmsNorm) -> None:
+    """Rewrite an RMSNorm of x whose square overflows fp16 into the same function of y = x / m, with m the
+    per-row max|x| (floored): x / sqrt(mean(x^2) + eps) = y / sqrt(mean(y^2) + eps / m^2) exactly, and
+    mean(y^2) lies in [1/n, 1] whatever the magnitude of x (no overflow, no underflow of the squares).
+
+        before: Pow(x, 2) -> ReduceMean -> Add(eps) -> Sqrt -> Reciprocal -> Mul(x, .)
+        after:  m = Max(ReduceMax(Abs(x)), floor); y = Div(x, m); q = Div(sqrt(eps), m)
+                Pow(y, 2) -> ReduceMean -> Add(q * q) -> Sqrt -> Reciprocal -> Mul(y, .)
+    """
+    square, scaling = rms.readers
+    dtype = x.dtype or ir.DataType.FLOAT
+    np_dtype = dtype.numpy()
+    prefix = f"{x.name}_rms_safe_{len(graph.initializers)}"
+
+    def constant(name: str, array: np.ndarray) -> ir.Value:
+        value = ir.Value(name=f"{prefix}_{name}", shape=ir.Shape(array.shape), type=ir.TensorType(dtype),
+                         const_value=ir.tensor(array.astype(np_dtype)))
+        graph.register_initializer(value)
+        return value
+
+    reduce_inputs: list[ir.Value | None] = [None]
+    attributes = []
+    if "keepdims" in rms.mean.attributes:
+        attributes.append(ir.AttrInt64("keepdims", rms.mean.attributes["keepdims"].as_int()))
+    if "axes" in rms.mean.attributes:
+        attributes.append(ir.AttrInt64s("axes", list(rms.mean.attributes["axes"].as_ints())))
+    if len(rms.mean.inputs) > 1 and rms.mean.inputs[1] is not None:
+        reduce_inputs.append(rms.mean.inputs[1])
+    absolute = ir.Node("", "Abs", [x], name=f"{prefix}_abs")
+    reduce_inputs[0] = absolute.outputs[0]
+    peak = ir.Node("", "ReduceMax", reduce_inputs, attributes=attributes, name=f"{prefix}_max")
+    floored = ir.Node("", "Max", [peak.outputs[0], constant("floor", np.array(RMS_FLOOR))], name=f"{prefix}_floor")
+    m = floored.outputs[0]
+    y_node = ir.Node("", "Div", [x, m], name=f"{prefix}_y")
+    old_eps = rms.eps_add.inputs[rms.eps_index]
+    root = np.sqrt(np.asarray(constant_array(old_eps), np.float64))  # eps / m^2 as (sqrt(eps) / m)^2: m^2 overflows
+    q = ir.Node("", "Div", [constant("sqrt_eps", root), m], name=f"{prefix}_q")
+    eps_node = ir.Node("", "Mul", [q.outputs[0], q.outputs[0]], name=f"{prefix}_eps")
+    for node in (absolute, peak, floored, y_node, q, eps_node):
+        for out in node.outputs:
+            out.name = f"{node.name}_out"
+            out.dtype = dtype
+    graph.insert_before(square, [absolute, peak, floored, y_node, q, eps_node])
+    y = y_node.outputs[0]
+    for node in (square, scaling):
+        for index, value in enumerate(node.inputs):
+            if value is x:
+                node.replace_input_with(index, y)
+    rms.eps_add.replace_input_with(rms.eps_index, eps_node.outputs[0])
+    if old_eps is not None and old_eps.is_initializer() and not old_eps.uses() and old_eps.name in graph.initializers:
+        graph.initializers.pop(old_eps.name)
+
+
 def grow_region(seeds: dict[ir.Value, float], graph: ir.Graph) -> Region:
     """The closure of values that must scale with the seeds; `failure` says why it cannot be rescaled."""
     region = Region(seeds=[v.name or "" for v in seeds], scale=max(seeds.values()))
@@ -261,8 +376,9 @@ def grow_region(seeds: dict[ir.Value, float], graph: ir.Graph) -> Region:
         elif not (producer.op_type in LINEAR and _linear_activation(producer) is not None):
             region.failure = f"'{value.name}' comes from {producer.op_type} '{producer.name}', which does not scale linearly"
             return region
+        rms_readers = {node for rms in rms_norms_of(value) for node in rms.readers}
         for consumer, index in value.uses():
-            if is_normalization(consumer) and index == 0:
+            if (is_normalization(consumer) and index == 0) or consumer in rms_readers:
                 continue  # epsilon / s^2
             if consumer.op_type in EQUIVARIANT and value in _data_inputs(consumer):
                 stack += _data_inputs(consumer) + list(consumer.outputs)
@@ -320,6 +436,10 @@ def apply_region(region: Region, graph: ir.Graph) -> list[str]:
             for index, value in enumerate(node.inputs):
                 if constant_array(value) is not None:
                     _scaled_input(graph, node, index, 1 / s)
+        elif op in EQUIVARIANT and not _data_inputs(node):  # a constant's rows (an embedding Gather)
+            for index in EQUIVARIANT[op] or range(len(node.inputs)):
+                if index < len(node.inputs) and constant_array(node.inputs[index]) is not None:
+                    _scaled_input(graph, node, index, 1 / s)
         else:
             continue
         changed.append(node.name or node.op_type)
@@ -329,6 +449,11 @@ def apply_region(region: Region, graph: ir.Graph) -> list[str]:
                 eps = consumer.attributes["epsilon"].as_float() if "epsilon" in consumer.attributes else 1e-5
                 consumer.attributes["epsilon"] = ir.AttrFloat32("epsilon", max(eps / (s * s), FP16_TINY))
                 changed.append(consumer.name or consumer.op_type)
+        for rms in rms_norms_of(value):
+            eps = constant_array(rms.eps_add.inputs[rms.eps_index])
+            factor = max(float(np.max(eps)) / (s * s), FP16_TINY) / max(float(np.max(eps)), 1e-30)
+            _scaled_input(graph, rms.eps_add, rms.eps_index, factor)
+            changed.append(rms.eps_add.name or rms.eps_add.op_type)
     return sorted(set(changed))
 
 
@@ -373,6 +498,8 @@ def protect_fp16(model: ir.Model, feeds_list: Sequence[Feeds], allow_fp32: bool 
             remaining.pop(value)
         if region.failure is None:
             region.scale = max(members.values())
+            for inside in {v for x in region.values for rms in rms_norms_of(x) for v in rms.internal}:
+                remaining.pop(inside, None)  # an RMSNorm's square and mean: in range once its input is
             changed = apply_region(region, graph)
             report["rescaled"].append({"scale": region.scale, "seeds": sorted(v.name for v in members),
                                        "values": len(region.values), "nodes_changed": len(changed)})
@@ -382,6 +509,11 @@ def protect_fp16(model: ir.Model, feeds_list: Sequence[Feeds], allow_fp32: bool 
         after = measure(model, feeds_list, work_dir)
         left = {n for n, p in after.values.items() if FP16_MAX / VALUE_HEADROOM < p < SENTINEL}
         left |= {n for n, p in after.centered.items() if SQUARE_MAX / CENTERED_HEADROOM < p < SENTINEL}
+        if _max_normalize_overflowing_rms(graph, left, by_name, report):
+            after = measure(model, feeds_list, work_dir)
+            left = {n for n, p in after.values.items() if FP16_MAX / VALUE_HEADROOM < p < SENTINEL}
+            left |= {n for n, p in after.centered.items() if SQUARE_MAX / CENTERED_HEADROOM < p < SENTINEL}
+            by_name = {v.name: v for node in graph for v in node.outputs}
         report["max_abs_after"] = round(max([p for p in after.values.values() if p < SENTINEL], default=0.0), 1)
         _keep_fp32(graph, left, by_name, report, allow_fp32)
     for key in ("overflows", "rescaled", "fp32_nodes", "unresolved", "mask_sentinels"):
@@ -389,6 +521,20 @@ def protect_fp16(model: ir.Model, feeds_list: Sequence[Feeds], allow_fp32: bool 
             report[f"{key}_count"] = len(report[key])
             report[key] = report[key][:MAX_LISTED]
     return _store(model, report)
+
+
+def _max_normalize_overflowing_rms(graph: ir.Graph, left: set[str], by_name: dict[str, ir.Value],
+                                   report: dict[str, Any]) -> bool:
+    """Give every RMSNorm whose squares still overflow the max-normalized form; True if any was rewritten."""
+    done = False
+    for node in list(graph):
+        for x in node.outputs:
+            for rms in rms_norms_of(x):
+                if any(v.name in left for v in rms.internal):
+                    max_normalize_rms(graph, x, rms)
+                    report.setdefault("rms_max_normalized", []).append(x.name)
+                    done = True
+    return done
 
 
 def _keep_fp32(graph: ir.Graph, names: set[str], by_name: dict[str, ir.Value], report: dict[str, Any],

@@ -254,3 +254,67 @@ def test_coreml_build_of_an_overflowing_vae(tiny_pipeline, tmp_path: Path, monke
     monkeypatch.delenv("FUSIONC_CACHE", raising=False)  # the session cache would return the rescaled graph
     unsafe = compile_checkpoint(ckpt, options, tmp_path / "unsafe")["components"]["vae_decoder"]
     assert unsafe["psnr_db"] < 30  # the overflow is real
+
+
+T5_LIKE = """
+<ir_version: 10, opset_import: ["" : 18]>
+t5like (int64[N,6] ids) => (float[N,6,8] y) {
+  e = Gather (table, ids)
+  h = MatMul (e, w_in)
+  f = MatMul (h, w_out)
+  r = Add (e, f)
+  sq = Pow (r, two)
+  m = ReduceMean <keepdims = 1> (sq, axes)
+  v = Add (m, eps)
+  s = Sqrt (v)
+  inv = Reciprocal (s)
+  n = Mul (r, inv)
+  y = Mul (n, gamma)
+}
+"""
+
+
+def t5_like(ff_scale: float = 100.0) -> onnx.ModelProto:
+    """T5's residual stream: an embedding, a feed-forward output far past fp16 (~3e5), a decomposed RMSNorm."""
+    rng = np.random.default_rng(0)
+    proto = onnx.parser.parse_model(T5_LIKE)
+    weights = {"table": rng.standard_normal((20, 8)), "w_in": rng.standard_normal((8, 16)) * ff_scale,
+               "w_out": rng.standard_normal((16, 8)) * ff_scale,
+               "two": np.array(2.0), "axes": np.array([-1]), "eps": np.array(1e-6), "gamma": rng.standard_normal(8)}
+    for i, node in enumerate(proto.graph.node):
+        node.name = f"{node.op_type}_{i}"
+    for name, arr in weights.items():
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(
+            np.asarray(arr, np.int64 if name == "axes" else np.float32), name))
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def t5_feeds(n: int = 3) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    return [{"ids": rng.integers(0, 20, (2, 6)).astype(np.int64)} for _ in range(n)]
+
+
+def test_t5_rmsnorm_overflow_is_fixed_without_fp32() -> None:
+    """The HTP has no fp32: the residual stream is rescaled through its RMSNorm (eps / s^2) and the RMSNorm whose
+    squares still overflow is rewritten max-normalized; nothing is left unresolved, the numbers stay the same."""
+    proto = t5_like()
+    model = ir.from_proto(proto)
+    assert max(measure(model, t5_feeds()).values.values()) > 1e5
+    assert not all(np.isfinite(out).all() for out in run_fp16(model, t5_feeds()))  # it does overflow
+    before = run(proto, t5_feeds())
+    report = protect_fp16(model, t5_feeds(), allow_fp32=False)
+    assert report["rescaled"] and report["rms_max_normalized"] == ["r"]
+    assert not report["unresolved"] and not fp32_nodes(model)
+    for a, b in zip(before, run(ir.to_proto(model), t5_feeds())):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(before, run_fp16(model, t5_feeds())):
+        assert np.isfinite(b).all()
+        np.testing.assert_allclose(a, b, rtol=0.02, atol=0.02)
+
+
+def test_rmsnorm_in_range_is_left_alone() -> None:
+    model = ir.from_proto(t5_like(ff_scale=0.5))
+    report = protect_fp16(model, t5_feeds(), allow_fp32=False)
+    assert not report["overflows"] and "rms_max_normalized" not in report
+    assert [n.op_type for n in model.graph] == [n.op_type for n in t5_like(0.5).graph.node]
