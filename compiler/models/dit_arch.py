@@ -5,7 +5,9 @@ trained parts (tiny_sd) where SD3's shapes allow it:
 
 - text_encoder, text_encoder_2: SD3 needs two CLIPTextModelWithProjection encoders; both are tiny_sd's trained
   CLIP text encoder (width 64, frozen) with an identity text projection (SD3 reads the penultimate states and the
-  projected pooled output). text_encoder_2 and both tokenizers are links to the one folder.
+  projected pooled output), cut to its first 24 positions (the joint attention then runs over 24 CLIP tokens,
+  not 77: a third of the cost; the captions take at most 22; a longer prompt is truncated with a warning). text_encoder_2 links to it and
+  both tokenizers to tiny_sd's.
 - vae: tiny_sd's AutoencoderKL as is (4 latent channels, 8x downsampling, no shift factor), linked.
 - transformer: SD3Transformer2DModel (MMDiT: joint attention over image + CLIP tokens, AdaLN-Zero modulation
   from the pooled projections and the timestep), patch 2 over the 8x8 latents (16 image tokens), 4 layers of
@@ -26,6 +28,7 @@ import torch
 
 TINY_SD = Path(__file__).parent / "tiny_sd"
 TEXT_WIDTH = 64  # tiny_sd's CLIP width
+CLIP_LENGTH = 24  # CLIP tokens the transformer sees (the shapes captions take at most 22 with BOS and EOS)
 SHIFT = 2.0
 
 
@@ -48,14 +51,22 @@ def scheduler() -> Any:
 
 
 def clip_with_projection(source: Path = TINY_SD / "text_encoder") -> torch.nn.Module:
-    """tiny_sd's CLIPTextModel as a CLIPTextModelWithProjection whose projection is the identity."""
+    """tiny_sd's CLIPTextModel as a CLIPTextModelWithProjection whose projection is the identity, over its first
+    CLIP_LENGTH positions (CLIP's attention is causal: those tokens' states are exactly the 77-token model's)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     clip = CLIPTextModel.from_pretrained(str(source))
     config = CLIPTextConfig.from_dict({**clip.config.to_dict(), "projection_dim": clip.config.hidden_size,
+                                       "max_position_embeddings": CLIP_LENGTH,
                                        "architectures": ["CLIPTextModelWithProjection"]})
     model = CLIPTextModelWithProjection(config)
-    model.text_model.load_state_dict(clip.state_dict())  # strict: every weight maps
+    state = clip.state_dict()
+    state = {k: (v[:CLIP_LENGTH] if k.endswith("position_embedding.weight") else v) for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+    model.text_model.load_state_dict(state, strict=False)
+    loaded = {f"text_model.{k}" for k in state}
+    if {k for k in model.state_dict() if not k.endswith("position_ids")} - loaded != {"text_projection.weight"}:
+        raise RuntimeError("tiny_sd's CLIP does not map onto CLIPTextModelWithProjection")
     with torch.no_grad():
         model.text_projection.weight.copy_(torch.eye(config.hidden_size))
     return model.eval()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fusionc.models.dit_arch import SHIFT, TINY_SD, clip_with_projection, new_transformer, save_dit_pipeline, scheduler
+from fusionc.models.dit_arch import CLIP_LENGTH, SHIFT, TINY_SD, clip_with_projection, new_transformer, save_dit_pipeline, scheduler
 from fusionc.models.shapes_check import check
 from fusionc.models.shapes_dataset import check_prompts, make_dataset
 
@@ -47,8 +47,8 @@ def encode_images(vae: torch.nn.Module, images: np.ndarray, batch: int = 256) ->
 
 @torch.no_grad()
 def encode_captions(clip: torch.nn.Module, tokenizer, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(states [N, 77, 128], pooled [N, 128]) as SD3's pipeline builds them from two CLIPs (here the same one)."""
-    ids = torch.tensor(tokenizer(captions, padding="max_length", max_length=77, truncation=True).input_ids)
+    """(states [N, 24, 128], pooled [N, 128]) as SD3's pipeline builds them from two CLIPs (here the same one)."""
+    ids = torch.tensor(tokenizer(captions, padding="max_length", max_length=CLIP_LENGTH, truncation=True).input_ids)
     out = clip(ids, output_hidden_states=True)
     states = out.hidden_states[-2]
     return torch.cat([states, states], -1), torch.cat([out.text_embeds, out.text_embeds], -1)
@@ -83,7 +83,7 @@ def prompt_accuracy(transformer: torch.nn.Module, clip: torch.nn.Module, vae: to
             pooled_projections=torch.from_numpy(f["pooled_projections"]), return_dict=False)[0].numpy()},
         "vae_decoder": lambda f: {"sample": vae.decode(torch.from_numpy(f["latent_sample"])).sample.numpy()},
     }
-    geo = DitGeometry("sd3", 4, 4, 77, 0, 128, float(vae.config.scaling_factor), 0.0, 8)
+    geo = DitGeometry("sd3", 4, 4, CLIP_LENGTH, 0, 128, float(vae.config.scaling_factor), 0.0, 8)
     tokenizers = {"tokenizer": tokenizer, "tokenizer_2": tokenizer}
     ok = 0
     for i, scene in enumerate(check_prompts(n)):
