@@ -167,8 +167,10 @@ def design(rows: list[dict], features: dict, names: tuple[str, ...] = costfit.BA
     return np.array(out).reshape(len(rows), len(names))
 
 
-def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_FEATURES) -> dict[str, list[float]]:
-    """Coefficients per (chipset, precision, runtime group), pulled towards the chipset-scaled pooled fit."""
+def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_FEATURES,
+        ridge_to_pooled: float | None = RIDGE) -> dict[str, list[float]]:
+    """Coefficients per (chipset, precision, runtime group), pulled towards the chipset-scaled pooled fit with
+    `ridge_to_pooled` (None: no per-chipset refit, every chipset is the pooled fit times its speed)."""
     y = np.array([r["published_ms"] for r in rows])
     train = np.array([not r["held_out"] for r in rows])
     groups: dict[str, list[float]] = {}
@@ -189,8 +191,11 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
     for (chip, prec, rt), idx in by_group.items():
         prior = pooled[(prec, rt)] * speed[chip]
         # the per-kind extra MAC costs stay the pooled fit's (a chipset's rows alone cannot pin them)
-        ridge = np.where(costfit.extra_ridge(1.0, names) > 0, 1e4, RIDGE)
-        theta = costfit.fit_group(X[idx], y[idx], prior, ridge) if len(idx) >= MIN_ROWS else prior
+        if ridge_to_pooled is None or len(idx) < MIN_ROWS:
+            theta = prior
+        else:
+            ridge = np.where(costfit.extra_ridge(1.0, names) > 0, 1e4, ridge_to_pooled)
+            theta = costfit.fit_group(X[idx], y[idx], prior, ridge)
         groups[f"{chip}|{prec}|{rt}"] = [float(v) for v in theta]
     for (prec, rt), theta in pooled.items():  # a chipset without rows in a group falls back to the pooled shape
         groups[f"*|{prec}|{rt}"] = [float(v) for v in theta]
@@ -356,12 +361,14 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     if select:
         selection = costmodel_cv.select(train_rows, fit_features, family, design, fit, predict_rows, PHONE_LAPTOP)
     else:  # tests: the base terms at the documented local-memory size, no cross-validation
-        selection = {"chosen": {"optional": [], "vtcm_mb": costfit.VTCM_BYTES >> 20, "score": None},
+        selection = {"chosen": {"optional": [], "vtcm_mb": costfit.VTCM_BYTES >> 20, "ridge_to_pooled": RIDGE,
+                                "score": None},
                      "rule": "not selected (select=False)", "candidates": [], "diagnostics": {}}
     names = costmodel_cv.names_of(selection["chosen"])
     vtcm = selection["chosen"]["vtcm_mb"] << 20
     X = design(rows, fit_features, names, vtcm)
-    params = dict(fit(rows, X, names), features=list(names), vtcm_bytes=vtcm)
+    params = dict(fit(rows, X, names, selection["chosen"].get("ridge_to_pooled", RIDGE)), features=list(names),
+                  vtcm_bytes=vtcm)
     pred = predict_rows(rows, X, params)
     test = lambda r: r["held_out"]  # noqa: E731
     chips = sorted({r["chipset"] for r in rows})
@@ -370,7 +377,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         "inputs": {"perf": "aihub_perf.csv (v0.46.1) + aihub_perf_history.csv (Snapdragon 8 Gen 2 only)",
                    "features": str(features_path.relative_to(ROOT)) if features_path.is_relative_to(ROOT)
                    else str(features_path), "graphs": len(fit_features)},
-        "model": {"features": list(names), "vtcm_bytes": vtcm, "ridge": RIDGE, "extra_ridge": EXTRA_RIDGE,
+        "model": {"features": list(names), "vtcm_bytes": vtcm,
+                  "ridge_to_pooled": selection["chosen"].get("ridge_to_pooled", RIDGE), "extra_ridge": EXTRA_RIDGE,
                   "min_rows": MIN_ROWS},
         "selection": {k: v for k, v in selection.items() if k != "diagnostics"},
         "diagnostics_cv_training": selection["diagnostics"],

@@ -311,12 +311,13 @@ def render_costmodel_fit(results: Path) -> str:
     out = [f"Held out: {len(split['held_out_models'])} models ({', '.join(split['held_out_models'])}), "
            f"{split['rows_held_out']} published rows; fitted on {len(split['train_models'])} models "
            f"({split['rows_train']} rows). |error| = |estimate / published - 1|. Model chosen by cross-validation over "
-           f"the training models only ({sel['rule']}): terms {terms}; local memory {chosen['vtcm_mb']} MB "
+           f"the training models only ({sel['rule']}): terms {terms}; local memory {chosen['vtcm_mb']} MB; per-chipset "
+           f"refit {'none (pooled fit x chipset speed)' if chosen.get('ridge_to_pooled', 0.05) is None else 'ridge ' + str(chosen.get('ridge_to_pooled', 0.05))} "
            f"({len(sel['candidates'])} candidates compared).\n\n"]
     body = []
     cv = {}
     for c in sel["candidates"]:
-        if c["optional"] == chosen["optional"] and c["vtcm_mb"] == chosen["vtcm_mb"]:
+        if all(c[k] == chosen[k] for k in chosen if k != "score"):
             cv = c["by_chipset_qnn"]
     for chip, name in CHIP_NAMES.items():
         e = held["by_chipset_qnn"].get(chip, {"n": 0})
