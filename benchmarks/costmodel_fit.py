@@ -58,6 +58,7 @@ CHIPSETS = {
     "Snapdragon X Elite": "snapdragon-x-elite",
 }
 PHONE_LAPTOP = list(CHIPSETS.values())
+RUNTIMES = ("QNN_CONTEXT_BINARY", "QNN_DLC", "QNN", "PRECOMPILED_QNN_ONNX", "ONNX", "TFLITE")
 # near-duplicate architectures share a family: they go to the same side of the split
 FAMILY = {"opus_mt_en_es": "opus_mt", "opus_mt_en_zh": "opus_mt", "opus_mt_es_en": "opus_mt", "opus_mt_zh_en": "opus_mt",
           "depth_anything_v2": "depth_anything", "whisper_small_quantized": "whisper_small",
@@ -395,12 +396,14 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         "held_out": {
             "by_chipset_qnn": {c: errors(rows, pred, lambda r, c=c: test(r) and r["chipset"] == c
                                          and r["runtime_group"] == "qnn") for c in chips},
-            "by_runtime": {rt: errors(rows, pred, lambda r, rt=rt: test(r) and r["runtime"] == rt)
-                           for rt in ("QNN_CONTEXT_BINARY", "QNN_DLC", "QNN", "PRECOMPILED_QNN_ONNX", "ONNX", "TFLITE")},
+            "by_runtime": {rt: errors(rows, pred, lambda r, rt=rt: test(r) and r["runtime"] == rt) for rt in RUNTIMES},
             "by_precision_qnn": {p: errors(rows, pred, lambda r, p=p: test(r) and r["precision"] == p
                                            and r["runtime_group"] == "qnn") for p in ("float", "w8a16", "w8a8")},
             "by_chipset_all_runtimes": {c: errors(rows, pred, lambda r, c=c: test(r) and r["chipset"] == c)
                                         for c in chips},
+            "by_chipset_runtime": {f"{c}|{rt}": errors(rows, pred, lambda r, c=c, rt=rt: test(r) and r["chipset"] == c
+                                                       and r["runtime"] == rt)
+                                   for c in PHONE_LAPTOP for rt in RUNTIMES},
             "all": errors(rows, pred, test),
         },
         "train": {"all": errors(rows, pred, lambda r: not r["held_out"])},

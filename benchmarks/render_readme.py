@@ -329,6 +329,19 @@ def render_costmodel_fit(results: Path) -> str:
     out.append(rows(["chipset (QNN: context binary + DLC)", "held-out rows", "models", "median abs error",
                      "p90 abs error", "goal (<= 15% / <= 40%)", "cross-validated on training models (median / p90)"],
                     body, right={1, 2, 3, 4}))
+    runtimes = [rt for rt in ("QNN_CONTEXT_BINARY", "QNN_DLC", "QNN", "PRECOMPILED_QNN_ONNX", "ONNX", "TFLITE")
+                if any(held["by_chipset_runtime"].get(f"{c}|{rt}", {"n": 0})["n"] for c in CHIP_NAMES)]
+    body = []
+    for chip, name in CHIP_NAMES.items():
+        cells = []
+        for rt in runtimes:
+            e = held["by_chipset_runtime"].get(f"{chip}|{rt}", {"n": 0})
+            cells.append("-" if not e["n"] else f"{_pct(e['median_abs'])} / {_pct(e['p90_abs'])} ({e['n']}"
+                         + (", met" if _goal(e) == "met" else ", too few" if e["n"] < ENOUGH_ROWS else ", not met")
+                         + ")")
+        body.append([name] + cells)
+    out.append("\nPer chipset and runtime (held out: median / p90 |error| (rows, goal)):\n\n")
+    out.append(rows(["chipset"] + runtimes, body))
     others = [[chip, e["n"], e["models"], _pct(e["median_abs"]), _pct(e["p90_abs"])]
               for chip, e in held["by_chipset_qnn"].items() if chip not in CHIP_NAMES and e["n"]]
     out.append("\nAutomotive and IoT chipsets (no phone or laptop ships them):\n\n")
