@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from fusionc.checkpoint import checkpoint_sha256
@@ -55,9 +57,9 @@ RECIPES: dict[str, dict] = {
     "qnn_fp16": {"target": "qnn", "precision": "fp16"},
 }
 RELATIVE_GOAL = 0.95
-# cheap and long-established first, so a run cut short has measured the most recipes
-RUN_ORDER = ("onnx", "coreml_fp16", "coreml_palettize_6", "coreml_palettize_4", "coreml_mixed_35db", "qnn_w8a16",
-             "qnn_w8a8", "qnn_fp16")
+# the slow HTP-emulated recipes start first; the workers take the next recipe as they free up
+RUN_ORDER = ("qnn_w8a16", "onnx", "coreml_fp16", "qnn_w8a8", "coreml_palettize_6", "coreml_palettize_4",
+             "qnn_fp16", "coreml_mixed_35db")
 
 
 def heldout_prompts(n: int, seed: int = 4321) -> list[str]:
@@ -156,8 +158,74 @@ def torch_reference(checkpoint: Path, prompts: list[str], steps: int, guidance: 
     return images, summary
 
 
+def measure_recipe(name: str, args: argparse.Namespace, prompts: list[str], images: list[np.ndarray],
+                   torch_summary: dict) -> dict:
+    """Build (or reuse) one recipe and judge its images; writes WORK/NAME.part.json every 10 prompts and at the
+    end, and merges the parts into --json (under a lock: the workers run in parallel)."""
+    from provenance import git_revision, load_average
+
+    torch.set_num_threads(1)  # two workers on two cores: one thread each wastes nothing on spinning
+    out = args.work / name
+    if name in args.redo_set and out.exists():
+        shutil.rmtree(out)
+    part = args.work / f"{name}.part.json"
+    started, load_before, revision = time.time(), load_average(), git_revision()
+
+    def save(entry: dict) -> None:
+        part.write_text(json.dumps(entry, indent=1) + "\n")
+        merge(args)
+
+    try:
+        manifest, compile_s = compile_recipe(name, args.checkpoint, out, args.work / "cache")
+        comps = manifest["components"]
+        compression = (comps["unet"].get("compression") or {}).get("palettize") or {}
+        extra = dict(options=RECIPES[name], compile_s=compile_s, git_revision=revision,
+                     component_psnr_db={n: c.get("psnr_db") for n, c in comps.items()},
+                     component_psnr_db_calibration={n: c.get("psnr_db_calibration") for n, c in comps.items()},
+                     unet_bytes=comps["unet"]["bytes"], unet_average_bits=compression.get("average_bits"),
+                     mixed_bit_selection_psnr_db=compression.get("measured_psnr_db"))
+        rs = build_runners(out)
+        start = time.time()
+        got, summary = evaluate(rs, prompts, args.steps, args.guidance, images,
+                                lambda got, summary: save({**summary, **extra, "partial": True,
+                                                           "load_average_before": load_before}))
+    except Exception as err:  # noqa: BLE001 - a recipe that fails is a result
+        entry = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}", "git_revision": revision}
+        save(entry)
+        return entry
+    psnrs = [image_psnr(a, b) for a, b in zip(images, got)]
+    np.savez_compressed(args.work / f"{name}_images.npz", images=np.stack(got))
+    summary.update(extra, images_s=round(time.time() - start, 1),
+                   relative_agreement=round(summary["accuracy"] / torch_summary["accuracy"], 3) if torch_summary["accuracy"] else None,
+                   image_psnr_db_median=round(statistics.median(psnrs), 2), image_psnr_db_min=round(min(psnrs), 2),
+                   load_average_before=load_before, load_average_after=load_average(),
+                   wall_seconds=round(time.time() - started, 1))
+    summary["meets_goal"] = summary["relative_agreement"] is not None and summary["relative_agreement"] >= RELATIVE_GOAL
+    save(summary)
+    print(f"{name}: {summary['accuracy']:.0%} agree ({summary['relative_agreement']:.0%} of torch's); image PSNR "
+          f"median {summary['image_psnr_db_median']:.1f} dB; components {summary['component_psnr_db']}", flush=True)
+    return summary
+
+
+def merge(args: argparse.Namespace) -> None:
+    """--json = the run's header + every finished or partial recipe part in WORK (under a file lock)."""
+    import fcntl
+
+    with open(args.work / "merge.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = json.loads((args.work / "header.json").read_text())
+        for name in RECIPES:
+            part = args.work / f"{name}.part.json"
+            if part.is_file():
+                result["recipes"][name] = json.loads(part.read_text())
+        prov = result.pop("provenance_start")
+        prov["load_average_after"], prov["wall_seconds"] = [round(x, 2) for x in os.getloadavg()], round(time.time() - prov.pop("started"), 1)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**result, "provenance": prov}, indent=2) + "\n")
+
+
 def main() -> None:
-    from provenance import Provenance, git_revision, load_average
+    from provenance import Provenance
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=BUILTIN_CHECKPOINT)
@@ -168,80 +236,58 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=RESULTS / "prompt_check.json")
     parser.add_argument("--grid", type=Path, default=RESULTS / "prompt_check_grid.png")
     parser.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "prompt_check",
-                        help="builds (one per recipe, reused), the shared compile cache, torch's images")
+                        help="builds (one per recipe, reused), the shared compile cache, torch's images, results per recipe")
     parser.add_argument("--redo", default="", help="comma list of recipes to measure again (and rebuild)")
+    parser.add_argument("--workers", type=int, default=2, help="recipes measured in parallel (one thread each)")
     args = parser.parse_args()
     recipes = [r for r in args.recipes.split(",") if r]
-    redo = {r for r in args.redo.split(",") if r}
-    unknown = [r for r in recipes + sorted(redo) if r not in RECIPES]
+    args.redo_set = {r for r in args.redo.split(",") if r}
+    unknown = [r for r in recipes + sorted(args.redo_set) if r not in RECIPES]
     if unknown:
         parser.error(f"unknown recipe {unknown[0]}: choose from {', '.join(RECIPES)}")
 
+    torch.set_num_threads(1)  # a shared 2-core machine: spinning threads burn the CPU a second process needs
     prov = Provenance.start(None if args.checkpoint == BUILTIN_CHECKPOINT else args.checkpoint)
     prompts = heldout_prompts(args.n)
     images, torch_summary = torch_reference(args.checkpoint, prompts, args.steps, args.guidance, args.work)
     print(f"torch: {torch_summary['accuracy']:.0%} of {args.n} prompts agree (colour {torch_summary['colour']:.0%}, "
           f"shape {torch_summary['shape']:.0%}, position {torch_summary['position']:.0%})", flush=True)
     grid(images, torch_summary["prompts"], args.grid)
-    result = {"checkpoint": "built-in" if args.checkpoint == BUILTIN_CHECKPOINT else str(args.checkpoint),
+    header = {"checkpoint": "built-in" if args.checkpoint == BUILTIN_CHECKPOINT else str(args.checkpoint),
               "checkpoint_sha256": checkpoint_sha256(args.checkpoint), "n": args.n, "steps": args.steps,
               "guidance": args.guidance, "scheduler": "DPMSolverMultistepScheduler (dpmsolver++)",
               "seeds": f"{SEED_BASE} + i", "prompt_rule": "heldout_prompts(n): not in check_prompts(20) nor fusionc.inputs",
-              "agreement_gate": 0.9, "relative_goal": RELATIVE_GOAL, "torch": torch_summary, "recipes": {}}
-    if args.json.exists():  # keep what an earlier run measured on the same prompts (each recipe has its revision)
-        old = json.loads(args.json.read_text())
-        if old.get("n") == args.n and old.get("steps") == args.steps and old.get("guidance") == args.guidance \
-                and [r["prompt"] for r in old["torch"]["prompts"]] == prompts:
-            result["recipes"] = {k: v for k, v in old.get("recipes", {}).items()
-                                 if k not in redo and not v.get("partial") and "error" not in v}
+              "agreement_gate": 0.9, "relative_goal": RELATIVE_GOAL, "torch": torch_summary, "recipes": {},
+              "provenance_start": {"checkpoint": prov.checkpoint, "checkpoint_sha256": prov.checkpoint_sha256,
+                                   "git_revision": prov.git_revision, "load_average_before": prov.load_before,
+                                   "started": prov.started, "host": prov.finish()["host"]}}
+    args.work.mkdir(parents=True, exist_ok=True)
+    header_file = args.work / "header.json"
+    if header_file.is_file():  # parts measured on other prompts are stale
+        old = json.loads(header_file.read_text())
+        if [old.get(k) for k in ("n", "steps", "guidance", "checkpoint_sha256")] != [header[k] for k in ("n", "steps", "guidance", "checkpoint_sha256")]:
+            for part in args.work.glob("*.part.json"):
+                part.unlink()
+    header_file.write_text(json.dumps(header))
+    todo = []
+    for name in recipes:  # a finished part is kept (each records its git revision); partial or failed ones re-run
+        part = args.work / f"{name}.part.json"
+        if part.is_file():
+            done = json.loads(part.read_text())
+            if name not in args.redo_set and not done.get("partial") and "error" not in done:
+                continue
+            part.unlink()
+        todo.append(name)
+    merge(args)
+    if args.workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
 
-    def write() -> None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**result, "provenance": prov.finish()}, indent=2) + "\n")
-
-    cache = args.work / "cache"
-    for name in recipes:
-        if name in result["recipes"]:
-            continue
-        out = args.work / name
-        if name in redo and out.exists():
-            shutil.rmtree(out)
-        started, load_before, revision = time.time(), load_average(), git_revision()
-        try:
-            manifest, compile_s = compile_recipe(name, args.checkpoint, out, cache)
-            comps = manifest["components"]
-            compression = (comps["unet"].get("compression") or {}).get("palettize") or {}
-            extra = dict(options=RECIPES[name], compile_s=compile_s, git_revision=revision,
-                         component_psnr_db={n: c.get("psnr_db") for n, c in comps.items()},
-                         component_psnr_db_calibration={n: c.get("psnr_db_calibration") for n, c in comps.items()},
-                         unet_bytes=comps["unet"]["bytes"], unet_average_bits=compression.get("average_bits"),
-                         mixed_bit_selection_psnr_db=compression.get("measured_psnr_db"))
-            rs = build_runners(out)
-            start = time.time()
-
-            def partial(got: list[np.ndarray], summary: dict) -> None:
-                result["recipes"][name] = {**summary, **extra, "partial": True}
-                write()
-
-            got, summary = evaluate(rs, prompts, args.steps, args.guidance, images, partial)
-        except Exception as err:  # noqa: BLE001 - a recipe that fails is a result
-            result["recipes"][name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}",
-                                       "git_revision": revision}
-            write()
-            continue
-        psnrs = [image_psnr(a, b) for a, b in zip(images, got)]
-        np.savez_compressed(args.work / f"{name}_images.npz", images=np.stack(got))
-        summary.update(extra, images_s=round(time.time() - start, 1),
-                       relative_agreement=round(summary["accuracy"] / torch_summary["accuracy"], 3) if torch_summary["accuracy"] else None,
-                       image_psnr_db_median=round(statistics.median(psnrs), 2), image_psnr_db_min=round(min(psnrs), 2),
-                       load_average_before=load_before, load_average_after=load_average(),
-                       wall_seconds=round(time.time() - started, 1))
-        summary["meets_goal"] = summary["relative_agreement"] is not None and summary["relative_agreement"] >= RELATIVE_GOAL
-        result["recipes"][name] = summary
-        print(f"{name}: {summary['accuracy']:.0%} agree ({summary['relative_agreement']:.0%} of torch's); image PSNR "
-              f"median {summary['image_psnr_db_median']:.1f} dB; components {summary['component_psnr_db']}", flush=True)
-        write()
-    write()
+        with ProcessPoolExecutor(args.workers, mp_context=__import__("multiprocessing").get_context("spawn")) as pool:
+            list(pool.map(measure_recipe, todo, *zip(*[(args, prompts, images, torch_summary)] * len(todo))))
+    else:
+        for name in todo:
+            measure_recipe(name, args, prompts, images, torch_summary)
+    merge(args)
     print(f"wrote {args.json} and {args.grid}")
 
 
