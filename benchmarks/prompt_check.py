@@ -99,8 +99,12 @@ def evaluate(rs: RunnerSet, prompts: list[str], steps: int, guidance: float, ref
 
 def summarize(rows: list[dict], seconds: list[float]) -> dict:
     summary = {key: round(sum(r[f"{key}_ok"] for r in rows) / len(rows), 3) for key in ("colour", "shape", "position")}
-    return {"accuracy": round(sum(r["ok"] for r in rows) / len(rows), 3), **summary, "measured_prompts": len(rows),
-            "median_seconds_per_image": round(statistics.median(seconds), 4), "prompts": rows}
+    summary = {"accuracy": round(sum(r["ok"] for r in rows) / len(rows), 3), **summary, "measured_prompts": len(rows),
+               "median_seconds_per_image": round(statistics.median(seconds), 4)}
+    psnrs = [r["image_psnr_db"] for r in rows if "image_psnr_db" in r]
+    if psnrs:
+        summary.update(image_psnr_db_median=round(statistics.median(psnrs), 2), image_psnr_db_min=round(min(psnrs), 2))
+    return {**summary, "prompts": rows}
 
 
 def grid(images: list[np.ndarray], rows: list[dict], path: Path, columns: int = 10, scale: int = 2) -> None:
@@ -186,9 +190,15 @@ def measure_recipe(name: str, args: argparse.Namespace, prompts: list[str], imag
                      mixed_bit_selection_psnr_db=compression.get("measured_psnr_db"))
         rs = build_runners(out)
         start = time.time()
-        got, summary = evaluate(rs, prompts, args.steps, args.guidance, images,
-                                lambda got, summary: save({**summary, **extra, "partial": True,
-                                                           "load_average_before": load_before}))
+        torch_ok = [r["ok"] for r in torch_summary["prompts"]]
+
+        def partial(got: list[np.ndarray], summary: dict) -> None:  # agreement relative to torch's on the same prompts
+            k = summary["measured_prompts"]
+            base = sum(torch_ok[:k]) / k
+            save({**summary, **extra, "partial": True, "load_average_before": load_before,
+                  "relative_agreement": round(summary["accuracy"] / base, 3) if base else None})
+
+        got, summary = evaluate(rs, prompts, args.steps, args.guidance, images, partial)
     except Exception as err:  # noqa: BLE001 - a recipe that fails is a result
         entry = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}", "git_revision": revision}
         save(entry)
