@@ -272,12 +272,17 @@ def render_prompt_check(results: Path) -> str:
         relative = r.get("relative_agreement")
         comps = r.get("component_psnr_db") or {}
         worst = min(comps, key=lambda n: comps[n] if comps[n] is not None else 1e9) if comps else None
+        if r.get("partial"):  # a run cut short: the prompts it reached, agreement relative to torch's on those
+            name = f"{name} (first {r['measured_prompts']} of {data['n']} prompts)"
         body.append([name, pct(r["accuracy"]), pct(r["colour"]), pct(r["shape"]), pct(r["position"]),
                      pct(relative), f"{r['image_psnr_db_median']:.1f} / {r['image_psnr_db_min']:.1f}",
                      f"{comps[worst]:.1f} ({short.get(worst, worst)})" if worst else "-"])
     head = ["run", "all three agree", "colour", "shape", "position", "of torch's agreement",
             "image PSNR vs torch, median / min (dB)", "worst component PSNR, held out (dB)"]
     held_out = "" if "recipes" in data else "training's check prompts, not held out; "
+    revisions = sorted({r["git_revision"][:10] for r in (recipes or {}).values() if r.get("git_revision")})
+    if len(revisions) > 1:  # recipes kept from earlier runs: each was measured at its own revision
+        held_out += f"recipes measured at git {', '.join(revisions)}; "
     return (rows(head, body, right=set(range(1, 8)))
             + f"\n({data['n']} prompts, {data['steps']} steps, guidance {data['guidance']:g}; {held_out}"
             + source(data, "prompt_check.json")[1:])
