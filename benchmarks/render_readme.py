@@ -182,6 +182,27 @@ def render_compression(results: Path) -> str:
                  f"image PSNR (median of {n})"], body) + "\n" + source(data, "compression.json")
 
 
+@table("mixed_bit_heldout", "mixed_bit_heldout.json")
+def render_mixed_bit_heldout(results: Path) -> str:
+    """Mixed-bit recipes beside uniform 4-bit on held-out prompts: the search's own figure, the compile's held-out
+    PSNR, the UNet per row and guided along torch's trajectories (median / worst step), images."""
+    data = load(results, "mixed_bit_heldout.json")
+    body = []
+    for name, r in data["recipes"].items():
+        body.append([name, f"{r['unet_average_bits']:.2f}", db(r.get("search_selection_psnr_db")),
+                     db(r.get("manifest_psnr_db")), f"{r['row_psnr_db_median']:.1f} / {r['row_psnr_db_min']:.1f}",
+                     f"{r['guided_psnr_db_median']:.1f} / {r['guided_psnr_db_min']:.1f}",
+                     f"{sum(p['ok'] for p in r['prompts'])} / {len(r['prompts'])}",
+                     f"{r['image_psnr_db_median']:.1f} / {r['image_psnr_db_min']:.1f}"])
+    head = ["recipe (onnx target)", "avg bits", "search's PSNR (selection set)", "psnr_db (verification set)",
+            "UNet per row, median / worst step", "UNet guided, median / worst step", "images agree",
+            "image PSNR vs torch, median / min"]
+    torch_ok = sum(data["torch"])
+    return (rows(head, body) + f"\n({data['n']} held-out prompts and seeds, {data['steps']} steps, guidance "
+            f"{data['guidance']:g}; torch agrees on {torch_ok} / {len(data['torch'])}; "
+            + source(data, "mixed_bit_heldout.json")[1:])
+
+
 @table("qnn_accuracy", "qnn_accuracy.json")
 def render_qnn_accuracy(results: Path) -> str:
     data = load(results, "qnn_accuracy.json")

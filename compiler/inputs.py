@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from fusionc.checkpoint import Checkpoint
-from fusionc.core.context import CALIBRATION, SELECTION, VERIFICATION
+from fusionc.core.context import CALIBRATION, SELECTION, TRAJECTORY_GUIDANCE, VERIFICATION
 from fusionc.core.numerics import Feeds
 from fusionc.core.options import CompileOptions
 from fusionc.controlnet import outline_image
@@ -210,7 +210,7 @@ def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, componen
     vae = checkpoint.models["vae"]
     for prompt, seed in zip(prompts, seeds):
         denoise(runners, tokenizers, load_scheduler(checkpoint.scheduler_dir), prompt, steps=steps,
-                seed=seed, guidance=7.5, latent_shape=(unet.config.in_channels, height // scale, width // scale),
+                seed=seed, guidance=TRAJECTORY_GUIDANCE, latent_shape=(unet.config.in_channels, height // scale, width // scale),
                 scaling_factor=float(getattr(vae.config, "scaling_factor", 1.0) or 1.0),
                 text_length=text_length(checkpoint), sdxl=checkpoint.is_sdxl, image_size=(height, width),
                 record=lambda name, f: feeds[name].append(f) if name == "vae_encoder" and name in names else None,

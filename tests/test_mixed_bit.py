@@ -191,3 +191,70 @@ def test_interface_adapter_follows_the_core_ml_contract() -> None:
     assert all(piece["xin"].shape == (2, WIDTH) for piece, _ in pieces)
     np.testing.assert_array_equal(pieces[1][0]["xin"][1], pieces[1][0]["xin"][0])  # padded with its last row
     assert InterfaceAdapter(mlp_model()).pieces({"x": np.zeros((5, WIDTH))})[0][1] is None  # dynamic batch
+
+
+def two_path_model(seed: int = 1) -> ir.Model:
+    """y = Tanh(x W0) W1 + Tanh(c W2) W3: `x` is the same in both rows of a guidance pair (the latent), `c`
+    differs (the text), like a UNet's convolutions and its cross-attention projections."""
+    rng = np.random.default_rng(seed)
+    text = f"""<ir_version: 10, opset_import: ["" : 18]>
+pair (float[B,{WIDTH}] x, float[B,{WIDTH}] c) => (float[B,{WIDTH}] y) {{
+ a0 = MatMul(x, w0)
+ a1 = Tanh(a0)
+ a2 = MatMul(a1, w1)
+ b0 = MatMul(c, w2)
+ b1 = Tanh(b0)
+ b2 = MatMul(b1, w3)
+ y = Add(a2, b2)
+}}"""
+    proto = onnx.parser.parse_model(text)
+    for i in range(4):
+        w = rng.standard_normal((WIDTH, WIDTH)) / np.sqrt(WIDTH) * (0.3 if i == 3 else 1.0)
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
+    model = ir.serde.deserialize_model(proto)
+    for i, name in enumerate(["latent.in", "latent.out", "text.in", "text.out"]):
+        model.graph.initializers[f"w{i}"].metadata_props[FOLDED_FROM] = repr([f"model.{name}.weight"])
+    return model
+
+
+def guidance_pairs(model: ir.Model, count: int, seed: int) -> Calibration:
+    """Batch-2 calls (uncond, cond): the same x in both rows, a different c."""
+    rng = np.random.default_rng(seed)
+    session = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = []
+    for _ in range(count):
+        x = np.repeat(rng.standard_normal((1, WIDTH)), 2, axis=0).astype(np.float32)
+        feeds.append({"x": x, "c": rng.standard_normal((2, WIDTH)).astype(np.float32)})
+    return Calibration(feeds, lambda f: {"y": session.run(None, f)[0]})
+
+
+def test_a_denoiser_recipe_keeps_the_target_on_the_guided_prediction() -> None:
+    """Guidance multiplies errors that differ between the rows (the text path) ~g times: judged per row only,
+    the recipe leaves the text path at few bits and the guided prediction under the target; judged as the
+    sampler uses the pair (uncond + g (cond - uncond)), it holds the target there too."""
+    from fusionc.passes.compression.mixed_bit import _guided
+
+    target, g = 35.0, 7.5
+    model = two_path_model()
+    held_out = guidance_pairs(model, 4, seed=9)
+
+    def guided_psnr(recipe: Recipe) -> float:
+        compressed = two_path_model()
+        from fusionc.passes.compression.palettize import PalettizeWeightsPass
+
+        PalettizeWeightsPass(None, recipe=recipe.layers, min_elements=1024)(compressed)
+        session = ort.InferenceSession(ir.serde.serialize_model(compressed).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        got = np.concatenate([_guided([session.run(None, f)[0]], g) for f in held_out.feeds])
+        want = np.concatenate([_guided([held_out.reference(f)["y"]], g) for f in held_out.feeds])
+        return 20 * np.log10(np.abs(want).max() / np.sqrt(np.mean((got - want) ** 2)))
+
+    rows_only = search(two_path_model(), guidance_pairs(two_path_model(), 6, seed=3), target, min_elements=1024)
+    cal = guidance_pairs(two_path_model(), 6, seed=3)
+    cal.guidance = g
+    guided = search(two_path_model(), cal, target, min_elements=1024)
+    assert guided.search["guidance"] == g and rows_only.search["guidance"] is None
+    text_bits = lambda r: min(r.layers["model.text.in.weight"], r.layers["model.text.out.weight"])  # noqa: E731
+    assert text_bits(guided) > text_bits(rows_only)
+    assert guided_psnr(rows_only) < target - 3 <= target - 0.5 < guided_psnr(guided)
+    assert all(r["psnr_db"] == min(r["rows_psnr_db"], r["guided_psnr_db"]) for r in guided.search["rounds"])

@@ -13,6 +13,10 @@ from fusionc.core.options import CompileOptions
 # The input sets of a compile (fusionc.inputs builds them; disjoint prompts, seeds and timesteps). A target
 # names the ones it needs in `input_roles(options)`; the driver hands them over here.
 CALIBRATION, SELECTION, VERIFICATION = "calibration", "selection", "verification"
+# The classifier-free guidance scale of the UNet input sets' trajectories (SD's default). Their UNet calls are
+# batch 2 (unconditional, conditional); the sampler steps with uncond + g (cond - uncond), which is what the
+# mixed-bit search judges a recipe on (passes/compression/mixed_bit.py).
+TRAJECTORY_GUIDANCE = 7.5
 
 
 @dataclass
