@@ -250,6 +250,45 @@ def render_qnn_families(results: Path) -> str:
         source(data, "qnn_families.json")
 
 
+@table("qnn_accuracy_summary", "qnn_accuracy.json")
+def render_qnn_accuracy_summary(results: Path) -> str:
+    """The prose under the QNN accuracy table: stock's CPU -> HTP gaps, fusionc's HTP vs CPU fake-quant."""
+    data = load(results, "qnn_accuracy.json")
+    stock = data.get("stock_onnxruntime", {}).get("w8a16", {})
+    gaps = [f"{n} {e['cpu_fake_quant_db']:.1f} -> {e['htp_db']:.1f}" for n, e in stock.items()
+            if e.get("cpu_fake_quant_db") is not None and e["cpu_fake_quant_db"] - e["htp_db"] > 3]
+    diffs = [(abs(e["cpu_fake_quant_db"] - e["htp_db"]), p, n, e) for p, by in data["fusionc"].items()
+             if isinstance(by, dict) for n, e in by.items()
+             if isinstance(e, dict) and e.get("cpu_fake_quant_db") is not None and e.get("htp_db") is not None]
+    worst = max(diffs, key=lambda d: d[0])
+    return (f"Stock w8a16 on the CPU vs the HTP (dB): {', '.join(gaps) or 'no gap over 3 dB'}. fusionc's graphs run on "
+            f"the HTP within {worst[0]:.1f} dB of their CPU fake-quant (largest: {worst[2]} {worst[1]}, "
+            f"{worst[3]['cpu_fake_quant_db']:.1f} on the CPU, {worst[3]['htp_db']:.1f} on the HTP).\n")
+
+
+@table("qnn_families_summary", "qnn_families.json")
+def render_qnn_families_summary(results: Path) -> str:
+    """The prose under the QNN families table: how many builds clear the gate, ranges per precision, HTP vs CPU."""
+    data = load(results, "qnn_families.json")
+    gate = data.get("gate_db", 35.0)
+    comps = [(p, n, c, r) for by in data["results"].values() for p, r in by.items() if not r.get("error")
+             for n, c in r["components"].items() if c.get("htp_db") is not None]
+    clear = sum(c["htp_db"] >= gate for _, _, c, _ in comps)
+
+    def span(precision: str) -> str:
+        vals = [c["htp_db"] for p, n, c, _ in comps if p == precision and n in ("unet", "vae_decoder")]
+        return f"{min(vals):.1f}-{max(vals):.1f} dB" if vals else "-"
+
+    diff = [c["htp_db"] - c["cpu_fake_quant_db"] for _, _, c, _ in comps if c.get("cpu_fake_quant_db") is not None]
+    seconds = {p: [r["compile_s"] for by in data["results"].values() for q, r in by.items() if q == p and r.get("compile_s")]
+               for p in ("w8a16", "w8a8", "fp16")}
+    times = ", ".join(f"{p} {min(v):.0f}-{max(v):.0f} s" for p, v in seconds.items() if v)
+    return (f"{clear} of {len(comps)} component builds clear {gate:.0f} dB. UNets and VAE decoders measure {span('w8a8')} in "
+            f"w8a8 and {span('w8a16')} in w8a16; HTP and CPU fake-quant agree within {max(abs(d) for d in diff):.1f} dB "
+            f"(HTP minus CPU from {min(diff):+.1f} to {max(diff):+.1f} dB). Compiles took {times} each, "
+            f"{data.get('threads', '?')} thread(s).\n")
+
+
 @table("costmodel", "backends.json")
 def render_costmodel(results: Path) -> str:
     data = load(results, "backends.json")

@@ -58,3 +58,18 @@ def test_the_cost_model_error_table_follows_the_fit_json(tmp_path: Path) -> None
     assert "| 50% | 90% | not met |" in line
     _, changed = render_readme.render_readme((ROOT / "README.md").read_text(), results)
     assert "costmodel_fit" in changed
+
+
+def test_a_recipe_cut_short_says_how_many_prompts_it_reached(tmp_path: Path) -> None:
+    """prompt_check writes a recipe's part every 10 prompts: a run killed mid-recipe renders as what it is."""
+    results = tmp_path / "results"
+    results.mkdir()
+    data = json.loads((ROOT / "benchmarks" / "results" / "prompt_check.json").read_text())
+    name, recipe = next((k, v) for k, v in data["recipes"].items() if "accuracy" in v)
+    recipe.update(partial=True, measured_prompts=3, git_revision="0123456789abcdef")
+    other = next(k for k, v in data["recipes"].items() if k != name and "accuracy" in v)
+    data["recipes"][other]["git_revision"] = "fedcba9876543210"
+    (results / "prompt_check.json").write_text(json.dumps(data))
+    text = render_readme.TABLES["prompt_check"].render(results)
+    assert f"| {name} (first 3 of {data['n']} prompts) |" in text
+    assert "recipes measured at git 0123456789, fedcba9876" in text
