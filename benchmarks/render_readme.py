@@ -203,6 +203,36 @@ def render_mixed_bit_heldout(results: Path) -> str:
             + source(data, "mixed_bit_heldout.json")[1:])
 
 
+@table("compression_sd15_mixed", "compression_sd15_mixed.json")
+def render_compression_sd15_mixed(results: Path) -> str:
+    """The SD-1.5-scale mixed-bit search in one paragraph (time, result, bits per layer, where the time went)."""
+    d = load(results, "compression_sd15_mixed.json")
+    sec, search = d["seconds"], d["search"]
+    per_bits = ", ".join(f"{n} {'left in fp16' if b == '16' else f'at {b}'}" for b, n in d["layers_per_bits"].items())
+    rounds = search.get("rounds") or []
+    subset = sum(1 for r in rounds if r["inputs"] < d["trajectory_inputs"])
+    return (f"The search took {sec['search_s']:.0f} s ({sec['search_s'] / 60:.1f} min; {sec['search_cpu_s']:.0f} s of CPU) "
+            f"for auto:{d['target_db']:g} -> {d['measured_psnr_db']:.1f} dB on all {d['trajectory_inputs']} inputs at "
+            f"{d['average_bits']:.2f} average bits ({per_bits}). Of that, {search['groups']} module-group probes took "
+            f"{search['seconds_probes']:.0f} s at {search['seconds_per_inference']:.1f} s per batch-1 inference, and the "
+            f"rest went to {subset} rounds on a 2-input subset plus {len(rounds) - subset} on the whole trajectory. "
+            f"Export ({sec['export_s']:.0f} s) and the torch trajectory ({sec['trajectory_s']:.0f} s) come before it. "
+            "(Measured with the per-row search on its own trajectory, before the three input sets and the guided "
+            "judgement; benchmarks/results/compression_sd15_mixed.json.)\n")
+
+
+@table("coreml_psnr", "coreml_psnr.json")
+def render_coreml_psnr(results: Path) -> str:
+    d = load(results, "coreml_psnr.json")
+    families = sorted({r["family"] for r in d["rows"]})
+    worst = d["worst"]
+    return (f"Every component of every tiny family ({', '.join(families)}), with every attention form "
+            f"({', '.join(sorted({r['attention'] for r in d['rows']}))}), verifies at >= {worst['psnr_db']:.1f} dB in "
+            f"{d['precision']} ({len(d['rows'])} builds; worst: {worst['family']} {worst['component']}, "
+            f"{worst['attention']} attention; the gate is {d['gate_db']:g} dB; benchmarks/results/coreml_psnr.json, "
+            "measured before the three input sets).\n")
+
+
 @table("qnn_accuracy", "qnn_accuracy.json")
 def render_qnn_accuracy(results: Path) -> str:
     data = load(results, "qnn_accuracy.json")
