@@ -224,13 +224,21 @@ def render_compression_sd15_mixed(results: Path) -> str:
 @table("coreml_psnr", "coreml_psnr.json")
 def render_coreml_psnr(results: Path) -> str:
     d = load(results, "coreml_psnr.json")
-    families = sorted({r["family"] for r in d["rows"]})
-    worst = d["worst"]
-    return (f"Every component of every tiny family ({', '.join(families)}), with every attention form "
-            f"({', '.join(sorted({r['attention'] for r in d['rows']}))}), verifies at >= {worst['psnr_db']:.1f} dB in "
-            f"{d['precision']} ({len(d['rows'])} builds; worst: {worst['family']} {worst['component']}, "
-            f"{worst['attention']} attention; the gate is {d['gate_db']:g} dB; benchmarks/results/coreml_psnr.json, "
-            "measured before the three input sets).\n")
+    held_out = "verification" in d  # measured with the three input sets (else: before them)
+    out = []
+    for palettize in sorted({r.get("palettize") for r in d["rows"]}, key=lambda x: x or ""):
+        rows_ = [r for r in d["rows"] if r.get("palettize") == palettize]
+        worst = min(rows_, key=lambda r: r["psnr_db"])
+        gaps = [r["psnr_db_calibration"] - r["psnr_db"] for r in rows_ if r.get("psnr_db_calibration") is not None]
+        out.append(f"{'fp16' if not palettize else f'{palettize}-bit palettized (fp16 compute)'}: every component of "
+                   f"{len({r['family'] for r in rows_})} tiny families ({', '.join(sorted({r['family'] for r in rows_}))}), "
+                   f"attention {', '.join(sorted({r['attention'] for r in rows_}))}, verifies at >= {worst['psnr_db']:.1f} dB "
+                   f"({len(rows_)} components; worst: {worst['family']} {worst['component']}, {worst['attention']})"
+                   + (f"; calibration-set minus held-out PSNR {min(gaps):+.1f} to {max(gaps):+.1f} dB" if gaps else "")
+                   + ".")
+    when = (f"held out: {d['verification']['prompts']} prompt x {d['verification']['steps']} steps per build"
+            if held_out else "measured before the three input sets")
+    return (" ".join(out) + f" The gate is {d['gate_db']:g} dB ({when}; " + source(d, "coreml_psnr.json")[1:])
 
 
 @table("qnn_accuracy", "qnn_accuracy.json")
