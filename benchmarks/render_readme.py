@@ -241,6 +241,23 @@ def render_coreml_psnr(results: Path) -> str:
     return (" ".join(out) + f" The gate is {d['gate_db']:g} dB ({when}; " + source(d, "coreml_psnr.json")[1:])
 
 
+@table("qnn_scale", "qnn_scale_w8a16.json")
+def render_qnn_scale(results: Path) -> str:
+    """The SD-1.5-shaped QNN W8A16 compile in one paragraph; its PSNR is labelled for what it is."""
+    d = load(results, "qnn_scale_w8a16.json")
+    q, load_ = d["qnn_seconds"], d["load_average_before_after"]
+    rem = d.get("remedies") or {}
+    psnr = rem.get("final_db")
+    return (f"whole compile {d['wall_seconds']:.0f} s wall (load, torch trajectory and export included; load average "
+            f"{load_[0]:.1f} before, {load_[-1]:.1f} after), of which calibration with {d['calibration_samples']} inputs "
+            f"{q['calibrate_s']:.0f} s, one fake-quant check {q['remedies_s']:.0f} s, quantization {q['quantize_s']:.0f} s, "
+            f"HTP context build {q['context_build_s']:.0f} s; peak RSS {d['peak_rss_bytes'] / 1e9:.1f} GB; context binary "
+            f"{d['context_bin_bytes'] / 1e9:.2f} GB (goal: <= {d['goal']['seconds'] / 60:.0f} min, <= "
+            f"{d['goal']['peak_rss_bytes'] / 2 ** 30:.0f} GiB). Its only PSNR, {psnr:.1f} dB, is CPU fake-quant on the "
+            f"{d['calibration_samples']} calibration inputs themselves (the build ran with --no-verify, before the three "
+            "input sets): not a held-out figure, and not the HTP's.\n")
+
+
 @table("qnn_accuracy", "qnn_accuracy.json")
 def render_qnn_accuracy(results: Path) -> str:
     data = load(results, "qnn_accuracy.json")
