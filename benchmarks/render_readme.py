@@ -115,6 +115,25 @@ def render_compile_scale_unet(results: Path) -> str:
             f" benchmarks/results/compile_scale_onnx_unet.json)\n")
 
 
+@table("compile_scale_notes", "compile_scale_onnx_unet.json", "compile_scale_onnx.json")
+def render_compile_scale_notes(results: Path) -> str:
+    """The figures quoted around the SD-1.5 compile table: RSS by stage, and the whole pipeline's compile."""
+    unet, whole = load(results, "compile_scale_onnx_unet.json"), load(results, "compile_scale_onnx.json")
+    by = unet["peak_rss_mb_after_stage"]
+    verify = next(v for k, v in by.items() if "verify" in k)
+    comps = whole["components"]
+    names = [n for n in ("text_encoder", "unet", "vae_decoder") if n in comps]
+    sizes = ", ".join(f"{n} {comps[n]['bytes'] / 1e9:.2f} GB" for n in names)
+    psnrs = " / ".join(f"{comps[n]['psnr_db']:.1f}" for n in names)
+    load_ = whole["load_average_before_after"]
+    return (f"UNet only: peak RSS {unet['peak_rss_bytes'] / 1e9:.2f} GB ({verify / 1e3:.2f} GB by the end of "
+            f"verification, {by['reference trajectory (torch)'] / 1e3:.2f} GB after the torch reference step); the "
+            f"UNet's PSNR against torch is {unet['components']['unet']['psnr_db']:.2f} dB. The whole pipeline ({sizes}) "
+            f"compiles in {whole['wall_seconds']:.1f} s at {whole['peak_rss_bytes'] / 1e9:.2f} GB peak RSS (load average "
+            f"{load_[0]:.1f} before, {load_[-1]:.1f} after); PSNRs {psnrs} dB "
+            "(benchmarks/results/compile_scale_onnx_unet.json, compile_scale_onnx.json).\n")
+
+
 @table("layout_regression", "layout_regression.json")
 def render_layout_regression(results: Path) -> str:
     data = load(results, "layout_regression.json")
