@@ -61,15 +61,19 @@ def main() -> None:
     args = parser.parse_args()
 
     checkpoint = [str(args.checkpoint)] if args.checkpoint else []
+    import fusionc
     import fusionc.pipeline as pipeline
     from fusionc.cli import main as cli_main
+
+    source = Path(fusionc.__file__).resolve().parent.parent  # the checkout whose code is measured (may be main)
 
     sampler = Sampler()
     rows: list[dict[str, Any]] = []
     record: dict[str, Any] = {
         "benchmark": "compile_memory_profile", "checkpoint": str(args.checkpoint or "builtin"),
         "git_rev": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                  cwd=Path(__file__).parent).stdout.strip(),
+                                  cwd=source).stdout.strip(),
+        "fusionc_source": str(source),
         "command": ["fusionc", "compile", *checkpoint, "--out", str(args.out), *args.compile_args],
         "load_average_before": os.getloadavg()[0], "rows": rows}
     start_all = time.perf_counter()

@@ -28,7 +28,7 @@ from fusionc.core.errors import BadInputError
 from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify` imports it from here)
 from fusionc.dit import geometry as dit_geometry
 from fusionc.export import component_spec, export_component, image_size
-from fusionc.core.memory import forget_removed_values, release_freed_memory
+from fusionc.core.memory import forget_removed_values, offload_weights, release_freed_memory, resident_weight_bytes
 from fusionc.core.options import (ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions, check_target_options,
                                   options_in_effect)
 from fusionc.core.progress import STAGE_PEAK_RSS_MB, stage, track
@@ -45,6 +45,7 @@ from fusionc.verify import compare, reference_outputs
 
 
 RELEASE_NOW_BYTES = 256 << 20  # freeing more than this is worth a full gc (~0.5 s) at once
+OFFLOAD_MIN_BYTES = 256 << 20  # an exported graph with more resident weights is moved to external data (memory.py)
 FP16_REPORT_KEY = "fusionc.fp16_safety"  # model metadata the precision pass leaves for the manifest
 
 
@@ -146,7 +147,9 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         scratch = Path(scratch_dir)
         order = _largest_first(checkpoint, names)
         for name in order:
-            spec = LazySpec(checkpoint, name, options)
+            remaining = order[order.index(name) + 1:]
+            spec = LazySpec(checkpoint, name, options,
+                            release=lambda remaining=remaining: _release_torch_modules(checkpoint, remaining))
             for judged in (verification, calibration) if options.verify else ():
                 if name not in judged.outputs and judged.feeds.get(name):
                     with stage(f"{name}: torch reference outputs ({judged.spec.role})", timings):
@@ -162,7 +165,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
             # the lowering, so a target that saves the graph and drops its weights (qnn) frees them for real.
             ctx = dataclasses.replace(ctx, reference=None)
             del spec, reference
-            freed = _release_torch_modules(checkpoint, order[order.index(name) + 1:])
+            freed = _release_torch_modules(checkpoint, remaining)
             with stage(f"{name}: lower to {options.target}", timings):
                 lowered = target.lower(model, build, ctx)
             fp16_report = model.metadata_props.get(FP16_REPORT_KEY)
@@ -221,15 +224,30 @@ def _export(spec: Any, options: CompileOptions) -> ir.Model:
 
 
 class LazySpec:
-    """component_spec on first call: a compile whose export comes from the --cache never touches the torch module."""
+    """component_spec on first call: a compile whose export comes from the --cache never touches the torch module.
 
-    def __init__(self, checkpoint: Checkpoint, name: str, options: CompileOptions) -> None:
+    `release` (the driver's): frees the torch modules no later component needs, once this one is exported; after
+    it, the torch reference is only what the input sets recorded (RecordedReference), never the module again."""
+
+    def __init__(self, checkpoint: Checkpoint, name: str, options: CompileOptions,
+                 release: Any = None) -> None:
         self.checkpoint, self.name, self.options, self.spec = checkpoint, name, options, None
+        self._release, self.released = release, False
 
     def __call__(self) -> Any:
+        if self.released:
+            raise RuntimeError(f"the torch module of {self.name} was released after its export: a pass asked for "
+                               "its torch outputs on inputs no input set recorded (use the recorded trajectories)")
         if self.spec is None:
             self.spec = component_spec(self.checkpoint, self.name, self.options)
         return self.spec
+
+    def release(self) -> int:
+        """Drop the wrapper and free the torch modules no later component needs; returns their bytes."""
+        if self._release is None:
+            return 0
+        self.spec, self.released = None, True
+        return self._release()
 
 
 class RecordedReference:
@@ -264,6 +282,19 @@ def split_generic(entries: list[PassEntry]) -> tuple[list[PassEntry], list[PassE
     return [], entries
 
 
+def _after_export(model: ir.Model, spec: LazySpec, ctx: ComponentContext, timings: dict[str, float]) -> None:
+    """Past the export the passes need the graph, not torch: at SDXL size the torch module (10 GB fp32) and
+    the graph's copies of its weights would otherwise sit side by side through every pass. The weights move to
+    external data in the scratch folder (memory-mapped), then the module is freed."""
+    moved = 0
+    if ctx.work_dir is not None and resident_weight_bytes(model) >= OFFLOAD_MIN_BYTES:
+        with stage(f"{spec.name}: weights to external data", timings):
+            moved = offload_weights(model, ctx.work_dir / "weights", OFFLOAD_MIN_BYTES)
+    freed = spec.release()  # collects itself when it frees much
+    if moved >= RELEASE_NOW_BYTES and freed < RELEASE_NOW_BYTES:
+        release_freed_memory()
+
+
 def _export_and_optimize(spec: LazySpec, target: Any, ctx: ComponentContext, timings: dict[str, float],
                          cache: ComponentCache | None, key_parts: tuple) -> tuple[ir.Model, list[PassRecord], str | None]:
     """Export, the generic passes and the target's passes, or their cached results (--cache):
@@ -273,6 +304,7 @@ def _export_and_optimize(spec: LazySpec, target: Any, ctx: ComponentContext, tim
     if cache is None:
         with stage(f"{name}: export", timings):
             model = _export(spec(), options)
+        _after_export(model, spec, ctx, timings)
         with stage(f"{name}: passes", timings):
             return model, _run_stage(model, generic, ctx) + _run_stage(model, specific, ctx), None
     checkpoint_sha, image, device = key_parts
@@ -304,6 +336,7 @@ def _generic_model(spec: LazySpec, ctx: ComponentContext, timings: dict[str, flo
         model = exported.model if exported else _export(spec(), ctx.options)
         if exported is None:
             cache.store(export_key, model, {"stage": "export", "component": name})
+    _after_export(model, spec, ctx, timings)
     with stage(f"{name}: generic passes", timings):
         records = _run_stage(model, generic, ctx)
     cache.store(generic_key, model, {"stage": "generic", "component": name,

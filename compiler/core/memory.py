@@ -8,6 +8,13 @@ tensor: 0.9 GB of the SD-1.5 UNet's weights stayed resident through the lowering
 to drop the stale keys; we drop the non-positive counts ourselves (which is what `Counter` does on
 `+= Counter()`), and do nothing if a future onnx_ir stores them differently.
 
+`offload_weights` moves a graph's weights to an external data file on the build's disk, in place: what was
+resident (torch parameters shared with the exported graph, numpy copies made by folding) becomes memory-mapped
+file pages, which the kernel drops under pressure. At SDXL size (10 GB of fp32 weights) this is what lets the
+passes, the fp16 measurement and the lowering run beside each other. Each weight becomes a `MappedTensor`: to
+every pass and writer it is an ordinary in-memory tensor (its bytes are serialized, never a reference to the
+scratch file), and a measurement that runs the graph in onnxruntime can point at the file instead (`external`).
+
 `release_freed_memory` collects the graphs' reference cycles (a dropped graph frees nothing until then) and
 hands the freed heap back to the OS: glibc keeps freed small and mid-sized blocks (most weights read from a
 checkpoint) in its arenas, 0.9 GB of them after an SD-1.5 UNet is lowered.
@@ -20,6 +27,7 @@ import ctypes.util
 import functools
 import gc
 from collections import Counter
+from pathlib import Path
 
 import onnx_ir as ir
 
@@ -51,3 +59,44 @@ def release_freed_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+SMALL_BYTES = 4096  # initializers up to this size stay in memory when a graph's weights are offloaded
+
+
+class MappedTensor(ir.LazyTensor):
+    """A weight read from an external data file by memory map on every access; `external` is that file's tensor."""
+
+    def __init__(self, external: ir.ExternalTensor) -> None:
+        super().__init__(lambda: external, dtype=external.dtype, shape=external.shape, name=external.name)
+        self.external = external
+
+
+def resident_weight_bytes(model: ir.Model) -> int:
+    """Bytes of the initializers held in memory (not mapped from a file) in the main graph and its subgraphs."""
+    return sum(v.const_value.nbytes for g in (model.graph, *model.graph.subgraphs()) for v in g.initializers.values()
+               if v.const_value is not None and not isinstance(v.const_value, (ir.ExternalTensor, MappedTensor)))
+
+
+def offload_weights(model: ir.Model, folder: Path, min_bytes: int = 0) -> int:
+    """Write the resident initializers to a new external data file in `folder` and make each a MappedTensor of it;
+    returns the bytes moved (0 when fewer than `min_bytes` were resident: not worth a file).
+
+    The file must outlive the model (a scratch folder removed after the compile). Offsets are aligned to 64 KB so
+    onnxruntime and numpy map each tensor in place."""
+    resident = resident_weight_bytes(model)
+    if resident == 0 or resident < min_bytes:
+        return 0
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    index = 0
+    while (folder / f"weights-{index}.data").exists():  # a new file: tensors already in an older one stay valid
+        index += 1
+    # small constants (shapes, scalars) stay in memory: folding reads them often, and each external tensor is a map
+    ir.external_data.unload_from_model(model, folder, f"weights-{index}.data", size_threshold_bytes=SMALL_BYTES,
+                                       alignment=65536)
+    for graph in (model.graph, *model.graph.subgraphs()):
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                value.const_value = MappedTensor(value.const_value)
+    return resident

@@ -46,6 +46,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from fusionc.core.memory import MappedTensor, resident_weight_bytes
 from fusionc.core.numerics import Feeds
 
 FP16_MAX = 65504.0
@@ -58,6 +59,7 @@ PRECISION_KEY = "fusionc.precision"
 REPORT_KEY = "fusionc.fp16_safety"
 FLOAT_TYPES = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE}
 MAX_LISTED = 40
+RESIDENT_IN_PROTO_BYTES = 256 << 20  # in-memory weights copied into the tapped graph's protobuf (2 GB limit)
 
 # ops that commute with multiplying their data inputs by a scalar: data inputs and outputs scale together
 EQUIVARIANT = {"Reshape": (0,), "Transpose": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Flatten": (0,),
@@ -144,11 +146,34 @@ def _inferred_float_values(proto: onnx.ModelProto) -> dict[str, ir.DataType]:
     return {k: t for k, t in types.items() if t in FLOAT_TYPES}
 
 
+def external_folder(model: ir.Model) -> Path | None:
+    """The one folder of the files the model's weights are mapped from (fusionc.core.memory.offload_weights), when
+    the weights in memory are few enough to travel inside the graph's protobuf; else None (the graph is saved)."""
+    folders = {Path(v.const_value.external.base_dir) for v in model.graph.initializers.values()
+               if isinstance(v.const_value, MappedTensor)}
+    if len(folders) != 1 or resident_weight_bytes(model) > RESIDENT_IN_PROTO_BYTES:
+        return None
+    return folders.pop()
+
+
+def _proto_pointing_at_files(model: ir.Model) -> onnx.ModelProto:
+    """The graph's protobuf with each mapped weight as a reference to its file (nothing is copied)."""
+    mapped = {name: v.const_value for name, v in model.graph.initializers.items() if isinstance(v.const_value, MappedTensor)}
+    try:
+        for name, tensor in mapped.items():
+            model.graph.initializers[name].const_value = tensor.external
+        return ir.to_proto(model)
+    finally:
+        for name, tensor in mapped.items():
+            model.graph.initializers[name].const_value = tensor
+
+
 def measure(model: ir.Model, feeds_list: Sequence[Feeds], work_dir: Path | None = None) -> Measurement:
     """max|x| of every float value of the main graph (and centered maxima of normalizations) over the feeds.
 
     The weights are streamed to `work_dir` (external data) rather than copied into a protobuf: at SD-1.5 scale
-    that copy alone would be 3.4 GB.
+    that copy alone would be 3.4 GB. A graph whose weights are external data already is not written again: the
+    tapped graph goes beside them and onnxruntime maps them (no pre-packed copies).
     """
     import onnxruntime as ort
 
@@ -161,17 +186,30 @@ def measure(model: ir.Model, feeds_list: Sequence[Feeds], work_dir: Path | None 
         return Measurement(values, centered, 0)
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fusionc-fp16-", dir=work_dir) as tmp:
-        ir.save(model, Path(tmp) / "graph.onnx", external_data="graph.onnx.data")  # the model is left unchanged
-        proto = onnx.load(str(Path(tmp) / "graph.onnx"), load_external_data=False)
+    external = external_folder(model)
+    with tempfile.TemporaryDirectory(prefix="fusionc-fp16-", dir=external or work_dir) as tmp:
+        if external is not None:  # the weights are already on disk: only the graph is written, beside them
+            proto = _proto_pointing_at_files(model)
+            graph_path = external / (Path(tmp).name + "-taps.onnx")
+        else:
+            ir.save(model, Path(tmp) / "graph.onnx", external_data="graph.onnx.data")  # the model is left unchanged
+            proto = onnx.load(str(Path(tmp) / "graph.onnx"), load_external_data=False)
+            graph_path = Path(tmp) / "taps.onnx"  # beside graph.onnx.data, which it still points to
         taps, names = _add_taps(model, proto)
         if not (taps or names):
             return Measurement(values, centered, 0)
-        onnx.save(proto, str(Path(tmp) / "taps.onnx"))  # beside graph.onnx.data, which it still points to
+        onnx.save(proto, str(graph_path))
         del proto
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # measure the graph as it is
-        session = ort.InferenceSession(str(Path(tmp) / "taps.onnx"), options, providers=["CPUExecutionProvider"])
+        # onnxruntime maps external weights (file pages, dropped under pressure) but pre-packs MatMul weights into
+        # new buffers: a second resident copy of most of a UNet's weights (7 GB at SDXL size) for one measurement
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        try:
+            session = ort.InferenceSession(str(graph_path), options, providers=["CPUExecutionProvider"])
+        finally:
+            if external is not None:
+                graph_path.unlink()
         outputs = [o.name for o in session.get_outputs()]
         for feeds in feeds_list:
             for name, result in zip(outputs, session.run(outputs, feeds)):

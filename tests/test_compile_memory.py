@@ -1,0 +1,108 @@
+"""What a compile holds through its passes: at SDXL size the torch module and resident weights are the peak.
+
+The fixes are checked on tiny models with the size thresholds set to 0: the torch module is gone and every
+large weight is memory-mapped external data once the driver's after-export step ran (before the first pass); the fp16 measurement maps
+those weights instead of writing them again, and asks onnxruntime not to pre-pack a second copy.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+import torch
+
+import fusionc.pipeline as pipeline
+from fusionc.checkpoint import load_checkpoint
+from fusionc.core.context import ComponentContext
+from fusionc.core.memory import SMALL_BYTES, MappedTensor, offload_weights, resident_weight_bytes
+from fusionc.core.options import CompileOptions
+from fusionc.passes.precision import fp16_safety
+
+
+def _matmul_model(weight: ir.TensorProtocol) -> ir.Model:
+    x = ir.Value(name="x", shape=ir.Shape([2, 64]), type=ir.TensorType(ir.DataType.FLOAT))
+    w = ir.Value(name="w", shape=ir.Shape([64, 64]), type=ir.TensorType(ir.DataType.FLOAT), const_value=weight)
+    node = ir.node("MatMul", [x, w])
+    node.outputs[0].name, node.outputs[0].dtype = "y", ir.DataType.FLOAT
+    node.outputs[0].shape = ir.Shape([2, 64])
+    graph = ir.Graph([x], node.outputs, nodes=[node], initializers=[w], opset_imports={"": 18})
+    return ir.Model(graph, ir_version=10)
+
+
+def test_offloaded_weights_are_external_and_the_torch_tensor_is_freed(tmp_path) -> None:
+    param = torch.randn(64, 64)
+    expected = param.numpy().copy()
+    alive = weakref.ref(param)
+    model = _matmul_model(ir.tensor(param, name="w"))  # a TorchTensor: the exporter's initializers share torch memory
+    del param
+    gc.collect()
+    assert alive() is not None
+    assert offload_weights(model, tmp_path, min_bytes=1 << 30) == 0  # under the threshold: left alone
+    assert offload_weights(model, tmp_path) == 64 * 64 * 4
+    gc.collect()
+    assert alive() is None and resident_weight_bytes(model) == 0
+    tensor = model.graph.initializers["w"].const_value
+    assert isinstance(tensor, MappedTensor) and np.array_equal(tensor.numpy(), expected)
+    proto = ir.to_proto(model)  # writers see an ordinary tensor: its bytes, never a reference to the scratch file
+    assert proto.graph.initializer[0].data_location == 0 and len(proto.graph.initializer[0].raw_data) == 64 * 64 * 4
+
+
+def test_fp16_measurement_maps_external_weights_without_prepacking(tmp_path, monkeypatch) -> None:
+    """Same maxima as on the in-memory graph; no second copy of the weights written; pre-packing off."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 64)).astype(np.float32) * 100
+    feeds = [{"x": rng.standard_normal((2, 64)).astype(np.float32)}]
+    in_memory = fp16_safety.measure(_matmul_model(ir.tensor(weight, name="w")), feeds, tmp_path / "a")
+
+    model = _matmul_model(ir.tensor(weight, name="w"))
+    offload_weights(model, tmp_path / "weights")
+    sessions: list[ort.SessionOptions] = []
+    real_session = ort.InferenceSession
+
+    def spy_session(path, options, **kwargs):  # noqa: ANN001, ANN202
+        sessions.append(options)
+        return real_session(path, options, **kwargs)
+
+    def no_save(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the external weights were written again")
+
+    monkeypatch.setattr(ort, "InferenceSession", spy_session)
+    monkeypatch.setattr(fp16_safety.ir, "save", no_save)
+    mapped = fp16_safety.measure(model, feeds, tmp_path / "b")
+    assert mapped.values == pytest.approx(in_memory.values) and mapped.feeds == 1
+    assert [o.get_session_config_entry("session.disable_prepacking") for o in sessions] == ["1"]
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["weights-0.data"]  # the graph was removed
+
+
+def test_after_export_the_torch_module_is_freed_and_the_weights_are_mapped(tiny_pipeline, tmp_path,
+                                                                          monkeypatch) -> None:
+    """The driver's step between the export and the first pass, on a graph sharing the UNet's torch parameters
+    (as the dynamo exporter's initializers do): the module leaves the checkpoint, its memory is freed, and every
+    weight above the small-constant size is mapped from the scratch folder."""
+    monkeypatch.setattr(pipeline, "OFFLOAD_MIN_BYTES", 0)  # a tiny UNet's weights take the SDXL path
+    checkpoint = load_checkpoint(tiny_pipeline("sd15"))
+    params = dict(checkpoint.models["unet"].named_parameters())
+    x = ir.Value(name="x", shape=ir.Shape([1]), type=ir.TensorType(ir.DataType.FLOAT))
+    inits = [ir.Value(name=n, shape=ir.Shape(p.shape), type=ir.TensorType(ir.DataType.FLOAT),
+                      const_value=ir.tensor(p.detach(), name=n)) for n, p in params.items()]
+    node = ir.node("Identity", [x])
+    model = ir.Model(ir.Graph([x], node.outputs, nodes=[node], initializers=inits, opset_imports={"": 18}), ir_version=10)
+    biggest = max(params.values(), key=lambda p: p.numel())
+    alive, expected = weakref.ref(biggest), biggest.detach().numpy().copy()
+    del params, inits, biggest
+    options = CompileOptions(target="onnx", components=("unet",))
+    spec = pipeline.LazySpec(checkpoint, "unet", options, release=lambda: pipeline._release_torch_modules(checkpoint, []))
+    ctx = ComponentContext("unet", options, tmp_path / "unet", [], None, [])
+    pipeline._after_export(model, spec, ctx, {})
+    gc.collect()
+    assert "unet" not in checkpoint.models and alive() is None
+    large = [v.const_value for v in model.graph.initializers.values() if v.const_value.nbytes > SMALL_BYTES]
+    assert large and all(isinstance(t, MappedTensor) for t in large)
+    assert any(np.array_equal(t.numpy(), expected) for t in large)
+    with pytest.raises(RuntimeError, match="released after its export"):
+        spec()  # a pass asking torch for inputs outside the recorded trajectories is an error, not a silent reload
