@@ -33,23 +33,33 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * PAGE
 
 
+def anon_bytes() -> int:
+    """RSS without file-backed pages (memory-mapped weights the kernel can drop): what can run memory out."""
+    with open("/proc/self/statm") as handle:
+        fields = handle.read().split()
+    return (int(fields[1]) - int(fields[2])) * PAGE
+
+
 class Sampler:
     """RSS every `period` seconds; `window(start, end)` gives the peak between two marks."""
 
     def __init__(self, period: float = 0.2) -> None:
         self.samples: list[tuple[float, int]] = []
+        self.anon: list[tuple[float, int]] = []
         self.period, self.running = period, True
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while self.running:
-            self.samples.append((time.perf_counter(), rss_bytes()))
+            now = time.perf_counter()
+            self.samples.append((now, rss_bytes()))
+            self.anon.append((now, anon_bytes()))
             time.sleep(self.period)
 
-    def peak(self, start: float, end: float) -> int:
-        inside = [r for t, r in self.samples if start <= t <= end]
-        return max(inside + [rss_bytes() if not inside else 0])
+    def peak(self, start: float, end: float, anon: bool = False) -> int:
+        inside = [r for t, r in (self.anon if anon else self.samples) if start <= t <= end]
+        return max(inside + [(anon_bytes() if anon else rss_bytes()) if not inside else 0])
 
 
 def main() -> None:
@@ -77,13 +87,18 @@ def main() -> None:
         "command": ["fusionc", "compile", *checkpoint, "--out", str(args.out), *args.compile_args],
         "load_average_before": os.getloadavg()[0], "rows": rows}
     start_all = time.perf_counter()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
 
     def row(kind: str, name: str, start: float, rss_start: int) -> None:
         end = time.perf_counter()
         rows.append({"kind": kind, "name": name, "start_s": round(start - start_all, 1), "seconds": round(end - start, 2),
                      "rss_start_mb": rss_start >> 20, "rss_end_mb": rss_bytes() >> 20,
-                     "peak_mb": sampler.peak(start, end) >> 20})
+                     "peak_mb": sampler.peak(start, end) >> 20, "peak_anon_mb": sampler.peak(start, end, True) >> 20})
         print(f"[profile] {kind} {name}: {rows[-1]}", file=sys.stderr, flush=True)
+        write()  # a run killed later keeps the rows it reached
 
     original_stage = pipeline.stage
 
@@ -119,11 +134,12 @@ def main() -> None:
     sampler.running = False
     record["wall_s"] = round(time.perf_counter() - start_all, 1)
     record["peak_rss_mb"] = max(r for _, r in sampler.samples) >> 20
+    record["peak_anon_mb"] = max(r for _, r in sampler.anon) >> 20
     every = max(1, len(sampler.samples) // 200)  # a coarse timeline: what no stage row covers shows here too
     record["timeline_s_mb"] = [[round(t - start_all, 1), r >> 20] for t, r in sampler.samples[::every]]
     record["load_average_after"] = os.getloadavg()[0]
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1) + "\n")
+    write()
+    sys.exit(record["exit"] if isinstance(record["exit"], int) else 1)
 
 
 if __name__ == "__main__":

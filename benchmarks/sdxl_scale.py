@@ -16,7 +16,12 @@ peak RSS is the whole process tree's, and a part that crosses --limit-gb is kill
 Results are written to benchmarks/results/sdxl_scale.json after every part (a long run that is cut keeps
 what finished). Heavy: run as
 
-    flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/sdxl_scale.py [--parts ...] [--work DIR]
+    /work/tools/heavy python benchmarks/sdxl_scale.py --checkpoint /work/ckpt/sdxl_unet [--parts ...] [--work DIR]
+
+Peak memory is recorded twice: RSS, and RSS without memory-mapped file pages ("anon"): fusionc keeps the weights
+in a memory-mapped scratch file during the compile, pages the kernel can drop, so the anon figure is what can
+run the machine out of memory. fusionc's parts also write a per-stage, per-pass profile
+(compile_memory_sdxl_<target>.json, benchmarks/compile_memory_profile.py).
 """
 
 from __future__ import annotations
@@ -72,24 +77,27 @@ class TreeWatch:
 
     def __init__(self, pid: int, limit: int) -> None:
         self.pid, self.limit, self.peak, self.killed = pid, limit, 0, False
+        self.peak_anon = 0  # RSS minus memory-mapped file pages (which the kernel can drop): what can OOM the machine
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _rss(self) -> int:
+    def _rss(self) -> tuple[int, int]:
         import psutil
 
         try:
             root = psutil.Process(self.pid)
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            return 0
-        total = 0
+            return 0, 0
+        total = anon = 0
         for proc in procs:
             try:
                 total += proc.memory_info().rss
-            except psutil.Error:
+                with open(f"/proc/{proc.pid}/status") as handle:
+                    anon += next(int(x.split()[1]) << 10 for x in handle if x.startswith("RssAnon:"))
+            except (psutil.Error, OSError, StopIteration):
                 pass
-        return total
+        return total, anon
 
     def _run(self) -> None:
         while True:
@@ -97,8 +105,8 @@ class TreeWatch:
                 os.kill(self.pid, 0)
             except OSError:
                 return
-            rss = self._rss()
-            self.peak = max(self.peak, rss)
+            rss, anon = self._rss()
+            self.peak, self.peak_anon = max(self.peak, rss), max(self.peak_anon, anon)
             if rss > self.limit and not self.killed:
                 self.killed = True
                 try:
@@ -121,6 +129,7 @@ def run_watched(command: list[str], limit: int, log: Path) -> dict[str, Any]:
     stages = [x for x in lines if x.startswith("[fusionc]") or x.startswith("[peer]")]
     return {"command": " ".join(command[1:]) if command[0] == sys.executable else " ".join(command),
             "exit_code": code, "wall_s": round(time.perf_counter() - start, 1), "peak_rss_bytes": watch.peak,
+            "peak_rss_anon_bytes": watch.peak_anon,
             "killed_at_memory_limit": watch.killed, "last_stage": stages[-1] if stages else None,
             "log_tail": lines[-6:], "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
@@ -130,10 +139,14 @@ def _bytes(path: Path) -> int:
 
 
 def part_fusionc(kind: str, checkpoint: Path, work: Path, limit: int) -> dict[str, Any]:
+    """The compile runs under benchmarks/compile_memory_profile.py: RSS per stage and per pass beside the totals."""
     out = work / f"sdxl_{kind}"
-    common = [sys.executable, "-m", "fusionc.cli", "compile", str(checkpoint), "--components", "unet", "--out", str(out),
-              "--verify-steps", "1", "--verify-prompts", "1"]
-    if kind == "coreml":
+    profile = RESULTS / f"compile_memory_sdxl_{kind}.json"
+    # one verification call (batch 2) and two calibration calls: at 128x128 each torch UNet call takes minutes
+    common = [sys.executable, str(Path(__file__).parent / "compile_memory_profile.py"), "--checkpoint", str(checkpoint),
+              "--out", str(out), "--json", str(profile), "--", "--components", "unet",
+              "--verify-steps", "1", "--verify-prompts", "1", "--calibration-steps", "1", "--calibration-prompts", "2"]
+    if kind == "coreml":  # the default device (iPhone 14 Pro, 1 GB per model) makes --chunk auto split the UNet
         command = common + ["--target", "coreml", "--palettize", "4", "--chunk", "auto"]
     else:
         command = common + ["--target", "qnn", "--precision", "w8a16", "--calibration-samples", "2", "--no-verify"]
@@ -141,12 +154,20 @@ def part_fusionc(kind: str, checkpoint: Path, work: Path, limit: int) -> dict[st
 
     shutil.rmtree(out, ignore_errors=True)
     result = run_watched(command, limit, work / f"sdxl_{kind}.log")
+    result["memory_profile"] = str(profile.relative_to(Path(__file__).parent.parent))
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         unet = manifest["components"]["unet"]
+        timings = manifest.get("timings") or {}
+        judging = [k for k in timings if "trajectory" in k or "reference" in k or "verify" in k or "PSNR" in k]
         result.update({"bytes": unet["bytes"], "files": unet["files"], "psnr_db": unet.get("psnr_db"),
-                       "stage_seconds": manifest.get("timings"),
+                       "stage_seconds": timings,
+                       # what the peer does too (load, export, passes, lowering, packaging), without fusionc's own
+                       # torch trajectories and its verification run, which the peer has no counterpart of
+                       "compile_s_without_trajectory_and_verification": round(
+                           sum(v for k, v in timings.items() if k not in judging), 1),
+                       "pass_seconds": {p["name"]: p["seconds"] for p in unet.get("passes", [])},
                        "peak_rss_mb_after_stage": manifest.get("peak_rss_mb_after_stage")})
         if kind == "coreml":
             result["chunk_bytes"] = [_bytes(out / f) for f in unet["files"]]
@@ -227,6 +248,8 @@ def save(record: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="an SDXL UNet folder to use (e.g. /work/ckpt/sdxl_unet); default: write one under --work")
     parser.add_argument("--parts", default="fusionc_coreml,peer,fusionc_qnn")
     parser.add_argument("--limit-gb", type=float, default=21.0, help="kill a part whose process tree passes this")
     parser.add_argument("--peer-child", nargs=2, type=Path, default=None, help=argparse.SUPPRESS)
@@ -245,8 +268,9 @@ def main() -> None:
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")},
     })
     t = time.perf_counter()
-    checkpoint = write_checkpoint(args.work / "sdxl_unet")
-    record["checkpoint"] = {"path": str(checkpoint), "bytes": _bytes(checkpoint), "write_s": round(time.perf_counter() - t, 1)}
+    checkpoint = args.checkpoint or write_checkpoint(args.work / "sdxl_unet")
+    record["checkpoint"] = {"path": str(checkpoint), "bytes": _bytes(checkpoint),
+                            **({} if args.checkpoint else {"write_s": round(time.perf_counter() - t, 1)})}
     save(record)
     for part in args.parts.split(","):
         print(f"[sdxl_scale] {part} ...", flush=True)
