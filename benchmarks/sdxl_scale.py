@@ -8,8 +8,9 @@ peak RSS is the whole process tree's, and a part that crosses --limit-gb is kill
 
   fusionc_coreml  `fusionc compile SDXL_UNET --target coreml --palettize 4 --chunk auto` (verified: PSNR of
                   the palettized chunks in the MIL executor against the fp32 torch UNet on one guidance batch)
-  fusionc_qnn     `fusionc compile SDXL_UNET --target qnn --precision w8a16 --no-verify` (HTP emulator
-                  verification at this size is hours: one SD-1.5 evaluation takes ~12 minutes)
+  fusionc_qnn     `fusionc compile SDXL_UNET --target qnn --precision w8a16 --no-verify --qnn-remedy-rounds 0`
+                  (HTP emulator verification at this size is hours: one SD-1.5 evaluation takes ~12 minutes); the
+                  2 GB context limit of the device profile splits the UNet into several context binaries
   peer            ct.convert(torch.export.export(unet)), fp16, iOS17, then 4-bit palettization with
                   coremltools.optimize (the peer's own way to the same artifact); stages reached are recorded
 
@@ -149,7 +150,9 @@ def part_fusionc(kind: str, checkpoint: Path, work: Path, limit: int) -> dict[st
     if kind == "coreml":  # the default device (iPhone 14 Pro, 1 GB per model) makes --chunk auto split the UNet
         command = common + ["--target", "coreml", "--palettize", "4", "--chunk", "auto"]
     else:
-        command = common + ["--target", "qnn", "--precision", "w8a16", "--calibration-samples", "2", "--no-verify"]
+        # no remedy rounds (each is a QDQ evaluation of the whole UNet: minutes here), one selection call
+        command = common + ["--target", "qnn", "--precision", "w8a16", "--calibration-samples", "2", "--no-verify",
+                            "--qnn-remedy-rounds", "0", "--selection-steps", "1", "--selection-prompts", "1"]
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
