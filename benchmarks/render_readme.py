@@ -529,6 +529,98 @@ def render_costmodel_fit(results: Path) -> str:
     out.append(rows(["model", "chip", "published", "roofline", "error", "leave-one-out scaled error"], body))
     return "".join(out) + f"\n(benchmarks/results/costmodel_fit.json; fit at git {data['git_rev'][:10]})\n"
 
+def _gb(value: Any) -> str:
+    return "-" if not value else f"{value / 1e9:.1f}"
+
+
+@table("sdxl_scale", "sdxl_scale.json")
+def render_sdxl_scale(results: Path) -> str:
+    """fusionc's SDXL UNet builds beside the peer's: outcome, wall time, memory, bytes, PSNR."""
+    data = load(results, "sdxl_scale.json")
+    labels = {"fusionc_coreml": "fusionc coreml, 4-bit palettized, chunked (`--palettize 4 --chunk auto`)",
+              "peer": "peer: `ct.convert(torch.export.export(unet))` + `cto.palettize_weights` 4-bit",
+              "fusionc_qnn": "fusionc qnn W8A16 (`--precision w8a16`)"}
+    body = []
+    for key, label in labels.items():
+        part = data.get(key)
+        if part is None:
+            body.append([label, "not run: " + data.get("not_run", {}).get(key, "-"), "", "", "", "", "", ""])
+            continue
+        if part.get("exit_code") == 0:
+            outcome = "finished"
+        elif part.get("killed_at_memory_limit"):
+            outcome = f"killed at the memory limit in `{part.get('last_stage')}`"
+        else:
+            outcome = f"exit {part.get('exit_code')} in `{part.get('last_stage')}`"
+        if part.get("note"):
+            outcome += f" ({part['note']})"
+        compile_s = part.get("compile_s_without_trajectory_and_verification")
+        files = part.get("chunk_bytes") or []
+        size = _gb(part.get("bytes"))
+        if len(files) > 1:
+            size += " (" + " + ".join(f"{b / 1e9:.2f}" for b in files) + ")"
+        body.append([label, outcome, f"{part['wall_s']:.0f}", "-" if compile_s is None else f"{compile_s:.0f}",
+                     _gb(part.get("peak_rss_bytes")), _gb(part.get("peak_rss_anon_bytes")), size,
+                     db(part.get("psnr_db"))])
+    when = ", ".join(f"{k} {v}" for k, v in data.get("parts_run_at", {}).items())
+    return (rows(["SDXL UNet (2.6B, fp32 10.3 GB), this machine", "outcome", "wall s",
+                  "s without trajectory/verify", "peak RSS GB", "peak anon GB", "GB", "PSNR dB"], body)
+            + f"\n(benchmarks/results/sdxl_scale.json; git {data.get('git_rev')}; parts run at {when})\n")
+
+
+@table("compile_memory", "compile_memory_sd15_coreml_before.json", "compile_memory_sd15_coreml_after.json",
+       "compile_memory_sdxl_coreml.json")
+def render_compile_memory(results: Path) -> str:
+    """Peak RSS per stage/pass of the Core ML UNet compile: SD-1.5 before and after the memory fixes, SDXL after."""
+    runs = {"SD-1.5 before": "compile_memory_sd15_coreml_before.json", "SD-1.5 after": "compile_memory_sd15_coreml_after.json",
+            "SDXL after": "compile_memory_sdxl_coreml.json"}
+    data = {k: load(results, f) for k, f in runs.items()}
+    names: list[str] = []
+    for run in data.values():
+        for r in run["rows"]:
+            key = r["name"] if r["kind"] == "stage" else f"pass {r['name']}"
+            if key not in names and (r["kind"] == "stage" or r["name"] in ("KeepFp16InRangePass", "CompressWeightsPass")):
+                names.append(key)
+
+    def cell(run: dict[str, Any], key: str) -> str:
+        found = [r for r in run["rows"] if (r["name"] if r["kind"] == "stage" else f"pass {r['name']}") == key]
+        if not found:
+            return "-"
+        r = max(found, key=lambda r: r["peak_mb"])
+        anon = r.get("peak_anon_mb")
+        return f"{r['peak_mb'] / 1024:.1f}" + (f" ({anon / 1024:.1f})" if anon is not None else "") + f", {r['seconds']:.0f} s"
+
+    body = [[key] + [cell(run, key) for run in data.values()] for key in names]
+    body.append(["**whole compile: peak, wall**"] + [
+        f"**{run['peak_rss_mb'] / 1024:.1f}" + (f" ({run['peak_anon_mb'] / 1024:.1f})" if "peak_anon_mb" in run else "")
+        + f", {run['wall_s']:.0f} s**" + ("" if run.get("exit") == 0 else f" exit {run.get('exit')}") for run in data.values()])
+    return (rows(["stage or pass", *[f"{k}: peak GB (anon), time" for k in runs]], body, right=set())
+            + "\n(" + "; ".join(f"benchmarks/results/{f} git {data[k].get('git_rev')}" for k, f in runs.items()) + ")\n")
+
+
+@table("mixed_bit_sdxl", "mixed_bit_sdxl_estimate.json")
+def render_mixed_bit_sdxl(results: Path) -> str:
+    data = load(results, "mixed_bit_sdxl_estimate.json")
+    measured, sd15, layers = data["measured"], data["sd15_search"], data["layers"]
+    sample = measured["weight_errors_sample"]
+    body = [["compressible layers (Linear/Conv >= 2048 elements)", f"{layers['sd15']}", f"{layers['sdxl']}", "counted"],
+            ["weight errors (all candidate widths)", f"{sd15['seconds_weight_errors']:.0f} s",
+             f"{measured['weight_errors_whole_unet_cpu_s']:.0f} CPU s",
+             f"measured on {sample['tensors']} SDXL tensors ({sample['elements'] / 1e6:.0f}M elements), scaled by elements"],
+            ["one batch-1 UNet inference (onnxruntime)", f"{sd15['seconds_per_inference']:.1f} s",
+             "-" if measured["batch1_inference_s"] is None else f"{measured['batch1_inference_s']:.0f} s",
+             measured.get("batch1_inference_source") or "not measured"]]
+    extra = data.get("extrapolated")
+    if extra:
+        body += [["sensitivity probes, one per layer", f"{sd15['seconds_probes']:.0f} s ({sd15['groups']} groups)",
+                  f"{extra['probes_s']:.0f} s", "extrapolated: layers x inference"],
+                 ["whole per-layer search", f"{sd15['seconds']:.0f} s (measured)",
+                  f"{extra['per_layer_search_s']:.0f} s ({extra['per_layer_search_h']:.1f} h)", "extrapolated"],
+                 ["what fits 30 minutes here", "the whole search", f"{extra['groups_that_fit_30_min_here']} probe groups",
+                  f"per-layer probes in 30 min need ~{extra['machines_for_per_layer_probes_in_30_min']} machines like this one"]]
+    return (rows(["mixed-bit search (`--palettize auto:DB`)", "SD-1.5 (measured)", "SDXL", "how"], body, right=set())
+            + f"\n(benchmarks/results/mixed_bit_sdxl_estimate.json, git {data['git_rev']}; SD-1.5: compression_sd15_mixed.json)\n")
+
 
 # ---- the driver ---------------------------------------------------------------------------------------------------
 
