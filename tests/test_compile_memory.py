@@ -106,3 +106,23 @@ def test_after_export_the_torch_module_is_freed_and_the_weights_are_mapped(tiny_
     assert any(np.array_equal(t.numpy(), expected) for t in large)
     with pytest.raises(RuntimeError, match="released after its export"):
         spec()  # a pass asking torch for inputs outside the recorded trajectories is an error, not a silent reload
+
+
+def test_fp16_measurement_runs_one_batch_row_at_a_time(tmp_path, monkeypatch) -> None:
+    """The batch-2 guidance feeds are measured row by row (half the activation memory), with the same maxima."""
+    rng = np.random.default_rng(1)
+    model = _matmul_model(ir.tensor(rng.standard_normal((64, 64)).astype(np.float32), name="w"))
+    model.graph.inputs[0].shape = ir.Shape(["batch", 64])
+    feeds = [{"x": np.stack([rng.standard_normal(64), 100 * rng.standard_normal(64)]).astype(np.float32)}]
+    shapes: list[tuple[int, ...]] = []
+    real_run = ort.InferenceSession.run
+
+    def spy_run(self, outputs, run_feeds, *args):  # noqa: ANN001, ANN202
+        shapes.append(run_feeds["x"].shape)
+        return real_run(self, outputs, run_feeds, *args)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", spy_run)
+    measured = fp16_safety.measure(model, feeds, tmp_path)
+    assert shapes == [(1, 64), (1, 64)] and measured.feeds == 1
+    expected = float(np.max(np.abs(feeds[0]["x"] @ model.graph.initializers["w"].const_value.numpy())))
+    assert measured.values["y"] == pytest.approx(expected, rel=1e-5)
