@@ -168,10 +168,23 @@ def design(rows: list[dict], features: dict, names: tuple[str, ...] = costfit.BA
     return np.array(out).reshape(len(rows), len(names))
 
 
+def weight_floor(chip: str, names: tuple[str, ...]) -> np.ndarray:
+    """Physical lower bounds per term for a chipset: every weight byte is read from DRAM at least once per call, no
+    faster than the profile's memory bandwidth (fusionc.core.devices; 0 for chipsets without a profile)."""
+    from fusionc.core.devices import DEVICES
+
+    floor = np.zeros(len(names))
+    device = DEVICES.get(chip)
+    if device is not None and device.memory_bandwidth_gbs > 0 and "weight_mb" in names:
+        floor[names.index("weight_mb")] = 1.0 / device.memory_bandwidth_gbs  # ms per MB at GB/s
+    return floor
+
+
 def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_FEATURES,
-        ridge_to_pooled: float | None = RIDGE) -> dict[str, list[float]]:
+        ridge_to_pooled: float | None = RIDGE, floor_weights: bool = False) -> dict[str, list[float]]:
     """Coefficients per (chipset, precision, runtime group), pulled towards the chipset-scaled pooled fit with
-    `ridge_to_pooled` (None: no per-chipset refit, every chipset is the pooled fit times its speed)."""
+    `ridge_to_pooled` (None: no per-chipset refit, every chipset is the pooled fit times its speed). With
+    `floor_weights`, a chipset's weight-byte cost is at least 1 / its DRAM bandwidth (weight_floor)."""
     y = np.array([r["published_ms"] for r in rows])
     train = np.array([not r["held_out"] for r in rows])
     groups: dict[str, list[float]] = {}
@@ -192,11 +205,12 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
     for (chip, prec, rt), idx in by_group.items():
         prior = pooled[(prec, rt)] * speed[chip]
         # the per-kind extra MAC costs stay the pooled fit's (a chipset's rows alone cannot pin them)
+        floor = weight_floor(chip, names) if floor_weights else np.zeros(len(names))
         if ridge_to_pooled is None or len(idx) < MIN_ROWS:
-            theta = prior
+            theta = np.maximum(prior, floor)
         else:
             ridge = np.where(costfit.extra_ridge(1.0, names) > 0, 1e4, ridge_to_pooled)
-            theta = costfit.fit_group(X[idx], y[idx], prior, ridge)
+            theta = costfit.fit_group(X[idx], y[idx], prior, ridge, floor=floor)
         groups[f"{chip}|{prec}|{rt}"] = [float(v) for v in theta]
     for (prec, rt), theta in pooled.items():  # a chipset without rows in a group falls back to the pooled shape
         groups[f"*|{prec}|{rt}"] = [float(v) for v in theta]
@@ -363,13 +377,13 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         selection = costmodel_cv.select(train_rows, fit_features, family, design, fit, predict_rows, PHONE_LAPTOP)
     else:  # tests: the base terms at the documented local-memory size, no cross-validation
         selection = {"chosen": {"optional": [], "vtcm_mb": costfit.VTCM_BYTES >> 20, "ridge_to_pooled": RIDGE,
-                                "score": None},
+                                "floor_weights": False, "score": None},
                      "rule": "not selected (select=False)", "candidates": [], "diagnostics": {}}
     names = costmodel_cv.names_of(selection["chosen"])
     vtcm = selection["chosen"]["vtcm_mb"] << 20
     X = design(rows, fit_features, names, vtcm)
-    params = dict(fit(rows, X, names, selection["chosen"].get("ridge_to_pooled", RIDGE)), features=list(names),
-                  vtcm_bytes=vtcm)
+    params = dict(fit(rows, X, names, selection["chosen"].get("ridge_to_pooled", RIDGE),
+                      selection["chosen"].get("floor_weights", False)), features=list(names), vtcm_bytes=vtcm)
     pred = predict_rows(rows, X, params)
     test = lambda r: r["held_out"]  # noqa: E731
     chips = sorted({r["chipset"] for r in rows})
@@ -379,7 +393,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                    "features": str(features_path.relative_to(ROOT)) if features_path.is_relative_to(ROOT)
                    else str(features_path), "graphs": len(fit_features)},
         "model": {"features": list(names), "vtcm_bytes": vtcm,
-                  "ridge_to_pooled": selection["chosen"].get("ridge_to_pooled", RIDGE), "extra_ridge": EXTRA_RIDGE,
+                  "ridge_to_pooled": selection["chosen"].get("ridge_to_pooled", RIDGE),
+                  "floor_weights": selection["chosen"].get("floor_weights", False), "extra_ridge": EXTRA_RIDGE,
                   "min_rows": MIN_ROWS},
         "selection": {k: v for k, v in selection.items() if k != "diagnostics"},
         "diagnostics_cv_training": selection["diagnostics"],

@@ -451,7 +451,8 @@ def render_costmodel_fit(results: Path) -> str:
            f"{split['rows_held_out']} published rows; fitted on {len(split['train_models'])} models "
            f"({split['rows_train']} rows). |error| = |estimate / published - 1|. Model chosen by cross-validation over "
            f"the training models only ({sel['rule']}): terms {terms}; local memory {chosen['vtcm_mb']} MB; per-chipset "
-           f"refit {'none (pooled fit x chipset speed)' if chosen.get('ridge_to_pooled', 0.05) is None else 'ridge ' + str(chosen.get('ridge_to_pooled', 0.05))} "
+           f"refit {'none (pooled fit x chipset speed)' if chosen.get('ridge_to_pooled', 0.05) is None else 'ridge ' + str(chosen.get('ridge_to_pooled', 0.05))}; "
+           f"weight bytes {'floored at the DRAM bandwidth' if chosen.get('floor_weights') else 'fitted freely (the DRAM-bandwidth floor scored worse)'} "
            f"({len(sel['candidates'])} candidates compared).\n\n"]
     body = []
     cv = {}

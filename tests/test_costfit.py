@@ -90,6 +90,12 @@ def test_fit_recovers_coefficients_and_stays_non_negative() -> None:
     assert np.median(np.abs(X @ costfit.fit_group(X, noisy) / noisy - 1)) < 0.1
     pulled = costfit.fit_group(X, noisy, prior=theta * 2, ridge=100.0)
     assert np.abs(pulled - theta * 2).sum() < np.abs(costfit.fit_group(X, noisy) - theta * 2).sum()
+    # a physical floor holds (coefficient 4 of the truth is 0; floored at 0.2 it stays >= 0.2) and costs accuracy
+    floor = np.zeros(len(theta))
+    floor[4] = 0.2
+    floored = costfit.fit_group(X, y, floor=floor)
+    assert (floored >= floor - 1e-12).all() and floored[4] >= 0.2
+    assert np.median(np.abs(X @ floored / y - 1)) > np.median(np.abs(X @ fitted / y - 1))
 
 
 def test_split_keeps_families_together() -> None:

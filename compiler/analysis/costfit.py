@@ -130,28 +130,30 @@ def vector(x: dict[str, float], names: Sequence[str] = FEATURES) -> np.ndarray:
 
 
 def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, ridge: float | np.ndarray = 0.0,
-              iterations: int = 6, absolute: bool = False) -> np.ndarray:
-    """Non-negative coefficients minimising relative error |X theta / y - 1| (IRLS towards an L1 fit).
+              iterations: int = 6, absolute: bool = False, floor: np.ndarray | None = None) -> np.ndarray:
+    """Coefficients >= `floor` (default 0) minimising relative error |X theta / y - 1| (IRLS towards an L1 fit).
 
     `prior` (same shape as theta) with `ridge` > 0 pulls each coefficient towards the pooled fit, so a chipset with
     few rows borrows the shape of the others instead of fitting noise. The pull is measured relative to each
     feature's range in the data, or, with `absolute`, in the coefficient's own units (ms per unit: how the per-kind
-    extra MAC costs are held near 0 when the training graphs barely exercise a kind).
+    extra MAC costs are held near 0 when the training graphs barely exercise a kind). `floor`: physical lower bounds
+    (e.g. weight bytes cannot stream faster than the chipset's DRAM bandwidth); the fit solves for theta - floor.
     """
     from scipy.optimize import nnls
 
+    floor = np.zeros(X.shape[1]) if floor is None else np.asarray(floor, dtype=float)
     A = X / y[:, None]
-    b = np.ones(len(y))
+    b = 1 - A @ floor  # what the floored terms leave to explain
     scale = np.maximum(np.abs(A).max(axis=0), 1e-12)  # column scaling: nnls is scale-sensitive
     A_s = A / scale
     weights = np.ones(len(y))
-    theta = np.zeros(X.shape[1])
+    theta = floor.copy()
     for _ in range(iterations):
         W = np.sqrt(weights)[:, None]
         lhs, rhs = A_s * W, b * W[:, 0]
         lam = np.sqrt(np.broadcast_to(np.asarray(ridge, dtype=float), (X.shape[1],)) * len(y))
         if lam.any():  # ridge (a scalar or one weight per feature) towards `prior` (zeros when None)
-            target = np.zeros(X.shape[1]) if prior is None else prior
+            target = np.maximum((np.zeros(X.shape[1]) if prior is None else prior) - floor, 0)
             if absolute:  # penalty lam * theta_real = lam / scale * theta_scaled
                 lhs = np.vstack([lhs, np.diag(lam / scale)])
                 rhs = np.concatenate([rhs, lam * target])
@@ -159,7 +161,7 @@ def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, rid
                 lhs = np.vstack([lhs, np.diag(lam)])
                 rhs = np.concatenate([rhs, lam * target * scale])
         sol, _ = nnls(lhs, rhs, maxiter=50 * X.shape[1])
-        theta = sol / scale
+        theta = floor + sol / scale
         residual = np.abs(A @ theta - 1)
         weights = 1 / np.maximum(residual, 0.02)  # IRLS: L2 -> approximately L1 (median-oriented)
     return theta
