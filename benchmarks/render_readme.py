@@ -497,6 +497,16 @@ def render_costmodel_fit(results: Path) -> str:
                + (f"Left out: {', '.join(data['excluded']['graphs'])} (rebuilt graph is not the published model). "
                   if data["excluded"]["graphs"] else "") + "Worst held-out models (QNN, median signed error): "
                + ", ".join(f"{w['model']} {w['median_signed']:+.0%}" for w in data["held_out_worst_models_qnn"][:5]) + ".\n")
+    diag = data.get("diagnostics_cv_training") or {}
+    if diag:
+        def cut(group: str) -> str:
+            return "; ".join(f"{k} {e['median_signed']:+.0%} signed, {_pct(e['median_abs'])} / {_pct(e['p90_abs'])} "
+                             f"({e['n']} rows)" for k, e in diag.get(group, {}).items() if e.get("n"))
+        out.append("\nWhere it misses, cross-validated on the training models (median signed error, median / p90 "
+                   f"|error|): by dominant MAC kind: {cut('dominant_mac_kind')}. By size: {cut('size')}. "
+                   f"ONNX / TFLite rows by fallback: {cut('fallback (ONNX, TFLite rows)')}. Worst models: "
+                   + ", ".join(f"{w['model']} {w['median_signed']:+.0%}" for w in diag.get("worst_models", [])[:6])
+                   + ".\n")
     sd = [p for p in data["stable_diffusion_predictions"] if p["precision"] == "w8a16"]
     if sd:
         out.append(f"\nStable Diffusion 1.5, W8A16, QNN, batch 1, one call, predicted by this model (it never saw a "
