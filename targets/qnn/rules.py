@@ -81,7 +81,9 @@ class QuantConfig:
                 "per_channel": self.per_channel, "node_bits": dict(sorted(self.node_bits.items())),
                 "weight_bits_by_node": dict(sorted(self.weight_bits_by_node.items())),
                 "float_nodes": sorted(self.float_nodes),
-                **({"op_types": sorted(self.op_types)} if self.op_types is not None else {})}
+                **({"op_types": sorted(self.op_types)} if self.op_types is not None else {}),
+                **({"range_margin_8bit": self.range_margin_8bit} if self.range_margin_8bit != 1.0 else {}),
+                **({"clip_percentile": sorted(set(self.clip_percentile.values()))} if self.clip_percentile else {})}
 
 
 def is_float(value: ir.Value | None) -> bool:

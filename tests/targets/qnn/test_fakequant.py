@@ -79,3 +79,25 @@ def test_fake_quant_session_matches_the_qdq_graph(tmp_path: Path) -> None:
     other_weights = copy.deepcopy(base)
     other_weights.weight_bits_by_node["c1"] = 16
     assert evaluator.psnr(other_weights) is None  # weights are baked in: the caller falls back to the exact path
+
+
+def test_range_rule_is_judged_on_the_selection_set(tmp_path: Path) -> None:
+    """A calibration spike (one value at 60) stretches min/max 8-bit ranges: clipping at a percentile wins on the
+    selection set, which has no spike, and the remedies take it."""
+    from fusionc.targets.qnn.remedies import choose_ranges
+
+    rng = np.random.default_rng(2)
+    float_path = save_float(_model(), tmp_path / "model.float.onnx")
+    calibration = [{"x": rng.standard_normal((1, 8, 12, 12)).astype(np.float32)} for _ in range(3)]
+    calibration[0]["x"][0, 0, 0, 0] = 60.0
+    selection = [{"x": rng.standard_normal((1, 8, 12, 12)).astype(np.float32)} for _ in range(2)]
+    stats = collect_stats(float_path, calibration)
+    reference = SegmentedModel(float_path).run(selection, lambda *_: None, set())
+    base = cpu_quant_config("w8a8")
+    evaluator = FakeQuantEvaluator(float_path, stats, base, selection, reference, tmp_path)
+    report: dict = {}
+    start = evaluator.psnr(base)
+    chosen, db = choose_ranges(base, evaluator.psnr, start, stats, report)
+    assert chosen.clip_percentile and db > start + 3.0, report
+    assert db == max(t["db"] for t in report["ranges"]) or abs(db - max(t["db"] for t in report["ranges"])) < 0.01
+    assert "clip_percentile" in chosen.to_json()
