@@ -84,18 +84,38 @@ def source(data: dict[str, Any], file: str) -> str:
 # ---- the tables ---------------------------------------------------------------------------------------------------
 
 
-@table("ort_cpu_mid", "ort_cpu_mid.json")
-def _ort_cpu_mid(results: Path) -> str:
-    data = load(results, "ort_cpu_mid.json")
+def _ort_cpu(results: Path, name: str) -> str:
+    data = load(results, name)
     names = {"naive_dynamo_export": "naive `torch.onnx.export(..., dynamo=True)`", "fusionc_fp32": "fusionc fp32",
              "fusionc_w8a8": "fusionc w8a8", "fusionc_int4": "fusionc fp32 + `--quantize-weights int4`"}
     body = []
     for key, label in names.items():
-        m = data["models"][key]
+        m = data["models"].get(key)
+        if m is None:
+            continue
+        if "median_s" not in m:
+            body.append([label, "failed" if m["build"].get("failed") else "not run", "-", "-", "-", "-"])
+            continue
         top = ", ".join(f"{op} {s:.2f}" for op, s in list(m["kernel_s_per_step_by_op"].items())[:3])
-        body.append([label, f"{m['median_s']:.3f} s", f"{m['vs_naive']:.2f}x", f"{m['peak_rss_bytes'] / 2**20:.0f} MB",
-                     db(m["build"].get("psnr_db")), top])
+        body.append([label, f"{m['median_s']:.3f} s", f"{m['vs_naive']:.2f}x" if "vs_naive" in m else "-",
+                     f"{m['peak_rss_bytes'] / 2**20:.0f} MB", db(m["build"].get("psnr_db")), top])
     return rows(["model", "step (median)", "vs naive", "peak RSS", "PSNR dB (held out)", "top kernels, s per step"], body)
+
+
+@table("ort_cpu_mid", "ort_cpu_mid.json")
+def _ort_cpu_mid(results: Path) -> str:
+    return _ort_cpu(results, "ort_cpu_mid.json")
+
+
+@table("ort_cpu_small", "ort_cpu_small.json")
+def _ort_cpu_small(results: Path) -> str:
+    return _ort_cpu(results, "ort_cpu_small.json")
+
+
+@table("ort_cpu_sd15", "ort_cpu_sd15.json")
+def _ort_cpu_sd15(results: Path) -> str:
+    return _ort_cpu(results, "ort_cpu_sd15.json")
+
 
 @table("compile_scale_unet", "compile_scale_onnx_unet.json")
 def render_compile_scale_unet(results: Path) -> str:
