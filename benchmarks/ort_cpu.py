@@ -98,6 +98,15 @@ def compile_variant(checkpoint: Path, flags: list[str], out: Path, height: int, 
             if "remedies" in unet else None}
 
 
+def peak_rss_bytes() -> int:
+    """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: a forked child starts from its parent's
+    high-water mark (the driver holds ~0.8 GB after the naive export), so every model reported the same 771 MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def measure(model: Path, threads: int, runs: int) -> dict[str, Any]:
     """Child process: one session, a warm-up, `runs` timed steps; its own peak RSS and the profiler's op times."""
     import numpy as np
@@ -134,7 +143,7 @@ def measure(model: Path, threads: int, runs: int) -> dict[str, Any]:
     profile.unlink()
     steps = runs + 1
     return {"step_s": times, "median_s": float(np.median(times)), "session_load_s": round(load_s, 2),
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_bytes": peak_rss_bytes(),
             "kernel_s_per_step_by_op": {k: round(v / steps, 4) for k, v in sorted(by_op.items(), key=lambda x: -x[1])}}
 
 
