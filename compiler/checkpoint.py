@@ -56,7 +56,9 @@ TRANSFORMERS_CONFIGS = {"CLIPTextModel": "CLIPTextConfig", "CLIPTextModelWithPro
 BUILTIN_CHECKPOINT = Path(__file__).parent / "models" / "tiny_sd"
 # the built-in pipeline + its trained ControlNet (the other folders link to tiny_sd's): `builtin:controlnet`
 BUILTIN_CONTROLNET = Path(__file__).parent / "models" / "tiny_controlnet"
-BUILTIN_NAMES = {"builtin": BUILTIN_CHECKPOINT, "builtin:controlnet": BUILTIN_CONTROLNET}
+# an SD3-shaped pipeline (MMDiT, flow matching) trained on the same shapes, reusing tiny_sd's CLIP and VAE: `builtin:sd3`
+BUILTIN_SD3 = Path(__file__).parent / "models" / "tiny_sd3"
+BUILTIN_NAMES = {"builtin": BUILTIN_CHECKPOINT, "builtin:controlnet": BUILTIN_CONTROLNET, "builtin:sd3": BUILTIN_SD3}
 
 
 @dataclass
@@ -176,7 +178,7 @@ class LazyModels(MutableMapping):
 
 def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Checkpoint:
     """Load a pipeline folder or a single component folder; None (or `builtin`) loads the built-in tiny pipeline,
-    `builtin:controlnet` the same with its trained ControlNet."""
+    `builtin:controlnet` the same with its trained ControlNet, `builtin:sd3` the trained SD3-shaped pipeline."""
     if path is None:
         path = BUILTIN_CHECKPOINT
     path = BUILTIN_NAMES.get(str(path), Path(path))

@@ -163,12 +163,15 @@ class DitGeometry:
 
 
 def t5_length(checkpoint: Any, options: CompileOptions) -> int:
-    """T5 tokens: --text-length, else the pipeline's default capped by the tokenizer's model_max_length."""
+    """T5 tokens: --text-length, else the pipeline's default capped by the tokenizer's model_max_length; an SD3
+    pipeline without a T5 has none (its transformer sees the 77 CLIP tokens alone)."""
     family = checkpoint.dit_family
     if options.text_length is not None:
         if options.text_length < 1:
             raise BadInputError(f"--text-length {options.text_length} must be at least 1")
         return int(options.text_length)
+    if family == "sd3" and "text_encoder_3" not in checkpoint.classes:
+        return 0  # a pipeline shipped without a T5 (the built-in `builtin:sd3`): CLIP tokens only
     default = DEFAULT_T5_LENGTH[family]
     folder = checkpoint.tokenizer_dirs.get(T5_TOKENIZER[family])
     if folder is not None and (folder / "tokenizer_config.json").is_file():

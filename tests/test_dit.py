@@ -263,3 +263,32 @@ def test_t5_whose_feed_forward_overflows_fp16_stays_finite(dit_pipeline, tmp_pat
     assert np.isfinite(entry["psnr_db"]) and entry["psnr_db"] >= 35, entry["psnr_db"]
     if target == "qnn":
         assert any(f.endswith("_qnn.bin") for f in entry["files"])
+
+
+def test_pixart_transformer_and_t5_coreml_build_split_attention_per_head_and_verify(dit_pipeline, tmp_path: Path) -> None:
+    """PixArt on Core ML: self- and (masked) cross-attention split per head, AdaLN-single modulation over channels,
+    unpatchify as pixel_shuffle, T5 beside it; verified through the MIL executor on PixArt's own trajectory."""
+    from fusionc.pipeline import compile_checkpoint
+
+    manifest = compile_checkpoint(dit_pipeline("pixart"), CompileOptions(target="coreml", components=("text_encoder", "transformer"),
+                                                                         verify_steps=2, verify_prompts=1), tmp_path / "cm")
+    for name in ("text_encoder", "transformer"):
+        assert manifest["components"][name]["psnr_db"] >= 35, (name, manifest["components"][name]["psnr_db"])
+    entry = manifest["components"]["transformer"]
+    ops = entry["coreml"]["mil_ops"]
+    assert ops.get("pixel_shuffle") == 1 and "gather_nd" not in ops
+    assert ops.get("einsum") == 2 * 2 * 2 * 2  # 2 blocks x (self, cross) x 2 heads x (scores, values)
+    passes = {p["name"] for p in entry["passes"] if p["modified"]}
+    assert {"SplitEinsumAttentionPass", "ConvertLinearToConvPass", "RankFourUnpatchifyPass"} <= passes
+
+
+def test_pixart_transformer_and_t5_qnn_w8a16_contexts_verify_on_the_htp_emulator(dit_pipeline, tmp_path: Path) -> None:
+    from fusionc.pipeline import compile_checkpoint
+
+    manifest = compile_checkpoint(dit_pipeline("pixart"), CompileOptions(target="qnn", components=("text_encoder", "transformer"),
+                                                                         verify_steps=2, verify_prompts=1,
+                                                                         qnn_remedy_seconds=60), tmp_path / "qnn")
+    for name in ("text_encoder", "transformer"):
+        entry = manifest["components"][name]
+        assert entry["psnr_db"] >= 35, (name, entry["psnr_db"])
+        assert any(f.endswith("_qnn.bin") for f in entry["files"])
