@@ -81,7 +81,7 @@ def _hash(data: dict[str, Any]) -> str:
 
 def export_key(checkpoint_sha: str, name: str, image: tuple[int, int], options: CompileOptions) -> str:
     return _hash({"stage": "export", "checkpoint": checkpoint_sha, "component": name, "image": list(image),
-                  "opset": options.opset, "seed": options.seed, "versions": versions(),
+                  "opset": options.opset, "seed": options.seed, "text_length": options.text_length, "versions": versions(),
                   "sources": source_hash(EXPORT_SOURCES)})
 
 
@@ -94,7 +94,8 @@ def inputs_key(checkpoint_sha: str, names: list[str], image: tuple[int, int], sp
     """One input set (fusionc.inputs.InputSpec: role, prompts, seeds, steps) recorded from torch."""
     return _hash({"stage": "inputs", "checkpoint": checkpoint_sha, "components": sorted(names), "image": list(image),
                   "role": spec.role, "prompts": list(spec.prompts), "seeds": list(spec.seeds), "steps": spec.steps,
-                  "seed": options.seed, "versions": versions(), "sources": source_hash(TRAJECTORY_SOURCES)})
+                  "seed": options.seed, "text_length": options.text_length, "versions": versions(),
+                  "sources": source_hash(TRAJECTORY_SOURCES)})
 
 
 def optimized_key(export: str, options: CompileOptions, device: str | None) -> str:

@@ -100,6 +100,7 @@ def test_cache_keys(stable_sources: None) -> None:
     assert export != cache.export_key("other", "unet", (64, 64), base)
     assert export != cache.export_key("sha", "unet", (128, 64), base)
     assert export != cache.export_key("sha", "vae_decoder", (64, 64), base)
+    assert export != cache.export_key("sha", "unet", (64, 64), options(text_length=8))  # T5's token count
     optimized = cache.optimized_key(export, base, None)
     assert optimized == cache.optimized_key(export, options(min_psnr=40, max_latency_ms={"unet": 1.0}), None)
     assert optimized != cache.optimized_key(export, options(palettize="6"), None)
