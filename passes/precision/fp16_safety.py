@@ -197,7 +197,9 @@ def measure(model: ir.Model, feeds_list: Sequence[Feeds], work_dir: Path | None 
             ir.save(model, Path(tmp) / "graph.onnx", external_data="graph.onnx.data")  # the model is left unchanged
             proto = onnx.load(str(Path(tmp) / "graph.onnx"), load_external_data=False)
             graph_path = Path(tmp) / "taps.onnx"  # beside graph.onnx.data, which it still points to
+        original = len(proto.graph.node)
         taps, names = _add_taps(model, proto)
+        interleave_taps(proto.graph, original)
         if not (taps or names):
             return Measurement(values, centered, 0)
         onnx.save(proto, str(graph_path))
@@ -207,6 +209,8 @@ def measure(model: ir.Model, feeds_list: Sequence[Feeds], work_dir: Path | None 
         # onnxruntime maps external weights (file pages, dropped under pressure) but pre-packs MatMul weights into
         # new buffers: a second resident copy of most of a UNet's weights (7 GB at SDXL size) for one measurement
         options.add_session_config_entry("session.disable_prepacking", "1")
+        # the stored order (taps interleaved, interleave_taps): onnxruntime's default order ran the taps last
+        options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
         try:
             session = ort.InferenceSession(str(graph_path), options, providers=["CPUExecutionProvider"])
         finally:
@@ -221,6 +225,27 @@ def measure(model: ir.Model, feeds_list: Sequence[Feeds], work_dir: Path | None 
                 target[key] = max(target.get(key, 0.0), result)
         del session
     return Measurement(values, centered, count)
+
+
+def interleave_taps(graph: onnx.GraphProto, original: int) -> None:
+    """Move each tap node (appended after the `original` nodes) to just after the node whose value it reads.
+
+    onnxruntime keeps a value alive until its last reader runs. With the taps last, every activation of the graph
+    stayed alive at once (30 chained 64 MB values: 2.2 GB peak; the SD-1.5 UNet's measurement took 7.7 GB over
+    its weights). Placed right after its producer, and run in the stored order (ExecutionOrder.PRIORITY_BASED;
+    the default order still ran them last), each tap lets its value go: 0.28 GB for the chain."""
+    position = {out: i for i, node in enumerate(graph.node[:original]) for out in node.output}
+    keys = []
+    for seq, node in enumerate(graph.node[original:]):
+        key = max((position.get(name, -1) for name in node.input), default=-1)
+        for out in node.output:
+            position[out] = key
+        keys.append((key, 1, seq))
+    order = [(i, 0, 0) for i in range(original)] + keys
+    nodes = list(graph.node)
+    ranked = sorted(range(len(nodes)), key=lambda i: order[i])
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in ranked)
 
 
 def batch_rows(model: ir.Model, feeds: Feeds) -> list[Feeds]:
