@@ -6,15 +6,18 @@ calibration and selection sets). Three ways, each a child process tree sampled e
 its summed RSS (Ray's raylet and workers are in the driver's tree):
 
     separate   6 x `fusionc compile` with the variant's flags, no cache (each loads, traces and exports)
-    local      `fusionc compile --config fleet.toml` (one load, one trajectory, one export, 6 lowerings)
+    local      `fusionc compile --config fleet.toml` (one load, one trajectory, one export, 6 lowerings, in turn)
+    local:N    the same with `--jobs N`: the lowerings in a pool of N worker processes
     ray        the same with `--executor ray` (a local 2-CPU Ray; the variants run 2 at a time)
 
-The JSON (benchmarks/results/fleet_<scale>.json) is rewritten after every run, with git revision and machine
-load before/after. `--scale sd15` is the real SD-1.5 UNet (tens of minutes per way); `--scale small` the same
-architecture at a fifth of the width (64/128/256/256 channels, ~1/25 of the parameters); `--scale builtin` the
-built-in model's UNet (minutes in all).
+The JSON (benchmarks/results/fleet_<scale>.json) is rewritten after every compile (a killed run keeps what it
+measured), with git revision and machine load before/after for the run and for each way; `--add` adds ways to
+an existing JSON. `--scale sd15` is the real SD-1.5 UNet (tens of minutes per way; `--checkpoint
+/work/ckpt/sd15` uses an existing random-weight pipeline folder as is, read-only); `--scale small` the same
+architecture at a fifth of the width (64/128/256/256 channels, ~1/25 of the parameters); `--scale builtin`
+the built-in model's UNet (minutes in all). Builds and the fleet's cache are deleted after each measurement.
 
-    flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/fleet.py --scale small [--ways separate,local,ray]
+    /work/tools/heavy python benchmarks/fleet.py --scale sd15 --checkpoint /work/ckpt/sd15 --ways local,separate
 """
 
 from __future__ import annotations
@@ -116,13 +119,31 @@ def run_tree(command: list[str], env: dict) -> dict:
             "exit_code": proc.returncode, "stderr_tail": err[-600:] if proc.returncode else ""}
 
 
+def way_command(way: str, config: Path, report: Path) -> list[str]:
+    """`local` / `local:N` (a pool of N worker processes: --jobs N) / `ray` -> the fleet's command line."""
+    executor, _, jobs = way.partition(":")
+    command = [sys.executable, "-m", "fusionc.cli", "compile", "--config", str(config), "--executor", executor,
+               "--report", str(report)]
+    return command + (["--jobs", jobs] if jobs else [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=("builtin", "small", "sd15"), default="small")
-    parser.add_argument("--ways", default="separate,local,ray")
+    parser.add_argument("--ways", default="separate,local,ray",
+                        help="comma list of separate, local, local:N (a pool of N processes), ray")
+    parser.add_argument("--variants", default=None, help="comma list of variant names (default: all six)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="an existing SD pipeline folder to use as is (read-only), e.g. /work/ckpt/sd15")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
+    parser.add_argument("--add", action="store_true",
+                        help="add these ways to the existing results JSON (each way keeps its own provenance)")
     args = parser.parse_args()
-    checkpoint = write_checkpoint(args.work / f"fleet_{args.scale}_ckpt", args.scale)
+    global VARIANTS
+    if args.variants:
+        wanted = args.variants.split(",")
+        VARIANTS = [v for v in VARIANTS if v["name"] in wanted]
+    checkpoint = args.checkpoint or write_checkpoint(args.work / f"fleet_{args.scale}_ckpt", args.scale)
     prov = Provenance.start(None if args.scale == "builtin" else checkpoint)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = RESULTS / f"fleet_{args.scale}.json"
@@ -132,26 +153,42 @@ def main() -> None:
                         "builtin": "the built-in tiny_sd UNet (trained; widths 64/96/96, 8x8 latents)"}[args.scale]
               + "; components: unet; no emulated verification",
               "variants": VARIANTS, "shared": SHARED, "ways": {}}
+    if args.add and out_path.exists():
+        result = json.loads(out_path.read_text())
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+
+    def save() -> None:  # after every compile: a killed run keeps what it measured
+        if "separate" in result["ways"] and result["ways"]["separate"].get("complete"):
+            base = result["ways"]["separate"]["wall_s"]
+            result["ratio_to_separate"] = {w: round(e["wall_s"] / base, 3) for w, e in result["ways"].items()
+                                           if e.get("complete", True)}
+        result["provenance"] = prov.finish()
+        out_path.write_text(json.dumps(result, indent=1) + "\n")
+
     for way in args.ways.split(","):
-        root = args.work / f"fleet_{args.scale}_{way}"
+        way_prov = Provenance.start(None if args.scale == "builtin" else checkpoint)
+        root = args.work / f"fleet_{args.scale}_{way.replace(':', '_j')}"
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         builds = root / "builds"
         if way == "separate":
-            runs = {}
+            runs: dict[str, dict] = {}
+            entry = {"per_variant": runs, "complete": False}
+            result["ways"][way] = entry
             for variant in VARIANTS:
                 command = [sys.executable, "-m", "fusionc.cli", "compile", str(checkpoint), *flags(variant),
                            "--out", str(builds / variant["name"])]
                 runs[variant["name"]] = run_tree(command, dict(env, FUSIONC_CACHE=""))
-            entry = {"wall_s": round(sum(r["wall_s"] for r in runs.values()), 1),
-                     "peak_rss_gb": max(r["peak_rss_gb"] for r in runs.values()),
-                     "exit_code": max(r["exit_code"] for r in runs.values()), "per_variant": runs}
+                shutil.rmtree(builds / variant["name"], ignore_errors=True)  # GBs each at SD scale
+                entry.update({"wall_s": round(sum(r["wall_s"] for r in runs.values()), 1),
+                              "peak_rss_gb": max(r["peak_rss_gb"] for r in runs.values()),
+                              "exit_code": max(r["exit_code"] for r in runs.values()),
+                              "complete": len(runs) == len(VARIANTS), "provenance": way_prov.finish()})
+                save()
+                print(f"separate {variant['name']}: {runs[variant['name']]['wall_s']} s", flush=True)
         else:
             config = write_config(root, checkpoint, builds, root / "cache")
-            command = [sys.executable, "-m", "fusionc.cli", "compile", "--config", str(config),
-                       "--executor", way, "--report", str(root / "report.json")]
-            entry = run_tree(command, dict(env, FUSIONC_CACHE=""))
+            entry = run_tree(way_command(way, config, root / "report.json"), dict(env, FUSIONC_CACHE=""))
             report = json.loads((root / "report.json").read_text()) if (root / "report.json").exists() else {}
             entry["shared_s"] = report.get("shared", {}).get("timings", {})
             entry["per_variant_s"] = {v["name"]: v["wall_s"] for v in report.get("variants", [])}
@@ -162,12 +199,11 @@ def main() -> None:
             entry["variants"] = [{k: v[k] for k in ("name", "status", "bytes", "latency_ms_per_step",
                                                      "latency_ms_per_generation", "executor", "node")}
                                  for v in report.get("variants", [])]
-        result["ways"][way] = entry
-        if "separate" in result["ways"]:
-            base = result["ways"]["separate"]["wall_s"]
-            result["ratio_to_separate"] = {w: round(e["wall_s"] / base, 3) for w, e in result["ways"].items()}
-        result["provenance"] = prov.finish()
-        out_path.write_text(json.dumps(result, indent=1) + "\n")  # after every way: a killed run keeps the rest
+            entry["provenance"] = way_prov.finish()
+            result["ways"][way] = entry
+            shutil.rmtree(builds, ignore_errors=True)
+            shutil.rmtree(root / "cache", ignore_errors=True)
+            save()
         print(f"{way}: {entry['wall_s']} s, peak {entry['peak_rss_gb']} GB, exit {entry['exit_code']}", flush=True)
 
 
