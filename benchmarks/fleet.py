@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--add", action="store_true",
                         help="add these ways to the existing results JSON (each way keeps its own provenance)")
     args = parser.parse_args()
+    args.work = args.work.resolve()  # the fleet.toml's paths are relative to the file: give it absolute ones
     global VARIANTS
     if args.variants:
         wanted = args.variants.split(",")
