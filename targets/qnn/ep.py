@@ -69,17 +69,24 @@ class HtpConfig:
         return options
 
 
+def config_entries(context_path: Path | None = None) -> dict[str, str]:
+    """Session config entries: the whole graph on the HTP; with context_path, also write an EP-context model."""
+    entries = {"session.disable_cpu_ep_fallback": "1"}
+    if context_path is not None:
+        entries["ep.context_enable"] = "1"
+        entries["ep.context_embed_mode"] = "0"  # .bin beside the .onnx: no 2 GB protobuf
+        entries["ep.context_file_path"] = str(context_path)
+    return entries
+
+
 def session_options(config: HtpConfig, context_path: Path | None = None, verbose: bool = False) -> ort.SessionOptions:
     """Session options that put the whole graph on the HTP; with context_path, also write an EP-context model."""
     so = ort.SessionOptions()
-    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    for key, value in config_entries(context_path).items():
+        so.add_session_config_entry(key, value)
     so.log_severity_level = 0 if verbose else 3
     if verbose:
         so.log_verbosity_level = 0
-    if context_path is not None:
-        so.add_session_config_entry("ep.context_enable", "1")
-        so.add_session_config_entry("ep.context_embed_mode", "0")  # .bin beside the .onnx: no 2 GB protobuf
-        so.add_session_config_entry("ep.context_file_path", str(context_path))
     so.add_provider_for_devices(qnn_devices(), config.provider_options())
     return so
 
@@ -156,25 +163,48 @@ def _fail(model_path: Path, config: HtpConfig, err: Exception) -> UnsupportedErr
 
 
 def compile_context(model_path: Path, context_path: Path, config: HtpConfig) -> list[Path]:
-    """Build the EP-context model `context_path` (+ its external .bin) from a QDQ model; returns the files."""
+    """Build the EP-context model `context_path` (+ its external .bin) from a QDQ model; returns the files.
+
+    The build runs in a fresh process (targets/qnn/context_child.py): the QNN backend writes per-process object
+    numbers and uninitialized heap memory into the .bin, so only a fresh process (with new heap blocks zeroed)
+    gives the same bytes for the same graph every time, whatever ran before in this one."""
+    import json
+    import subprocess
+    import sys
+
     context_path = Path(context_path)
     context_path.unlink(missing_ok=True)
     before = set(context_path.parent.glob("*.bin"))
-    source = Path(model_path)
+    source = Path(model_path).resolve()
     # From bytes when it can: onnxruntime names the context's graph after a hash of the model's path (a temporary
     # folder), and from bytes after the graph itself, so the same model gives the same .onnx and .bin every time.
     in_memory = not source.with_name(source.name + ".data").exists() and source.stat().st_size < (1 << 30)
-    try:
-        with captured_stderr():  # the HTP prepare step prints progress on stderr
-            ort.InferenceSession(source.read_bytes() if in_memory else str(source),
-                                 sess_options=session_options(config, context_path))
-    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own Fail/RuntimeException types
-        raise _fail(Path(model_path), config, err) from None
+    request = {"source": str(source), "from_bytes": in_memory, "config_entries": config_entries(context_path.resolve()),
+               "provider_options": config.provider_options(), "log_severity_level": 3}
+    with tempfile.TemporaryDirectory(prefix="fusionc-qnn-") as scratch:
+        request_path = Path(scratch) / "request.json"
+        request_path.write_text(json.dumps(request))
+        child = Path(__file__).with_name("context_child.py")
+        done = subprocess.run([sys.executable, str(child), str(request_path)], capture_output=True, text=True,
+                              errors="replace", preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.startswith("FUSIONC-ERROR: ")]
+        message = lines[-1][len("FUSIONC-ERROR: "):] if lines else (
+            f"the context build process exited with {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}")
+        raise _fail(Path(model_path), config, RuntimeError(message)) from None
     if not context_path.exists():
         raise UnsupportedError(f"the QNN EP wrote no context model for {Path(model_path).name}")
     bins = sorted(set(context_path.parent.glob("*.bin")) - before) or sorted(context_path.parent.glob(
         f"{context_path.stem}*.bin"))
     return [context_path, *bins]
+
+
+def _die_with_parent() -> None:
+    """In the context build's process (Linux): killed when the compile that started it dies (SIGKILL included)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def load_context(context_path: Path, config: HtpConfig | None = None) -> ort.InferenceSession:

@@ -66,3 +66,15 @@ def test_parse_fallback_log() -> None:
     nodes = {n.name: n for n in parse_fallback_log(log)}
     assert set(nodes) == {"det0", "other"}
     assert nodes["det0"].op_type == "Det" and "not supported" in nodes["det0"].reason
+
+
+def test_contexts_of_one_model_are_the_same_bytes_within_a_process(tmp_path: Path) -> None:
+    """The QNN backend numbers its objects per process and writes uninitialized heap memory into the .bin: a
+    second in-process build used to differ from the first. Each build runs in a fresh process (heap zeroed)."""
+    src = _conv_model(tmp_path / "f.onnx")
+    builds = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        files = compile_context(src, tmp_path / name / "ctx.onnx", HtpConfig(fp16=True))
+        builds.append({f.name: f.read_bytes() for f in files})
+    assert builds[0] == builds[1] and any(name.endswith(".bin") for name in builds[0])
