@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -35,6 +36,20 @@ def _stale_temporaries(out: Path) -> Iterator[Path]:
             pid = path.name[len(prefix):].split("-")[0]
             if pid.isdigit() and not _alive(int(pid)):
                 yield path
+
+
+def remove_dead_temporaries(outs: list[Path], seconds: float = 10.0) -> None:
+    """Remove the temporary folders of builds into `outs` whose process is gone (after a fleet stopped its
+    workers: killed workers die within a few seconds, so this waits up to `seconds` for their folders)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        for out in outs:
+            for stale in _stale_temporaries(out):
+                shutil.rmtree(stale, ignore_errors=True)
+        left = [p for out in outs for p in out.parent.glob(f".{out.name}.*-*") if not p.name.endswith(".lock")]
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def _alive(pid: int) -> bool:

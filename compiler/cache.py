@@ -63,8 +63,13 @@ def versions() -> dict[str, str]:
     return found
 
 
+_PINNED_SOURCES: dict[tuple[str, ...], str] = {}  # a fleet worker's: the driver's hashes (pin_source_hashes)
+
+
 def source_hash(modules: tuple[str, ...]) -> str:
     """SHA-256 over the source files of fusionc `modules` (a package: every .py below it)."""
+    if tuple(modules) in _PINNED_SOURCES:
+        return _PINNED_SOURCES[tuple(modules)]
     digest = hashlib.sha256()
     for module in modules:
         origin = Path(importlib.util.find_spec(module).origin)
@@ -73,6 +78,19 @@ def source_hash(modules: tuple[str, ...]) -> str:
             digest.update(f"{module}:{file.relative_to(origin.parent)}".encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+def source_hashes() -> dict[tuple[str, ...], str]:
+    """The source hashes every cache key uses, as a fleet's driver computed them (sent to its workers)."""
+    return {modules: source_hash(modules) for modules in
+            (EXPORT_SOURCES, GENERIC_SOURCES, TRAJECTORY_SOURCES, OPTIMIZE_SOURCES)}
+
+
+def pin_source_hashes(hashes: dict[tuple[str, ...], str]) -> None:
+    """In a fleet's worker process: key the cache with the driver's source hashes, so the variants find the
+    shared work the driver put there, as one snapshot of the code, even if the source tree changes (or
+    differs on a cluster node) while the fleet runs. Never called in the driver's own process."""
+    _PINNED_SOURCES.update({tuple(k): v for k, v in hashes.items()})
 
 
 def _hash(data: dict[str, Any]) -> str:

@@ -143,6 +143,8 @@ def main(debug: bool) -> None:
 @click.option("--variant", default=None, help="Fleet: build only this [[variant]] of the --config file.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where a fleet's variants (and the passes' probes) run: this process, or Ray tasks.")
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Fleet, --executor local: build N variants at a time, each in a worker process (1: in this process).")
 @click.option("--ray-address", envvar="RAY_ADDRESS", default=None,
               help="Ray cluster for --executor ray [default: $RAY_ADDRESS, else a local Ray started for the run].")
 @click.option("--plot", type=click.Path(path_type=Path), default=None,
@@ -165,6 +167,11 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
     if tables or params.get("variant"):
         return _compile_fleet(ctx, params, tables)
     settings = resolve(ctx, params)
+    if settings.jobs > 1:
+        from fusionc.core.errors import BadInputError
+
+        raise BadInputError(f"--jobs {settings.jobs} builds a fleet's variants in parallel: it needs a --config file "
+                            "with [[variant]] tables")
     reports = settings.report is not None or settings.junit is not None
     executor = None
     if settings.executor == "ray":  # one build: the passes' probes and evaluations run as Ray tasks
@@ -230,7 +237,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
                    f"{result.node}" + (f": {result.error}" if result.error else ""), err=True)
 
     report = run_fleet(shared.checkpoint, variants, shared.cache, shared.executor, shared.ray_address, done,
-                       shared.options.allow_pickle)
+                       shared.options.allow_pickle, shared.jobs)
     write(report, shared.report, shared.junit, shared.plot)
     print_table(report)
     if report["exit_code"]:

@@ -59,7 +59,7 @@ def file_only_fields(command: click.Command) -> dict[str, type | None]:
             if f.default_factory is dataclasses.MISSING else dict
             for f in dataclasses.fields(CompileOptions) if f.name not in flags and f.name not in MAPPED}
 NOT_OPTIONS = ("checkpoint", "out", "report", "junit", "cache", "config_file", "components", "no_verify",
-               "max_size", "max_latency_ms", "plot", "executor", "ray_address", "variant")
+               "max_size", "max_latency_ms", "plot", "executor", "ray_address", "variant", "jobs")
 
 
 @dataclass
@@ -79,6 +79,7 @@ class CompileSettings:
     plot: Path | None = None  # fleet: size vs estimated latency PNG
     executor: str = "local"  # fleet: local | ray
     ray_address: str | None = None
+    jobs: int = 1  # fleet, executor local: variants built at a time (1: in this process)
 
     def manifest_entry(self) -> dict[str, Any]:
         """The effective configuration, for manifest["config"]."""
@@ -114,7 +115,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
 
 VARIANT_ONLY = ("name",)
 NOT_PER_VARIANT = ("checkpoint", "cache", "report", "junit", "config_file", "allow_pickle", "plot", "executor",
-                   "ray_address")
+                   "ray_address", "jobs")
 
 
 def read_variants(path: Path) -> list[dict[str, Any]]:
@@ -261,4 +262,5 @@ def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] 
     out = params.get("out") or Path("build") / (variant["name"] if variant else options.target)
     return CompileSettings(params.get("checkpoint"), Path(out), options, params.get("report"), params.get("junit"),
                            params.get("cache"), config_file, digest, sources, variant["name"] if variant else None,
-                           params.get("plot"), params.get("executor") or "local", params.get("ray_address"))
+                           params.get("plot"), params.get("executor") or "local", params.get("ray_address"),
+                           params.get("jobs") or 1)

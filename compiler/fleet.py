@@ -17,7 +17,8 @@ export and its generic passes (fusionc.pipeline.prepare_shared). Then each varia
 passes, lowering, calibration and verification, on a checkpoint view that holds no weights
 (Checkpoint.shareable): N variants cost one load, one trajectory and one export plus N lowerings.
 
-Executors: `local` (default) builds the variants one after another in this process; `ray`
+Executors: `local` (default) builds the variants one after another in this process, or with `--jobs N` in
+worker processes N at a time (fusionc.fleet_pool); `ray`
 (fusionc.ray_executor) runs each variant as a Ray task on a local Ray started for the run or on a cluster
 (--ray-address / RAY_ADDRESS), and the passes' independent measurements as tasks too. Builds go to each
 variant's `out` through buildfs (atomic), so artifacts move through the file system, never the driver. A
@@ -46,8 +47,11 @@ EXECUTORS = ("local", "ray")
 
 
 def jobs_for(variants: list[CompileSettings], cache: Path) -> list[VariantJob]:
-    return [VariantJob(s.variant or s.options.target, Path(s.out).resolve(), s.options, s.manifest_entry(), cache)
-            for s in variants]
+    from fusionc.cache import source_hashes
+
+    hashes = source_hashes()  # one snapshot of the code keys the shared work and every variant, wherever it runs
+    return [VariantJob(s.variant or s.options.target, Path(s.out).resolve(), s.options, s.manifest_entry(), cache,
+                       hashes) for s in variants]
 
 
 def check_fleet(variants: list[CompileSettings]) -> None:
@@ -111,10 +115,18 @@ def run_local(jobs: list[VariantJob], view: Any, on_result: Callable[[VariantRes
 
 def run_fleet(checkpoint_path: Path | None, variants: list[CompileSettings], cache: Path | None, executor: str,
               ray_address: str | None = None, on_result: Callable[[VariantResult], None] | None = None,
-              allow_pickle: bool = False) -> dict[str, Any]:
-    """Build every variant; returns the fleet report (fusionc.fleet_report). Never raises for one variant."""
+              allow_pickle: bool = False, workers: int = 1) -> dict[str, Any]:
+    """Build every variant; returns the fleet report (fusionc.fleet_report). Never raises for one variant.
+
+    `workers` (--jobs, executor local): 1 builds the variants one after another in this process, N > 1 in
+    worker processes N at a time (fusionc.fleet_pool)."""
     if executor not in EXECUTORS:
         raise BadInputError(f"--executor '{executor}': choose local or ray")
+    if workers < 1:
+        raise BadInputError(f"--jobs {workers}: give at least 1")
+    if workers > 1 and executor != "local":
+        raise BadInputError(f"--jobs {workers} is for --executor local: Ray runs as many variants at a time as its "
+                            "cluster has CPUs; drop --jobs")
     check_fleet(variants)
     start = time.perf_counter()
     on_result = on_result or (lambda r: None)
@@ -127,7 +139,7 @@ def run_fleet(checkpoint_path: Path | None, variants: list[CompileSettings], cac
     jobs = jobs_for(variants, Path(cache).resolve())
     timings: dict[str, float] = {}
     results: list[VariantResult] = []
-    info: dict[str, Any] = {"name": executor}
+    info: dict[str, Any] = {"name": executor, **({"jobs": workers} if executor == "local" else {})}
     try:
         view, counts, errors = prepare(checkpoint_path, jobs, allow_pickle, timings)
         for job in jobs:
@@ -141,6 +153,10 @@ def run_fleet(checkpoint_path: Path | None, variants: list[CompileSettings], cac
             from fusionc.ray_executor import run_ray
 
             built, info = run_ray(todo, view, ray_address, on_result)
+        elif workers > 1:
+            from fusionc.fleet_pool import run_pool
+
+            built = run_pool(todo, view, workers, on_result)
         else:
             built = run_local(todo, view, on_result)
         results += built

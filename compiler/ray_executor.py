@@ -13,15 +13,15 @@ Without an address (`--ray-address`, RAY_ADDRESS) a local Ray is started for the
   store once; the items are cut into one contiguous chunk per CPU of the cluster and each chunk is a task
   that runs `setup(shared)` once and `work(state, item)` for its items. Results come back in item order.
 - Ctrl-C: the driver cancels every pending task (force: the workers are killed), shuts down the Ray it started
-  and removes the temporary folders the killed builds left; each `out` stays as it was (fusionc.buildfs).
+  (or waits for the cancelled tasks of a Ray it joined) and removes the temporary folders the killed builds
+  left; each `out` stays as it was (fusionc.buildfs). buildfs judges a temporary folder dead by its pid on
+  this machine, so on a cluster the folders of other nodes' cancelled tasks are removed after that wait.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import shutil
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -68,19 +68,6 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             ray.shutdown()
 
 
-def remove_dead_temporaries(outs: list[Path], seconds: float = 10.0) -> None:
-    """Remove the temporary folders of builds whose process is gone (killed workers die within a few seconds)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        for out in outs:
-            for stale in buildfs._stale_temporaries(out):
-                shutil.rmtree(stale, ignore_errors=True)
-        left = [p for out in outs for p in out.parent.glob(f".{out.name}.*-*") if not p.name.endswith(".lock")]
-        if not left or time.monotonic() > deadline:
-            return
-        time.sleep(0.2)
-
-
 def _run_chunk(setup: Callable[[Any], Any], work: Callable[[Any, Any], Any], shared: Any, chunk: Sequence[Any]) -> list:
     state = setup(shared)
     return [work(state, item) for item in chunk]
@@ -119,6 +106,7 @@ def _variant_task(job: Any, view: Any) -> Any:
     from fusionc.variant import build_variant
 
     node = ray.get_runtime_context().get_node_id()[:12]
+    job.enter_worker()
     return build_variant(job, view, RayTaskExecutor(), "ray", f"{platform.node()}/{node}")
 
 
@@ -150,6 +138,8 @@ def run_ray(jobs: list[Any], view: Any, address: str | None,
                 ray.cancel(ref, force=True, recursive=True)
             if info["started_here"]:
                 ray.shutdown()  # the local workers die with it: their half-written builds can be removed
-                remove_dead_temporaries([Path(job.out) for job in jobs])
+            elif pending:  # a Ray we joined stays up: wait (briefly) until the cancelled tasks' workers are gone
+                ray.wait(list(pending), num_returns=len(pending), timeout=10)
+            buildfs.remove_dead_temporaries([Path(job.out) for job in jobs])
             raise
     return results, info

@@ -30,6 +30,13 @@ class VariantJob:
     options: CompileOptions
     config: dict[str, Any]
     cache: Path
+    source_hashes: dict[tuple[str, ...], str] = field(default_factory=dict)  # the driver's (fusionc.cache)
+
+    def enter_worker(self) -> None:
+        """In a worker process (pool or Ray), before build_variant: use the driver's cache keys."""
+        from fusionc.cache import pin_source_hashes
+
+        pin_source_hashes(self.source_hashes)
 
 
 @dataclass
