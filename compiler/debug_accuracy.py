@@ -29,7 +29,7 @@ def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path) -
 
     spec = component_spec(checkpoint, name, options)
     model = pipeline._export(spec, options)
-    pipeline._optimize(model, get_target("qnn", "debug-accuracy"), ComponentContext.for_options(options, name))
+    pipeline.optimize(model, get_target("qnn", "debug-accuracy"), ComponentContext.for_options(options, name))
     return save_float(model, path)
 
 

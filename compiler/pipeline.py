@@ -272,6 +272,13 @@ def _run_stage(model: ir.Model, entries: list[PassEntry], ctx: ComponentContext)
     return records
 
 
+def optimize(model: ir.Model, target: Any, ctx: ComponentContext) -> list[PassRecord]:
+    """The target's pass list on an exported model in the compile's two stages (the generic passes, then the
+    target's own), so the graph and its node names are the compile's (`fusionc debug-accuracy` rebuilds it)."""
+    generic, specific = split_generic(target.pipeline(ctx.options))
+    return _run_stage(model, generic, ctx) + _run_stage(model, specific, ctx)
+
+
 def split_generic(entries: list[PassEntry]) -> tuple[list[PassEntry], list[PassEntry]]:
     """(the generic passes every target starts with, the target's own): the first part is cached per export."""
     from fusionc.passes.generic import default_pipeline
@@ -306,7 +313,7 @@ def _export_and_optimize(spec: LazySpec, target: Any, ctx: ComponentContext, tim
             model = _export(spec(), options)
         _after_export(model, spec, ctx, timings)
         with stage(f"{name}: passes", timings):
-            return model, _run_stage(model, generic, ctx) + _run_stage(model, specific, ctx), None
+            return model, optimize(model, target, ctx), None
     checkpoint_sha, image, device = key_parts
     export_key = cache_keys.export_key(checkpoint_sha, name, image, options)
     generic_key = cache_keys.generic_key(export_key)
