@@ -176,3 +176,23 @@ class _Loaded:
 
     def get_spec(self):
         return self.spec
+
+
+def package_weight_bytes(build: Path, comp: dict) -> int:
+    """Bytes of the weights a component's packages store (each .mlpackage's weight.bin)."""
+    return sum(p.stat().st_size for rel in comp["coreml"]["packages"] for p in (build / rel).rglob("weight.bin"))
+
+
+def test_estimates_charge_the_weight_bytes_the_package_stores(coreml_text_encoder_build: Path) -> None:
+    """The kept graph holds fp32 ONNX weights; the ANE reads the package's fp16 (or palettized) ones, and the memory
+    term of the estimate must charge those: counted at fp32 it would double (tests/test_readme_commands.py checks a
+    palettized build the same way)."""
+    from fusionc.bench import estimate_build
+
+    manifest = json.loads((coreml_text_encoder_build / "manifest.json").read_text())
+    figures, _ = estimate_build(coreml_text_encoder_build, manifest, guidance=True)
+    unet = manifest["components"]["unet"]
+    stored = package_weight_bytes(coreml_text_encoder_build, unet)
+    charged = {f.detail["weight_bytes"] for f in figures if f.component == "unet"}
+    assert len(charged) == 1  # one storage, whatever the device
+    assert abs(charged.pop() / stored - 1) < 0.1, stored
