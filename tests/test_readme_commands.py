@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SHELL_LANGS = ("bash", "sh", "shell", "console", "powershell", "")
 
+CPU_LIMIT_S = 120  # this file's CPU with a cold --cache is ~70 s: far more means a new expensive README line
+
 # (pattern on the command, why it cannot run here)
 SKIP = [
     (r"\bCKPT\b|\[--|\{[a-z_]+,|\w\|\w", "a synopsis with placeholders, not a runnable example"),
@@ -284,6 +286,7 @@ def test_the_parser_finds_every_command_and_the_plan_reads_it() -> None:
 @pytest.fixture(scope="module")
 def readme_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """Every README command in README order in one scratch folder: (the folder, the failures)."""
+    began = time.process_time()
     folder = tmp_path_factory.mktemp("readme")
     (folder / "compiler").symlink_to(ROOT / "compiler")  # README paths are relative to the repository
     write_control_image(folder / "outline.png")
@@ -311,6 +314,11 @@ def readme_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str
                 failures.append(f"{where}\n    exit {result.exit_code}: "
                                 f"{(result.stderr or result.stdout).strip()[-800:]}")
     print("\n".join(report))
+    spent = time.process_time() - began
+    if spent > CPU_LIMIT_S:  # a new README line made this file expensive: decide what it costs CI, here
+        failures.append(f"the README's commands took {spent:.0f} s of CPU (> {CPU_LIMIT_S} s; ~45 s with a warm "
+                        "--cache, ~70 s cold): add the new expensive line to NOT_BUILT, OVER_BUDGET or SHRINK, "
+                        "or make the README's example cheaper")
     return folder, failures
 
 
