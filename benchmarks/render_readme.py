@@ -437,9 +437,17 @@ def render_prompt_check(results: Path) -> str:
     revisions = sorted({r["git_revision"][:10] for r in (recipes or {}).values() if r.get("git_revision")})
     if len(revisions) > 1:  # recipes kept from earlier runs: each was measured at its own revision
         held_out += f"recipes measured at git {', '.join(revisions)}; "
+    goal = data.get("relative_goal", 0.95)
+    below = []
+    for name, r in (recipes or {}).items():  # the recipes under the goal, and the prompts they lost
+        if r.get("relative_agreement") is not None and r["relative_agreement"] < goal:
+            lost = [p["prompt"] for p in r.get("prompts", []) if not p["ok"]]
+            below.append(f"{name} ({len(lost)} lost: {'; '.join(lost[:6])}{'; ...' if len(lost) > 6 else ''})")
+    verdict = (f"Under the goal ({goal:.0%} of torch's agreement): {', '.join(below)}.\n" if below
+               else f"Every measured recipe keeps >= {goal:.0%} of torch's agreement.\n")
     return (rows(head, body, right=set(range(1, 8)))
             + f"\n({data['n']} prompts, {data['steps']} steps, guidance {data['guidance']:g}; {held_out}"
-            + source(data, "prompt_check.json")[1:])
+            + source(data, "prompt_check.json")[1:] + "\n" + verdict)
 
 
 # the cost model fitted on AI Hub's published latencies (benchmarks/costmodel_fit.py): held-out errors per chipset
