@@ -683,6 +683,45 @@ def blocks(text: str) -> list[str]:
     return [m["name"] for m in BLOCK.finditer(text)]
 
 
+
+def render_fleet(results: Path, file: str) -> str:
+    """benchmarks/fleet.py's JSON: each way's wall time, ratio and peak RSS; then each variant's times."""
+    data = load(results, file)
+    ways = data["ways"]
+    separate = ways.get("separate", {})
+    names = [v["name"] for v in data["variants"]]
+    body = []
+    labels = {"separate": f"{len(names)} separate `fusionc compile` (no cache)", "local": "fleet, `--executor local`",
+              "ray": "fleet, `--executor ray` (local Ray, 2 CPUs)"}
+    for way, entry in ways.items():
+        if "wall_s" not in entry:
+            continue
+        done = entry.get("complete", True)
+        label = labels.get(way, f"fleet, `--jobs {way.partition(':')[2]}`" if way.startswith("local:") else way)
+        ratio = data.get("ratio_to_separate", {}).get(way)
+        body.append([label + ("" if done else " (incomplete)"), f"{entry['wall_s']:.1f}",
+                     "-" if ratio is None else f"{ratio:.2f}", f"{entry['peak_rss_gb']:.2f} GB",
+                     "ok" if entry.get("exit_code") == 0 else f"exit {entry.get('exit_code')}"])
+    out = rows(["way", "wall s", "vs separate", "peak RSS (process tree)", "result"], body, {1, 2, 3})
+    per = separate.get("per_variant", {})
+    fleet = ways.get("local", {}).get("per_variant_s", {})
+    if per or fleet:
+        shared = ways.get("local", {}).get("shared_s", {})
+        shared_s = shared.get("fleet: load checkpoint", 0) + shared.get(
+            "fleet: shared work (trajectory, export, generic passes)", 0)
+        lines = [[n, "-" if n not in per else f"{per[n]['wall_s']:.1f}",
+                  "-" if n not in fleet else f"{fleet[n]:.1f}"] for n in names]
+        lines.append(["shared work of the fleet (load, torch input sets, export, generic passes)", "-",
+                      f"{shared_s:.1f}"])
+        out += "\n" + rows(["variant", "separate compile s", "its lowering in the local fleet s"], lines)
+    return out + "\n" + source(data, file) + "\n"
+
+
+@table("fleet_builtin", "fleet_builtin.json")
+def render_fleet_builtin(results: Path) -> str:
+    return render_fleet(results, "fleet_builtin.json")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when a block differs from its JSON")
