@@ -11,6 +11,11 @@ of the same seed (image PSNR). A recipe keeps its promise when its agreement is 
     /work/tools/heavy python benchmarks/prompt_check.py                                   # every recipe
     python benchmarks/prompt_check.py --recipes onnx,qnn_w8a16 --n 10                     # a few, fewer prompts
     /work/tools/heavy python benchmarks/prompt_check.py --redo coreml_mixed_35db          # measure one again
+    /work/tools/heavy python benchmarks/prompt_check.py --checkpoint builtin:sd3 --n 30   # the built-in DiT
+
+`--checkpoint builtin:sd3` checks the built-in diffusion transformer (SD3-shaped, flow matching) the same way, on
+the recipes its transformer takes (DIT_RECIPES: palettization applies to a UNet unless told otherwise), into
+prompt_check_sd3.json / prompt_check_sd3_grid.png and its own --work folder.
 
 Cheap as honest measurement allows: each recipe is built once into --work (benchmarks/work/prompt_check/NAME,
 reused by later runs), every recipe's compile shares one cache (the exports and the torch input-set
@@ -38,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from fusionc.checkpoint import checkpoint_sha256
+from fusionc.checkpoint import BUILTIN_NAMES, checkpoint_sha256
 from fusionc.generate import DEFAULT_GUIDANCE, RunnerSet, build_runners, image_psnr, run, torch_runners
 from fusionc.models import BUILTIN_CHECKPOINT
 from fusionc.models.shapes_check import check
@@ -56,6 +61,7 @@ RECIPES: dict[str, dict] = {
     "qnn_w8a8": {"target": "qnn", "precision": "w8a8"},
     "qnn_fp16": {"target": "qnn", "precision": "fp16"},
 }
+DIT_RECIPES = ("qnn_w8a16", "onnx", "coreml_fp16", "qnn_w8a8", "qnn_fp16")  # run order as RUN_ORDER's
 RELATIVE_GOAL = 0.95
 # the recipes least likely to keep torch's agreement and the never-measured ones first (a run cut short has
 # measured what matters most); the slow HTP-emulated ones spread over both workers
@@ -124,6 +130,10 @@ def grid(images: list[np.ndarray], rows: list[dict], path: Path, columns: int = 
     canvas.save(path)
 
 
+def is_dit(checkpoint: Path) -> bool:
+    return (Path(checkpoint) / "transformer").is_dir()
+
+
 def compile_recipe(name: str, checkpoint: Path, out: Path, cache: Path) -> tuple[dict, float]:
     """Build one recipe into `out` (reused when its manifest is there with the same options: each recipe is
     built once); `cache` is shared by every recipe, so the exports and the torch input-set trajectories are
@@ -132,7 +142,10 @@ def compile_recipe(name: str, checkpoint: Path, out: Path, cache: Path) -> tuple
     from fusionc.gates import GateFailedError
     from fusionc.pipeline import compile_checkpoint
 
-    options = CompileOptions(components=("text_encoder", "unet", "vae_decoder"), **RECIPES[name])
+    from fusionc.dit_trajectory import required_components
+
+    components = required_components("sd3") if is_dit(checkpoint) else ("text_encoder", "unet", "vae_decoder")
+    options = CompileOptions(components=tuple(components), **RECIPES[name])
     stamp = out.parent / f"{out.name}.recipe.json"
     if (out / "manifest.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == RECIPES[name]:
         saved = json.loads(stamp.with_suffix(".seconds").read_text()) if stamp.with_suffix(".seconds").is_file() else None
@@ -183,11 +196,12 @@ def measure_recipe(name: str, args: argparse.Namespace, prompts: list[str], imag
     try:
         manifest, compile_s = compile_recipe(name, args.checkpoint, out, args.work / "cache")
         comps = manifest["components"]
-        compression = (comps["unet"].get("compression") or {}).get("palettize") or {}
+        denoiser = "transformer" if "transformer" in comps else "unet"
+        compression = (comps[denoiser].get("compression") or {}).get("palettize") or {}
         extra = dict(options=RECIPES[name], compile_s=compile_s, git_revision=revision,
                      component_psnr_db={n: c.get("psnr_db") for n, c in comps.items()},
                      component_psnr_db_calibration={n: c.get("psnr_db_calibration") for n, c in comps.items()},
-                     unet_bytes=comps["unet"]["bytes"], unet_average_bits=compression.get("average_bits"),
+                     **{f"{denoiser}_bytes": comps[denoiser]["bytes"], f"{denoiser}_average_bits": compression.get("average_bits")},
                      mixed_bit_selection_psnr_db=compression.get("measured_psnr_db"))
         rs = build_runners(out)
         start = time.time()
@@ -239,34 +253,43 @@ def main() -> None:
     from provenance import Provenance
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=BUILTIN_CHECKPOINT)
-    parser.add_argument("--recipes", default=",".join(RUN_ORDER), help=f"comma list of {', '.join(RECIPES)}")
+    parser.add_argument("--checkpoint", default="builtin", help="a pipeline folder, builtin or builtin:sd3")
+    parser.add_argument("--recipes", default=None, help=f"comma list of {', '.join(RECIPES)} (default: every recipe "
+                        "the checkpoint's denoiser takes)")
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
-    parser.add_argument("--json", type=Path, default=RESULTS / "prompt_check.json")
-    parser.add_argument("--grid", type=Path, default=RESULTS / "prompt_check_grid.png")
-    parser.add_argument("--work", type=Path, default=Path(__file__).parent / "work" / "prompt_check",
+    parser.add_argument("--json", type=Path, default=None, help="default: results/prompt_check[_sd3].json")
+    parser.add_argument("--grid", type=Path, default=None, help="default: results/prompt_check[_sd3]_grid.png")
+    parser.add_argument("--work", type=Path, default=None,  # default: work/prompt_check[_sd3]
                         help="builds (one per recipe, reused), the shared compile cache, torch's images, results per recipe")
     parser.add_argument("--redo", default="", help="comma list of recipes to measure again (and rebuild)")
     parser.add_argument("--workers", type=int, default=2, help="recipes measured in parallel (one thread each)")
     args = parser.parse_args()
-    recipes = [r for r in args.recipes.split(",") if r]
+    args.checkpoint = Path(BUILTIN_NAMES.get(args.checkpoint, args.checkpoint))
+    suffix = "_sd3" if args.checkpoint == BUILTIN_NAMES["builtin:sd3"] else ""
+    args.json = args.json or RESULTS / f"prompt_check{suffix}.json"
+    args.grid = args.grid or RESULTS / f"prompt_check{suffix}_grid.png"
+    args.work = args.work or Path(__file__).parent / "work" / f"prompt_check{suffix}"
+    recipes = [r for r in (args.recipes or ",".join(DIT_RECIPES if is_dit(args.checkpoint) else RUN_ORDER)).split(",") if r]
     args.redo_set = {r for r in args.redo.split(",") if r}
     unknown = [r for r in recipes + sorted(args.redo_set) if r not in RECIPES]
     if unknown:
         parser.error(f"unknown recipe {unknown[0]}: choose from {', '.join(RECIPES)}")
 
     torch.set_num_threads(1)  # a shared 2-core machine: spinning threads burn the CPU a second process needs
-    prov = Provenance.start(None if args.checkpoint == BUILTIN_CHECKPOINT else args.checkpoint)
+    prov = Provenance.start(None if args.checkpoint == BUILTIN_CHECKPOINT else os.path.relpath(args.checkpoint))
     prompts = heldout_prompts(args.n)
     images, torch_summary = torch_reference(args.checkpoint, prompts, args.steps, args.guidance, args.work)
     print(f"torch: {torch_summary['accuracy']:.0%} of {args.n} prompts agree (colour {torch_summary['colour']:.0%}, "
           f"shape {torch_summary['shape']:.0%}, position {torch_summary['position']:.0%})", flush=True)
     grid(images, torch_summary["prompts"], args.grid)
-    header = {"checkpoint": "built-in" if args.checkpoint == BUILTIN_CHECKPOINT else str(args.checkpoint),
+    names = {path: name for name, path in BUILTIN_NAMES.items()}
+    scheduler = ("FlowMatchEulerDiscreteScheduler (flow matching)" if is_dit(args.checkpoint)
+                 else "DPMSolverMultistepScheduler (dpmsolver++)")
+    header = {"checkpoint": "built-in" if args.checkpoint == BUILTIN_CHECKPOINT else names.get(args.checkpoint, str(args.checkpoint)),
               "checkpoint_sha256": checkpoint_sha256(args.checkpoint), "n": args.n, "steps": args.steps,
-              "guidance": args.guidance, "scheduler": "DPMSolverMultistepScheduler (dpmsolver++)",
+              "guidance": args.guidance, "scheduler": scheduler,
               "seeds": f"{SEED_BASE} + i", "prompt_rule": "heldout_prompts(n): not in check_prompts(20) nor fusionc.inputs",
               "agreement_gate": 0.9, "relative_goal": RELATIVE_GOAL, "torch": torch_summary, "recipes": {},
               "provenance_start": {"checkpoint": prov.checkpoint, "checkpoint_sha256": prov.checkpoint_sha256,

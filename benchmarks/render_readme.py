@@ -399,7 +399,21 @@ def render_costmodel(results: Path) -> str:
 @table("prompt_check", "prompt_check.json")
 def render_prompt_check(results: Path) -> str:
     """Agreement per recipe beside torch's; image PSNR against torch; the build's component PSNRs (held out)."""
-    data = load(results, "prompt_check.json")
+    from prompt_check import RECIPES
+
+    return _render_prompt_check(results, "prompt_check.json", tuple(RECIPES))
+
+
+@table("prompt_check_sd3", "prompt_check_sd3.json")
+def render_prompt_check_sd3(results: Path) -> str:
+    """The same check of the built-in diffusion transformer (`builtin:sd3`), on the recipes its transformer takes."""
+    from prompt_check import DIT_RECIPES, RECIPES
+
+    return _render_prompt_check(results, "prompt_check_sd3.json", tuple(r for r in RECIPES if r in DIT_RECIPES))
+
+
+def _render_prompt_check(results: Path, filename: str, recipe_names: tuple[str, ...]) -> str:
+    data = load(results, filename)
     torch = data["torch"]
 
     def pct(x: float | None) -> str:
@@ -410,12 +424,10 @@ def render_prompt_check(results: Path) -> str:
     recipes = data.get("recipes")
     if recipes is None and "build" in data:  # the format before every recipe was checked: one onnx build
         recipes = {data["build"].get("target", "onnx"): data["build"]}
-    short = {"text_encoder": "TE", "unet": "UNet", "vae_decoder": "VAE"}
+    short = {"text_encoder": "TE", "text_encoder_2": "TE2", "unet": "UNet", "transformer": "DiT", "vae_decoder": "VAE"}
     if "recipes" in data:  # every recipe of the check, measured or not
-        from prompt_check import RECIPES
-
-        recipes = {**{name: recipes[name] for name in RECIPES if name in recipes},
-                   **{name: {"not_run": True} for name in RECIPES if name not in recipes}}
+        recipes = {**{name: recipes[name] for name in recipe_names if name in recipes},
+                   **{name: {"not_run": True} for name in recipe_names if name not in recipes}}
     for name, r in (recipes or {}).items():
         if r.get("not_run"):
             body.append([name, "not run in this measurement", "", "", "", "", "", ""])
@@ -447,7 +459,7 @@ def render_prompt_check(results: Path) -> str:
                else f"Every measured recipe keeps >= {goal:.0%} of torch's agreement.\n")
     return (rows(head, body, right=set(range(1, 8)))
             + f"\n({data['n']} prompts, {data['steps']} steps, guidance {data['guidance']:g}; {held_out}"
-            + source(data, "prompt_check.json")[1:] + "\n" + verdict)
+            + source(data, filename)[1:] + "\n" + verdict)
 
 
 # the cost model fitted on AI Hub's published latencies (benchmarks/costmodel_fit.py): held-out errors per chipset

@@ -206,10 +206,20 @@ def test_sd3_transformer_coreml_build_splits_joint_attention_per_head_and_verifi
     """Core ML on Linux: lowered to MIL, verified through our MIL executor in fp16 on the SD3 trajectory."""
     from fusionc.pipeline import compile_checkpoint
 
+    import coremltools as ct
+
     manifest = compile_checkpoint(dit_pipeline("sd3"), CompileOptions(target="coreml", components=("transformer",),
-                                                                      verify_steps=2, verify_prompts=1), tmp_path / "cm")
+                                                                      verify_steps=2, verify_prompts=1, bundle="swift"),
+                                  tmp_path / "cm")
     entry = manifest["components"]["transformer"]
     assert entry["psnr_db"] > 40, entry["psnr_db"]
+    # apple/ml-stable-diffusion's SD3 contract (MultiModalDiffusionTransformer.swift), verified through it above
+    assert manifest["bundle"]["packages"] == ["MultiModalDiffusionTransformer.mlpackage"]
+    spec = ct.models.MLModel(str(tmp_path / "cm" / "Resources" / "MultiModalDiffusionTransformer.mlpackage"),
+                             skip_model_load=True).get_spec()
+    inputs = {i.name: list(i.type.multiArrayType.shape) for i in spec.description.input}
+    assert inputs == {"latent_image_embeddings": [2, 16, 8, 8], "timestep": [2],
+                      "token_level_text_embeddings": [2, 64, 1, 77 + 16], "pooled_text_embeddings": [2, 64, 1, 1]}
     ops = entry["coreml"]["mil_ops"]
     assert ops.get("pixel_shuffle") == 1  # unpatchify without a rank-6 tensor
     assert ops.get("einsum") == 2 * 2 * 2  # split_einsum: 2 MMDiT blocks x 2 heads x (scores, values)

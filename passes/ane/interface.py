@@ -12,6 +12,11 @@ the K/V projections that consume it. Static batch sizes are fixed here, so later
                                                        -> Transpose(0,2,1) -> K/V
     timestep [1]                                    timestep [2]
     out_sample [batch,4,64,64]                      noise_pred [2,4,64,64]
+
+The SD3 transformer takes the MMDiT contract of the Swift package's StableDiffusion3Pipeline
+(MultiModalDiffusionTransformer.swift): `latent_image_embeddings` [2,C,h,w], `timestep` [2],
+`token_level_text_embeddings` [2,C,1,S] and `pooled_text_embeddings` [2,C,1,1]; the Swift code reads the
+first output whatever its name. T5 (TextEncoderT5.swift) returns `encoder_hidden_states`.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ class Interface:
     outputs: dict[str, str] = field(default_factory=dict)
     bc1s_inputs: list[str] = field(default_factory=list)  # canonical [B,S,C] inputs fed as [B,C,1,S]
     float_inputs: list[str] = field(default_factory=list)  # integer inputs fed as float32
+    bc11_inputs: list[str] = field(default_factory=list)  # canonical [B,C] inputs fed as [B,C,1,1]
 
     def to_json(self) -> dict:
         return {"component": self.component, "inputs": self.inputs, "outputs": self.outputs,
-                "bc1s_inputs": self.bc1s_inputs, "float_inputs": self.float_inputs}
+                "bc1s_inputs": self.bc1s_inputs, "float_inputs": self.float_inputs, "bc11_inputs": self.bc11_inputs}
 
 
 def component_of(graph: ir.Graph) -> str:
@@ -48,6 +54,8 @@ def component_of(graph: ir.Graph) -> str:
         return "controlnet"
     if {"sample", "timestep"} <= names:
         return "unet"
+    if {"hidden_states", "timestep", "encoder_hidden_states", "pooled_projections"} <= names:
+        return "mmdit"  # SD3's transformer (PixArt's has no Swift contract: it keeps the ONNX names)
     if "input_ids" in names:
         return "text_encoder"
     if "latent_sample" in names:
@@ -65,6 +73,13 @@ def plan(graph: ir.Graph) -> Interface:
         if kind == "unet":
             it.outputs["out_sample"] = "noise_pred"
         it.bc1s_inputs.append("encoder_hidden_states")
+    elif kind == "mmdit":
+        it.inputs.update(hidden_states="latent_image_embeddings", encoder_hidden_states="token_level_text_embeddings",
+                         pooled_projections="pooled_text_embeddings")
+        it.bc1s_inputs.append("encoder_hidden_states")
+        it.bc11_inputs.append("pooled_projections")
+    elif kind == "text_encoder" and "attention_mask" in names_of(graph):  # T5 (TextEncoderT5.swift)
+        it.outputs["last_hidden_state"] = "encoder_hidden_states"
     elif kind == "text_encoder":
         it.float_inputs.append("input_ids")
         if "hidden_states_penultimate" in outs:  # SDXL: TextEncoderXL reads hidden_embeds and pooled_outputs
@@ -78,8 +93,12 @@ def plan(graph: ir.Graph) -> Interface:
     return it
 
 
+def names_of(graph: ir.Graph) -> set[str]:
+    return {v.name for v in graph.inputs}
+
+
 def _batch(kind: str) -> int:
-    return UNET_BATCH if kind in ("unet", "controlnet") else 1
+    return UNET_BATCH if kind in ("unet", "controlnet", "mmdit") else 1
 
 
 class AdoptCoreMLInterfacePass(ir.passes.InPlacePass):
@@ -102,7 +121,7 @@ class AdoptCoreMLInterfacePass(ir.passes.InPlacePass):
             if value.shape is None:
                 continue
             dims = list(value.shape)
-            if value.name == "timestep" and it.component in ("unet", "controlnet"):
+            if value.name == "timestep" and it.component in ("unet", "controlnet", "mmdit"):
                 dims = [batch]
             elif dims and not isinstance(dims[0], int):
                 dims[0] = batch
@@ -114,6 +133,14 @@ class AdoptCoreMLInterfacePass(ir.passes.InPlacePass):
                 graph.inputs[index] = new
                 emit = Emitter(graph, first)
                 replace(value, emit.from_bc1s(new))
+                emit.commit()
+            elif value.name in it.bc11_inputs and len(dims) == 2 and first is not None:
+                b, c = dims
+                new = ir.Value(name=value.name, shape=ir.Shape([b, c, 1, 1]), type=value.type)
+                value.name = value.name + "_bc"
+                graph.inputs[index] = new
+                emit = Emitter(graph, first)
+                replace(value, emit.op("Reshape", [new, emit.ints([b, c])], None, [b, c], value.dtype))
                 emit.commit()
             elif value.name in it.float_inputs and first is not None:
                 new = ir.Value(name=value.name, shape=value.shape, type=ir.TensorType(ir.DataType.FLOAT))
@@ -162,16 +189,21 @@ def read_interface(model: ir.Model) -> Interface | None:
     if raw is None:
         return None
     data = json.loads(raw)
-    return Interface(data["component"], data["inputs"], data["outputs"], data["bc1s_inputs"], data["float_inputs"])
+    return Interface(data["component"], data["inputs"], data["outputs"], data["bc1s_inputs"], data["float_inputs"],
+                     data.get("bc11_inputs", []))
 
 
-def artifact_feeds(feeds: Feeds, names: dict[str, str], bc1s: set[str], floats: set[str]) -> Feeds:
-    """Canonical feeds under Apple's contract: renamed, [B,S,C] text states as [B,C,1,S], integer ids as float32."""
+def artifact_feeds(feeds: Feeds, names: dict[str, str], bc1s: set[str], floats: set[str],
+                   bc11: set[str] = frozenset()) -> Feeds:
+    """Canonical feeds under Apple's contract: renamed, [B,S,C] text states as [B,C,1,S], [B,C] pooled vectors as
+    [B,C,1,1], integer ids as float32."""
     out: Feeds = {}
     for name, value in feeds.items():
         value = np.asarray(value)
         if name in bc1s:
             value = np.ascontiguousarray(value.transpose(0, 2, 1)[:, :, None, :])
+        if name in bc11:
+            value = np.ascontiguousarray(value[:, :, None, None])
         if name in floats:
             value = value.astype(np.float32)
         out[names.get(name, name)] = value

@@ -1,7 +1,8 @@
 """`--bundle swift`: a Resources folder that apple/ml-stable-diffusion's Swift package loads as-is.
 
 The package looks for TextEncoder, (TextEncoder2 for SDXL), Unet or UnetChunk1+UnetChunk2, VAEDecoder
-(+ VAEEncoder) as compiled .mlmodelc, plus the tokenizer's vocab.json and merges.txt; a ControlNet pipeline
+(+ VAEEncoder) as compiled .mlmodelc, plus the tokenizer's vocab.json and merges.txt (SD3: TextEncoder,
+TextEncoder2, TextEncoderT5 with T5's tokenizer.json and tokenizer_config.json, MultiModalDiffusionTransformer); a ControlNet pipeline
 gives ControlledUnet (the UNet with `additional_residual_*` inputs) and controlnet/<Name>.mlmodelc, the
 layout its StableDiffusionPipeline(resourcesAt:controlNet:) reads. The models already
 speak its contract (passes/ane/interface.py): float32 `input_ids` [1,77] -> `last_hidden_state` (SDXL:
@@ -72,6 +73,11 @@ def write_swift_resources(build_dir: Path, checkpoint: Any, manifest: dict[str, 
     for fname in ("vocab.json", "merges.txt"):
         if (Path(tokenizer) / fname).exists():
             shutil.copy2(Path(tokenizer) / fname, out / fname)
+    t5_tokenizer = getattr(checkpoint, "tokenizer_dirs", {}).get("tokenizer_3") or build_dir / "tokenizer_3"
+    if "text_encoder_3" in manifest["components"]:  # SD3's T5: StableDiffusion3Pipeline+Resources.swift
+        for fname in ("tokenizer.json", "tokenizer_config.json"):
+            if (Path(t5_tokenizer) / fname).exists():
+                shutil.copy2(Path(t5_tokenizer) / fname, out / fname)
     unet_chunks = manifest["components"].get("unet", {}).get("coreml", {}).get("chunks", 1)
     notes = []
     if unet_chunks > 2:

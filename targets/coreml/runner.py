@@ -63,12 +63,13 @@ class CoreMLRunner:
         self.out_names = {v: k for k, v in interface.get("outputs", {}).items()}
         self.bc1s = set(interface.get("bc1s_inputs", []))
         self.floats = set(interface.get("float_inputs", []))
+        self.bc11 = set(interface.get("bc11_inputs", []))
         first = self.parts[0]
         self.batch = next((shape[0] for name, shape in first.inputs.items() if name != "timestep" and shape), 1)
         self.outputs = outputs or list(self.parts[-1].outputs)  # the component's outputs (artifact names)
 
     def _artifact_feeds(self, feeds: Feeds) -> Feeds:
-        return artifact_feeds(feeds, self.in_names, self.bc1s, self.floats)
+        return artifact_feeds(feeds, self.in_names, self.bc1s, self.floats, self.bc11)
 
     def _run_once(self, feeds: Feeds) -> Feeds:
         env = dict(feeds)

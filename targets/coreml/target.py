@@ -21,6 +21,7 @@ from fusionc.core.options import CompileOptions
 from fusionc.targets.base import ComponentContext, LoweredComponent, PassEntry
 
 APPLE_NAMES = {"text_encoder": "TextEncoder", "text_encoder_2": "TextEncoder2", "unet": "Unet",
+               "text_encoder_3": "TextEncoderT5", "transformer": "MultiModalDiffusionTransformer",
                "vae_decoder": "VAEDecoder", "vae_encoder": "VAEEncoder", "controlnet": "ControlNet"}
 ATTENTION = ("original", "split_einsum", "split_einsum_v2")
 FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16)
