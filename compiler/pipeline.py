@@ -294,6 +294,9 @@ def _after_export(model: ir.Model, spec: LazySpec, ctx: ComponentContext, timing
     the graph's copies of its weights would otherwise sit side by side through every pass. The weights move to
     external data in the scratch folder (memory-mapped), then the module is freed."""
     moved = 0
+    # first the values the exporter made graph inputs and then replaced: onnx_ir's input counter keeps them, with
+    # their torch tensors, which no offload reaches (at SDXL size 8 GB stayed through the generic passes)
+    forget_removed_values(model)
     if ctx.work_dir is not None and resident_weight_bytes(model) >= OFFLOAD_MIN_BYTES:
         with stage(f"{spec.name}: weights to external data", timings):
             moved = offload_weights(model, ctx.work_dir / "weights", OFFLOAD_MIN_BYTES)

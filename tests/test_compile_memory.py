@@ -156,3 +156,24 @@ def test_fp16_taps_run_right_after_the_value_they_read(tmp_path, monkeypatch) ->
     assert order == ["Neg", "Abs", "ReduceMax", "Sigmoid", "Abs", "ReduceMax", "Neg", "Abs", "ReduceMax"]
     assert execution == ort.ExecutionOrder.PRIORITY_BASED
     assert measured.values["v0"] == pytest.approx(1.0) and measured.values["v1"] == pytest.approx(1 / (1 + np.exp(1)))
+
+
+def test_after_export_forgets_replaced_graph_inputs(tiny_pipeline, tmp_path) -> None:
+    """A weight the exporter first made a graph input and then replaced stays pinned by onnx_ir's input counter,
+    with its torch tensor (8 GB at SDXL size through the generic passes): the after-export step drops it."""
+    checkpoint = load_checkpoint(tiny_pipeline("sd15"))
+    param = torch.randn(64)
+    alive = weakref.ref(param)
+    x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([64]))
+    old = ir.Value(name="w", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([64]), const_value=ir.tensor(param))
+    add = ir.node("Add", [x, old])
+    model = ir.Model(ir.Graph([x, old], add.outputs, nodes=[add], opset_imports={"": 18}), ir_version=10)
+    model.graph.inputs.remove(old)
+    add.replace_input_with(1, ir.Value(name="w2", const_value=ir.tensor(np.zeros(64, np.float32))))
+    model.graph.register_initializer(add.inputs[1])
+    del param, old
+    options = CompileOptions(target="onnx", components=("unet",))
+    spec = pipeline.LazySpec(checkpoint, "unet", options, release=lambda: pipeline._release_torch_modules(checkpoint, []))
+    pipeline._after_export(model, spec, ComponentContext("unet", options, tmp_path / "unet", [], None, []), {})
+    gc.collect()
+    assert alive() is None
