@@ -82,6 +82,10 @@ def write_swift_resources(build_dir: Path, checkpoint: Any, manifest: dict[str, 
     notes = []
     if unet_chunks > 2:
         notes.append(f"the UNet has {unet_chunks} chunks; the Swift package loads Unet or UnetChunk1+UnetChunk2 only")
+    mmdit_chunks = manifest["components"].get("transformer", {}).get("coreml", {}).get("chunks", 1)
+    if mmdit_chunks > 1:
+        notes.append(f"the transformer has {mmdit_chunks} chunks; the Swift StableDiffusion3Pipeline loads one "
+                     "MultiModalDiffusionTransformer (run the chunks in turn, as fusionc's runner does)")
     script = ["#!/bin/sh", "# Compile the .mlpackages to the .mlmodelc folders the Swift package loads (needs Xcode).",
               'cd "$(dirname "$0")"', "set -e"]
     script += [f'xcrun coremlcompiler compile "{p}" "{Path(p).parent}"' for p in packages]

@@ -1,8 +1,8 @@
 """How many .mlpackages a component becomes: `--chunk auto|none|N` against the device's per-model limit.
 
-auto: a UNet whose stored weights (fp16, or their compressed size) exceed the device profile's
-`max_model_bytes` (1 GB on iPhone profiles) is split in two, as apple/ml-stable-diffusion does for iOS;
-more chunks only if two halves would still exceed it. N forces N chunks (any component), `none` never splits.
+auto: a UNet or a diffusion transformer (SD3's MMDiT, PixArt) whose stored weights (fp16, or their compressed
+size) exceed the device profile's `max_model_bytes` (1 GB on iPhone profiles) is split in two, as
+apple/ml-stable-diffusion does for the UNet on iOS; more chunks only if two halves would still exceed it. N forces N chunks (any component), `none` never splits.
 The split itself is the target-neutral passes/generic/chunk.py.
 """
 
@@ -26,7 +26,7 @@ def chunk_count(model: ir.Model, component: str, options: CompileOptions) -> int
     if value == "none":
         return 1
     if value == "auto":
-        if component != "unet":
+        if component not in ("unet", "transformer"):
             return 1
         device = get_device(options.device, "coreml")
         limit = device.max_model_bytes if device is not None else None
