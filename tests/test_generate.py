@@ -12,10 +12,6 @@ from fusionc.cli import main
 from fusionc.generate import build_runners, image_psnr, run, torch_runners
 from fusionc.models.shapes_check import check
 
-# one worker for this file and tests/test_readme_commands.py: the built-in model's exports and torch trajectories,
-# in that worker's --cache, serve both (the README's `fusionc compile` then costs ~6 s of CPU instead of ~31 s)
-pytestmark = pytest.mark.xdist_group("builtin_onnx")
-
 PROMPTS = ["a red circle on the left", "a blue square at the top", "a yellow triangle at the bottom",
            "a green cross on the right", "a purple circle in the center", "a cyan square on the left"]
 

@@ -5,16 +5,18 @@ The README is parsed when the test runs: each fenced shell block, continuation l
 with no change here. The commands run in README order in one scratch folder (the README's relative paths: later
 lines read the builds earlier ones wrote), in-process through the real command line, and each must exit 0.
 
-What runs, and what does not (CI budget: ~45 s of CPU for this file; measured: 44 s more CPU for
-tests/test_generate.py + this file than for test_generate.py alone, 69 s for this file alone with a cold cache):
+What runs, and what does not (CI budget: ~45 s of CPU for this file). Measured (process CPU, one pytest process):
+44 s when the worker's --cache already holds the built-in model's exports and torch trajectories (other tests of
+the suite export them: tests/test_generate.py, the conftest Core ML build, ...), 69 s from a cold cache. One test,
+so one worker runs the README once (xdist_group does not group under pytest 9.2: pytest-xdist#1386).
 - every `compile` line is first checked by the CLI's own checks before any work (argument parsing, config
   resolution, the target's option refusals, the checkpoint named, the target's pass list), which is where
   flags, values and combinations go stale;
 - a compile line is then built for real when a later line reads the folder it writes (verify, inspect,
   generate, bench, estimate, debug-accuracy), one build shared by every line that reads it, or when it is
-  cheap: an fp32 onnx build reuses the first one's exports and torch trajectories through the worker's --cache
-  (shared with tests/test_generate.py: the same xdist group). NOT_BUILT, OVER_BUDGET and SHRINK name the
-  others: each is a gap of this test, with where the suite builds it instead;
+  cheap: an fp32 onnx build of the built-in model reuses the first one's exports and torch trajectories through
+  the worker's --cache. NOT_BUILT, OVER_BUDGET and SHRINK name the others: each is a gap of this test, with where
+  the suite builds it instead;
 - SKIP: what cannot run here (a user's checkpoint or config, a Ray cluster, a Mac or a phone), each with its
   reason; a line that reads a folder no line here builds is skipped, naming the line that writes it.
 `outline.png` (the ControlNet example's control image) is the user's picture; the test draws one.
@@ -36,10 +38,6 @@ from click.testing import CliRunner
 
 from fusionc.cli import compile_command, main
 
-# one worker runs the README once for this file's tests, beside tests/test_generate.py, whose build of the built-in
-# model leaves its exports and torch trajectories in that worker's --cache (the README's first compile reuses them)
-pytestmark = pytest.mark.xdist_group("builtin_onnx")
-
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SHELL_LANGS = ("bash", "sh", "shell", "console", "powershell", "")
@@ -60,8 +58,10 @@ SKIP = [
 # torch trajectories come from the per-worker --cache); the others are checked, not built, and these are the gaps:
 # target -> (why not built here, where the suite builds it)
 NOT_BUILT = {
-    "coreml": ("a Core ML build of the built-in model (~12 s each)", "tests/targets/coreml/test_target.py, test_compressed_weights.py, tests/test_mixed_bit.py"),
-    "qnn": ("a QNN calibration + HTP context build (~50 s)", "tests/targets/qnn/test_qnn_target.py"),
+    "coreml": ("a Core ML build (~10 s for the built-in model)", "tests/targets/coreml/test_target.py, "
+               "test_compressed_weights.py, tests/test_mixed_bit.py, tests/test_dit.py"),
+    "qnn": ("a QNN calibration + HTP context build (~50 s for the built-in model)",
+            "tests/targets/qnn/test_qnn_target.py, tests/test_dit.py"),
     "onnx-w8a8": ("onnx w8a8 calibrates and runs the QNN remedies (~65 s)", "tests/targets/onnx/test_onnx_precision.py"),
 }
 # Builds over budget even though a later line reads them: checked, not built, and the lines that read them are
@@ -71,6 +71,9 @@ OVER_BUDGET = [
                             "`generate` on it runs the MIL executor 8 steps more)",
      "tests/targets/test_controlnet_targets.py (Core ML + --bundle swift), tests/test_controlnet.py "
      "(generate --control-image)"),
+    (r"compile builtin:sd3\b(?!.*--target (coreml|qnn))",  # its Core ML / QNN lines: NOT_BUILT
+     "the built-in SD3 pipeline on onnx (~25 s of CPU: two CLIPs, the transformer and the VAE exported and verified)",
+     "tests/models/test_builtin_sd3.py (compile), tests/test_dit.py (generate --build on DiT builds)"),
 ]
 # Builds a later line reads are built for real; where the whole build is over budget, with these flags appended
 # (the lines that read it run as written): target -> (flags, why, what the restriction leaves out)
@@ -283,11 +286,9 @@ def test_the_parser_finds_every_command_and_the_plan_reads_it() -> None:
     assert [a for _, a, _ in plan(readme_commands())].count("run") >= 15
 
 
-@pytest.fixture(scope="module")
-def readme_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    """Every README command in README order in one scratch folder: (the folder, the failures)."""
+def run_readme(folder: Path) -> list[str]:
+    """Every README command in README order in `folder`: the failures, each naming its README line."""
     began = time.process_time()
-    folder = tmp_path_factory.mktemp("readme")
     (folder / "compiler").symlink_to(ROOT / "compiler")  # README paths are relative to the repository
     write_control_image(folder / "outline.png")
     failures, report = [], []
@@ -319,22 +320,22 @@ def readme_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str
         failures.append(f"the README's commands took {spent:.0f} s of CPU (> {CPU_LIMIT_S} s; ~45 s with a warm "
                         "--cache, ~70 s cold): add the new expensive line to NOT_BUILT, OVER_BUDGET or SHRINK, "
                         "or make the README's example cheaper")
-    return folder, failures
+    return failures
 
 
-def test_every_readme_command_runs(readme_run: tuple[Path, list[str]]) -> None:
-    _, failures = readme_run
+def test_every_readme_command_runs(tmp_path: Path) -> None:
+    """One test (one worker, one run of the README): every line runs, and the README's bench charges its
+    palettized Core ML build the weight bytes the package stores (the fp16 case: tests/test_bench_coreml.py)."""
+    failures = run_readme(tmp_path)
     assert not failures, "\n".join(failures)
+    check_bench_charges_the_palettized_package(tmp_path)
 
 
-def test_bench_charges_the_weight_bytes_a_palettized_package_stores(readme_run: tuple[Path, list[str]]) -> None:
+def check_bench_charges_the_palettized_package(folder: Path) -> None:
     """The README's `bench` estimates its palettized Core ML build from the kept graph (fp32 ONNX weights without
-    data): the memory term must charge the package's 6-bit indices and fp16 weights, not fp32 (the fp16 case:
-    tests/test_bench_coreml.py)."""
+    data): the memory term must charge the package's 6-bit indices and fp16 weights, not fp32."""
     import json
 
-    folder, _ = readme_run
-    assert (folder / "bench.json").is_file(), "the README's bench line did not run: see test_every_readme_command_runs"
     result = json.loads((folder / "bench.json").read_text())
     (coreml,) = [b for b in result["builds"] if b["target"] == "coreml"]
     manifest = json.loads((folder / coreml["path"] / "manifest.json").read_text())
