@@ -6,7 +6,8 @@ fleet.toml --executor ray --ray-address ADDR` on a cluster of K worker nodes of 
 (ray.cluster_utils.Cluster: a head with 0 CPUs, so every variant runs on a worker node, and K raylets, each
 its own node with its own object store), for K in --workers. The shared work (load, torch trajectories,
 export, generic passes) is put in the cache once before the runs (a local fleet, measured too) and every run
-reuses it, so the runs time what a cluster spreads: the variants' lowerings.
+reuses it, so the runs time what a cluster spreads: the variants' lowerings. The same fleet in-process and
+with `--jobs 2` (two worker processes) on the same warm cache are the single-machine peers.
 
 What this can show: that the variants spread over the nodes (the report's `node` per variant), how the
 fleet's wall time follows the number of workers, and where it stops falling: at the longest single
@@ -123,6 +124,11 @@ def main() -> None:
     save()
     shutil.rmtree(root / "builds", ignore_errors=True)
     print("local:", result["runs"]["local, warm cache"]["wall_s"], "s", flush=True)
+    entry = run_tree([sys.executable, "-m", "fusionc.cli", "compile", "--config", str(config), "--jobs", "2",
+                      "--report", str(root / "report3.json")], env)
+    result["runs"]["local --jobs 2, warm cache"] = summarize(entry, root / "report3.json")
+    save()
+    shutil.rmtree(root / "builds", ignore_errors=True)
     one_worker: list[float] | None = None
     for workers in [int(w) for w in args.workers.split(",")]:
         run_root = args.work / f"ray_{workers}"
