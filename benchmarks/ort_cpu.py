@@ -94,7 +94,8 @@ def compile_variant(checkpoint: Path, flags: list[str], out: Path, height: int, 
     evaluator = unet.get("remedies", {}).get("evaluator")
     return {"flags": flags, "remedies_s": unet.get("quantize_timings", {}).get("remedies_s"), "evaluator": evaluator, "compile_seconds": float((out / "compile_seconds.txt").read_text()),
             "psnr_db": unet.get("psnr_db"), "bytes": unet["bytes"],
-            "remedies": {k: unet.get("remedies", {}).get(k) for k in ("initial_db", "final_db", "nodes_16bit_activations")}
+            "remedies": {k: unet.get("remedies", {}).get(k) for k in ("initial_db", "final_db", "nodes_16bit_activations",
+                                                                       "ranges", "evaluation_s")}
             if "remedies" in unet else None}
 
 
@@ -219,6 +220,9 @@ def main() -> None:
                         help="pipeline folder (default: write the scale's random-weight reference pipeline)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated fusionc variants to build")
     parser.add_argument("--w8a8-flags", default="", help="extra compile flags for w8a8, e.g. '--selection-samples 2'")
+    parser.add_argument("--extra-builds", nargs="*", default=[], metavar="NAME=BUILD_DIR",
+                        help="more onnx builds of the same UNet to time in the same run (e.g. w8a8 at other remedy "
+                             "targets: points of the speed/accuracy frontier)")
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--naive-psnr", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, default=None, help=argparse.SUPPRESS)
@@ -283,6 +287,16 @@ def main() -> None:
                 naive_entry["build"]["psnr_db"] = None
                 naive_entry["build"]["psnr_error"] = (error.stderr or "")[-500:]
         timed(entry, out / "unet" / "model.onnx")
+    for item in args.extra_builds:
+        name, build = item.split("=", 1)
+        unet = json.loads((Path(build) / "manifest.json").read_text())["components"]["unet"]
+        remedies = unet.get("remedies") or {}
+        entry = {"build": {"dir": build, "psnr_db": unet.get("psnr_db"), "bytes": unet["bytes"],
+                           "quantization": {k: v for k, v in unet.get("quantization", {}).items() if k != "node_bits"},
+                           "remedies": {k: remedies.get(k) for k in ("initial_db", "final_db", "nodes_16bit_activations",
+                                                                     "ranges")} if remedies else None}}
+        result["models"][name] = entry
+        timed(entry, Path(build) / "unet" / "model.onnx")
     naive = result["models"]["naive_dynamo_export"]["median_s"]
     for entry in result["models"].values():
         if "median_s" in entry:
