@@ -18,7 +18,9 @@
    fp16 is *worse* than 16-bit fixed point (sin of t*f for t up to 1000 needs ~0.01 absolute precision).
 
 Each evaluation costs one quantization and one fake-quant run of the component (seconds on the built-in
-model); `--qnn-remedy-rounds` bounds their number, 0 disables the
+model); for the CPU consumer (onnx w8a8: `config.op_types` set) one run of a fake-quant session built once
+(fakequant.py), and before any node is raised the 8-bit range rule is chosen on the selection set
+(`choose_ranges`); `--qnn-remedy-rounds` bounds their number, 0 disables the
 measured part, and `--qnn-remedy-seconds` their total time. The group tests of one round are independent: they
 go through the component's executor (fusionc.core.executor), so `--executor ray` runs them side by side.
 """
