@@ -49,7 +49,7 @@ def cpu_quant_config(precision: str) -> Any:
     if precision != "w8a8":
         raise BadInputError(f"--precision {precision} has no CPU quantization: use w8a8")
     return QuantConfig(activation_bits=8, weight_bits=8, per_channel=True, per_channel_matmul=True,
-                       op_types=CPU_INT8_OPS, range_margin_8bit=RANGE_MARGIN_8BIT)
+                       op_types=CPU_INT8_OPS, range_margin_8bit=RANGE_MARGIN_8BIT, float_islands="fp32")
 
 
 def quantize_component(model: ir.Model, ctx: ComponentContext) -> tuple[ir.Model, dict[str, Any]]:

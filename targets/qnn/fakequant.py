@@ -13,8 +13,8 @@ so a candidate config is one `build_plan` (cheap: statistics only) and one run p
 unplanned slot gets s = 2^-40, z = 0 and an unbounded range, which leaves every float32 value unchanged
 (x * 2^40 is exact; values below 2^-16 move by at most 2^-41). Weights are quantized once, at the base
 config's weight encodings, and stored dequantized (the exact graph's DQ(Wq)); int32 biases stay float (their
-step, s_x * s_w, is ~1e-9 of the range). Configs the slots cannot express -- other weight widths, fp16
-islands -- return None and the caller falls back to the exact evaluation. Same numbers as the QDQ graph
+step, s_x * s_w, is ~1e-9 of the range); fp32 islands keep those weights (judged slightly pessimistically).
+Configs the slots cannot express -- other weight widths, fp16 islands -- return None and the caller falls back to the exact evaluation. Same numbers as the QDQ graph
 (tests/targets/qnn/test_fakequant.py), not the same bytes: the run order of float ops may differ.
 """
 
@@ -139,7 +139,10 @@ class FakeQuantEvaluator:
 
     def supports(self, config: QuantConfig) -> bool:
         bits = {n: config.weight_bits_by_node.get(n, config.weight_bits) for n in self.base_weight_bits}
-        return not config.float_nodes and bits == self.base_weight_bits
+        # fp32 islands (the CPU remedy): their tensors are simply unplanned; their weights stay the baked 8-bit
+        # ones here, so a float node is judged with a little more noise than it has (a conservative estimate)
+        floats_ok = not config.float_nodes or config.float_islands == "fp32"
+        return floats_ok and bits == self.base_weight_bits
 
     def psnr(self, config: QuantConfig) -> float | None:
         """The worst output's PSNR over the feeds, or None when the slots cannot express `config`."""

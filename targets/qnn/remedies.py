@@ -97,6 +97,12 @@ def a_priori(model: ir.Model, config: QuantConfig, fp16_attention: bool = True) 
     if config.activation_bits >= 16:
         return {"fp16_attention_matmuls": sorted(config.float_nodes)} if config.float_nodes else {}
     quantized = {n.name for n in quantized_nodes(model.graph, config)}
+    if config.float_islands == "fp32":  # a CPU: the sensitive nodes stay in fp32 (no 16-bit kernels there)
+        raised = {"conditioning_fp32": sorted(conditioning_nodes(model) & quantized),
+                  "attention_fp32": sorted(attention_nodes(model) & quantized)}
+        for names in raised.values():
+            config.float_nodes |= set(names)
+        return raised
     raised = {"conditioning_16bit": sorted(conditioning_nodes(model) & quantized),
               "attention_16bit": sorted(attention_nodes(model) & quantized),
               "fp16_attention_matmuls": sorted(config.float_nodes)}
@@ -263,6 +269,9 @@ def choose_config(float_path: Path, stats: dict[str, TensorStats], feeds: list[F
          lambda n, c: n.op_type in WEIGHTED and c.weight_bits_by_node.get(n.name, c.weight_bits) < 16,
          lambda c, names: c.weight_bits_by_node.update({n: 16 for n in names})),
     ]
+    if config.float_islands == "fp32":  # a CPU runs a raised node fastest in fp32, weights included
+        phases = [("fp32 islands", lambda n, c: n.name not in c.float_nodes,
+                   lambda c, names: c.float_nodes.update(names))]
     for what, qualifies, raise_ in phases:
         if score >= target or budget <= 0:
             break
@@ -304,4 +313,5 @@ def choose_config(float_path: Path, stats: dict[str, TensorStats], feeds: list[F
     report["final_db"] = round(score, 2)
     report["nodes_16bit_activations"] = sum(1 for b in config.node_bits.values() if b >= 16)
     report["nodes_16bit_weights"] = len(config.weight_bits_by_node)
+    report["nodes_float"] = len(config.float_nodes)
     return config, report

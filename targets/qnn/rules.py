@@ -55,6 +55,9 @@ class QuantConfig:
     node_bits: dict[str, int] = field(default_factory=dict)  # node -> activation bits (raise sensitive nodes)
     weight_bits_by_node: dict[str, int] = field(default_factory=dict)  # node -> weight bits
     float_nodes: set[str] = field(default_factory=set)  # kept in float (fp16 on the HTP)
+    # how float nodes compute: "fp16" between Casts (the HTP's float islands), "fp32" as they are (a CPU has
+    # fast fp32 kernels and no 16-bit integer ones: the onnx target's remedies keep raised nodes in fp32)
+    float_islands: str = "fp16"
     fixed_bounded: bool = True  # Softmax/Sigmoid/Tanh fixed encodings
     clip_percentile: dict[str, float] = field(default_factory=dict)  # tensor -> percentile of |x| (8-bit)
     range_overrides: dict[str, tuple[float, float]] = field(default_factory=dict)  # tensor -> (min, max)
@@ -83,6 +86,7 @@ class QuantConfig:
                 "float_nodes": sorted(self.float_nodes),
                 **({"op_types": sorted(self.op_types)} if self.op_types is not None else {}),
                 **({"range_margin_8bit": self.range_margin_8bit} if self.range_margin_8bit != 1.0 else {}),
+                **({"float_islands": self.float_islands} if self.float_islands != "fp16" else {}),
                 **({"clip_percentile": sorted(set(self.clip_percentile.values()))} if self.clip_percentile else {})}
 
 
@@ -157,7 +161,7 @@ def build_plan(model: ir.Model, stats: dict[str, TensorStats], config: QuantConf
     """The QdqPlan for `model` (a prepared float graph, topologically sorted) under `config`; `weights=False`
     plans the activations only (reads no weight data: the remedies' fake-quant evaluator re-plans per config)."""
     graph = model.graph
-    plan = QdqPlan(fp16_nodes=set(config.float_nodes))
+    plan = QdqPlan(fp16_nodes=set(config.float_nodes) if config.float_islands == "fp16" else set())
     qnodes = quantized_nodes(graph, config)
     qset = {id(n) for n in qnodes}
     symmetric = symmetric_operands(graph, config.float_nodes)

@@ -76,6 +76,15 @@ def test_fake_quant_session_matches_the_qdq_graph(tmp_path: Path) -> None:
         assert abs(db - outputs_psnr(reference, exact)) < 0.3, (db, outputs_psnr(reference, exact))
         dbs.append(db)
     assert dbs[0] < dbs[1] < dbs[2]  # the slots switch: raising nodes removes their noise
+    floated = copy.deepcopy(base)  # the CPU remedy: c2 stays fp32, float weights, no Q/DQ or Cast around it
+    floated.float_nodes.add("c2")
+    qdq = quantize(float_path, stats, floated)
+    c2 = next(n for n in qdq.graph if n.name == "c2")
+    assert c2.inputs[1].const_value is not None and c2.inputs[1].dtype == ir.DataType.FLOAT
+    assert not any(n.op_type == "Cast" for n in qdq.graph)
+    save_model(qdq, tmp_path / "floated.onnx")
+    exact_db = outputs_psnr(reference, SegmentedModel(tmp_path / "floated.onnx").run(selection, lambda *_: None, set()))
+    assert dbs[0] < evaluator.psnr(floated) <= exact_db + 0.3  # judged with its 8-bit weights: conservative
     other_weights = copy.deepcopy(base)
     other_weights.weight_bits_by_node["c1"] = 16
     assert evaluator.psnr(other_weights) is None  # weights are baked in: the caller falls back to the exact path
