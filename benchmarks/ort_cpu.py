@@ -79,6 +79,7 @@ def naive_export(checkpoint: Path, latent: int, out: Path) -> dict[str, Any]:
 
 
 VERIFY = {"verify_steps": 2, "verify_prompts": 1}
+REMEDY_FIELDS = ("initial_db", "final_db", "nodes_16bit_activations", "nodes_float", "ranges", "evaluation_s", "target_db")
 
 
 def compile_variant(checkpoint: Path, flags: list[str], out: Path, height: int, cache: Path) -> dict[str, Any]:
@@ -94,8 +95,7 @@ def compile_variant(checkpoint: Path, flags: list[str], out: Path, height: int, 
     evaluator = unet.get("remedies", {}).get("evaluator")
     return {"flags": flags, "remedies_s": unet.get("quantize_timings", {}).get("remedies_s"), "evaluator": evaluator, "compile_seconds": float((out / "compile_seconds.txt").read_text()),
             "psnr_db": unet.get("psnr_db"), "bytes": unet["bytes"],
-            "remedies": {k: unet.get("remedies", {}).get(k) for k in ("initial_db", "final_db", "nodes_16bit_activations",
-                                                                       "ranges", "evaluation_s")}
+            "remedies": {k: unet.get("remedies", {}).get(k) for k in REMEDY_FIELDS}
             if "remedies" in unet else None}
 
 
@@ -178,6 +178,42 @@ def naive_psnr(checkpoint: Path, model: Path, height: int, cache: Path) -> dict[
     return {"psnr_db": round(outputs_psnr(reference, got), 2), "rows": len(got)}
 
 
+def interleaved(models: list[Path], threads: int, rounds: int) -> dict[str, Any]:
+    """Child process: every model's session loaded at once, one step of each in turn for `rounds` rounds.
+
+    On a shared machine the load drifts within seconds; models timed one after another see different loads
+    (three runs of the small scale ordered fp32/naive differently). Alternating steps gives each model the same
+    load on average, so the ratios hold; the per-model processes still give peak RSS and the kernel profile."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sessions, feeds = [], []
+    for model in models:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feed = {}
+        for spec in session.get_inputs():
+            shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+            if spec.name == "timestep":
+                feed[spec.name] = np.full(shape, 500, np.int64 if "int64" in spec.type else np.float32)
+            else:
+                feed[spec.name] = rng.standard_normal(shape).astype(np.float32)
+        session.run(None, feed)
+        sessions.append(session)
+        feeds.append(feed)
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for index, (session, feed) in enumerate(zip(sessions, feeds)):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times[index].append(time.perf_counter() - start)
+    return {"rounds": rounds, "step_s": {str(m): t for m, t in zip(models, times)},
+            "median_s": {str(m): float(np.median(t)) for m, t in zip(models, times)}}
+
+
 def child(*args: str) -> dict[str, Any]:
     done = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -223,6 +259,10 @@ def main() -> None:
     parser.add_argument("--extra-builds", nargs="*", default=[], metavar="NAME=BUILD_DIR",
                         help="more onnx builds of the same UNet to time in the same run (e.g. w8a8 at other remedy "
                              "targets: points of the speed/accuracy frontier)")
+    parser.add_argument("--interleaved-rounds", type=int, default=0,
+                        help="also time every model round-robin in one process for this many rounds (ratios robust "
+                             "to load drift on a shared machine; needs all models in memory at once)")
+    parser.add_argument("--interleave", nargs="*", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--naive-psnr", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, default=None, help=argparse.SUPPRESS)
@@ -230,6 +270,9 @@ def main() -> None:
     latent = LATENT[args.scale]
     if args.measure is not None:
         print(json.dumps(measure(args.measure, args.threads, args.runs)))
+        return
+    if args.interleave is not None:
+        print(json.dumps(interleaved(args.interleave, args.threads, args.runs)))
         return
     if args.naive_psnr is not None:
         print(json.dumps(naive_psnr(args.checkpoint, args.naive_psnr, latent * 8, args.cache)))
@@ -260,7 +303,8 @@ def main() -> None:
     common = ["--scale", args.scale, "--threads", str(args.threads), "--runs", str(args.runs)]
 
     def timed(entry: dict[str, Any], model: Path) -> None:  # each model alone in its own process, back to back
-        entry.update(load_average=[round(x, 2) for x in os.getloadavg()], **child(*common, "--measure", str(model)))
+        entry.update(load_average=[round(x, 2) for x in os.getloadavg()], model_path=str(model),
+                     **child(*common, "--measure", str(model)))
         save()
 
     naive_dir = args.work / f"ort_{args.scale}_naive"
@@ -293,10 +337,19 @@ def main() -> None:
         remedies = unet.get("remedies") or {}
         entry = {"build": {"dir": build, "psnr_db": unet.get("psnr_db"), "bytes": unet["bytes"],
                            "quantization": {k: v for k, v in unet.get("quantization", {}).items() if k != "node_bits"},
-                           "remedies": {k: remedies.get(k) for k in ("initial_db", "final_db", "nodes_16bit_activations",
-                                                                     "ranges")} if remedies else None}}
+                           "remedies": {k: remedies.get(k) for k in REMEDY_FIELDS} if remedies else None}}
         result["models"][name] = entry
         timed(entry, Path(build) / "unet" / "model.onnx")
+    paths = {name: entry["model_path"] for name, entry in result["models"].items() if "model_path" in entry}
+    if args.interleaved_rounds and paths:
+        together = child("--scale", args.scale, "--threads", str(args.threads), "--runs", str(args.interleaved_rounds),
+                         "--interleave", *paths.values())
+        for name, model in paths.items():
+            entry = result["models"][name]
+            entry["sequential_median_s"] = entry["median_s"]
+            entry["median_s"] = together["median_s"][model]
+            entry["interleaved_step_s"] = together["step_s"][model]
+        result["timing"] = f"median_s: interleaved, {args.interleaved_rounds} rounds round-robin in one process"
     naive = result["models"]["naive_dynamo_export"]["median_s"]
     for entry in result["models"].values():
         if "median_s" in entry:

@@ -102,6 +102,30 @@ def _ort_cpu(results: Path, name: str) -> str:
     return rows(["model", "step (median)", "vs naive", "peak RSS", "PSNR dB (held out)", "top kernels, s per step"], body)
 
 
+@table("ort_cpu_small_frontier", "ort_cpu_small.json")
+def _ort_cpu_small_frontier(results: Path) -> str:
+    """Every w8a8 build of the run (the variant and --extra-builds) and fp32: speed against held-out PSNR."""
+    data = load(results, "ort_cpu_small.json")
+    body = []
+    for key, m in data["models"].items():
+        if "w8a8" not in key and key != "fusionc_fp32":
+            continue
+        remedies = m["build"].get("remedies") or {}
+        ranges = max(remedies.get("ranges") or [{"db": 0}], key=lambda r: r["db"])
+        rule = "fp32 build" if key == "fusionc_fp32" else (
+            f"{'percentile ' + str(ranges['percentile']) if 'percentile' in ranges else 'margin ' + str(ranges.get('margin', 1.5))}"
+            if remedies.get("ranges") else "margin 1.5")
+        floats = remedies.get("nodes_float") or 0
+        sixteen = remedies.get("nodes_16bit_activations") or 0
+        kept = "all" if key == "fusionc_fp32" else f"{floats} fp32" if floats else f"{sixteen} at 16-bit" if sixteen \
+            else "a priori only (conditioning, attention)" if remedies.get("final_db") is None else "0"
+        target = remedies.get("target_db")
+        body.append([f"`{key}`", rule, kept, "-" if target is None else f"{target:.0f}",
+                     f"{m['vs_naive']:.2f}x", db(m["build"].get("psnr_db"))])
+    return rows(["build", "8-bit ranges", "nodes kept out of int8", "target dB (selection)", "step vs naive",
+                 "PSNR dB (held out)"], body)
+
+
 @table("ort_cpu_mid", "ort_cpu_mid.json")
 def _ort_cpu_mid(results: Path) -> str:
     return _ort_cpu(results, "ort_cpu_mid.json")
