@@ -5,7 +5,8 @@ The local ANE rewrites (ane_linear, ane_attention) leave each new op inside layo
 
   cancel   to_bc1s(from_bc1s(y))                       -> y
   sink     N(from_bc1s(y), ...)  (N elementwise, Split/Slice on C)  -> from_bc1s(N'(y, ...))
-           other operands: from_bc1s(y2) -> y2; constants [.., S?, C] -> [.., C, 1, S?]
+           other operands: from_bc1s(y2) -> y2; constants [.., S?, C] -> [.., C, 1, S?];
+           per-channel rows [B,1,C] (AdaLN-Zero's shift, scale, gate) -> Reshape to [B,C,1,1]
   enter    Reshape(Transpose(x[B,C,H,W], [0,2,3,1]), [B,H*W,C])   -> from_bc1s(Reshape(x, [B,C,1,H*W]))
   exit     Transpose(Reshape(from_bc1s(y), [B,H,W,C]), [0,3,1,2])  -> Reshape(y, [B,C,H,W])
   source   x (rank 3) feeding to_bc1s and other ops: the other ops read from_bc1s(to_bc1s(x)) instead
@@ -40,6 +41,14 @@ def _const_bc1s(arr: np.ndarray) -> np.ndarray | None:
         return arr.reshape(())
     a = arr.reshape((1,) * (3 - arr.ndim) + arr.shape)
     return np.ascontiguousarray(a.transpose(0, 2, 1)[:, :, None, :])
+
+
+def _per_channel_row(value: ir.Value, bsc: list[int]) -> bool:
+    """A non-constant [B|1, 1, C] operand broadcast over the S tokens of a [B,S,C] value (adaptive norms' modulation):
+    in the (B,C,1,S) layout it is the same memory as [B|1, C, 1, 1], a Reshape away."""
+    shape = static_shape(value)
+    return (shape is not None and len(shape) == 3 and shape[1] == 1 and shape[2] == bsc[2] and shape[0] in (1, bsc[0])
+            and bsc[1] != 1)
 
 
 def _is_default_op(node: ir.Node) -> bool:
@@ -131,6 +140,10 @@ class PropagateChannelsFirstPass(ir.passes.InPlacePass):
                 if arr is None:
                     return False
                 new_inputs.append(emit.const(arr.astype(value.const_value.numpy().dtype), "bc1s"))
+            elif _per_channel_row(value, bsc):  # a [B,1,C] activation (AdaLN-Zero's shift/scale/gate) -> [B,C,1,1]
+                b0, _, c0 = static_shape(value)
+                new_inputs.append(emit.op("Reshape", [value, emit.ints([b0, c0, 1, 1])], None, [b0, c0, 1, 1],
+                                          value.dtype))
             else:
                 return False
         if any(static_shape(o) != bsc for o in node.outputs):

@@ -180,6 +180,34 @@ g (float[1,4,8,8] x) => (float[1,4,8,8] y) <int64[3] flat = {{1,64,4}}, int64[4]
     assert not PropagateChannelsFirstPass()(model).modified
 
 
+def test_propagate_moves_adaln_modulation_channels_first() -> None:
+    """AdaLN-Zero: norm(h) * (1 + scale) + shift with scale, shift [B,1,C] from the conditioning; the modulation runs in
+    the (B,C,1,S) layout with [B,C,1,1] operands, so no transpose is left between the linears around it."""
+    model = parse(f"""<ir_version: 10, opset_import: ["" : 18, "fusionc" : 1]>
+g (float[2,6,4] x, float[2,8] emb) => (float[2,6,4] y) <float[4,4] w1 = {{{weights(4, 4)}}}, float[4,4] w2 = {{{weights(4, 4, seed=5)}}},
+   float[8,8] wm = {{{weights(8, 8, seed=7)}}}, int64[1] one = {{1}}, int64[2] halves = {{4, 4}}, float[1] k1 = {{1.0}}> {{
+  m = MatMul(emb, wm)
+  mu = Unsqueeze(m, one)
+  shift, scale = Split<axis=-1>(mu, halves)
+  a = MatMul(x, w1)
+  n = LayerNormalization<axis=-1>(a, k1)
+  s1 = Add(scale, k1)
+  mod = Mul(n, s1)
+  sh = Add(mod, shift)
+  y = MatMul(sh, w2)
+}}""", [])
+    feeds = feeds_for(model)
+    before = run(model, feeds)
+    ConvertLinearToConvPass()(model)
+    NormalizeLayerNormOverChannelsPass()(model)
+    assert PropagateChannelsFirstPass()(model).modified
+    np.testing.assert_allclose(run(model, feeds)[0], before[0], rtol=1e-4, atol=1e-5)
+    ops = collections.Counter(op_types(model))
+    # the input enters and the output leaves the layout once each; nothing transposes in between
+    assert ops["Transpose"] <= 2, ops
+    assert not PropagateChannelsFirstPass()(model).modified
+
+
 def test_group_norm_rank4_golden() -> None:
     model = parse(f"""<ir_version: 10, opset_import: ["" : 18, "fusionc" : 1]>
 g (float[2,8,5,5] x) => (float[2,8,5,5] y) <float[8] s = {{{weights(8)}}}, float[8] b = {{{weights(8, seed=2)}}}> {{
