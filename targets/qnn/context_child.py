@@ -3,7 +3,7 @@
     python context_child.py REQUEST.json      (a file path, not a module: it imports onnxruntime only)
 
 REQUEST.json: {"source": model path, "from_bytes": bool, "config_entries": {key: value}, "provider_options":
-{...}, "log_severity_level": int}. Exit 0 when onnxruntime wrote the context model named in config_entries;
+{...}, "log_severity_level": int, "parent_pid": int}. Exit 0 when onnxruntime wrote the context model named in config_entries;
 otherwise the error's text on stderr and exit 1.
 
 Why a process of its own: the QNN HTP backend writes state of the process into the context binary. It
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -32,9 +34,21 @@ def zero_new_heap_blocks() -> None:
             pass
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: be killed when the compile that started this build dies (SIGKILL included), not build on."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            sys.exit(1)
+
+
 def main(request_path: str) -> int:
     zero_new_heap_blocks()
     request = json.loads(Path(request_path).read_text())
+    die_with_parent(request["parent_pid"])
     import onnxruntime as ort
     import onnxruntime_qnn
 

@@ -180,13 +180,13 @@ def compile_context(model_path: Path, context_path: Path, config: HtpConfig) -> 
     # folder), and from bytes after the graph itself, so the same model gives the same .onnx and .bin every time.
     in_memory = not source.with_name(source.name + ".data").exists() and source.stat().st_size < (1 << 30)
     request = {"source": str(source), "from_bytes": in_memory, "config_entries": config_entries(context_path.resolve()),
-               "provider_options": config.provider_options(), "log_severity_level": 3}
+               "provider_options": config.provider_options(), "log_severity_level": 3, "parent_pid": os.getpid()}
     with tempfile.TemporaryDirectory(prefix="fusionc-qnn-") as scratch:
         request_path = Path(scratch) / "request.json"
         request_path.write_text(json.dumps(request))
         child = Path(__file__).with_name("context_child.py")
         done = subprocess.run([sys.executable, str(child), str(request_path)], capture_output=True, text=True,
-                              errors="replace", preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                              errors="replace")  # no preexec_fn: not safe in a process with threads
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.startswith("FUSIONC-ERROR: ")]
         message = lines[-1][len("FUSIONC-ERROR: "):] if lines else (
@@ -197,14 +197,6 @@ def compile_context(model_path: Path, context_path: Path, config: HtpConfig) -> 
     bins = sorted(set(context_path.parent.glob("*.bin")) - before) or sorted(context_path.parent.glob(
         f"{context_path.stem}*.bin"))
     return [context_path, *bins]
-
-
-def _die_with_parent() -> None:
-    """In the context build's process (Linux): killed when the compile that started it dies (SIGKILL included)."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def load_context(context_path: Path, config: HtpConfig | None = None) -> ort.InferenceSession:
