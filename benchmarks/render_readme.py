@@ -604,6 +604,9 @@ def render_costmodel_fit(results: Path) -> str:
     out.append(rows(["model", "chip", "published", "roofline", "error", "leave-one-out scaled error"], body))
     return "".join(out) + f"\n(benchmarks/results/costmodel_fit.json; fit at git {data['git_rev'][:10]})\n"
 
+MIB_GB = (1 << 20) / 1e9  # the profiles record MiB; the tables print GB (1e9 bytes), as sdxl_scale's do
+
+
 def _gb(value: Any) -> str:
     return "-" if not value else f"{value / 1e9:.1f}"
 
@@ -621,15 +624,15 @@ def render_sdxl_scale(results: Path) -> str:
         if part is None:
             body.append([label, "not run: " + data.get("not_run", {}).get(key, "-"), "", "", "", "", "", ""])
             continue
-        if part.get("exit_code") == 0:
+        if part.get("outcome"):  # the run's one-line summary, written with its figures
+            outcome = part["outcome"]
+        elif part.get("exit_code") == 0:
             outcome = "finished"
         elif part.get("killed_at_memory_limit"):
             outcome = f"killed at the memory limit in `{part.get('last_stage')}`"
         else:
             outcome = f"exit {part.get('exit_code')} in `{part.get('last_stage')}`"
-        if part.get("note"):
-            outcome += f" ({part['note']})"
-        compile_s = part.get("compile_s_without_trajectory_and_verification")
+        compile_s = part.get("compile_s_without_trajectory_and_verification", part["wall_s"] if key == "peer" else None)
         files = part.get("chunk_bytes") or []
         size = _gb(part.get("bytes"))
         if len(files) > 1:
@@ -663,11 +666,11 @@ def render_compile_memory(results: Path) -> str:
             return "-"
         r = max(found, key=lambda r: r["peak_mb"])
         anon = r.get("peak_anon_mb")
-        return f"{r['peak_mb'] / 1024:.1f}" + (f" ({anon / 1024:.1f})" if anon is not None else "") + f", {r['seconds']:.0f} s"
+        return f"{r['peak_mb'] * MIB_GB:.1f}" + (f" ({anon * MIB_GB:.1f})" if anon is not None else "") + f", {r['seconds']:.0f} s"
 
     body = [[key] + [cell(run, key) for run in data.values()] for key in names]
     body.append(["**whole compile: peak, wall**"] + [
-        f"**{run['peak_rss_mb'] / 1024:.1f}" + (f" ({run['peak_anon_mb'] / 1024:.1f})" if "peak_anon_mb" in run else "")
+        f"**{run['peak_rss_mb'] * MIB_GB:.1f}" + (f" ({run['peak_anon_mb'] * MIB_GB:.1f})" if "peak_anon_mb" in run else "")
         + f", {run['wall_s']:.0f} s**" + ("" if run.get("exit") == 0 else f" exit {run.get('exit')}") for run in data.values()])
     return (rows(["stage or pass", *[f"{k}: peak GB (anon), time" for k in runs]], body, right=set())
             + "\n(" + "; ".join(f"benchmarks/results/{f} git {data[k].get('git_rev')}" for k, f in runs.items()) + ")\n")

@@ -139,6 +139,24 @@ def _bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
+JUDGING = ("trajectory", "reference", "verify", "PSNR")  # fusionc's own measurements: the peer has no counterpart
+
+
+def summarize_profile(profile: Path, log: Path) -> dict[str, Any]:
+    """Stage seconds from the per-stage profile (also when the compile failed and wrote no manifest), the compile
+    time without fusionc's torch reference and verification stages, and the one-line error if there was one."""
+    if not profile.exists():
+        return {}
+    rows = [r for r in json.loads(profile.read_text())["rows"] if r["kind"] == "stage"]
+    stages = {r["name"]: r["seconds"] for r in rows}
+    summary: dict[str, Any] = {"stage_seconds_from_profile": stages, "compile_s_without_trajectory_and_verification":
+                               round(sum(v for k, v in stages.items() if not any(j in k for j in JUDGING)), 1)}
+    errors = [x for x in log.read_text(errors="replace").splitlines() if x.startswith("fusionc: ")] if log.exists() else []
+    if errors:
+        summary["error"] = errors[-1]
+    return summary
+
+
 def part_fusionc(kind: str, checkpoint: Path, work: Path, limit: int) -> dict[str, Any]:
     """The compile runs under benchmarks/compile_memory_profile.py: RSS per stage and per pass beside the totals."""
     out = work / f"sdxl_{kind}"
@@ -158,18 +176,13 @@ def part_fusionc(kind: str, checkpoint: Path, work: Path, limit: int) -> dict[st
     shutil.rmtree(out, ignore_errors=True)
     result = run_watched(command, limit, work / f"sdxl_{kind}.log")
     result["memory_profile"] = str(profile.relative_to(Path(__file__).parent.parent))
+    result.update(summarize_profile(profile, work / f"sdxl_{kind}.log"))
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         unet = manifest["components"]["unet"]
-        timings = manifest.get("timings") or {}
-        judging = [k for k in timings if "trajectory" in k or "reference" in k or "verify" in k or "PSNR" in k]
         result.update({"bytes": unet["bytes"], "files": unet["files"], "psnr_db": unet.get("psnr_db"),
-                       "stage_seconds": timings,
-                       # what the peer does too (load, export, passes, lowering, packaging), without fusionc's own
-                       # torch trajectories and its verification run, which the peer has no counterpart of
-                       "compile_s_without_trajectory_and_verification": round(
-                           sum(v for k, v in timings.items() if k not in judging), 1),
+                       "stage_seconds": manifest.get("timings"),
                        "pass_seconds": {p["name"]: p["seconds"] for p in unet.get("passes", [])},
                        "peak_rss_mb_after_stage": manifest.get("peak_rss_mb_after_stage")})
         if kind == "coreml":
