@@ -97,7 +97,9 @@ def _ort_cpu(results: Path, name: str) -> str:
             body.append([label, "failed" if m["build"].get("failed") else "not run", "-", "-", "-", "-"])
             continue
         top = ", ".join(f"{op} {s:.2f}" for op, s in list(m["kernel_s_per_step_by_op"].items())[:3])
-        body.append([label, f"{m['median_s']:.3f} s", f"{m['vs_naive']:.2f}x" if "vs_naive" in m else "-",
+        naive = data["models"].get("naive_dynamo_export", {}).get("median_s")
+        ratio = m.get("vs_naive", m["median_s"] / naive if naive else None)  # a partial run has no vs_naive yet
+        body.append([label, f"{m['median_s']:.3f} s", f"{ratio:.2f}x" if ratio is not None else "-",
                      f"{m['peak_rss_bytes'] / 2**20:.0f} MB", db(m["build"].get("psnr_db")), top])
     return rows(["model", "step (median)", "vs naive", "peak RSS", "PSNR dB (held out)", "top kernels, s per step"], body)
 
