@@ -119,9 +119,9 @@ def main(debug: bool) -> None:
               help="QNN: widen 16-bit activation ranges by this factor [default: 3].")
 @click.option("--qnn-fp16-attention/--no-qnn-fp16-attention", default=None,
               help="QNN: activation x activation MatMuls in fp16 on the HTP [default: on].")
-@click.option("--qnn-target-db", type=float, default=None, help="QNN remedies stop at this PSNR [default: the gate + 5 dB].")
-@click.option("--qnn-remedy-rounds", type=click.IntRange(0), default=None, help="QNN remedy evaluations, 0: none [default: 48].")
-@click.option("--qnn-remedy-seconds", type=click.FloatRange(0), default=None, help="QNN remedies time budget [default: 600].")
+@click.option("--qnn-target-db", type=float, default=None, help="QNN and onnx w8a8 remedies stop at this PSNR on the selection set [default: the gate + 5 dB].")
+@click.option("--qnn-remedy-rounds", type=click.IntRange(0), default=None, help="QNN and onnx w8a8 remedy evaluations, 0: none [default: 48].")
+@click.option("--qnn-remedy-seconds", type=click.FloatRange(0), default=None, help="QNN and onnx w8a8 remedies time budget [default: 600].")
 @click.option("--qnn-max-context-bytes", type=click.IntRange(1), default=None,
               help="QNN: split contexts above this size [default: the device's limit].")
 @click.option("--opset", type=click.IntRange(18, 21), default=None, help="ONNX opset of the export [default: 18].")
