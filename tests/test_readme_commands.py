@@ -8,7 +8,7 @@ lines read the builds earlier ones wrote), in-process through the real command l
 What runs, and what does not (CI budget: ~45 s of CPU for this file). Measured (process CPU, one pytest process):
 44 s when the worker's --cache already holds the built-in model's exports and torch trajectories (other tests of
 the suite export them: tests/test_generate.py, the conftest Core ML build, ...), 69 s from a cold cache. One test,
-so one worker runs the README once (xdist_group does not group under pytest 9.2: pytest-xdist#1386).
+so one worker runs the README once.
 - every `compile` line is first checked by the CLI's own checks before any work (argument parsing, config
   resolution, the target's option refusals, the checkpoint named, the target's pass list), which is where
   flags, values and combinations go stale;
@@ -134,11 +134,6 @@ def readme_commands(text: str | None = None) -> list[Command]:
 
 def skip_reason(command: str) -> str | None:
     return next((reason for pattern, reason in SKIP if re.search(pattern, command)), None)
-
-
-def budget_reason(command: str) -> str | None:
-    return next((f"{reason}; built in {where}" for pattern, reason, where in BUDGET if re.search(pattern, command)),
-                None)
 
 
 def _option(args: tuple[str, ...], name: str) -> str | None:
