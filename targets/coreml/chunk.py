@@ -50,4 +50,17 @@ def plan_chunks(model: ir.Model, component: str, options: CompileOptions) -> lis
         return [model]
     plan = plan_split(model, count)
     log.info("splitting %s into %d chunks at nodes %s (weights %s bytes)", component, count, plan.cuts, plan.weight_bytes)
-    return split_model(model, plan)
+    boundary = {name for names in plan.crossing for name in names}
+    chunks = split_model(model, plan)
+    for chunk in chunks:
+        for value in [*chunk.graph.inputs, *chunk.graph.outputs]:
+            if value.name in boundary:
+                value.name = BOUNDARY_PREFIX + value.name
+    return chunks
+
+
+# A value passed from one chunk to the next keeps its exported name behind this prefix. The exporter's names
+# (add_229, conv2d_5) have the form of the names coremltools gives unnamed ops in a MIL program, and a chunk
+# input called add_229 was shadowed by an op of the same name inside that chunk (an SDXL-shaped UNet in two
+# chunks failed its check with a concat of mismatched shapes). No MIL op type is called "chunk".
+BOUNDARY_PREFIX = "chunk_"

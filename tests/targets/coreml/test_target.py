@@ -101,11 +101,17 @@ def test_chunk_equivalence(optimized_unet, unet_spec, tmp_path: Path, chunks: in
     a = TARGET.runner(tmp_path / "whole", "unet", whole)(feeds)["out_sample"]
     b = TARGET.runner(tmp_path / "split", "unet", split)(feeds)["out_sample"]
     np.testing.assert_array_equal(a, b)  # same ops, fp16 tensors cross the cut unchanged
+    from fusionc.targets.coreml.chunk import BOUNDARY_PREFIX
     from fusionc.targets.coreml.executor import load_program
 
     second = load_program(tmp_path / "split" / info["packages"][1]).functions["main"]
     crossing = [v for n, v in second.inputs.items() if n not in ("sample", "timestep", "encoder_hidden_states")]
     assert crossing and all(types.builtin_to_string(v.dtype) == "fp16" for v in crossing)
+    # a value crossing the cut is named so that no op inside the chunk can shadow it (MIL names unnamed ops
+    # add_229, conv2d_5: the exporter's names have that form, and an SDXL-shaped UNet failed its check so)
+    produced = {out.name for op in second.operations for out in op.outputs}
+    assert all(name.startswith(BOUNDARY_PREFIX) and name not in produced
+               for name in second.inputs if name not in ("sample", "timestep", "encoder_hidden_states"))
 
 
 def test_auto_chunking_follows_the_device_limit(optimized_unet) -> None:
