@@ -101,6 +101,10 @@ def table(checkpoint: Path | None, target: str, methods: list[str], steps: int, 
             result = {"benchmark": "compression_table", "target": target, "checkpoint": str(checkpoint or "built-in"),
                       "checkpoint_sha256": manifest["checkpoint"]["sha256"], "prompts": [p for p, _ in prompts],
                       "seeds": [seed for _, seed in prompts], "steps": steps, "inputs": manifest["inputs"],
+                      "measured_on": {"unet_psnr_db": "verification (held out)",
+                                      "unet_psnr_db_calibration": "calibration (mixed-bit sensitivities were probed on it)",
+                                      "selection_psnr_db": "selection (the mixed-bit recipe was chosen on it)",
+                                      "image_psnr_db": "held-out image prompts and seeds (in no input set of the compile)"},
                       "methods": rows, "host": _host(), "provenance": prov.finish()}
             out.write_text(json.dumps(result, indent=1) + "\n")  # after each method: a crash keeps the rows
     return result

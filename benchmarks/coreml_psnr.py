@@ -45,11 +45,14 @@ def main() -> None:
 
     prov = Provenance.start()
     rows = []
+    inputs: dict = {}  # the input sets of the last build (the same prompts, seeds and steps for every family)
 
     def write() -> None:
         worst = min(rows, key=lambda r: r["psnr_db"])
         record = {"benchmark": "coreml_psnr", "gate_db": 35.0, "precision": "fp16", "deployment_target": "iOS17",
                   "verification": {"prompts": VERIFY_PROMPTS, "steps": VERIFY_STEPS, "held_out": True},
+                  "inputs": inputs, "measured_on": {"psnr_db": "verification (held out)",
+                                                    "psnr_db_calibration": "calibration (fp16 overflow ranges were fitted on it)"},
                   "worst": worst, "all_above_gate": all(r["psnr_db"] >= 35.0 for r in rows), "rows": rows,
                   "provenance": prov.finish()}
         RESULTS.mkdir(exist_ok=True)
@@ -66,6 +69,8 @@ def main() -> None:
             start = time.perf_counter()
             name = f"{family}_{attention}" + (f"_palettize{palettize}" if palettize else "")
             manifest = compile_checkpoint(checkpoint, options, args.work / "builds" / name)
+            inputs.update({role: {k: v for k, v in spec.items() if k != "count"}
+                           for role, spec in (manifest.get("inputs") or {}).items()})
             for comp_name, comp in manifest["components"].items():
                 ops = comp["coreml"]["mil_ops"]
                 rows.append({"family": family, "attention": attention, "palettize": palettize, "component": comp_name,

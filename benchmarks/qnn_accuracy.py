@@ -134,6 +134,9 @@ def main() -> None:
     feeds, expected = sets[VERIFICATION].feeds, sets[VERIFICATION].outputs
     report: dict[str, Any] = {"device": "snapdragon-8-gen-2 (v73)", "gate_db": 35.0,
                               "inputs": {r: s.describe() for r, s in sets.items()},
+                              "measured_on": {"htp_db": "verification (held out)", "cpu_fake_quant_db": "verification (held out)",
+                                              "calibration_db": "calibration (fusionc's ranges were fitted on it)",
+                                              "stock_onnxruntime": "verification (held out); calibrated on the calibration set"},
                               "fusionc": {}, "stock_onnxruntime": {}}
 
     def write() -> None:

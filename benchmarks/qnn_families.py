@@ -121,7 +121,10 @@ def main() -> None:
 
     prov = Provenance.start()
     report: dict[str, Any] = {"device": f"{DEVICE} (v73)", "gate_db": GATE_DB, "weights": "seeded random (tiny.py)",
-                              "threads": args.threads, "results": {}}
+                              "threads": args.threads, "results": {},
+                              "measured_on": {"htp_db": "verification (held out)", "cpu_fake_quant_db": "verification (held out)",
+                                              "calibration_db": "calibration (the quantizer's ranges were fitted on it)",
+                                              "remedies": "selection (the remedies' fake-quant figures)"}}
     done = {}
     if args.json.exists() and args.resume:  # incremental: keep the families already measured by this revision
         old = json.loads(args.json.read_text())
