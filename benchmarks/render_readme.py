@@ -763,6 +763,68 @@ def render_fleet_builtin(results: Path) -> str:
     return render_fleet(results, "fleet_builtin.json")
 
 
+@table("fleet_builtin_notes", "fleet_builtin.json")
+def render_fleet_builtin_notes(results: Path) -> str:
+    """The prose under the built-in fleet table: its inputs, the separate compiles' spread, the shared work."""
+    d = load(results, "fleet_builtin.json")
+    ways, shared_opts = d["ways"], d["shared"]
+    walls = {n: e["wall_s"] for n, e in ways["separate"]["per_variant"].items()}
+    slowest = max(walls, key=walls.get)
+    others = [w for n, w in walls.items() if n != slowest]
+    typical = sum(others) / len(others)
+    adjusted = sum(others) + typical
+    local = ways["local"]
+    shared = local["shared_s"]
+    load_s = shared["fleet: load checkpoint"]
+    work_s = shared["fleet: shared work (trajectory, export, generic passes)"]
+    trajectories = sum(v for k, v in shared.items() if k.startswith("reference trajectories"))
+    export = sum(v for k, v in shared.items() if k.endswith(": export"))
+    per = list(local["per_variant_s"].values())
+    qnn = next((v for v in d["variants"] if v.get("target") == "qnn"), {})
+    text = (f"Inputs, the same for every way: {', '.join(shared_opts['components'])} only, verification off (no PSNR is "
+            f"measured), a calibration set of {shared_opts['calibration_prompts']} prompt x "
+            f"{shared_opts['calibration_steps']} steps and a selection set of {shared_opts['selection_prompts']} x "
+            f"{shared_opts['selection_steps']}")
+    if qnn:
+        text += (f"; the QNN variants draw {qnn.get('calibration_samples')} calibration and "
+                 f"{qnn.get('selection_samples')} selection samples and run {qnn.get('qnn_remedy_rounds')} remedy rounds")
+    text += (f". The separate compiles took {min(others):.1f}-{max(others):.1f} s each but {slowest}, "
+             f"{walls[slowest]:.1f} s; with that one at the mean of the other {len(others)} ({typical:.1f} s) the separate "
+             f"total would be {adjusted:.0f} s, and the local fleet ({local['wall_s']:.1f} s) costs "
+             f"{local['wall_s'] / adjusted:.2f}x of it ({local['wall_s'] / ways['separate']['wall_s']:.2f}x of the measured "
+             f"{ways['separate']['wall_s']:.1f} s; goal: <= 0.5x). The local fleet spent {load_s + work_s:.0f} s on the "
+             f"shared work (load {load_s:.0f} s, the torch calibration and selection trajectories {trajectories:.0f} s, "
+             f"one export {export:.0f} s) and {min(per):.0f}-{max(per):.0f} s per variant.")
+    if "ray" in ways:
+        text += f" The Ray fleet's process tree peaked at {ways['ray']['peak_rss_gb']:.1f} GB."
+    return text + "\n"
+
+
+@table("controlnet_follow", "controlnet_follow.json")
+def render_controlnet_follow(results: Path) -> str:
+    """Where the shape went, with the ControlNet and without: counted from the cases in the JSON."""
+    d = load(results, "controlnet_follow.json")
+
+    def counts(cases: list[dict[str, Any]]) -> tuple[str, str]:
+        outline = sum(c["detected"] == c["outline"].split()[1] for c in cases)
+        prompt = sum(c["detected"] in c["prompt"].split() for c in cases)
+        return f"{outline} / {len(cases)}", f"{prompt} / {len(cases)}"
+
+    body = [["`builtin:controlnet` with the outline", *counts(d["controlnet_pipeline"]["cases"])],
+            ["built-in pipeline, same prompts and seeds", *counts(d["plain_pipeline"]["cases"])]]
+    cases = d["controlnet_pipeline"]["cases"]
+    prompts = len({c["prompt"] for c in cases})
+    seeds = sorted({c["seed"] for c in cases})
+    load_ = d.get("load_average_before_after") or []
+    return (rows(["pipeline", "shape at the outline's position", "shape at the prompt's position"], body)
+            + f"\n(torch, {prompts} prompts x seeds {', '.join(map(str, seeds))}, {d['steps']} steps, guidance "
+            f"{d['guidance']:g}: the cases of fusionc.models.train_controlnet.EVAL_CASES, which training's own "
+            "end-of-training check also uses; not a held-out set: captions of this form are in the ControlNet's training "
+            "data, whose outlines lie anywhere, here at the named anchors. benchmarks/results/controlnet_follow.json; "
+            f"git {d['git_rev']}" + (f"; load {load_[0]:.1f} before, {load_[-1]:.1f} after" if len(load_) == 2 else "")
+            + ")\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when a block differs from its JSON")

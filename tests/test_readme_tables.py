@@ -73,3 +73,20 @@ def test_a_recipe_cut_short_says_how_many_prompts_it_reached(tmp_path: Path) -> 
     text = render_readme.TABLES["prompt_check"].render(results)
     assert f"| {name} (first 3 of {data['n']} prompts) |" in text
     assert "recipes measured at git 0123456789, fedcba9876" in text
+
+
+def test_prose_blocks_count_from_the_json(tmp_path: Path) -> None:
+    """The ControlNet table and the fleet notes are computed from the JSON's cases and timings, not copied."""
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results, ignore=shutil.ignore_patterns("*.png", "*.gz"))
+    data = json.loads((results / "controlnet_follow.json").read_text())
+    case = data["controlnet_pipeline"]["cases"][0]
+    case["detected"] = next(w for w in case["prompt"].split() if w in ("left", "right", "top", "bottom", "center"))
+    (results / "controlnet_follow.json").write_text(json.dumps(data))
+    fleet = json.loads((results / "fleet_builtin.json").read_text())
+    fleet["ways"]["local"]["shared_s"]["fleet: load checkpoint"] += 100.0
+    (results / "fleet_builtin.json").write_text(json.dumps(fleet))
+    text = render_readme.TABLES["controlnet_follow"].render(results)
+    assert "| `builtin:controlnet` with the outline | 11 / 12 | 1 / 12 |" in text
+    _, changed = render_readme.render_readme((ROOT / "README.md").read_text(), results)
+    assert {"controlnet_follow", "fleet_builtin_notes"} <= set(changed)
