@@ -243,8 +243,9 @@ def render_compression(results: Path) -> str:
     n = len(data["prompts"])
     held_out = "inputs" in data  # measured with the three input sets (else: on the search's own trajectory)
     unet = "UNet PSNR, held out (calibration set)" if held_out else "UNet PSNR (search trajectory, not held out)"
-    return rows(["method", "UNet bytes", "avg bits", unet, "search's PSNR (selection set)",
-                 f"image PSNR (median of {n})"], body) + "\n" + source(data, "compression.json")
+    image = f"image PSNR, {n} held-out prompts (median)" if held_out else f"image PSNR (median of {n})"
+    return rows(["method", "UNet bytes", "avg bits", unet, "search's PSNR (selection set)", image], body) + "\n" + \
+        source(data, "compression.json")
 
 
 @table("mixed_bit_heldout", "mixed_bit_heldout.json")
@@ -341,8 +342,9 @@ def render_qnn_accuracy(results: Path) -> str:
     body = [[n, stock_cell("w8a16", n, True), cell("w8a16", n), stock_cell("w8a8", n, False), cell("w8a8", n),
              cell("fp16", n)] for n in names]
     held_out = "inputs" in data
-    suffix = " (calibration set)" if held_out else " (not held out)"
-    return rows(["component", "stock w8a16 (CPU fake-quant)", "fusionc w8a16" + suffix, "stock w8a8",
+    suffix = ", held out (calibration set)" if held_out else " (not held out)"
+    stock = " (CPU fake-quant), held out" if held_out else " (CPU fake-quant)"
+    return rows(["component", "stock w8a16" + stock, "fusionc w8a16" + suffix, "stock w8a8" + (", held out" if held_out else ""),
                  "fusionc w8a8" + suffix, "fusionc fp16" + suffix], body) + "\n" + source(data, "qnn_accuracy.json")
 
 
@@ -365,7 +367,9 @@ def render_qnn_families(results: Path) -> str:
             row.append(f"{comps[worst]['htp_db']:.1f} ({short.get(worst, worst)})"
                        + (f", gap {max(gap):+.1f}" if gap else ""))
         body.append(row)
-    note = "" if "inputs" in data else "measured before the held-out input sets: calibration inputs were verified on; "
+    note = ("worst component on the held-out verification set; gap: the largest calibration-set minus held-out PSNR "
+            "of the row's components; " if "inputs" in data
+            else "measured before the held-out input sets: calibration inputs were verified on; ")
     return rows(["family"] + precisions, body) + "\n" + (f"({note.rstrip('; ')})\n" if note else "") + \
         source(data, "qnn_families.json")
 
@@ -381,8 +385,9 @@ def render_qnn_accuracy_summary(results: Path) -> str:
              if isinstance(by, dict) for n, e in by.items()
              if isinstance(e, dict) and e.get("cpu_fake_quant_db") is not None and e.get("htp_db") is not None]
     worst = max(diffs, key=lambda d: d[0])
+    where = " (both on the held-out verification set)" if "inputs" in data else ""
     return (f"Stock w8a16 on the CPU vs the HTP (dB): {', '.join(gaps) or 'no gap over 3 dB'}. fusionc's graphs run on "
-            f"the HTP within {worst[0]:.1f} dB of their CPU fake-quant (largest: {worst[2]} {worst[1]}, "
+            f"the HTP within {worst[0]:.1f} dB of their CPU fake-quant{where} (largest: {worst[2]} {worst[1]}, "
             f"{worst[3]['cpu_fake_quant_db']:.1f} on the CPU, {worst[3]['htp_db']:.1f} on the HTP).\n")
 
 
@@ -403,7 +408,8 @@ def render_qnn_families_summary(results: Path) -> str:
     seconds = {p: [r["compile_s"] for by in data["results"].values() for q, r in by.items() if q == p and r.get("compile_s")]
                for p in ("w8a16", "w8a8", "fp16")}
     times = ", ".join(f"{p} {min(v):.0f}-{max(v):.0f} s" for p, v in seconds.items() if v)
-    return (f"{clear} of {len(comps)} component builds clear {gate:.0f} dB. UNets and VAE decoders measure {span('w8a8')} in "
+    where = " on the held-out verification set" if "inputs" in data else ""
+    return (f"{clear} of {len(comps)} component builds clear {gate:.0f} dB{where}. UNets and VAE decoders measure {span('w8a8')} in "
             f"w8a8 and {span('w8a16')} in w8a16; HTP and CPU fake-quant agree within {max(abs(d) for d in diff):.1f} dB "
             f"(HTP minus CPU from {min(diff):+.1f} to {max(diff):+.1f} dB). Compiles took {times} each, "
             f"{data.get('threads', '?')} thread(s).\n")
