@@ -28,6 +28,7 @@ from fusionc.core.errors import BadInputError
 from fusionc.core.options import CompileOptions
 
 DEFAULT_T5_LENGTH = {"sd3": 256, "pixart": 300}  # the pipelines' max_sequence_length defaults
+SD3_CLIP_LENGTH = 77  # SD3's CLIP tokens, ahead of the T5 ones in the transformer's joint sequence
 MASKED_SCORE = -1.0e4  # added to the scores of padding tokens (diffusers' and Apple's value; finite in fp16)
 T5_COMPONENT = {"sd3": "text_encoder_3", "pixart": "text_encoder"}
 T5_TOKENIZER = {"sd3": "tokenizer_3", "pixart": "tokenizer"}
@@ -170,7 +171,7 @@ def t5_length(checkpoint: Any, options: CompileOptions) -> int:
         if options.text_length < 1:
             raise BadInputError(f"--text-length {options.text_length} must be at least 1")
         return int(options.text_length)
-    if family == "sd3" and "text_encoder_3" not in checkpoint.classes:
+    if family == "sd3" and "text_encoder_3" not in checkpoint.classes and not lone_transformer(checkpoint):
         return 0  # a pipeline shipped without a T5 (the built-in `builtin:sd3`): CLIP tokens only
     default = DEFAULT_T5_LENGTH[family]
     folder = checkpoint.tokenizer_dirs.get(T5_TOKENIZER[family])
@@ -181,6 +182,11 @@ def t5_length(checkpoint: Any, options: CompileOptions) -> int:
     return default
 
 
+def lone_transformer(checkpoint: Any) -> bool:
+    """A transformer folder compiled alone: its token counts are the pipeline's defaults (SD3: 77 CLIP + 256 T5)."""
+    return set(checkpoint.classes) == {"transformer"}
+
+
 def geometry(checkpoint: Any, options: CompileOptions) -> DitGeometry:
     family = checkpoint.dit_family
     cfg = checkpoint.configs["transformer"]
@@ -189,10 +195,27 @@ def geometry(checkpoint: Any, options: CompileOptions) -> DitGeometry:
     joint = int(getattr(cfg, "joint_attention_dim", 0) or getattr(cfg, "caption_channels", 0) or 0)
     return DitGeometry(
         family, int(cfg.in_channels), int(cfg.out_channels or cfg.in_channels),
-        int(clip.max_position_embeddings) if clip is not None else 0, t5_length(checkpoint, options), joint,
+        int(clip.max_position_embeddings) if clip is not None else (
+            SD3_CLIP_LENGTH if family == "sd3" and lone_transformer(checkpoint) else 0),
+        t5_length(checkpoint, options), joint,
         float(getattr(vae, "scaling_factor", None) or 1.0) if vae is not None else 1.0,
         float(getattr(vae, "shift_factor", None) or 0.0) if vae is not None else 0.0,
         2 ** (len(vae.block_out_channels) - 1) if vae is not None and hasattr(vae, "block_out_channels") else 8)
+
+
+def t5_component(model: torch.nn.Module, length: int, batch: int,
+                 gen: torch.Generator) -> tuple[torch.nn.Module, dict[str, torch.Tensor], list[str]]:
+    """(wrapper, example inputs, output names) of a T5 encoder at `length` tokens."""
+    ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=gen, dtype=torch.int32)
+    mask = torch.ones(batch, length, dtype=torch.int32)
+    return T5EncoderWrapper(model, length).eval(), {"input_ids": ids, "attention_mask": mask}, ["last_hidden_state"]
+
+
+def lone_t5_length(options: CompileOptions) -> int:
+    """T5 tokens of a T5 encoder folder compiled alone (no pipeline to say which): --text-length, else SD3's 256."""
+    if options.text_length is not None and options.text_length < 1:
+        raise BadInputError(f"--text-length {options.text_length} must be at least 1")
+    return int(options.text_length) if options.text_length is not None else DEFAULT_T5_LENGTH["sd3"]
 
 
 def dit_component(checkpoint: Any, name: str, options: CompileOptions, batch: int, latent_hw: tuple[int, int],
@@ -202,10 +225,7 @@ def dit_component(checkpoint: Any, name: str, options: CompileOptions, batch: in
     family = checkpoint.dit_family
     model = checkpoint.models.get("transformer" if name == "transformer" else name)
     if name == T5_COMPONENT[family]:
-        length = t5_length(checkpoint, options)
-        ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=gen, dtype=torch.int32)
-        mask = torch.ones(batch, length, dtype=torch.int32)
-        return T5EncoderWrapper(model, length).eval(), {"input_ids": ids, "attention_mask": mask}, ["last_hidden_state"]
+        return t5_component(model, t5_length(checkpoint, options), batch, gen)
     if name != "transformer":
         return None
     geo = geometry(checkpoint, options)

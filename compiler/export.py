@@ -23,7 +23,7 @@ from fusionc.controlnet import (ControlledUNetWrapper, ControlNetWrapper, contro
                                 residual_names, residual_shapes)
 from fusionc.core.errors import BadInputError, UnsupportedError
 from fusionc.core.options import CompileOptions
-from fusionc.dit import dit_component
+from fusionc.dit import dit_component, lone_t5_length, t5_component
 from fusionc.passes.generic._match import forget_last_match
 
 
@@ -156,6 +156,8 @@ def component_spec(checkpoint: Checkpoint, name: str, options: CompileOptions, b
         found = dit_component(checkpoint, name, options, batch, (height // scale, width // scale), (height, width), gen)
         if found is not None:
             return ComponentSpec(name, *found)
+    if checkpoint.classes.get(name) == "T5EncoderModel":  # a T5 folder alone (a pipeline's T5: dit_component)
+        return ComponentSpec(name, *t5_component(checkpoint.models[name], lone_t5_length(options), batch, gen))
     if name in ("text_encoder", "text_encoder_2"):
         model = checkpoint.models[name]
         ids = torch.randint(0, model.config.vocab_size, (batch, text_length(checkpoint)), generator=gen, dtype=torch.int32)

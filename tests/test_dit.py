@@ -185,6 +185,26 @@ def test_sd3_onnx_build_verifies_clip_t5_and_the_transformer(dit_pipeline, tmp_p
     assert (out / "tokenizer_3" / "tokenizer.json").is_file()
 
 
+def test_a_lone_t5_or_sd3_transformer_folder_compiles_with_the_pipelines_token_counts(dit_pipeline, tmp_path: Path) -> None:
+    """Before: a T5EncoderModel folder alone stopped with an internal error (it took the CLIP path: no pooler_output),
+    and an SD3 transformer folder alone was verified on zero text tokens (no CLIP, no T5 in the folder)."""
+    from fusionc.pipeline import compile_checkpoint
+
+    t5_folder = dit_pipeline("sd3") / "text_encoder_3"
+    manifest = compile_checkpoint(t5_folder, CompileOptions(target="onnx", text_length=12), tmp_path / "t5")
+    t5 = manifest["components"]["text_encoder"]
+    assert t5["psnr_db"] > 60 and t5["inputs"]["input_ids"]["shape"] == ["batch", 12]
+    d_model = json.loads((t5_folder / "config.json").read_text())["d_model"]
+    assert t5["outputs"]["last_hidden_state"]["shape"] == ["batch", 12, d_model]
+    transformer = load_checkpoint(dit_pipeline("sd3") / "transformer")
+    from fusionc.export import component_spec
+
+    spec = component_spec(transformer, "transformer", CompileOptions(target="onnx", height=64, width=64))
+    assert spec.example["encoder_hidden_states"].shape[1] == 77 + 256  # SD3's joint sequence: 77 CLIP + 256 T5
+    spec = component_spec(transformer, "transformer", CompileOptions(target="onnx", height=64, width=64, text_length=8))
+    assert spec.example["encoder_hidden_states"].shape[1] == 77 + 8
+
+
 def test_pixart_onnx_build_from_the_cli_generates_like_torch(dit_pipeline, tmp_path: Path) -> None:
     out = tmp_path / "pixart_onnx"
     result = CliRunner().invoke(main, ["compile", str(dit_pipeline("pixart")), "--out", str(out), "--text-length", "8",
