@@ -13,12 +13,12 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from fusionc.core import interrupt
 from fusionc.core.errors import BadInputError
 
 MANIFEST = "manifest.json"
@@ -62,10 +62,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def check_out(out: Path) -> None:
     """The checks on --out that need no lock: run first, so a bad --out fails before minutes of work."""
     out = out.resolve()
@@ -106,20 +102,20 @@ def atomic_build(out: Path) -> Iterator[Path]:
     for stale in _stale_temporaries(out):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        tmp.mkdir()
-        yield tmp
-        _swap_into_place(tmp, out)
-    except Exception as err:  # noqa: BLE001 - libraries report a full disk in their own exception types
-        if _disk_full(err, out.parent):
-            raise BadInputError(f"disk full while writing the build next to '{out}': free space and compile again") from err
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(tmp, ignore_errors=True)
-        fcntl.flock(lock_file, fcntl.LOCK_UN)
-        lock_file.close()
+    with interrupt.catching():
+        try:
+            tmp.mkdir()
+            yield tmp
+            interrupt.check()  # a signal whose KeyboardInterrupt a library swallowed still stops the swap
+            _swap_into_place(tmp, out)
+        except Exception as err:  # noqa: BLE001 - libraries report a full disk in their own exception types
+            if _disk_full(err, out.parent):
+                raise BadInputError(f"disk full while writing the build next to '{out}': free space and compile again") from err
+            raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+            lock_file.close()
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -10,6 +10,8 @@ from typing import Iterable, Iterator, TypeVar
 
 from rich.console import Console
 
+from fusionc.core import interrupt
+
 _console = Console(stderr=True)
 # The process's peak RSS (MB) when each timed stage ended: where a compile's memory peak happens.
 STAGE_PEAK_RSS_MB: dict[str, float] = {}
@@ -20,6 +22,7 @@ _active: list[tuple[object, str]] = []  # the stage status shown on the terminal
 @contextmanager
 def stage(name: str, timings: dict[str, float] | None = None, quiet: bool = False) -> Iterator[None]:
     """Report `name` while the block runs, then its duration (also stored in `timings[name]`)."""
+    interrupt.check()  # a Ctrl-C that a library swallowed stops the compile at the next stage
     start = time.perf_counter()
     if quiet:
         yield

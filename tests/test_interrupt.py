@@ -1,0 +1,60 @@
+"""A Ctrl-C whose KeyboardInterrupt a library swallows still stops the build before it is swapped into place."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from fusionc import buildfs
+from fusionc.core import interrupt, progress
+
+
+class SwallowsInterrupts:
+    """Like a library `__del__` or a broad `except BaseException`: the signal's exception never reaches the caller."""
+
+    def run(self) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pthread_kill(signal.pthread_self(), 0)  # a bytecode boundary: the handler runs here
+        except KeyboardInterrupt:
+            pass
+
+
+def test_a_swallowed_sigterm_still_leaves_out_untouched(tmp_path: Path) -> None:
+    out = tmp_path / "build"
+    out.mkdir()
+    (out / "manifest.json").write_text("good")
+    with pytest.raises(KeyboardInterrupt), buildfs.atomic_build(out) as tmp:
+        (tmp / "manifest.json").write_text("half")
+        SwallowsInterrupts().run()
+    assert (out / "manifest.json").read_text() == "good"
+    assert not list(tmp_path.glob(".build.tmp-*"))
+
+
+def test_the_next_stage_raises_after_a_swallowed_signal(tmp_path: Path) -> None:
+    reached = []
+    with pytest.raises(KeyboardInterrupt), buildfs.atomic_build(tmp_path / "b"):
+        SwallowsInterrupts().run()
+        with progress.stage("export", quiet=True):
+            reached.append("export")
+    assert reached == []
+
+
+def test_handlers_are_restored_and_the_record_cleared(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), buildfs.atomic_build(tmp_path / "b"):
+        SwallowsInterrupts().run()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    interrupt.check()  # no stale record: a later compile in the same process is not interrupted
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path: Path) -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # fleet workers leave Ctrl-C to their driver
+    try:
+        with buildfs.atomic_build(tmp_path / "b"):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
