@@ -205,6 +205,18 @@ def test_a_lone_t5_or_sd3_transformer_folder_compiles_with_the_pipelines_token_c
     assert spec.example["encoder_hidden_states"].shape[1] == 77 + 8
 
 
+def test_palettize_compresses_a_diffusion_transformer_by_default(dit_pipeline, tmp_path: Path) -> None:
+    """Before: `--palettize 6` compressed the UNet only, so an SD3 transformer was built in fp16 without a word."""
+    from fusionc.pipeline import compile_checkpoint
+
+    options = CompileOptions(target="coreml", components=("transformer",), palettize="6", min_weight_elements=64,
+                             verify_steps=1, verify_prompts=1)
+    manifest = compile_checkpoint(dit_pipeline("sd3"), options, tmp_path / "sd3_p6")
+    transformer = manifest["components"]["transformer"]
+    assert transformer["compression"]["palettize"]["average_bits"] == 6.0
+    assert transformer["psnr_db"] > 30
+
+
 def test_pixart_onnx_build_from_the_cli_generates_like_torch(dit_pipeline, tmp_path: Path) -> None:
     out = tmp_path / "pixart_onnx"
     result = CliRunner().invoke(main, ["compile", str(dit_pipeline("pixart")), "--out", str(out), "--text-length", "8",
