@@ -654,6 +654,67 @@ def render_sdxl_scale(results: Path) -> str:
             + f"\n(benchmarks/results/sdxl_scale.json; git {data.get('git_rev')}; parts run at {when})\n")
 
 
+DIT_PARTS = {"sd3_transformer_coreml": "SD3 transformer, coreml 6-bit palettized (`--palettize 6 --chunk auto`)",
+             "sd3_transformer_qnn": "SD3 transformer, qnn W8A16",
+             "t5xxl_coreml": "T5-XXL encoder, coreml 6-bit palettized (`--palettize 6 --chunk N`)",
+             "t5xxl_qnn": "T5-XXL encoder, qnn W8A16"}
+DIT_SCALES = {"full": "full size", "layers2": "full width, 2 of 24 layers", "small": "small (2 layers, narrow)"}
+
+
+def _part_outcome(part: dict[str, Any]) -> str:
+    if part.get("exit_code") == 0:
+        return "finished" + ("" if part.get("psnr_db") is not None else " (not verified)")
+    if part.get("killed_at_deadline"):
+        return f"cut at the session deadline in `{part.get('last_stage')}`"
+    if part.get("killed_at_memory_floor"):
+        return (f"killed: the machine's free memory fell under {part['memory_floor_bytes'] / 1e9:.1f} GB "
+                f"in `{part.get('last_stage')}`")
+    if part.get("killed_at_memory_limit"):
+        return f"killed at the memory limit in `{part.get('last_stage')}`"
+    return f"exit {part.get('exit_code')} in `{part.get('last_stage')}`" + (f": {part['error']}" if part.get("error") else "")
+
+
+@table("dit_scale", "dit_scale.json")
+def render_dit_scale(results: Path) -> str:
+    """SD3-medium's transformer and T5-XXL's encoder at full size (and the reduced scales): outcome, time, memory."""
+    data = load(results, "dit_scale.json")
+    body = []
+    for scale, scale_label in DIT_SCALES.items():
+        section = data.get(scale)
+        if section is None:
+            continue
+        for key, label in DIT_PARTS.items():
+            kind = "sd3" if key.startswith("sd3") else "t5"
+            ckpt = section.get("checkpoints", {}).get(kind)
+            what = f"{label}, {scale_label}" + (f" ({ckpt['parameters'] / 1e6:,.0f}M parameters, fp32 "
+                                                 f"{ckpt['bytes'] / 1e9:.2f} GB)" if ckpt else "")
+            part = section.get(key)
+            if part is None:
+                reason = section.get("not_run", {}).get(key)
+                if reason:
+                    body.append([what, "not run: " + reason, "", "", "", "", "", ""])
+                continue
+            asked = part.get("asked", {})
+            if "image" in asked:
+                what += f", {asked['image'][0]}x{asked['image'][1]} ({asked['patches']} patches + {asked['joint_tokens']} tokens)"
+            else:
+                what += f", {asked.get('t5_tokens')} tokens"
+            files = part.get("chunk_bytes") or []
+            size = "-" if part.get("bytes") is None else (
+                f"{part['bytes'] / 1e9:.2f}" if part["bytes"] >= 1e8 else f"{part['bytes'] / 1e9:.4f}")
+            if len(files) > 1:
+                size += " (" + " + ".join(f"{b / 1e9:.2f}" for b in files) + ")"
+            compile_s = part.get("compile_s_without_trajectory_and_verification")
+            body.append([what, _part_outcome(part), f"{part['wall_s']:.0f}", "-" if compile_s is None else f"{compile_s:.0f}",
+                         _gb(part.get("peak_rss_bytes")), _gb(part.get("peak_rss_anon_bytes")), size,
+                         db(part.get("psnr_db"))])
+    when = "; ".join(f"{scale} at git {data[scale].get('git_rev')}: " + ", ".join(
+        f"{k} {v}" for k, v in data[scale].get("parts_run_at", {}).items()) for scale in DIT_SCALES if scale in data)
+    return (rows(["component, target, scale, input", "outcome", "wall s", "s without torch reference/verify",
+                  "peak RSS GB", "peak anon GB", "GB", "PSNR dB (held out)"], body)
+            + f"\n(benchmarks/results/dit_scale.json; {when})\n")
+
+
 @table("compile_memory", "compile_memory_sd15_coreml_before.json", "compile_memory_sd15_coreml_after.json",
        "compile_memory_sdxl_coreml.json")
 def render_compile_memory(results: Path) -> str:

@@ -73,11 +73,21 @@ def write_checkpoint(folder: Path) -> Path:
     return folder
 
 
-class TreeWatch:
-    """Peak RSS of a process and its children, sampled every 0.5 s; kills the group over `limit` bytes."""
+def mem_available() -> int:
+    """The machine's MemAvailable in bytes (what other processes can still get without swapping)."""
+    with open("/proc/meminfo") as handle:
+        return next(int(x.split()[1]) << 10 for x in handle if x.startswith("MemAvailable:"))
 
-    def __init__(self, pid: int, limit: int) -> None:
+
+class TreeWatch:
+    """Peak RSS of a process and its children, sampled every 0.5 s; kills the group over `limit` bytes, or (with
+    `floor`) when the machine's MemAvailable falls under `floor` bytes (the machine is shared: a part must not
+    starve the others even under its own limit)."""
+
+    def __init__(self, pid: int, limit: int, floor: int = 0, deadline: float | None = None) -> None:
         self.pid, self.limit, self.peak, self.killed = pid, limit, 0, False
+        self.floor, self.killed_at_floor, self.min_available = floor, False, mem_available()
+        self.deadline, self.killed_at_deadline = deadline, False  # deadline: time.time() past which the group is killed
         self.peak_anon = 0  # RSS minus memory-mapped file pages (which the kernel can drop): what can OOM the machine
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -108,8 +118,12 @@ class TreeWatch:
                 return
             rss, anon = self._rss()
             self.peak, self.peak_anon = max(self.peak, rss), max(self.peak_anon, anon)
-            if rss > self.limit and not self.killed:
-                self.killed = True
+            available = mem_available()
+            self.min_available = min(self.min_available, available)
+            late = self.deadline is not None and time.time() > self.deadline
+            if (rss > self.limit or available < self.floor or late) and not self.killed:
+                self.killed, self.killed_at_floor = True, rss <= self.limit and available < self.floor
+                self.killed_at_deadline = rss <= self.limit and not self.killed_at_floor
                 try:
                     os.killpg(self.pid, signal.SIGKILL)
                 except OSError:
@@ -117,21 +131,27 @@ class TreeWatch:
             time.sleep(0.5)
 
 
-def run_watched(command: list[str], limit: int, log: Path) -> dict[str, Any]:
-    """Run `command` in its own process group under the memory watch; returns wall, peak, exit, last lines."""
+def run_watched(command: list[str], limit: int, log: Path, floor: int = 0, deadline: float | None = None) -> dict[str, Any]:
+    """Run `command` in its own process group under the memory watch; returns wall, peak, exit, last lines
+    (with a `floor`, also whether the machine's MemAvailable fell under it and its lowest value; with a `deadline`,
+    whether the part was cut there)."""
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     with log.open("w") as handle:
         proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-        watch = TreeWatch(proc.pid, limit)
+        watch = TreeWatch(proc.pid, limit, floor, deadline)
         code = proc.wait()
     watch.thread.join(timeout=2)
     lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip() and "Failed to load" not in x]
     stages = [x for x in lines if x.startswith("[fusionc]") or x.startswith("[peer]")]
+    floor_fields = ({"killed_at_memory_floor": watch.killed_at_floor, "memory_floor_bytes": floor,
+                     "min_mem_available_bytes": watch.min_available} if floor else {})
     return {"command": " ".join(command[1:]) if command[0] == sys.executable else " ".join(command),
             "exit_code": code, "wall_s": round(time.perf_counter() - start, 1), "peak_rss_bytes": watch.peak,
             "peak_rss_anon_bytes": watch.peak_anon,
-            "killed_at_memory_limit": watch.killed, "last_stage": stages[-1] if stages else None,
+            "killed_at_memory_limit": watch.killed and not (watch.killed_at_floor or watch.killed_at_deadline),
+            **floor_fields, **({"killed_at_deadline": watch.killed_at_deadline} if deadline is not None else {}),
+            "last_stage": stages[-1] if stages else None,
             "log_tail": lines[-6:], "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
