@@ -77,6 +77,7 @@ T5_XXL: dict[str, Any] = dict(
 REDUCED = {"small": {"sd3": dict(num_layers=2, num_attention_heads=4, caption_projection_dim=256),
                      "t5": dict(d_model=512, d_ff=1280, num_heads=8, num_layers=2)},
            "layers2": {"sd3": dict(num_layers=2), "t5": dict(num_layers=2)}}  # full width, 2 of 24 layers
+CHECKPOINT_NAMES = {"sd3": "sd3_medium_transformer", "t5": "t5_xxl_encoder"}  # folders under --checkpoints
 COREML_LIMIT = 1 << 30  # the default device's (iPhone 14 Pro) per-model limit
 
 
@@ -305,10 +306,15 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         OUT.write_text(json.dumps(record, indent=2) + "\n")
 
-    if args.not_run:
+    if args.not_run:  # the reason, and what the part would have compiled (no weights are written or read)
         for part, why in args.not_run:
             section.setdefault("not_run", {})[part] = why
             section.pop(part, None)
+            kind = "sd3" if part.startswith("sd3") else "t5"
+            folder = where / (CHECKPOINT_NAMES[kind] + ("" if args.scale == "full" else f"_{args.scale}"))
+            section.setdefault("checkpoints", {}).setdefault(kind, {
+                "parameters": parameter_count(kind, cfgs[kind]), "path": str(folder),
+                **({"bytes": _bytes(folder)} if (folder / "config.json").exists() else {})})
         save()
         return
     checkpoints: dict[str, Path] = {}
@@ -321,8 +327,7 @@ def main() -> None:
         section.get("not_run", {}).pop(part, None)
         kind = "sd3" if part.startswith("sd3") else "t5"
         if kind not in checkpoints:
-            name = {"sd3": "sd3_medium_transformer", "t5": "t5_xxl_encoder"}[kind]
-            folder = where / (name if args.scale == "full" else f"{name}_{args.scale}")
+            folder = where / (CHECKPOINT_NAMES[kind] + ("" if args.scale == "full" else f"_{args.scale}"))
             print(f"[dit_scale] writing/reusing {folder} ...", flush=True)
             section.setdefault("checkpoints", {})[kind] = {"parameters": parameter_count(kind, cfgs[kind]),
                                                            **write_checkpoint(kind, folder, cfgs[kind])}
