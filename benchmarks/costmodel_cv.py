@@ -26,28 +26,34 @@ VTCM_CHOICES_MB = (2, 4, 8)  # 16 MB scored worst in every earlier run (git hist
 REFIT_CHOICES = (None, 0.5, 0.05)
 # weight bytes no faster than the chipset's DRAM bandwidth (a physical floor, no fitted parameter) or free to fit
 FLOOR_CHOICES = (False, True)
+# how a chipset's coefficients scale from the reference chipset's (costmodel_fit.SPEED_MODES, simplest first): one
+# speed per chipset, per chipset x precision x runtime, or per op class (the weight floor is tried with the first only)
+SPEED_CHOICES = ("chipset", "group", "class")
 GOAL = (0.15, 0.40)
 # scores closer than this are within the noise of the shuffles (their spread is ~0.3-0.5): prefer fewer terms
 MARGIN = 0.25  # median, p90 |error| on held-out models, per chipset (issue 17)
 
 
 def candidates() -> list[dict[str, Any]]:
-    """Every modelling choice the fit compares: optional terms x local-memory size x per-chipset refit x weight
-    floor."""
+    """Every modelling choice the fit compares: optional terms x local-memory size x per-chipset refit x generation
+    scaling (x weight floor for the per-chipset scaling)."""
     out = []
     for k in range(len(costfit.OPTIONAL_FEATURES) + 1):
         for optional in itertools.combinations(costfit.OPTIONAL_FEATURES, k):
             for mb in VTCM_CHOICES_MB:
                 for refit in REFIT_CHOICES:
-                    for floor in FLOOR_CHOICES:
-                        out.append({"optional": list(optional), "vtcm_mb": mb, "ridge_to_pooled": refit,
-                                    "floor_weights": floor})
+                    for speed in SPEED_CHOICES:
+                        for floor in (FLOOR_CHOICES if speed == "chipset" else (False,)):
+                            out.append({"optional": list(optional), "vtcm_mb": mb, "ridge_to_pooled": refit,
+                                        "floor_weights": floor, "speed_mode": speed})
     return out
 
 
-def simplicity(candidate: dict[str, Any]) -> tuple[int, int]:
-    """Fewer optional terms first, then fewer per-chipset parameters (REFIT_CHOICES order)."""
-    return len(candidate["optional"]), REFIT_CHOICES.index(candidate["ridge_to_pooled"])
+def simplicity(candidate: dict[str, Any]) -> tuple[int, int, int]:
+    """Fewer optional terms first, then fewer speed parameters (SPEED_CHOICES order), then fewer per-chipset
+    parameters (REFIT_CHOICES order)."""
+    return (len(candidate["optional"]), SPEED_CHOICES.index(candidate.get("speed_mode", "chipset")),
+            REFIT_CHOICES.index(candidate["ridge_to_pooled"]))
 
 
 def names_of(candidate: dict[str, Any]) -> tuple[str, ...]:
@@ -148,7 +154,8 @@ def select(rows: list[dict], features: dict, family: Callable[[str], str], desig
         names = names_of(cand)
         X = design(rows, features, names, cand["vtcm_mb"] << 20)
         pred = cross_validated(rows, X, family,
-                               lambda r, x, n=names, k=cand["ridge_to_pooled"], w=cand["floor_weights"]: fit(r, x, n, k, w),
+                               lambda r, x, n=names, k=cand["ridge_to_pooled"], w=cand["floor_weights"],
+                               m=cand["speed_mode"]: fit(r, x, n, k, w, m),
                                lambda r, x, p, n=names: predict(r, x, p))
         errors = chip_errors(rows, pred, chips)
         results.append(dict(cand, score=round(score(errors), 3), by_chipset_qnn=errors, _pred=pred, _X=X, _names=names))
@@ -157,9 +164,11 @@ def select(rows: list[dict], features: dict, family: Callable[[str], str], desig
     diag = diagnostics(rows, best["_X"], best["_names"], best["_pred"], features, family)
     return {"chosen": {"optional": best["optional"], "vtcm_mb": best["vtcm_mb"],
                        "ridge_to_pooled": best["ridge_to_pooled"], "floor_weights": best["floor_weights"],
+                       "speed_mode": best["speed_mode"],
                        "score": best["score"]},
             "rule": f"{FOLDS}-fold by family over the training models, shuffles {list(SHUFFLES)}; score = sum over "
                     f"phone/laptop chipsets of median/{GOAL[0]} + p90/{GOAL[1]} (QNN rows); among the candidates "
-                    f"within {MARGIN} of the best, the fewest optional terms, then the fewest per-chipset parameters",
+                    f"within {MARGIN} of the best, the fewest optional terms, then the fewest speed parameters, then the "
+                    f"fewest per-chipset parameters",
             "candidates": [{k: v for k, v in c.items() if not k.startswith("_")} for c in results],
             "diagnostics": diag}

@@ -14,7 +14,8 @@ Outputs:
 
 The split is by model family (a model, and its near-duplicates such as the four Opus-MT language pairs or
 Depth-Anything v1/v2, wholly in or wholly out): a family is held out when sha1(family) mod 4 == 0 (about a quarter).
-Every modelling choice (which optional terms, the local-memory size that decides what spills) is made by grouped
+Every modelling choice (which optional terms, the local-memory size that decides what spills, how far a chipset may
+leave the pooled fit, how each chipset generation scales from the reference chipset: SPEED_MODES) is made by grouped
 k-fold cross-validation over the training models only (costmodel_cv.py: folds of whole families, three shuffles);
 the held-out models are predicted once, with the chosen model, to report. The JSON also keeps the cross-validated
 residuals of the training models by op class, family, size, fallback and chipset (`diagnostics`).
@@ -145,6 +146,7 @@ def load_rows(features: dict) -> list[dict]:
                          "published_ms": float(r["inference_time_ms"]), "source": source,
                          "fallback_layers": layers("layers_cpu") + layers("layers_gpu"),
                          "layers_total": layers("layers_total"), "layers_npu": layers("layers_npu"),
+                         "release": r.get("release", ""), "qairt_version": r.get("qairt_version", ""),
                          "held_out": held_out(r["model"])})
     return rows
 
@@ -180,48 +182,149 @@ def weight_floor(chip: str, names: tuple[str, ...]) -> np.ndarray:
     return floor
 
 
+# how each chipset generation scales relative to the reference chipset (candidates compared by costmodel_cv.py):
+#   "chipset"  one speed per chipset (median published ratio to the 8 Gen 3 over the training models both have)
+#   "group"    one speed per chipset x precision x runtime group (the chipset's own when fewer than MIN_PAIRS pairs)
+#   "class"    the group speed, split per op class: conv MACs, matmul MACs (weights and attention), vector/layout
+#              work, memory traffic and per-op/per-call overhead each scale by their own factor, fitted on the same
+#              pairs from the pooled fit's breakdown of each reference row (pulled towards the group speed)
+SPEED_MODES = ("chipset", "group", "class")
+REFERENCE_CHIPSET = "snapdragon-8-gen-3"
+MIN_PAIRS = 5
+SPEED_CLASSES = {"conv": ("gmacs", "conv_gmacs", "lowint_conv_gmacs"), "matmul": ("linear_gmacs", "attn_gmacs"),
+                 "vector": ("vector_g", "special_g", "layout_g"), "memory": ("weight_mb", "spill_mb", "act_mb"),
+                 "overhead": ("kilo_ops", "fallback_layers", "one")}
+CLASS_RIDGE = 0.05  # per-class speeds -> the group speed (relative; the classes a chipset's pairs barely exercise stay)
+
+
+def scaling_matrix(names: tuple[str, ...], speeds: dict[str, float]) -> np.ndarray:
+    """M with theta_chip = M @ theta_pooled for per-class speeds. The shared `gmacs` rate is split by kind: a matmul
+    MAC costs theta[gmacs] + theta[linear_gmacs] on the reference, so on the chipset it costs s_matmul times that,
+    which the per-kind extra carries as (s_matmul - s_conv) * theta[gmacs] + s_matmul * theta[linear_gmacs]."""
+    col = {n: i for i, n in enumerate(names)}
+    M = np.zeros((len(names), len(names)))
+    for cls, members in SPEED_CLASSES.items():
+        for n in members:
+            if n in col:
+                M[col[n], col[n]] = speeds[cls]
+    if "gmacs" in col:
+        for n in SPEED_CLASSES["matmul"]:
+            if n in col:
+                M[col[n], col["gmacs"]] = speeds["matmul"] - speeds["conv"]
+    return M
+
+
+def class_fractions(X: np.ndarray, theta: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Share of each row's pooled-fit estimate per speed class (SPEED_CLASSES order), gmacs split by MAC kind."""
+    col = {n: i for i, n in enumerate(names)}
+    parts = X * theta
+    out = np.zeros((len(X), len(SPEED_CLASSES)))
+    for k, (cls, members) in enumerate(SPEED_CLASSES.items()):
+        out[:, k] = sum(parts[:, col[n]] for n in members if n in col and n != "gmacs")
+    mm = sum(X[:, col[n]] for n in SPEED_CLASSES["matmul"] if n in col)
+    share_mm = np.clip(mm / np.maximum(X[:, col["gmacs"]], 1e-12), 0, 1)
+    out[:, 0] += parts[:, col["gmacs"]] * (1 - share_mm)
+    out[:, 1] += parts[:, col["gmacs"]] * share_mm
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
+
+
+def pairs_to_reference(rows: list[dict], train: np.ndarray) -> list[tuple[int, int]]:
+    """(row, reference row) for every training row whose model x precision x runtime the reference chipset has."""
+    ref = {}
+    for i, r in enumerate(rows):
+        if train[i] and r["chipset"] == REFERENCE_CHIPSET:
+            ref[(r["key"], r["precision"], r["runtime"])] = i
+    return [(i, ref[(r["key"], r["precision"], r["runtime"])]) for i, r in enumerate(rows)
+            if train[i] and (r["key"], r["precision"], r["runtime"]) in ref]
+
+
+def group_speeds(rows: list[dict], train: np.ndarray, speed: dict[str, float], mode: str) -> dict[tuple, float]:
+    """(chipset, precision, runtime group) -> speed relative to the reference chipset."""
+    out: dict[tuple, float] = {}
+    keys = {(r["chipset"], r["precision"], r["runtime_group"]) for r, t in zip(rows, train) if t}
+    ratios = defaultdict(list)
+    if mode != "chipset":
+        for i, j in pairs_to_reference(rows, train):
+            r = rows[i]
+            ratios[(r["chipset"], r["precision"], r["runtime_group"])].append(r["published_ms"] / rows[j]["published_ms"])
+    for key in keys:
+        v = ratios.get(key, [])
+        out[key] = float(statistics.median(v)) if len(v) >= MIN_PAIRS else speed.get(key[0], 1.0)
+    return out
+
+
 def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_FEATURES,
-        ridge_to_pooled: float | None = RIDGE, floor_weights: bool = False) -> dict[str, list[float]]:
-    """Coefficients per (chipset, precision, runtime group), pulled towards the chipset-scaled pooled fit with
-    `ridge_to_pooled` (None: no per-chipset refit, every chipset is the pooled fit times its speed). With
-    `floor_weights`, a chipset's weight-byte cost is at least 1 / its DRAM bandwidth (weight_floor)."""
+        ridge_to_pooled: float | None = RIDGE, floor_weights: bool = False,
+        speed_mode: str = "chipset") -> dict[str, list[float]]:
+    """Coefficients per (chipset, precision, runtime group), pulled towards the pooled fit scaled to the chipset
+    (`speed_mode`, SPEED_MODES) with `ridge_to_pooled` (None: no per-chipset refit, every chipset is the scaled
+    pooled fit). With `floor_weights`, a chipset's weight-byte cost is at least 1 / its DRAM bandwidth."""
     y = np.array([r["published_ms"] for r in rows])
     train = np.array([not r["held_out"] for r in rows])
     groups: dict[str, list[float]] = {}
     pooled: dict[tuple[str, str], np.ndarray] = {}
     by_prec_rt = defaultdict(list)
-    for i, r in enumerate(rows):
-        if train[i]:
-            by_prec_rt[(r["precision"], r["runtime_group"])].append(i)
-    # pooled over chipsets: each chipset's rows rescaled by its median speed relative to all (generation scaling)
-    speed = chipset_speed(rows, train)
-    for key, idx in by_prec_rt.items():
-        s = np.array([speed[rows[i]["chipset"]] for i in idx])
-        pooled[key] = costfit.fit_group(X[idx], y[idx] / s, None, costfit.extra_ridge(EXTRA_RIDGE, names), absolute=True)
     by_group = defaultdict(list)
     for i, r in enumerate(rows):
         if train[i]:
+            by_prec_rt[(r["precision"], r["runtime_group"])].append(i)
             by_group[(r["chipset"], r["precision"], r["runtime_group"])].append(i)
+    speed = chipset_speed(rows, train)
+    gspeed = group_speeds(rows, train, speed, speed_mode)
+    n = len(names)
+    scaling = {key: np.eye(n) * s for key, s in gspeed.items()}
+
+    def pooled_fit() -> None:
+        # pooled over chipsets: each row's features mapped to the reference chipset (generation scaling)
+        for key, idx in by_prec_rt.items():
+            Xs = np.array([scaling[(rows[i]["chipset"], rows[i]["precision"], rows[i]["runtime_group"])].T @ X[i]
+                           for i in idx])
+            pooled[key] = costfit.fit_group(Xs, y[idx], None, costfit.extra_ridge(EXTRA_RIDGE, names), absolute=True)
+
+    pooled_fit()
+    class_speeds: dict[str, dict[str, float]] = {}
+    if speed_mode == "class":  # per-class speeds from the pairs, then the pooled fit again on the re-mapped rows
+        by_chip = defaultdict(list)
+        for i, j in pairs_to_reference(rows, train):
+            if rows[i]["chipset"] != REFERENCE_CHIPSET and (rows[j]["precision"], rows[j]["runtime_group"]) in pooled:
+                by_chip[rows[i]["chipset"]].append((i, j))
+        for chip, pairs in by_chip.items():
+            Fr = np.array([class_fractions(X[j:j + 1], pooled[(rows[j]["precision"], rows[j]["runtime_group"])],
+                                           names)[0] * gspeed[(chip, rows[i]["precision"], rows[i]["runtime_group"])]
+                           for i, j in pairs])
+            ratio = np.array([y[i] / y[j] for i, j in pairs])
+            rel = costfit.fit_group(Fr, ratio, np.ones(len(SPEED_CLASSES)), CLASS_RIDGE)
+            class_speeds[chip] = dict(zip(SPEED_CLASSES, (float(v) for v in rel)))
+        for key, s in gspeed.items():
+            if key[0] in class_speeds:
+                scaling[key] = scaling_matrix(names, {c: s * v for c, v in class_speeds[key[0]].items()})
+        pooled_fit()
     for (chip, prec, rt), idx in by_group.items():
-        prior = pooled[(prec, rt)] * speed[chip]
-        # the per-kind extra MAC costs stay the pooled fit's (a chipset's rows alone cannot pin them)
-        floor = weight_floor(chip, names) if floor_weights else np.zeros(len(names))
+        M = scaling[(chip, prec, rt)]
+        prior = M @ pooled[(prec, rt)]
+        floor = weight_floor(chip, names) if floor_weights else np.zeros(n)
         if ridge_to_pooled is None or len(idx) < MIN_ROWS:
-            theta = np.maximum(prior, floor)
+            theta = np.maximum(prior, floor) if speed_mode != "class" else prior
+        elif speed_mode == "class":  # refit in the reference chipset's coordinates, then map to this chipset
+            ridge = np.where(costfit.extra_ridge(1.0, names) > 0, 1e4, ridge_to_pooled)
+            theta = M @ costfit.fit_group(X[idx] @ M, y[idx], pooled[(prec, rt)], ridge)
         else:
+            # the per-kind extra MAC costs stay the pooled fit's (a chipset's rows alone cannot pin them)
             ridge = np.where(costfit.extra_ridge(1.0, names) > 0, 1e4, ridge_to_pooled)
             theta = costfit.fit_group(X[idx], y[idx], prior, ridge, floor=floor)
         groups[f"{chip}|{prec}|{rt}"] = [float(v) for v in theta]
     for (prec, rt), theta in pooled.items():  # a chipset without rows in a group falls back to the pooled shape
         groups[f"*|{prec}|{rt}"] = [float(v) for v in theta]
-    return {"groups": groups, "chipset_speed": speed}
+    return {"groups": groups, "chipset_speed": speed, "speed_mode": speed_mode,
+            "class_speeds": class_speeds,
+            "group_speeds": {"|".join(k): round(v, 4) for k, v in sorted(gspeed.items())}}
 
 
 def chipset_speed(rows: list[dict], train: np.ndarray) -> dict[str, float]:
     """Median of published / (same model, precision, runtime on the 8 Gen 3) over shared keys: relative slowness."""
     ref = {}
     for i, r in enumerate(rows):
-        if train[i] and r["chipset"] == "snapdragon-8-gen-3":
+        if train[i] and r["chipset"] == REFERENCE_CHIPSET:
             ref[(r["key"], r["precision"], r["runtime"])] = r["published_ms"]
     ratios = defaultdict(list)
     for i, r in enumerate(rows):
@@ -286,8 +389,10 @@ def sd_graphs(features: dict) -> dict[str, dict]:
 
 
 # where this model's SD predictions were first committed, before any comparison with published SD figures
-SD_PREDICTIONS_PUBLISHED = ("these exact predictions were first committed without any comparison in commit b198667 on "
-                            "main (benchmarks/results/costmodel_fit.json there); the model has not changed since")
+SD_PREDICTIONS_PUBLISHED = ("the predictions of this refit (7 more rebuilt graphs; generation scaling among the "
+                            "cross-validated choices) were first committed without any comparison, by the commit that "
+                            "wrote this JSON with --no-compare-sd (git log -- benchmarks/results/costmodel_fit.json); "
+                            "the previous model's were commit b198667")
 
 
 def stable_diffusion(features: dict, params: dict) -> list[dict]:
@@ -377,13 +482,14 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         selection = costmodel_cv.select(train_rows, fit_features, family, design, fit, predict_rows, PHONE_LAPTOP)
     else:  # tests: the base terms at the documented local-memory size, no cross-validation
         selection = {"chosen": {"optional": [], "vtcm_mb": costfit.VTCM_BYTES >> 20, "ridge_to_pooled": RIDGE,
-                                "floor_weights": False, "score": None},
+                                "floor_weights": False, "speed_mode": "chipset", "score": None},
                      "rule": "not selected (select=False)", "candidates": [], "diagnostics": {}}
     names = costmodel_cv.names_of(selection["chosen"])
     vtcm = selection["chosen"]["vtcm_mb"] << 20
     X = design(rows, fit_features, names, vtcm)
     params = dict(fit(rows, X, names, selection["chosen"].get("ridge_to_pooled", RIDGE),
-                      selection["chosen"].get("floor_weights", False)), features=list(names), vtcm_bytes=vtcm)
+                      selection["chosen"].get("floor_weights", False), selection["chosen"].get("speed_mode", "chipset")),
+                  features=list(names), vtcm_bytes=vtcm)
     pred = predict_rows(rows, X, params)
     test = lambda r: r["held_out"]  # noqa: E731
     chips = sorted({r["chipset"] for r in rows})
@@ -395,7 +501,10 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         "model": {"features": list(names), "vtcm_bytes": vtcm,
                   "ridge_to_pooled": selection["chosen"].get("ridge_to_pooled", RIDGE),
                   "floor_weights": selection["chosen"].get("floor_weights", False), "extra_ridge": EXTRA_RIDGE,
-                  "min_rows": MIN_ROWS},
+                  "min_rows": MIN_ROWS, "speed_mode": params["speed_mode"],
+                  "generation_scaling": {"reference": REFERENCE_CHIPSET, "chipset_speed": params["chipset_speed"],
+                                         "group_speeds": params["group_speeds"],
+                                         "class_speeds": params["class_speeds"]}},
         "selection": {k: v for k, v in selection.items() if k != "diagnostics"},
         "diagnostics_cv_training": selection["diagnostics"],
         "excluded": {"graphs": excluded_graphs(fit_features),
@@ -433,7 +542,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     report["stable_diffusion_vs_published"] = (sd_comparison(report["stable_diffusion_predictions"]) if compare_sd
                                                else "not compared in this run (--no-compare-sd)")
     params_out = {"features": list(names), "vtcm_bytes": vtcm, "fitted_on": "training split of benchmarks/costmodel_fit.py",
-                  "git_rev": report["git_rev"], "groups": params["groups"], "chipset_speed": params["chipset_speed"]}
+                  "git_rev": report["git_rev"], "groups": params["groups"], "chipset_speed": params["chipset_speed"],
+                  "speed_mode": params["speed_mode"]}
     params_path.write_text(json.dumps(params_out, indent=1) + "\n")
     out_json.write_text(json.dumps(report, indent=1) + "\n")
     if out_png:

@@ -500,6 +500,8 @@ CHIP_NAMES = {"snapdragon-8-gen-2": "Snapdragon 8 Gen 2", "snapdragon-8-gen-3": 
               "snapdragon-7-gen-4": "Snapdragon 7 Gen 4", "snapdragon-x-elite": "Snapdragon X Elite"}
 GOAL_MEDIAN, GOAL_P90 = 0.15, 0.40  # issue 17: per chipset, on held-out models
 ENOUGH_ROWS = 20  # fewer held-out rows than this on a chipset: its percentiles are not judged against the goal
+SPEED_TEXT = {"chipset": "one speed per chipset", "group": "one speed per chipset x precision x runtime",
+              "class": "one speed per chipset x precision x runtime, split per op class"}
 
 
 def _pct(value: float | None) -> str:
@@ -524,7 +526,8 @@ def render_costmodel_fit(results: Path) -> str:
            f"({split['rows_train']} rows). |error| = |estimate / published - 1|. Model chosen by cross-validation over "
            f"the training models only ({sel['rule']}): terms {terms}; local memory {chosen['vtcm_mb']} MB; per-chipset "
            f"refit {'none (pooled fit x chipset speed)' if chosen.get('ridge_to_pooled', 0.05) is None else 'ridge ' + str(chosen.get('ridge_to_pooled', 0.05))}; "
-           f"weight bytes {'floored at the DRAM bandwidth' if chosen.get('floor_weights') else 'fitted freely (the DRAM-bandwidth floor scored worse)'} "
+           f"weight bytes {'floored at the DRAM bandwidth' if chosen.get('floor_weights') else 'fitted freely (the DRAM-bandwidth floor scored worse)'}; "
+           f"generation scaling {SPEED_TEXT.get(chosen.get('speed_mode', 'chipset'), chosen.get('speed_mode'))} "
            f"({len(sel['candidates'])} candidates compared).\n\n"]
     body = []
     cv = {}

@@ -180,8 +180,9 @@ def test_estimate_reads_the_local_memory_size_from_the_params(monkeypatch: pytes
                                act_in_elems=10**6, act_out_elems=10**6)], "none")
     params = costfit.load_params()
     names = params["features"]
-    theta = params["groups"]["snapdragon-8-gen-3|w8a16|qnn"]
-    assert theta[names.index("spill_mb")] > 0  # the fitted 8 Gen 3 pays for spilled activations
+    theta = list(params["groups"]["snapdragon-8-gen-3|w8a16|qnn"])
+    theta[names.index("spill_mb")] = 0.25  # whatever the fit found: a cost per spilled MB, so that spills show
+    params = dict(params, groups=dict(params["groups"], **{"snapdragon-8-gen-3|w8a16|qnn": theta}))
     totals = {}
     for mb in (2, 16):
         monkeypatch.setattr(costmodel, "_FITTED", dict(params, vtcm_bytes=mb << 20))
@@ -199,3 +200,58 @@ def test_an_undilated_dc5_rebuild_is_left_out_and_a_dilated_one_kept() -> None:
     assert set(costmodel_fit.excluded_graphs(features)) == {"detr_resnet50_dc5"}
     features["detr_resnet50_dc5/DETR-ResNet50-DC5"] = {"fields": fields, "ops": [_row("conv", macs=3 * 10**9)]}
     assert costmodel_fit.excluded_graphs(features) == {}
+
+
+def test_special_vector_work_counts_softmax_norms_and_transcendentals_only() -> None:
+    rows = [_row("vector", vector=10**9, op_type="Add"), _row("vector", vector=2 * 10**9, op_type="Softmax"),
+            _row("vector", vector=3 * 10**9, op_type="LayerNormalization"), _row("vector", vector=4 * 10**9, op_type="Gelu")]
+    x = costfit.features_from_rows(rows, "float")
+    assert x["vector_g"] == pytest.approx(10) and x["special_g"] == pytest.approx(9)
+
+
+def test_per_class_generation_scaling_is_a_linear_map_of_the_pooled_coefficients() -> None:
+    """theta_chip = M @ theta_pooled: a conv MAC costs s_conv times the reference's, a matmul MAC (shared rate plus
+    its per-kind extra) s_matmul times, vector work s_vector times, and so on (costmodel_fit.scaling_matrix)."""
+    import costmodel_fit
+
+    names = costfit.FEATURES
+    rng = np.random.default_rng(1)
+    theta = rng.uniform(0.1, 1.0, len(names))
+    speeds = {"conv": 1.3, "matmul": 1.9, "vector": 0.7, "memory": 1.1, "overhead": 0.9}
+    M = costmodel_fit.scaling_matrix(names, speeds)
+    col = {n: i for i, n in enumerate(names)}
+    x = dict.fromkeys(names, 0.0)
+    x.update(gmacs=5.0, conv_gmacs=3.0, linear_gmacs=1.5, attn_gmacs=0.5, vector_g=2.0, special_g=1.0, weight_mb=7.0,
+             kilo_ops=0.4, one=1.0)
+    v = costfit.vector(x, names)
+    ref = {  # the reference chipset's cost of each class, gmacs split by kind
+        "conv": theta[col["gmacs"]] * 3.0 + theta[col["conv_gmacs"]] * 3.0,
+        "matmul": theta[col["gmacs"]] * 2.0 + theta[col["linear_gmacs"]] * 1.5 + theta[col["attn_gmacs"]] * 0.5,
+        "vector": theta[col["vector_g"]] * 2.0 + theta[col["special_g"]] * 1.0,
+        "memory": theta[col["weight_mb"]] * 7.0,
+        "overhead": theta[col["kilo_ops"]] * 0.4 + theta[col["one"]],
+    }
+    assert v @ theta == pytest.approx(sum(ref.values()))
+    assert v @ (M @ theta) == pytest.approx(sum(speeds[c] * t for c, t in ref.items()))
+    fractions = costmodel_fit.class_fractions(v[None, :], theta, names)[0]
+    assert fractions == pytest.approx([ref[c] / sum(ref.values()) for c in costmodel_fit.SPEED_CLASSES])
+    same = costmodel_fit.scaling_matrix(names, dict.fromkeys(speeds, 1.6))
+    assert np.allclose(same, 1.6 * np.eye(len(names)))  # equal class speeds: the per-chipset scalar
+
+
+def test_group_speeds_need_enough_pairs_else_the_chipset_speed() -> None:
+    import costmodel_fit
+
+    def row(chip: str, model: str, ms: float, precision: str = "float") -> dict:
+        return {"chipset": chip, "key": f"{model}/m", "model": model, "precision": precision, "runtime": "QNN_DLC",
+                "runtime_group": "qnn", "published_ms": ms, "held_out": False}
+
+    ref = costmodel_fit.REFERENCE_CHIPSET
+    rows = [row(ref, f"m{i}", 1.0) for i in range(6)] + [row("chip-a", f"m{i}", 2.0 + 0.1 * i) for i in range(6)]
+    rows += [row(ref, "q0", 1.0, "w8a8"), row("chip-a", "q0", 5.0, "w8a8")]  # one pair only
+    train = np.ones(len(rows), dtype=bool)
+    speed = costmodel_fit.chipset_speed(rows, train)
+    groups = costmodel_fit.group_speeds(rows, train, speed, "group")
+    assert groups[("chip-a", "float", "qnn")] == pytest.approx(2.25)  # median of its 6 pairs
+    assert groups[("chip-a", "w8a8", "qnn")] == pytest.approx(speed["chip-a"])  # 1 pair < MIN_PAIRS
+    assert costmodel_fit.group_speeds(rows, train, speed, "chipset")[("chip-a", "float", "qnn")] == speed["chip-a"]

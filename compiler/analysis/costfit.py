@@ -13,6 +13,8 @@ a throughput the fit learns for that chipset and precision (non-negative least s
     lowint_conv_gmacs  MACs of convolutions with few MACs per output (depthwise, tiny kernels: < LOWINT_MACS
                        per output element)                -> extra cost per MAC of a memory-bound conv (idem)
     vector_g           elementwise / norm / softmax work  -> 1 / vector throughput
+    special_g          elements through softmax, normalizations and transcendental activations (SPECIAL_OPS: exp,
+                       erf, division, multi-pass reductions), already in vector_g -> extra cost per such element
     layout_g           elements moved by layout ops       -> 1 / data-movement rate
     weight_mb          weights at the deployed precision  -> 1 / DRAM bandwidth for weights
     spill_mb           activation bytes of ops whose tensors do not fit the NPU's local memory (vtcm_bytes)
@@ -44,17 +46,23 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 # every term the model can use; a fit uses BASE_FEATURES plus the optional ones cross-validation keeps
-FEATURES = ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs", "vector_g", "layout_g",
-            "weight_mb", "spill_mb", "act_mb", "kilo_ops", "fallback_layers", "one")
-OPTIONAL_FEATURES = ("lowint_conv_gmacs", "act_mb")
+FEATURES = ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs", "vector_g", "special_g",
+            "layout_g", "weight_mb", "spill_mb", "act_mb", "kilo_ops", "fallback_layers", "one")
+OPTIONAL_FEATURES = ("lowint_conv_gmacs", "act_mb", "special_g")
+# vector ops that are not one cheap pass per element on an NPU's vector unit: softmax and normalizations (reductions
+# over a row, then a second pass), and activations built on exp / erf / division
+SPECIAL_OPS = frozenset({"Softmax", "LogSoftmax", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
+                         "RMSNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization", "Gelu",
+                         "FastGelu", "Erf", "Sigmoid", "HardSigmoid", "HardSwish", "Swish", "Silu", "Tanh", "Exp",
+                         "Log", "Div", "Sqrt", "Pow", "Reciprocal", "Mish", "Softplus", "Elu"})
 BASE_FEATURES = tuple(f for f in FEATURES if f not in OPTIONAL_FEATURES)
 # the per-kind MAC terms are extra costs on top of the shared `gmacs` rate: pulled to 0 unless the data needs them,
 # so a kind that few training graphs have (attention in a CNN-heavy set) falls back to the shared rate
 EXTRA_TERMS = ("conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs")
 # which part of an estimate each term is (costmodel.Estimate: compute / memory / overhead / fallback)
 TERM_CLASS = {"gmacs": "compute", "conv_gmacs": "compute", "linear_gmacs": "compute", "attn_gmacs": "compute",
-              "lowint_conv_gmacs": "compute", "vector_g": "compute", "layout_g": "compute", "weight_mb": "memory",
-              "spill_mb": "memory", "act_mb": "memory", "kilo_ops": "overhead", "one": "overhead",
+              "lowint_conv_gmacs": "compute", "vector_g": "compute", "special_g": "compute", "layout_g": "compute",
+              "weight_mb": "memory", "spill_mb": "memory", "act_mb": "memory", "kilo_ops": "overhead", "one": "overhead",
               "fallback_layers": "fallback"}
 VTCM_BYTES = 8 << 20  # Hexagon v73+ TCM is 8 MB (Qualcomm QNN HTP docs: "VTCM size 8 MB" on SM8550/SM8650/SM8750)
 # a convolution doing fewer MACs than this per output element (depthwise 3x3: 9) is bound by data movement
@@ -107,6 +115,8 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
         elif kind == "layout":
             x["layout_g"] += row[index["act_out_elems"]] / 1e9
         x["vector_g"] += row[index["vector_elems"]] / 1e9
+        if row[index["op_type"]] in SPECIAL_OPS:
+            x["special_g"] += row[index["vector_elems"]] / 1e9
         compressed = row[index["compressed_weight_bytes"]]
         x["weight_mb"] += (row[index["float_weight_elems"]] * wbytes + min(compressed, row[index["params"]] * wbytes)) / 1e6
         x["act_mb"] += act / 1e6
