@@ -249,6 +249,7 @@ def run_part(part: str, checkpoint: Path, args: argparse.Namespace, params: int)
     if deadline is not None:
         result["deadline"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
     result["asked"] = asked
+    result["memory_limit_bytes"] = int(args.limit_gb * (1 << 30))
     result["memory_profile"] = str(profile.relative_to(Path(__file__).parent.parent))
     result.update(summarize_profile(profile, log))
     manifest_path = out / "manifest.json"

@@ -664,7 +664,7 @@ DIT_PARTS = {"sd3_transformer_coreml": "SD3 transformer, coreml 6-bit palettized
 DIT_SCALES = {"full": "full size", "layers2": "full width, 2 of 24 layers", "small": "small (2 layers, narrow)"}
 
 
-def _part_outcome(part: dict[str, Any]) -> str:
+def _part_outcome(part: dict[str, Any], limit: int | None = None) -> str:
     if part.get("exit_code") == 0:
         return "finished" + ("" if part.get("psnr_db") is not None else " (not verified)")
     if part.get("killed_at_deadline"):
@@ -673,7 +673,9 @@ def _part_outcome(part: dict[str, Any]) -> str:
         return (f"killed: the machine's free memory fell under {part['memory_floor_bytes'] / 1e9:.1f} GB "
                 f"in `{part.get('last_stage')}`")
     if part.get("killed_at_memory_limit"):
-        return f"killed at the memory limit in `{part.get('last_stage')}`"
+        limit = part.get("memory_limit_bytes", limit)
+        return (f"killed at the memory limit ({limit / (1 << 30):.0f} GiB) in `{part.get('last_stage')}`" if limit else
+                f"killed at the memory limit in `{part.get('last_stage')}`")
     return f"exit {part.get('exit_code')} in `{part.get('last_stage')}`" + (f": {part['error']}" if part.get("error") else "")
 
 
@@ -708,7 +710,7 @@ def render_dit_scale(results: Path) -> str:
             if len(files) > 1:
                 size += " (" + " + ".join(f"{b / 1e9:.2f}" for b in files) + ")"
             compile_s = part.get("compile_s_without_trajectory_and_verification")
-            body.append([what, _part_outcome(part), f"{part['wall_s']:.0f}", "-" if compile_s is None else f"{compile_s:.0f}",
+            body.append([what, _part_outcome(part, section.get("memory_limit_bytes")), f"{part['wall_s']:.0f}", "-" if compile_s is None else f"{compile_s:.0f}",
                          _gb(part.get("peak_rss_bytes")), _gb(part.get("peak_rss_anon_bytes")), size,
                          db(part.get("psnr_db"))])
     when = "; ".join(f"{scale} at git {data[scale].get('git_rev')}: " + ", ".join(
