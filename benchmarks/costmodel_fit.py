@@ -100,14 +100,34 @@ def held_out(model: str) -> bool:
     return int(hashlib.sha1(family(model).encode()).hexdigest(), 16) % 4 == 0
 
 
+def mixed_precision(label: str) -> bool:
+    """AI Hub's mixed labels (w8a16_mixed_int16, w8a8_mixed_int16, w8a16_mixed_fp16): some layers run at another
+    precision, and which ones is not in the data, so neither precision's coefficients describe the row. Left out
+    (before the history keeps its newest row per precision group, so a newer mixed row cannot displace a plain one)."""
+    return "mixed" in label.lower()
+
+
+def mixed_rows(features: dict) -> dict:
+    """How many published rows of rebuilt graphs carry a mixed precision label (left out by load_rows)."""
+    n = Counter()
+    for name, chip_ok in (("aihub_perf.csv", lambda c: True), ("aihub_perf_history.csv", lambda c: c == "Snapdragon 8 Gen 2")):
+        with open(DATA / name) as f:
+            for r in csv.DictReader(f):
+                if mixed_precision(r["precision"]) and chip_ok(r["chipset"]) and f"{r['model']}/{r['component']}" in features:
+                    n[r["precision"]] += 1
+    return {"n": sum(n.values()), "by_label": dict(sorted(n.items())),
+            "why": "some layers at another precision, which ones not in the data (8 Gen 2: every release of the history)"}
+
+
 def load_rows(features: dict) -> list[dict]:
     """Published rows of rebuilt models: current release for every chipset, history for the 8 Gen 2."""
     rows, seen_jobs = [], set()
     excluded = excluded_graphs(features)
     with open(DATA / "aihub_perf.csv") as f:
-        current = list(csv.DictReader(f))
+        current = [r for r in csv.DictReader(f) if not mixed_precision(r["precision"])]
     with open(DATA / "aihub_perf_history.csv") as f:
-        history = [r for r in csv.DictReader(f) if r["chipset"] == "Snapdragon 8 Gen 2"]
+        history = [r for r in csv.DictReader(f)
+                   if r["chipset"] == "Snapdragon 8 Gen 2" and not mixed_precision(r["precision"])]
     # the history repeats a key under older runtime/precision labels (QNN vs QNN_DLC, fp16 vs float) and older
     # releases: keep the newest release of each model x component x precision group x runtime group
     history.sort(key=lambda r: tuple(int(re.sub(r"\D.*", "", v) or 0) for v in r["release"].lstrip("v").split(".")),
@@ -147,6 +167,7 @@ def load_rows(features: dict) -> list[dict]:
                          "fallback_layers": layers("layers_cpu") + layers("layers_gpu"),
                          "layers_total": layers("layers_total"), "layers_npu": layers("layers_npu"),
                          "release": r.get("release", ""), "qairt_version": r.get("qairt_version", ""),
+                         "precision_label": r["precision"],
                          "held_out": held_out(r["model"])})
     return rows
 
@@ -389,10 +410,9 @@ def sd_graphs(features: dict) -> dict[str, dict]:
 
 
 # where this model's SD predictions were first committed, before any comparison with published SD figures
-SD_PREDICTIONS_PUBLISHED = ("the predictions of this refit (7 more rebuilt graphs; generation scaling among the "
-                            "cross-validated choices) were first committed without any comparison, by the commit that "
-                            "wrote this JSON with --no-compare-sd (git log -- benchmarks/results/costmodel_fit.json); "
-                            "the previous model's were commit b198667")
+SD_PREDICTIONS_PUBLISHED = ("the predictions of this refit (mixed-precision rows left out) were first committed without "
+                            "any comparison, by the commit that wrote this JSON with --no-compare-sd (git log -- "
+                            "benchmarks/results/costmodel_fit.json); earlier models' were commits b198667 and 4888644")
 
 
 def stable_diffusion(features: dict, params: dict) -> list[dict]:
@@ -508,6 +528,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         "selection": {k: v for k, v in selection.items() if k != "diagnostics"},
         "diagnostics_cv_training": selection["diagnostics"],
         "excluded": {"graphs": excluded_graphs(fit_features),
+                     "rows_mixed_precision": mixed_rows(fit_features),
                      "rows_off_npu": {"n": len(all_rows) - len(rows),
                                       "why": "every layer ran on the CPU or GPU (AI Hub's layer counts): not an NPU "
                                              "latency, not modelled",

@@ -570,7 +570,10 @@ def render_costmodel_fit(results: Path) -> str:
     out.append(f"\nOn its own training rows (all runtimes): median {t['median_abs']:.0%}, p90 {t['p90_abs']:.0%}. Not "
                f"modelled: {off['n']} rows that ran wholly on the CPU or GPU ({', '.join(f'{k} {v}' for k, v in off['by_runtime'].items())}). "
                + (f"Left out: {', '.join(data['excluded']['graphs'])} (rebuilt graph is not the published model). "
-                  if data["excluded"]["graphs"] else "") + "Worst held-out models (QNN, median signed error): "
+                  if data["excluded"]["graphs"] else "")
+               + (f"Left out: {mixed['n']} rows with a mixed precision label ({', '.join(f'{k} {v}' for k, v in mixed['by_label'].items())}: "
+                  "some layers at another precision, which ones is not in the data). "
+                  if (mixed := data["excluded"].get("rows_mixed_precision", {})).get("n") else "") + "Worst held-out models (QNN, median signed error): "
                + ", ".join(f"{w['model']} {w['median_signed']:+.0%}" for w in data["held_out_worst_models_qnn"][:5]) + ".\n")
     diag = data.get("diagnostics_cv_training") or {}
     if diag:

@@ -255,3 +255,32 @@ def test_group_speeds_need_enough_pairs_else_the_chipset_speed() -> None:
     assert groups[("chip-a", "float", "qnn")] == pytest.approx(2.25)  # median of its 6 pairs
     assert groups[("chip-a", "w8a8", "qnn")] == pytest.approx(speed["chip-a"])  # 1 pair < MIN_PAIRS
     assert costmodel_fit.group_speeds(rows, train, speed, "chipset")[("chip-a", "float", "qnn")] == speed["chip-a"]
+
+
+def test_mixed_precision_rows_are_left_out_and_cannot_displace_an_older_plain_row(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 8 Gen 2 history keeps the newest row per precision group: a newer w8a8_mixed_int16 row (some layers at
+    16 bits) must not replace the plain w8a8 figure, and no mixed row enters the fit."""
+    import csv
+
+    import costmodel_fit
+
+    cols = ["model", "component", "precision", "chipset", "runtime", "inference_time_ms", "layers_total", "layers_npu",
+            "layers_gpu", "layers_cpu", "job_id", "job_shared_with_device", "release", "qairt_version"]
+
+    def write(name: str, rows: list[tuple]) -> None:
+        with open(tmp_path / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for i, (chip, precision, ms, release) in enumerate(rows):
+                w.writerow(["m", "M", precision, chip, "QNN_DLC", ms, 10, 10, 0, 0, f"{name}{i}", "", release, ""])
+
+    write("aihub_perf.csv", [("Snapdragon 8 Gen 3", "w8a8", 5.0, "v0.46.1"),
+                             ("Snapdragon 8 Gen 3", "w8a16_mixed_int16", 9.0, "v0.46.1")])
+    write("aihub_perf_history.csv", [("Snapdragon 8 Gen 2", "w8a8", 10.5, "v0.34.3"),
+                                     ("Snapdragon 8 Gen 2", "w8a8_mixed_int16", 21.1, "v0.37.1")])
+    monkeypatch.setattr(costmodel_fit, "DATA", tmp_path)
+    features = {"m/M": {"fields": list(costfit.OP_FIELDS), "ops": [_row("conv", macs=10**9)]}}
+    got = {(r["chipset"], r["precision_label"]): r["published_ms"] for r in costmodel_fit.load_rows(features)}
+    assert got == {("snapdragon-8-gen-3", "w8a8"): 5.0, ("snapdragon-8-gen-2", "w8a8"): 10.5}
+    assert costmodel_fit.mixed_rows(features)["n"] == 2

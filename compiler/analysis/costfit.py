@@ -77,7 +77,8 @@ OP_FIELDS = ("op_type", "kind", "macs", "vector_elems", "params", "float_weight_
 
 
 def precision_group(precision: str) -> str:
-    """AI Hub's precision labels -> the fitted groups (float = fp16 on the HTP; mixed int16 variants -> w8a16)."""
+    """AI Hub's precision labels -> the fitted groups (float = fp16 on the HTP; a mixed label goes with its base
+    precision here, but the fit leaves mixed rows out: benchmarks/costmodel_fit.py, mixed_precision)."""
     p = precision.lower()
     if p in ("float", "fp16", "fp32"):
         return "float"
