@@ -20,16 +20,38 @@ from fusionc.core.context import ComponentContext
 from fusionc.core.errors import BadInputError
 
 
-def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path) -> Path:
-    """Export + the qnn pipeline, exactly as the compile ran them, saved to `path` (external data)."""
+def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path, device: Any = None,
+                         cache_dir: Path | None = None) -> Path:
+    """Export + the qnn pipeline, exactly as the compile ran them, saved to `path` (external data).
+
+    With a compile cache (`cache_dir`, else $FUSIONC_CACHE, as `fusionc compile` reads it): the compile's own
+    optimized graph when the cache holds it under the same key, else the cached export and generic passes (the
+    UNet's export was most of this command's time). Only export and generic entries are stored from here: the
+    target's passes run without the compile's input sets, so their graph is not the compile's to cache."""
+    import os
+
+    from fusionc import cache as keys
     from fusionc import pipeline
-    from fusionc.export import component_spec
+    from fusionc.cache import ComponentCache
+    from fusionc.core.context import ComponentContext as Context
     from fusionc.targets import get_target
     from fusionc.targets.qnn.quantize import save_float
 
-    spec = component_spec(checkpoint, name, options)
-    model = pipeline._export(spec, options)
-    pipeline.optimize(model, get_target("qnn", "debug-accuracy"), ComponentContext.for_options(options, name))
+    target, ctx = get_target("qnn", "debug-accuracy"), Context.for_options(options, name)
+    spec = pipeline.LazySpec(checkpoint, name, options)
+    cache_dir = cache_dir or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
+    if cache_dir is None:
+        model = pipeline._export(spec(), options)
+        pipeline.optimize(model, target, ctx)
+        return save_float(model, path)
+    cache = ComponentCache(cache_dir)
+    export_key = keys.export_key(checkpoint.sha256, name, pipeline.image_size(checkpoint, options), options)
+    hit = cache.load(keys.optimized_key(export_key, options, device.name if device else None))
+    if hit is not None:
+        return save_float(hit.model, path)
+    generic, specific = pipeline.split_generic(target.pipeline(options))
+    model, _, _ = pipeline._generic_model(spec, ctx, {}, cache, export_key, keys.generic_key(export_key), generic)
+    pipeline._run_stage(model, specific, ctx)
     return save_float(model, path)
 
 
@@ -69,7 +91,7 @@ def debug_build(build: Path, component: str | None = None, samples: int = 2, top
     for name in names:
         qdq_path = build / name / "model.qdq.onnx"
         with tempfile.TemporaryDirectory() as tmp:
-            float_path = prepared_float_model(checkpoint, name, options, Path(tmp) / "model.float.onnx")
+            float_path = prepared_float_model(checkpoint, name, options, Path(tmp) / "model.float.onnx", device)
             graph = ir.load(float_path).graph
             known = {v.name for v in graph.inputs} | {out.name for node in graph for out in node.outputs}
             names_q = [t.tensor for t in quantized_tensors(ir.load(qdq_path))]
