@@ -410,9 +410,8 @@ def sd_graphs(features: dict) -> dict[str, dict]:
 
 
 # where this model's SD predictions were first committed, before any comparison with published SD figures
-SD_PREDICTIONS_PUBLISHED = ("the predictions of this refit (mixed-precision rows left out) were first committed without "
-                            "any comparison, by the commit that wrote this JSON with --no-compare-sd (git log -- "
-                            "benchmarks/results/costmodel_fit.json); earlier models' were commits b198667 and 4888644")
+SD_PREDICTIONS_PUBLISHED = ("these exact predictions were first committed without any comparison in commit 194cda8 on "
+                            "main (benchmarks/results/costmodel_fit.json there); the model has not changed since")
 
 
 def stable_diffusion(features: dict, params: dict) -> list[dict]:
