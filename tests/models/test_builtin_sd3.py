@@ -42,6 +42,9 @@ def test_builtin_sd3_draws_the_shape_where_the_prompt_says(colour: str, shape: s
         assert verdict["position_ok"] and verdict["colour_ok"], verdict  # (shapes: 98% of 50 held-out prompts)
 
 
+# the README's SD3 lines (tests/test_readme_commands.py) run in this group: one worker, one --cache, so the
+# transformer is exported once for both
+@pytest.mark.xdist_group("readme-sd3")
 def test_compile_builtin_sd3_from_the_cli(tmp_path: Path) -> None:
     from fusionc.cli import main
 
