@@ -343,9 +343,14 @@ def render_qnn_accuracy(results: Path) -> str:
              cell("fp16", n)] for n in names]
     held_out = "inputs" in data
     suffix = ", held out (calibration set)" if held_out else " (not held out)"
-    stock = " (CPU fake-quant), held out" if held_out else " (CPU fake-quant)"
+    stock = ", held out (CPU fake-quant)" if held_out else " (CPU fake-quant)"
+    sets = ""
+    if held_out:
+        sets = "; ".join(f"{role}: {len(s['prompts'])} prompts x {s['steps']} steps, seeds {', '.join(map(str, s['seeds']))}"
+                         for role, s in data["inputs"].items()) + "\n"
     return rows(["component", "stock w8a16" + stock, "fusionc w8a16" + suffix, "stock w8a8" + (", held out" if held_out else ""),
-                 "fusionc w8a8" + suffix, "fusionc fp16" + suffix], body) + "\n" + source(data, "qnn_accuracy.json")
+                 "fusionc w8a8" + suffix, "fusionc fp16" + suffix], body) + "\n" + (f"({sets.strip()})\n" if sets else "") \
+        + source(data, "qnn_accuracy.json")
 
 
 @table("qnn_families", "qnn_families.json")
@@ -387,8 +392,8 @@ def render_qnn_accuracy_summary(results: Path) -> str:
     worst = max(diffs, key=lambda d: d[0])
     where = " (both on the held-out verification set)" if "inputs" in data else ""
     return (f"Stock w8a16 on the CPU vs the HTP (dB): {', '.join(gaps) or 'no gap over 3 dB'}. fusionc's graphs run on "
-            f"the HTP within {worst[0]:.1f} dB of their CPU fake-quant{where} (largest: {worst[2]} {worst[1]}, "
-            f"{worst[3]['cpu_fake_quant_db']:.1f} on the CPU, {worst[3]['htp_db']:.1f} on the HTP).\n")
+            f"the HTP within {worst[0]:.1f} dB of their CPU fake-quant{where}; largest: {worst[2]} {worst[1]}, "
+            f"{worst[3]['cpu_fake_quant_db']:.1f} on the CPU, {worst[3]['htp_db']:.1f} on the HTP.\n")
 
 
 @table("qnn_families_summary", "qnn_families.json")
