@@ -266,11 +266,21 @@ def test_concurrent_compile_is_refused(ckpt: Path, good_build: Path) -> None:
 
 # ---- interrupted compiles ---------------------------------------------------------------------------------------
 
+def _interruptible() -> None:
+    """In the child, before exec: Ctrl-C and SIGTERM at their defaults, as from a terminal. A child inherits an
+    ignored or blocked SIGINT across exec, and something earlier on the same xdist worker left SIGINT so (CI saw
+    the compile ignore it and exit 0): a process started with SIGINT ignored rightly keeps ignoring it (nohup)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start_and_signal(ckpt: Path, out: Path, signum: int) -> subprocess.CompletedProcess:
     """Start a compile, wait until it is writing its temporary build, then send `signum`."""
     process = subprocess.Popen([sys.executable, "-m", "fusionc.cli", "compile", str(ckpt), "--components",
                                 "text_encoder,vae_decoder", *FAST, "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                               preexec_fn=_interruptible)
     lines = []
     deadline = time.monotonic() + 600
     for line in process.stderr:  # plain progress lines: stderr is not a terminal
