@@ -108,6 +108,21 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def random_feeds(session: Any) -> dict[str, Any]:
+    """Seeded inputs for every input of `session` (dynamic dimensions as 1; the timestep at 500)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for spec in session.get_inputs():
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        if spec.name == "timestep":
+            feeds[spec.name] = np.full(shape, 500, np.int64 if "int64" in spec.type else np.float32)
+        else:
+            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
 def measure(model: Path, threads: int, runs: int) -> dict[str, Any]:
     """Child process: one session, a warm-up, `runs` timed steps; its own peak RSS and the profiler's op times."""
     import numpy as np
@@ -121,14 +136,7 @@ def measure(model: Path, threads: int, runs: int) -> dict[str, Any]:
     start = time.perf_counter()
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     load_s = time.perf_counter() - start
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for spec in session.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in spec.shape]
-        if spec.name == "timestep":
-            feeds[spec.name] = np.full(shape, 500, np.int64 if "int64" in spec.type else np.float32)
-        else:
-            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+    feeds = random_feeds(session)
     session.run(None, feeds)  # warm-up: pre-packing, arena growth
     times = []
     for _ in range(runs):
@@ -193,14 +201,7 @@ def interleaved(models: list[Path], threads: int, rounds: int) -> dict[str, Any]
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        rng = np.random.default_rng(0)
-        feed = {}
-        for spec in session.get_inputs():
-            shape = [d if isinstance(d, int) else 1 for d in spec.shape]
-            if spec.name == "timestep":
-                feed[spec.name] = np.full(shape, 500, np.int64 if "int64" in spec.type else np.float32)
-            else:
-                feed[spec.name] = rng.standard_normal(shape).astype(np.float32)
+        feed = random_feeds(session)
         session.run(None, feed)
         sessions.append(session)
         feeds.append(feed)

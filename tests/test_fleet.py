@@ -265,6 +265,23 @@ def test_pool_fleet_builds_the_same_bytes(local_fleet, tiny_pipeline, tmp_path: 
     assert not [p for p in (tmp_path / "build").iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
 
 
+def four_onnx_jobs(local_fleet, tmp_path: Path) -> tuple:
+    """(checkpoint view, outs, jobs): four onnx variants of the fleet's checkpoint sharing its cache, for the
+    executors' failure and interrupt tests."""
+    from fusionc.cache import source_hashes
+    from fusionc.checkpoint import load_checkpoint
+    from fusionc.core.options import CompileOptions
+    from fusionc.variant import VariantJob
+
+    folder, _, _ = local_fleet
+    ckpt = json.loads((folder / "build" / "onnx" / "manifest.json").read_text())["checkpoint"]["path"]
+    view = load_checkpoint(Path(ckpt)).shareable()
+    options = CompileOptions(target="onnx", components=("text_encoder", "unet"), verify_steps=1, verify_prompts=1)
+    outs = [tmp_path / f"v{i}" for i in range(4)]
+    jobs = [VariantJob(f"v{i}", out, options, {}, folder / "cache", source_hashes()) for i, out in enumerate(outs)]
+    return view, outs, jobs
+
+
 def test_pool_worker_death_fails_alone_and_ctrl_c_leaves_no_partial_build(local_fleet, tmp_path: Path,
                                                                            stable_sources) -> None:
     """A worker killed (SIGKILL, as the OOM killer does) fails its variant only, the next one starts; Ctrl-C
@@ -274,18 +291,9 @@ def test_pool_worker_death_fails_alone_and_ctrl_c_leaves_no_partial_build(local_
     import threading
     import time
 
-    from fusionc.cache import source_hashes
-    from fusionc.checkpoint import load_checkpoint
-    from fusionc.core.options import CompileOptions
     from fusionc.fleet_pool import run_pool
-    from fusionc.variant import VariantJob
 
-    folder, _, _ = local_fleet
-    ckpt = json.loads((folder / "build" / "onnx" / "manifest.json").read_text())["checkpoint"]["path"]
-    view = load_checkpoint(Path(ckpt)).shareable()
-    options = CompileOptions(target="onnx", components=("text_encoder", "unet"), verify_steps=1, verify_prompts=1)
-    outs = [tmp_path / f"v{i}" for i in range(4)]
-    jobs = [VariantJob(f"v{i}", out, options, {}, folder / "cache", source_hashes()) for i, out in enumerate(outs)]
+    view, outs, jobs = four_onnx_jobs(local_fleet, tmp_path)
 
     def kill_v1() -> None:
         deadline = time.monotonic() + 60
@@ -367,18 +375,9 @@ def test_ray_fleet_builds_the_same_bytes(local_fleet, local_ray, tiny_pipeline, 
 def test_interrupted_ray_fleet_leaves_no_partial_build(local_fleet, local_ray, tmp_path: Path, stable_sources) -> None:
     """Ctrl-C while variants run: pending tasks are cancelled (their workers killed), every out is whole or
     absent and the killed builds' temporary folders are removed."""
-    from fusionc.cache import source_hashes
-    from fusionc.checkpoint import load_checkpoint
-    from fusionc.core.options import CompileOptions
     from fusionc.ray_executor import run_ray
-    from fusionc.variant import VariantJob
 
-    folder, _, _ = local_fleet
-    ckpt = json.loads((folder / "build" / "onnx" / "manifest.json").read_text())["checkpoint"]["path"]
-    view = load_checkpoint(Path(ckpt)).shareable()
-    options = CompileOptions(target="onnx", components=("text_encoder", "unet"), verify_steps=1, verify_prompts=1)
-    outs = [tmp_path / f"v{i}" for i in range(4)]
-    jobs = [VariantJob(f"v{i}", out, options, {}, folder / "cache", source_hashes()) for i, out in enumerate(outs)]
+    view, outs, jobs = four_onnx_jobs(local_fleet, tmp_path)
 
     def interrupt(result) -> None:
         raise KeyboardInterrupt
