@@ -4,7 +4,7 @@ Ray is an optional extra (`pip install "fusionc[ray]"`), imported only here and 
 Without an address (`--ray-address`, RAY_ADDRESS) a local Ray is started for the run, small on purpose
 (NUM_CPUS workers, an OBJECT_STORE_BYTES object store, no dashboard) and shut down after it.
 
-- Variants: one task each (`num_cpus=1`): the variant's target passes, lowering, calibration and verification
+- Variants: one task each (`num_cpus=1`, and `memory`: memory_request's estimate of the build's peak): the variant's target passes, lowering, calibration and verification
   (fusionc.fleet.build_variant). The task gets the job (options, out, cache path) and the driver's weightless
   checkpoint view (put in the object store once); it reads the shared work from the cache and writes its build
   to its `out` atomically, so on a cluster `out` and the cache must be on storage every node sees. Only the
@@ -32,6 +32,12 @@ from fusionc.core.executor import SERIAL
 
 NUM_CPUS = 2  # a local Ray on this kind of machine: 2 cores shared with others
 OBJECT_STORE_BYTES = 256 << 20  # the checkpoint view and probe sessions' weights; larger objects spill to disk
+# A variant's peak RSS per fp32 weight byte of its largest component, measured on the SD-1.5 UNet (3.44 GB):
+# QNN W8A16 11.2 GB (benchmarks/results/qnn_scale_w8a16.json: the QNN EP's context build), Core ML 6.0 GB
+# (coreml_scale.json); rounded up. Ray schedules a variant only where this much memory is free, so two SD-scale
+# QNN builds do not run side by side on one 24 GB node.
+PEAK_PER_WEIGHT_BYTE = {"qnn": 3.5, "coreml": 2.0, "onnx": 2.0}
+RUNTIME_BYTES = 1 << 30  # torch, onnxruntime and coremltools in the worker
 
 
 def _ray() -> Any:
@@ -100,6 +106,14 @@ class RayTaskExecutor:
             raise
 
 
+def memory_request(job: Any, view: Any) -> int:
+    """Bytes a variant's task asks Ray for: its largest component's fp32 weights x the target's factor."""
+    components = job.options.components or view.component_names()
+    folders = {"vae" if c.startswith("vae_") else c for c in components}
+    largest = max((view.weight_bytes(f) for f in folders), default=0)
+    return RUNTIME_BYTES + int(largest * PEAK_PER_WEIGHT_BYTE.get(job.options.target, 3.5))
+
+
 def _variant_task(job: Any, view: Any) -> Any:
     import ray
 
@@ -120,7 +134,10 @@ def run_ray(jobs: list[Any], view: Any, address: str | None,
     with ray_session(address) as info:
         task = ray.remote(num_cpus=1, max_retries=0)(_variant_task)
         view_ref = ray.put(view)
-        pending = {task.remote(job, view_ref): job for job in jobs}
+        largest_node = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        # capped at the largest node's memory: a request no node can meet would wait forever
+        pending = {task.options(memory=min(memory_request(job, view), largest_node) or None).remote(job, view_ref): job
+                   for job in jobs}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

@@ -388,3 +388,21 @@ def test_interrupted_ray_fleet_leaves_no_partial_build(local_fleet, local_ray, t
     for out in outs:
         assert not out.exists() or (out / "manifest.json").is_file(), out
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".work-" in p.name]
+
+
+def test_ray_asks_for_the_memory_of_the_largest_component_times_the_targets_factor() -> None:
+    """Two SD-scale QNN builds (~11 GB each) must not be scheduled side by side on one 24 GB node."""
+    from types import SimpleNamespace
+
+    from fusionc.ray_executor import PEAK_PER_WEIGHT_BYTE, RUNTIME_BYTES, memory_request
+
+    sizes = {"text_encoder": 0.5e9, "unet": 3.44e9, "vae": 0.2e9}
+    view = SimpleNamespace(weight_bytes=lambda folder: sizes.get(folder, 0), component_names=lambda: list(sizes))
+
+    def job(target: str, components) -> SimpleNamespace:
+        return SimpleNamespace(options=SimpleNamespace(target=target, components=components))
+
+    sd15_qnn = memory_request(job("qnn", ("unet",)), view)
+    assert sd15_qnn == RUNTIME_BYTES + int(3.44e9 * PEAK_PER_WEIGHT_BYTE["qnn"]) and 2 * sd15_qnn > 24e9
+    assert memory_request(job("coreml", None), view) == RUNTIME_BYTES + int(3.44e9 * 2.0)  # None: every component
+    assert memory_request(job("qnn", ("vae_decoder",)), view) == RUNTIME_BYTES + int(0.2e9 * 3.5)  # vae_* -> vae/
