@@ -9,6 +9,11 @@ start, its end and its peak. This is how the SDXL Core ML compile's memory was l
         --json benchmarks/results/compile_memory_sd15_coreml.json -- --target coreml --palettize 4 --chunk auto
 
 Arguments after `--` are passed to `fusionc compile`. The JSON is rewritten after the compile (also when it fails).
+
+Each row also has the *process tree's* peak (`peak_tree_mb`, `peak_tree_anon_mb`: this process plus its children,
+e.g. the QNN context build's child process, targets/qnn/context_child.py) and, under a QNN lowering, `step` rows
+for the target's own steps (calibration, remedies, quantize, split, save, context build; whichever of
+`QNN_STEPS` the code has). Rows are nested by time: a stage's peak covers the steps inside it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,35 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * PAGE
 
 
+def tree_bytes() -> tuple[int, int]:
+    """RSS and anonymous RSS of this process plus all its descendants (a child's peak counts while it runs)."""
+    import psutil
+
+    me = psutil.Process()
+    total, anon = rss_bytes(), anon_bytes()
+    try:
+        children = me.children(recursive=True)
+    except psutil.Error:
+        return total, anon
+    for child in children:
+        try:
+            with open(f"/proc/{child.pid}/status") as handle:
+                fields = {x.split(":")[0]: int(x.split()[1]) << 10 for x in handle
+                          if x.startswith(("VmRSS:", "RssAnon:"))}
+            total, anon = total + fields.get("VmRSS", 0), anon + fields.get("RssAnon", 0)
+        except (OSError, ValueError):
+            pass
+    return total, anon
+
+
+# (module, attribute) of the QNN target's steps: each call becomes a `step` row (missing names are skipped, so the
+# script measures revisions before and after a refactor of targets/qnn alike)
+QNN_STEPS = [("fusionc.targets.qnn.build", name) for name in (
+    "save_float", "calibrate", "quantize", "build_plan", "split_float_model", "quantize_part",
+    "quantize_parts", "save_model", "compile_context", "merged_encodings")] + [
+    ("fusionc.targets.qnn.remedies", "choose_config")]
+
+
 def anon_bytes() -> int:
     """RSS without file-backed pages (memory-mapped weights the kernel can drop): what can run memory out."""
     with open("/proc/self/statm") as handle:
@@ -46,6 +80,8 @@ class Sampler:
     def __init__(self, period: float = 0.2) -> None:
         self.samples: list[tuple[float, int]] = []
         self.anon: list[tuple[float, int]] = []
+        self.tree: list[tuple[float, int]] = []
+        self.tree_anon: list[tuple[float, int]] = []
         self.period, self.running = period, True
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -55,11 +91,19 @@ class Sampler:
             now = time.perf_counter()
             self.samples.append((now, rss_bytes()))
             self.anon.append((now, anon_bytes()))
+            tree, tree_anon = tree_bytes()
+            self.tree.append((now, tree))
+            self.tree_anon.append((now, tree_anon))
             time.sleep(self.period)
 
-    def peak(self, start: float, end: float, anon: bool = False) -> int:
-        inside = [r for t, r in (self.anon if anon else self.samples) if start <= t <= end]
-        return max(inside + [(anon_bytes() if anon else rss_bytes()) if not inside else 0])
+    def peak(self, start: float, end: float, anon: bool = False, tree: bool = False) -> int:
+        series = (self.tree_anon if anon else self.tree) if tree else (self.anon if anon else self.samples)
+        inside = [r for t, r in list(series) if start <= t <= end]
+        if inside:
+            return max(inside)
+        if tree:
+            return tree_bytes()[1 if anon else 0]
+        return anon_bytes() if anon else rss_bytes()
 
 
 def main() -> None:
@@ -96,7 +140,9 @@ def main() -> None:
         end = time.perf_counter()
         rows.append({"kind": kind, "name": name, "start_s": round(start - start_all, 1), "seconds": round(end - start, 2),
                      "rss_start_mb": rss_start >> 20, "rss_end_mb": rss_bytes() >> 20,
-                     "peak_mb": sampler.peak(start, end) >> 20, "peak_anon_mb": sampler.peak(start, end, True) >> 20})
+                     "peak_mb": sampler.peak(start, end) >> 20, "peak_anon_mb": sampler.peak(start, end, True) >> 20,
+                     "peak_tree_mb": sampler.peak(start, end, tree=True) >> 20,
+                     "peak_tree_anon_mb": sampler.peak(start, end, True, True) >> 20})
         print(f"[profile] {kind} {name}: {rows[-1]}", file=sys.stderr, flush=True)
         write()  # a run killed later keeps the rows it reached
 
@@ -123,6 +169,25 @@ def main() -> None:
 
     original_run_passes = pipeline.run_passes
     pipeline.stage, pipeline.run_passes = stage, run_passes
+
+    def wrap_step(function: Any, name: str) -> Any:
+        def step(*a: Any, **k: Any) -> Any:
+            start, rss = time.perf_counter(), rss_bytes()
+            try:
+                return function(*a, **k)
+            finally:
+                row("step", name, start, rss)
+        return step
+
+    import importlib
+
+    for module_name, attr in QNN_STEPS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if callable(getattr(module, attr, None)):
+            setattr(module, attr, wrap_step(getattr(module, attr), attr))
     try:
         cli_main(["compile", *checkpoint, "--out", str(args.out), *args.compile_args], standalone_mode=False)
         record["exit"] = 0
@@ -135,8 +200,14 @@ def main() -> None:
     record["wall_s"] = round(time.perf_counter() - start_all, 1)
     record["peak_rss_mb"] = max(r for _, r in sampler.samples) >> 20
     record["peak_anon_mb"] = max(r for _, r in sampler.anon) >> 20
+    record["peak_tree_mb"] = max(r for _, r in sampler.tree) >> 20
+    record["peak_tree_anon_mb"] = max(r for _, r in sampler.tree_anon) >> 20
+    import resource
+
+    record["peak_child_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10  # largest child, exact
     every = max(1, len(sampler.samples) // 200)  # a coarse timeline: what no stage row covers shows here too
     record["timeline_s_mb"] = [[round(t - start_all, 1), r >> 20] for t, r in sampler.samples[::every]]
+    record["timeline_tree_s_mb"] = [[round(t - start_all, 1), r >> 20] for t, r in sampler.tree[::every]]
     record["load_average_after"] = os.getloadavg()[0]
     write()
     sys.exit(record["exit"] if isinstance(record["exit"], int) else 1)
