@@ -124,6 +124,9 @@ def main(debug: bool) -> None:
 @click.option("--qnn-remedy-seconds", type=click.FloatRange(0), default=None, help="QNN and onnx w8a8 remedies time budget [default: 600].")
 @click.option("--qnn-max-context-bytes", type=click.IntRange(1), default=None,
               help="QNN: split contexts above this size [default: the device's limit].")
+@click.option("--qnn-max-build-bytes", type=click.IntRange(1), default=None,
+              help="QNN: split a component where building its context would take more memory than this "
+                   "[default: 8 GiB].")
 @click.option("--opset", type=click.IntRange(18, 21), default=None, help="ONNX opset of the export [default: 18].")
 @click.option("--seed", type=int, default=None, help="Seed of the verification trajectory [default: 0].")
 @click.option("--latency-steps", type=click.IntRange(1), default=None,

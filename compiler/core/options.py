@@ -78,6 +78,7 @@ class CompileOptions:
     qnn_remedy_rounds: int | None = None  # remedy evaluations; 0 disables them; None: the remedies' default
     qnn_remedy_seconds: float = 600.0  # and at most this long
     qnn_max_context_bytes: int | None = None  # split contexts above this; None: the device's limit
+    qnn_max_build_bytes: int | None = None  # split where a context build would take more memory; None: 8 GiB
 
     def __post_init__(self) -> None:
         if self.precision is None:
@@ -131,6 +132,7 @@ OPTION_TARGETS: dict[str, tuple[str, ...]] = {
     "qnn_remedy_rounds": ("onnx", "qnn"),
     "qnn_remedy_seconds": ("onnx", "qnn"),
     "qnn_max_context_bytes": ("qnn",),
+    "qnn_max_build_bytes": ("qnn",),
 }
 
 

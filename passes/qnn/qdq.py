@@ -31,6 +31,8 @@ import onnx_ir as ir
 QDQ_MIN_OPSET = 21  # 16-bit (u)int Q/DQ in the default domain
 TENSOR_KEY = "fusionc.tensor"  # metadata on each Q (activation) / weight DQ: the float tensor it encodes
 
+QUANTIZE_BLOCK = 1 << 22  # elements quantized at a time (Encoding.quantize)
+
 _NP = {ir.DataType.UINT8: np.uint8, ir.DataType.INT8: np.int8, ir.DataType.UINT16: np.uint16,
        ir.DataType.INT16: np.int16, ir.DataType.INT32: np.int32}
 
@@ -61,9 +63,31 @@ class Encoding:
         return array.reshape(shape)
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
+        """The integer tensor of `x`, computed a block of rows at a time: the float64 temporaries of one block,
+        not of the whole tensor (an SD3 position table is 226 MB in fp32, 0.9 GB of temporaries at once);
+        every element is computed exactly as in one piece."""
         lo, hi = self.qrange
         scale = self._bcast(self.scale.astype(np.float32), x.ndim)
         zp = self._bcast(self.zero_point.astype(np.int64), x.ndim)
+        if x.ndim == 0 or x.size <= QUANTIZE_BLOCK:
+            return self._quantize_block(x, scale, zp, lo, hi)
+        if scale.size == 1 and zp.size == 1:  # one encoding for the whole tensor: any cut of its elements
+            flat, out = x.reshape(-1), np.empty(x.size, _NP[self.dtype])
+            for start in range(0, x.size, QUANTIZE_BLOCK):
+                out[start:start + QUANTIZE_BLOCK] = self._quantize_block(flat[start:start + QUANTIZE_BLOCK], scale,
+                                                                         zp, lo, hi)
+            return out.reshape(x.shape)
+        if x.shape[0] < 2:
+            return self._quantize_block(x, scale, zp, lo, hi)
+        out = np.empty(x.shape, _NP[self.dtype])
+        rows = max(1, QUANTIZE_BLOCK // (x.size // x.shape[0]))
+        for start in range(0, x.shape[0], rows):
+            block = slice(start, start + rows)
+            out[block] = self._quantize_block(x[block], scale[block] if scale.ndim and scale.shape[0] != 1 else scale,
+                                              zp[block] if zp.ndim and zp.shape[0] != 1 else zp, lo, hi)
+        return out
+
+    def _quantize_block(self, x: np.ndarray, scale: np.ndarray, zp: np.ndarray, lo: int, hi: int) -> np.ndarray:
         q = np.rint(x.astype(np.float32) / scale) + zp
         return np.clip(q, lo, hi).astype(_NP[self.dtype])
 
@@ -117,6 +141,19 @@ def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
     value.shape = ir.Shape(array.shape)
     value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+    graph.register_initializer(value)
+    return value
+
+
+def _lazy_quantized(graph: ir.Graph, name: str, enc: Encoding, source: ir.TensorProtocol) -> ir.Value:
+    """An initializer `name` whose data is enc.quantize(source), computed on each read and then dropped."""
+    def compute() -> ir.Tensor:
+        return ir.tensor(enc.quantize(source.numpy()), name=name)
+
+    shape = ir.Shape(source.shape.numpy())
+    value = ir.Value(name=name, const_value=ir.LazyTensor(compute, dtype=enc.dtype, shape=shape, name=name))
+    value.shape = shape
+    value.type = ir.TensorType(enc.dtype)
     graph.register_initializer(value)
     return value
 
@@ -182,9 +219,13 @@ def _fp16_island(graph: ir.Graph, node: ir.Node) -> None:
 class InsertQdqPass(ir.passes.InPlacePass):
     """Insert the Q/DQ pairs and quantized weights of a QdqPlan (see the module docstring)."""
 
-    def __init__(self, plan: QdqPlan) -> None:
+    def __init__(self, plan: QdqPlan, lazy_weights: bool = False) -> None:
+        """`lazy_weights`: each quantized weight is computed from its float weight when it is read (saved), not
+        held in memory: a graph about to be saved with external data then never holds its integer weights
+        (2 GB for SD3-medium's transformer in 8 bits); each read quantizes again, so it suits one save."""
         super().__init__()
         self.plan = plan
+        self.lazy_weights = lazy_weights
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -243,9 +284,11 @@ class InsertQdqPass(ir.passes.InPlacePass):
                 raise ValueError(f"input {index} of {node_name} is not a constant: cannot quantize it as a weight")
             key = (value.name, id(enc))
             if key not in made:
-                array = value.const_value.numpy()
                 base = f"{value.name}_{enc.bits}b" if key[0] not in {k[0] for k in made} else f"{value.name}_{node_name}"
-                q = _const(graph, f"{base}_quantized", enc.quantize(array))
+                if self.lazy_weights:
+                    q = _lazy_quantized(graph, f"{base}_quantized", enc, value.const_value)
+                else:
+                    q = _const(graph, f"{base}_quantized", enc.quantize(value.const_value.numpy()))
                 scale, zp = _encoding_inputs(graph, base, enc, cache)
                 attrs = [ir.AttrInt64("axis", enc.axis)] if enc.axis is not None else []
                 dq = ir.Node("", "DequantizeLinear", [q, scale, zp], attributes=attrs, name=f"{base}_DequantizeLinear")

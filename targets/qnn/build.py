@@ -6,8 +6,9 @@
     <build>/<name>/model_ctx.onnx        ONNX Runtime EP-context model (EPContext node, .bin kept outside)
     <build>/<name>/model_ctx_qnn.bin     the QNN HTP context binary for the device's Hexagon arch
 
-A component whose context would pass the device's limit (2 GB) is split (split.py): the files get a
-`.partN` infix and the manifest lists the context models in order under `context_parts`.
+A component whose context would pass the device's limit (2 GB), or whose context build would take more memory
+than --qnn-max-build-bytes (8 GiB; the HTP backend's preparation grows with the activations), is split (split.py):
+the files get a `.partN` infix and the manifest lists the context models in order under `context_parts`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import resource
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import onnx_ir as ir
 
@@ -26,7 +27,8 @@ from fusionc.targets.base import ComponentContext, LoweredComponent
 from fusionc.targets.qnn.ep import HtpConfig, compile_context
 from fusionc.targets.qnn.quantize import calibrate, calibration_feeds, quantize, save_float, save_model
 from fusionc.targets.qnn.rules import QuantConfig, build_plan
-from fusionc.targets.qnn.split import parts_needed, quantize_part, split_float_model, weight_bytes
+from fusionc.targets.qnn.split import (build_activation_budget, parts_needed, quantize_part, split_float_model,
+                                      weight_bytes)
 
 PRECISIONS = ("w8a16", "w8a8", "fp16")
 DEFAULT_LIMIT = 2 << 30
@@ -66,9 +68,9 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
     if options.precision == "fp16":
         float_bytes = weight_bytes(ir.load(float_path))
         count = parts_needed(float_bytes // 2, limit)  # the HTP stores fp32 weights as fp16
-        sources = split_float_model(float_path, count) if count > 1 else [float_path]
-        graphs = [ir.load(p) for p in sources]
-        names = ["model.onnx"] if len(graphs) == 1 else [f"model.part{i}.onnx" for i in range(len(graphs))]
+        sources = split_float_model(float_path, count, build_activation_budget(options.qnn_max_build_bytes))
+        graphs: Iterable[ir.Model] = (ir.load(p) for p in sources)
+        names = ["model.onnx"] if len(sources) == 1 else [f"model.part{i}.onnx" for i in range(len(sources))]
         htp = replace(htp, fp16=True)
     else:
         from fusionc.targets.qnn.remedies import choose_config
@@ -92,15 +94,21 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         if config.float_nodes:  # fp16 islands: the HTP runs the float ops in fp16
             htp = replace(htp, fp16=True)
         start = time.perf_counter()
-        whole = quantize(float_path, stats, config)
+        # One plan for the whole graph and its parts. The QDQ graphs are lazy (each integer weight is computed
+        # when its graph is saved) and the parts are made one at a time, each saved and built before the next:
+        # no graph's integer weights are ever held (SD3-medium's transformer: 2 GB of 8-bit weights held twice,
+        # once in the whole graph and once in the parts, while the context build's process ran)
+        plan = build_plan(ir.load(float_path), stats, config)
+        whole = quantize(float_path, stats, config, plan=plan, lazy=True)
         count = parts_needed(weight_bytes(whole), limit)
-        if count > 1:
-            plan = build_plan(ir.load(float_path), stats, config)
-            graphs = [quantize_part(p, plan) for p in split_float_model(float_path, count)]
-            names = [f"model.part{i}.qdq.onnx" for i in range(len(graphs))]
+        sources = split_float_model(float_path, count, build_activation_budget(options.qnn_max_build_bytes))
+        if len(sources) > 1:
             del whole
+            graphs = (quantize_part(p, plan, lazy=True) for p in sources)
+            names = [f"model.part{i}.qdq.onnx" for i in range(len(sources))]
         else:
             graphs, names = [whole], ["model.qdq.onnx"]
+            del whole
         timings["quantize_s"] = time.perf_counter() - start
         peaks["quantize"] = _peak_mb()
         extra.update(calibration_samples=len(feeds), selection_samples=len(selection), quantization=config.to_json(), remedies=report)
@@ -114,22 +122,33 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
     return LoweredComponent([str(Path(f).relative_to(build_dir)) for f in files], inputs, outputs, extra)
 
 
-def _write_and_compile(graphs: list[ir.Model], names: list[str], out: Path, htp: HtpConfig, quantized: bool,
+def _write_and_compile(graphs: Iterable[ir.Model], names: list[str], out: Path, htp: HtpConfig, quantized: bool,
                        timings: dict[str, float]) -> tuple[list[Path], list[Path]]:
-    from fusionc.targets.qnn.encodings import merged_encodings, write_json
+    """Save and build each graph in turn, taking the next from `graphs` only when the last one's context is
+    built: the context build's process runs while this one holds no graph's weights (saved graphs read theirs
+    from disk), and with the freed heap handed back to the OS (release_freed_memory)."""
+    from fusionc.core.memory import release_freed_memory
+    from fusionc.targets.qnn.encodings import merge_encodings, model_encodings, write_json
 
     files: list[Path] = []
     contexts: list[Path] = []
-    if quantized:
-        files.append(write_json(merged_encodings(graphs), out / "model.encodings.json"))
-    timings["context_build_s"] = 0.0
+    encodings: list[dict[str, Any]] = []
+    timings["save_s"] = timings["context_build_s"] = 0.0
     for graph, name in zip(graphs, names):
-        written = save_model(graph, out / name)
+        start = time.perf_counter()
+        if quantized:
+            encodings.append(model_encodings(graph))
+        written = save_model(graph, out / name)  # lazy integer weights are computed here, one at a time
+        del graph
+        release_freed_memory()
+        timings["save_s"] += time.perf_counter() - start
         files += written
-        stem = "model_ctx.onnx" if len(graphs) == 1 else name.replace("model.", "model_ctx.").replace(".qdq", "")
+        stem = "model_ctx.onnx" if len(names) == 1 else name.replace("model.", "model_ctx.").replace(".qdq", "")
         start = time.perf_counter()
         built = compile_context(written[0], out / stem, htp)
         timings["context_build_s"] += time.perf_counter() - start
         files += built
         contexts.append(built[0])
+    if quantized:  # first in the file list, as when it was written before the parts
+        files.insert(0, write_json(merge_encodings(encodings), out / "model.encodings.json"))
     return files, contexts

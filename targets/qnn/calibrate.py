@@ -129,13 +129,23 @@ class SegmentedModel:
         groups: list[list[onnx.NodeProto]] = [[]]
         act = weights = 0
         for node in nodes:
-            node_act = sum(_nbytes(self.types.get(o)) for o in node.output)
+            node_act = self.activation_bytes(node)
             node_w = sum(_init_bytes(self.initializers[i]) for i in node.input if i in self.initializers)
             if groups[-1] and (act + node_act > act_budget or weights + node_w > w_budget):
                 groups.append([])
                 act = weights = 0
             groups[-1].append(node)
             act, weights = act + node_act, weights + node_w
+        return self.segments_of(groups, keep)
+
+    def activation_bytes(self, node: onnx.NodeProto) -> int:
+        """Bytes of a node's outputs (static shapes; what a segment's activation budget counts)."""
+        return sum(_nbytes(self.types.get(o)) for o in node.output)
+
+    def segments_of(self, groups: list[list[onnx.NodeProto]], keep: Iterable[str] = ()) -> list[Segment]:
+        """Segments of consecutive node groups: each one's inputs (graph inputs or earlier groups' tensors, no
+        initializers) and outputs (what later groups, the graph outputs or `keep` read, and float tensors)."""
+        keep = set(keep)
         last_use: dict[str, int] = {}
         for index, group in enumerate(groups):
             for node in group:

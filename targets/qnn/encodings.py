@@ -71,9 +71,13 @@ def model_encodings(model: ir.Model) -> dict[str, Any]:
 
 def merged_encodings(models: list[ir.Model]) -> dict[str, Any]:
     """One encodings file for a component split into several graphs (tensor names are unique)."""
-    merged = model_encodings(models[0])
-    for model in models[1:]:
-        more = model_encodings(model)
+    return merge_encodings([model_encodings(model) for model in models])
+
+
+def merge_encodings(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The encodings of a component's parts (model_encodings of each, in order) as one file's content."""
+    merged = parts[0]
+    for more in parts[1:]:
         merged["activation_encodings"].update(more["activation_encodings"])
         merged["param_encodings"].update(more["param_encodings"])
     return merged

@@ -13,7 +13,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 
 from fusionc.core.numerics import Feeds
-from fusionc.passes.qnn.qdq import InsertQdqPass
+from fusionc.passes.qnn.qdq import InsertQdqPass, QdqPlan
 from fusionc.targets.qnn.calibrate import TensorStats, collect_stats
 from fusionc.targets.qnn.rules import QuantConfig, build_plan
 
@@ -76,9 +76,12 @@ def calibrate(float_path: Path, feeds: list[Feeds], histograms: bool = True) -> 
     return collect_stats(float_path, feeds, histograms=histograms)
 
 
-def quantize(float_path: Path, stats: dict[str, TensorStats], config: QuantConfig) -> ir.Model:
-    """A fresh QDQ model from the saved float model (weights stay lazy until quantized)."""
+def quantize(float_path: Path, stats: dict[str, TensorStats], config: QuantConfig, plan: QdqPlan | None = None,
+             lazy: bool = False) -> ir.Model:
+    """A fresh QDQ model from the saved float model (weights stay lazy until quantized). `plan`: one already built
+    for this float model and config (build_plan); `lazy`: the integer weights are computed when the model is saved
+    (InsertQdqPass's lazy_weights), for a model that is saved once, right away."""
     model = ir.load(float_path)
-    InsertQdqPass(build_plan(model, stats, config))(model)
+    InsertQdqPass(plan if plan is not None else build_plan(model, stats, config), lazy_weights=lazy)(model)
     common.TopologicalSortPass()(model)
     return model

@@ -8,6 +8,15 @@ inputs and outputs are the tensors that cross the cut, and every part is quantiz
 whole graph. A boundary tensor therefore keeps one encoding: the producing part dequantizes it at its
 output and the consuming part re-quantizes it at its input, which is exact (the values are on the grid).
 
+Parts are also cut to bound the memory of their context build. The QNN HTP backend's graph preparation (in the
+build's child process, context_child.py) holds about twice the part's activations in fp32 bytes, whatever its
+weights: a 2-layer slice of SD3-medium's transformer at 512x512 (2.0 GB of activations, 0.1 GB of 8-bit
+weights) took a 4.1 GB child; whole SD3-medium in two parts (about 12 GB of activations each) passed 21 GB
+(benchmarks/results/qnn_memory.json). So a part's activations (the sum of its nodes' output bytes) stay under
+`build_activation_budget(--qnn-max-build-bytes)`, which adds parts where the weights alone would not; a part
+fed by no graph input (a constant subgraph cut off on its own: QNN refuses graphs without inputs) is merged
+into the next one.
+
 Weight sharing between contexts (the QNN EP's `ep.share_ep_contexts`) serves graphs that use the *same*
 weights (variants of one model); consecutive parts of one UNet share none, so each part owns its weights.
 """
@@ -23,19 +32,32 @@ from fusionc.passes.qnn.qdq import InsertQdqPass, QdqPlan
 from fusionc.targets.qnn.calibrate import SegmentedModel
 
 CONTEXT_MARGIN = 0.85  # headroom under the limit for the context's own metadata and the HTP's tiling
+BUILD_BYTES_PER_ACTIVATION_BYTE = 2.0  # context build child's peak RSS / its part's fp32 activation bytes (measured)
+BUILD_BASE_BYTES = 256 << 20  # the child's own RSS (onnxruntime, the QNN libraries) on a small graph
+DEFAULT_MAX_BUILD_BYTES = 8 << 30  # the memory one context build may take: parts are cut to stay under it
+
+
+def build_activation_budget(max_build_bytes: int | None) -> int:
+    """fp32 activation bytes a part may have for its context build to stay under `max_build_bytes`."""
+    limit = int(max_build_bytes or DEFAULT_MAX_BUILD_BYTES)
+    return max(1, int((limit - BUILD_BASE_BYTES) / BUILD_BYTES_PER_ACTIVATION_BYTE))
 
 
 def weight_bytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
 
 
-def split_float_model(float_path: Path, parts: int) -> list[Path]:
-    """Cut the saved float graph into about `parts` consecutive pieces of equal weight; returns their paths
-    (saved beside the float model, so their external data references stay valid)."""
+def split_float_model(float_path: Path, parts: int, activation_budget: int = 1 << 62) -> list[Path]:
+    """Cut the saved float graph into about `parts` consecutive pieces of equal weight, and more where a piece's
+    activations would pass `activation_budget`; returns their paths (saved beside the float model, so their
+    external data references stay valid), or [float_path] when it stays whole."""
     total = sum(v.const_value.nbytes for v in ir.load(float_path).graph.initializers.values()
                 if v.const_value is not None)
-    budget = max(1, -(-total // parts))
-    segmented = SegmentedModel(float_path, activation_budget=1 << 62, weight_budget=budget)
+    budget = max(1, -(-total // parts)) if parts > 1 else 1 << 62  # one part: only the activations cut
+    segmented = SegmentedModel(float_path, activation_budget=activation_budget, weight_budget=budget)
+    segmented.segments = _with_inputs(segmented)
+    if len(segmented.segments) == 1:
+        return [float_path]
     future = segmented._future_inputs()
     paths = []
     for index, seg in enumerate(segmented.segments):
@@ -47,10 +69,32 @@ def split_float_model(float_path: Path, parts: int) -> list[Path]:
     return paths
 
 
-def quantize_part(part_path: Path, plan: QdqPlan) -> ir.Model:
-    """One part with the whole graph's plan applied (entries of other parts are ignored by name)."""
+def _with_inputs(segmented: SegmentedModel) -> list:
+    """The segments, each one fed by no graph input or earlier segment merged into the next (the last: into the
+    one before it)."""
+    groups: list[list] = []
+    carry: list = []
+    for seg in segmented.segments:
+        if seg.inputs:
+            groups.append(carry + seg.nodes)
+            carry = []
+        else:
+            carry += seg.nodes
+    if carry:
+        if groups:
+            groups[-1] += carry
+        else:
+            groups.append(carry)
+    if len(groups) == len(segmented.segments):
+        return segmented.segments
+    return segmented.segments_of(groups)
+
+
+def quantize_part(part_path: Path, plan: QdqPlan, lazy: bool = False) -> ir.Model:
+    """One part with the whole graph's plan applied (entries of other parts are ignored by name); `lazy`: its
+    integer weights are computed when it is saved (InsertQdqPass's lazy_weights)."""
     model = ir.load(part_path)
-    InsertQdqPass(plan)(model)
+    InsertQdqPass(plan, lazy_weights=lazy)(model)
     return model
 
 
