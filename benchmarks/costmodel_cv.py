@@ -131,6 +131,13 @@ def diagnostics(rows: list[dict], X: np.ndarray, names: tuple[str, ...], pred: n
         groups["spills"]["spill > 0" if x[col["spill_mb"]] > 0 else "no spill"].append(i)
         groups["precision"][rows[i]["precision"]].append(i)
         groups["chipset"][rows[i]["chipset"]].append(i)
+    # the 8 Gen 2 has fewer models than the other phones (AI Hub dropped it at v0.37.1): every chipset on the keys the
+    # 8 Gen 2 has, so its error can be told apart from the mix of models it was published with
+    g2 = {(rows[i]["key"], rows[i]["precision"], rows[i]["runtime"]) for i in qnn
+          if rows[i]["chipset"] == "snapdragon-8-gen-2"}
+    for i in qnn:
+        if (rows[i]["key"], rows[i]["precision"], rows[i]["runtime"]) in g2:
+            groups["chipset, on the 8 Gen 2's model x precision x runtime keys"][rows[i]["chipset"]].append(i)
     for i, r in enumerate(rows):  # fallback layers exist on the ONNX / TFLite runtimes only
         if r["runtime_group"] != "qnn":
             groups["fallback (ONNX, TFLite rows)"]["some layers off the NPU" if r["fallback_layers"] > 0

@@ -23,6 +23,9 @@ Modules are built on the meta device and exported from their structure (fusionc.
 a model whose code cannot trace on meta tensors is exported with random weights instead (recorded as "export").
 Each model is cached (--cache, one JSON per model component) and merged into the features file as it finishes, so
 a run that is stopped keeps what it did. Models whose library is not importable in the running venv are skipped.
+`--refresh-recurrent` only recomputes the LSTM/GRU/RNN rows of stored features extracted before graph_stats counted
+them (MACs, timesteps), from the module's own recurrent calls on the meta device: seconds instead of a re-export
+(Sequencer2D's export alone is ~450 s of CPU).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = Path(__file__).resolve().parent / "results"
 FEATURES = RESULTS / "latency_features.json.gz"
 OP_FIELDS = ["op_type", "kind", "macs", "vector_elems", "params", "float_weight_elems", "compressed_weight_bytes",
-             "act_in_elems", "act_out_elems", "attention_scores"]
+             "act_in_elems", "act_out_elems", "attention_scores", "timesteps"]
 
 
 class FirstOutput(torch.nn.Module):
@@ -400,6 +403,52 @@ def merge(cache: Path, path: Path = FEATURES) -> int:
     return len(data)
 
 
+RECURRENT = {"LSTM": (torch.nn.LSTM, 4), "GRU": (torch.nn.GRU, 3), "RNN": (torch.nn.RNN, 1)}
+
+
+def refresh_recurrent(entry: dict[str, Any], build: Callable) -> int:
+    """Recompute an entry's recurrent rows (LSTM / GRU / RNN) with graph_stats' current rule, without a new export:
+    features from before that rule have them as 'vector' ops with no MACs and no timesteps. The module runs once on
+    the meta device (no weights) and forward hooks record every recurrent layer's call (sequence, batch, input,
+    hidden, directions); its ONNX nodes are in the same order. MACs = seq * batch * directions * gates * hidden *
+    (input + hidden) (graph_stats: X[0] * X[1] * (|W| + |R|)), timesteps = seq * directions. Returns the rows set."""
+    with torch.device("meta"):
+        module, feeds = build()
+    feeds = {k: v.to("meta") for k, v in feeds.items()}
+    calls: list[tuple[int, int, int, int, int, int]] = []
+
+    def hook(mod: torch.nn.Module, args: tuple, _out: Any) -> None:  # noqa: ANN401
+        x = args[0]
+        seq, batch = (x.shape[1], x.shape[0]) if mod.batch_first else (x.shape[0], x.shape[1])
+        gates = next(g for cls, g in RECURRENT.values() if isinstance(mod, cls))
+        for layer in range(mod.num_layers):  # the ONNX export has one node per layer
+            width = mod.input_size if layer == 0 else mod.hidden_size * (2 if mod.bidirectional else 1)
+            calls.append((seq, batch, width, mod.hidden_size, 2 if mod.bidirectional else 1, gates))
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, tuple(cls for cls, _ in RECURRENT.values()))]
+    with torch.no_grad():
+        module(*feeds.values())
+    for h in handles:
+        h.remove()
+    fields = entry["fields"]
+    if "timesteps" not in fields:
+        fields.append("timesteps")
+        for op in entry["ops"]:
+            op.append(1)
+    col = {f: i for i, f in enumerate(fields)}
+    rows = [op for op in entry["ops"] if op[col["op_type"]] in RECURRENT]
+    if len(rows) != len(calls):
+        raise ValueError(f"{entry.get('key')}: {len(rows)} recurrent nodes in the graph, {len(calls)} recurrent calls")
+    for op, (seq, batch, width, hidden, dirs, gates) in zip(rows, calls):
+        op[col["kind"]] = "linear"
+        op[col["macs"]] = seq * batch * dirs * gates * hidden * (width + hidden)
+        op[col["vector_elems"]] = 0
+        op[col["timesteps"]] = seq * dirs
+    entry["recurrent_refreshed"] = "refresh_recurrent (meta-device forward hooks; graph_stats' recurrent rule)"
+    return len(rows)
+
+
 def wait_for_memory(gb: float) -> None:
     """Block until MemAvailable >= gb (Linux); a no-op elsewhere."""
     meminfo = Path("/proc/meminfo")
@@ -417,7 +466,22 @@ def main() -> None:
     parser.add_argument("--min-free-gb", type=float, default=5.0,
                         help="start a model only when this much memory is available (the machine is shared)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/fusionc-latency-graphs"))
+    parser.add_argument("--refresh-recurrent", action="store_true",
+                        help="only recompute the recurrent (LSTM/GRU/RNN) rows of the stored features (no export)")
     args = parser.parse_args()
+    if args.refresh_recurrent:
+        builders = {f"{k}/{c}": b for lib, table in LIBRARIES.items() for (k, c), b in table.items()
+                    if lib in args.libraries}
+        with gzip.open(FEATURES, "rt") as f:
+            data = json.load(f)
+        for key, entry in sorted(data.items()):
+            stale = any(op[entry["fields"].index("op_type")] in RECURRENT for op in entry["ops"]) and (
+                "timesteps" not in entry["fields"])
+            if stale and key in builders:
+                print(f"{key}: {refresh_recurrent(entry, builders[key])} recurrent rows recomputed", file=sys.stderr)
+        with gzip.open(FEATURES, "wt", compresslevel=9) as f:
+            json.dump(data, f, separators=(",", ":"), sort_keys=True)
+        return
     args.cache.mkdir(parents=True, exist_ok=True)
     for library in args.libraries:
         try:

@@ -520,6 +520,25 @@ def _goal(e: dict[str, Any]) -> str:
     return "met" if all(met) else "median met, p90 not" if met[0] else "p90 met, median not" if met[1] else "not met"
 
 
+def _sd_tables(title: str, predictions: list[dict], compared: Any, compared_how: str = "Compared only afterwards") -> str:
+    """A set of SD-1.5 W8A16 predictions per chipset, and their comparison with the published figures."""
+    out = [title + ":\n\n"]
+    body = []
+    for chip, name in CHIP_NAMES.items():
+        got = {p["component"]: p for p in predictions if p["chipset"] == chip and p["precision"] == "w8a16"}
+        if got:
+            body.append([name] + [f"{ms(got[c]['predicted_ms'])} ({got[c]['bound']})" if c in got else "-"
+                                  for c in ("text_encoder", "unet", "vae_decoder")])
+    out.append(rows(["chipset", "text encoder (bound)", "UNet (bound)", "VAE decoder (bound)"], body))
+    if isinstance(compared, list) and compared:
+        out.append(f"\n{compared_how} with AI Hub's published SD-1.5 W8A16 figures (8 Elite: AI Hub's 8 Elite QRD "
+                   "figure against our 8 Elite for Galaxy coefficients):\n\n")
+        out.append(rows(["chipset", "component", "published", "predicted", "error"],
+                        [[CHIP_NAMES.get(c["chipset"], c["chipset"]), c["component"], ms(c["published_ms"]),
+                          ms(c["predicted_ms"]), f"{c['error']:+.0%}"] for c in compared]))
+    return "".join(out)
+
+
 @table("costmodel_fit", "costmodel_fit.json")
 def render_costmodel_fit(results: Path) -> str:
     data = load(results, "costmodel_fit.json")
@@ -590,24 +609,32 @@ def render_costmodel_fit(results: Path) -> str:
                    f"ONNX / TFLite rows by fallback: {cut('fallback (ONNX, TFLite rows)')}. Worst models: "
                    + ", ".join(f"{w['model']} {w['median_signed']:+.0%}" for w in diag.get("worst_models", [])[:6])
                    + ".\n")
+    g2 = data.get("snapdragon_8_gen_2")
+    if g2:
+        rel = lambda chip: ", ".join(f"{k} ({v})" for k, v in g2["mix_held_out"][chip]["release_qairt"].items())  # noqa: E731
+        same, fitted = g2["ratio_to_8_gen_3_same_release"], g2["ratio_to_8_gen_3_rows_fitted_training_qnn"]
+        on = g2["held_out_qnn_on_the_8_gen_2_keys"]
+        cell = lambda e: f"{_pct(e['median_abs'])} / {_pct(e['p90_abs'])} ({e['n']} rows)" if e.get("n") else "-"  # noqa: E731
+        out.append(f"\nSnapdragon 8 Gen 2: its held-out QNN rows are AI Hub release (QAIRT) {rel('snapdragon-8-gen-2')}, "
+                   f"the 8 Gen 3's {rel('snapdragon-8-gen-3')} (AI Hub dropped the 8 Gen 2 after v0.37.1, so it has "
+                   f"fewer models), in the same runtime / precision mix. Its published latency is a near-constant "
+                   f"multiple of the 8 Gen 3's: {same['median']:.2f}x within one release (5-95%: "
+                   f"{same['p5_p95'][0]:.2f}-{same['p5_p95'][1]:.2f}x, {same['n']} training pairs), {fitted['median']:.2f}x "
+                   f"across the releases fitted ({fitted['p5_p95'][0]:.2f}-{fitted['p5_p95'][1]:.2f}x). On exactly the "
+                   f"8 Gen 2's held-out keys (median / p90 |error|): 8 Gen 2 {cell(on['snapdragon-8-gen-2'])}, "
+                   f"8 Gen 3 {cell(on['snapdragon-8-gen-3'])}, 8 Elite {cell(on['snapdragon-8-elite'])}.\n")
+    pre = data.get("stable_diffusion_preregistered") or {}
+    if pre and data.get("sd_predictions_published", "").startswith("NOT a pre-registered"):
+        out.append(_sd_tables(f"\nPre-registered: Stable Diffusion 1.5, W8A16, QNN, batch 1, one call, as first "
+                              f"committed in {pre['commit'][:7]} before any comparison (an earlier fit of this model; "
+                              f"benchmarks/results/costmodel_sd_preregistered.json, never overwritten)",
+                              pre["predictions"], pre.get("vs_published")))
     sd = [p for p in data["stable_diffusion_predictions"] if p["precision"] == "w8a16"]
     if sd:
-        out.append(f"\nStable Diffusion 1.5, W8A16, QNN, batch 1, one call, predicted by this model (it never saw a "
-                   f"diffusion model; {data.get('sd_predictions_published', 'predictions published in this JSON')}):\n\n")
-        body = []
-        for chip, name in CHIP_NAMES.items():
-            got = {p["component"]: p for p in sd if p["chipset"] == chip}
-            if got:
-                body.append([name] + [f"{ms(got[c]['predicted_ms'])} ({got[c]['bound']})" if c in got else "-"
-                                      for c in ("text_encoder", "unet", "vae_decoder")])
-        out.append(rows(["chipset", "text encoder (bound)", "UNet (bound)", "VAE decoder (bound)"], body))
-    cmp = data.get("stable_diffusion_vs_published")
-    if isinstance(cmp, list) and cmp:
-        out.append("\nCompared only afterwards with AI Hub's published SD-1.5 W8A16 figures (8 Elite: AI Hub's 8 Elite "
-                   "QRD figure against our 8 Elite for Galaxy coefficients):\n\n")
-        out.append(rows(["chipset", "component", "published", "predicted", "error"],
-                        [[CHIP_NAMES.get(c["chipset"], c["chipset"]), c["component"], ms(c["published_ms"]),
-                          ms(c["predicted_ms"]), f"{c['error']:+.0%}"] for c in cmp]))
+        provenance = data.get("sd_predictions_published", "predictions published in this JSON")
+        out.append(_sd_tables(f"\nStable Diffusion 1.5, W8A16, QNN, batch 1, one call, predicted by this model (it never "
+                              f"saw a diffusion model; {provenance})", sd, data.get("stable_diffusion_vs_published"),
+                              "Compared" if provenance.startswith("NOT a pre-registered") else "Compared only afterwards"))
     ane = data["apple_neural_engine"]
     out.append(f"\nApple Neural Engine: the data holds {ane['n_matched']} figures on chips fusionc profiles whose graph we "
                "rebuild, too few to fit more than one ANE speed scale. Each figure's error: the roofline (calibrated on "

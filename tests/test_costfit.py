@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -47,6 +48,78 @@ def test_features_by_hand() -> None:
     dw = costfit.features_from_rows([_row("conv", macs=9 * 10**6, act_in=10**6, act_out=10**6)] + rows, "w8a16")
     assert dw["lowint_conv_gmacs"] == pytest.approx(0.009) and x["lowint_conv_gmacs"] == 0
     assert dw["conv_gmacs"] == pytest.approx(2.009)  # still a conv MAC: the low-intensity term is an extra cost
+
+
+def test_a_recurrent_op_launches_per_timestep() -> None:
+    """An LSTM counts RECURRENT_LAUNCHES_PER_STEP ops per timestep and direction (QNN unrolls it: Sequencer2D's layer
+    count); rows from feature files without the timesteps column count every op once, as before."""
+    fields = costfit.OP_FIELDS
+    lstm = ["LSTM", "linear", 10**6, 0, 1000, 1000, 0.0, 10**3, 10**3, False, 64]
+    relu = ["Relu", "vector", 0, 10**3, 0, 0, 0.0, 10**3, 10**3, False, 1]
+    x = costfit.features_from_rows([lstm, relu], "float", fields=fields)
+    assert x["kilo_ops"] == pytest.approx((64 * costfit.RECURRENT_LAUNCHES_PER_STEP + 1) / 1000)
+    assert x["linear_gmacs"] == pytest.approx(1e-3)
+    old = costfit.features_from_rows([lstm[:-1], relu[:-1]], "float", fields=fields[:-1])
+    assert old["kilo_ops"] == pytest.approx(0.002)
+
+
+def test_stale_recurrent_rows_are_refreshed_from_the_modules_own_shapes() -> None:
+    """latency_graphs.refresh_recurrent: features written before graph_stats counted LSTMs (a 'vector' op, 0 MACs, no
+    timesteps) get graph_stats' rule from the module's recurrent calls, in graph order; other rows are kept."""
+    import torch
+    from latency_graphs import refresh_recurrent
+
+    class Two(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = torch.nn.LSTM(5, 3, batch_first=True, bidirectional=True)
+            self.b = torch.nn.GRU(6, 4)
+
+        def forward(self, x):  # noqa: ANN001
+            return self.b(self.a(x)[0])[0]
+
+    fields = list(costfit.OP_FIELDS[:-1])
+    entry = {"key": "two/Two", "fields": fields,
+             "ops": [["LSTM", "vector", 0, 42, 0, 0, 0.0, 0, 0, False], ["Relu", "vector", 0, 7, 0, 0, 0.0, 0, 0, False],
+                     ["GRU", "vector", 0, 42, 0, 0, 0.0, 0, 0, False]]}
+    assert refresh_recurrent(entry, lambda: (Two(), {"x": torch.zeros(2, 9, 5)})) == 2
+    col = {f: i for i, f in enumerate(entry["fields"])}
+    lstm, relu, gru = entry["ops"]
+    # LSTM: batch 2, seq 9, 2 directions x 4 gates x hidden 3 x (5 + 3); GRU (seq-first): seq 2, batch 9, 3 gates
+    assert (lstm[col["kind"]], lstm[col["macs"]], lstm[col["timesteps"]]) == ("linear", 9 * 2 * 2 * 4 * 3 * 8, 18)
+    assert (gru[col["macs"]], gru[col["timesteps"]]) == (2 * 9 * 3 * 4 * (6 + 4), 2)
+    assert relu == ["Relu", "vector", 0, 7, 0, 0, 0.0, 0, 0, False, 1]
+    entry["ops"].pop()
+    with pytest.raises(ValueError, match="1 recurrent nodes in the graph, 2 recurrent calls"):
+        refresh_recurrent(entry, lambda: (Two(), {"x": torch.zeros(2, 9, 5)}))
+
+
+def test_the_preregistered_sd_predictions_stay_beside_a_refit(tmp_path: Path) -> None:
+    """The SD predictions first committed before any comparison (194cda8) are a record no refit overwrites: a fit
+    whose predictions differ says it is not a pre-registered test and the README shows both sets."""
+    import costmodel_fit
+    import render_readme
+
+    record = json.loads(costmodel_fit.PREREGISTERED_PATH.read_text())
+    assert record["commit"].startswith("194cda8") and record["predictions"]
+    same = [dict(p) for p in record["predictions"]]
+    assert costmodel_fit.sd_provenance(same, record).startswith("these exact predictions")
+    floats = [dict(p, predicted_ms=p["predicted_ms"] * (1.1 if p["precision"] == "float" else 1))
+              for p in record["predictions"]]
+    assert costmodel_fit.sd_provenance(floats, record).startswith("these exact W8A16 predictions")
+    moved = [dict(p, predicted_ms=p["predicted_ms"] * 1.1) for p in record["predictions"]]
+    assert costmodel_fit.sd_provenance(moved, record).startswith("NOT a pre-registered test")
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results, ignore=shutil.ignore_patterns("*.png", "*.gz"))
+    data = json.loads((results / "costmodel_fit.json").read_text())
+    data.update(stable_diffusion_predictions=moved, stable_diffusion_preregistered=dict(record, vs_published=[]),
+                sd_predictions_published=costmodel_fit.sd_provenance(moved, record))
+    (results / "costmodel_fit.json").write_text(json.dumps(data))
+    block = render_readme.TABLES["costmodel_fit"].render(results)
+    unet = next(p for p in record["predictions"] if p["component"] == "unet" and p["precision"] == "w8a16"
+                and p["chipset"] == "snapdragon-8-gen-3")["predicted_ms"]
+    assert "Pre-registered: Stable Diffusion 1.5" in block and "NOT a pre-registered test" in block
+    assert render_readme.ms(unet) in block and render_readme.ms(unet * 1.1) in block
 
 
 def test_params_file_names_its_terms_and_local_memory() -> None:

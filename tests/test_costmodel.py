@@ -67,6 +67,17 @@ def test_lstm_counts_its_weight_matmuls_per_timestep() -> None:
                    [_vi("x", [7, 2, 5])], [_vi("y", [7, 2, 2, 3])], [_init("w", [2, 12, 5]), _init("r", [2, 12, 3])])
     (op,) = graph_stats(model).ops
     assert (op.kind, op.macs, op.params) == ("linear", 7 * 2 * (2 * 12 * 5 + 2 * 12 * 3), 2 * 12 * 8)
+    assert op.timesteps == 7 * 2  # each of 7 steps waits for the previous one, in each direction
+
+
+def test_recurrent_timesteps_follow_the_layout_and_other_ops_take_one_step() -> None:
+    # layout=1: X is [batch, seq, input] (batch 7, seq 4); one direction
+    model = _model([oh.make_node("GRU", ["x", "w", "r"], ["y"], hidden_size=3, layout=1),
+                    oh.make_node("Relu", ["y"], ["z"])],
+                   [_vi("x", [7, 4, 5])], [_vi("z", [7, 4, 1, 3])], [_init("w", [1, 9, 5]), _init("r", [1, 9, 3])])
+    gru, relu = graph_stats(model).ops
+    assert (gru.timesteps, relu.timesteps) == (4, 1)
+    assert gru.macs == 7 * 4 * (9 * 5 + 9 * 3)
 
 
 def test_attention_forms() -> None:

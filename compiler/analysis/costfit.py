@@ -19,7 +19,8 @@ a throughput the fit learns for that chipset and precision (non-negative least s
     weight_mb          weights at the deployed precision  -> 1 / DRAM bandwidth for weights
     spill_mb           activation bytes of ops whose tensors do not fit the NPU's local memory (vtcm_bytes)
     act_mb             activation bytes of every op       -> 1 / on-chip activation bandwidth
-    kilo_ops           ops launched (non-free)            -> per-op overhead
+    kilo_ops           ops launched (non-free; a recurrent op counts RECURRENT_LAUNCHES_PER_STEP per timestep and
+                       direction: the NPU unrolls it)     -> per-op overhead
     fallback_layers    layers placed on the CPU or GPU    -> cost of one fallback + its hand-overs
     one                a fixed cost per call
 
@@ -73,7 +74,12 @@ RUNTIME_GROUPS = {"QNN_CONTEXT_BINARY": "qnn", "QNN_DLC": "qnn", "QNN": "qnn", "
                   "ONNX": "onnx", "TFLITE": "tflite"}
 PARAMS_PATH = Path(__file__).resolve().parent / "costmodel_params.json"
 OP_FIELDS = ("op_type", "kind", "macs", "vector_elems", "params", "float_weight_elems", "compressed_weight_bytes",
-             "act_in_elems", "act_out_elems", "attention_scores")
+             "act_in_elems", "act_out_elems", "attention_scores", "timesteps")
+# a recurrent op (LSTM/GRU/RNN) runs one small launch group per timestep and direction (graph_stats.timesteps): QNN's
+# layer count for Sequencer2D is 5,224 on the 8 Gen 3 (AI Hub, QNN_DLC) for 410 ops in our graph, 36 of them LSTMs
+# with 1,408 direction-steps between them: (5224 - 374) / 1408 = 3.4 launched layers per direction-step
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+RECURRENT_LAUNCHES_PER_STEP = 3.4
 
 
 def precision_group(precision: str) -> str:
@@ -123,7 +129,8 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
         x["act_mb"] += act / 1e6
         if act > vtcm_bytes:
             x["spill_mb"] += act / 1e6
-        x["kilo_ops"] += 1e-3
+        recurrent = "timesteps" in index and row[index["op_type"]] in RECURRENT_OPS  # older feature files: one op
+        x["kilo_ops"] += 1e-3 * (row[index["timesteps"]] * RECURRENT_LAUNCHES_PER_STEP if recurrent else 1)
     x["fallback_layers"] = float(fallback_layers)
     x["one"] = 1.0
     return x

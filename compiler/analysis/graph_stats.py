@@ -70,6 +70,7 @@ class OpStat:
     act_in_elems: int = 0  # non-constant input elements
     act_out_elems: int = 0
     attention_scores: bool = False  # output is an S x S attention matrix (materialized)
+    timesteps: int = 1  # sequential steps the op runs as (recurrent ops: sequence length x directions), else 1
 
 
 @dataclass
@@ -181,6 +182,17 @@ def _einsum_macs(equation: str, shapes: list[tuple[int, ...] | None]) -> int:
     return math.prod(sizes.values()) if sizes else 0
 
 
+def recurrent_timesteps(node: onnx.NodeProto, in_shapes: list) -> int:
+    """Sequential steps of an LSTM / GRU / RNN node: sequence length x directions (X is [seq, batch, input], or
+    [batch, seq, input] with layout=1; W is [directions, gates*hidden, input]). Each step waits for the previous
+    one's hidden state, so an NPU runs it as that many small launches (QNN unrolls the recurrence)."""
+    x, w = (in_shapes + [None, None])[:2]
+    if not x or not w:
+        return 1
+    layout = next((attr.i for attr in node.attribute if attr.name == "layout"), 0)
+    return max(int(x[1] if layout else x[0]) * int(w[0]), 1)
+
+
 def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
     """Per-op MACs/params/bytes of `model` (path, ModelProto or onnx_ir Model); symbolic dims pinned to `dims`."""
     proto = onnx.ModelProto()
@@ -248,6 +260,8 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         in_shapes = [shapes.get(i) for i in node.input]
         kind, macs = _classify(node, in_shapes, out_elems, len(activation_inputs))
         op.kind, op.macs = kind, macs
+        if node.op_type in RECURRENT_GATES:
+            op.timesteps = recurrent_timesteps(node, in_shapes)
         if kind == "attention":
             forms.add("fused" if node.domain == "fusionc" else "split_einsum" if node.op_type == "Einsum" else "original")
             out_shape = shapes.get(node.output[0])
