@@ -181,6 +181,33 @@ def main() -> None:
 
     import importlib
 
+    child_peaks: list[dict[str, Any]] = []
+    record["context_build_children"] = child_peaks
+    original_run = subprocess.run
+
+    def run_measured(command: Any, *a: Any, **k: Any) -> Any:
+        """subprocess.run, and for a QNN context build the child's own exact peak RSS (wait4's ru_maxrss: a spike
+        shorter than the sampling period counts too)."""
+        if not (isinstance(command, list) and len(command) > 1 and str(command[1]).endswith("context_child.py")):
+            return original_run(command, *a, **k)
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=k.get("text", False),
+                                errors=k.get("errors"))
+        out: dict[str, Any] = {}
+        readers = [threading.Thread(target=lambda n=n, f=f: out.__setitem__(n, f.read()), daemon=True)
+                   for n, f in (("stdout", proc.stdout), ("stderr", proc.stderr))]
+        for reader in readers:
+            reader.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        for reader in readers:
+            reader.join()
+        child_peaks.append({"request": str(command[2]), "seconds": round(time.perf_counter() - start, 2),
+                            "peak_rss_mb": usage.ru_maxrss >> 10, "exit": proc.returncode})
+        return subprocess.CompletedProcess(command, proc.returncode, out.get("stdout"), out.get("stderr"))
+
+    subprocess.run = run_measured
+
     for module_name, attr in QNN_STEPS:
         try:
             module = importlib.import_module(module_name)
