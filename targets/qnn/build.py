@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import onnx_ir as ir
 
 from fusionc.core.devices import get_device
+from fusionc.core.memory import release_freed_memory
 from fusionc.core.errors import BadInputError
 from fusionc.targets.base import ComponentContext, LoweredComponent
 from fusionc.targets.qnn.ep import HtpConfig, compile_context
@@ -83,6 +84,7 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         selection = calibration_feeds(ctx.selection_feeds, options.selection_samples) or feeds
         start = time.perf_counter()
         stats = calibrate(float_path, feeds, histograms=options.precision == "w8a8")  # 8-bit may clip
+        release_freed_memory()  # the segment sessions' freed heap (0.4 GB on 2 of SD3's 24 layers) back to the OS
         timings["calibrate_s"] = time.perf_counter() - start
         peaks["calibrate"] = _peak_mb()
         start = time.perf_counter()
@@ -127,7 +129,6 @@ def _write_and_compile(graphs: Iterable[ir.Model], names: list[str], out: Path, 
     """Save and build each graph in turn, taking the next from `graphs` only when the last one's context is
     built: the context build's process runs while this one holds no graph's weights (saved graphs read theirs
     from disk), and with the freed heap handed back to the OS (release_freed_memory)."""
-    from fusionc.core.memory import release_freed_memory
     from fusionc.targets.qnn.encodings import merge_encodings, model_encodings, write_json
 
     files: list[Path] = []
