@@ -117,9 +117,9 @@ def fit(points: list[tuple[int, float]]) -> dict[str, float] | None:
     slope = sum((p - mx) * (m - my) for p, m in points) / sxx
     intercept = my - slope * mx
     residual = max(abs(m - (intercept + slope * p)) for p, m in points)
-    return {"intercept_mb": round(intercept, 1), "bytes_per_parameter": round(slope * (1 << 20), 3),
-            "max_residual_mb": round(residual, 1),
-            **{f"projected_{k}_gb": round((intercept + slope * v) / 1024, 2) for k, v in FULL_PARAMS.items()}}
+    return {"intercept_mib": round(intercept, 1), "bytes_per_parameter": round(slope * (1 << 20), 3),
+            "max_residual_mib": round(residual, 1),
+            **{f"projected_{k}_gib": round((intercept + slope * v) / 1024, 2) for k, v in FULL_PARAMS.items()}}
 
 
 def summarize(runs: dict[str, Any]) -> dict[str, Any]:
@@ -143,13 +143,21 @@ def summarize(runs: dict[str, Any]) -> dict[str, Any]:
                "context_build_child_mb_per_activation_mb": ratios}
     building = rows.get("step: compile_context", {}).get("peak_parent_mb")
     if building:  # the compile's own memory while a part builds, projected; the child is bounded by the option
-        parent = building["projected_sd3_medium_transformer_gb"]
-        summary["projection_sd3_medium_default_build_limit"] = {
-            "parent_during_context_build_gb": parent, "context_build_limit_gb": round(DEFAULT_BUILD / GB, 2),
-            "tree_during_context_build_gb": round(parent + DEFAULT_BUILD / GB, 2),
+        parent = building["projected_sd3_medium_transformer_gib"]
+        projection = {
+            "parent_during_context_build_gib": parent, "context_build_limit_gib": round(DEFAULT_BUILD / GB, 2),
+            "tree_during_context_build_gib": round(parent + DEFAULT_BUILD / GB, 2),
             "how": "the compile's own peak while a part builds (fit over the scales, projected to 2.03B) plus "
-                   "the child's bound (--qnn-max-build-bytes, default 8 GiB: parts are cut at (limit - 256 MB) / 4 "
-                   "fp32 activation bytes; the measured child/activation ratios above stay under 4)"}
+                   "the child's limit (--qnn-max-build-bytes, default 8 GiB: parts are cut at (limit - 256 MB) / 4 "
+                   "fp32 activation bytes, about 3 blocks; the largest child/activation ratios above are parts "
+                   "smaller than one block, whose joint attention took up to 2.6 GB)"}
+        full = RESULTS / "compile_memory_dit_full_sd3_transformer_qnn.json"  # the killed full-size run's stages
+        if full.exists():
+            stages = {r["name"]: r["peak_mb"] for r in json.loads(full.read_text())["rows"] if r["kind"] == "stage"}
+            before = {k: round(v / 1024, 2) for k, v in stages.items() if "lower" not in k}
+            projection["full_size_stages_before_lowering_gib_measured"] = before
+            projection["compile_peak_gib"] = round(max([*before.values(), projection["tree_during_context_build_gib"]]), 2)
+        summary["projection_sd3_medium_default_build_limit"] = projection
     return summary
 
 
@@ -199,7 +207,7 @@ def main() -> None:
     record: dict[str, Any] = json.loads(OUT.read_text()) if OUT.exists() else {}
     record.update({"benchmark": "qnn_memory", "model": "SD3-medium transformer config at full width, N of 24 layers",
                    "full_size_parameters": FULL_PARAMS,
-                   "what": "peak RSS (MB) of the process tree (the compile and its QNN context-build child) per "
+                   "what": "peak RSS (MB = MiB, as compile_memory_profile) of the process tree (the compile and its QNN context-build child) per "
                            "stage and QNN step; fits MB = a + b * parameters over the scales that finished"})
     section = record.setdefault(args.label, {})
     section.update({"git_rev": rev + ("+dirty" if dirty else ""), "source": str(source),
