@@ -10,13 +10,14 @@ output and the consuming part re-quantizes it at its input, which is exact (the 
 
 Parts are also cut to bound the memory of their context build. The QNN HTP backend's graph preparation (in the
 build's child process, context_child.py) grows with the part's activations, whatever its weights. Measured on
-SD3-medium's transformer at full width, 512x512 (the child's peak RSS / the part's fp32 activation bytes, the
-sum of its nodes' outputs): one context_pre_only block 2.45 GB / 584 MB (3.75x), two blocks 4.13 GB / 1279 MB
-(3.0x), the embedders 0.76 GB / 388 MB (1.3x), with 0.1-0.2 GB of 8-bit weights each; whole SD3-medium in two
-parts passed 21 GB (benchmarks/results/qnn_memory.json, dit_scale.json). So a part's activations stay under
-`build_activation_budget(--qnn-max-build-bytes)` (4 bytes of build per activation byte, above every ratio
-measured), which adds parts where the weights alone would not; a part fed by no graph input (a constant subgraph
-cut off on its own: QNN refuses graphs without inputs) is merged into the next one.
+SD3-medium's transformer at full width, 512x512 (benchmarks/results/qnn_memory.json; the child's peak RSS against
+the part's fp32 activation bytes, the sum of its nodes' outputs): two blocks 4.3 GB for 1.34 GB (0.1 GB of 8-bit
+weights; 3.2x), the embedders about 0.75 GB for 0.4 GB; whole SD3-medium in two parts passed 21 GB
+(dit_scale.json). So a part's activations stay under `build_activation_budget(--qnn-max-build-bytes)` (4 bytes of
+build per activation byte, above the 3.2x of whole blocks), which adds parts where the weights alone would not.
+It bounds how much goes into one build, not one node group's own cost: a part smaller than a block still took up
+to 2.6 GB for its joint attention. A part fed by no graph input (a constant subgraph cut off on its own: QNN
+refuses graphs without inputs) is merged into the next one.
 
 Weight sharing between contexts (the QNN EP's `ep.share_ep_contexts`) serves graphs that use the *same*
 weights (variants of one model); consecutive parts of one UNet share none, so each part owns its weights.
@@ -33,8 +34,7 @@ from fusionc.passes.qnn.qdq import InsertQdqPass, QdqPlan
 from fusionc.targets.qnn.calibrate import SegmentedModel
 
 CONTEXT_MARGIN = 0.85  # headroom under the limit for the context's own metadata and the HTP's tiling
-BUILD_BYTES_PER_ACTIVATION_BYTE = 4.0  # context build child's peak RSS / its part's fp32 activation bytes: <= 3.75
-#                                        measured (module docstring)
+BUILD_BYTES_PER_ACTIVATION_BYTE = 4.0  # context build child's peak RSS per fp32 activation byte (module docstring)
 BUILD_BASE_BYTES = 256 << 20  # the child's own RSS (onnxruntime, the QNN libraries) on a small graph
 DEFAULT_MAX_BUILD_BYTES = 8 << 30  # the memory one context build may take: parts are cut to stay under it
 
