@@ -8,6 +8,10 @@ transformers config classes), so every topology those classes accept loads.
 safetensors files are read with `pread`, not memory-mapped: a mapped file stays resident until the last of its
 tensors dies, and one small bias kept by an exported graph pinned all 3.3 GB of the SD-1.5 UNet through the
 lowering. Read tensors own their memory, so each one frees its bytes when the compile drops it.
+
+A component with more weight bytes than fusionc.streaming.stream_threshold() (4 GiB; T5-XXL's encoder is 19 GB)
+is not loaded at all: its parameters stay on the meta device and are read from the files tensor by tensor when
+torch runs it or the export writes them (fusionc.streaming).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 
 from fusionc.core.errors import BadInputError, UnsupportedError  # noqa: E402
+from fusionc.streaming import build_streamed, stream_threshold  # noqa: E402
 
 SAFETENSORS = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 PICKLES = ("diffusion_pytorch_model.bin", "pytorch_model.bin", "model.ckpt", "model.pt", "model.bin")
@@ -288,6 +293,10 @@ def load_component(folder: Path, allow_pickle: bool, expected_class: str | None 
     if cls_name not in SUPPORTED:
         raise UnsupportedError(f"component class '{cls_name}' in {folder} is not supported: "
                                f"fusionc compiles {', '.join(SUPPORTED)}")
+    files = weight_files(folder, allow_pickle)
+    if all(f.suffix == ".safetensors" for f in files) and _files_bytes(files) >= stream_threshold():
+        with _skip_weight_init():  # too large to hold: parameters stay in the files, read block by block (streaming.py)
+            return build_streamed(folder, files, lambda: _build_from_config(folder, cls_name))
     state = load_weights(folder, allow_pickle)
     with _skip_weight_init():
         model = _build_from_config(folder, cls_name)
@@ -331,6 +340,10 @@ def weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
                                 "convert it to safetensors, or pass --allow-pickle to load it with weights_only=True")
         return pickles[:1]
     raise BadInputError(f"no weights in '{folder}': expected {SAFETENSORS[0]} or {SAFETENSORS[1]}")
+
+
+def _files_bytes(files: list[Path]) -> int:
+    return sum(f.stat().st_size for f in files if f.exists())
 
 
 def load_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ The export driver (fusionc.export) calls `dit_component(...)`; the denoising loo
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ import torch
 
 from fusionc.core.errors import BadInputError
 from fusionc.core.options import CompileOptions
+from fusionc.streaming import streamed_weights
 
 DEFAULT_T5_LENGTH = {"sd3": 256, "pixart": 300}  # the pipelines' max_sequence_length defaults
 SD3_CLIP_LENGTH = 77  # SD3's CLIP tokens, ahead of the T5 ones in the transformer's joint sequence
@@ -59,9 +61,10 @@ def fold_position_bias(model: torch.nn.Module, length: int) -> None:
     """T5's relative position bias depends on the token count only: computed once here for `length` tokens, it is
     exported as a constant [1, H, L, L] instead of the bucket arithmetic (int64 Log/Min/Where), which the HTP
     does not build in fp16 and no target needs at run time."""
+    streamed = streamed_weights(model)  # weights left in the files (fusionc.streaming): read for this one call
     for module in model.modules():
         if getattr(module, "has_relative_attention_bias", False):
-            with torch.no_grad():
+            with torch.no_grad(), (streamed.filled(module) if streamed is not None else contextlib.nullcontext()):
                 table = module.compute_bias(length, length, device=None).detach().clone()
 
             def fixed(query_length: int, key_length: int, device: Any = None, past_seen_tokens: int = 0,

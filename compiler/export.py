@@ -25,6 +25,7 @@ from fusionc.core.errors import BadInputError, UnsupportedError
 from fusionc.core.options import CompileOptions
 from fusionc.dit import dit_component, lone_t5_length, t5_component
 from fusionc.passes.generic._match import forget_last_match
+from fusionc.streaming import StreamedWeights, lazy_folded_transposes, lazy_initializer, streamed_weights
 
 
 class TextEncoderWrapper(torch.nn.Module):
@@ -191,18 +192,30 @@ def component_spec(checkpoint: Checkpoint, name: str, options: CompileOptions, b
 
 
 def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
-    """torch.onnx.export (dynamo) of one component; returns the onnx_ir Model, weights not copied."""
+    """torch.onnx.export (dynamo) of one component; returns the onnx_ir Model, weights not copied. A streamed
+    component (fusionc.streaming) is traced with its weights on the meta device; its initializers read the
+    checkpoint's files lazily."""
     dynamic = tuple({0: torch.export.Dim.DYNAMIC} if k != "timestep" else None for k in spec.example)
     varargs = getattr(spec.module, "varargs_start", None)  # forward(a, b, *rest): torch.export nests *rest
     if varargs is not None:
         dynamic = (*dynamic[:varargs], tuple(dynamic[varargs:]))
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    streamed = streamed_weights(spec.module)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            (streamed.pause() if streamed is not None else contextlib.nullcontext()):
         warnings.simplefilter("ignore")
+        names = {"input_names": list(spec.example), "output_names": spec.outputs} if streamed is None else {}
         program = torch.onnx.export(
-            spec.module, tuple(spec.example.values()), dynamo=True, opset_version=opset,
-            input_names=list(spec.example), output_names=spec.outputs, dynamic_shapes=dynamic, verbose=False,
-        )
+            spec.module, tuple(spec.example.values()), dynamo=True, opset_version=opset, optimize=streamed is None,
+            dynamic_shapes=dynamic, verbose=False, **names)
+        if streamed is not None:  # weights read from the files when a pass or the writer asks, one at a time
+            from torch.onnx._internal.exporter import _ir_passes
+
+            _point_at_files(program.model, spec.module, streamed)
+            with lazy_folded_transposes():
+                program.optimize()  # then what export(optimize=True, input_names, output_names) runs after the trace
+            _ir_passes.rename_inputs(program.model, list(spec.example))
+            _ir_passes.rename_outputs(program.model, spec.outputs)
     model = program.model
     drop_noop_squeezes(model)
     forget_last_match(onnxscript_default_rules)  # the exporter's optimizer ran them: they would pin this model
@@ -210,6 +223,20 @@ def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
         if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
             value.shape = ir.Shape(["batch", *value.shape[1:]])
     return model
+
+
+def _point_at_files(model: ir.Model, module: torch.nn.Module, streamed: StreamedWeights) -> None:
+    """Make every initializer that is a streamed parameter of `module` (an uninitialized stand-in while traced,
+    fusionc.streaming.StreamedWeights.pause) a lazy tensor of its bytes in the checkpoint's safetensors files."""
+    by_name = dict(module.named_parameters(remove_duplicate=False))
+    for value in model.graph.initializers.values():
+        raw = getattr(value.const_value, "raw", None)
+        if not isinstance(raw, torch.Tensor):
+            continue
+        stored = streamed.source(by_name.get(value.name, raw)) or streamed.source(raw)
+        if stored is None:
+            continue  # a buffer or a constant of the trace: real values
+        value.const_value = lazy_initializer(stored, value.dtype, value.shape, value.name)
 
 
 def export_structure(spec: ComponentSpec, opset: int = 18) -> ir.Model:
