@@ -179,3 +179,17 @@ def select(rows: list[dict], features: dict, family: Callable[[str], str], desig
                     f"fewest per-chipset parameters",
             "candidates": [{k: v for k, v in c.items() if not k.startswith("_")} for c in results],
             "diagnostics": diag}
+
+
+def choose_anchored(rows: list[dict], X: np.ndarray, family: Callable[[str], str], fit: Callable, predict: Callable,
+                    chips: list[str]) -> dict[str, Any]:
+    """Per chipset, after the model is chosen: its own refit, or none (the reference chipset's coefficients scaled by
+    its speed: published latencies of one model on two chipsets are close to a constant ratio). Anchoring one chipset
+    leaves every other chipset's coefficients as they are, so one cross-validation with all `chips` anchored gives each
+    chipset's anchored errors; a chipset is anchored when that lowers its own score (same folds as `select`)."""
+    own = chip_errors(rows, cross_validated(rows, X, family, lambda r, x: fit(r, x, frozenset()), predict), chips)
+    anc = chip_errors(rows, cross_validated(rows, X, family, lambda r, x: fit(r, x, frozenset(chips)), predict), chips)
+    per = {c: {"own": own[c], "anchored": anc[c], "score_own": round(score({c: own[c]}), 3),
+               "score_anchored": round(score({c: anc[c]}), 3)} for c in chips if c in own and c in anc}
+    return {"anchored": sorted(c for c, v in per.items() if v["score_anchored"] < v["score_own"]), "by_chipset": per,
+            "rule": "per chipset, anchored when its cross-validated median/0.15 + p90/0.4 (QNN rows) is lower"}

@@ -278,10 +278,12 @@ def group_speeds(rows: list[dict], train: np.ndarray, speed: dict[str, float], m
 
 def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_FEATURES,
         ridge_to_pooled: float | None = RIDGE, floor_weights: bool = False,
-        speed_mode: str = "chipset") -> dict[str, list[float]]:
+        speed_mode: str = "chipset", anchored: frozenset[str] | set[str] = frozenset()) -> dict[str, list[float]]:
     """Coefficients per (chipset, precision, runtime group), pulled towards the pooled fit scaled to the chipset
     (`speed_mode`, SPEED_MODES) with `ridge_to_pooled` (None: no per-chipset refit, every chipset is the scaled
-    pooled fit). With `floor_weights`, a chipset's weight-byte cost is at least 1 / its DRAM bandwidth."""
+    pooled fit). With `floor_weights`, a chipset's weight-byte cost is at least 1 / its DRAM bandwidth. A chipset in
+    `anchored` gets no coefficients of its own: the reference chipset's refit, scaled by its speed (each chipset's
+    choice is made by cross-validation, costmodel_cv.choose_anchored)."""
     y = np.array([r["published_ms"] for r in rows])
     train = np.array([not r["held_out"] for r in rows])
     groups: dict[str, list[float]] = {}
@@ -336,9 +338,13 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
             ridge = np.where(costfit.extra_ridge(1.0, names) > 0, 1e4, ridge_to_pooled)
             theta = costfit.fit_group(X[idx], y[idx], prior, ridge, floor=floor)
         groups[f"{chip}|{prec}|{rt}"] = [float(v) for v in theta]
+    for (chip, prec, rt) in by_group:
+        ref = groups.get(f"{REFERENCE_CHIPSET}|{prec}|{rt}")
+        if chip in anchored and chip != REFERENCE_CHIPSET and ref is not None:
+            groups[f"{chip}|{prec}|{rt}"] = [float(v) for v in scaling[(chip, prec, rt)] @ np.asarray(ref)]
     for (prec, rt), theta in pooled.items():  # a chipset without rows in a group falls back to the pooled shape
         groups[f"*|{prec}|{rt}"] = [float(v) for v in theta]
-    return {"groups": groups, "chipset_speed": speed, "speed_mode": speed_mode,
+    return {"groups": groups, "chipset_speed": speed, "speed_mode": speed_mode, "anchored": sorted(anchored),
             "class_speeds": class_speeds,
             "group_speeds": {"|".join(k): round(v, 4) for k, v in sorted(gspeed.items())}}
 
@@ -575,9 +581,17 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                      "rule": "not selected (select=False)", "candidates": [], "diagnostics": {}}
     names = costmodel_cv.names_of(selection["chosen"])
     vtcm = selection["chosen"]["vtcm_mb"] << 20
+    if select:  # per chipset: its own coefficients, or the reference chipset's scaled by its speed (CV, training)
+        selection["anchoring"] = costmodel_cv.choose_anchored(
+            train_rows, design(train_rows, fit_features, names, vtcm), family,
+            lambda r, x, a, c=selection["chosen"]: fit(r, x, names, c.get("ridge_to_pooled", RIDGE),
+                                                      c.get("floor_weights", False), c.get("speed_mode", "chipset"), a),
+            predict_rows, [c for c in PHONE_LAPTOP if c != REFERENCE_CHIPSET])
+    anchored = frozenset(selection.get("anchoring", {}).get("anchored", []))
     X = design(rows, fit_features, names, vtcm)
     params = dict(fit(rows, X, names, selection["chosen"].get("ridge_to_pooled", RIDGE),
-                      selection["chosen"].get("floor_weights", False), selection["chosen"].get("speed_mode", "chipset")),
+                      selection["chosen"].get("floor_weights", False), selection["chosen"].get("speed_mode", "chipset"),
+                      anchored),
                   features=list(names), vtcm_bytes=vtcm)
     pred = predict_rows(rows, X, params)
     test = lambda r: r["held_out"]  # noqa: E731
@@ -590,7 +604,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         "model": {"features": list(names), "vtcm_bytes": vtcm,
                   "ridge_to_pooled": selection["chosen"].get("ridge_to_pooled", RIDGE),
                   "floor_weights": selection["chosen"].get("floor_weights", False), "extra_ridge": EXTRA_RIDGE,
-                  "min_rows": MIN_ROWS, "speed_mode": params["speed_mode"],
+                  "min_rows": MIN_ROWS, "speed_mode": params["speed_mode"], "anchored": params["anchored"],
                   "generation_scaling": {"reference": REFERENCE_CHIPSET, "chipset_speed": params["chipset_speed"],
                                          "group_speeds": params["group_speeds"],
                                          "class_speeds": params["class_speeds"]}},
@@ -637,7 +651,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                                                        report["stable_diffusion_preregistered"])
     params_out = {"features": list(names), "vtcm_bytes": vtcm, "fitted_on": "training split of benchmarks/costmodel_fit.py",
                   "git_rev": report["git_rev"], "groups": params["groups"], "chipset_speed": params["chipset_speed"],
-                  "speed_mode": params["speed_mode"]}
+                  "speed_mode": params["speed_mode"], "anchored": params["anchored"]}
     params_path.write_text(json.dumps(params_out, indent=1) + "\n")
     out_json.write_text(json.dumps(report, indent=1) + "\n")
     if out_png:

@@ -552,7 +552,13 @@ def render_costmodel_fit(results: Path) -> str:
            f"refit {'none (pooled fit x chipset speed)' if chosen.get('ridge_to_pooled', 0.05) is None else 'ridge ' + str(chosen.get('ridge_to_pooled', 0.05))}; "
            f"weight bytes {'floored at the DRAM bandwidth' if chosen.get('floor_weights') else 'fitted freely (the DRAM-bandwidth floor scored worse)'}; "
            f"generation scaling {SPEED_TEXT.get(chosen.get('speed_mode', 'chipset'), chosen.get('speed_mode'))} "
-           f"({len(sel['candidates'])} candidates compared).\n\n"]
+           f"({len(sel['candidates'])} candidates compared)"
+           + (f"; then, per chipset, its own coefficients or the 8 Gen 3's scaled by its speed (cross-validated the "
+              f"same way): {', '.join(CHIP_NAMES.get(c, c) for c in anc['anchored']) or 'none'} "
+              f"{'takes' if len(anc['anchored']) == 1 else 'take'} the 8 Gen 3's ("
+              + "; ".join(f"{CHIP_NAMES.get(c, c)} {v['score_own']:.2f} own vs {v['score_anchored']:.2f} anchored"
+                          for c, v in anc["by_chipset"].items()) + ")"
+              if (anc := sel.get("anchoring")) else "") + ".\n\n"]
     body = []
     cv = {}
     for c in sel["candidates"]:

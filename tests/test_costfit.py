@@ -330,6 +330,33 @@ def test_group_speeds_need_enough_pairs_else_the_chipset_speed() -> None:
     assert costmodel_fit.group_speeds(rows, train, speed, "chipset")[("chip-a", "float", "qnn")] == speed["chip-a"]
 
 
+def test_an_anchored_chipset_takes_the_reference_coefficients_scaled_by_its_speed() -> None:
+    """fit(anchored=...): a chipset chosen (by cross-validation) to have no coefficients of its own gets the
+    reference chipset's refit times its speed; the others keep their own refit."""
+    import costmodel_fit
+
+    names = ("gmacs", "kilo_ops", "one")
+    rng = np.random.default_rng(0)
+    ref, rows, X = costmodel_fit.REFERENCE_CHIPSET, [], []
+    for i in range(12):
+        x = np.array([rng.uniform(1, 50), rng.uniform(0.1, 1), 1.0])
+        base = float(x @ [0.2, 1.0, 0.3])
+        for chip, factor in ((ref, 1.0), ("chip-a", 1.5 * (1 + 0.3 * (i % 2))), ("chip-b", 0.7)):
+            rows.append({"chipset": chip, "key": f"m{i}/m", "model": f"m{i}", "precision": "float",
+                         "runtime": "QNN_DLC", "runtime_group": "qnn", "published_ms": base * factor,
+                         "held_out": False})
+            X.append(x)
+    X = np.array(X)
+    own = costmodel_fit.fit(rows, X, names, 0.05)
+    anchored = costmodel_fit.fit(rows, X, names, 0.05, anchored=frozenset({"chip-a"}))
+    theta_ref = np.array(anchored["groups"][f"{ref}|float|qnn"])
+    speed = anchored["chipset_speed"]["chip-a"]
+    assert anchored["anchored"] == ["chip-a"] and speed == pytest.approx(1.5 * 1.15, rel=0.2)
+    assert np.allclose(anchored["groups"]["chip-a|float|qnn"], speed * theta_ref)
+    assert not np.allclose(own["groups"]["chip-a|float|qnn"], speed * theta_ref)
+    assert anchored["groups"]["chip-b|float|qnn"] == own["groups"]["chip-b|float|qnn"]
+
+
 def test_mixed_precision_rows_are_left_out_and_cannot_displace_an_older_plain_row(tmp_path: Path,
                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The 8 Gen 2 history keeps the newest row per precision group: a newer w8a8_mixed_int16 row (some layers at
