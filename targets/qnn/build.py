@@ -101,6 +101,7 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
         # no graph's integer weights are ever held (SD3-medium's transformer: 2 GB of 8-bit weights held twice,
         # once in the whole graph and once in the parts, while the context build's process ran)
         plan = build_plan(ir.load(float_path), stats, config)
+        release_freed_memory()  # the planning graph's maps of every float weight (file pages, but resident)
         whole = quantize(float_path, stats, config, plan=plan, lazy=True)
         count = parts_needed(weight_bytes(whole), limit)
         sources = split_float_model(float_path, count, build_activation_budget(options.qnn_max_build_bytes))
