@@ -98,8 +98,8 @@ def context_builds(profile: dict[str, Any], folder: Path) -> list[dict[str, Any]
     for index, row in enumerate(rows):
         entry = {"seconds": row["seconds"], "peak_parent_mb": row["peak_mb"], "peak_tree_mb": row["peak_tree_mb"],
                  "child_mb_at_tree_peak": row["peak_tree_mb"] - row["peak_mb"]}
-        if index < len(children):
-            entry["child_peak_rss_mb"] = children[index]["peak_rss_mb"]
+        if index < len(children) and "peak_vmhwm_mb" in children[index]:
+            entry["child_peak_rss_mb"] = children[index]["peak_vmhwm_mb"]
         if index < len(parts):
             entry["activation_bytes_fp32"] = part_activation_bytes(parts[index])
         out.append(entry)
@@ -150,7 +150,7 @@ def summarize(runs: dict[str, Any]) -> dict[str, Any]:
             "how": "the compile's own peak while a part builds (fit over the scales, projected to 2.03B) plus "
                    "the child's limit (--qnn-max-build-bytes, default 8 GiB: parts are cut at (limit - 256 MB) / 4 "
                    "fp32 activation bytes, about 3 blocks; the largest child/activation ratios above are parts "
-                   "smaller than one block, whose joint attention took up to 2.6 GB)"}
+                   "smaller than one block)"}
         full = RESULTS / "compile_memory_dit_full_sd3_transformer_qnn.json"  # the killed full-size run's stages
         if full.exists():
             stages = {r["name"]: r["peak_mb"] for r in json.loads(full.read_text())["rows"] if r["kind"] == "stage"}
@@ -183,6 +183,8 @@ def main() -> None:
             if not (isinstance(section, dict) and "runs" in section):
                 continue
             for name, run in section["runs"].items():  # the builds again (the part files are in --work)
+                if "peak_child_rss_mb" in run:  # what the profile called it before it said what it is
+                    run["peak_child_ru_maxrss_mb"] = run.pop("peak_child_rss_mb")
                 folder, profile = args.work / f"{label}_{name}" / "transformer", RESULTS.parent.parent / run["profile"]
                 if folder.is_dir() and profile.exists():
                     run["context_builds"] = context_builds(json.loads(profile.read_text()), folder)
@@ -251,7 +253,7 @@ def main() -> None:
             "exit_code": result["exit_code"], "wall_s": result["wall_s"], "killed_at_memory_limit": result[
                 "killed_at_memory_limit"], "peak_tree_bytes_watch": result["peak_rss_bytes"],
             "peak_tree_anon_bytes_watch": result["peak_rss_anon_bytes"], "last_stage": result["last_stage"],
-            "peak_child_rss_mb": prof.get("peak_child_rss_mb"),
+            "peak_child_ru_maxrss_mb": prof.get("peak_child_ru_maxrss_mb", prof.get("peak_child_rss_mb")),
             "profile": str(profile.relative_to(RESULTS.resolve().parent.parent)),
             "context_parts": len(entry.get("context_parts", [])) or (1 if entry else None),
             "context_bin_bytes": entry.get("context_bytes"), "qnn_seconds": entry.get("qnn_timings"),

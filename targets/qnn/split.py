@@ -15,8 +15,8 @@ the part's fp32 activation bytes, the sum of its nodes' outputs): two blocks 4.3
 weights; 3.2x), the embedders about 0.75 GB for 0.4 GB; whole SD3-medium in two parts passed 21 GB
 (dit_scale.json). So a part's activations stay under `build_activation_budget(--qnn-max-build-bytes)` (4 bytes of
 build per activation byte, above the 3.2x of whole blocks), which adds parts where the weights alone would not.
-It bounds how much goes into one build, not one node group's own cost: a part smaller than a block still took up
-to 2.6 GB for its joint attention. A part fed by no graph input (a constant subgraph cut off on its own: QNN
+Under a 1.5 GiB limit, 1 to 4 of SD3's layers were cut into parts smaller than a block, each built in at most
+1.3 GB (sampled every 0.2 s). A part fed by no graph input (a constant subgraph cut off on its own: QNN
 refuses graphs without inputs) is merged into the next one.
 
 Weight sharing between contexts (the QNN EP's `ep.share_ep_contexts`) serves graphs that use the *same*
