@@ -59,6 +59,21 @@ def test_a_streamed_t5_builds_the_same_bytes_as_the_loaded_one(tmp_path: Path, m
     assert len(set(psnr.values())) == 1 and psnr["loaded"] > 35
 
 
+def test_a_streamed_sd3_transformer_builds_the_same_bytes_as_the_loaded_one(tmp_path: Path, monkeypatch) -> None:
+    """SD3-medium's transformer (8.3 GB) is past the threshold too: its tiny form, streamed block by block."""
+    from fusionc.models.tiny_dit import write_dit_pipeline
+
+    folder = write_dit_pipeline(tmp_path / "sd3", "sd3") / "transformer"
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 4096)
+    monkeypatch.delenv("FUSIONC_CACHE", raising=False)
+    builds = {}
+    for label, threshold in (("loaded", LOADED), ("streamed", STREAMED)):
+        monkeypatch.setenv(STREAM_ENV, threshold)
+        manifest = compile_checkpoint(folder, CompileOptions(target="onnx"), tmp_path / label, cache_dir=None)
+        builds[label] = (build_files(tmp_path / label), manifest["components"]["transformer"]["psnr_db"])
+    assert builds["loaded"][0] and builds["streamed"] == builds["loaded"] and builds["loaded"][1] > 60
+
+
 def test_a_streamed_module_reads_its_weights_block_by_block_and_keeps_none(tmp_path: Path, monkeypatch) -> None:
     folder = write_t5(tmp_path / "t5", num_layers=3)
     monkeypatch.setattr(streaming, "BLOCK_BYTES", 4096)
