@@ -74,6 +74,21 @@ def test_a_streamed_sd3_transformer_builds_the_same_bytes_as_the_loaded_one(tmp_
     assert builds["loaded"][0] and builds["streamed"] == builds["loaded"] and builds["loaded"][1] > 60
 
 
+def test_a_streamed_sdxl_pipeline_builds_the_same_bytes_as_the_loaded_one(tiny_pipeline, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    """SDXL's UNet (10 GB fp32) is past the threshold too: both CLIPs, the UNet and the VAE streamed in small blocks."""
+    folder = tiny_pipeline("sdxl")
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 1 << 16)
+    monkeypatch.delenv("FUSIONC_CACHE", raising=False)
+    builds = {}
+    for label, threshold in (("loaded", LOADED), ("streamed", STREAMED)):
+        monkeypatch.setenv(STREAM_ENV, threshold)
+        manifest = compile_checkpoint(folder, CompileOptions(target="onnx"), tmp_path / label, cache_dir=None)
+        builds[label] = (build_files(tmp_path / label), {k: v["psnr_db"] for k, v in manifest["components"].items()})
+    assert len(builds["loaded"][1]) == 5 and min(builds["loaded"][1].values()) > 60
+    assert builds["streamed"] == builds["loaded"]
+
+
 def test_a_streamed_module_reads_its_weights_block_by_block_and_keeps_none(tmp_path: Path, monkeypatch) -> None:
     folder = write_t5(tmp_path / "t5", num_layers=3)
     monkeypatch.setattr(streaming, "BLOCK_BYTES", 4096)
