@@ -157,6 +157,9 @@ def main() -> None:
     if args.add and out_path.exists():
         result = json.loads(out_path.read_text())
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    # Ray runs its workers 15 nice levels below the driver (its worker_niceness); the other ways run at the
+    # driver's, so on a shared machine the Ray way would lose CPU to everything else: same priority for all ways
+    env.setdefault("RAY_worker_niceness", "0")
 
     def save() -> None:  # after every compile: a killed run keeps what it measured
         if "separate" in result["ways"] and result["ways"]["separate"].get("complete"):

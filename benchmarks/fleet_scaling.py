@@ -82,6 +82,9 @@ def main() -> None:
     from fusionc.models import BUILTIN_CHECKPOINT
 
     env = dict(os.environ, FUSIONC_CACHE="", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    # Ray runs its workers 15 nice levels below the driver (its worker_niceness); the other ways run at the
+    # driver's, so on a shared machine the Ray way would lose CPU to everything else: same priority for all ways
+    env.setdefault("RAY_worker_niceness", "0")
     env.pop("RAY_ADDRESS", None)
     cache = args.work / "cache"
     out_path = args.out
