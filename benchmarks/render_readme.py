@@ -876,6 +876,29 @@ def render_fleet_builtin(results: Path) -> str:
     return render_fleet(results, "fleet_builtin.json")
 
 
+@table("fleet_sd15", "fleet_sd15.json")
+def render_fleet_sd15(results: Path) -> str:
+    return render_fleet(results, "fleet_sd15.json")
+
+
+@table("fleet_scaling", "fleet_scaling.json")
+def render_fleet_scaling(results: Path) -> str:
+    """benchmarks/fleet_scaling.py's JSON: the warm-cache fleet per way and per number of Ray worker nodes."""
+    data = load(results, "fleet_scaling.json")
+    body = []
+    for name, run in data["runs"].items():
+        if run.get("exit_code") != 0:
+            body.append([name, f"exit {run.get('exit_code')}", "-", "-", "-", "-"])
+            continue
+        model = run.get("model_makespan_on_k_real_cpus_s")
+        body.append([name, f"{run['wall_s']:.1f}", "-" if run.get("variants_phase_s") is None else
+                     f"{run['variants_phase_s']:.1f}", f"{run['longest_variant_s']:.1f}", run["nodes_used"],
+                     "-" if model is None else f"{model:.1f}"])
+    out = rows(["run (6 variants)", "wall s", "variants phase s", "longest variant s", "nodes used",
+                "model: K real 1-CPU nodes s"], body)
+    return out + "\n" + source(data, "fleet_scaling.json") + "\n"
+
+
 @table("fleet_builtin_notes", "fleet_builtin.json")
 def render_fleet_builtin_notes(results: Path) -> str:
     """The prose under the built-in fleet table: its inputs, the separate compiles' spread, the shared work."""
