@@ -4,8 +4,8 @@ Ray is an optional extra (`pip install "fusionc[ray]"`), imported only here and 
 Without an address (`--ray-address`, RAY_ADDRESS) a local Ray is started for the run, small on purpose
 (NUM_CPUS workers, an OBJECT_STORE_BYTES object store, no dashboard) and shut down after it.
 
-- Variants: one task each (`num_cpus=1`, and `memory`: memory_request's estimate of the build's peak): the variant's target passes, lowering, calibration and verification
-  (fusionc.fleet.build_variant). The task gets the job (options, out, cache path) and the driver's weightless
+- Variants: one task each (`num_cpus=1`, `memory`: memory_request's estimate of the build's peak, in a fresh
+  worker): the variant's target passes, lowering, calibration and verification (fusionc.fleet.build_variant). The task gets the job (options, out, cache path) and the driver's weightless
   checkpoint view (put in the object store once); it reads the shared work from the cache and writes its build
   to its `out` atomically, so on a cluster `out` and the cache must be on storage every node sees. Only the
   small result comes back to the driver.
