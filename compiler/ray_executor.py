@@ -5,8 +5,9 @@ Without an address (`--ray-address`, RAY_ADDRESS) a local Ray is started for the
 (NUM_CPUS workers, an OBJECT_STORE_BYTES object store, no dashboard) and shut down after it.
 
 - Variants: one task each (`num_cpus=1`, `memory`: memory_request's estimate of the build's peak, in a fresh
-  worker): the variant's target passes, lowering, calibration and verification (fusionc.fleet.build_variant). The task gets the job (options, out, cache path) and the driver's weightless
-  checkpoint view (put in the object store once); it reads the shared work from the cache and writes its build
+  worker): the variant's target passes, lowering, calibration and verification (fusionc.fleet.build_variant).
+  The task gets the job (options, out, cache path) and the driver's weightless checkpoint view (put in the
+  object store once); it reads the shared work from the cache and writes its build
   to its `out` atomically, so on a cluster `out` and the cache must be on storage every node sees. Only the
   small result comes back to the driver.
 - Measurements: RayTaskExecutor implements fusionc.core.executor.TaskExecutor. `shared` is put in the object
