@@ -64,7 +64,7 @@ def tree_bytes() -> tuple[int, int]:
 QNN_STEPS = [("fusionc.targets.qnn.build", name) for name in (
     "save_float", "calibrate", "quantize", "build_plan", "split_float_model", "quantize_part",
     "quantize_parts", "save_model", "compile_context", "merged_encodings")] + [
-    ("fusionc.targets.qnn.remedies", "choose_config")]
+    ("fusionc.targets.qnn.remedies", "choose_config"), ("fusionc.targets.qnn.shared", "compile_contexts")]
 
 
 def anon_bytes() -> int:

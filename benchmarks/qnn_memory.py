@@ -90,7 +90,7 @@ def context_builds(profile: dict[str, Any], folder: Path) -> list[dict[str, Any]
     """Each context build (one per part, in order): its seconds, the compile's own peak and the tree's peak while
     it ran (their difference: the build's child, as sampled), the child's exact peak where the profile has it, and
     the part's activation bytes."""
-    rows = [r for r in profile["rows"] if r["kind"] == "step" and r["name"] == "compile_context"]
+    rows = [r for r in profile["rows"] if r["kind"] == "step" and r["name"] in ("compile_context", "compile_contexts")]
     parts = sorted(folder.glob("model.part*.qdq.onnx"), key=lambda p: int(p.name.split(".")[1][4:])) or \
         sorted(folder.glob("model.qdq.onnx"))
     children = profile.get("context_build_children", [])  # each child's exact peak (wait4), when recorded
@@ -141,7 +141,7 @@ def summarize(runs: dict[str, Any]) -> dict[str, Any]:
                "whole_compile_peak_tree": fit([(r["parameters"], r["peak_tree_bytes_watch"] / (1 << 20)) for r in done]),
                "rows": rows,
                "context_build_child_mb_per_activation_mb": ratios}
-    building = rows.get("step: compile_context", {}).get("peak_parent_mb")
+    building = (rows.get("step: compile_context") or rows.get("step: compile_contexts", {})).get("peak_parent_mb")
     if building:  # the compile's own memory while a part builds, projected; the child is bounded by the option
         parent = building["projected_sd3_medium_transformer_gib"]
         projection = {

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,12 +32,11 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from fusionc.buildfs import _alive
 from fusionc.core.errors import BadInputError
 from fusionc.core.options import CompileOptions
+from fusionc.core.store import EntryStore, sources_digest
 
 MODEL = "model.onnx"
-META = "meta.json"
 LIBRARIES = ("fusionc", "torch", "onnx", "onnx-ir", "onnxscript", "onnxruntime", "diffusers", "transformers", "coremltools")
 GATE_ONLY = ("min_psnr", "max_size", "max_latency_ms", "latency_steps", "verify")
 # The modules each stage's output depends on: a change to their sources invalidates that stage's entries.
@@ -67,17 +64,10 @@ _PINNED_SOURCES: dict[tuple[str, ...], str] = {}  # a fleet worker's: the driver
 
 
 def source_hash(modules: tuple[str, ...]) -> str:
-    """SHA-256 over the source files of fusionc `modules` (a package: every .py below it)."""
+    """SHA-256 over the source files of fusionc `modules` (fusionc.core.store.sources_digest), or the driver's."""
     if tuple(modules) in _PINNED_SOURCES:
         return _PINNED_SOURCES[tuple(modules)]
-    digest = hashlib.sha256()
-    for module in modules:
-        origin = Path(importlib.util.find_spec(module).origin)
-        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
-        for file in files:
-            digest.update(f"{module}:{file.relative_to(origin.parent)}".encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
+    return sources_digest(modules)
 
 
 def source_hashes() -> dict[tuple[str, ...], str]:
@@ -131,69 +121,47 @@ class Hit:
 
 
 class ComponentCache:
-    """Stores and loads whole ONNX models (external data beside them) by key."""
+    """Stores and loads whole ONNX models (external data beside them) by key (entries: fusionc.core.store)."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root).resolve()
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe-{os.getpid()}"
+            self.entries = EntryStore(root)
+            probe = self.entries.root / f".probe-{os.getpid()}"
             probe.touch()
             probe.unlink()
         except OSError as err:
-            raise BadInputError(f"--cache '{self.root}' is not a writable folder: {err.strerror}") from err
-        for stale in self.root.glob(".tmp-*-*"):  # entries being written by compiles that were killed
-            pid = stale.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(stale, ignore_errors=True)
+            raise BadInputError(f"--cache '{Path(root).resolve()}' is not a writable folder: {err.strerror}") from err
+        self.root = self.entries.root
 
-    def _entry(self, key: str) -> Path:
-        return self.root / key[:2] / key
+    @property
+    def ephemeral(self) -> bool:
+        """A fleet's temporary cache: the per-variant optimized stage is not worth its disk there."""
+        return self.entries.ephemeral
+
+    def has(self, key: str) -> bool:
+        return self.entries.meta(key) is not None
 
     def load(self, key: str) -> Hit | None:
-        entry = self._entry(key)
+        meta = self.entries.meta(key)
         try:
-            meta = json.loads((entry / META).read_text())
             # in memory, like a fresh export: targets save the model elsewhere and must not point back here
-            model = ir.external_data.load_to_model(ir.load(entry / MODEL))
-        except Exception:  # noqa: BLE001 - absent or damaged: a miss
+            model = ir.external_data.load_to_model(ir.load(self.entries.folder(key) / MODEL)) if meta else None
+        except Exception:  # noqa: BLE001 - damaged: a miss
             return None
-        if meta.get("key") != key:
-            return None
-        return Hit(model, meta)
+        return Hit(model, meta) if model is not None else None
 
     def load_arrays(self, key: str) -> dict[str, np.ndarray] | None:
         """Named arrays stored by store_arrays (in their stored order), or None."""
-        entry = self._entry(key)
+        if self.entries.meta(key) is None:
+            return None
         try:
-            meta = json.loads((entry / META).read_text())
-            if meta.get("key") != key:
-                return None
-            with np.load(entry / ARRAYS, allow_pickle=False) as data:
+            with np.load(self.entries.folder(key) / ARRAYS, allow_pickle=False) as data:
                 return {name: data[name] for name in data.files}
-        except Exception:  # noqa: BLE001 - absent or damaged: a miss
+        except Exception:  # noqa: BLE001 - damaged: a miss
             return None
 
     def store_arrays(self, key: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self._store(key, meta, lambda tmp: np.savez(tmp / ARRAYS, **arrays))
+        self.entries.put(key, meta, lambda tmp: np.savez(tmp / ARRAYS, **arrays))
 
     def store(self, key: str, model: ir.Model, meta: dict[str, Any]) -> None:
-        self._store(key, meta, lambda tmp: ir.save(model, tmp / MODEL, external_data=MODEL + ".data"))
-
-    def _store(self, key: str, meta: dict[str, Any], write: Any) -> None:
-        """Write atomically; a full disk or a race with another compile only costs the entry."""
-        entry = self._entry(key)
-        if (entry / META).is_file():
-            return
-        tmp = self.root / f".tmp-{key[:16]}-{os.getpid()}"
-        try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            write(tmp)
-            (tmp / META).write_text(json.dumps({"key": key, **meta}, indent=1, default=str))
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(tmp, entry)
-        except OSError:
-            pass  # another compile stored it first, or the disk is full: the build itself does not need it
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        self.entries.put(key, meta, lambda tmp: ir.save(model, tmp / MODEL, external_data=MODEL + ".data"))

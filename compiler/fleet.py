@@ -15,7 +15,9 @@ checkpoint once and puts into the cache (--cache, else a temporary one beside th
 needs from torch and from the export: the reference trajectory of each distinct trajectory, each component's
 export and its generic passes (fusionc.pipeline.prepare_shared). Then each variant runs only its own target
 passes, lowering, calibration and verification, on a checkpoint view that holds no weights
-(Checkpoint.shareable): N variants cost one load, one trajectory and one export plus N lowerings.
+(Checkpoint.shareable): N variants cost one load, one trajectory and one export plus N lowerings. QNN variants
+that differ only in the device share more: one calibration and one QDQ graph, and their context binaries are
+built side by side by the first of them (targets/qnn/shared.py, `sibling_devices`).
 
 Executors: `local` (default) builds the variants one after another in this process, or with `--jobs N` in
 worker processes N at a time (fusionc.fleet_pool); `ray`
@@ -28,6 +30,7 @@ exits 1 and the report names the error. The results are the same bytes whichever
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -41,6 +44,7 @@ from fusionc.config import CompileSettings
 from fusionc.core.errors import BadInputError, FusioncError
 from fusionc.core.executor import SERIAL
 from fusionc.core.progress import stage
+from fusionc.core.store import EPHEMERAL
 from fusionc.variant import VariantJob, VariantResult, build_variant
 
 EXECUTORS = ("local", "ray")
@@ -50,8 +54,25 @@ def jobs_for(variants: list[CompileSettings], cache: Path) -> list[VariantJob]:
     from fusionc.cache import source_hashes
 
     hashes = source_hashes()  # one snapshot of the code keys the shared work and every variant, wherever it runs
+    siblings = sibling_devices([s.options for s in variants])
     return [VariantJob(s.variant or s.options.target, Path(s.out).resolve(), s.options, s.manifest_entry(), cache,
-                       hashes) for s in variants]
+                       hashes, siblings[i]) for i, s in enumerate(variants)]
+
+
+def sibling_devices(options: list[Any]) -> list[tuple[str, ...]]:
+    """Per variant, the devices whose device-specific work it does beside its own: QNN variants whose options
+    differ only in the device share calibration, remedies and the QDQ graph (targets/qnn/shared.py); the first
+    of such a group also builds the others' context binaries, side by side with its own, into the cache."""
+    groups: dict[str, list[int]] = {}
+    for index, option in enumerate(options):
+        if option.target == "qnn" and option.device:
+            rest = {k: v for k, v in option.to_json().items() if k != "device"}
+            groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(index)
+    found: list[tuple[str, ...]] = [() for _ in options]
+    for members in groups.values():
+        first = options[members[0]].device
+        found[members[0]] = tuple(dict.fromkeys(options[i].device for i in members[1:] if options[i].device != first))
+    return found
 
 
 def check_fleet(variants: list[CompileSettings]) -> None:
@@ -136,6 +157,7 @@ def run_fleet(checkpoint_path: Path | None, variants: list[CompileSettings], cac
         parent.mkdir(parents=True, exist_ok=True)
         temporary = tempfile.mkdtemp(prefix=f".fusionc-fleet-cache-{os.getpid()}-", dir=parent)
         cache = Path(temporary)
+        (cache / EPHEMERAL).touch()  # removed at the end: only what another variant reads is stored
     jobs = jobs_for(variants, Path(cache).resolve())
     timings: dict[str, float] = {}
     results: list[VariantResult] = []

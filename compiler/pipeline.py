@@ -98,14 +98,16 @@ def select_components(checkpoint: Checkpoint, options: CompileOptions, target: A
 def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, out: Path,
                        config: dict[str, Any] | None = None, cache_dir: Path | None = None, *,
                        checkpoint: Checkpoint | None = None, executor: TaskExecutor | None = None,
-                       estimate: bool = False) -> dict[str, Any]:
+                       estimate: bool = False, sibling_devices: tuple[str, ...] = ()) -> dict[str, Any]:
     """Compile and verify; returns the manifest. Raises GateFailedError (exit 1) after writing when a gate fails.
 
     `config`: the effective configuration (fusionc.config) stored in the manifest; `cache_dir`: --cache,
     else the FUSIONC_CACHE environment variable, else no cache. `checkpoint`: one already loaded (a fleet's
     shared view, Checkpoint.shareable) instead of loading `checkpoint_path`; `executor`: where the passes'
     independent measurements run (fusionc.core.executor; default in this process); `estimate`: record the cost
-    model's latency estimate of every component even without a latency gate (fleet reports).
+    model's latency estimate of every component even without a latency gate (fleet reports);
+    `sibling_devices`: the devices of a fleet's other variants that differ from this one only in the device,
+    whose device-specific work the target may do now, into the cache (ComponentContext.sibling_devices).
     """
     cache_dir = cache_dir or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
     target = get_target(options.target)
@@ -156,7 +158,9 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
                         judged.outputs[name] = reference_outputs(spec().reference, judged.feeds[name])
             reference = RecordedReference([s_ for s_ in (calibration, selection, verification)], name, spec)
             ctx = ComponentContext(name, options, scratch / name, calibration.feeds.get(name, []), reference,
-                                   selection.feeds.get(name, []), executor=executor or SERIAL)
+                                   selection.feeds.get(name, []), executor=executor or SERIAL,
+                                   cache_dir=component_cache.root if component_cache is not None else None,
+                                   sibling_devices=sibling_devices)
             ctx.work_dir.mkdir(parents=True, exist_ok=True)
             model, records, cached = _export_and_optimize(spec, target, ctx, timings, component_cache,
                                                           (checkpoint.sha256, (height, width), device))
@@ -328,8 +332,9 @@ def _export_and_optimize(spec: LazySpec, target: Any, ctx: ComponentContext, tim
     model, records, status = _generic_model(spec, ctx, timings, cache, export_key, generic_key, generic)
     with stage(f"{name}: passes", timings):
         records += _run_stage(model, specific, ctx)
-    cache.store(optimized_key, model, {"stage": "optimized", "component": name,
-                                       "passes": [dataclasses.asdict(r) for r in records]})
+    if not cache.ephemeral:  # a fleet's temporary cache: no other variant reads this variant's graph
+        cache.store(optimized_key, model, {"stage": "optimized", "component": name,
+                                           "passes": [dataclasses.asdict(r) for r in records]})
     return model, records, status
 
 
@@ -372,7 +377,7 @@ def prepare_shared(checkpoint: Checkpoint, variants: list[CompileOptions], cache
         for name in names:
             export_key = cache_keys.export_key(checkpoint.sha256, name, image, options)
             generic_key = cache_keys.generic_key(export_key)
-            if generic_key in seen or (cache.root / generic_key[:2] / generic_key / "meta.json").is_file():
+            if generic_key in seen or cache.has(generic_key):
                 continue
             seen.add(generic_key)
             generic, _ = split_generic(get_target(options.target).pipeline(options))

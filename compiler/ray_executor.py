@@ -108,11 +108,20 @@ class RayTaskExecutor:
 
 
 def memory_request(job: Any, view: Any) -> int:
-    """Bytes a variant's task asks Ray for: its largest component's fp32 weights x the target's factor."""
+    """Bytes a variant's task asks Ray for: its largest component's fp32 weights x the target's factor, and
+    for a QNN variant that builds its siblings' contexts beside its own, one context build's bound per sibling."""
+    from fusionc.targets.qnn.split import DEFAULT_MAX_BUILD_BYTES
+
     components = job.options.components or view.component_names()
     folders = {"vae" if c.startswith("vae_") else c for c in components}
     largest = max((view.weight_bytes(f) for f in folders), default=0)
-    return RUNTIME_BYTES + int(largest * PEAK_PER_WEIGHT_BYTE.get(job.options.target, 3.5))
+    siblings = len(job.sibling_devices) * int(job.options.qnn_max_build_bytes or DEFAULT_MAX_BUILD_BYTES)
+    return RUNTIME_BYTES + int(largest * PEAK_PER_WEIGHT_BYTE.get(job.options.target, 3.5)) + siblings
+
+
+def cpu_request(job: Any) -> int:
+    """CPUs a variant's task asks Ray for: one, and one per sibling context build it runs beside its own."""
+    return 1 + len(job.sibling_devices)
 
 
 def _variant_task(job: Any, view: Any) -> Any:
@@ -137,9 +146,12 @@ def run_ray(jobs: list[Any], view: Any, address: str | None,
         # QNN variant) goes back to the node before the next variant is scheduled against its memory request
         task = ray.remote(num_cpus=1, max_retries=0, max_calls=1)(_variant_task)
         view_ref = ray.put(view)
-        largest_node = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
-        # capped at the largest node's memory: a request no node can meet would wait forever
-        pending = {task.options(memory=min(memory_request(job, view), largest_node) or None).remote(job, view_ref): job
+        alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        largest_node = max((r.get("memory", 0) for r in alive), default=0)
+        most_cpus = max((int(r.get("CPU", 1)) for r in alive), default=1)
+        # capped at the largest node's: a request no node can meet would wait forever
+        pending = {task.options(memory=min(memory_request(job, view), largest_node) or None,
+                                num_cpus=min(cpu_request(job), most_cpus)).remote(job, view_ref): job
                    for job in jobs}
         try:
             while pending:

@@ -31,6 +31,9 @@ class VariantJob:
     config: dict[str, Any]
     cache: Path
     source_hashes: dict[tuple[str, ...], str] = field(default_factory=dict)  # the driver's (fusionc.cache)
+    # the devices of the fleet's variants that differ from this one only in the device, whose device-specific
+    # work this variant does beside its own (fusionc.fleet.sibling_devices); empty for all but the first
+    sibling_devices: tuple[str, ...] = ()
 
     def enter_worker(self) -> None:
         """In a worker process (pool or Ray), before build_variant: use the driver's cache keys."""
@@ -83,7 +86,7 @@ def build_variant(job: VariantJob, checkpoint: Any, executor: TaskExecutor = SER
     try:
         manifest = compile_checkpoint(None, options, job.out, config=job.config, cache_dir=job.cache,
                                       checkpoint=checkpoint.shareable(options.allow_pickle), executor=executor,
-                                      estimate=True)
+                                      estimate=True, sibling_devices=job.sibling_devices)
     except GateFailedError as err:
         manifest, result.status, result.exit_code, result.error = err.manifest, "failed", 1, str(err)
     except FusioncError as err:

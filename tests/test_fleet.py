@@ -47,6 +47,14 @@ calibration_samples = 1
 qnn_remedy_rounds = 0
 verify = false
 out = "build/sd8g2"
+[[variant]]
+name = "sd8g3-w8a16"
+target = "qnn"
+device = "snapdragon-8-gen-3"
+calibration_samples = 1
+qnn_remedy_rounds = 0
+verify = false
+out = "build/sd8g3"
 """
 FAILING = """
 [[variant]]
@@ -61,7 +69,7 @@ palettize = "3"
 deployment_target = "iOS17"
 out = "build/bad"
 """
-BUILT = ("onnx", "iphone-6bit", "sd8g2")
+BUILT = ("onnx", "iphone-6bit", "sd8g2", "sd8g3")
 # one xdist worker for the module: the local fleet (the expensive fixture) is built once, not once per worker
 pytestmark = pytest.mark.xdist_group("fleet")
 
@@ -124,15 +132,63 @@ def test_variants_share_one_export_and_one_trajectory(local_fleet) -> None:
     # all; calibration and selection for QNN, calibration for Core ML's fp16 ranges), not one per variant
     assert counts == {"export": 2, "trajectory": 3}
     assert report["shared"]["computed"] == {"trajectories": 3, "exports": 2, "generic": 2}
-    for variant in report["variants"][:3]:
+    for variant in report["variants"][:4]:
         assert {c["cache"] for c in variant["components"].values()} == {"hit: generic"}, variant["name"]
         assert variant["timings"]["load checkpoint"] < 1.0  # the shared view: no module is read again
+
+
+def test_qnn_variants_of_two_devices_share_one_quantization(local_fleet) -> None:
+    """sd8g2 and sd8g3 differ only in the device: the first calibrates, quantizes and builds both devices'
+    contexts side by side; the second copies the QDQ graph and its v75 contexts from the cache."""
+    folder, _, _ = local_fleet
+    first, second = (json.loads((folder / "build" / out / "manifest.json").read_text())["components"]
+                     for out in ("sd8g2", "sd8g3"))
+    for name in ("text_encoder", "unet"):
+        assert first[name]["qnn_cache"].startswith("miss") and first[name]["qnn_contexts"] == ["built with 1 sibling(s)"]
+        assert second[name]["qnn_cache"] == "hit: quantized graph" and second[name]["qnn_contexts"] == ["hit"]
+        assert (first[name]["htp_arch"], second[name]["htp_arch"]) == ("v73", "v75")
+        assert second[name]["quantization"] == first[name]["quantization"]
+        graph, contexts = (folder / "build" / "sd8g2" / name, folder / "build" / "sd8g3" / name)
+        assert (graph / "model.qdq.onnx").read_bytes() == (contexts / "model.qdq.onnx").read_bytes()
+        # v75's binary is its own build, not a copy of v73's (the separate compile below has the same bytes)
+        assert (graph / "model_ctx_qnn.bin").read_bytes() != (contexts / "model_ctx_qnn.bin").read_bytes()
+
+
+def test_sibling_devices_group_qnn_variants_that_differ_only_in_the_device() -> None:
+    from fusionc.core.options import CompileOptions
+    from fusionc.fleet import sibling_devices
+
+    gen2, gen3, elite = (CompileOptions(target="qnn", device=d) for d in
+                         ("snapdragon-8-gen-2", "snapdragon-8-gen-3", "snapdragon-8-elite"))
+    w8a8 = CompileOptions(target="qnn", device="snapdragon-8-elite", precision="w8a8")
+    ios = CompileOptions(target="coreml", device="iphone-15-pro")
+    assert sibling_devices([gen2, w8a8, ios, gen3, elite]) == [("snapdragon-8-gen-3", "snapdragon-8-elite"),
+                                                                (), (), (), ()]
+
+
+def test_a_fleets_temporary_cache_keeps_only_what_variants_share(tiny_pipeline, tmp_path: Path) -> None:
+    """Without --cache the fleet's cache is removed at the end: the per-variant optimized graphs (SD-1.5: 3.4 GB
+    each) are not written to it, the export, the generic passes and the QNN graph (read by other variants) are."""
+    from fusionc.core.options import CompileOptions
+    from fusionc.core.store import EPHEMERAL, META
+    from fusionc.pipeline import compile_checkpoint
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / EPHEMERAL).touch()
+    options = CompileOptions(target="qnn", components=("text_encoder",), verify=False, calibration_steps=1,
+                             calibration_prompts=1, selection_steps=1, selection_prompts=1, calibration_samples=1,
+                             qnn_remedy_rounds=0)
+    compile_checkpoint(tiny_pipeline("sd15"), options, tmp_path / "out", cache_dir=cache)
+    stages = sorted(json.loads(m.read_text())["stage"] for m in cache.rglob(META))
+    assert "optimized" not in stages and {"export", "generic", "qnn-graph"} <= set(stages), stages
 
 
 def test_a_failed_variant_fails_alone(local_fleet) -> None:
     folder, report, _ = local_fleet
     status = {v["name"]: (v["status"], v["exit_code"]) for v in report["variants"]}
     assert status == {"onnx": ("passed", 0), "iphone-6bit": ("passed", 0), "sd8g2-w8a16": ("passed", 0),
+                      "sd8g3-w8a16": ("passed", 0),
                       "too-strict": ("failed", 1), "bad-3bit": ("error", 2)}
     assert report["status"] == "failed" and report["exit_code"] == 1 and report["failed"] == ["too-strict", "bad-3bit"]
     bad = next(v for v in report["variants"] if v["name"] == "bad-3bit")
@@ -150,13 +206,13 @@ def test_fleet_report_has_every_column(local_fleet) -> None:
     assert ios["latency_ms_per_generation"] > ios["latency_ms_per_step"]  # 8 steps + text encoders
     assert ios["gates"] and ios["wall_s"] > 0 and ios["node"]
     xml = (folder / "r.xml").read_text()
-    assert xml.count("<testsuite ") == 5 and 'type="exit 2"' in xml and "<failure" in xml
+    assert xml.count("<testsuite ") == 6 and 'type="exit 2"' in xml and "<failure" in xml
     assert (folder / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def export_only_cache(fleet_cache: Path, fresh: Path) -> Path:
     """A new cache holding only the fleet's torch exports (meta stage "export"), nothing computed after them."""
-    from fusionc.cache import META
+    from fusionc.core.store import META
 
     for meta in fleet_cache.glob(f"*/*/{META}"):
         if json.loads(meta.read_text()).get("stage") == "export":
@@ -174,7 +230,7 @@ def test_fleet_builds_equal_separate_compiles(local_fleet, tiny_pipeline, tmp_pa
     assert len(list(fresh.glob("*/*"))) == 2  # text_encoder and unet
     saved = os.environ.pop("FUSIONC_CACHE", None)
     try:
-        for variant, out in (("iphone-6bit", "iphone-6bit"), ("sd8g2-w8a16", "sd8g2")):
+        for variant, out in (("iphone-6bit", "iphone-6bit"), ("sd8g2-w8a16", "sd8g2"), ("sd8g3-w8a16", "sd8g3")):
             config = write_config(tmp_path / variant, tiny_pipeline("sd15"))
             text = config.read_text().replace('cache = "cache"', f'cache = "{fresh}"')
             config.write_text(text)
@@ -399,10 +455,13 @@ def test_ray_asks_for_the_memory_of_the_largest_component_times_the_targets_fact
     sizes = {"text_encoder": 0.5e9, "unet": 3.44e9, "vae": 0.2e9}
     view = SimpleNamespace(weight_bytes=lambda folder: sizes.get(folder, 0), component_names=lambda: list(sizes))
 
-    def job(target: str, components) -> SimpleNamespace:
-        return SimpleNamespace(options=SimpleNamespace(target=target, components=components))
+    def job(target: str, components, siblings=()) -> SimpleNamespace:
+        return SimpleNamespace(options=SimpleNamespace(target=target, components=components, qnn_max_build_bytes=None),
+                               sibling_devices=siblings)
 
     sd15_qnn = memory_request(job("qnn", ("unet",)), view)
     assert sd15_qnn == RUNTIME_BYTES + int(3.44e9 * PEAK_PER_WEIGHT_BYTE["qnn"]) and 2 * sd15_qnn > 24e9
     assert memory_request(job("coreml", None), view) == RUNTIME_BYTES + int(3.44e9 * 2.0)  # None: every component
     assert memory_request(job("qnn", ("vae_decoder",)), view) == RUNTIME_BYTES + int(0.2e9 * 3.5)  # vae_* -> vae/
+    # the first of two QNN devices also runs the other's context build, bounded by --qnn-max-build-bytes (8 GiB)
+    assert memory_request(job("qnn", ("unet",), ("snapdragon-8-gen-3",)), view) == sd15_qnn + (8 << 30)

@@ -35,6 +35,10 @@ class ComponentContext:
     reference: Callable[[Feeds], Feeds] | None = None  # the fp32 torch module under the same interface
     selection_feeds: list[Feeds] = field(default_factory=list)
     executor: Any = field(default=SERIAL)  # where independent measurements run (fusionc.core.executor.TaskExecutor)
+    cache_dir: Path | None = None  # --cache or a fleet's cache (fusionc.core.store entries): work other compiles reuse
+    # devices of other variants of the same fleet that differ only in the device: a target may do their
+    # device-specific work now, beside its own, into cache_dir (QNN: their context builds, targets/qnn/shared.py)
+    sibling_devices: tuple[str, ...] = ()
 
     @classmethod
     def for_options(cls, options: CompileOptions, name: str = "unet") -> "ComponentContext":

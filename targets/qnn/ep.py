@@ -163,40 +163,93 @@ def _fail(model_path: Path, config: HtpConfig, err: Exception) -> UnsupportedErr
 
 
 def compile_context(model_path: Path, context_path: Path, config: HtpConfig) -> list[Path]:
-    """Build the EP-context model `context_path` (+ its external .bin) from a QDQ model; returns the files.
+    """Build the EP-context model `context_path` (+ its external .bin) from a QDQ model; returns the files."""
+    return compile_contexts(model_path, [(context_path, config)])[0]
 
-    The build runs in a fresh process (targets/qnn/context_child.py): the QNN backend writes per-process object
+
+def compile_contexts(model_path: Path, builds: list[tuple[Path, HtpConfig]], parallel: int = 1) -> list[list[Path]]:
+    """Build one EP-context model per (context_path, config) from one QDQ model, `parallel` builds at a time
+    (the devices of a fleet: one graph, one context per Hexagon arch); returns each build's files. Each
+    context_path needs a folder of its own: a build's .bin files are the ones that appear there.
+
+    Every build runs in a fresh process (targets/qnn/context_child.py): the QNN backend writes per-process object
     numbers and uninitialized heap memory into the .bin, so only a fresh process (with new heap blocks zeroed)
-    gives the same bytes for the same graph every time, whatever ran before in this one."""
+    gives the same bytes for the same graph every time, whatever ran before in this one. After a failure the
+    builds still running finish, none is started, and the first failure is raised."""
     import json
     import subprocess
     import sys
 
-    context_path = Path(context_path)
-    context_path.unlink(missing_ok=True)
-    before = set(context_path.parent.glob("*.bin"))
     source = Path(model_path).resolve()
     # From bytes when it can: onnxruntime names the context's graph after a hash of the model's path (a temporary
     # folder), and from bytes after the graph itself, so the same model gives the same .onnx and .bin every time.
     in_memory = not source.with_name(source.name + ".data").exists() and source.stat().st_size < (1 << 30)
-    request = {"source": str(source), "from_bytes": in_memory, "config_entries": config_entries(context_path.resolve()),
-               "provider_options": config.provider_options(), "log_severity_level": 3, "parent_pid": os.getpid()}
+    child = Path(__file__).with_name("context_child.py")
     with tempfile.TemporaryDirectory(prefix="fusionc-qnn-") as scratch:
-        request_path = Path(scratch) / "request.json"
-        request_path.write_text(json.dumps(request))
-        child = Path(__file__).with_name("context_child.py")
-        done = subprocess.run([sys.executable, str(child), str(request_path)], capture_output=True, text=True,
-                              errors="replace")  # no preexec_fn: not safe in a process with threads
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.startswith("FUSIONC-ERROR: ")]
+        waiting = list(enumerate(builds))
+        running: list[tuple[int, subprocess.Popen, Path, set[Path]]] = []
+        done: dict[int, list[Path]] = {}
+        failure: Exception | None = None
+        while waiting or running:
+            while waiting and len(running) < max(1, parallel) and failure is None:
+                index, (context_path, config) = waiting.pop(0)
+                context_path = Path(context_path)
+                context_path.unlink(missing_ok=True)
+                before = set(context_path.parent.glob("*.bin"))
+                request = {"source": str(source), "from_bytes": in_memory,
+                           "config_entries": config_entries(context_path.resolve()),
+                           "provider_options": config.provider_options(), "log_severity_level": 3,
+                           "parent_pid": os.getpid()}
+                request_path = Path(scratch) / f"request{index}.json"
+                request_path.write_text(json.dumps(request))
+                process = subprocess.Popen([sys.executable, str(child), str(request_path)], stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.PIPE, text=True, errors="replace")  # no preexec_fn: threads
+                running.append((index, process, context_path, before))
+            if failure is not None:
+                waiting.clear()
+            if not running:
+                break
+            index, process, context_path, before = running.pop(0)  # builds take about the same time: wait in order
+            stderr = process.communicate()[1]
+            config = builds[index][1]
+            try:
+                done[index] = _built_files(Path(model_path), context_path, config, process.returncode, stderr, before)
+            except Exception as err:  # noqa: BLE001 - raised after the running builds end
+                failure = failure or err
+        if failure is not None:
+            raise failure
+    return [done[i] for i in range(len(builds))]
+
+
+def _built_files(model_path: Path, context_path: Path, config: HtpConfig, returncode: int, stderr: str,
+                 before: set[Path]) -> list[Path]:
+    if returncode != 0:
+        lines = [line for line in stderr.splitlines() if line.startswith("FUSIONC-ERROR: ")]
         message = lines[-1][len("FUSIONC-ERROR: "):] if lines else (
-            f"the context build process exited with {done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1]}")
-        raise _fail(Path(model_path), config, RuntimeError(message)) from None
+            f"the context build process exited with {returncode}: {(stderr.strip().splitlines() or [''])[-1]}")
+        full = disk_full(context_path.parent, model_path)
+        if full:
+            raise UnsupportedError(f"{full} (the QNN EP said: {message})") from None
+        raise _fail(model_path, config, RuntimeError(message)) from None
     if not context_path.exists():
-        raise UnsupportedError(f"the QNN EP wrote no context model for {Path(model_path).name}")
+        raise UnsupportedError(f"the QNN EP wrote no context model for {model_path.name}")
     bins = sorted(set(context_path.parent.glob("*.bin")) - before) or sorted(context_path.parent.glob(
         f"{context_path.stem}*.bin"))
     return [context_path, *bins]
+
+
+def disk_full(folder: Path, model_path: Path) -> str | None:
+    """The message for a context build that failed for want of disk space (the QNN EP only says it could not
+    write its file), or None when `folder`'s disk has room for a context as large as the model's weights."""
+    import shutil
+
+    model_path = Path(model_path)
+    needed = sum(p.stat().st_size for p in (model_path, model_path.with_name(model_path.name + ".data")) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if free >= needed:
+        return None
+    return (f"the disk holding {folder} is full ({free / 1e6:.0f} MB free, the context needs about "
+            f"{needed / 1e6:.0f} MB): free space there, or compile with --out on a larger disk")
 
 
 def load_context(context_path: Path, config: HtpConfig | None = None) -> ort.InferenceSession:

@@ -105,13 +105,18 @@ def test_build_activation_budget_follows_the_memory_limit() -> None:
     assert build_activation_budget(1) >= 1
 
 
-def test_parts_are_saved_and_built_one_at_a_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_parts_are_saved_and_built_one_at_a_time(tmp_path: Path) -> None:
     """The next part is made only after the last one's context is built (its weights are then on disk only)."""
     from fusionc.targets.qnn import build
 
     events: list[str] = []
-    monkeypatch.setattr(build, "compile_context", lambda src, dst, htp: events.append(f"build {Path(src).name}")
-                        or [Path(dst)])
+
+    class Recorder(build.Contexts):
+        def build(self, graph_path: Path) -> list[Path]:
+            events.append(f"build {graph_path.name}")
+            self.models.append(graph_path)
+            return [graph_path.with_name("ctx")]
+
     path = chain_file(tmp_path)
     stats, config = stats_of(path), QuantConfig.for_precision("w8a16")
     plan = build_plan(ir.load(path), stats, config)
@@ -122,7 +127,8 @@ def test_parts_are_saved_and_built_one_at_a_time(monkeypatch: pytest.MonkeyPatch
             yield build.quantize_part(source, plan, lazy=True)
 
     names = [f"model.part{i}.qdq.onnx" for i in range(len(split_float_model(path, 1, activation_budget=256)))]
-    files, contexts = build._write_and_compile(parts(), names, tmp_path / "out", None, True, {})
+    contexts = Recorder(None, None, (), None, tmp_path, {})
+    files = build._write_and_compile(parts(), names, tmp_path / "out", contexts, True, {})
     expected = [e for i in range(len(names)) for e in (f"make part{i}", f"build model.part{i}.qdq.onnx")]
     assert events == expected
-    assert files[0].name == "model.encodings.json" and len(contexts) == len(names)
+    assert files[0].name == "model.encodings.json" and len(contexts.models) == len(names)

@@ -78,3 +78,43 @@ def test_contexts_of_one_model_are_the_same_bytes_within_a_process(tmp_path: Pat
         files = compile_context(src, tmp_path / name / "ctx.onnx", HtpConfig(fp16=True))
         builds.append({f.name: f.read_bytes() for f in files})
     assert builds[0] == builds[1] and any(name.endswith(".bin") for name in builds[0])
+
+
+def test_a_context_build_that_finds_the_disk_full_says_so(tmp_path: Path, monkeypatch) -> None:
+    """The QNN EP only says it could not write its file; with the disk full, the error names the disk."""
+    import collections
+    import shutil
+
+    from fusionc.targets.qnn import ep
+
+    model = _conv_model(tmp_path / "m.onnx")
+    stderr = "FUSIONC-ERROR: [ONNXRuntimeError] : 11 : EP_FAIL : Failed to write context cache file."
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 100))
+    with pytest.raises(UnsupportedError, match=r"disk holding .* is full \(0 MB free.*Failed to write context"):
+        ep._built_files(model, tmp_path / "m_ctx.onnx", HtpConfig(), 1, stderr, set())
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 0, 10**9))
+    with pytest.raises(UnsupportedError, match="rejected m.onnx for v73: .*Failed to write context cache file"):
+        ep._built_files(model, tmp_path / "m_ctx.onnx", HtpConfig(), 1, stderr, set())
+
+
+def test_contexts_for_two_archs_built_side_by_side_equal_one_at_a_time(tmp_path: Path) -> None:
+    """compile_contexts runs one fresh process per device; in parallel or not, the bytes are the same."""
+    from fusionc.targets.qnn.ep import compile_contexts
+    from fusionc.targets.qnn.quantize import calibrate, quantize, save_model
+    from fusionc.targets.qnn.rules import QuantConfig
+
+    float_path = _conv_model(tmp_path / "float.onnx")
+    feeds = [{"x": np.random.default_rng(1).standard_normal((1, 4, 8, 8)).astype(np.float32)}]
+    qdq = save_model(quantize(float_path, calibrate(float_path, feeds), QuantConfig.for_precision("w8a16")),
+                     tmp_path / "m.qdq.onnx")[0]
+    configs = [HtpConfig("73", 43), HtpConfig("75", 57)]
+    built = {}
+    for parallel in (1, 2):
+        folders = [tmp_path / f"p{parallel}-{c.arch}" for c in configs]
+        for folder in folders:
+            folder.mkdir()
+        runs = compile_contexts(qdq, [(f / "m_ctx.onnx", c) for f, c in zip(folders, configs)], parallel=parallel)
+        built[parallel] = [[p.read_bytes() for p in files] for files in runs]
+        assert [len(files) for files in runs] == [2, 2]  # the EP-context model and its .bin
+    assert built[1] == built[2] and built[1][0][1] != built[1][1][1]  # v73 and v75 differ

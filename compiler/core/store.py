@@ -1,0 +1,125 @@
+"""Folders on disk keyed by content: what one compile may reuse from another (fusionc.cache's stages, the QNN
+target's quantized graphs and context binaries, targets/qnn/shared.py).
+
+An entry is `ROOT/<key[:2]>/<key>/` holding meta.json (with its key) and its files. It is written into a
+temporary folder named after the writer's pid and renamed into place, so compiles sharing a root are safe (the
+first rename wins), a reader never sees half an entry, and a killed writer's temporary folder is removed by the
+next store opened on the root. A full disk or a lost race only costs the entry: callers never need it to exist.
+
+A root holding the file EPHEMERAL is a fleet's temporary cache, removed when the fleet ends: only what another
+variant of the same fleet reads is worth writing there (`EntryStore.ephemeral`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+META = "meta.json"
+EPHEMERAL = ".fusionc-ephemeral"
+
+
+def sources_digest(modules: tuple[str, ...]) -> str:
+    """SHA-256 over the source files of fusionc `modules` (a package: every .py below it): a key that includes
+    it misses when a line of the code that made the entry changes."""
+    digest = hashlib.sha256()
+    for module in modules:
+        origin = Path(importlib.util.find_spec(module).origin)
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        for file in files:
+            digest.update(f"{module}:{file.relative_to(origin.parent)}".encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def link_or_copy(source: Path, destination: Path) -> None:
+    """A hard link where the file system allows one (no bytes copied: entries are never modified), else a copy."""
+    destination.unlink(missing_ok=True)
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copyfile(source, destination)
+
+
+class EntryStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(".tmp-*-*"):  # entries being written by compiles that were killed
+            pid = stale.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    @property
+    def ephemeral(self) -> bool:
+        return (self.root / EPHEMERAL).exists()
+
+    def folder(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def meta(self, key: str) -> dict[str, Any] | None:
+        """The entry's meta.json, or None when there is no whole entry under `key`."""
+        try:
+            meta = json.loads((self.folder(key) / META).read_text())
+        except (OSError, ValueError):
+            return None
+        return meta if meta.get("key") == key else None
+
+    def put(self, key: str, meta: dict[str, Any], write: Callable[[Path], None]) -> bool:
+        """Write an entry with `write(temporary_folder)`; False when it exists already or could not be written."""
+        entry = self.folder(key)
+        if (entry / META).is_file():
+            return False
+        tmp = self.root / f".tmp-{key[:16]}-{os.getpid()}"
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            write(tmp)
+            (tmp / META).write_text(json.dumps({"key": key, **meta}, indent=1, default=str))
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp, entry)
+            return True
+        except OSError:
+            return False  # another compile stored it first, or the disk is full
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def put_files(self, key: str, files: list[Path], meta: dict[str, Any]) -> bool:
+        """An entry of `files` (linked or copied, by their names)."""
+        def write(tmp: Path) -> None:
+            for file in files:
+                link_or_copy(Path(file), tmp / Path(file).name)
+
+        return self.put(key, {**meta, "files": [Path(f).name for f in files]}, write)
+
+    def get_files(self, key: str, destination: Path) -> tuple[list[Path], dict[str, Any]] | None:
+        """The entry's files linked or copied into `destination` (in their stored order) and its meta, or None."""
+        meta = self.meta(key)
+        if meta is None:
+            return None
+        destination.mkdir(parents=True, exist_ok=True)
+        placed = []
+        try:
+            for name in meta["files"]:
+                link_or_copy(self.folder(key) / name, destination / name)
+                placed.append(destination / name)
+        except (OSError, KeyError):
+            for path in placed:
+                path.unlink(missing_ok=True)
+            return None
+        return placed, meta
