@@ -12,6 +12,8 @@ One process per variant (not a long-lived pool) is on purpose:
   (concurrent.futures' pools break every pending future when one worker dies);
 - an SD-scale lowering's memory is given back to the system when its variant ends.
 The price is one interpreter start and the imports per variant (a few seconds), small next to a lowering.
+A QNN variant whose context a running variant builds beside its own (fusionc.fleet.sibling_devices) waits for
+it, and then finds its graph and context in the cache.
 
 Ctrl-C: the workers ignore SIGINT; the driver, on KeyboardInterrupt, sends SIGTERM (buildfs turns it into
 an interrupt that removes the build's temporary folder), SIGKILL to a worker still alive after a grace period
@@ -67,7 +69,11 @@ def run_pool(jobs: list[VariantJob], view: Any, workers: int,
     try:
         while waiting or running:
             while waiting and len(running) < workers:
-                job = waiting.pop(0)
+                ready_jobs = [j for j in waiting if not waits_for_sibling(j, [e[1] for e in running.values()])]
+                if not ready_jobs:
+                    break
+                job = ready_jobs[0]
+                waiting.remove(job)
                 receive, send = context.Pipe(duplex=False)
                 process = context.Process(target=_worker, args=(job, view, send), name=f"fusionc-{job.name}")
                 process.start()
@@ -94,6 +100,13 @@ def run_pool(jobs: list[VariantJob], view: Any, workers: int,
         remove_dead_temporaries([Path(job.out) for _, job, _ in running.values()])
         raise
     return results
+
+
+def waits_for_sibling(job: VariantJob, running: list[VariantJob]) -> bool:
+    """A QNN variant whose context another running variant builds beside its own (its sibling_devices) starts
+    after it: then it copies the shared graph and context from the cache instead of building them again."""
+    return any(job.options.device in other.sibling_devices and job.options.target == other.options.target
+               for other in running)
 
 
 def stop(processes: list[Any]) -> None:

@@ -166,6 +166,19 @@ def test_sibling_devices_group_qnn_variants_that_differ_only_in_the_device() -> 
                                                                 (), (), (), ()]
 
 
+def test_a_pool_starts_a_qnn_variant_after_the_sibling_that_builds_its_context() -> None:
+    from fusionc.core.options import CompileOptions
+    from fusionc.fleet_pool import waits_for_sibling
+    from fusionc.variant import VariantJob
+
+    def job(device: str, siblings: tuple[str, ...] = ()) -> VariantJob:
+        return VariantJob(device, Path(device), CompileOptions(target="qnn", device=device), {}, Path("c"),
+                          sibling_devices=siblings)
+
+    gen2, gen3 = job("snapdragon-8-gen-2", ("snapdragon-8-gen-3",)), job("snapdragon-8-gen-3")
+    assert waits_for_sibling(gen3, [gen2]) and not waits_for_sibling(gen3, []) and not waits_for_sibling(gen2, [gen3])
+
+
 def test_a_fleets_temporary_cache_keeps_only_what_variants_share(tiny_pipeline, tmp_path: Path) -> None:
     """Without --cache the fleet's cache is removed at the end: the per-variant optimized graphs (SD-1.5: 3.4 GB
     each) are not written to it, the export, the generic passes and the QNN graph (read by other variants) are."""
