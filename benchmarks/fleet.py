@@ -99,24 +99,27 @@ def flags(variant: dict) -> list[str]:
     return out
 
 
-def run_tree(command: list[str], env: dict) -> dict:
-    """Run `command`; wall seconds and the peak of its whole process tree's summed RSS (sampled every 0.5 s)."""
+def run_tree(command: list[str], env: dict, disk: Path) -> dict:
+    """Run `command`; wall seconds, the peak of its whole process tree's summed RSS and the least free space on
+    `disk`'s file system (sampled every 0.5 s)."""
     import psutil
 
     start = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     root = psutil.Process(proc.pid)
-    peak = 0
+    peak, least_free = 0, shutil.disk_usage(disk).free
     while proc.poll() is None:
         try:
             tree = [root, *root.children(recursive=True)]
             peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
         except psutil.Error:
             pass
+        least_free = min(least_free, shutil.disk_usage(disk).free)
         time.sleep(0.5)
     _, err = proc.communicate()
     return {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_gb": round(peak / 1e9, 2),
-            "exit_code": proc.returncode, "stderr_tail": err[-600:] if proc.returncode else ""}
+            "min_disk_free_gb": round(least_free / 1e9, 1), "exit_code": proc.returncode,
+            "stderr_tail": err[-600:] if proc.returncode else ""}
 
 
 def way_command(way: str, config: Path, report: Path) -> list[str]:
@@ -182,7 +185,7 @@ def main() -> None:
             for variant in VARIANTS:
                 command = [sys.executable, "-m", "fusionc.cli", "compile", str(checkpoint), *flags(variant),
                            "--out", str(builds / variant["name"])]
-                runs[variant["name"]] = run_tree(command, dict(env, FUSIONC_CACHE=""))
+                runs[variant["name"]] = run_tree(command, dict(env, FUSIONC_CACHE=""), root)
                 shutil.rmtree(builds / variant["name"], ignore_errors=True)  # GBs each at SD scale
                 entry.update({"wall_s": round(sum(r["wall_s"] for r in runs.values()), 1),
                               "peak_rss_gb": max(r["peak_rss_gb"] for r in runs.values()),
@@ -191,8 +194,9 @@ def main() -> None:
                 save()
                 print(f"separate {variant['name']}: {runs[variant['name']]['wall_s']} s", flush=True)
         else:
-            config = write_config(root, checkpoint, builds, root / "cache")
-            entry = run_tree(way_command(way, config, root / "report.json"), dict(env, FUSIONC_CACHE=""))
+            # no --cache: the fleet's own temporary cache, which keeps only what the variants share
+            config = write_config(root, checkpoint, builds, None)
+            entry = run_tree(way_command(way, config, root / "report.json"), dict(env, FUSIONC_CACHE=""), root)
             report = json.loads((root / "report.json").read_text()) if (root / "report.json").exists() else {}
             entry["shared_s"] = report.get("shared", {}).get("timings", {})
             entry["per_variant_s"] = {v["name"]: v["wall_s"] for v in report.get("variants", [])}
@@ -206,7 +210,6 @@ def main() -> None:
             entry["provenance"] = way_prov.finish()
             result["ways"][way] = entry
             shutil.rmtree(builds, ignore_errors=True)
-            shutil.rmtree(root / "cache", ignore_errors=True)
             save()
         print(f"{way}: {entry['wall_s']} s, peak {entry['peak_rss_gb']} GB, exit {entry['exit_code']}", flush=True)
 

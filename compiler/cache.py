@@ -164,4 +164,5 @@ class ComponentCache:
         self.entries.put(key, meta, lambda tmp: np.savez(tmp / ARRAYS, **arrays))
 
     def store(self, key: str, model: ir.Model, meta: dict[str, Any]) -> None:
-        self.entries.put(key, meta, lambda tmp: ir.save(model, tmp / MODEL, external_data=MODEL + ".data"))
+        size = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+        self.entries.put(key, meta, lambda tmp: ir.save(model, tmp / MODEL, external_data=MODEL + ".data"), size)

@@ -215,3 +215,18 @@ def test_second_compile_in_one_process_matches_a_fresh_process(tiny_pipeline, tm
         if saved is not None:
             os.environ["FUSIONC_CACHE"] = saved
     assert artifacts(tmp_path / "second") == artifacts(fresh)
+
+
+def test_a_cache_entry_never_takes_the_last_free_space(tmp_path: Path, monkeypatch) -> None:
+    import collections
+    import shutil
+
+    from fusionc.core.store import RESERVE_BYTES, EntryStore
+
+    store = EntryStore(tmp_path / "s")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(0, 0, RESERVE_BYTES + 100))
+    assert not store.put("ab" * 32, {}, lambda tmp: (tmp / "x").write_bytes(b"x" * 200), size=200)
+    assert store.meta("ab" * 32) is None and not list(store.root.iterdir())
+    assert store.put("ab" * 32, {}, lambda tmp: (tmp / "x").write_bytes(b"x" * 50), size=50)
+    assert store.meta("ab" * 32) == {"key": "ab" * 32}

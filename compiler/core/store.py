@@ -4,7 +4,8 @@ target's quantized graphs and context binaries, targets/qnn/shared.py).
 An entry is `ROOT/<key[:2]>/<key>/` holding meta.json (with its key) and its files. It is written into a
 temporary folder named after the writer's pid and renamed into place, so compiles sharing a root are safe (the
 first rename wins), a reader never sees half an entry, and a killed writer's temporary folder is removed by the
-next store opened on the root. A full disk or a lost race only costs the entry: callers never need it to exist.
+next store opened on the root. A full disk, a lost race, or a disk an entry would leave with less than
+RESERVE_BYTES free only costs the entry: callers never need it to exist.
 
 A root holding the file EPHEMERAL is a fleet's temporary cache, removed when the fleet ends: only what another
 variant of the same fleet reads is worth writing there (`EntryStore.ephemeral`).
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 META = "meta.json"
 EPHEMERAL = ".fusionc-ephemeral"
+RESERVE_BYTES = 4 << 30  # an entry never takes its disk's last 4 GiB: a cache is optional, the build is not
 
 
 def sources_digest(modules: tuple[str, ...]) -> str:
@@ -80,10 +82,11 @@ class EntryStore:
             return None
         return meta if meta.get("key") == key else None
 
-    def put(self, key: str, meta: dict[str, Any], write: Callable[[Path], None]) -> bool:
-        """Write an entry with `write(temporary_folder)`; False when it exists already or could not be written."""
+    def put(self, key: str, meta: dict[str, Any], write: Callable[[Path], None], size: int = 0) -> bool:
+        """Write an entry of about `size` bytes with `write(temporary_folder)`; False when it exists already, could
+        not be written, or would leave its disk less than RESERVE_BYTES free (the builds need the room more)."""
         entry = self.folder(key)
-        if (entry / META).is_file():
+        if (entry / META).is_file() or shutil.disk_usage(self.root).free < size + RESERVE_BYTES:
             return False
         tmp = self.root / f".tmp-{key[:16]}-{os.getpid()}"
         try:
@@ -105,7 +108,8 @@ class EntryStore:
             for file in files:
                 link_or_copy(Path(file), tmp / Path(file).name)
 
-        return self.put(key, {**meta, "files": [Path(f).name for f in files]}, write)
+        return self.put(key, {**meta, "files": [Path(f).name for f in files]}, write,
+                        sum(Path(f).stat().st_size for f in files))
 
     def get_files(self, key: str, destination: Path) -> tuple[list[Path], dict[str, Any]] | None:
         """The entry's files linked or copied into `destination` (in their stored order) and its meta, or None."""
