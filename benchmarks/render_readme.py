@@ -853,10 +853,14 @@ def render_fleet(results: Path, file: str) -> str:
         done = entry.get("complete", True)
         label = labels.get(way, f"fleet, `--jobs {way.partition(':')[2]}`" if way.startswith("local:") else way)
         ratio = data.get("ratio_to_separate", {}).get(way)
+        disk = entry.get("min_disk_free_gb", min((r.get("min_disk_free_gb", 1e9) for r in entry.get(
+            "per_variant", {}).values()), default=None))
         body.append([label + ("" if done else " (incomplete)"), f"{entry['wall_s']:.1f}",
                      "-" if ratio is None else f"{ratio:.2f}", f"{entry['peak_rss_gb']:.2f} GB",
+                     "-" if disk is None or disk >= 1e9 else f"{disk:.1f} GB",
                      "ok" if entry.get("exit_code") == 0 else f"exit {entry.get('exit_code')}"])
-    out = rows(["way", "wall s", "vs separate", "peak RSS (process tree)", "result"], body, {1, 2, 3})
+    out = rows(["way", "wall s", "vs separate", "peak RSS (process tree)", "least free disk", "result"], body,
+               {1, 2, 3, 4})
     per = separate.get("per_variant", {})
     fleet = ways.get("local", {}).get("per_variant_s", {})
     if per or fleet:
