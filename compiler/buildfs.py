@@ -20,6 +20,7 @@ from typing import Iterator
 
 from fusionc.core import interrupt
 from fusionc.core.errors import BadInputError
+from fusionc.core.store import pid_alive
 
 MANIFEST = "manifest.json"
 
@@ -34,7 +35,7 @@ def _stale_temporaries(out: Path) -> Iterator[Path]:
         prefix = f".{out.name}.{kind}-"
         for path in out.parent.glob(prefix + "*"):
             pid = path.name[len(prefix):].split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 yield path
 
 
@@ -50,16 +51,6 @@ def remove_dead_temporaries(outs: list[Path], seconds: float = 10.0) -> None:
         if not left or time.monotonic() > deadline:
             return
         time.sleep(0.2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_out(out: Path) -> None:
@@ -163,7 +154,7 @@ def _recover_old_build(out: Path) -> None:
         return
     for old in out.parent.glob(f".{out.name}.old-*"):
         pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)) and is_build(old):
+        if pid.isdigit() and not pid_alive(int(pid)) and is_build(old):
             os.rename(old, out)
             return
 

@@ -21,7 +21,6 @@ memoizer (joblib) because the values are multi-GB ONNX models with external data
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import onnx_ir as ir
 
 from fusionc.core.errors import BadInputError
 from fusionc.core.options import CompileOptions
-from fusionc.core.store import EntryStore, sources_digest
+from fusionc.core.store import EntryStore, library_versions, sources_digest
 
 MODEL = "model.onnx"
 LIBRARIES = ("fusionc", "torch", "onnx", "onnx-ir", "onnxscript", "onnxruntime", "diffusers", "transformers", "coremltools")
@@ -51,13 +50,7 @@ ARRAYS = "arrays.npz"
 @lru_cache(maxsize=1)
 def versions() -> dict[str, str]:
     """Library versions (a new torch or onnxscript can change the exported or optimized graph)."""
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "absent"
-    return found
+    return library_versions(LIBRARIES)
 
 
 _PINNED_SOURCES: dict[tuple[str, ...], str] = {}  # a fleet worker's: the driver's hashes (pin_source_hashes)

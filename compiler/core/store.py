@@ -14,6 +14,7 @@ variant of the same fleet reads is worth writing there (`EntryStore.ephemeral`).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -37,6 +38,17 @@ def sources_digest(modules: tuple[str, ...]) -> str:
             digest.update(f"{module}:{file.relative_to(origin.parent)}".encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """The installed versions of `names` ("absent" when one is not installed): keys miss after an upgrade."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
 
 
 def pid_alive(pid: int) -> bool:

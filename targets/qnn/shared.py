@@ -15,7 +15,6 @@ the build is a fresh process over the same graph and options (ep.compile_context
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import tempfile
@@ -26,23 +25,13 @@ import numpy as np
 
 from fusionc.core.devices import get_device
 from fusionc.core.numerics import Feeds
-from fusionc.core.store import EntryStore, sources_digest
+from fusionc.core.store import EntryStore, library_versions, sources_digest
 from fusionc.targets.qnn.ep import HtpConfig, compile_contexts
 from fusionc.targets.qnn.split import DEFAULT_MAX_BUILD_BYTES
 
 SOURCES = ("fusionc.targets.qnn", "fusionc.passes.qnn", "fusionc.core")
 LIBRARIES = ("onnx", "onnx-ir", "onnxruntime", "onnxruntime-qnn", "numpy")
 CHUNK = 8 << 20
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "absent"
-    return found
 
 
 def file_digest(paths: list[Path]) -> str:
@@ -84,7 +73,7 @@ class SharedWork:
             self.key = _hash({"stage": "qnn-graph", "float": file_digest([Path(float_path), *[p for p in data if p != Path(float_path)]]),
                               "calibration": feeds_digest(feeds), "selection": feeds_digest(selection),
                               "options": {k: v for k, v in options.to_json().items() if k != "device"},
-                              "context_limit": limit, "versions": _versions(), "sources": sources_digest(SOURCES)})
+                              "context_limit": limit, "versions": library_versions(LIBRARIES), "sources": sources_digest(SOURCES)})
 
     def load_graphs(self, out: Path) -> tuple[list[Path], dict[str, Any]] | None:
         """The stored graph files placed in `out` and the lowering's record (what build.py puts in the manifest)."""
