@@ -8,6 +8,7 @@ coremltools always appends (I/O type checks, the sigmoid*x -> silu fusion, name 
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ def save_mlpackage(program: Program, path: Path, deployment: str, units: str = "
     model.short_description = (metadata or {}).get("description", "fusionc")
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(path))
+    if model.is_temp_package and model.package_path:  # ct.convert's copy in /tmp: removed only at interpreter
+        shutil.rmtree(model.package_path, ignore_errors=True)  # exit (atexit), never by a Ray worker or a kill
     from fusionc.core.reproducible import canonical_mlpackage
 
     canonical_mlpackage(path)  # same program, same bytes: no random item ids, no conversion date

@@ -107,7 +107,8 @@ _UNSUPPORTED = re.compile(r"\{ name: (?P<name>[^,]+), type: (?P<op>[^ }]+) \}")
 
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[Path]:
-    """Redirect the process-level stderr (fd 2, where onnxruntime's C++ logger writes) to a temp file."""
+    """Redirect the process-level stderr (fd 2, where onnxruntime's C++ logger writes) to a temp file, removed
+    when the block ends (read it inside the block)."""
     with tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False) as tmp:
         path = Path(tmp.name)
     saved = os.dup(2)
@@ -119,6 +120,7 @@ def captured_stderr() -> Iterator[Path]:
         os.dup2(saved, 2)
         os.close(fd)
         os.close(saved)
+        path.unlink(missing_ok=True)
 
 
 def parse_fallback_log(text: str) -> list[FallbackNode]:
@@ -142,10 +144,7 @@ def fallback_report(model_path: Path, config: HtpConfig) -> list[FallbackNode]:
             ort.InferenceSession(str(model_path), sess_options=session_options(config, verbose=True))
         except Exception:  # noqa: BLE001 - the log is what we want
             pass
-    try:
         return parse_fallback_log(log.read_text(errors="replace"))
-    finally:
-        log.unlink(missing_ok=True)
 
 
 def _fail(model_path: Path, config: HtpConfig, err: Exception) -> UnsupportedError:

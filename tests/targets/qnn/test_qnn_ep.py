@@ -118,3 +118,14 @@ def test_contexts_for_two_archs_built_side_by_side_equal_one_at_a_time(tmp_path:
         built[parallel] = [[p.read_bytes() for p in files] for files in runs]
         assert [len(files) for files in runs] == [2, 2]  # the EP-context model and its .bin
     assert built[1] == built[2] and built[1][0][1] != built[1][1][1]  # v73 and v75 differ
+
+
+def test_captured_stderr_leaves_no_log_behind() -> None:
+    import os
+
+    from fusionc.targets.qnn.ep import captured_stderr
+
+    with captured_stderr() as log:
+        os.write(2, b"from the EP\n")
+        assert log.read_text() == "from the EP\n"
+    assert not log.exists()

@@ -1,0 +1,28 @@
+"""Writing an .mlpackage: nothing left behind in the temp folder."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx_ir as ir
+from onnx import TensorProto, helper
+
+from fusionc.targets.coreml.lowering.table import LoweringOptions, lower_model
+from fusionc.targets.coreml.package import save_mlpackage
+
+
+def test_saving_a_package_leaves_no_copy_in_the_temp_folder(tmp_path: Path, monkeypatch) -> None:
+    """ct.convert writes the package to a temp folder first and removes it only at interpreter exit: a fleet's
+    Ray worker (which exits without atexit) or a long fleet left GBs of SD-scale copies there."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    program = lower_model(model, LoweringOptions(compute_precision="fp16", deployment_target="iOS17"))
+    save_mlpackage(program, tmp_path / "m.mlpackage", "iOS17")
+    assert (tmp_path / "m.mlpackage" / "Manifest.json").is_file()
+    assert not list(temp.iterdir())
