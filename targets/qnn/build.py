@@ -9,6 +9,9 @@
 A component whose context would pass the device's limit (2 GB), or whose context build would take more memory
 than --qnn-max-build-bytes (8 GiB; the HTP backend's preparation grows with the activations), is split (split.py):
 the files get a `.partN` infix and the manifest lists the context models in order under `context_parts`.
+
+With a cache folder (--cache, or a fleet's), the graphs are stored for other devices' builds, which then only
+build their contexts, and a fleet's first QNN variant builds its siblings' contexts beside its own (shared.py).
 """
 
 from __future__ import annotations
