@@ -337,6 +337,7 @@ def main() -> None:
         print(f"[dit_scale] {args.scale} {part} ...", flush=True)
         section[part] = run_part(part, checkpoints[kind], args, section["checkpoints"][kind]["parameters"])
         section.setdefault("parts_run_at", {})[part] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        section.setdefault("parts_git_rev", {})[part] = section["git_rev"]
         save()
         print(f"[dit_scale] {part}: {json.dumps(section[part])[:400]}", flush=True)
 

@@ -754,8 +754,13 @@ def render_dit_scale(results: Path) -> str:
             body.append([what, _part_outcome(part, section.get("memory_limit_bytes")), f"{part['wall_s']:.0f}", "-" if compile_s is None else f"{compile_s:.0f}",
                          _gb(part.get("peak_rss_bytes")), _gb(part.get("peak_rss_anon_bytes")), size,
                          db(part.get("psnr_db"))])
+    def run(section: dict, part: str, at: str) -> str:
+        rev = section.get("parts_git_rev", {}).get(part)
+        return f"{part} {at}" + (f" (git {rev})" if rev else "")
+
     when = "; ".join(f"{scale} at git {data[scale].get('git_rev')}: " + ", ".join(
-        f"{k} {v}" for k, v in data[scale].get("parts_run_at", {}).items()) for scale in DIT_SCALES if scale in data)
+        run(data[scale], k, v) for k, v in data[scale].get("parts_run_at", {}).items())
+        for scale in DIT_SCALES if scale in data)
     return (rows(["component, target, scale, input", "outcome", "wall s", "s without torch reference/verify",
                   "peak RSS GB", "peak anon GB", "GB", "PSNR dB (held out)"], body)
             + f"\n(benchmarks/results/dit_scale.json; {when})\n")
