@@ -69,7 +69,7 @@ def run_pool(jobs: list[VariantJob], view: Any, workers: int,
     try:
         while waiting or running:
             while waiting and len(running) < workers:
-                ready_jobs = [j for j in waiting if not waits_for_sibling(j, [e[1] for e in running.values()])]
+                ready_jobs = [j for j in waiting if not any(j.waits_for(e[1]) for e in running.values())]
                 if not ready_jobs:
                     break
                 job = ready_jobs[0]
@@ -100,13 +100,6 @@ def run_pool(jobs: list[VariantJob], view: Any, workers: int,
         remove_dead_temporaries([Path(job.out) for _, job, _ in running.values()])
         raise
     return results
-
-
-def waits_for_sibling(job: VariantJob, running: list[VariantJob]) -> bool:
-    """A QNN variant whose context another running variant builds beside its own (its sibling_devices) starts
-    after it: then it copies the shared graph and context from the cache instead of building them again."""
-    return any(job.options.device in other.sibling_devices and job.options.target == other.options.target
-               for other in running)
 
 
 def stop(processes: list[Any]) -> None:

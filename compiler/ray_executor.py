@@ -149,14 +149,22 @@ def run_ray(jobs: list[Any], view: Any, address: str | None,
         alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         largest_node = max((r.get("memory", 0) for r in alive), default=0)
         most_cpus = max((int(r.get("CPU", 1)) for r in alive), default=1)
-        # capped at the largest node's: a request no node can meet would wait forever
-        pending = {task.options(memory=min(memory_request(job, view), largest_node) or None,
-                                num_cpus=min(cpu_request(job), most_cpus)).remote(job, view_ref): job
-                   for job in jobs}
+
+        def submit(job: Any) -> Any:  # capped at the largest node's: a request no node can meet would wait forever
+            return task.options(memory=min(memory_request(job, view), largest_node) or None,
+                                num_cpus=min(cpu_request(job), most_cpus)).remote(job, view_ref)
+
+        # a variant whose context another one builds beside its own is submitted when that one has finished
+        held = [job for job in jobs if any(job.waits_for(other) for other in jobs)]
+        pending = {submit(job): job for job in jobs if job not in held}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 job = pending.pop(done[0])
+                running = list(pending.values())
+                for follower in [f for f in held if not any(f.waits_for(o) for o in running)]:
+                    held.remove(follower)
+                    pending[submit(follower)] = follower
                 try:
                     result = ray.get(done[0])
                 except Exception as err:  # noqa: BLE001 - the worker died (out of memory, killed): this variant only

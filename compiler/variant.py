@@ -35,6 +35,12 @@ class VariantJob:
     # work this variant does beside its own (fusionc.fleet.sibling_devices); empty for all but the first
     sibling_devices: tuple[str, ...] = ()
 
+    def waits_for(self, other: "VariantJob") -> bool:
+        """True when `other` builds this variant's device-specific work beside its own (its sibling_devices): then
+        this one should start after it, and copy that work from the cache instead of doing it again."""
+        return (other is not self and self.options.target == other.options.target
+                and self.options.device in other.sibling_devices)
+
     def enter_worker(self) -> None:
         """In a worker process (pool or Ray), before build_variant: use the driver's cache keys."""
         from fusionc.cache import pin_source_hashes

@@ -166,9 +166,9 @@ def test_sibling_devices_group_qnn_variants_that_differ_only_in_the_device() -> 
                                                                 (), (), (), ()]
 
 
-def test_a_pool_starts_a_qnn_variant_after_the_sibling_that_builds_its_context() -> None:
+def test_a_qnn_variant_starts_after_the_sibling_that_builds_its_context() -> None:
+    """The pool (--jobs N) and Ray start such a variant when that sibling is done: it then copies its context."""
     from fusionc.core.options import CompileOptions
-    from fusionc.fleet_pool import waits_for_sibling
     from fusionc.variant import VariantJob
 
     def job(device: str, siblings: tuple[str, ...] = ()) -> VariantJob:
@@ -176,7 +176,7 @@ def test_a_pool_starts_a_qnn_variant_after_the_sibling_that_builds_its_context()
                           sibling_devices=siblings)
 
     gen2, gen3 = job("snapdragon-8-gen-2", ("snapdragon-8-gen-3",)), job("snapdragon-8-gen-3")
-    assert waits_for_sibling(gen3, [gen2]) and not waits_for_sibling(gen3, []) and not waits_for_sibling(gen2, [gen3])
+    assert gen3.waits_for(gen2) and not gen2.waits_for(gen3) and not gen2.waits_for(gen2)
 
 
 def test_a_fleets_temporary_cache_keeps_only_what_variants_share(tiny_pipeline, tmp_path: Path) -> None:
