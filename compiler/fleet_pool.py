@@ -12,8 +12,9 @@ One process per variant (not a long-lived pool) is on purpose:
   (concurrent.futures' pools break every pending future when one worker dies);
 - an SD-scale lowering's memory is given back to the system when its variant ends.
 The price is one interpreter start and the imports per variant (a few seconds), small next to a lowering.
-A QNN variant whose context a running variant builds beside its own (fusionc.fleet.sibling_devices) waits for
-it, and then finds its graph and context in the cache.
+Variants start longest first (`longest_first`: QNN before Core ML before ONNX), and a QNN variant whose context
+a running variant builds beside its own (fusionc.fleet.sibling_devices) waits for it, then finds its graph and
+context in the cache.
 
 Ctrl-C: the workers ignore SIGINT; the driver, on KeyboardInterrupt, sends SIGTERM (buildfs turns it into
 an interrupt that removes the build's temporary folder), SIGKILL to a worker still alive after a grace period
@@ -63,7 +64,7 @@ def run_pool(jobs: list[VariantJob], view: Any, workers: int,
              on_result: Callable[[VariantResult], None]) -> list[VariantResult]:
     """Build every job in its own process, `workers` at a time; results as they finish (on_result), in any order."""
     context = multiprocessing.get_context("spawn")
-    waiting = list(jobs)
+    waiting = longest_first(jobs)
     running: dict[Any, tuple[Any, VariantJob, Connection]] = {}  # sentinel -> (process, job, receiving end)
     results: list[VariantResult] = []
     try:
@@ -100,6 +101,21 @@ def run_pool(jobs: list[VariantJob], view: Any, workers: int,
         remove_dead_temporaries([Path(job.out) for _, job, _ in running.values()])
         raise
     return results
+
+
+# A variant's lowering time relative to a Core ML one of the same model, from benchmarks/results/fleet_sd15.json
+# (SD-1.5 UNet, alone in the fleet: Core ML 53-74 s, QNN W8A16 ~200 s with one context build, ONNX Runtime's is
+# the export plus an .ort conversion). Only the order matters: the longest variants start first, so the short ones
+# fill the other workers around them instead of leaving one long variant running alone at the end.
+RELATIVE_COST = {"qnn": 3.0, "coreml": 1.0, "onnx": 0.5}
+
+
+def longest_first(jobs: list[VariantJob]) -> list[VariantJob]:
+    """The jobs by expected time, longest first (a QNN variant that builds its siblings' contexts counts them)."""
+    def cost(job: VariantJob) -> float:
+        return RELATIVE_COST.get(job.options.target, 1.0) * (1 + 0.5 * len(job.sibling_devices))
+
+    return sorted(jobs, key=cost, reverse=True)  # stable: equal costs keep the config's order
 
 
 def stop(processes: list[Any]) -> None:

@@ -179,6 +179,19 @@ def test_a_qnn_variant_starts_after_the_sibling_that_builds_its_context() -> Non
     assert gen3.waits_for(gen2) and not gen2.waits_for(gen3) and not gen2.waits_for(gen2)
 
 
+def test_a_pool_starts_the_longest_variants_first() -> None:
+    from fusionc.core.options import CompileOptions
+    from fusionc.fleet_pool import longest_first
+    from fusionc.variant import VariantJob
+
+    def job(name: str, target: str, siblings: tuple[str, ...] = ()) -> VariantJob:
+        return VariantJob(name, Path(name), CompileOptions(target=target), {}, Path("c"), sibling_devices=siblings)
+
+    jobs = [job("ios-a", "coreml"), job("ort", "onnx"), job("ios-b", "coreml"), job("sd8g3", "qnn"),
+            job("sd8g2", "qnn", ("snapdragon-8-gen-3",))]
+    assert [j.name for j in longest_first(jobs)] == ["sd8g2", "sd8g3", "ios-a", "ios-b", "ort"]
+
+
 def test_a_fleets_temporary_cache_keeps_only_what_variants_share(tiny_pipeline, tmp_path: Path) -> None:
     """Without --cache the fleet's cache is removed at the end: the per-variant optimized graphs (SD-1.5: 3.4 GB
     each) are not written to it, the export, the generic passes and the QNN graph (read by other variants) are."""
