@@ -69,11 +69,13 @@ class SharedWork:
         self.store = EntryStore(Path(cache_dir) / "qnn") if cache_dir is not None else None
         self.key = None
         if self.store is not None:
-            data = sorted(Path(float_path).parent.glob(Path(float_path).name + "*"))
-            self.key = _hash({"stage": "qnn-graph", "float": file_digest([Path(float_path), *[p for p in data if p != Path(float_path)]]),
+            float_path = Path(float_path)
+            files = [float_path, *sorted(p for p in float_path.parent.glob(float_path.name + "*") if p != float_path)]
+            self.key = _hash({"stage": "qnn-graph", "float": file_digest(files),  # the graph and its external data
                               "calibration": feeds_digest(feeds), "selection": feeds_digest(selection),
                               "options": {k: v for k, v in options.to_json().items() if k != "device"},
-                              "context_limit": limit, "versions": library_versions(LIBRARIES), "sources": sources_digest(SOURCES)})
+                              "context_limit": limit, "versions": library_versions(LIBRARIES),
+                              "sources": sources_digest(SOURCES)})
 
     def load_graphs(self, out: Path) -> tuple[list[Path], dict[str, Any]] | None:
         """The stored graph files placed in `out` and the lowering's record (what build.py puts in the manifest)."""
