@@ -30,6 +30,10 @@ class Palette:
     nbits: int
     axis: int  # the grouped (output channel) axis
     group_size: int  # channels per LUT along `axis`; == shape[axis] for one LUT per tensor
+    # mean((w - dense)^2) / mean(w^2) against the fp16 weight it was fitted on (`palettize`), from its histograms
+    # (no pass over the weight: the float32 weight's own rounding to fp16, ~1e-7, is left out); None for a palette
+    # read back from a graph
+    relative_error: float | None = None
 
     @property
     def groups(self) -> int:
@@ -162,17 +166,20 @@ def fit(vals: np.ndarray, counts: np.ndarray, nbits: int) -> tuple[np.ndarray, n
     return lut64.astype(np.float16), nearest
 
 
-def _group_palette(bits: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
-    """LUT (float16 [2**nbits]) and uint8 indices for one group of fp16 bit patterns."""
+def _group_palette(bits: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """LUT (float16 [2**nbits]), uint8 indices, and the squared error and energy (sums over the fp16 values) of
+    one group."""
     present, vals, counts = distinct(histogram(bits))
     lut, nearest = fit(vals, counts, nbits)
+    sse = float(np.sum(counts * (vals - lut.astype(np.float64)[nearest]) ** 2))
+    energy = float(np.sum(counts * vals * vals))
     table = np.zeros(65536, dtype=np.uint8)
     table[present] = nearest.astype(np.uint8)
     out = np.empty(bits.size, np.uint8)
     flat = bits.reshape(-1)
     for start in range(0, flat.size, _CHUNK):
         np.take(table, flat[start:start + _CHUNK], out=out[start:start + _CHUNK])
-    return lut, out.reshape(bits.shape)
+    return lut, out.reshape(bits.shape), sse, energy
 
 
 def _groups(bits: np.ndarray, axis: int, group_size: int | None) -> tuple[np.ndarray, int]:
@@ -215,15 +222,17 @@ def palettize(weight: np.ndarray, nbits: int, axis: int = 0, group_size: int | N
     bits = fp16_bits(np.asarray(weight))
     grouped, group = _groups(bits, axis, group_size)
     if grouped.shape[0] == 1:
-        lut, idx = _group_palette(bits, nbits)
-        return Palette(idx, lut[None], nbits, axis, group)
+        lut, idx, sse, energy = _group_palette(bits, nbits)
+        return Palette(idx, lut[None], nbits, axis, group, sse / max(energy, 1e-300))
     luts = np.empty((grouped.shape[0], 1 << nbits), np.float16)
     out = np.empty(grouped.shape, np.uint8)
+    sse = energy = 0.0
     for g in range(grouped.shape[0]):
-        luts[g], out[g] = _group_palette(grouped[g], nbits)
+        luts[g], out[g], group_sse, group_energy = _group_palette(grouped[g], nbits)
+        sse, energy = sse + group_sse, energy + group_energy
     moved_shape = (bits.shape[axis],) + tuple(d for i, d in enumerate(bits.shape) if i != axis)
     indices = np.moveaxis(out.reshape(moved_shape), 0, axis)
-    return Palette(np.ascontiguousarray(indices), luts, nbits, axis, group)
+    return Palette(np.ascontiguousarray(indices), luts, nbits, axis, group, sse / max(energy, 1e-300))
 
 
 def pack(indices: np.ndarray, nbits: int) -> np.ndarray:
@@ -240,6 +249,14 @@ def pack(indices: np.ndarray, nbits: int) -> np.ndarray:
     for j in range(per_word):
         word |= cols[:, j].astype(np.uint32) << np.uint32(nbits * j)
     return np.ascontiguousarray(word.view(np.uint8).reshape(-1, 4)[:, :3]).ravel()
+
+
+def packed_indices(indices: np.ndarray, nbits: int) -> np.ndarray:
+    """`pack` without the padding: ceil(count * nbits / 8) bytes, Core ML's iOS16 constexpr_lut_to_dense indices
+    (the bytes coremltools' own packer writes, which spreads every index over 8 bytes on the way: 7x slower)."""
+    if indices.size and int(indices.max()) >> nbits:
+        raise ValueError(f"an index exceeds {nbits} bits: {int(indices.max())}")
+    return pack(indices, nbits)[:-(-indices.size * nbits // 8)]
 
 
 def unpack(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:

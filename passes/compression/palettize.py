@@ -187,7 +187,6 @@ class PalettizeWeightsPass(ir.passes.InPlacePass):
             nbits = self.bits_for(weight)
             if nbits == FP16_BITS:
                 continue
-            dense = weight.value.const_value.numpy()
             try:
                 palette = self.palette(weight, nbits)
             except ValueError as err:  # inf/NaN weights: leave the layer alone
@@ -197,9 +196,8 @@ class PalettizeWeightsPass(ir.passes.InPlacePass):
             nodes, inits = lut_node(weight, palette)
             before = weight.value.const_value.nbytes
             self.reports.append(LayerReport(
-                weight.layer, weight.size, nbits, palette.groups, lutlib.relative_mse(dense, palette.dense()),
+                weight.layer, weight.size, nbits, palette.groups, palette.relative_error,
                 before, sum(v.const_value.nbytes for v in inits)))
-            del dense
             replace_weight(model, weight, nodes, inits, order)
         if self.reports:
             record_compression(model, "palettize", self.summary())

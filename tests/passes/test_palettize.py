@@ -177,3 +177,16 @@ def test_core_ml_checks_ios18_for_3_bit_and_grouped() -> None:
     assert compression_entries(CompileOptions(target="onnx", palettize="3"), "onnx")
     assert compression_entries(CompileOptions(target="coreml", palettize="6", deployment_target="iOS16"), "coreml")
     assert enabled(compression_entries(CompileOptions(), "coreml"), CompileOptions()) == []
+
+
+@pytest.mark.parametrize("nbits,group_size", [(2, None), (4, None), (4, 4), (8, None)])
+def test_a_palette_knows_its_error_without_decompressing(nbits: int, group_size: int | None) -> None:
+    """The error the pass reports per layer comes from the palette's histograms, and it is the error of the
+    decompressed tensor within 1% (measured against the fp16 weight: a float32 weight's rounding is left out)."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((32, 48)) * np.linspace(0.1, 2, 32)[:, None]).astype(np.float32)
+    palette = lutlib.palettize(w, nbits, axis=0, group_size=group_size)
+    assert palette.relative_error == pytest.approx(lutlib.relative_mse(w, palette.dense()), rel=1e-2)
+    half = w.astype(np.float16)
+    exact = lutlib.palettize(half, nbits, axis=0, group_size=group_size)  # fp16 weights: no rounding term at all
+    assert exact.relative_error == pytest.approx(lutlib.relative_mse(half, exact.dense()), rel=1e-9)

@@ -17,6 +17,7 @@ import onnx_ir as ir
 from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import Var, types
 
+from fusionc.passes.compression import lut as lutlib
 from fusionc.targets.coreml.lowering.table import Deferred, LoweringContext, mil_name, register
 
 def weight_var(ctx: LoweringContext, value: ir.Value, transpose: bool = False) -> Var:
@@ -129,9 +130,7 @@ def lut_constexpr(ctx: LoweringContext, indices: np.ndarray, lut: np.ndarray, ax
                                          lut=lut.astype(float_dtype).reshape(lut_shape), name=name)
     if lut.shape[0] != 1:
         raise ctx.unsupported("uses grouped palettes, which need --deployment-target iOS18")
-    from coremltools.optimize._utils import pack_elements_into_bits
-
-    packed = pack_elements_into_bits(indices.astype(np.uint8).reshape(-1), nbits)
+    packed = lutlib.packed_indices(indices, nbits)
     return mb.constexpr_lut_to_dense(indices=packed, lut=lut.reshape(-1).astype(float_dtype),
                                      shape=np.array(indices.shape, dtype=np.uint32), name=name)
 
@@ -150,3 +149,4 @@ def lut_to_dense_constexpr(ctx: LoweringContext, node: ir.Node, transpose: bool 
 @register("LutToDense", domain="fusionc", fold=False)
 def lut_to_dense(ctx: LoweringContext, node: ir.Node) -> Deferred:
     return Deferred(lambda: weight_var(ctx, node.outputs[0]))
+

@@ -101,3 +101,27 @@ def test_executor_lut_and_blockwise_decompression_exact() -> None:
     offset = rng.integers(-2, 2, (8, 2)).astype(np.int8)
     want = (data - np.repeat(offset, 3, axis=1)) * np.repeat(scale, 3, axis=1)
     np.testing.assert_allclose(blockwise_shift_scale(None, data, scale, offset), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 3, 4, 6, 8])
+def test_packed_lut_indices_are_coremltools_bytes(nbits) -> None:
+    """Our LSB-first packing of iOS16 LUT indices writes the bytes coremltools' own packer writes, for every index
+    width and for lengths that end mid-byte."""
+    from coremltools.optimize._utils import pack_elements_into_bits
+
+    from fusionc.passes.compression.lut import packed_indices
+
+    rng = np.random.default_rng(nbits)
+    for length in (1, 5, 7, 8, 9, 24, 1001):
+        indices = rng.integers(0, 2**nbits, length).astype(np.uint8)
+        indices[0] = 2**nbits - 1  # the widest value sets every bit of its slot
+        expected = pack_elements_into_bits(indices, nbits)
+        packed = packed_indices(indices, nbits)
+        assert packed.dtype == np.uint8 and packed.tobytes() == expected.tobytes(), (nbits, length)
+
+
+def test_packing_refuses_an_index_wider_than_its_bits() -> None:
+    from fusionc.passes.compression.lut import packed_indices
+
+    with pytest.raises(ValueError, match="exceeds 4 bits"):
+        packed_indices(np.array([3, 16], dtype=np.uint8), 4)
