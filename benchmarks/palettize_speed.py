@@ -8,6 +8,11 @@ with random weights (diffusers' init, seed 0; 170M parameters), 6 bits, one LUT 
 - fusionc: `passes.lut.palettize` (fp16 histogram, weighted 1-D Lloyd, table assignment) per weight, and the
   same plus index packing (what the ONNX pass stores).
 Relative weight MSE = sum((w - w')^2) / sum(w^2) over the 6 tensors, against the fp32 weights.
+Two steps of a palettized Core ML build, old way against new way on the same palettes (`steps`):
+- the per-layer error the pass reports: a dense decompression and a float64 MSE per layer (before 411bfe5)
+  against the palette's own histogram error (`Palette.relative_error`, computed inside `palettize`);
+- packing iOS16 LUT indices: coremltools' `pack_elements_into_bits` (before 411bfe5) against
+  `lut.packed_indices`, the bytes checked equal.
 
     flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/palettize_speed.py [--repeats 5] [--nbits 6]
 writes benchmarks/results/palettize_speed.json.
@@ -77,6 +82,34 @@ def run_fusionc(weights: dict[str, np.ndarray], nbits: int, repeats: int) -> dic
             "relative_mse": relative_mse(weights, dense)}
 
 
+def run_steps(weights: dict[str, np.ndarray], nbits: int, repeats: int) -> dict:
+    """Old and new way of the error report and of the index packing, alternately, medians of `repeats`."""
+    from coremltools.optimize._utils import pack_elements_into_bits
+
+    from fusionc.passes.compression import lut as lutlib
+
+    palettes = {k: lutlib.palettize(w, nbits) for k, w in weights.items()}
+    times: dict[str, list[float]] = {"error_dense_s": [], "pack_coremltools_s": [], "pack_fusionc_s": []}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dense_errors = {k: lutlib.relative_mse(weights[k], p.dense()) for k, p in palettes.items()}
+        times["error_dense_s"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        theirs = [pack_elements_into_bits(p.indices.reshape(-1), nbits) for p in palettes.values()]
+        times["pack_coremltools_s"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        ours = [lutlib.packed_indices(p.indices, nbits) for p in palettes.values()]
+        times["pack_fusionc_s"].append(time.perf_counter() - start)
+        if any(a.tobytes() != b.tobytes() for a, b in zip(theirs, ours)):
+            raise SystemExit("packed_indices differs from coremltools' packing")
+    out: dict = {k: statistics.median(v) for k, v in times.items()}
+    out["error_histogram_s"] = 0.0  # computed inside palettize (the `fusionc` timings above include it)
+    out["error_ratio_histogram_to_dense"] = {k: palettes[k].relative_error / dense_errors[k] for k in palettes}
+    out["pack_speedup"] = out["pack_coremltools_s"] / out["pack_fusionc_s"]
+    out["repeats"] = repeats
+    return out
+
+
 def run_coremltools(weights: dict[str, np.ndarray], nbits: int) -> dict:
     import coremltools as ct
     import coremltools.optimize as cto
@@ -126,6 +159,7 @@ def main() -> None:
     before = run_fusionc(weights, args.nbits, args.repeats)
     theirs = run_coremltools(weights, args.nbits)
     after = run_fusionc(weights, args.nbits, args.repeats)  # before and after: load changes hit both sides alike
+    steps = run_steps(weights, args.nbits, args.repeats)
     ours = {"seconds_all": before["seconds_all"] + after["seconds_all"],
             "seconds_median": statistics.median(before["seconds_all"] + after["seconds_all"]),
             "seconds_with_packing_all": before["seconds_with_packing_all"] + after["seconds_with_packing_all"],
@@ -138,7 +172,7 @@ def main() -> None:
         "benchmark": "palettize_speed", "nbits": args.nbits, "granularity": "per_tensor",
         "weights": {k: list(v.shape) for k, v in weights.items()},
         "parameters": int(sum(v.size for v in weights.values())),
-        "fusionc": ours, "coremltools": theirs,
+        "fusionc": ours, "coremltools": theirs, "steps": steps,
         "speedup": theirs["seconds"] / ours["seconds_median"],
         "speedup_with_packing": theirs["seconds"] / ours["seconds_with_packing_median"],
         "mse_ratio": ours["relative_mse"] / theirs["relative_mse"],
@@ -148,6 +182,8 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"speedup {result['speedup']:.1f}x ({result['speedup_with_packing']:.1f}x with packing), "
           f"MSE ratio {result['mse_ratio']:.4f} -> {args.out}")
+    print(f"error report: dense {steps['error_dense_s']:.2f} s -> from histograms (in palettize); index packing: "
+          f"coremltools {steps['pack_coremltools_s']:.2f} s -> {steps['pack_fusionc_s']:.2f} s")
 
 
 if __name__ == "__main__":

@@ -224,6 +224,12 @@ def render_palettize_speed(results: Path) -> str:
              f"{ours['relative_mse']:.5e} ({data['mse_ratio']:.4f}x)"],
             ["fusionc, including index packing", f"{ours['seconds_with_packing_median']:.2f} s "
              f"({data['speedup_with_packing']:.0f}x)", ""]]
+    if steps := data.get("steps"):  # two steps of the Core ML build, old way -> new way, on the same palettes
+        ratios = steps["error_ratio_histogram_to_dense"].values()
+        body += [["per-layer error the pass reports: dense decompression + float64 MSE -> the palette's histograms",
+                  f"{steps['error_dense_s']:.2f} s -> in `palettize`", f"ratio {min(ratios):.4f}-{max(ratios):.4f}"],
+                 ["iOS16 index packing: coremltools `pack_elements_into_bits` -> `lut.packed_indices`",
+                  f"{steps['pack_coremltools_s']:.2f} s -> {steps['pack_fusionc_s']:.2f} s", "same bytes"]]
     return rows([f"{len(data['weights'])} largest conv weights of an SD-1.5-shaped UNet ({params:.1f}M params), "
                  f"{data['nbits']} bits, per tensor", "wall time", "relative weight MSE"], body)
 
