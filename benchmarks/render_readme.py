@@ -47,6 +47,12 @@ def table(name: str, *files: str) -> Callable[[Callable[[Path], str]], Callable[
     return register
 
 
+def table_per_file(render: Callable[[Path, str], str], **files: str) -> None:
+    """One table per results file drawn by the same `render(results, file)`: name=file.json, ..."""
+    for name, file in files.items():
+        TABLES[name] = Table(name, (file,), lambda results, file=file: render(results, file))
+
+
 def load(results: Path, name: str) -> dict[str, Any]:
     path = results / name
     if not path.exists():
@@ -128,19 +134,8 @@ def _ort_cpu_small_frontier(results: Path) -> str:
                  "PSNR dB (held out)"], body)
 
 
-@table("ort_cpu_mid", "ort_cpu_mid.json")
-def _ort_cpu_mid(results: Path) -> str:
-    return _ort_cpu(results, "ort_cpu_mid.json")
-
-
-@table("ort_cpu_small", "ort_cpu_small.json")
-def _ort_cpu_small(results: Path) -> str:
-    return _ort_cpu(results, "ort_cpu_small.json")
-
-
-@table("ort_cpu_sd15", "ort_cpu_sd15.json")
-def _ort_cpu_sd15(results: Path) -> str:
-    return _ort_cpu(results, "ort_cpu_sd15.json")
+table_per_file(_ort_cpu, ort_cpu_mid="ort_cpu_mid.json", ort_cpu_small="ort_cpu_small.json",
+               ort_cpu_sd15="ort_cpu_sd15.json")
 
 
 @table("compile_scale_unet", "compile_scale_onnx_unet.json")
@@ -886,14 +881,7 @@ def render_fleet(results: Path, file: str) -> str:
     return out + "\n" + source(data, file) + "\n"
 
 
-@table("fleet_builtin", "fleet_builtin.json")
-def render_fleet_builtin(results: Path) -> str:
-    return render_fleet(results, "fleet_builtin.json")
-
-
-@table("fleet_sd15", "fleet_sd15.json")
-def render_fleet_sd15(results: Path) -> str:
-    return render_fleet(results, "fleet_sd15.json")
+table_per_file(render_fleet, fleet_builtin="fleet_builtin.json", fleet_sd15="fleet_sd15.json")
 
 
 @table("fleet_scaling", "fleet_scaling.json")
