@@ -693,10 +693,11 @@ def render_sdxl_scale(results: Path) -> str:
         body.append([label, outcome, f"{part['wall_s']:.0f}", "-" if compile_s is None else f"{compile_s:.0f}",
                      _gb(part.get("peak_rss_bytes")), _gb(part.get("peak_rss_anon_bytes")), size,
                      db(part.get("psnr_db"))])
-    when = ", ".join(f"{k} {v}" for k, v in data.get("parts_run_at", {}).items())
+    revs = data.get("parts_git_rev", {})
+    when = ", ".join(f"{k} {v}" + (f" (git {revs[k]})" if k in revs else "") for k, v in data.get("parts_run_at", {}).items())
     return (rows(["SDXL UNet (2.6B, fp32 10.3 GB), this machine", "outcome", "wall s",
                   "s without trajectory/verify", "peak RSS GB", "peak anon GB", "GB", "PSNR dB"], body)
-            + f"\n(benchmarks/results/sdxl_scale.json; git {data.get('git_rev')}; parts run at {when})\n")
+            + f"\n(benchmarks/results/sdxl_scale.json; last run at git {data.get('git_rev')}; parts run at {when})\n")
 
 
 DIT_PARTS = {"sd3_transformer_coreml": "SD3 transformer, coreml 6-bit palettized (`--palettize 6 --chunk auto`)",

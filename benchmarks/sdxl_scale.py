@@ -315,6 +315,10 @@ def main() -> None:
         else:
             record[part] = part_fusionc(part.split("_")[1], checkpoint, args.work, limit)
         record.setdefault("parts_run_at", {})[part] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        record.setdefault("parts_git_rev", {})[part] = record["git_rev"]
+        record.get("not_run", {}).pop(part, None)  # a part that ran is no longer "not run"
+        if not record.get("not_run", True):
+            record.pop("not_run")
         save(record)
         print(f"[sdxl_scale] {part}: {json.dumps(record[part])[:400]}", flush=True)
 
