@@ -7,7 +7,10 @@ included) and gives every op a numpy implementation from an extensible table (`r
 
 Numerics: each op computes in float32 from its inputs and rounds its outputs to the dtype the program
 declares (fp16 in an fp16 program), which is how the GPU and the Neural Engine store activations between
-ops. constexpr_* weight ops are decompressed once, at load time, as Core ML does.
+ops. constexpr_* weight ops are decompressed once, at load time, as Core ML does, unless their dense form would
+pass LAZY_WEIGHT_BYTES: then each is decompressed just before its first use in a call and dropped after its last
+(T5-XXL's four 6-bit chunks are 9.5 GB dense in fp16 beside 3.6 GB compressed: decompressed at load, the
+executor took the verification past 18 GB; per call it costs one decompression of every weight).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from coremltools.converters.mil.mil import Program, Var, types
 
 OpFn = Callable[..., Any]
 EXECUTORS: dict[str, OpFn] = {}
+LAZY_WEIGHT_BYTES = 2 << 30  # dense constexpr weights above this are decompressed per call, at their first use
 
 
 def register(*op_types: str) -> Callable[[OpFn], OpFn]:
@@ -51,13 +55,19 @@ class OpProfile:
 
 
 class MILExecutor:
-    """Executes `program.functions[function]`; constants and constexpr weights are materialized once."""
+    """Executes `program.functions[function]`; constants are materialized once, constexpr weights once (at load)
+    or per call (`lazy_weights`: True, False, or None to decide by their dense size against LAZY_WEIGHT_BYTES)."""
 
-    def __init__(self, program: Program, function: str = "main") -> None:
+    def __init__(self, program: Program, function: str = "main", lazy_weights: bool | None = None) -> None:
         self.function = program.functions[function]
         self.constants: dict[str, np.ndarray] = {}
         self.steps: list[Any] = []
         self.profile: OpProfile | None = None
+        constexprs = [op for op in self.function.operations if op.op_type.startswith("constexpr_")]
+        if lazy_weights is None:
+            lazy_weights = sum(_dense_bytes(op.outputs[0]) for op in constexprs) > LAZY_WEIGHT_BYTES
+        self.deferred: dict[str, Any] = {}  # constexpr output name -> op, decompressed in __call__ (lazy_weights)
+        returned = {v.name for v in self.function.outputs}
         missing = set()
         for op in self.function.operations:
             if op.op_type == "const":
@@ -65,9 +75,10 @@ class MILExecutor:
             elif op.op_type.startswith("constexpr_"):
                 if op.op_type not in EXECUTORS:
                     missing.add(op.op_type)
-                    continue
-                out = EXECUTORS[op.op_type](op, **self._inputs(op, self.constants))
-                self.constants[op.outputs[0].name] = np.asarray(out).astype(np_dtype(op.outputs[0]))
+                elif lazy_weights and op.outputs[0].name not in returned:
+                    self.deferred[op.outputs[0].name] = op
+                else:
+                    self.constants[op.outputs[0].name] = self._decompress(op, self.constants)
             else:
                 if op.op_type not in EXECUTORS:
                     missing.add(op.op_type)
@@ -81,6 +92,12 @@ class MILExecutor:
     @classmethod
     def from_mlpackage(cls, path: str | Path) -> "MILExecutor":
         return cls(load_program(path))
+
+    def _decompress(self, op: Any, env: dict[str, np.ndarray]) -> np.ndarray:
+        for var in _input_vars(op):  # a constexpr of a deferred constexpr (constexpr_cast of a LUT)
+            if var.name in self.deferred and var.name not in env:
+                env[var.name] = self._decompress(self.deferred[var.name], env)
+        return np.asarray(EXECUTORS[op.op_type](op, **self._inputs(op, env))).astype(np_dtype(op.outputs[0]))
 
     def _liveness(self) -> dict[int, list[str]]:
         """For each step, the values last read there (freed afterwards to bound peak memory)."""
@@ -124,6 +141,9 @@ class MILExecutor:
             env[name] = arr.astype(np_dtype(var))
         for i, op in enumerate(self.steps):
             start = time.perf_counter() if self.profile is not None else 0.0
+            for var in _input_vars(op):  # a deferred weight, decompressed at its first use (freed after its last)
+                if var.name in self.deferred and var.name not in env:
+                    env[var.name] = self._decompress(self.deferred[var.name], env)
             result = EXECUTORS[op.op_type](op, **self._inputs(op, env))
             outs = result if isinstance(result, (list, tuple)) else [result]
             for var, arr in zip(op.outputs, outs):
@@ -139,6 +159,14 @@ class MILExecutor:
         if name in env:
             return env[name]
         return self.constants[name]
+
+
+def _dense_bytes(var: Var) -> int:
+    """Bytes of a tensor var's value at its declared dtype (0 when its shape is not static)."""
+    shape = var.shape if types.is_tensor(var.sym_type) else ()
+    if any(not isinstance(d, (int, np.integer)) for d in shape):
+        return 0
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(np_dtype(var)).itemsize
 
 
 def _input_vars(op: Any) -> list[Var]:
