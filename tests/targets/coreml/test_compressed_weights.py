@@ -129,3 +129,17 @@ def test_packing_refuses_an_index_wider_than_its_bits() -> None:
 
     with pytest.raises(ValueError, match="exceeds 4 bits"):
         packed_indices(np.array([3, 16], dtype=np.uint8), 4)
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 3, 4, 6, 8])
+def test_executor_unpacks_what_coremltools_packs(nbits) -> None:
+    """The executor reads iOS16 LUT indices as packed by coremltools' own packer (not ours: the check stays
+    independent of the lowering), for lengths that end mid-byte and mid-word."""
+    from coremltools.optimize._utils import pack_elements_into_bits
+
+    from fusionc.targets.coreml.executor.ops_constexpr import unpack_bits
+
+    rng = np.random.default_rng(10 + nbits)
+    for length in (1, 5, 7, 8, 9, 24, 1001):
+        indices = rng.integers(0, 2**nbits, length).astype(np.uint8)
+        np.testing.assert_array_equal(unpack_bits(pack_elements_into_bits(indices, nbits), nbits, length), indices)
