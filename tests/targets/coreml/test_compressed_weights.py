@@ -143,3 +143,23 @@ def test_executor_unpacks_what_coremltools_packs(nbits) -> None:
     for length in (1, 5, 7, 8, 9, 24, 1001):
         indices = rng.integers(0, 2**nbits, length).astype(np.uint8)
         np.testing.assert_array_equal(unpack_bits(pack_elements_into_bits(indices, nbits), nbits, length), indices)
+
+
+def test_lowered_lut_indices_are_coremltools_packing_of_the_palette() -> None:
+    """The lowering hands the graph's stored index stream to Core ML as is (trimmed) where no transpose is needed:
+    byte for byte what coremltools packs from the palette's indices (a linear weight's, transposed to [out, in])."""
+    from coremltools.optimize._utils import pack_elements_into_bits
+
+    from fusionc.passes.compression.palettize import read_lut_node
+    from fusionc.targets.coreml.lowering.table import mil_name
+
+    model = conv_linear_model()
+    PalettizeWeightsPass(4)(model)
+    palettes = {mil_name(n.outputs[0].name): read_lut_node(n) for n in model.graph if n.op_type == "LutToDense"}
+    program = lower_model(model, LoweringOptions("fp16", "iOS17"))
+    lowered = {op.name: op for op in program.functions["main"].operations if op.op_type == "constexpr_lut_to_dense"}
+    assert len(lowered) == len(palettes) == 3 and any(not name.endswith("_t") for name in lowered)
+    for name, op in lowered.items():
+        indices = palettes[name.removesuffix("_t")].indices
+        expected = pack_elements_into_bits((indices.T if name.endswith("_t") else indices).reshape(-1), 4)
+        assert np.asarray(op.indices.val).tobytes() == expected.tobytes(), name
