@@ -97,7 +97,8 @@ class MILExecutor:
         for var in _input_vars(op):  # a constexpr of a deferred constexpr (constexpr_cast of a LUT)
             if var.name in self.deferred and var.name not in env:
                 env[var.name] = self._decompress(self.deferred[var.name], env)
-        return np.asarray(EXECUTORS[op.op_type](op, **self._inputs(op, env))).astype(np_dtype(op.outputs[0]))
+        out = np.asarray(EXECUTORS[op.op_type](op, **self._inputs(op, env)))
+        return out.astype(np_dtype(op.outputs[0]), copy=False)
 
     def _liveness(self) -> dict[int, list[str]]:
         """For each step, the values last read there (freed afterwards to bound peak memory)."""
