@@ -311,6 +311,8 @@ def main() -> None:
         for part, why in args.not_run:
             section.setdefault("not_run", {})[part] = why
             section.pop(part, None)
+            for runs in (section.get("parts_run_at", {}), section.get("parts_git_rev", {})):  # no stale run dates
+                runs.pop(part, None)
             kind = "sd3" if part.startswith("sd3") else "t5"
             folder = where / (CHECKPOINT_NAMES[kind] + ("" if args.scale == "full" else f"_{args.scale}"))
             section.setdefault("checkpoints", {}).setdefault(kind, {
