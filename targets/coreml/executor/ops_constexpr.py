@@ -74,7 +74,7 @@ def lut_to_dense(op: Any, lut: Any, indices: Any, shape: Any = None, vector_axis
         count = int(np.prod(out_shape))
         nbits = int(np.log2(lut.shape[-1]))
         flat = idx.reshape(-1) if idx.size == count else unpack_bits(idx, nbits, count)
-        return lut.reshape(-1)[flat].reshape(out_shape)  # in the LUT's own dtype: a widening is exact, later
+        return lut.reshape(-1)[flat].reshape(out_shape)  # gathered in the LUT's dtype; widening it later is exact
     # iOS18: lut [*G (rank of indices), K, V]
     rank = idx.ndim
     groups = lut.shape[:rank]
