@@ -245,7 +245,7 @@ def run_part(part: str, checkpoint: Path, args: argparse.Namespace, params: int)
     log = args.work / f"dit_{args.scale}_{part}.log"
     deadline = deadline_time(args.deadline)
     result = run_watched(command, int(args.limit_gb * (1 << 30)), log, floor=int(args.floor_gb * (1 << 30)),
-                         deadline=deadline)
+                         deadline=deadline, disk=args.work)
     if deadline is not None:
         result["deadline"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline))
     result["asked"] = asked

@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,8 +85,11 @@ class TreeWatch:
     `floor`) when the machine's MemAvailable falls under `floor` bytes (the machine is shared: a part must not
     starve the others even under its own limit)."""
 
-    def __init__(self, pid: int, limit: int, floor: int = 0, deadline: float | None = None) -> None:
+    def __init__(self, pid: int, limit: int, floor: int = 0, deadline: float | None = None,
+                 disk: Path | None = None) -> None:
         self.pid, self.limit, self.peak, self.killed = pid, limit, 0, False
+        self.disk = disk  # a folder on the disk the part writes to: its least free space is recorded
+        self.disk_free_before = self.min_disk_free = shutil.disk_usage(disk).free if disk is not None else None
         self.floor, self.killed_at_floor, self.min_available = floor, False, mem_available()
         self.deadline, self.killed_at_deadline = deadline, False  # deadline: time.time() past which the group is killed
         self.peak_anon = 0  # RSS minus memory-mapped file pages (which the kernel can drop): what can OOM the machine
@@ -120,6 +124,8 @@ class TreeWatch:
             self.peak, self.peak_anon = max(self.peak, rss), max(self.peak_anon, anon)
             available = mem_available()
             self.min_available = min(self.min_available, available)
+            if self.disk is not None:
+                self.min_disk_free = min(self.min_disk_free, shutil.disk_usage(self.disk).free)
             late = self.deadline is not None and time.time() > self.deadline
             if (rss > self.limit or available < self.floor or late) and not self.killed:
                 self.killed, self.killed_at_floor = True, rss <= self.limit and available < self.floor
@@ -131,15 +137,16 @@ class TreeWatch:
             time.sleep(0.5)
 
 
-def run_watched(command: list[str], limit: int, log: Path, floor: int = 0, deadline: float | None = None) -> dict[str, Any]:
+def run_watched(command: list[str], limit: int, log: Path, floor: int = 0, deadline: float | None = None,
+                disk: Path | None = None) -> dict[str, Any]:
     """Run `command` in its own process group under the memory watch; returns wall, peak, exit, last lines
     (with a `floor`, also whether the machine's MemAvailable fell under it and its lowest value; with a `deadline`,
-    whether the part was cut there)."""
+    whether the part was cut there; with `disk`, that disk's free bytes before and at their lowest)."""
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     with log.open("w") as handle:
         proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-        watch = TreeWatch(proc.pid, limit, floor, deadline)
+        watch = TreeWatch(proc.pid, limit, floor, deadline, disk)
         code = proc.wait()
     watch.thread.join(timeout=2)
     lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip() and "Failed to load" not in x]
@@ -151,6 +158,8 @@ def run_watched(command: list[str], limit: int, log: Path, floor: int = 0, deadl
             "peak_rss_anon_bytes": watch.peak_anon,
             "killed_at_memory_limit": watch.killed and not (watch.killed_at_floor or watch.killed_at_deadline),
             **floor_fields, **({"killed_at_deadline": watch.killed_at_deadline} if deadline is not None else {}),
+            **({"disk_free_before_bytes": watch.disk_free_before, "min_disk_free_bytes": watch.min_disk_free}
+               if disk is not None else {}),
             "last_stage": stages[-1] if stages else None,
             "log_tail": lines[-6:], "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
@@ -191,10 +200,8 @@ def part_fusionc(kind: str, checkpoint: Path, work: Path, limit: int) -> dict[st
         # no remedy rounds (each is a QDQ evaluation of the whole UNet: minutes here), one selection call
         command = common + ["--target", "qnn", "--precision", "w8a16", "--calibration-samples", "2", "--no-verify",
                             "--qnn-remedy-rounds", "0", "--selection-steps", "1", "--selection-prompts", "1"]
-    import shutil
-
     shutil.rmtree(out, ignore_errors=True)
-    result = run_watched(command, limit, work / f"sdxl_{kind}.log")
+    result = run_watched(command, limit, work / f"sdxl_{kind}.log", disk=work)
     result["memory_profile"] = str(profile.relative_to(Path(__file__).parent.parent))
     result.update(summarize_profile(profile, work / f"sdxl_{kind}.log"))
     manifest_path = out / "manifest.json"
@@ -263,8 +270,6 @@ def peer_child(checkpoint: Path, out: Path) -> None:
 
 
 def part_peer(checkpoint: Path, work: Path, limit: int) -> dict[str, Any]:
-    import shutil
-
     out = work / "sdxl_peer" / "Unet.mlpackage"
     shutil.rmtree(out.parent, ignore_errors=True)
     out.parent.mkdir(parents=True)
