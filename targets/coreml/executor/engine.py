@@ -93,10 +93,14 @@ class MILExecutor:
     def from_mlpackage(cls, path: str | Path) -> "MILExecutor":
         return cls(load_program(path))
 
-    def _decompress(self, op: Any, env: dict[str, np.ndarray]) -> np.ndarray:
-        for var in _input_vars(op):  # a constexpr of a deferred constexpr (constexpr_cast of a LUT)
+    def _decompress_inputs(self, op: Any, env: dict[str, np.ndarray]) -> None:
+        """The deferred weights `op` reads, decompressed into `env` at their first use (freed after their last)."""
+        for var in _input_vars(op):
             if var.name in self.deferred and var.name not in env:
                 env[var.name] = self._decompress(self.deferred[var.name], env)
+
+    def _decompress(self, op: Any, env: dict[str, np.ndarray]) -> np.ndarray:
+        self._decompress_inputs(op, env)  # a constexpr of a deferred constexpr (constexpr_cast of a LUT)
         out = np.asarray(EXECUTORS[op.op_type](op, **self._inputs(op, env)))
         return out.astype(np_dtype(op.outputs[0]), copy=False)
 
@@ -142,9 +146,7 @@ class MILExecutor:
             env[name] = arr.astype(np_dtype(var))
         for i, op in enumerate(self.steps):
             start = time.perf_counter() if self.profile is not None else 0.0
-            for var in _input_vars(op):  # a deferred weight, decompressed at its first use (freed after its last)
-                if var.name in self.deferred and var.name not in env:
-                    env[var.name] = self._decompress(self.deferred[var.name], env)
+            self._decompress_inputs(op, env)
             result = EXECUTORS[op.op_type](op, **self._inputs(op, env))
             outs = result if isinstance(result, (list, tuple)) else [result]
             for var, arr in zip(op.outputs, outs):

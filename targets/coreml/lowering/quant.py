@@ -11,6 +11,8 @@ consumer needs (for `linear`, [out, in]), so no run-time transpose sits after th
 
 from __future__ import annotations
 
+from typing import Any
+
 import coremltools as ct
 import numpy as np
 import onnx_ir as ir
@@ -130,9 +132,14 @@ def lut_constexpr(ctx: LoweringContext, indices: np.ndarray, lut: np.ndarray, ax
                                          lut=lut.astype(float_dtype).reshape(lut_shape), name=name)
     if lut.shape[0] != 1:
         raise ctx.unsupported("uses grouped palettes, which need --deployment-target iOS18")
-    packed = lutlib.packed_indices(indices, nbits)
+    return _ios16_lut(ctx, lutlib.packed_indices(indices, nbits), lut, indices.shape, name)
+
+
+def _ios16_lut(ctx: LoweringContext, packed: np.ndarray, lut: np.ndarray, shape: Any, name: str) -> Var:
+    """iOS16's constexpr_lut_to_dense: one LUT, indices packed LSB-first into exactly the bytes they need."""
+    float_dtype = np.float16 if ctx.float_dtype == "fp16" else np.float32
     return mb.constexpr_lut_to_dense(indices=packed, lut=lut.reshape(-1).astype(float_dtype),
-                                     shape=np.array(indices.shape, dtype=np.uint32), name=name)
+                                     shape=np.asarray(shape, dtype=np.uint32), name=name)
 
 
 def lut_to_dense_constexpr(ctx: LoweringContext, node: ir.Node, transpose: bool = False) -> Var:
@@ -148,11 +155,9 @@ def lut_to_dense_constexpr(ctx: LoweringContext, node: ir.Node, transpose: bool 
         # LSB-first, padded to 3 bytes); pass it on trimmed instead of unpacking and packing again (75 of T5-XXL's
         # 77 s of lowering)
         nbits = node.attributes["nbits"].as_int()
-        shape = node.inputs[2].const_value.numpy().astype(np.uint32)
+        shape = node.inputs[2].const_value.numpy()
         stream = node.inputs[0].const_value.numpy()[:-(-int(np.prod(shape, dtype=np.int64)) * nbits // 8)]
-        float_dtype = np.float16 if ctx.float_dtype == "fp16" else np.float32
-        return mb.constexpr_lut_to_dense(indices=stream, lut=lut.reshape(-1).astype(float_dtype), shape=shape,
-                                         name=name)
+        return _ios16_lut(ctx, stream, lut, shape, name)
     palette = read_lut_node(node)
     return lut_constexpr(ctx, palette.indices, palette.lut, palette.axis, name, transpose)
 
