@@ -24,7 +24,8 @@ PSNR is thus on random inputs of random weights, held out from calibration; it c
   sd3_transformer_coreml  `--target coreml --palettize 6 --chunk auto` (1 GB per-model limit of the default
                           iPhone profile: 2 chunks at full size), verified in the MIL executor
   sd3_transformer_qnn     `--target qnn --precision w8a16`, one calibration batch, no remedy rounds; at full size
-                          `--no-verify` (the HTP emulator at this size is hours), verified at --scale small
+                          verified with `--qnn-verify-runtime cpu` (the QDQ graphs on ORT's CPU EP: the HTP emulator
+                          at this size is hours per call), on the HTP emulator at --scale small
   t5xxl_coreml            `--target coreml --palettize 6 --compress-components text_encoder --chunk N` (auto splits
                           UNets and transformers only; N from the 6-bit size against 1 GB)
   t5xxl_qnn               as sd3_transformer_qnn
@@ -221,9 +222,9 @@ def part_command(part: str, checkpoint: Path, out: Path, profile: Path, args: ar
     else:
         command += ["--precision", "w8a16", "--calibration-samples", "1", "--qnn-remedy-rounds", "0",
                     "--selection-steps", "1", "--selection-prompts", "1"]
-        if args.scale != "small":  # the HTP emulator at full width: hours per call
-            command.append("--no-verify")
-        asked["verified"] = args.scale == "small"
+        if args.scale != "small":  # the HTP emulator at full width: hours per call; the QDQ graphs on the CPU EP
+            command += ["--qnn-verify-runtime", "cpu"]
+        asked["verified_on"] = "htp" if args.scale == "small" else "cpu"
     return command, asked
 
 
@@ -257,6 +258,7 @@ def run_part(part: str, checkpoint: Path, args: argparse.Namespace, params: int)
         manifest = json.loads(manifest_path.read_text())
         entry = manifest["components"][component]
         result.update({"bytes": entry["bytes"], "files": entry["files"], "psnr_db": entry.get("psnr_db"),
+                       "psnr_db_calibration": entry.get("psnr_db_calibration"), "verified_on": entry.get("verified_on"),
                        "inputs": entry.get("inputs"), "stage_seconds": manifest.get("timings"),
                        "pass_seconds": {p["name"]: p["seconds"] for p in entry.get("passes", [])}})
         if part.endswith("coreml"):

@@ -8,9 +8,10 @@ peak RSS is the whole process tree's, and a part that crosses --limit-gb is kill
 
   fusionc_coreml  `fusionc compile SDXL_UNET --target coreml --palettize 4 --chunk auto` (verified: PSNR of
                   the palettized chunks in the MIL executor against the fp32 torch UNet on one guidance batch)
-  fusionc_qnn     `fusionc compile SDXL_UNET --target qnn --precision w8a16 --no-verify --qnn-remedy-rounds 0`
-                  (HTP emulator verification at this size is hours: one SD-1.5 evaluation takes ~12 minutes); the
-                  2 GB context limit of the device profile splits the UNet into several context binaries
+  fusionc_qnn     `fusionc compile SDXL_UNET --target qnn --precision w8a16 --qnn-verify-runtime cpu
+                  --qnn-remedy-rounds 0`, verified on its QDQ graphs on ORT's CPU EP (HTP emulator verification
+                  at this size is hours: one SD-1.5 evaluation takes ~12 minutes); the 2 GB context limit of the
+                  device profile splits the UNet into several context binaries
   peer            ct.convert(torch.export.export(unet)), fp16, iOS17, then 4-bit palettization with
                   coremltools.optimize (the peer's own way to the same artifact); stages reached are recorded
 
@@ -198,8 +199,10 @@ def part_fusionc(kind: str, checkpoint: Path, work: Path, limit: int) -> dict[st
         command = common + ["--target", "coreml", "--palettize", "4", "--chunk", "auto"]
     else:
         # no remedy rounds (each is a QDQ evaluation of the whole UNet: minutes here), one selection call
-        command = common + ["--target", "qnn", "--precision", "w8a16", "--calibration-samples", "2", "--no-verify",
-                            "--qnn-remedy-rounds", "0", "--selection-steps", "1", "--selection-prompts", "1"]
+        # and verified on the QDQ graphs on ORT's CPU EP (the HTP emulator at this size takes hours per call)
+        command = common + ["--target", "qnn", "--precision", "w8a16", "--calibration-samples", "2",
+                            "--qnn-verify-runtime", "cpu", "--qnn-remedy-rounds", "0", "--selection-steps", "1",
+                            "--selection-prompts", "1"]
     shutil.rmtree(out, ignore_errors=True)
     result = run_watched(command, limit, work / f"sdxl_{kind}.log", disk=work)
     result["memory_profile"] = str(profile.relative_to(Path(__file__).parent.parent))
@@ -209,6 +212,7 @@ def part_fusionc(kind: str, checkpoint: Path, work: Path, limit: int) -> dict[st
         manifest = json.loads(manifest_path.read_text())
         unet = manifest["components"]["unet"]
         result.update({"bytes": unet["bytes"], "files": unet["files"], "psnr_db": unet.get("psnr_db"),
+                       "psnr_db_calibration": unet.get("psnr_db_calibration"), "verified_on": unet.get("verified_on"),
                        "stage_seconds": manifest.get("timings"),
                        "pass_seconds": {p["name"]: p["seconds"] for p in unet.get("passes", [])},
                        "peak_rss_mb_after_stage": manifest.get("peak_rss_mb_after_stage")})

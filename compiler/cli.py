@@ -127,6 +127,9 @@ def main(debug: bool) -> None:
 @click.option("--qnn-max-build-bytes", type=click.IntRange(1), default=None,
               help="QNN: split a component where building its context would take more memory than this "
                    "[default: 8 GiB].")
+@click.option("--qnn-verify-runtime", type=click.Choice(["htp", "cpu"]), default=None,
+              help="QNN: verify the context binaries on the HTP (the emulator on x86-64; hours per call at SDXL "
+                   "size) or the QDQ graphs on ONNX Runtime's CPU EP (the quantization only, minutes) [default: htp].")
 @click.option("--opset", type=click.IntRange(18, 21), default=None, help="ONNX opset of the export [default: 18].")
 @click.option("--seed", type=int, default=None, help="Seed of the verification trajectory [default: 0].")
 @click.option("--latency-steps", type=click.IntRange(1), default=None,
@@ -264,6 +267,9 @@ def _print_summary(manifest: dict[str, Any], out: Path) -> None:
     for name, comp in manifest["components"].items():
         psnr = comp.get("psnr_db")
         table.add_row(name, ", ".join(comp["files"]), f"{comp['bytes'] / 1e6:.2f}", "-" if psnr is None else f"{psnr:.1f}")
+    where = sorted({c["verified_on"] for c in manifest["components"].values() if c.get("verified_on")})
+    if where:
+        table.caption = "PSNR measured on: " + "; ".join(where)
     Console().print(table)
     marks = {"passed": "[green]pass[/green]", "failed": "[red]FAIL[/red]", "skipped": "[yellow]skip[/yellow]"}
     for gate in manifest.get("gates", []):
@@ -277,8 +283,12 @@ def _print_summary(manifest: dict[str, Any], out: Path) -> None:
               help="Verify on these prompts instead of the build's verification set (separated by ';' or '|').")
 @click.option("--seeds", default=None, help="Comma-separated seeds, one per prompt (or one to count up from) [default: 0,1,...].")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="Denoising steps [default: the build's verify_steps].")
+@click.option("--qnn-verify-runtime", type=click.Choice(["htp", "cpu"]), default=None,
+              help="QNN builds: the contexts on the HTP (emulator) or the QDQ graphs on ONNX Runtime's CPU EP "
+                   "[default: what the compile used].")
 @handle_errors
-def verify_command(build: Path, min_psnr: float | None, prompts: str | None, seeds: str | None, steps: int | None) -> None:
+def verify_command(build: Path, min_psnr: float | None, prompts: str | None, seeds: str | None, steps: int | None,
+                   qnn_verify_runtime: str | None) -> None:
     """Re-run verification of BUILD against the torch model it was compiled from (on its own held-out
     verification set, or on --prompts/--seeds of your choosing)."""
     from fusionc.core.errors import BadInputError
@@ -291,7 +301,7 @@ def verify_command(build: Path, min_psnr: float | None, prompts: str | None, see
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip()) if seeds else ()
     except ValueError:
         raise BadInputError(f"--seeds '{seeds}' is not a comma-separated list of integers: write e.g. --seeds 3,4") from None
-    verify_build(build, min_psnr, prompt_list, seed_list, steps)
+    verify_build(build, min_psnr, prompt_list, seed_list, steps, qnn_verify_runtime)
 
 
 @main.command("inspect")

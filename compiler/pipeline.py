@@ -33,7 +33,7 @@ from fusionc.core.options import (ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOpt
                                   options_in_effect)
 from fusionc.core.progress import STAGE_PEAK_RSS_MB, stage, track
 from fusionc.core.reproducible import reset_name_state, strip_fold_provenance, strip_host_paths
-from fusionc.targets import get_target
+from fusionc.targets import get_target, verification_runner
 from fusionc.core.context import ComponentContext
 from fusionc.core.executor import SERIAL, TaskExecutor
 from fusionc.core.numerics import Feeds
@@ -190,12 +190,14 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         manifest["components"] = {n: manifest["components"][n] for n in names}  # the checkpoint's order
         target.finalize(build, checkpoint, manifest, options)
         for name in names if options.verify else []:
-            runner = target.runner(build, name, manifest)
+            runner = verification_runner(target, build, name, manifest, options)
             feeds = verification.feeds[name]
             with stage(f"{name}: verify on {options.target}", timings):
                 scores = compare(runner, verification.outputs[name], track(feeds, "verification inputs", total=len(feeds)))
             manifest["components"][name]["psnr_db"] = scores.pop("psnr_db")
             manifest["components"][name]["psnr_by_output"] = scores
+            if hasattr(runner, "runs_on"):
+                manifest["components"][name]["verified_on"] = runner.runs_on
             if calibration.outputs.get(name):  # the inputs it was tuned on: the gap to psnr_db is the generalization gap
                 picks = _spread(len(calibration.feeds[name]), len(verification.feeds[name]))  # as many as verified
                 feeds = [calibration.feeds[name][i] for i in picks]

@@ -86,7 +86,8 @@ def junit_xml(report: dict[str, Any]) -> str:
         psnr = comp.get("psnr_db")
         ET.SubElement(case, "system-out").text = (
             f"files: {', '.join(comp.get('files', []))}; {comp.get('bytes', 0) / 1e6:.2f} MB; "
-            f"PSNR: {'not verified' if psnr is None else f'{psnr:.2f} dB'}")
+            f"PSNR: {'not verified' if psnr is None else f'{psnr:.2f} dB'}"
+            + (f" ({comp['verified_on']})" if psnr is not None and comp.get("verified_on") else ""))
         cases.append(case)
     for gate in report["gates"]:
         case = ET.Element("testcase", classname=f"fusionc.gate.{gate['gate']}", name=gate["subject"])

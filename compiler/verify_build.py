@@ -16,7 +16,7 @@ from fusionc.export import component_spec
 from fusionc.core.options import CompileOptions
 from fusionc.pipeline import gate_psnr
 from fusionc.core.progress import stage
-from fusionc.targets import get_target
+from fusionc.targets import get_target, verification_runner
 from fusionc.core.context import VERIFICATION
 from fusionc.inputs import collect, role_spec, role_steps, user_spec
 from fusionc.verify import compare, reference_outputs
@@ -33,7 +33,8 @@ def options_from_manifest(manifest: dict[str, Any]) -> CompileOptions:
 
 
 def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str, ...] = (),
-                 seeds: tuple[int, ...] = (), steps: int | None = None) -> dict[str, Any]:
+                 seeds: tuple[int, ...] = (), steps: int | None = None,
+                 qnn_runtime: str | None = None) -> dict[str, Any]:
     """Recompute each component's PSNR, print it, apply the gate.
 
     Without `prompts`: the build's own verification set (the manifest's options), and the manifest's
@@ -52,6 +53,10 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
     options = options_from_manifest(manifest)
     if steps is not None:
         options = dataclasses.replace(options, verify_steps=steps)
+    if qnn_runtime is not None:
+        if manifest["target"] != "qnn":
+            raise BadInputError(f"--qnn-verify-runtime is for QNN builds and '{build}' is a {manifest['target']} build: drop it")
+        options = dataclasses.replace(options, qnn_verify_runtime=qnn_runtime)
     spec = user_spec(tuple(prompts), tuple(seeds), role_steps(options, VERIFICATION)) if prompts else \
         role_spec(options, VERIFICATION)
     checkpoint = load_checkpoint(source, options.allow_pickle)
@@ -64,15 +69,19 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
         inputs = collect(checkpoint, options, list(manifest["components"]), {VERIFICATION: spec})[VERIFICATION]
     feeds, expected = inputs.feeds, inputs.outputs
     results: dict[str, Any] = {}
+    ran_on: dict[str, str | None] = {}
     for name in manifest["components"]:
         with stage(f"{name}: verify on {manifest['target']}"):
             if name not in expected:
                 expected[name] = reference_outputs(component_spec(checkpoint, name, options).reference, feeds[name])
-            scores = compare(target.runner(build, name, manifest), expected[name], feeds[name])
+            runner = verification_runner(target, build, name, manifest, options)
+            scores = compare(runner, expected[name], feeds[name])
         results[name] = scores
+        ran_on[name] = getattr(runner, "runs_on", None)
         print(f"{name:14s} {scores['psnr_db']:7.2f} dB")
     if prompts:
-        run = {"inputs": inputs.describe(), "components": {n: {"psnr_db": r["psnr_db"]} for n, r in results.items()}}
+        run = {"inputs": inputs.describe(), "components": {n: {"psnr_db": r["psnr_db"], **_verified_on(ran_on[n])}
+                                                           for n, r in results.items()}}
         manifest.setdefault("verify_runs", []).append(run)
         gated = {**manifest, "components": {n: {**e, "psnr_db": results[n]["psnr_db"]}
                                             for n, e in manifest["components"].items()}}
@@ -81,9 +90,16 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
             entry = manifest["components"][name]
             entry["psnr_db"] = scores.pop("psnr_db")
             entry["psnr_by_output"] = scores
+            entry.pop("verified_on", None)
+            entry.update(_verified_on(ran_on[name]))
         gated = manifest
     tmp = build / (buildfs.MANIFEST + ".tmp")
     buildfs.write_json(tmp, manifest)
     tmp.replace(build / buildfs.MANIFEST)
     gate_psnr(gated, min_psnr)
     return gated
+
+
+def _verified_on(runs_on: str | None) -> dict[str, str]:
+    return {"verified_on": runs_on} if runs_on else {}
+

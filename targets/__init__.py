@@ -41,3 +41,11 @@ def get_target(name: str, purpose: str | None = None):
     require_extra(name, purpose)
     module = importlib.import_module(f"fusionc.targets.{name}")
     return module.TARGET
+
+
+def verification_runner(target, build_dir, name: str, manifest: dict, options):
+    """The runner a component's PSNR is measured with: the target's own `runner`, or the cheaper stand-in the
+    options ask for where the target has one (`verification_runner`: qnn's --qnn-verify-runtime cpu)."""
+    own = getattr(target, "verification_runner", None)
+    return own(build_dir, name, manifest, options) if own is not None else target.runner(build_dir, name, manifest)
+

@@ -52,4 +52,8 @@ class Target(Protocol):
         """Write the files that are not one component (tokenizer, scheduler, model_index.json, bundles)."""
 
     def runner(self, build_dir: Path, name: str, manifest: dict[str, Any]) -> Runner:
-        """Load a component of a finished build for verification, generation and benchmarks."""
+        """Load a component of a finished build for verification, generation and benchmarks.
+
+        A target may also define `verification_runner(build_dir, name, manifest, options)`: what verification
+        runs instead when the options ask for a cheaper stand-in (fusionc.targets.verification_runner). A runner
+        with a `runs_on` attribute says what it ran on; the manifest records it as `verified_on`."""

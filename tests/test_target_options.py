@@ -56,6 +56,7 @@ SAMPLES: dict[str, tuple[list[str], object]] = {
     "qnn_remedy_seconds": (["--qnn-remedy-seconds", "5"], 5.0),
     "qnn_max_context_bytes": (["--qnn-max-context-bytes", "1000"], 1000),
     "qnn_max_build_bytes": (["--qnn-max-build-bytes", "1000"], 1000),
+    "qnn_verify_runtime": (["--qnn-verify-runtime", "cpu"], "cpu"),
 }
 
 FOREIGN = [(t, f) for t in ALL_TARGETS for f in OPTION_TARGETS if t not in OPTION_TARGETS[f]]

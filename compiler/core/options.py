@@ -79,6 +79,7 @@ class CompileOptions:
     qnn_remedy_seconds: float = 600.0  # and at most this long
     qnn_max_context_bytes: int | None = None  # split contexts above this; None: the device's limit
     qnn_max_build_bytes: int | None = None  # split where a context build would take more memory; None: 8 GiB
+    qnn_verify_runtime: str = "htp"  # htp: the contexts (the emulator on x86-64); cpu: the QDQ graphs on ORT's CPU EP
 
     def __post_init__(self) -> None:
         if self.precision is None:
@@ -133,6 +134,7 @@ OPTION_TARGETS: dict[str, tuple[str, ...]] = {
     "qnn_remedy_seconds": ("onnx", "qnn"),
     "qnn_max_context_bytes": ("qnn",),
     "qnn_max_build_bytes": ("qnn",),
+    "qnn_verify_runtime": ("qnn",),
 }
 
 

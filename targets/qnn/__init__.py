@@ -61,6 +61,9 @@ class QnnTarget:
 
         if options.precision not in PRECISIONS:
             raise BadInputError(f"--precision {options.precision} is not a QNN precision: choose {', '.join(PRECISIONS)}")
+        if options.qnn_verify_runtime == "cpu" and options.precision == "fp16":
+            raise BadInputError("--qnn-verify-runtime cpu runs the QDQ graphs and an fp16 build has none: "
+                                "verify it with --qnn-verify-runtime htp")
 
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes.generic import CleanUpGraphPass, default_pipeline
@@ -110,11 +113,23 @@ class QnnTarget:
         parts = [Path(build_dir) / p for p in entry.get("context_parts", [])] or [Path(build_dir) / name / CONTEXT_MODEL]
         return HtpRunner(parts, replace(HtpConfig.from_device(device), soc_model=None), list(entry.get("outputs", {})))
 
+    def verification_runner(self, build_dir: Path, name: str, manifest: dict[str, Any],
+                            options: CompileOptions) -> Any:
+        """`runner`, or with --qnn-verify-runtime cpu the QDQ graphs on ORT's CPU EP (cpu_check.py)."""
+        if options.qnn_verify_runtime != "cpu":
+            return self.runner(build_dir, name, manifest)
+        from fusionc.targets.qnn.cpu_check import QdqCpuRunner, qdq_graphs
+
+        entry = manifest.get("components", {}).get(name, {})
+        return QdqCpuRunner(qdq_graphs(build_dir, name, entry), list(entry.get("outputs", {})))
+
 
 class HtpRunner:
     """Runs compiled contexts on the HTP (the emulator on x86-64): canonical feeds, any batch (run per item).
 
     A split component is a chain of contexts: each reads what it needs from the tensors computed so far."""
+
+    runs_on = "QNN context binaries on the HTP backend (the HTP emulator on x86-64)"
 
     def __init__(self, contexts: Path | list[Path], config: Any = None, outputs: list[str] | None = None) -> None:
         from fusionc.targets.qnn.ep import load_context

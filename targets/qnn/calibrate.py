@@ -189,7 +189,7 @@ class SegmentedModel:
         return info
 
     def run(self, feeds: list[Feeds], visit: Callable[[str, int, np.ndarray], None],
-            wanted: set[str] | None = None) -> list[Feeds]:
+            wanted: set[str] | None = None, label: str = "calibration") -> list[Feeds]:
         """Run all samples segment by segment; `visit(name, sample, array)` sees each wanted float tensor once.
 
         Returns the graph outputs per sample.
@@ -202,7 +202,7 @@ class SegmentedModel:
         future = self._future_inputs()
         from fusionc.core.progress import track
 
-        for index, seg in track(list(enumerate(self.segments)), f"calibration ({len(live)} samples), segments"):
+        for index, seg in track(list(enumerate(self.segments)), f"{label} ({len(live)} samples), segments"):
             outputs = [o for o in seg.outputs if o in future[index] or o in self.graph_outputs
                        or (self._is_float(o) and (wanted is None or o in wanted))]
             if not outputs:
