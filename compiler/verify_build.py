@@ -55,7 +55,8 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
         options = dataclasses.replace(options, verify_steps=steps)
     if qnn_runtime is not None:
         if manifest["target"] != "qnn":
-            raise BadInputError(f"--qnn-verify-runtime is for QNN builds and '{build}' is a {manifest['target']} build: drop it")
+            raise BadInputError(f"--qnn-verify-runtime is for QNN builds and '{build}' was built for "
+                                f"--target {manifest['target']}: drop it")
         options = dataclasses.replace(options, qnn_verify_runtime=qnn_runtime)
     spec = user_spec(tuple(prompts), tuple(seeds), role_steps(options, VERIFICATION)) if prompts else \
         role_spec(options, VERIFICATION)
