@@ -60,9 +60,7 @@ def unpack_bits(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
     T5-XXL's verification and a temporary of 4 bytes per bit."""
     from fusionc.passes.compression.lut import unpack
 
-    stream = np.asarray(packed, dtype=np.uint8).reshape(-1)
-    stream = np.concatenate([stream, np.zeros(-stream.size % 3, np.uint8)]) if stream.size % 3 else stream
-    return unpack(stream, nbits, count)
+    return unpack(np.asarray(packed, dtype=np.uint8).reshape(-1), nbits, count)
 
 
 @register("constexpr_lut_to_dense")
