@@ -78,9 +78,10 @@ def resident_weight_bytes(model: ir.Model) -> int:
                if v.const_value is not None and not isinstance(v.const_value, (ir.ExternalTensor, MappedTensor)))
 
 
-def offload_weights(model: ir.Model, folder: Path, min_bytes: int = 0) -> int:
+def offload_weights(model: ir.Model, folder: Path, min_bytes: int = 0, keep_below: int = SMALL_BYTES) -> int:
     """Write the resident initializers to a new external data file in `folder` and make each a MappedTensor of it;
-    returns the bytes moved (0 when fewer than `min_bytes` were resident: not worth a file).
+    returns the bytes moved (0 when fewer than `min_bytes` were resident: not worth a file). Initializers under
+    `keep_below` bytes stay in memory.
 
     The file must outlive the model (a scratch folder removed after the compile). Offsets are aligned to 64 KB so
     onnxruntime and numpy map each tensor in place."""
@@ -93,7 +94,7 @@ def offload_weights(model: ir.Model, folder: Path, min_bytes: int = 0) -> int:
     while (folder / f"weights-{index}.data").exists():  # a new file: tensors already in an older one stay valid
         index += 1
     # small constants (shapes, scalars) stay in memory: folding reads them often, and each external tensor is a map
-    ir.external_data.unload_from_model(model, folder, f"weights-{index}.data", size_threshold_bytes=SMALL_BYTES,
+    ir.external_data.unload_from_model(model, folder, f"weights-{index}.data", size_threshold_bytes=keep_below,
                                        alignment=65536)
     for graph in (model.graph, *model.graph.subgraphs()):
         for value in graph.initializers.values():

@@ -12,6 +12,7 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 
+from fusionc.core.memory import MappedTensor, offload_weights
 from fusionc.core.numerics import Feeds
 from fusionc.passes.qnn.qdq import InsertQdqPass, QdqPlan
 from fusionc.targets.qnn.calibrate import TensorStats, collect_stats
@@ -55,11 +56,69 @@ def save_model(model: ir.Model, path: Path) -> list[Path]:
 
 
 def save_float(model: ir.Model, path: Path) -> Path:
-    """The prepared float model, sorted, always with external data (calibration segments point into it)."""
+    """The prepared float model, sorted, always with external data (calibration segments point into it).
+
+    Weights the compile already keeps in scratch files under path's folder (the export's offload,
+    fusionc.core.memory.offload_weights) are referenced where they are, and only the weights still in memory
+    are written (into a new scratch file beside them): T5-XXL's float graph no longer holds a second 19 GB copy.
+    A model reading weights from anywhere else is written whole to path + ".data", as before."""
     common.TopologicalSortPass()(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save_external(model, path)
+    if not _reference_weights_in_place(model, path.parent):
+        _save_external(model, path)
+        return path
+    ir.save(model, path)  # external tensors keep their (relative) locations
     return path
+
+
+def _graphs(model: ir.Model) -> tuple[ir.Graph, ...]:
+    return (model.graph, *model.graph.subgraphs())
+
+
+def _external_of(tensor: object) -> ir.ExternalTensor | None:
+    if isinstance(tensor, MappedTensor):
+        return tensor.external
+    return tensor if isinstance(tensor, ir.ExternalTensor) else None
+
+
+def _reference_weights_in_place(model: ir.Model, folder: Path) -> bool:
+    """Point every external weight at its file relative to `folder`, after writing the resident ones into a new
+    scratch file there; False (the model untouched) when some weight lives in a file outside `folder`."""
+    folder = folder.resolve()
+    for graph in _graphs(model):
+        for value in graph.initializers.values():
+            external = _external_of(value.const_value)
+            if external is not None and not Path(external.path).resolve().is_relative_to(folder):
+                return False
+    offload_weights(model, folder / "weights", keep_below=SMALL_TENSOR_BYTES)
+    for graph in _graphs(model):
+        for value in graph.initializers.values():
+            external = _external_of(value.const_value)
+            if external is not None:
+                value.const_value = ir.ExternalTensor(
+                    str(Path(external.path).resolve().relative_to(folder)), external.offset, external.length,
+                    external.dtype, shape=external.shape, name=external.name, base_dir=folder)
+    return True
+
+
+def external_files(path: Path) -> list[Path]:
+    """A saved model and every external data file its initializers read, sorted (what its content is)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    locations = {entry.value for graph in _proto_graphs(proto.graph) for init in graph.initializer
+                 for entry in init.external_data if entry.key == "location"}
+    return [Path(path), *sorted(Path(path).parent / loc for loc in locations)]
+
+
+def _proto_graphs(graph):  # noqa: ANN001, ANN202 - onnx.GraphProto and its subgraphs
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.g.node or attr.g.initializer:
+                yield from _proto_graphs(attr.g)
+            for sub in attr.graphs:
+                yield from _proto_graphs(sub)
 
 
 def _save_external(model: ir.Model, path: Path) -> Path:

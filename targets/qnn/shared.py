@@ -27,6 +27,7 @@ from fusionc.core.devices import get_device
 from fusionc.core.numerics import Feeds
 from fusionc.core.store import EntryStore, library_versions, sources_digest
 from fusionc.targets.qnn.ep import HtpConfig, compile_contexts
+from fusionc.targets.qnn.quantize import external_files
 from fusionc.targets.qnn.split import DEFAULT_MAX_BUILD_BYTES
 
 SOURCES = ("fusionc.targets.qnn", "fusionc.passes.qnn", "fusionc.core")
@@ -70,7 +71,7 @@ class SharedWork:
         self.key = None
         if self.store is not None:
             float_path = Path(float_path)
-            files = [float_path, *sorted(p for p in float_path.parent.glob(float_path.name + "*") if p != float_path)]
+            files = external_files(float_path)  # the graph and every weight file it reads
             self.key = _hash({"stage": "qnn-graph", "float": file_digest(files),  # the graph and its external data
                               "calibration": feeds_digest(feeds), "selection": feeds_digest(selection),
                               "options": {k: v for k, v in options.to_json().items() if k != "device"},

@@ -89,3 +89,38 @@ def test_saved_float_model_reads_its_weights_from_the_file(tmp_path: Path) -> No
         np.testing.assert_array_equal(tensor.numpy(), array)
     reloaded = ir.load(tmp_path / "m.onnx")
     np.testing.assert_array_equal(reloaded.graph.initializers["W1"].const_value.numpy(), arrays["W1"])
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_weights_already_in_the_scratch_folder_are_referenced_not_written_again(tmp_path: Path) -> None:
+    """The export offloads the weights to <work>/weights/; the float graph saved in <work> points at that file."""
+    from fusionc.core.memory import offload_weights
+    from fusionc.targets.qnn.quantize import external_files
+
+    model, x = float_model(), np.ones((1, 16), np.float32)
+    ir.save(model, tmp_path / "reference.onnx")
+    offload_weights(model, tmp_path / "work" / "weights", keep_below=256)
+    scratch = sorted((tmp_path / "work" / "weights").iterdir())
+    path = save_float(model, tmp_path / "work" / "m.onnx")
+    assert sorted((tmp_path / "work" / "weights").iterdir()) == scratch  # nothing resident: no new file
+    assert not (tmp_path / "work" / "m.onnx.data").exists()
+    assert external_files(path) == [path, *scratch]
+    np.testing.assert_array_equal(_run(path, x), _run(tmp_path / "reference.onnx", x))
+
+
+def test_weights_mapped_from_another_folder_are_copied_beside_the_graph(tmp_path: Path) -> None:
+    """A model whose weights live outside the graph's folder (a cache entry, another compile) gets its own copy."""
+    import shutil
+
+    from fusionc.core.memory import offload_weights
+
+    model, x = float_model(), np.ones((1, 16), np.float32)
+    ir.save(model, tmp_path / "reference.onnx")
+    offload_weights(model, tmp_path / "elsewhere", keep_below=256)
+    path = save_float(model, tmp_path / "work" / "m.onnx")
+    assert (tmp_path / "work" / "m.onnx.data").exists()
+    shutil.rmtree(tmp_path / "elsewhere")
+    np.testing.assert_array_equal(_run(path, x), _run(tmp_path / "reference.onnx", x))
