@@ -421,6 +421,30 @@ def render_qnn_families_summary(results: Path) -> str:
             f"{data.get('threads', '?')} thread(s).\n")
 
 
+@table("qnn_cpu_check", "qnn_cpu_check.json")
+def render_qnn_cpu_check(results: Path) -> str:
+    """The CPU QDQ check against the HTP emulator on the same builds: per pipeline and precision, the largest gap."""
+    data = load(results, "qnn_cpu_check.json")
+    precisions = list(data["results"])
+    body = []
+    for name in dict.fromkeys(n for by in data["results"].values() for n in by):
+        cells = [name]
+        for precision in precisions:
+            row = data["results"][precision].get(name)
+            if row is None or "error" in row:
+                cells.append("not run" if row is None else "failed")
+                continue
+            worst = max(row["components"].items(), key=lambda kv: abs(kv[1]["gap_db"]))
+            cells.append(f"{worst[1]['gap_db']:+.2f} ({worst[0]}: {worst[1]['htp_db']:.1f} HTP)")
+        body.append(cells)
+    lines = [rows(["pipeline", *(f"{p}: largest CPU - HTP gap, dB" for p in precisions)], body)]
+    for precision, summary in data.get("summary", {}).items():
+        lines.append(f"{precision}: {summary['components']} components, CPU minus HTP median {summary['median_gap_db']:+.2f} dB, "
+                     f"from {summary['min_gap_db']:+.2f} to {summary['max_gap_db']:+.2f} dB; {summary['within_1db']} within 1 dB, "
+                     f"{summary['cpu_higher_by_over_0_5db']} where the CPU figure is over 0.5 dB higher.\n")
+    return "\n".join(lines) + "\n" + source(data, "qnn_cpu_check.json")
+
+
 @table("costmodel", "backends.json")
 def render_costmodel(results: Path) -> str:
     data = load(results, "backends.json")

@@ -103,4 +103,3 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
 
 def _verified_on(runs_on: str | None) -> dict[str, str]:
     return {"verified_on": runs_on} if runs_on else {}
-

@@ -48,4 +48,3 @@ def verification_runner(target, build_dir, name: str, manifest: dict, options):
     options ask for where the target has one (`verification_runner`: qnn's --qnn-verify-runtime cpu)."""
     own = getattr(target, "verification_runner", None)
     return own(build_dir, name, manifest, options) if own is not None else target.runner(build_dir, name, manifest)
-

@@ -8,9 +8,9 @@ each QuantizeLinear/DequantizeLinear pair rounds and clips activations to their 
 weight is its 8-bit value times its scale, while the ops between them run in fp32 (ORT_ENABLE_BASIC: no QDQ
 fusion into integer kernels). So this measures the quantization -- what decides a W8A16 build's PSNR --
 and not the HTP's own arithmetic (its fixed-point softmax, layernorm and the fp16 islands it runs in fp16).
-How close the two figures come is measured, not assumed: benchmarks/qnn_cpu_check.py compiles every tiny
-family on both runtimes and writes the gap (benchmarks/results/qnn_cpu_check.json); the manifest records which
-runtime a `psnr_db` came from (`verified_on`).
+How close the two figures come is measured, not assumed: benchmarks/qnn_cpu_check.py verifies the same builds of
+every built-in, tiny and tiny-DiT pipeline on both and writes the gap (benchmarks/results/qnn_cpu_check.json); the
+manifest records which runtime a `psnr_db` came from (`verified_on`).
 
 The graphs run segment by segment under the calibration's byte budgets (calibrate.SegmentedModel): one
 segment's weights and activations at a time, whatever the model's size.
