@@ -133,10 +133,13 @@ class HtpRunner:
 
     def __init__(self, contexts: Path | list[Path], config: Any = None, outputs: list[str] | None = None) -> None:
         from fusionc.targets.qnn.ep import load_context
+        from fusionc.targets.qnn.split import chain_inputs
 
         paths = [contexts] if isinstance(contexts, (str, Path)) else list(contexts)
         self.sessions = [load_context(Path(p), config) for p in paths]
-        self.inputs = {i.name: i for i in self.sessions[0].get_inputs()}
+        types = {i.name: i for s in self.sessions for i in s.get_inputs()}
+        reads = [([i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()]) for s in self.sessions]
+        self.inputs = {n: types[n] for n in chain_inputs(reads)}
         self.outputs = outputs or [o.name for o in self.sessions[-1].get_outputs()]
 
     def __call__(self, feeds: Feeds) -> Feeds:

@@ -46,11 +46,12 @@ class QdqCpuRunner:
 
     def __init__(self, graphs: list[Path], outputs: list[str] | None = None) -> None:
         from fusionc.targets.qnn.calibrate import SegmentedModel
+        from fusionc.targets.qnn.split import chain_inputs
 
         self.parts = [SegmentedModel(Path(p)) for p in graphs]
-        first = self.parts[0]
-        self.inputs = {n: onnx.helper.tensor_dtype_to_np_dtype(first.types[n].tensor_type.elem_type)
-                       for n in first.graph_inputs}
+        types = {n: part.types[n] for part in self.parts for n in part.graph_inputs}
+        self.inputs = {n: onnx.helper.tensor_dtype_to_np_dtype(types[n].tensor_type.elem_type)
+                       for n in chain_inputs((p.graph_inputs, p.graph_outputs) for p in self.parts)}
         self.outputs = outputs or list(self.parts[-1].graph_outputs)
 
     def __call__(self, feeds: Feeds) -> Feeds:

@@ -26,6 +26,7 @@ weights (variants of one model); consecutive parts of one UNet share none, so ea
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import onnx
 import onnx_ir as ir
@@ -103,3 +104,16 @@ def quantize_part(part_path: Path, plan: QdqPlan, lazy: bool = False) -> ir.Mode
 def parts_needed(context_bytes: int, limit: int) -> int:
     usable = int(limit * CONTEXT_MARGIN)
     return max(1, -(-context_bytes // usable))
+
+
+def chain_inputs(parts: Iterable[tuple[Iterable[str], Iterable[str]]]) -> list[str]:
+    """The inputs of a chain of parts, each given as (inputs, outputs): what some part reads and no earlier part
+    produced, in order of first use. A later part may read a graph input the first one does not (every
+    cross-attention of SDXL's UNet reads `encoder_hidden_states`)."""
+    needed: list[str] = []
+    produced: set[str] = set()
+    for inputs, outputs in parts:
+        needed += [n for n in inputs if n not in produced and n not in needed]
+        produced.update(outputs)
+    return needed
+

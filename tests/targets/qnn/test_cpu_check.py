@@ -72,3 +72,32 @@ def test_the_runtime_option_is_refused_for_a_build_of_another_target(sd15_onnx_b
 
     result = fusionc("verify", str(sd15_onnx_build), "--qnn-verify-runtime", "cpu")
     assert_one_line_error(result, 2, "was built for --target onnx")
+
+
+def _part(path: Path, node: str, inputs: list[str], output: str) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node(node, inputs, [output])], "part",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in inputs],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.save(model, path)
+    return path
+
+
+def test_a_later_part_reads_a_graph_input_the_first_does_not(tmp_path: Path) -> None:
+    """SDXL's UNet: every cross-attention reads encoder_hidden_states, so parts after the first read it too."""
+    import numpy as np
+
+    from fusionc.targets.qnn import HtpRunner
+    from fusionc.targets.qnn.cpu_check import QdqCpuRunner
+    from fusionc.targets.qnn.ep import HtpConfig, compile_context
+
+    parts = [_part(tmp_path / "p0.onnx", "Relu", ["x"], "h"), _part(tmp_path / "p1.onnx", "Add", ["h", "c"], "y")]
+    x, c = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4), np.full((2, 4), 0.5, np.float32)  # batch 2
+    want = np.maximum(x, 0) + c
+    np.testing.assert_allclose(QdqCpuRunner(parts)({"x": x, "c": c})["y"], want)
+    contexts = [compile_context(p, p.with_name(p.stem + "_ctx.onnx"), HtpConfig(fp16=True))[0] for p in parts]
+    np.testing.assert_allclose(HtpRunner(contexts)({"x": x, "c": c})["y"], want, atol=1e-3)
