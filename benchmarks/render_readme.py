@@ -72,6 +72,12 @@ def db(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def psnr_cell(part: dict[str, Any]) -> str:
+    """A part's PSNR, marked when it was measured on the QDQ graphs on the CPU instead of the HTP emulator."""
+    on_cpu = (part.get("verified_on") or "").startswith("QDQ graph")
+    return db(part.get("psnr_db")) + (" (QDQ on CPU)" if on_cpu and part.get("psnr_db") is not None else "")
+
+
 def ms(value: float) -> str:
     return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
 
@@ -715,8 +721,7 @@ def render_sdxl_scale(results: Path) -> str:
         if len(files) > 1:
             size += " (" + " + ".join(f"{b / 1e9:.2f}" for b in files) + ")"
         body.append([label, outcome, f"{part['wall_s']:.0f}", "-" if compile_s is None else f"{compile_s:.0f}",
-                     _gb(part.get("peak_rss_bytes")), _gb(part.get("peak_rss_anon_bytes")), size,
-                     db(part.get("psnr_db"))])
+                     _gb(part.get("peak_rss_bytes")), _gb(part.get("peak_rss_anon_bytes")), size, psnr_cell(part)])
     revs = data.get("parts_git_rev", {})
     when = ", ".join(f"{k} {v}" + (f" (git {revs[k]})" if k in revs else "") for k, v in data.get("parts_run_at", {}).items())
     return (rows(["SDXL UNet (2.6B, fp32 10.3 GB), this machine", "outcome", "wall s",
@@ -778,8 +783,7 @@ def render_dit_scale(results: Path) -> str:
                 size += " (" + " + ".join(f"{b / 1e9:.2f}" for b in files) + ")"
             compile_s = part.get("compile_s_without_trajectory_and_verification")
             body.append([what, _part_outcome(part, section.get("memory_limit_bytes")), f"{part['wall_s']:.0f}", "-" if compile_s is None else f"{compile_s:.0f}",
-                         _gb(part.get("peak_rss_bytes")), _gb(part.get("peak_rss_anon_bytes")), size,
-                         db(part.get("psnr_db"))])
+                         _gb(part.get("peak_rss_bytes")), _gb(part.get("peak_rss_anon_bytes")), size, psnr_cell(part)])
     def run(section: dict, part: str, at: str) -> str:
         rev = section.get("parts_git_rev", {}).get(part)
         return f"{part} {at}" + (f" (git {rev})" if rev else "")
