@@ -445,8 +445,10 @@ def render_qnn_cpu_check(results: Path) -> str:
         body.append(cells)
     lines = [rows(["pipeline", *(f"{p}: largest CPU - HTP gap, dB" for p in precisions)], body)]
     for precision, summary in data.get("summary", {}).items():
+        gaps = [c["gap_db"] for r in data["results"][precision].values() for c in r.get("components", {}).values()]
         lines.append(f"{precision}: {summary['components']} components, CPU minus HTP median {summary['median_gap_db']:+.2f} dB, "
-                     f"from {summary['min_gap_db']:+.2f} to {summary['max_gap_db']:+.2f} dB; {summary['within_1db']} within 1 dB, "
+                     f"from {summary['min_gap_db']:+.2f} to {summary['max_gap_db']:+.2f} dB; "
+                     f"{sum(abs(g) <= 0.3 for g in gaps)} within 0.3 dB, {summary['within_1db']} within 1 dB, "
                      f"{summary['cpu_higher_by_over_0_5db']} where the CPU figure is over 0.5 dB higher.\n")
     return "\n".join(lines) + "\n" + source(data, "qnn_cpu_check.json")
 
