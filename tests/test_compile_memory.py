@@ -52,6 +52,22 @@ def test_offloaded_weights_are_external_and_the_torch_tensor_is_freed(tmp_path) 
     assert proto.graph.initializer[0].data_location == 0 and len(proto.graph.initializer[0].raw_data) == 64 * 64 * 4
 
 
+def test_a_second_offload_writes_only_what_is_resident(tmp_path) -> None:
+    """A pass that adds one constant after the offload: the next offload writes that constant, not the mapped
+    weights again (onnx_ir's unload_from_model rewrites every initializer: T5-XXL's 19 GB for one folded bias)."""
+    model = _matmul_model(ir.tensor(np.ones((64, 64), np.float32), name="w"))
+    offload_weights(model, tmp_path)
+    first = tmp_path / "weights-0.data"
+    size = first.stat().st_size
+    bias = ir.Value(name="b", shape=ir.Shape([64, 64]), type=ir.TensorType(ir.DataType.FLOAT),
+                    const_value=ir.tensor(np.full((64, 64), 2.0, np.float32), name="b"))
+    model.graph.register_initializer(bias)
+    assert offload_weights(model, tmp_path) == 64 * 64 * 4
+    assert first.stat().st_size == size and (tmp_path / "weights-1.data").stat().st_size == 64 * 64 * 4
+    assert model.graph.initializers["w"].const_value.external.location == "weights-0.data"
+    np.testing.assert_array_equal(model.graph.initializers["b"].const_value.numpy(), np.full((64, 64), 2.0))
+
+
 def test_fp16_measurement_maps_external_weights_without_prepacking(tmp_path, monkeypatch) -> None:
     """Same maxima as on the in-memory graph; no second copy of the weights written; pre-packing off."""
     rng = np.random.default_rng(0)

@@ -72,32 +72,44 @@ class MappedTensor(ir.LazyTensor):
         self.external = external
 
 
+def _resident(tensor: object) -> bool:
+    return tensor is not None and not isinstance(tensor, (ir.ExternalTensor, MappedTensor))
+
+
 def resident_weight_bytes(model: ir.Model) -> int:
     """Bytes of the initializers held in memory (not mapped from a file) in the main graph and its subgraphs."""
     return sum(v.const_value.nbytes for g in (model.graph, *model.graph.subgraphs()) for v in g.initializers.values()
-               if v.const_value is not None and not isinstance(v.const_value, (ir.ExternalTensor, MappedTensor)))
+               if _resident(v.const_value))
+
+
+ALIGNMENT = 65536  # offsets in an offload file: onnxruntime and numpy map each tensor in place
 
 
 def offload_weights(model: ir.Model, folder: Path, min_bytes: int = 0, keep_below: int = SMALL_BYTES) -> int:
     """Write the resident initializers to a new external data file in `folder` and make each a MappedTensor of it;
     returns the bytes moved (0 when fewer than `min_bytes` were resident: not worth a file). Initializers under
-    `keep_below` bytes stay in memory.
+    `keep_below` bytes stay in memory (shapes, scalars: folding reads them often, each external tensor is a map).
 
-    The file must outlive the model (a scratch folder removed after the compile). Offsets are aligned to 64 KB so
-    onnxruntime and numpy map each tensor in place."""
+    Only resident tensors are written: onnx_ir's `unload_from_model` writes every initializer again, the mapped ones
+    too (a second offload of T5-XXL's graph wrote its 19 GB a second time for one folded constant). The file must
+    outlive the model (a scratch folder removed after the compile)."""
+    values = [v for g in (model.graph, *model.graph.subgraphs()) for v in g.initializers.values()
+              if _resident(v.const_value) and v.const_value.nbytes >= keep_below]
     resident = resident_weight_bytes(model)
-    if resident == 0 or resident < min_bytes:
+    if not values or resident < min_bytes:
         return 0
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     index = 0
     while (folder / f"weights-{index}.data").exists():  # a new file: tensors already in an older one stay valid
         index += 1
-    # small constants (shapes, scalars) stay in memory: folding reads them often, and each external tensor is a map
-    ir.external_data.unload_from_model(model, folder, f"weights-{index}.data", size_threshold_bytes=keep_below,
-                                       alignment=65536)
-    for graph in (model.graph, *model.graph.subgraphs()):
-        for value in graph.initializers.values():
-            if isinstance(value.const_value, ir.ExternalTensor):
-                value.const_value = MappedTensor(value.const_value)
+    name = f"weights-{index}.data"
+    with open(folder / name, "wb") as handle:
+        for value in values:
+            tensor = value.const_value
+            handle.write(b"\0" * (-handle.tell() % ALIGNMENT))
+            offset = handle.tell()
+            handle.write(tensor.tobytes())  # one tensor in memory at a time (a lazy one is read here)
+            value.const_value = MappedTensor(ir.ExternalTensor(name, offset, handle.tell() - offset, tensor.dtype,
+                                                               shape=tensor.shape, name=tensor.name, base_dir=folder))
     return resident
