@@ -116,4 +116,3 @@ def chain_inputs(parts: Iterable[tuple[Iterable[str], Iterable[str]]]) -> list[s
         needed += [n for n in inputs if n not in produced and n not in needed]
         produced.update(outputs)
     return needed
-
