@@ -189,8 +189,10 @@ class SegmentedModel:
         return info
 
     def run(self, feeds: list[Feeds], visit: Callable[[str, int, np.ndarray], None],
-            wanted: set[str] | None = None, label: str = "calibration") -> list[Feeds]:
+            wanted: set[str] | None = None, label: str = "calibration", optimize: bool = True) -> list[Feeds]:
         """Run all samples segment by segment; `visit(name, sample, array)` sees each wanted float tensor once.
+        `optimize=False`: no graph optimization (a QDQ graph's DequantizeLinear of a weight then runs per call,
+        one float weight at a time, instead of being folded into float copies of all the segment's weights).
 
         Returns the graph outputs per sample.
         """
@@ -209,7 +211,8 @@ class SegmentedModel:
                 continue
             model = self.segment_model(seg, outputs)
             so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if optimize else
+                                           ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
             so.log_severity_level = 3
             so.enable_cpu_mem_arena = False  # an arena per segment session would keep its peak until freed
             so.add_session_config_entry("session.disable_prepacking", "1")  # no second copy of the weights

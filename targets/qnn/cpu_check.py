@@ -40,28 +40,39 @@ def qdq_graphs(build_dir: Path, name: str, entry: dict[str, Any]) -> list[Path]:
 
 
 class QdqCpuRunner:
-    """Runs a QNN build's QDQ graphs on the CPU EP: canonical feeds, any batch (run as batch-1 rows)."""
+    """Runs a QNN build's QDQ graphs on the CPU EP: canonical feeds, any batch (run as batch-1 rows).
+
+    One part is loaded at a time (a part under 256 MB of weights keeps them inside its .onnx) and its sessions run
+    unoptimized, so each weight is dequantized at its use: the full-size SDXL check took 14 GB of anonymous memory
+    with every part's graph held and each segment's weights folded to fp32 copies."""
 
     runs_on = RUNS_ON
 
     def __init__(self, graphs: list[Path], outputs: list[str] | None = None) -> None:
-        from fusionc.targets.qnn.calibrate import SegmentedModel
         from fusionc.targets.qnn.split import chain_inputs
 
-        self.parts = [SegmentedModel(Path(p)) for p in graphs]
-        types = {n: part.types[n] for part in self.parts for n in part.graph_inputs}
-        self.inputs = {n: onnx.helper.tensor_dtype_to_np_dtype(types[n].tensor_type.elem_type)
-                       for n in chain_inputs((p.graph_inputs, p.graph_outputs) for p in self.parts)}
-        self.outputs = outputs or list(self.parts[-1].graph_outputs)
+        self.graphs = [Path(p) for p in graphs]
+        interfaces, types = [], {}
+        for path in self.graphs:
+            graph = onnx.load(str(path), load_external_data=False).graph
+            weights = {i.name for i in graph.initializer}
+            inputs = [i for i in graph.input if i.name not in weights]
+            types.update({i.name: i.type.tensor_type.elem_type for i in inputs})
+            interfaces.append(([i.name for i in inputs], [o.name for o in graph.output]))
+        self.inputs = {n: onnx.helper.tensor_dtype_to_np_dtype(types[n]) for n in chain_inputs(interfaces)}
+        self.outputs = outputs or interfaces[-1][1]
 
     def __call__(self, feeds: Feeds) -> Feeds:
+        from fusionc.targets.qnn.calibrate import SegmentedModel
         from fusionc.targets.qnn.quantize import split_batch
 
         rows = [{k: np.ascontiguousarray(v, dtype=self.inputs[k]) for k, v in single.items() if k in self.inputs}
                 for single in split_batch({k: v for k, v in feeds.items() if k in self.inputs})]
-        for part in self.parts:  # all rows through one part, then the next: each part's weights are read once
+        for path in self.graphs:  # all rows through one part, then the next: each part is read once
+            part = SegmentedModel(path)
             results = part.run([{n: row[n] for n in part.graph_inputs} for row in rows], lambda *_: None, set(),
-                               label="QDQ check on CPU")
+                               label="QDQ check on CPU", optimize=False)
             for row, got in zip(rows, results):
                 row.update(got)
+            del part
         return {name: np.concatenate([row[name] for row in rows], axis=0) for name in self.outputs}
