@@ -261,27 +261,17 @@ def packed_indices(indices: np.ndarray, nbits: int) -> np.ndarray:
 
 def unpack(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
     """Inverse of `pack`: the first `count` indices (uint8). The stream is read 3 bytes (a whole number of indices
-    for every width) at a time; a stream cut inside its last word (Core ML's: ceil(count * nbits / 8) bytes) has
-    only that word padded, not the whole stream copied."""
+    for every width) at a time; a stream cut inside its last word (Core ML's: ceil(count * nbits / 8) bytes) is
+    zero-padded inside the widening copy every word needs anyway, not copied first."""
     if nbits == 8:
         return packed[:count].copy()
-    whole = packed.size - packed.size % 3
-    if whole < packed.size:
-        tail = np.zeros(3, np.uint8)
-        tail[: packed.size - whole] = packed[whole:]
-        head = _unpack_words(packed[:whole], nbits)
-        return np.concatenate([head, _unpack_words(tail, nbits)])[:count]
-    return _unpack_words(packed, nbits)[:count]
-
-
-def _unpack_words(packed: np.ndarray, nbits: int) -> np.ndarray:
-    """Every index of a stream of whole 3-byte words."""
     per_word = 24 // nbits
-    b = packed.reshape(-1, 3).astype(np.uint32)
+    b = np.zeros((-(-packed.size // 3), 3), np.uint32)
+    b.reshape(-1)[: packed.size] = packed.reshape(-1)
     word = b[:, 0] | (b[:, 1] << np.uint32(8)) | (b[:, 2] << np.uint32(16))
     shifts = (np.arange(per_word, dtype=np.uint32) * np.uint32(nbits))[None, :]
     out = ((word[:, None] >> shifts) & np.uint32((1 << nbits) - 1)).astype(np.uint8)
-    return out.ravel()
+    return out.ravel()[:count]
 
 
 def relative_mse(weight: np.ndarray, approx: np.ndarray) -> float:
