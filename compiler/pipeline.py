@@ -41,7 +41,7 @@ from fusionc.passes.entry import PassEntry, enabled
 from fusionc.core.context import CALIBRATION, SELECTION, VERIFICATION
 from fusionc.input_cache import cached_input_sets, missing_sets
 from fusionc.inputs import InputSet, needed_roles, role_spec
-from fusionc.verify import compare, reference_outputs
+from fusionc.verify import compare, ran_on, record, reference_outputs
 
 
 RELEASE_NOW_BYTES = 256 << 20  # freeing more than this is worth a full gc (~0.5 s) at once
@@ -194,10 +194,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
             feeds = verification.feeds[name]
             with stage(f"{name}: verify on {options.target}", timings):
                 scores = compare(runner, verification.outputs[name], track(feeds, "verification inputs", total=len(feeds)))
-            manifest["components"][name]["psnr_db"] = scores.pop("psnr_db")
-            manifest["components"][name]["psnr_by_output"] = scores
-            if hasattr(runner, "runs_on"):
-                manifest["components"][name]["verified_on"] = runner.runs_on
+            record(manifest["components"][name], scores, ran_on(runner))
             if calibration.outputs.get(name):  # the inputs it was tuned on: the gap to psnr_db is the generalization gap
                 picks = _spread(len(calibration.feeds[name]), len(verification.feeds[name]))  # as many as verified
                 feeds = [calibration.feeds[name][i] for i in picks]

@@ -33,3 +33,16 @@ def compare(runner: Callable[[Feeds], Feeds], expected: list[Feeds], feeds_list:
     result = {name: round(psnr(np.concatenate(want[name]), np.concatenate(got[name])), 2) for name in want}
     result["psnr_db"] = min(result.values())
     return result
+
+
+def ran_on(runner: Callable[[Feeds], Feeds]) -> dict[str, str]:
+    """`{"verified_on": ...}` for a runner that says what it runs on (`runs_on`), else nothing."""
+    runs_on = getattr(runner, "runs_on", None)
+    return {"verified_on": runs_on} if runs_on else {}
+
+
+def record(entry: dict, scores: dict[str, float], where: dict[str, str]) -> None:
+    """A component's verification in its manifest entry: the worst output's PSNR, each output's, where it ran."""
+    entry.pop("verified_on", None)
+    entry.update(psnr_db=scores.pop("psnr_db"), psnr_by_output=scores, **where)
+

@@ -19,7 +19,7 @@ from fusionc.core.progress import stage
 from fusionc.targets import get_target, verification_runner
 from fusionc.core.context import VERIFICATION
 from fusionc.inputs import collect, role_spec, role_steps, user_spec
-from fusionc.verify import compare, reference_outputs
+from fusionc.verify import compare, ran_on, record, reference_outputs
 
 
 def options_from_manifest(manifest: dict[str, Any]) -> CompileOptions:
@@ -70,7 +70,7 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
         inputs = collect(checkpoint, options, list(manifest["components"]), {VERIFICATION: spec})[VERIFICATION]
     feeds, expected = inputs.feeds, inputs.outputs
     results: dict[str, Any] = {}
-    ran_on: dict[str, str | None] = {}
+    where: dict[str, dict[str, str]] = {}
     for name in manifest["components"]:
         with stage(f"{name}: verify on {manifest['target']}"):
             if name not in expected:
@@ -78,28 +78,20 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
             runner = verification_runner(target, build, name, manifest, options)
             scores = compare(runner, expected[name], feeds[name])
         results[name] = scores
-        ran_on[name] = getattr(runner, "runs_on", None)
+        where[name] = ran_on(runner)
         print(f"{name:14s} {scores['psnr_db']:7.2f} dB")
     if prompts:
-        run = {"inputs": inputs.describe(), "components": {n: {"psnr_db": r["psnr_db"], **_verified_on(ran_on[n])}
+        run = {"inputs": inputs.describe(), "components": {n: {"psnr_db": r["psnr_db"], **where[n]}
                                                            for n, r in results.items()}}
         manifest.setdefault("verify_runs", []).append(run)
         gated = {**manifest, "components": {n: {**e, "psnr_db": results[n]["psnr_db"]}
                                             for n, e in manifest["components"].items()}}
     else:
         for name, scores in results.items():
-            entry = manifest["components"][name]
-            entry["psnr_db"] = scores.pop("psnr_db")
-            entry["psnr_by_output"] = scores
-            entry.pop("verified_on", None)
-            entry.update(_verified_on(ran_on[name]))
+            record(manifest["components"][name], scores, where[name])
         gated = manifest
     tmp = build / (buildfs.MANIFEST + ".tmp")
     buildfs.write_json(tmp, manifest)
     tmp.replace(build / buildfs.MANIFEST)
     gate_psnr(gated, min_psnr)
     return gated
-
-
-def _verified_on(runs_on: str | None) -> dict[str, str]:
-    return {"verified_on": runs_on} if runs_on else {}
