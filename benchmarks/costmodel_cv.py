@@ -193,3 +193,39 @@ def choose_anchored(rows: list[dict], X: np.ndarray, family: Callable[[str], str
                "score_anchored": round(score({c: anc[c]}), 3)} for c in chips if c in own and c in anc}
     return {"anchored": sorted(c for c, v in per.items() if v["score_anchored"] < v["score_own"]), "by_chipset": per,
             "rule": "per chipset, anchored when its cross-validated median/0.15 + p90/0.4 (QNN rows) is lower"}
+
+
+INTERVAL_COVERAGE = 0.8  # the share of published latencies an estimate's range should hold
+MIN_INTERVAL_ROWS = 20  # a chipset with fewer cross-validated QNN rows takes the range pooled over every chipset
+
+
+def error_interval(rows: list[dict], pred: np.ndarray, coverage: float = INTERVAL_COVERAGE) -> dict[str, Any]:
+    """The range an estimate's published latency falls in, from cross-validated predictions of training `rows`
+    (shuffles x rows): per chipset with MIN_INTERVAL_ROWS QNN rows, the (1 - coverage) / 2 and (1 + coverage) / 2
+    quantiles of published / estimated over every shuffle, and the same pooled over all chipsets for the others."""
+    lo_q, hi_q = 100 * (1 - coverage) / 2, 100 * (1 + coverage) / 2
+    ratios: dict[str, list[float]] = defaultdict(list)
+    n_rows: dict[str, int] = defaultdict(int)
+    for i, r in enumerate(rows):
+        if r["runtime_group"] != "qnn":
+            continue
+        p = pred[:, i]
+        ratios[r["chipset"]].extend(r["published_ms"] / p[np.isfinite(p) & (p > 0)])
+        n_rows[r["chipset"]] += 1
+    pooled = [v for values in ratios.values() for v in values]
+    bounds = lambda v: [round(float(np.percentile(v, lo_q)), 4), round(float(np.percentile(v, hi_q)), 4)]  # noqa: E731
+    return {"coverage": coverage, "pooled": bounds(pooled),
+            "by_chipset": {c: bounds(v) for c, v in sorted(ratios.items()) if n_rows[c] >= MIN_INTERVAL_ROWS},
+            "rule": f"published / estimated of the training models' cross-validated QNN rows ({FOLDS}-fold by family, "
+                    f"shuffles {list(SHUFFLES)}): its {lo_q:g}th and {hi_q:g}th percentiles per chipset with at least "
+                    f"{MIN_INTERVAL_ROWS} rows, else over every chipset"}
+
+
+def coverage(rows: list[dict], pred: np.ndarray, interval: dict[str, Any], select: Callable) -> dict[str, Any]:
+    """Share of the selected rows whose published latency lies within the estimate's range (pred: one per row)."""
+    inside = []
+    for i, r in enumerate(rows):
+        if select(r) and np.isfinite(pred[i]) and pred[i] > 0:
+            low, high = costfit.interval_of(interval, r["chipset"])
+            inside.append(low <= r["published_ms"] / pred[i] <= high)
+    return {"n": len(inside), "inside": round(float(np.mean(inside)), 3) if inside else None}

@@ -10,7 +10,10 @@ Outputs:
                                             every held-out prediction, Stable Diffusion predictions
     benchmarks/results/costmodel_fit.png    estimated vs published, log-log, train and held-out
     compiler/analysis/costmodel_params.json the coefficients `fusionc estimate` and `fusionc bench` use (fitted on
-                                            the training split only: the held-out errors describe them)
+                                            the training split only: the held-out errors describe them), and the
+                                            80% range of an estimate (costmodel_cv.error_interval: the chosen model's
+                                            cross-validated errors on the training models; the JSON reports how many
+                                            held-out rows it holds)
 
 The split is by model family (a model, and its near-duplicates such as the four Opus-MT language pairs or
 Depth-Anything v1/v2, wholly in or wholly out): a family is held out when sha1(family) mod 4 == 0 (about a quarter).
@@ -588,11 +591,14 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                                                       c.get("floor_weights", False), c.get("speed_mode", "chipset"), a),
             predict_rows, [c for c in PHONE_LAPTOP if c != REFERENCE_CHIPSET])
     anchored = frozenset(selection.get("anchoring", {}).get("anchored", []))
+    chosen_fit = lambda r, x: fit(r, x, names, selection["chosen"].get("ridge_to_pooled", RIDGE),  # noqa: E731
+                                  selection["chosen"].get("floor_weights", False),
+                                  selection["chosen"].get("speed_mode", "chipset"), anchored)
+    # the range an estimate's published latency falls in: the chosen model's cross-validated errors (training only)
+    interval = costmodel_cv.error_interval(train_rows, costmodel_cv.cross_validated(
+        train_rows, design(train_rows, fit_features, names, vtcm), family, chosen_fit, predict_rows))
     X = design(rows, fit_features, names, vtcm)
-    params = dict(fit(rows, X, names, selection["chosen"].get("ridge_to_pooled", RIDGE),
-                      selection["chosen"].get("floor_weights", False), selection["chosen"].get("speed_mode", "chipset"),
-                      anchored),
-                  features=list(names), vtcm_bytes=vtcm)
+    params = dict(chosen_fit(rows, X), features=list(names), vtcm_bytes=vtcm)
     pred = predict_rows(rows, X, params)
     test = lambda r: r["held_out"]  # noqa: E731
     chips = sorted({r["chipset"] for r in rows})
@@ -607,7 +613,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                   "min_rows": MIN_ROWS, "speed_mode": params["speed_mode"], "anchored": params["anchored"],
                   "generation_scaling": {"reference": REFERENCE_CHIPSET, "chipset_speed": params["chipset_speed"],
                                          "group_speeds": params["group_speeds"],
-                                         "class_speeds": params["class_speeds"]}},
+                                         "class_speeds": params["class_speeds"]},
+                  "interval": interval},
         "selection": {k: v for k, v in selection.items() if k != "diagnostics"},
         "diagnostics_cv_training": selection["diagnostics"],
         "excluded": {"graphs": excluded_graphs(fit_features),
@@ -633,8 +640,15 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                                                        and r["runtime"] == rt)
                                    for c in PHONE_LAPTOP for rt in RUNTIMES},
             "all": errors(rows, pred, test),
+            "interval_coverage_qnn": {c: costmodel_cv.coverage(rows, pred, interval, lambda r, c=c: test(r)
+                                                                and r["chipset"] == c and r["runtime_group"] == "qnn")
+                                      for c in chips},
         },
-        "train": {"all": errors(rows, pred, lambda r: not r["held_out"])},
+        "train": {"all": errors(rows, pred, lambda r: not r["held_out"]),
+                  # the shipped fit on its own rows: how far the model's terms can follow the data they were fitted on
+                  "in_sample_by_chipset_qnn": {c: errors(rows, pred, lambda r, c=c: not r["held_out"]
+                                                         and r["chipset"] == c and r["runtime_group"] == "qnn")
+                                               for c in chips}},
         "stable_diffusion_predictions": stable_diffusion(features, params),
         "apple_neural_engine": apple(features),
         "sd_predictions_published": "filled below",
@@ -651,7 +665,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                                                        report["stable_diffusion_preregistered"])
     params_out = {"features": list(names), "vtcm_bytes": vtcm, "fitted_on": "training split of benchmarks/costmodel_fit.py",
                   "git_rev": report["git_rev"], "groups": params["groups"], "chipset_speed": params["chipset_speed"],
-                  "speed_mode": params["speed_mode"], "anchored": params["anchored"]}
+                  "speed_mode": params["speed_mode"], "anchored": params["anchored"], "interval": interval}
     params_path.write_text(json.dumps(params_out, indent=1) + "\n")
     out_json.write_text(json.dumps(report, indent=1) + "\n")
     if out_png:

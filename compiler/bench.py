@@ -291,7 +291,9 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tup
                                   calls=calls, detail={"precision": est.precision, "bound": est.bound,
                                           "compute_ms": est.compute_s * 1000, "memory_ms": est.memory_s * 1000,
                                           "overhead_ms": est.overhead_s * 1000, "fallback_ms": est.fallback_s * 1000,
-                                          "fallback_ops": est.fallback_ops, "weight_bytes": est.weight_bytes}))
+                                          "fallback_ops": est.fallback_ops, "weight_bytes": est.weight_bytes,
+                                          "range_ms": [v * 1000 for v in est.range_s] if est.range_s else None,
+                                          "range_coverage": est.range_coverage}))
     return figures, graphs
 
 

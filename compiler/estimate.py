@@ -145,17 +145,23 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
                          "calls_per_image": n_calls, "per_image_ms": round(ms * n_calls, 3),
                          "weight_bits": palettize, "gmacs": round(stats.macs / 1e9, 3),
                          "compute_ms": round(est.compute_s * 1000, 3), "memory_ms": round(est.memory_s * 1000, 3),
-                         "overhead_ms": round(est.overhead_s * 1000, 3), "fallback_ms": round(est.fallback_s * 1000, 3)})
+                         "overhead_ms": round(est.overhead_s * 1000, 3), "fallback_ms": round(est.fallback_s * 1000, 3),
+                         "range_ms": [round(v * 1000, 3) for v in est.range_s] if est.range_s else None,
+                         "range_coverage": est.range_coverage})
     totals = []
     for device in chosen:
         mine = [r for r in rows if r["device"] == device.name]
         if mine:
+            ranged = all(r["range_ms"] for r in mine)  # one chipset: the components' errors move together
             totals.append({"device": device.name, "components": [r["component"] for r in mine],
-                           "per_image_ms": round(sum(r["per_image_ms"] for r in mine), 3)})
+                           "per_image_ms": round(sum(r["per_image_ms"] for r in mine), 3),
+                           "per_image_range_ms": [round(sum(r["range_ms"][k] * r["calls_per_image"] for r in mine), 3)
+                                                  for k in (0, 1)] if ranged else None})
     return {"source": str(source) if source else "built-in tiny_sd", "source_kind": kind, "steps": steps,
             "guidance": guidance, "estimates": rows, "per_image": totals,
             "note": "cost-model estimates, not measurements: see README 'How good are the estimates' for the "
-                    "held-out error per chipset"}
+                    "held-out error per chipset; range_ms (Hexagon) holds the published latency of range_coverage of "
+                    "the cost model's cross-validated training rows (models it had not seen)"}
 
 
 def print_estimates(result: dict[str, Any]) -> None:
@@ -164,13 +170,20 @@ def print_estimates(result: dict[str, Any]) -> None:
 
     table = Table(title=f"fusionc estimate: {result['source']} ({result['source_kind']}), {result['steps']} steps, "
                         f"guidance {'on' if result['guidance'] else 'off'} [E] estimated, nothing built")
-    for column in ("component", "device", "precision", "batch", "ms / call", "calls", "ms / image", "bound", "model"):
-        table.add_column(column, justify="right" if column in ("batch", "ms / call", "calls", "ms / image") else "left")
+    coverage = next((r["range_coverage"] for r in result["estimates"] if r.get("range_coverage")), None)
+    range_column = f"{coverage:.0%} range" if coverage else "range"
+    numeric = ("batch", "ms / call", range_column, "calls", "ms / image")
+    for column in ("component", "device", "precision", "batch", "ms / call", range_column, "calls", "ms / image",
+                   "bound", "model"):
+        table.add_column(column, justify="right" if column in numeric else "left")
+    span = lambda r, fmt: f"{r[0]:{fmt}}-{r[1]:{fmt}}" if r else "-"  # noqa: E731
     for r in result["estimates"]:
         table.add_row(r["component"], r["device"], r["precision"], str(r["batch"]), f"{r['latency_ms']:.2f}",
-                      str(r["calls_per_image"]), f"{r['per_image_ms']:.1f}", r["bound"], r["model"])
+                      span(r.get("range_ms"), ".2f"), str(r["calls_per_image"]), f"{r['per_image_ms']:.1f}",
+                      r["bound"], r["model"])
     for t in result["per_image"]:
-        table.add_row("[b]whole image[/b]", t["device"], "", "", "", "", f"{t['per_image_ms']:.1f}", "", "")
+        table.add_row("[b]whole image[/b]", t["device"], "", "", "", span(t.get("per_image_range_ms"), ".0f"), "",
+                      f"{t['per_image_ms']:.1f}", "", "")
     Console(width=max(Console().width, 140)).print(table)
 
 

@@ -234,6 +234,10 @@ def test_fit_script_on_small_features(tmp_path: Path) -> None:
     written = json.loads(params_path.read_text())
     assert written["features"] == report["model"]["features"] and written["groups"]
     assert written["vtcm_bytes"] == report["model"]["vtcm_bytes"]
+    # the error range ships with the coefficients and is checked on the held-out models
+    assert written["interval"] == report["model"]["interval"] and written["interval"]["pooled"][0] < 1
+    assert any(c["n"] for c in report["held_out"]["interval_coverage_qnn"].values())
+    assert report["train"]["in_sample_by_chipset_qnn"]
     # the model was chosen by cross-validation over the training models: the diagnostics name no held-out model
     chosen = report["selection"]["chosen"]
     assert chosen in [{k: c[k] for k in chosen} for c in report["selection"]["candidates"]]
@@ -384,3 +388,28 @@ def test_mixed_precision_rows_are_left_out_and_cannot_displace_an_older_plain_ro
     got = {(r["chipset"], r["precision_label"]): r["published_ms"] for r in costmodel_fit.load_rows(features)}
     assert got == {("snapdragon-8-gen-3", "w8a8"): 5.0, ("snapdragon-8-gen-2", "w8a8"): 10.5}
     assert costmodel_fit.mixed_rows(features)["n"] == 2
+
+
+def test_the_error_range_is_the_cross_validated_ratio_percentiles_per_chipset() -> None:
+    """published / estimated over every shuffle's prediction of a chipset's QNN rows: its 10th and 90th percentiles;
+    a chipset with fewer than MIN_INTERVAL_ROWS rows (and other runtimes' rows) falls back to the pooled range."""
+    import costmodel_cv
+
+    n = costmodel_cv.MIN_INTERVAL_ROWS
+    rows = ([{"chipset": "big", "runtime_group": "qnn", "published_ms": 1.0 + k} for k in range(n)]
+            + [{"chipset": "small", "runtime_group": "qnn", "published_ms": 5.0}]
+            + [{"chipset": "big", "runtime_group": "tflite", "published_ms": 1000.0}])
+    pred = np.ones((2, len(rows)))  # two shuffles, both predicting 1 ms
+    interval = costmodel_cv.error_interval(rows, pred)
+    ratios = [1.0 + k for k in range(n)]
+    assert interval["by_chipset"]["big"] == pytest.approx([np.percentile(ratios, 10), np.percentile(ratios, 90)],
+                                                          abs=1e-4)
+    assert "small" not in interval["by_chipset"]
+    assert costfit.interval_of(interval, "small") == interval["pooled"]
+    assert interval["pooled"] == pytest.approx([np.percentile(ratios + [5.0], 10), np.percentile(ratios + [5.0], 90)],
+                                               abs=1e-4)
+    # coverage: a row whose published / estimated ratio lies inside its chipset's factors counts as inside
+    inside = costmodel_cv.coverage(rows, np.ones(len(rows)), interval, lambda r: r["chipset"] == "big"
+                                   and r["runtime_group"] == "qnn")
+    assert inside["n"] == n and inside["inside"] == pytest.approx(
+        np.mean([interval["by_chipset"]["big"][0] <= v <= interval["by_chipset"]["big"][1] for v in ratios]), abs=1e-3)

@@ -192,12 +192,19 @@ def extra_ridge(strength: float, names: Sequence[str] = FEATURES) -> np.ndarray:
 
 def load_params(path: Path = PARAMS_PATH) -> dict[str, Any]:
     """The fitted coefficients: {"features": [names], "vtcm_bytes", "groups": {"chipset|precision|runtime":
-    [theta per name...]}, "chipset_speed"}."""
+    [theta per name...]}, "chipset_speed", "interval": the error range of an estimate (interval_of)}."""
     params = json.loads(path.read_text())
     unknown = set(params["features"]) - set(FEATURES)
     if unknown:
         raise ValueError(f"{path}: unknown cost-model features {sorted(unknown)}; refit with benchmarks/costmodel_fit.py")
     return params
+
+
+def interval_of(interval: dict[str, Any], chipset: str) -> list[float]:
+    """[low, high] factors on an estimate for `chipset`: the published latency of a model the fit never saw lay
+    within estimate x [low, high] for interval["coverage"] of the cross-validated training rows (the chipset's own
+    factors, else those pooled over every chipset; benchmarks/costmodel_cv.error_interval)."""
+    return list(interval["by_chipset"].get(chipset, interval["pooled"]))
 
 
 def predict(x: dict[str, float], theta: Sequence[float], names: Sequence[str] = FEATURES) -> float:

@@ -181,6 +181,10 @@ class Estimate:
     weight_bytes: float = 0.0  # as read on the device
     macs: int = 0
     model: str = "roofline"  # roofline (module docstring) | fitted (fusionc.analysis.costfit on AI Hub latencies)
+    # fitted estimates: [low, high] seconds holding the published latency for range_coverage of the fit's
+    # cross-validated training rows (models it had not seen); None for the roofline, which has no such measure
+    range_s: list[float] | None = None
+    range_coverage: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -250,6 +254,9 @@ def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_b
     terms = {"compute": compute, "memory": memory, "overhead": overhead, "fallback": share["fallback"]}
     est.bound = max(terms, key=terms.get)
     est.model = "fitted"
+    if fitted.get("interval"):
+        est.range_s = [est.latency_s * f for f in costfit.interval_of(fitted["interval"], device.name)]
+        est.range_coverage = fitted["interval"]["coverage"]
     return est
 
 
