@@ -35,29 +35,33 @@ MARGIN = 0.25  # median, p90 |error| on held-out models, per chipset (issue 17)
 
 
 def candidates() -> list[dict[str, Any]]:
-    """Every modelling choice the fit compares: optional terms x local-memory size x per-chipset refit x generation
-    scaling (x weight floor for the per-chipset scaling)."""
+    """Every modelling choice the fit compares: optional terms x op count of the per-op overhead x local-memory size
+    x per-chipset refit x generation scaling (x weight floor for the per-chipset scaling)."""
     out = []
     for k in range(len(costfit.OPTIONAL_FEATURES) + 1):
         for optional in itertools.combinations(costfit.OPTIONAL_FEATURES, k):
-            for mb in VTCM_CHOICES_MB:
-                for refit in REFIT_CHOICES:
-                    for speed in SPEED_CHOICES:
-                        for floor in (FLOOR_CHOICES if speed == "chipset" else (False,)):
-                            out.append({"optional": list(optional), "vtcm_mb": mb, "ridge_to_pooled": refit,
-                                        "floor_weights": floor, "speed_mode": speed})
+            for ops in costfit.OPS_TERMS:
+                for mb in VTCM_CHOICES_MB:
+                    for refit in REFIT_CHOICES:
+                        for speed in SPEED_CHOICES:
+                            for floor in (FLOOR_CHOICES if speed == "chipset" else (False,)):
+                                out.append({"optional": list(optional), "ops_term": ops, "vtcm_mb": mb,
+                                            "ridge_to_pooled": refit, "floor_weights": floor, "speed_mode": speed})
     return out
 
 
-def simplicity(candidate: dict[str, Any]) -> tuple[int, int, int]:
-    """Fewer optional terms first, then fewer speed parameters (SPEED_CHOICES order), then fewer per-chipset
-    parameters (REFIT_CHOICES order)."""
-    return (len(candidate["optional"]), SPEED_CHOICES.index(candidate.get("speed_mode", "chipset")),
-            REFIT_CHOICES.index(candidate["ridge_to_pooled"]))
+def simplicity(candidate: dict[str, Any]) -> tuple[int, int, int, int]:
+    """Fewer optional terms first, then the plain op count (OPS_TERMS order: no graph structure needed), then fewer
+    speed parameters (SPEED_CHOICES order), then fewer per-chipset parameters (REFIT_CHOICES order)."""
+    return (len(candidate["optional"]), costfit.OPS_TERMS.index(candidate.get("ops_term", "kilo_ops")),
+            SPEED_CHOICES.index(candidate.get("speed_mode", "chipset")), REFIT_CHOICES.index(candidate["ridge_to_pooled"]))
 
 
 def names_of(candidate: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(f for f in costfit.FEATURES if f in costfit.BASE_FEATURES or f in candidate["optional"])
+    """The candidate's terms in costfit.FEATURES order: the base terms with kilo_ops replaced by its op count."""
+    ops = candidate.get("ops_term", "kilo_ops")
+    return tuple(ops if f == "kilo_ops" else f for f in costfit.FEATURES
+                 if f in costfit.BASE_FEATURES or f in candidate["optional"])
 
 
 def fold_of(families: list[str], shuffle: int) -> dict[str, int]:
@@ -169,7 +173,7 @@ def select(rows: list[dict], features: dict, family: Callable[[str], str], desig
     top = min(c["score"] for c in results)
     best = min((c for c in results if c["score"] <= top + MARGIN), key=lambda c: (simplicity(c), c["score"]))
     diag = diagnostics(rows, best["_X"], best["_names"], best["_pred"], features, family)
-    return {"chosen": {"optional": best["optional"], "vtcm_mb": best["vtcm_mb"],
+    return {"chosen": {"optional": best["optional"], "ops_term": best["ops_term"], "vtcm_mb": best["vtcm_mb"],
                        "ridge_to_pooled": best["ridge_to_pooled"], "floor_weights": best["floor_weights"],
                        "speed_mode": best["speed_mode"],
                        "score": best["score"]},

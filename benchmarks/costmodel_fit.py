@@ -219,7 +219,7 @@ REFERENCE_CHIPSET = "snapdragon-8-gen-3"
 MIN_PAIRS = 5
 SPEED_CLASSES = {"conv": ("gmacs", "conv_gmacs", "lowint_conv_gmacs"), "matmul": ("linear_gmacs", "attn_gmacs"),
                  "vector": ("vector_g", "special_g", "layout_g"), "memory": ("weight_mb", "spill_mb", "act_mb"),
-                 "overhead": ("kilo_ops", "fallback_layers", "one")}
+                 "overhead": ("kilo_ops", "fused_kilo_ops", "path_kilo_ops", "fallback_layers", "one")}
 CLASS_RIDGE = 0.05  # per-class speeds -> the group speed (relative; the classes a chipset's pairs barely exercise stay)
 
 
@@ -579,7 +579,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     if select:
         selection = costmodel_cv.select(train_rows, fit_features, family, design, fit, predict_rows, PHONE_LAPTOP)
     else:  # tests: the base terms at the documented local-memory size, no cross-validation
-        selection = {"chosen": {"optional": [], "vtcm_mb": costfit.VTCM_BYTES >> 20, "ridge_to_pooled": RIDGE,
+        selection = {"chosen": {"optional": [], "ops_term": "kilo_ops", "vtcm_mb": costfit.VTCM_BYTES >> 20,
+                                "ridge_to_pooled": RIDGE,
                                 "floor_weights": False, "speed_mode": "chipset", "score": None},
                      "rule": "not selected (select=False)", "candidates": [], "diagnostics": {}}
     names = costmodel_cv.names_of(selection["chosen"])

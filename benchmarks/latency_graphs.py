@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = Path(__file__).resolve().parent / "results"
 FEATURES = RESULTS / "latency_features.json.gz"
 OP_FIELDS = ["op_type", "kind", "macs", "vector_elems", "params", "float_weight_elems", "compressed_weight_bytes",
-             "act_in_elems", "act_out_elems", "attention_scores", "timesteps"]
+             "act_in_elems", "act_out_elems", "attention_scores", "timesteps", "level", "siblings"]
 
 
 class FirstOutput(torch.nn.Module):

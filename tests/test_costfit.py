@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def _row(kind: str, macs: int = 0, vector: int = 0, params: int = 0, act_in: int = 0, act_out: int = 0,
          op_type: str = "X") -> list:
-    return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False]
+    return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1]
 
 
 def test_features_by_hand() -> None:
@@ -50,10 +50,32 @@ def test_features_by_hand() -> None:
     assert dw["conv_gmacs"] == pytest.approx(2.009)  # still a conv MAC: the low-intensity term is an extra cost
 
 
+def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:
+    """A fire module: squeeze conv, then a 1x1 and a 3x3 conv side by side (siblings 2, one level), then a concat.
+    fused_kilo_ops counts the two as one launch; path_kilo_ops counts the 3 ops on the longest path."""
+    fields = costfit.OP_FIELDS
+    row = lambda op_type, level, siblings: dict(zip(fields, [op_type, "conv", 10**6, 0, 10, 10, 0.0, 100, 100, False,  # noqa: E731
+                                                             1, level, siblings]))
+    rows = [row("Conv", 1, 1), row("Conv", 2, 2), row("Conv", 2, 2), dict(row("Concat", 3, 1), kind="layout")]
+    x = costfit.features_from_rows([[r[f] for f in fields] for r in rows], "float")
+    assert x["kilo_ops"] == pytest.approx(0.004)
+    assert x["fused_kilo_ops"] == pytest.approx(0.003)
+    assert x["path_kilo_ops"] == pytest.approx(0.003)
+    # an LSTM's extra launches run in sequence: on the path too
+    lstm = dict(row("LSTM", 4, 1), kind="linear", timesteps=10)
+    y = costfit.features_from_rows([[r[f] for f in fields] for r in rows + [lstm]], "float")
+    launches = 10 * costfit.RECURRENT_LAUNCHES_PER_STEP
+    assert y["path_kilo_ops"] == pytest.approx(0.004 + (launches - 1) / 1000)
+    assert y["kilo_ops"] == pytest.approx(0.004 + launches / 1000)
+    # feature rows from before graph_stats stored the structure: no path or fusion terms, the plain count stays
+    old = costfit.features_from_rows([[r[f] for f in fields[:-2]] for r in rows], "float", fields=fields[:-2])
+    assert old["kilo_ops"] == pytest.approx(0.004) and old["path_kilo_ops"] == old["fused_kilo_ops"] == 0
+
+
 def test_a_recurrent_op_launches_per_timestep() -> None:
     """An LSTM counts RECURRENT_LAUNCHES_PER_STEP ops per timestep and direction (QNN unrolls it: Sequencer2D's layer
     count); rows from feature files without the timesteps column count every op once, as before."""
-    fields = costfit.OP_FIELDS
+    fields = costfit.OP_FIELDS[:11]  # up to timesteps
     lstm = ["LSTM", "linear", 10**6, 0, 1000, 1000, 0.0, 10**3, 10**3, False, 64]
     relu = ["Relu", "vector", 0, 10**3, 0, 0, 0.0, 10**3, 10**3, False, 1]
     x = costfit.features_from_rows([lstm, relu], "float", fields=fields)
@@ -78,7 +100,7 @@ def test_stale_recurrent_rows_are_refreshed_from_the_modules_own_shapes() -> Non
         def forward(self, x):  # noqa: ANN001
             return self.b(self.a(x)[0])[0]
 
-    fields = list(costfit.OP_FIELDS[:-1])
+    fields = list(costfit.OP_FIELDS[:10])  # before the timesteps column
     entry = {"key": "two/Two", "fields": fields,
              "ops": [["LSTM", "vector", 0, 42, 0, 0, 0.0, 0, 0, False], ["Relu", "vector", 0, 7, 0, 0, 0.0, 0, 0, False],
                      ["GRU", "vector", 0, 42, 0, 0, 0.0, 0, 0, False]]}
@@ -125,7 +147,10 @@ def test_the_preregistered_sd_predictions_stay_beside_a_refit(tmp_path: Path) ->
 def test_params_file_names_its_terms_and_local_memory() -> None:
     """The shipped params say which terms and which local-memory size they were fitted with; estimates use both."""
     params = costfit.load_params()
-    assert set(params["features"]) <= set(costfit.FEATURES) and set(costfit.BASE_FEATURES) <= set(params["features"])
+    assert set(params["features"]) <= set(costfit.FEATURES)
+    # the base terms, with the per-op overhead on exactly one of the op counts
+    ops = [f for f in params["features"] if f in costfit.OPS_TERMS]
+    assert len(ops) == 1 and set(costfit.BASE_FEATURES) - {"kilo_ops"} <= set(params["features"])
     assert params["vtcm_bytes"] in [mb << 20 for mb in (2, 4, 8, 16)]
     assert all(len(theta) == len(params["features"]) for theta in params["groups"].values())
     with pytest.raises(ValueError, match="coefficients for"):
@@ -211,8 +236,11 @@ def test_cross_validation_never_predicts_a_family_it_was_fitted_on() -> None:
     assert len(seen) == costmodel_cv.FOLDS * len(costmodel_cv.SHUFFLES)
 
 
-def test_fit_script_on_small_features(tmp_path: Path) -> None:
+def test_fit_script_on_small_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import costmodel_cv
     import costmodel_fit
+
+    monkeypatch.setattr(costmodel_cv, "VTCM_CHOICES_MB", (8,))  # a third of the candidates: the test's time
 
     if not (costmodel_fit.DATA / "aihub_perf.csv").exists():
         pytest.skip(f"{costmodel_fit.DATA} (the AI Hub CSVs) is not on this machine")

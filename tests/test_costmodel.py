@@ -41,6 +41,22 @@ def test_conv_macs_and_weights() -> None:
     assert op.act_in_elems == 3 * 64 and op.act_out_elems == 4 * 64
 
 
+def test_path_depth_and_parallel_siblings() -> None:
+    """A fire module (SqueezeNet): a 1x1 and a 3x3 conv read the squeeze's output side by side. `level` counts the
+    ops on the longest path (a Reshape passes it on without adding one), `siblings` the same-type ops sharing an input."""
+    conv = lambda x, w, y, k: oh.make_node("Conv", [x, w], [y], pads=[k // 2] * 4)  # noqa: E731
+    model = _model([conv("x", "ws", "s", 1), oh.make_node("Relu", ["s"], ["r"]),
+                    oh.make_node("Reshape", ["r", "shape"], ["r2"]),
+                    conv("r2", "w1", "a", 1), conv("r2", "w3", "b", 3), oh.make_node("Relu", ["b"], ["b2"]),
+                    oh.make_node("Concat", ["a", "b2"], ["y"], axis=1)],
+                   [_vi("x", [1, 8, 4, 4])], [_vi("y", [1, 16, 4, 4])],
+                   [_init("ws", [4, 8, 1, 1]), _init("w1", [8, 4, 1, 1]), _init("w3", [8, 4, 3, 3]),
+                    onnx.numpy_helper.from_array(np.array([1, 4, 4, 4], dtype=np.int64), "shape")])
+    ops = [(op.op_type, op.level, op.siblings) for op in graph_stats(model).ops if op.kind != "free"]
+    assert ops == [("Conv", 1, 1), ("Relu", 2, 1), ("Conv", 3, 2), ("Conv", 3, 2), ("Relu", 4, 1),
+                   ("Concat", 5, 1)]
+
+
 def test_grouped_conv_and_symbolic_batch() -> None:
     model = _model([oh.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=2)],
                    [_vi("x", ["B", 4, 8, 8])], [_vi("y", ["B", 4, 8, 8])], [_init("w", [4, 2, 3, 3])])

@@ -21,13 +21,18 @@ a throughput the fit learns for that chipset and precision (non-negative least s
     act_mb             activation bytes of every op       -> 1 / on-chip activation bandwidth
     kilo_ops           ops launched (non-free; a recurrent op counts RECURRENT_LAUNCHES_PER_STEP per timestep and
                        direction: the NPU unrolls it)     -> per-op overhead
+    fused_kilo_ops     the same, with the ops of one type that read the same input (graph_stats.siblings: the 1x1
+                       and 3x3 convolutions of a fire module, an Inception block's branch heads, Q/K/V projections)
+                       counted as one launch: horizontal fusion -> per-op overhead of a compiler that fuses them
+    path_kilo_ops      ops on the graph's longest path (graph_stats.level), recurrent launches added: parallel
+                       branches that overlap                -> per-op overhead paid in sequence only
     fallback_layers    layers placed on the CPU or GPU    -> cost of one fallback + its hand-overs
     one                a fixed cost per call
 
-Which of the optional terms (lowint_conv_gmacs, act_mb) a fit uses, and the local-memory size that decides what
-spills, are modelling choices made by grouped k-fold cross-validation over the training models only
-(benchmarks/costmodel_fit.py); the params file records the choice (`features`, `vtcm_bytes`) and every prediction
-reads it from there.
+Which of the optional terms (lowint_conv_gmacs, act_mb, special_g) a fit uses, which op count carries the per-op
+overhead (OPS_TERMS), and the local-memory size that decides what spills, are modelling choices made by grouped
+k-fold cross-validation over the training models only (benchmarks/costmodel_fit.py); the params file records the
+choice (`features`, `vtcm_bytes`) and every prediction reads it from there.
 
 The features come from fusionc.analysis.graph_stats rows (the compiled graph at batch 1, or the batch asked for).
 The coefficients are fitted by benchmarks/costmodel_fit.py on Qualcomm AI Hub's published latencies and stored in
@@ -48,23 +53,26 @@ import numpy as np
 
 # every term the model can use; a fit uses BASE_FEATURES plus the optional ones cross-validation keeps
 FEATURES = ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs", "vector_g", "special_g",
-            "layout_g", "weight_mb", "spill_mb", "act_mb", "kilo_ops", "fallback_layers", "one")
+            "layout_g", "weight_mb", "spill_mb", "act_mb", "kilo_ops", "fused_kilo_ops", "path_kilo_ops",
+            "fallback_layers", "one")
 OPTIONAL_FEATURES = ("lowint_conv_gmacs", "act_mb", "special_g")
+# how ops are counted for the per-op overhead: one of these takes kilo_ops' place in a fit (cross-validation chooses)
+OPS_TERMS = ("kilo_ops", "fused_kilo_ops", "path_kilo_ops")
 # vector ops that are not one cheap pass per element on an NPU's vector unit: softmax and normalizations (reductions
 # over a row, then a second pass), and activations built on exp / erf / division
 SPECIAL_OPS = frozenset({"Softmax", "LogSoftmax", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
                          "RMSNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization", "Gelu",
                          "FastGelu", "Erf", "Sigmoid", "HardSigmoid", "HardSwish", "Swish", "Silu", "Tanh", "Exp",
                          "Log", "Div", "Sqrt", "Pow", "Reciprocal", "Mish", "Softplus", "Elu"})
-BASE_FEATURES = tuple(f for f in FEATURES if f not in OPTIONAL_FEATURES)
+BASE_FEATURES = tuple(f for f in FEATURES if f not in OPTIONAL_FEATURES and f not in OPS_TERMS[1:])
 # the per-kind MAC terms are extra costs on top of the shared `gmacs` rate: pulled to 0 unless the data needs them,
 # so a kind that few training graphs have (attention in a CNN-heavy set) falls back to the shared rate
 EXTRA_TERMS = ("conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs")
 # which part of an estimate each term is (costmodel.Estimate: compute / memory / overhead / fallback)
 TERM_CLASS = {"gmacs": "compute", "conv_gmacs": "compute", "linear_gmacs": "compute", "attn_gmacs": "compute",
               "lowint_conv_gmacs": "compute", "vector_g": "compute", "special_g": "compute", "layout_g": "compute",
-              "weight_mb": "memory", "spill_mb": "memory", "act_mb": "memory", "kilo_ops": "overhead", "one": "overhead",
-              "fallback_layers": "fallback"}
+              "weight_mb": "memory", "spill_mb": "memory", "act_mb": "memory", "kilo_ops": "overhead",
+              "fused_kilo_ops": "overhead", "path_kilo_ops": "overhead", "one": "overhead", "fallback_layers": "fallback"}
 VTCM_BYTES = 8 << 20  # Hexagon v73+ TCM is 8 MB (Qualcomm QNN HTP docs: "VTCM size 8 MB" on SM8550/SM8650/SM8750)
 # a convolution doing fewer MACs than this per output element (depthwise 3x3: 9) is bound by data movement
 LOWINT_MACS = 32
@@ -74,7 +82,7 @@ RUNTIME_GROUPS = {"QNN_CONTEXT_BINARY": "qnn", "QNN_DLC": "qnn", "QNN": "qnn", "
                   "ONNX": "onnx", "TFLITE": "tflite"}
 PARAMS_PATH = Path(__file__).resolve().parent / "costmodel_params.json"
 OP_FIELDS = ("op_type", "kind", "macs", "vector_elems", "params", "float_weight_elems", "compressed_weight_bytes",
-             "act_in_elems", "act_out_elems", "attention_scores", "timesteps")
+             "act_in_elems", "act_out_elems", "attention_scores", "timesteps", "level", "siblings")
 # a recurrent op (LSTM/GRU/RNN) runs one small launch group per timestep and direction (graph_stats.timesteps): QNN's
 # layer count for Sequencer2D is 5,224 on the 8 Gen 3 (AI Hub, QNN_DLC) for 410 ops in our graph, 36 of them LSTMs
 # with 1,408 direction-steps between them: (5224 - 374) / 1408 = 3.4 launched layers per direction-step
@@ -104,6 +112,7 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
     index = {f: i for i, f in enumerate(fields)}
     wbytes, abytes = PRECISION_BYTES[precision_group(precision) if precision not in PRECISION_BYTES else precision]
     x = dict.fromkeys(FEATURES, 0.0)
+    longest = 0
     for row in rows:
         kind = row[index["kind"]]
         if kind == "free":
@@ -130,7 +139,13 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
         if act > vtcm_bytes:
             x["spill_mb"] += act / 1e6
         recurrent = "timesteps" in index and row[index["op_type"]] in RECURRENT_OPS  # older feature files: one op
-        x["kilo_ops"] += 1e-3 * (row[index["timesteps"]] * RECURRENT_LAUNCHES_PER_STEP if recurrent else 1)
+        launches = row[index["timesteps"]] * RECURRENT_LAUNCHES_PER_STEP if recurrent else 1
+        x["kilo_ops"] += 1e-3 * launches
+        if "siblings" in index:  # older feature files have no graph structure: both stay 0
+            x["fused_kilo_ops"] += 1e-3 * launches / max(row[index["siblings"]], 1)
+            x["path_kilo_ops"] += 1e-3 * (launches - 1)  # a recurrent op's extra launches run in sequence
+            longest = max(longest, row[index["level"]])
+    x["path_kilo_ops"] += 1e-3 * longest
     x["fallback_layers"] = float(fallback_layers)
     x["one"] = 1.0
     return x

@@ -7,6 +7,10 @@ graph exactly: compressed weights (int8/int4 DequantizeLinear, LUT gathers) read
 (dequantize, transpose, cast of an initializer) are folded by every on-device compiler and cost nothing at run time,
 and the fusionc fused units (ScaledDotProductAttention, GroupNorm, Gelu local functions) are counted as one op.
 
+Graph structure, per op: `level`, the ops on the longest path from the inputs to it (what runs in sequence however
+parallel the hardware), and `siblings`, the ops of its type that read the same input (what a compiler can fuse
+horizontally: an Inception block's 1x1 heads, Q/K/V projections).
+
 Shapes come from the graph's value_info, completed by onnx shape inference after symbolic dims (the dynamic batch)
 are pinned (`dims`, default 1). External weight data is never loaded: only initializer shapes and dtypes are read.
 
@@ -22,7 +26,7 @@ MACs, by hand (the tests check these formulas on tiny graphs):
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +75,8 @@ class OpStat:
     act_out_elems: int = 0
     attention_scores: bool = False  # output is an S x S attention matrix (materialized)
     timesteps: int = 1  # sequential steps the op runs as (recurrent ops: sequence length x directions), else 1
+    level: int = 0  # ops on the longest path from the graph inputs to this op's output, itself included (free: 0 own)
+    siblings: int = 1  # ops of this op's type reading the same first activation input (horizontal fusion group)
 
 
 @dataclass
@@ -227,6 +233,8 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
 
     ops: list[OpStat] = []
     forms: set[str] = set()
+    level_of: dict[str, int] = {}  # tensor -> ops on the longest path that produces it (graph inputs: 0)
+    first_inputs: list[str | None] = []  # per op: its first activation input (the horizontal fusion group key)
     for node in graph.node:
         inputs = [i for i in node.input if i]
         constant_inputs = [i for i in inputs if i in const_sources]
@@ -269,7 +277,14 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
                                        and out_shape[-1] == out_shape[-2] and out_shape[-1] >= 64)
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
+        op.level = max((level_of.get(i, 0) for i in activation_inputs), default=0) + (kind != "free")
+        for out in node.output:
+            level_of[out] = op.level
         ops.append(op)
+        first_inputs.append(activation_inputs[0] if activation_inputs and kind != "free" else None)
+    groups = Counter((op.op_type, first) for op, first in zip(ops, first_inputs) if first)
+    for op, first in zip(ops, first_inputs):
+        op.siblings = groups[(op.op_type, first)] if first else 1
     form = next((f for f in ("fused", "split_einsum", "original") if f in forms), "none")
     counts: dict[str, int] = defaultdict(int)
     for node in graph.node:
