@@ -382,7 +382,8 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
     console = console or Console(width=max(Console().width, 150))
     for build in result["builds"]:
         table = Table(title=f"{build['path']} ({build['target']}): per-call latency, ms "
-                            "[M] measured here, [E] estimated by the cost model")
+                            "[M] measured here, [E] estimated by the cost model (spread: the range that held that "
+                            "share of the fit's cross-validated published latencies)")
         for column in ("component", "backend", "device", "batch", "latency ms", "spread", "kind", "note"):
             table.add_column(column, justify="right" if column in ("batch", "latency ms", "spread") else "left")
         for f in build["figures"]:
@@ -390,7 +391,9 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
             note = "" if f["device_figure"] else "host emulator, not a device figure"
             if f["kind"] == "estimated":
                 note = f"{f['detail']['precision']}, {f['detail']['bound']}-bound"
-            spread = f"±{f['spread_ms'] / 2:.2f}" if f["kind"] == "measured" else "-"
+            span, coverage = f["detail"].get("range_ms"), f["detail"].get("range_coverage")
+            spread = (f"±{f['spread_ms'] / 2:.2f}" if f["kind"] == "measured"
+                      else f"{span[0]:.2f}-{span[1]:.2f} ({coverage:.0%})" if span else "-")
             table.add_row(f["component"], f["backend"], f["device"], str(f["batch"]), f"{f['median_ms']:.2f}",
                           spread, mark, note)
         console.print(table)

@@ -85,6 +85,12 @@ def test_json_schema(result: dict) -> None:
     for figure in loaded["builds"][0]["figures"]:
         assert set(figure) == figure_keys and figure["kind"] in ("measured", "estimated")
     assert {"ane", "htp"} <= set(loaded["cost_model"]["params"])  # + cpu since the CPU profiles
+    # a fitted (Hexagon) estimate carries the fit's cross-validated range around it; a roofline estimate none
+    estimated = [f for f in loaded["builds"][0]["figures"] if f["kind"] == "estimated"]
+    hexagon = [f for f in estimated if f["backend"] == "qnn/htp"]
+    assert hexagon and all(f["detail"]["range_ms"][0] < f["median_ms"] < f["detail"]["range_ms"][1]
+                           and f["detail"]["range_coverage"] == 0.8 for f in hexagon)
+    assert all(f["detail"]["range_ms"] is None for f in estimated if f["backend"] == "coreml/ne")
     assert loaded["cost_model"]["calibration"]
 
 
@@ -93,7 +99,7 @@ def test_cli_table_labels_json_and_plot(onnx_build: Path, tmp_path: Path) -> Non
     run = CliRunner().invoke(main, ["bench", str(onnx_build), "--json", str(out_json), "--plot", str(out_png),
                                     "--runs", "3", "--warmup", "0", "--steps", "2", "--no-guidance"])
     assert run.exit_code == 0, run.output
-    assert "[M] measured" in run.output and "[E] estimated" in run.output
+    assert "[M] measured" in run.output and "[E] estimated" in run.output and "(80%)" in run.output
     assert json.loads(out_json.read_text())["settings"]["guidance"] is False
     assert out_png.read_bytes()[:4] == b"\x89PNG"
 
