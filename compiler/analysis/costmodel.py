@@ -164,6 +164,11 @@ CALIBRATION: list[Published] = [
 ]
 
 REFERENCE_GRAPHS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reference_graphs.json.gz"
+# the SD-1.5 components as a QNN build sees them (after the QNN target's passes, with graph structure), stored by
+# benchmarks/latency_graphs.py beside the graphs the Hexagon model is fitted on: what Hexagon figures are estimated from
+QNN_GRAPHS = REFERENCE_GRAPHS.with_name("latency_features.json.gz")
+QNN_REFERENCE = {"clip_text_encoder@b1": "stable_diffusion_v1_5/text_encoder", "sd15_unet@b1": "stable_diffusion_v1_5/unet",
+                 "sd_vae_decoder@b1": "stable_diffusion_v1_5/vae_decoder"}
 
 
 @dataclass
@@ -313,7 +318,8 @@ def _weight_bytes(op: OpStat, float_bits: float, weight_bits: float | None) -> f
 def save_reference_stats(stats: dict[str, GraphStats], path: Path = REFERENCE_GRAPHS) -> None:
     """Store the per-op rows of reference graphs (key "<graph>@b<batch>") so calibrate() runs without exports."""
     fields = ["op_type", "domain", "kind", "macs", "vector_elems", "params", "float_weight_elems",
-              "compressed_weight_bytes", "weight_bytes", "act_in_elems", "act_out_elems", "attention_scores"]
+              "compressed_weight_bytes", "weight_bytes", "act_in_elems", "act_out_elems", "attention_scores",
+              "timesteps", "level", "siblings"]
     payload = {key: {"attention_form": s.attention_form, "fields": fields,
                      "ops": [[getattr(op, f) for f in fields] for op in s.ops if op.kind != "free"]}
                for key, s in stats.items()}
@@ -332,10 +338,26 @@ def load_reference_stats(path: Path = REFERENCE_GRAPHS) -> dict[str, GraphStats]
     return out
 
 
-def _predict(point: Published, stats: dict[str, GraphStats], params: FamilyParams | None = None) -> float:
+def load_qnn_reference_stats(path: Path = QNN_GRAPHS) -> dict[str, GraphStats]:
+    """The reference graphs (QNN_REFERENCE keys) as the QNN pipeline leaves them, where latency_graphs.py stored them."""
+    if not path.exists():
+        return {}
+    with gzip.open(path, "rt") as f:
+        payload = json.load(f)
+    out = {}
+    for key, entry in ((k, payload.get(v)) for k, v in QNN_REFERENCE.items()):
+        if entry is not None:
+            ops = [OpStat(name="", domain="", **dict(zip(entry["fields"], row))) for row in entry["ops"]]
+            out[key] = GraphStats(ops, entry.get("attention_form", "none"))
+    return out
+
+
+def _predict(point: Published, stats: dict[str, GraphStats], params: FamilyParams | None = None,
+             qnn_stats: dict[str, GraphStats] | None = None) -> float:
     device = DEVICES[point.device]
-    est = estimate(stats[f"{point.graph}@b{point.batch}"], device, point.precision, point.weight_bits,
-                   point.attention_form, params)
+    key = f"{point.graph}@b{point.batch}"
+    graph = (qnn_stats or {}).get(key, stats[key]) if device.family == "htp" else stats[key]
+    est = estimate(graph, device, point.precision, point.weight_bits, point.attention_form, params)
     return est.latency_s * 1000
 
 
@@ -370,11 +392,13 @@ def calibration_report(stats: dict[str, GraphStats] | None = None,
     """Every published figure with our estimate and the relative error (role C = calibrated on, H = held out)."""
     stats = stats or load_reference_stats()
     params = params or FAMILY_PARAMS
+    qnn_stats = load_qnn_reference_stats()
     rows = []
     for p in CALIBRATION:
         family = DEVICES[p.device].family
-        # Hexagon: the AI Hub fit (params None selects it); Apple: the roofline with the family's efficiencies
-        predicted = _predict(p, stats, params[family] if family == "ane" else None)
+        # Hexagon: the AI Hub fit (params None selects it) on the graph a QNN build sees; Apple: the roofline with
+        # the family's efficiencies on the plain export
+        predicted = _predict(p, stats, params[family] if family == "ane" else None, qnn_stats)
         rows.append(asdict(p) | {"estimate_ms": round(predicted, 2),
                                  "error": round(predicted / p.latency_ms - 1, 3)})
     return rows
