@@ -15,14 +15,16 @@ Two virtual environments, because torchvision does not import beside the torch 2
     python -m venv /work/venv-bench
     /work/venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1 timm
     /work/venv-bench/bin/pip install -e . --no-deps && /work/venv-bench/bin/pip install onnx==1.23.2 \
-        onnx-ir==1.1.0 onnxscript==0.7.2 diffusers transformers safetensors numpy rich click
+        onnx-ir==1.1.0 onnxscript==0.7.2 onnxruntime==1.32.0 onnxruntime-qnn==2.7.0 flatbuffers scipy \
+        diffusers transformers safetensors numpy rich click
     flock /tmp/fusionc-heavy.lock nice -n 10 /work/venv-bench/bin/python benchmarks/latency_graphs.py \
         --libraries torchvision timm
 Modules are built on the meta device and exported from their structure (fusionc.export.export_structure, as
 `fusionc estimate` does): the features need shapes only, so no export holds weights (the SD-1.5 UNet included);
 a model whose code cannot trace on meta tensors is exported with random weights instead (recorded as "export").
 Each model is cached (--cache, one JSON per model component) and merged into the features file as it finishes, so
-a run that is stopped keeps what it did. Models whose library is not importable in the running venv are skipped.
+a run that is stopped keeps what it did (a model that failed is cached as its error: delete those files to retry).
+The two runs may go side by side (each merges atomically); all 67 graphs took about 10 minutes that way. Models whose library is not importable in the running venv are skipped.
 `--refresh-recurrent` only recomputes the LSTM/GRU/RNN rows of stored features extracted before graph_stats counted
 them (MACs, timesteps), from the module's own recurrent calls on the meta device: seconds instead of a re-export
 (Sequencer2D's export alone is ~450 s of CPU).
