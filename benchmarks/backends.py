@@ -113,8 +113,8 @@ def pipeline_figures(stats: dict, steps: int, guidance: bool) -> list[dict]:
                 htp = device.family == "htp"
                 batch = 2 if guided_unet and not htp else 1
                 key = f"{graph}@b{batch}"
-                graph_stats_ = qnn_stats.get(key, stats[key]) if htp else stats[key]
-                est = costmodel.estimate(graph_stats_, device)
+                seen = qnn_stats.get(key, stats[key]) if htp else stats[key]
+                est = costmodel.estimate(seen, device)
                 rows.append({"pipeline": pipe, "figure": Figure(
                     component, costmodel.backend_of(device), device.name, "estimated", batch, est.latency_s * 1000,
                     calls=2 if guided_unet and htp else 1,

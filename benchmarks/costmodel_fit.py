@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionc.analysis import costfit
+from fusionc.analysis.costmodel import QNN_REFERENCE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -400,7 +401,8 @@ def errors(rows: list[dict], pred: np.ndarray, select) -> dict:  # noqa: ANN001
             "median_signed": float(np.median(err))}
 
 
-SD_REFERENCE = {"text_encoder": "clip_text_encoder@b1", "unet": "sd15_unet@b1", "vae_decoder": "sd_vae_decoder@b1"}
+# SD-1.5 component -> its reference graph key (reference_graphs.json.gz), from the cost model's own mapping
+SD_REFERENCE = {name.split("/")[1]: key for key, name in QNN_REFERENCE.items()}
 
 
 def gen2_report(rows: list[dict], pred: np.ndarray, features: dict) -> dict:
@@ -585,19 +587,18 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                      "rule": "not selected (select=False)", "candidates": [], "diagnostics": {}}
     names = costmodel_cv.names_of(selection["chosen"])
     vtcm = selection["chosen"]["vtcm_mb"] << 20
+    X_train = design(train_rows, fit_features, names, vtcm)
+    chosen = selection["chosen"]
+    fit_anchoring = lambda r, x, a: fit(r, x, names, chosen.get("ridge_to_pooled", RIDGE),  # noqa: E731
+                                        chosen.get("floor_weights", False), chosen.get("speed_mode", "chipset"), a)
     if select:  # per chipset: its own coefficients, or the reference chipset's scaled by its speed (CV, training)
         selection["anchoring"] = costmodel_cv.choose_anchored(
-            train_rows, design(train_rows, fit_features, names, vtcm), family,
-            lambda r, x, a, c=selection["chosen"]: fit(r, x, names, c.get("ridge_to_pooled", RIDGE),
-                                                      c.get("floor_weights", False), c.get("speed_mode", "chipset"), a),
-            predict_rows, [c for c in PHONE_LAPTOP if c != REFERENCE_CHIPSET])
+            train_rows, X_train, family, fit_anchoring, predict_rows, [c for c in PHONE_LAPTOP if c != REFERENCE_CHIPSET])
     anchored = frozenset(selection.get("anchoring", {}).get("anchored", []))
-    chosen_fit = lambda r, x: fit(r, x, names, selection["chosen"].get("ridge_to_pooled", RIDGE),  # noqa: E731
-                                  selection["chosen"].get("floor_weights", False),
-                                  selection["chosen"].get("speed_mode", "chipset"), anchored)
+    chosen_fit = lambda r, x: fit_anchoring(r, x, anchored)  # noqa: E731
     # the range an estimate's published latency falls in: the chosen model's cross-validated errors (training only)
     interval = costmodel_cv.error_interval(train_rows, costmodel_cv.cross_validated(
-        train_rows, design(train_rows, fit_features, names, vtcm), family, chosen_fit, predict_rows))
+        train_rows, X_train, family, chosen_fit, predict_rows))
     X = design(rows, fit_features, names, vtcm)
     params = dict(chosen_fit(rows, X), features=list(names), vtcm_bytes=vtcm)
     pred = predict_rows(rows, X, params)
@@ -692,8 +693,7 @@ def apple(features: dict) -> dict:
     these), and the one parameter three figures can carry, an ANE speed scale (geometric mean of published /
     roofline), fitted leave-one-out: each figure's `loo_error` is that of the scale fitted on the other figures.
     The scale ships only if it beats the plain roofline on the leave-one-out errors (`ships`)."""
-    from fusionc.analysis.costmodel import estimate
-    from fusionc.analysis.graph_stats import GraphStats, OpStat
+    from fusionc.analysis.costmodel import estimate, stats_of
     from fusionc.core.devices import DEVICES
 
     out = []
@@ -704,8 +704,7 @@ def apple(features: dict) -> dict:
             result["error"] = None
             result["note"] = "graph not rebuilt in this run"
         else:
-            ops = [OpStat("", domain="", **{k: v for k, v in zip(entry["fields"], op)}) for op in entry["ops"]]
-            est = estimate(GraphStats(ops, entry.get("attention_form", "none")), DEVICES[row["device"]], "fp16")
+            est = estimate(stats_of(entry), DEVICES[row["device"]], "fp16")
             result["estimated_ms"] = round(est.latency_s * 1000, 3)
             result["error"] = round(est.latency_s * 1000 / row["published_ms"] - 1, 3)
         out.append(result)

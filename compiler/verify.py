@@ -45,4 +45,3 @@ def record(entry: dict, scores: dict[str, float], where: dict[str, str]) -> None
     """A component's verification in its manifest entry: the worst output's PSNR, each output's, where it ran."""
     entry.pop("verified_on", None)
     entry.update(psnr_db=scores.pop("psnr_db"), psnr_by_output=scores, **where)
-

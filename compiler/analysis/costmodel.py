@@ -328,14 +328,17 @@ def save_reference_stats(stats: dict[str, GraphStats], path: Path = REFERENCE_GR
         json.dump(payload, f, separators=(",", ":"))
 
 
+def stats_of(entry: dict[str, Any]) -> GraphStats:
+    """A stored graph ({"fields", "ops": rows in fields order, "attention_form"}: reference_graphs.json.gz,
+    latency_features.json.gz) as GraphStats; rows without a domain are default-domain ops."""
+    ops = [OpStat(name="", **{"domain": "", **dict(zip(entry["fields"], row))}) for row in entry["ops"]]
+    return GraphStats(ops, entry.get("attention_form", "none"))
+
+
 def load_reference_stats(path: Path = REFERENCE_GRAPHS) -> dict[str, GraphStats]:
     with gzip.open(path, "rt") as f:
         payload = json.load(f)
-    out = {}
-    for key, entry in payload.items():
-        ops = [OpStat(name="", **dict(zip(entry["fields"], row))) for row in entry["ops"]]
-        out[key] = GraphStats(ops, entry["attention_form"])
-    return out
+    return {key: stats_of(entry) for key, entry in payload.items()}
 
 
 def load_qnn_reference_stats(path: Path = QNN_GRAPHS) -> dict[str, GraphStats]:
@@ -344,12 +347,7 @@ def load_qnn_reference_stats(path: Path = QNN_GRAPHS) -> dict[str, GraphStats]:
         return {}
     with gzip.open(path, "rt") as f:
         payload = json.load(f)
-    out = {}
-    for key, entry in ((k, payload.get(v)) for k, v in QNN_REFERENCE.items()):
-        if entry is not None:
-            ops = [OpStat(name="", domain="", **dict(zip(entry["fields"], row))) for row in entry["ops"]]
-            out[key] = GraphStats(ops, entry.get("attention_form", "none"))
-    return out
+    return {key: stats_of(payload[name]) for key, name in QNN_REFERENCE.items() if name in payload}
 
 
 def _predict(point: Published, stats: dict[str, GraphStats], params: FamilyParams | None = None,
