@@ -89,27 +89,14 @@ def _hf(model_class: str, config_class: str, feeds: dict[str, torch.Tensor], **c
     return build
 
 
-def _hf_encoder(model_class: str, config_class: str, feeds: dict[str, torch.Tensor], **config: Any):
-    """The encoder half of an encoder-decoder model (AI Hub publishes the two halves as two components)."""
-    import transformers
-
+def _whisper(d_model: int, layers: int, heads: int, decoder_layers: int, mels: int = 80):
+    """AI Hub's Qualcomm-adapted Whisper encoder (aihub_adapted.py): split-head attention, 1x1 convolutions, and
+    every decoder layer's cross-attention K/V as outputs."""
     def build() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-        cfg = getattr(transformers, config_class)(**config)
-        model = getattr(transformers, model_class)(cfg).eval()
-        return FirstOutput(model.get_encoder(), list(feeds)), feeds
-    return build
+        from aihub_adapted import AdaptedWhisperEncoder
 
-
-def _whisper(d_model: int, layers: int, heads: int, mels: int = 80):
-    def build() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-        from transformers import WhisperConfig, WhisperModel
-
-        cfg = WhisperConfig(d_model=d_model, encoder_layers=layers, decoder_layers=2, encoder_attention_heads=heads,
-                            decoder_attention_heads=heads, encoder_ffn_dim=4 * d_model, decoder_ffn_dim=4 * d_model,
-                            num_mel_bins=mels)
-        encoder = WhisperModel(cfg).eval().get_encoder()
         feeds = {"input_features": torch.randn(1, mels, 3000)}
-        return FirstOutput(encoder, list(feeds)), feeds
+        return AdaptedWhisperEncoder(d_model, layers, heads, decoder_layers, mels).eval(), feeds
     return build
 
 
@@ -184,20 +171,34 @@ def _depth_anything():
 
 
 def _trocr_encoder():
+    """microsoft/trocr-small-stage1's vision encoder (DeiT-S shape, 384x384) with the 6 decoder layers'
+    cross-attention K/V (384 -> 256, 8 heads) as outputs, as AI Hub's TrOCREncoder."""
     def build() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        from aihub_adapted import CrossKVEncoder
         from transformers import ViTConfig, ViTModel
 
         cfg = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
                         image_size=384, patch_size=16)
         feeds = {"pixel_values": torch.randn(1, 3, 384, 384)}
-        return FirstOutput(ViTModel(cfg, add_pooling_layer=False).eval(), list(feeds)), feeds
+        encoder = ViTModel(cfg, add_pooling_layer=False)
+        return CrossKVEncoder(encoder, list(feeds), 384, 256, 8, 6).eval(), feeds
     return build
 
 
 def _opus_encoder(vocab: int):
-    return _hf_encoder("MarianMTModel", "MarianConfig", _tokens(256), vocab_size=vocab, d_model=512,
-                       encoder_layers=6, decoder_layers=6, encoder_attention_heads=8, decoder_attention_heads=8,
-                       encoder_ffn_dim=2048, decoder_ffn_dim=2048, pad_token_id=vocab - 1, decoder_start_token_id=vocab - 1)
+    """Helsinki-NLP/opus-mt-*'s Marian encoder (256 tokens) with the 6 decoder layers' cross-attention K
+    ([B, H, d, S]) and V as outputs, as AI Hub's QcMarianEncoder."""
+    def build() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        from aihub_adapted import CrossKVEncoder
+        from transformers import MarianConfig, MarianMTModel
+
+        cfg = MarianConfig(vocab_size=vocab, d_model=512, encoder_layers=6, decoder_layers=6,
+                           encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048,
+                           decoder_ffn_dim=2048, pad_token_id=vocab - 1, decoder_start_token_id=vocab - 1)
+        feeds = _tokens(256)
+        encoder = MarianMTModel(cfg).get_encoder()
+        return CrossKVEncoder(encoder, list(feeds), 512, 512, 8, 6, transpose_key=True).eval(), feeds
+    return build
 
 
 BERT = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -234,11 +235,11 @@ TRANSFORMERS: dict[tuple[str, str], Callable] = {
     ("opus_mt_en_zh", "OpusMTEncoder"): _opus_encoder(65001),
     ("opus_mt_es_en", "OpusMTEncoder"): _opus_encoder(65001),
     ("opus_mt_zh_en", "OpusMTEncoder"): _opus_encoder(65001),
-    ("whisper_tiny", "HfWhisperEncoder"): _whisper(384, 4, 6),
-    ("whisper_base", "HfWhisperEncoder"): _whisper(512, 6, 8),
-    ("whisper_small", "HfWhisperEncoder"): _whisper(768, 12, 12),
-    ("whisper_small_quantized", "WhisperSmallEncoderQuantizable"): _whisper(768, 12, 12),
-    ("whisper_large_v3_turbo", "HfWhisperEncoder"): _whisper(1280, 32, 20, mels=128),
+    ("whisper_tiny", "HfWhisperEncoder"): _whisper(384, 4, 6, decoder_layers=4),
+    ("whisper_base", "HfWhisperEncoder"): _whisper(512, 6, 8, decoder_layers=6),
+    ("whisper_small", "HfWhisperEncoder"): _whisper(768, 12, 12, decoder_layers=12),
+    ("whisper_small_quantized", "WhisperSmallEncoderQuantizable"): _whisper(768, 12, 12, decoder_layers=12),
+    ("whisper_large_v3_turbo", "HfWhisperEncoder"): _whisper(1280, 32, 20, decoder_layers=4, mels=128),
     # "approx" in aihub_models.csv: AI Hub runs the openai clip package's ViT-B/16; this is transformers' equivalent
     ("openai_clip", "OpenAI-Clip"): _openai_clip(),
 }
@@ -347,6 +348,12 @@ SAME_GRAPH = {
 LIBRARIES = {"transformers": TRANSFORMERS, "torchvision": TORCHVISION, "timm": TIMM, "diffusers": DIFFUSERS}
 
 
+def output_names(module: torch.nn.Module) -> list[str]:
+    """One name per output: a module with several (aihub_adapted's KV-cache encoders) says how many."""
+    count = getattr(module, "output_count", 1)
+    return ["out"] if count == 1 else [f"out{i}" for i in range(count)]
+
+
 def features_of(build: Callable) -> dict[str, Any]:
     """Export one model through fusionc's export and the QNN pass pipeline; its per-op feature rows."""
     from fusionc.analysis.graph_stats import graph_stats
@@ -363,7 +370,7 @@ def features_of(build: Callable) -> dict[str, Any]:
             module, feeds = build()
         feeds = {k: v.to("meta") for k, v in feeds.items()}
         with torch.no_grad():
-            model = export_structure(ComponentSpec("model", module, feeds, ["out"]))
+            model = export_structure(ComponentSpec("model", module, feeds, output_names(module)))
         how = "meta"
     except Exception as err:  # noqa: BLE001 - e.g. a data-dependent branch on a buffer: export with real weights
         print(f"  meta export failed ({type(err).__name__}: {str(err)[:120]}); exporting with random weights",
@@ -371,7 +378,7 @@ def features_of(build: Callable) -> dict[str, Any]:
         torch.manual_seed(0)
         module, feeds = build()
         with torch.no_grad():
-            model = export_component(ComponentSpec("model", module, feeds, ["out"]))
+            model = export_component(ComponentSpec("model", module, feeds, output_names(module)))
         how = "random weights"
     params = sum(p.numel() for p in module.parameters())
     export_s = time.time() - start
