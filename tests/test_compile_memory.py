@@ -62,7 +62,11 @@ def test_a_second_offload_writes_only_what_is_resident(tmp_path) -> None:
     bias = ir.Value(name="b", shape=ir.Shape([64, 64]), type=ir.TensorType(ir.DataType.FLOAT),
                     const_value=ir.tensor(np.full((64, 64), 2.0, np.float32), name="b"))
     model.graph.register_initializer(bias)
+    shape = ir.Value(name="shape", shape=ir.Shape([2]), type=ir.TensorType(ir.DataType.INT64),
+                     const_value=ir.tensor(np.array([64, 64], np.int64), name="shape"))
+    model.graph.register_initializer(shape)  # small: stays in memory, and is not counted as moved
     assert offload_weights(model, tmp_path) == 64 * 64 * 4
+    assert not isinstance(model.graph.initializers["shape"].const_value, MappedTensor)
     assert first.stat().st_size == size and (tmp_path / "weights-1.data").stat().st_size == 64 * 64 * 4
     assert model.graph.initializers["w"].const_value.external.location == "weights-0.data"
     np.testing.assert_array_equal(model.graph.initializers["b"].const_value.numpy(), np.full((64, 64), 2.0))

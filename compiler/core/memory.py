@@ -87,8 +87,8 @@ ALIGNMENT = 65536  # offsets in an offload file: onnxruntime and numpy map each 
 
 def offload_weights(model: ir.Model, folder: Path, min_bytes: int = 0, keep_below: int = SMALL_BYTES) -> int:
     """Write the resident initializers to a new external data file in `folder` and make each a MappedTensor of it;
-    returns the bytes moved (0 when fewer than `min_bytes` were resident: not worth a file). Initializers under
-    `keep_below` bytes stay in memory (shapes, scalars: folding reads them often, each external tensor is a map).
+    returns the bytes moved (0 when fewer than `min_bytes` were resident: not worth a file; the small ones kept are
+    not counted). Initializers under `keep_below` bytes stay in memory (shapes, scalars: folding reads them often, each external tensor is a map).
 
     Only resident tensors are written: onnx_ir's `unload_from_model` writes every initializer again, the mapped ones
     too (a second offload of T5-XXL's graph wrote its 19 GB a second time for one folded constant). The file must
@@ -104,12 +104,14 @@ def offload_weights(model: ir.Model, folder: Path, min_bytes: int = 0, keep_belo
     while (folder / f"weights-{index}.data").exists():  # a new file: tensors already in an older one stay valid
         index += 1
     name = f"weights-{index}.data"
+    moved = 0
     with open(folder / name, "wb") as handle:
         for value in values:
             tensor = value.const_value
             handle.write(b"\0" * (-handle.tell() % ALIGNMENT))
             offset = handle.tell()
             handle.write(tensor.tobytes())  # one tensor in memory at a time (a lazy one is read here)
+            moved += handle.tell() - offset
             value.const_value = MappedTensor(ir.ExternalTensor(name, offset, handle.tell() - offset, tensor.dtype,
                                                                shape=tensor.shape, name=tensor.name, base_dir=folder))
-    return resident
+    return moved
