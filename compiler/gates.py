@@ -245,29 +245,9 @@ def estimate_latency(model: ir.Model, name: str, device: Any, options: CompileOp
         [v.shape.dims if v.shape is not None else () for v in model.graph.inputs]))
     precision = options.precision if options.target == "qnn" or getattr(device, "family", "") == "cpu" else None
     try:
-        stats = graph_stats(weightless_proto(model), {"batch": batch, "B": batch})
+        stats = graph_stats(model, {"batch": batch, "B": batch})
         est = estimate(stats, device, precision)
     except Exception as err:  # noqa: BLE001 - the gate reports why, the build itself is fine
         return {"ms": None, "reason": f"the cost model failed: {type(err).__name__}: {str(err).splitlines()[0]}"}
     return {"ms": round(est.latency_s * 1000, 3), "device": device.name, "backend": backend_of(device),
             "precision": est.precision, "batch": batch, "calls": calls, "bound": est.bound, "kind": "estimated"}
-
-
-def weightless_proto(model: ir.Model, min_bytes: int = 4096) -> Any:
-    """The model as a ModelProto whose large initializers carry shape and dtype only (no weight copy).
-
-    graph_stats reads initializer dims and dtypes; copying 3.4 GB of SD-1.5 UNet weights to learn them would
-    double the compile's peak memory.
-    """
-    saved = {}
-    try:
-        for value in model.graph.initializers.values():
-            tensor = value.const_value
-            if tensor is not None and tensor.nbytes >= min_bytes:
-                saved[value] = tensor
-                value.const_value = ir.ExternalTensor("fusionc-weightless", 0, tensor.nbytes, tensor.dtype,
-                                                      shape=tensor.shape, name=value.name or "")
-        return ir.to_proto(model)
-    finally:
-        for value, tensor in saved.items():
-            value.const_value = tensor

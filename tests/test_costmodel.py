@@ -41,6 +41,23 @@ def test_conv_macs_and_weights() -> None:
     assert op.act_in_elems == 3 * 64 and op.act_out_elems == 4 * 64
 
 
+def test_stats_of_an_ir_model_never_read_its_large_weights() -> None:
+    """`fusionc estimate` exports on the meta device: every weight is a lazy stand-in, and an SD-1.5 UNet's would
+    pass protobuf's 2 GB limit if the stats materialized them. Large ones keep their dims and dtype only."""
+    import onnx_ir as ir
+
+    def unreadable():
+        raise AssertionError("graph_stats read a weight")
+
+    weight = ir.LazyTensor(unreadable, dtype=ir.DataType.FLOAT, shape=ir.Shape([64, 3, 3, 3]), name="w")
+    model = ir.from_proto(_model([oh.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                                 [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 64, 8, 8])], [_init("w", [64, 3, 3, 3])]))
+    model.graph.initializers["w"].const_value = weight
+    (op,) = graph_stats(model).ops
+    assert (op.macs, op.params) == (64 * 8 * 8 * 27, 64 * 27)
+    assert model.graph.initializers["w"].const_value is weight  # the model is left as it was
+
+
 def test_path_depth_and_parallel_siblings() -> None:
     """A fire module (SqueezeNet): a 1x1 and a 3x3 conv read the squeeze's output side by side. `level` counts the
     ops on the longest path (a Reshape passes it on without adding one), `siblings` the same-type ops sharing an input."""
