@@ -266,16 +266,50 @@ def export_structure(spec: ComponentSpec, opset: int = 18) -> ir.Model:
     for value in model.graph.initializers.values():
         raw = getattr(value.const_value, "raw", None)
         if isinstance(raw, torch.Tensor) and raw.device.type == "meta":
-            dtype, shape = value.dtype, tuple(value.shape)
-            value.const_value = ir.LazyTensor(lambda dtype=dtype, shape=shape, name=value.name: ir.tensor(
-                                              _stand_in(dtype.numpy(), shape, name)),
-                                              dtype=dtype, shape=ir.Shape(shape), name=value.name)
-    onnxscript.optimizer.optimize_ir(model)
+            value.const_value = stand_in_tensor(value.dtype, tuple(value.shape), value.name)
+    with lazy_folded_stand_ins():
+        onnxscript.optimizer.optimize_ir(model)
     forget_last_match(onnxscript_default_rules)
     for value in [*model.graph.inputs, *model.graph.outputs]:
         if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
             value.shape = ir.Shape(["batch", *value.shape[1:]])
     return model
+
+
+class StandInTensor(ir.LazyTensor):
+    """A weight of a meta-device export: its values are made up (_stand_in) when something reads them."""
+
+
+def stand_in_tensor(dtype: ir.DataType, shape: tuple[int, ...], name: str) -> StandInTensor:
+    return StandInTensor(lambda: ir.tensor(_stand_in(dtype.numpy(), shape, name)), dtype=dtype, shape=ir.Shape(shape),
+                         name=name)
+
+
+@contextlib.contextmanager
+def lazy_folded_stand_ins(min_bytes: int = 1 << 16):
+    """While the optimizer folds a meta export: a folded constant of at least `min_bytes` computed from a stand-in
+    (a Transpose of a Linear weight, which onnxscript folds whatever its size) becomes a stand-in of its own shape
+    instead of an in-memory array. Without this an SDXL UNet's estimate held its 10 GB of folded stand-ins; the
+    values were made up anyway, and only shapes reach the cost model. The same hook as streaming's
+    lazy_folded_transposes (onnxscript has no option for it)."""
+    from onnxscript.optimizer import _constant_folding
+
+    original = _constant_folding.FoldConstantsPass.new_initializer
+
+    def new_initializer(self: Any, node: ir.Node, array: Any) -> Any:
+        value = original(self, node, array)
+        if value is None or value.const_value is None or value.const_value.nbytes < min_bytes or not any(
+                isinstance(getattr(i, "const_value", None), StandInTensor) for i in node.inputs):
+            return value
+        tensor = value.const_value
+        value.const_value = stand_in_tensor(tensor.dtype, tuple(tensor.shape), value.name or tensor.name or "")
+        return value
+
+    _constant_folding.FoldConstantsPass.new_initializer = new_initializer
+    try:
+        yield
+    finally:
+        _constant_folding.FoldConstantsPass.new_initializer = original
 
 
 def _stand_in(dtype, shape: tuple[int, ...], name: str):  # noqa: ANN001 - a numpy dtype

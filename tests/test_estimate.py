@@ -33,6 +33,19 @@ def test_structure_export_matches_the_real_export(tiny_pipeline) -> None:
     assert fake.params == pytest.approx(real.params, rel=0.01)
 
 
+def test_structure_export_keeps_folded_weights_as_stand_ins() -> None:
+    """The optimizer folds Transpose(W) of a Linear into a new constant; from a meta export that constant is a
+    stand-in of its shape, not an array in memory (an SDXL UNet's estimate held 10 GB of them)."""
+    from fusionc.export import ComponentSpec, StandInTensor, export_structure
+
+    with torch.device("meta"):
+        module = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 256)).eval()
+    model = export_structure(ComponentSpec("mlp", module, {"x": torch.randn(2, 16, 256, device="meta")}, ["y"]))
+    large = [v for v in model.graph.initializers.values() if v.const_value.nbytes >= 1 << 16]
+    assert len(large) == 2 and all(isinstance(v.const_value, StandInTensor) for v in large)
+    assert sorted(tuple(v.shape) for v in large) == [(256, 512), (512, 256)]
+
+
 def test_estimate_cli_on_the_builtin_model(tmp_path: Path) -> None:
     out = tmp_path / "est.json"
     run = CliRunner().invoke(main, ["estimate", "--components", "text_encoder,vae_decoder", "--device",

@@ -1,0 +1,97 @@
+"""How long `fusionc estimate` takes on full-size UNets, from folders that hold configs only (no weight file).
+
+Each UNet's config (SD-1.5: benchmarks/reference_models.SD15_UNET; SDXL: benchmarks/sdxl_scale.SDXL_UNET, both from
+../shared/reference-models.md) is written as a diffusers folder with a model_index.json and unet/config.json and
+nothing else, then `fusionc estimate FOLDER --components unet --device snapdragon-8-gen-3 --device iphone-14-pro
+--json F` runs as a child process, `--repeats` times; the JSON records every run's wall time and peak RSS (the
+child's ru_maxrss), their medians, and the estimates themselves.
+
+    python benchmarks/estimate_speed.py [--models sd15 sdxl] [--repeats 3]
+        -> benchmarks/results/estimate_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+RESULTS = Path(__file__).resolve().parent / "results"
+DEVICES = ("snapdragon-8-gen-3", "iphone-14-pro")
+
+
+def configs() -> dict[str, tuple[str, dict]]:
+    from reference_models import SD15_UNET
+    from sdxl_scale import SDXL_UNET
+
+    return {"sd15": ("StableDiffusionPipeline", SD15_UNET), "sdxl": ("StableDiffusionXLPipeline", SDXL_UNET)}
+
+
+def write_config_folder(folder: Path, pipeline: str, unet_config: dict) -> Path:
+    """A checkpoint folder with the UNet's config.json and no weights."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**unet_config)
+    unet.save_config(folder / "unet")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline,
+                                                         "unet": ["diffusers", "UNet2DConditionModel"]}))
+    return folder
+
+
+def run_once(folder: Path, out: Path) -> dict:
+    """One `fusionc estimate` child: wall seconds, its peak RSS and its JSON."""
+    command = [sys.executable, "-m", "fusionc.cli", "estimate", str(folder), "--components", "unet", "--json", str(out)]
+    for device in DEVICES:
+        command += ["--device", device]
+    start = time.perf_counter()
+    log = out.with_suffix(".stderr")
+    with open(log, "w") as err:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, rusage = os.wait4(child.pid, 0)  # this child's own peak RSS
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"fusionc estimate failed: {log.read_text().strip().splitlines()[-1:]}")
+    return {"wall_s": round(wall, 1), "max_rss_gb": round(rusage.ru_maxrss / 2**20, 2),
+            "estimates": json.loads(out.read_text())["estimates"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["sd15", "sdxl"], choices=["sd15", "sdxl"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS / "estimate_speed.json")
+    args = parser.parse_args()
+    result = json.loads(args.out.read_text()) if args.out.exists() else {}
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    for name in args.models:
+        pipeline, config = configs()[name]
+        with tempfile.TemporaryDirectory(prefix=f"fusionc-estimate-{name}-") as tmp:
+            folder = write_config_folder(Path(tmp) / "checkpoint", pipeline, config)
+            runs = [run_once(folder, Path(tmp) / f"estimate-{i}.json") for i in range(args.repeats)]
+        result[name] = {
+            "git_rev": rev, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+            "load_before": round(os.getloadavg()[0], 2), "runs": [{k: r[k] for k in ("wall_s", "max_rss_gb")}
+                                                                   for r in runs],
+            "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+            "max_rss_gb": max(r["max_rss_gb"] for r in runs),
+            "estimates": [{k: e[k] for k in ("device", "precision", "batch", "latency_ms", "bound")}
+                          for e in runs[-1]["estimates"]],
+        }
+        print(f"{name}: median {result[name]['median_wall_s']} s over {args.repeats} runs, "
+              f"peak RSS {result[name]['max_rss_gb']} GB", file=sys.stderr)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
