@@ -6,7 +6,9 @@ is rebuilt from its public configuration (aihub_models.csv: library, class, key 
 shapes) with random weights, exported through fusionc's own export (fusionc.export.export_component, torch.onnx
 dynamo) and run through the QNN target's pass pipeline (what a `fusionc compile --target qnn` build sees before
 lowering), then reduced to per-op rows by fusionc.analysis.graph_stats. Only the features are committed
-(benchmarks/results/latency_features.json.gz), never the graphs.
+(benchmarks/results/latency_features.json.gz), never the graphs. The encoders AI Hub deploys in a Qualcomm-adapted
+form (Whisper, TrOCR, Opus-MT: their decoder's cross-attention K/V computed in the encoder; Whisper's split-head
+attention) are rebuilt in that form (aihub_adapted.py), not from the library's module.
 
 Two virtual environments, because torchvision does not import beside the torch 2.13.0 that fusionc pins:
     # transformers models (the project's own venv)

@@ -24,6 +24,7 @@ from fusionc.controlnet import (ControlledUNetWrapper, ControlNetWrapper, contro
 from fusionc.core.errors import BadInputError, UnsupportedError
 from fusionc.core.options import CompileOptions
 from fusionc.dit import dit_component, lone_t5_length, t5_component
+from fusionc.export_rules import linear_time_rules, on_folded_initializer, slices_to_split
 from fusionc.passes.generic._match import forget_last_match
 from fusionc.streaming import StreamedWeights, lazy_folded_transposes, lazy_initializer, streamed_weights
 
@@ -201,7 +202,7 @@ def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
         dynamic = (*dynamic[:varargs], tuple(dynamic[varargs:]))
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     streamed = streamed_weights(spec.module)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), linear_time_rules(), \
             (streamed.pause() if streamed is not None else contextlib.nullcontext()):
         warnings.simplefilter("ignore")
         names = {"input_names": list(spec.example), "output_names": spec.outputs} if streamed is None else {}
@@ -217,6 +218,7 @@ def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
             _ir_passes.rename_inputs(program.model, list(spec.example))
             _ir_passes.rename_outputs(program.model, spec.outputs)
     model = program.model
+    slices_to_split(model)  # the one default rule linear_time_rules left out
     drop_noop_squeezes(model)
     forget_last_match(onnxscript_default_rules)  # the exporter's optimizer ran them: they would pin this model
     for value in [*model.graph.inputs, *model.graph.outputs]:
@@ -267,8 +269,9 @@ def export_structure(spec: ComponentSpec, opset: int = 18) -> ir.Model:
         raw = getattr(value.const_value, "raw", None)
         if isinstance(raw, torch.Tensor) and raw.device.type == "meta":
             value.const_value = stand_in_tensor(value.dtype, tuple(value.shape), value.name)
-    with lazy_folded_stand_ins():
+    with lazy_folded_stand_ins(), linear_time_rules():
         onnxscript.optimizer.optimize_ir(model)
+    slices_to_split(model)
     forget_last_match(onnxscript_default_rules)
     for value in [*model.graph.inputs, *model.graph.outputs]:
         if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
@@ -285,31 +288,19 @@ def stand_in_tensor(dtype: ir.DataType, shape: tuple[int, ...], name: str) -> St
                          name=name)
 
 
-@contextlib.contextmanager
-def lazy_folded_stand_ins(min_bytes: int = 1 << 16):
+def lazy_folded_stand_ins(min_bytes: int = 1 << 16) -> contextlib.AbstractContextManager:
     """While the optimizer folds a meta export: a folded constant of at least `min_bytes` computed from a stand-in
     (a Transpose of a Linear weight, which onnxscript folds whatever its size) becomes a stand-in of its own shape
     instead of an in-memory array. Without this an SDXL UNet's estimate held its 10 GB of folded stand-ins; the
-    values were made up anyway, and only shapes reach the cost model. The same hook as streaming's
-    lazy_folded_transposes (onnxscript has no option for it)."""
-    from onnxscript.optimizer import _constant_folding
+    values were made up anyway, and only shapes reach the cost model."""
 
-    original = _constant_folding.FoldConstantsPass.new_initializer
-
-    def new_initializer(self: Any, node: ir.Node, array: Any) -> Any:
-        value = original(self, node, array)
-        if value is None or value.const_value is None or value.const_value.nbytes < min_bytes or not any(
-                isinstance(getattr(i, "const_value", None), StandInTensor) for i in node.inputs):
-            return value
+    def hook(node: ir.Node, value: ir.Value) -> None:
         tensor = value.const_value
-        value.const_value = stand_in_tensor(tensor.dtype, tuple(tensor.shape), value.name or tensor.name or "")
-        return value
+        if tensor.nbytes >= min_bytes and any(isinstance(getattr(i, "const_value", None), StandInTensor)
+                                              for i in node.inputs):
+            value.const_value = stand_in_tensor(tensor.dtype, tuple(tensor.shape), value.name or tensor.name or "")
 
-    _constant_folding.FoldConstantsPass.new_initializer = new_initializer
-    try:
-        yield
-    finally:
-        _constant_folding.FoldConstantsPass.new_initializer = original
+    return on_folded_initializer(hook)
 
 
 def _stand_in(dtype, shape: tuple[int, ...], name: str):  # noqa: ANN001 - a numpy dtype

@@ -332,30 +332,20 @@ def lazy_initializer(stored: StoredTensor, dtype: Any, shape: Any, name: str,
     return tensor
 
 
-@contextlib.contextmanager
-def lazy_folded_transposes() -> Iterator[None]:
+def lazy_folded_transposes() -> contextlib.AbstractContextManager:
     """While the exporter's optimizer runs: a Transpose of a file tensor, which it folds whatever its size (its one
     consumer takes the transposed copy: onnxscript's _DEFAULT_ALWAYS_FOLD_OPS), becomes a lazy tensor that reads
-    and transposes on access, in place of the in-memory copy (T5's Linear weights: the whole model again).
-    Everything else about the fold (the value's name, the checks, the provenance) is the optimizer's own."""
-    from onnxscript.optimizer import _constant_folding
+    and transposes on access, in place of the in-memory copy (T5's Linear weights: the whole model again)."""
+    from fusionc.export_rules import on_folded_initializer
 
-    original = _constant_folding.FoldConstantsPass.new_initializer
-
-    def new_initializer(self: Any, node: Any, array: Any) -> Any:
-        value = original(self, node, array)
+    def hook(node: Any, value: Any) -> None:
         source = node.inputs[0].const_value if node.inputs and node.inputs[0] is not None else None
-        if value is None or node.op_type != "Transpose" or node.domain not in ("", "ai.onnx") \
-                or not isinstance(source, FileTensor) or source.perm is not None:
-            return value
+        if node.op_type != "Transpose" or node.domain not in ("", "ai.onnx") or not isinstance(source, FileTensor) \
+                or source.perm is not None:
+            return
         perm_attr = node.attributes.get("perm")
         perm = tuple(perm_attr.as_ints()) if perm_attr is not None else tuple(reversed(range(len(source.shape))))
         value.const_value = lazy_initializer(source.stored, value.const_value.dtype, value.const_value.shape,
                                              value.const_value.name, perm)
-        return value
 
-    _constant_folding.FoldConstantsPass.new_initializer = new_initializer
-    try:
-        yield
-    finally:
-        _constant_folding.FoldConstantsPass.new_initializer = original
+    return on_folded_initializer(hook)
