@@ -213,6 +213,21 @@ def render_coreml_scale(results: Path) -> str:
             "against torch fp32 (benchmarks/results/coreml_scale.json).\n")
 
 
+@table("estimate_speed", "estimate_speed.json")
+def render_estimate_speed(results: Path) -> str:
+    data = load(results, "estimate_speed.json")
+    names = {"sd15": "SD-1.5 UNet (860M)", "sdxl": "SDXL UNet (2.6B)"}
+    body = []
+    for key, run in data.items():
+        est = {e["device"]: e for e in run["estimates"]}
+        walls = ", ".join(f"{r['wall_s']:.0f}" for r in run["runs"])
+        body.append([names.get(key, key), f"{run['median_wall_s']:.0f} s ({walls})", f"{run['max_rss_gb']:.1f} GB",
+                     *(f"{est[d]['latency_ms']:.0f} ms ({est[d]['precision']}, batch {est[d]['batch']})"
+                       for d in ("snapdragon-8-gen-3", "iphone-14-pro")), run["git_rev"]])
+    return rows(["`fusionc estimate`, config-only folder", "wall, median (runs)", "peak RSS",
+                 "Snapdragon 8 Gen 3, one call", "iPhone 14 Pro, one call", "git"], body)
+
+
 @table("palettize_speed", "palettize_speed.json")
 def render_palettize_speed(results: Path) -> str:
     data = load(results, "palettize_speed.json")

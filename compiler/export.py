@@ -250,8 +250,9 @@ def export_structure(spec: ComponentSpec, opset: int = 18) -> ir.Model:
     floats seeded by the name, not zeros or ones, which the rewriter would take for no-op Adds and Muls and
     delete, nor one value for all, which common-subexpression elimination would merge; integers count
     up like the position ids such buffers usually hold), then run
-    the same onnxscript optimizer the exporter runs. Tracing time stays (minutes for an SDXL UNet on 2 cores);
-    what goes is reading, hashing and holding the weights.
+    the same onnxscript optimizer the exporter runs (constants it folds from stand-ins stay stand-ins). Tracing
+    time stays (an SDXL UNet's whole estimate: 138 s on 2 cores, benchmarks/estimate_speed.py); what goes is
+    reading, hashing and holding the weights.
     """
     import numpy as np
     import onnxscript.optimizer
