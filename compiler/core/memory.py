@@ -88,7 +88,8 @@ ALIGNMENT = 65536  # offsets in an offload file: onnxruntime and numpy map each 
 def offload_weights(model: ir.Model, folder: Path, min_bytes: int = 0, keep_below: int = SMALL_BYTES) -> int:
     """Write the resident initializers to a new external data file in `folder` and make each a MappedTensor of it;
     returns the bytes moved (0 when fewer than `min_bytes` were resident: not worth a file; the small ones kept are
-    not counted). Initializers under `keep_below` bytes stay in memory (shapes, scalars: folding reads them often, each external tensor is a map).
+    not counted). Initializers under `keep_below` bytes stay in memory (shapes, scalars: folding reads them often,
+    each external tensor is a map).
 
     Only resident tensors are written: onnx_ir's `unload_from_model` writes every initializer again, the mapped ones
     too (a second offload of T5-XXL's graph wrote its 19 GB a second time for one folded constant). The file must
