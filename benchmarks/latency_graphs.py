@@ -26,7 +26,8 @@ Modules are built on the meta device and exported from their structure (fusionc.
 a model whose code cannot trace on meta tensors is exported with random weights instead (recorded as "export").
 Each model is cached (--cache, one JSON per model component) and merged into the features file as it finishes, so
 a run that is stopped keeps what it did (a model that failed is cached as its error: delete those files to retry).
-The two runs may go side by side (each merges atomically); all 67 graphs took about 10 minutes that way. Models whose library is not importable in the running venv are skipped.
+The two runs may go side by side (each merges atomically); all 67 graphs took about 10 minutes that way. Models
+whose library is not importable in the running venv are skipped.
 `--refresh-recurrent` only recomputes the LSTM/GRU/RNN rows of stored features extracted before graph_stats counted
 them (MACs, timesteps), from the module's own recurrent calls on the meta device: seconds instead of a re-export
 (Sequencer2D's export alone is ~450 s of CPU).
@@ -46,11 +47,12 @@ from typing import Any, Callable
 
 import torch
 
+from fusionc.analysis import costfit
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 RESULTS = Path(__file__).resolve().parent / "results"
 FEATURES = RESULTS / "latency_features.json.gz"
-OP_FIELDS = ["op_type", "kind", "macs", "vector_elems", "params", "float_weight_elems", "compressed_weight_bytes",
-             "act_in_elems", "act_out_elems", "attention_scores", "timesteps", "level", "siblings"]
+OP_FIELDS = list(costfit.OP_FIELDS)  # the columns the cost model's features are computed from
 
 
 class FirstOutput(torch.nn.Module):

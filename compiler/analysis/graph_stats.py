@@ -139,32 +139,11 @@ def load_proto(model: Any) -> onnx.ModelProto:
         return onnx.load(str(model), load_external_data=False)
     import onnx_ir as ir
 
-    if isinstance(model, ir.Model):
-        return weightless_proto(model)
+    from fusionc.core.memory import SMALL_BYTES, weightless_proto
+
+    if isinstance(model, ir.Model):  # stats read dims and dtypes; small constants (shapes, axes) feed shape inference
+        return weightless_proto(model, min_bytes=SMALL_BYTES)
     raise TypeError(f"graph_stats takes a path, an onnx.ModelProto or an onnx_ir.Model, not {type(model).__name__}")
-
-
-def weightless_proto(model: Any, min_bytes: int = 4096) -> onnx.ModelProto:
-    """An onnx_ir Model as a ModelProto whose large initializers carry shape and dtype only.
-
-    Stats need initializer dims and dtypes, never their values (small ones, shapes and axes, are kept for shape
-    inference): copying SD-1.5's 3.4 GB of UNet weights would double a compile's peak memory, and a graph exported on
-    the meta device (`fusionc estimate`) would materialize every stand-in weight, past protobuf's 2 GB limit."""
-    import onnx_ir as ir
-
-    saved = {}
-    try:
-        for graph in (model.graph, *model.graph.subgraphs()):
-            for value in graph.initializers.values():
-                tensor = value.const_value
-                if tensor is not None and tensor.nbytes >= min_bytes:
-                    saved[value] = tensor
-                    value.const_value = ir.ExternalTensor("fusionc-weightless", 0, tensor.nbytes, tensor.dtype,
-                                                          shape=tensor.shape, name=value.name or "")
-        return ir.to_proto(model)
-    finally:
-        for value, tensor in saved.items():
-            value.const_value = tensor
 
 
 def _pin_dims(model: onnx.ModelProto, dims: dict[str, int]) -> dict[str, int]:

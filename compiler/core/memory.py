@@ -28,6 +28,7 @@ import functools
 import gc
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import onnx_ir as ir
 
@@ -116,3 +117,28 @@ def offload_weights(model: ir.Model, folder: Path, min_bytes: int = 0, keep_belo
             value.const_value = MappedTensor(ir.ExternalTensor(name, offset, handle.tell() - offset, tensor.dtype,
                                                                shape=tensor.shape, name=tensor.name, base_dir=folder))
     return moved
+
+
+WEIGHTS_OMITTED = "weights-omitted"  # external-data location of a shapes-only graph: no such file exists
+
+
+def weightless_proto(model: ir.Model, min_bytes: int = 0) -> Any:
+    """The model as an onnx ModelProto whose initializers of at least `min_bytes` are references to no file
+    (WEIGHTS_OMITTED): shapes and dtypes only, nothing read or copied; the model itself is left as it was.
+
+    For what reads a graph's structure and never its weights (fusionc.analysis.graph_stats, a build's
+    shapes-only cost-model graph): copying an SD-1.5 UNet's 3.4 GB would double a compile's peak memory, and a graph
+    exported on the meta device would materialize every stand-in weight, past protobuf's 2 GB limit."""
+    saved = {}
+    try:
+        for graph in (model.graph, *model.graph.subgraphs()):
+            for value in graph.initializers.values():
+                tensor = value.const_value
+                if tensor is not None and tensor.nbytes >= min_bytes:
+                    saved[value] = tensor
+                    value.const_value = ir.ExternalTensor(WEIGHTS_OMITTED, 0, tensor.nbytes, tensor.dtype,
+                                                          shape=tensor.shape, name=value.name or "")
+        return ir.to_proto(model)
+    finally:
+        for value, tensor in saved.items():
+            value.const_value = tensor

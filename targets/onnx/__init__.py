@@ -49,9 +49,6 @@ def save_model(model: ir.Model, path: Path) -> list[Path]:
     return [path]
 
 
-WEIGHTS_OMITTED = "weights-omitted"  # external-data location of a shapes-only graph: no such file exists
-
-
 def save_graph_without_weights(model: ir.Model, path: Path) -> Path:
     """Save the graph with every initializer as an external reference to no file: shapes and dtypes only.
 
@@ -59,19 +56,9 @@ def save_graph_without_weights(model: ir.Model, path: Path) -> Path:
     data), so `fusionc bench` can estimate a build whose artifacts it cannot read (Core ML on Linux)."""
     import onnx
 
-    kept = {}
-    try:
-        for name, value in model.graph.initializers.items():
-            tensor = value.const_value
-            if tensor is None:
-                continue
-            kept[name] = tensor
-            value.const_value = ir.ExternalTensor(WEIGHTS_OMITTED, 0, tensor.nbytes, tensor.dtype, shape=tensor.shape,
-                                                  name=name)
-        proto = ir.serde.serialize_model(model)
-    finally:
-        for name, tensor in kept.items():
-            model.graph.initializers[name].const_value = tensor
+    from fusionc.core.memory import weightless_proto
+
+    proto = weightless_proto(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
     return path
