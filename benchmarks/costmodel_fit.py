@@ -136,8 +136,7 @@ def load_rows(features: dict) -> list[dict]:
                    if r["chipset"] == "Snapdragon 8 Gen 2" and not mixed_precision(r["precision"])]
     # the history repeats a key under older runtime/precision labels (QNN vs QNN_DLC, fp16 vs float) and older
     # releases: keep the newest release of each model x component x precision group x runtime group
-    history.sort(key=lambda r: tuple(int(re.sub(r"\D.*", "", v) or 0) for v in r["release"].lstrip("v").split(".")),
-                 reverse=True)
+    history.sort(key=lambda r: release_order(r["release"]), reverse=True)
     newest, seen_keys = [], set()
     for r in history:
         try:
@@ -444,7 +443,70 @@ def gen2_report(rows: list[dict], pred: np.ndarray, features: dict) -> dict:
             "mix_held_out": {c: mix(c, True) for c in ("snapdragon-8-gen-2", REFERENCE_CHIPSET)},
             "ratio_to_8_gen_3_same_release": q(ratios),
             "ratio_to_8_gen_3_rows_fitted_training_qnn": q(across),
-            "held_out_qnn_on_the_8_gen_2_keys": on_keys}
+            "held_out_qnn_on_the_8_gen_2_keys": on_keys,
+            "toolchain_gap": toolchain_gap(rows, features)}
+
+
+def release_order(release: str) -> tuple[int, ...]:
+    """'v0.30.7' -> (0, 30, 7): AI Hub releases in time order."""
+    return tuple(int(re.sub(r"\D.*", "", v) or 0) for v in release.lstrip("v").split("."))
+
+
+def toolchain_gap(rows: list[dict], features: dict) -> dict:
+    """How much of the 8 Gen 2 / 8 Gen 3 ratio the fit sees is the toolchain, not the chipset. The fitted rows put
+    the 8 Gen 2 at AI Hub v0.37.1 (QAIRT 2.37, its last release) beside the 8 Gen 3 at v0.46.1 (QAIRT 2.42). For
+    every model x component x precision (QNN rows, train and held out) that an older release published on both
+    chipsets with one runtime, this compares that same-release ratio with the fitted one, and how far each chipset's
+    own figure moved between the shared release and the fitted one; grouped by the graph's dominant MAC kind (our
+    rebuild), with every held-out key listed. Read after the fit; nothing is chosen on it."""
+    fitted = defaultdict(dict)
+    for r in rows:
+        if r["runtime_group"] == "qnn" and r["chipset"] in ("snapdragon-8-gen-2", REFERENCE_CHIPSET):
+            fitted[(r["model"], r["component"], r["precision"], r["runtime"])][r["chipset"]] = r
+    fitted = {k: v for k, v in fitted.items() if len(v) == 2}
+    wanted = {k[:3] for k in fitted}
+    shared = defaultdict(lambda: defaultdict(dict))  # key -> (release, runtime) -> chipset -> ms
+    with open(DATA / "aihub_perf_history.csv") as f:
+        for r in csv.DictReader(f):
+            if r["chipset"] not in ("Snapdragon 8 Gen 2", "Snapdragon 8 Gen 3") or not r["inference_time_ms"] \
+                    or mixed_precision(r["precision"]) or costfit.RUNTIME_GROUPS.get(r["runtime"]) != "qnn":
+                continue
+            try:
+                key = (r["model"], r["component"], costfit.precision_group(r["precision"]))
+            except ValueError:
+                continue
+            if key in wanted:
+                shared[key][(r["release"], r["runtime"])][slug(r["chipset"])] = float(r["inference_time_ms"])
+    entries = []
+    for (*key, runtime), pair in fitted.items():
+        g2, g3 = pair["snapdragon-8-gen-2"], pair[REFERENCE_CHIPSET]
+        # the newest release before the 8 Gen 2's fitted one that timed both chipsets with one runtime (this one
+        # first: an older release's runtime label may differ, e.g. QNN before QNN_DLC)
+        both = [(release_order(rel), rt == runtime, rel, v) for (rel, rt), v in shared[tuple(key)].items()
+                if len(v) == 2 and release_order(rel) < release_order(g2["release"])]
+        if not both:
+            continue
+        *_, release, at = max(both, key=lambda t: t[:2])
+        entry = features[g2["key"]]
+        col = {f: i for i, f in enumerate(entry["fields"])}
+        macs = Counter()
+        for op in entry["ops"]:
+            macs["matmul" if op[col["kind"]] in ("linear", "attention") else op[col["kind"]]] += op[col["macs"]]
+        entries.append({"key": g2["key"], "precision": key[2], "runtime": runtime, "held_out": g2["held_out"],
+                        "dominant": "matmul" if macs["matmul"] > macs["conv"] else "conv", "shared_release": release,
+                        "same_release_ratio": round(at["snapdragon-8-gen-2"] / at[REFERENCE_CHIPSET], 3),
+                        "fitted_ratio": round(g2["published_ms"] / g3["published_ms"], 3),
+                        "gen_3_change": round(g3["published_ms"] / at[REFERENCE_CHIPSET], 3),
+                        "gen_2_change": round(g2["published_ms"] / at["snapdragon-8-gen-2"], 3)})
+    by_kind = {}
+    for kind in ("conv", "matmul"):
+        sel = [e for e in entries if e["dominant"] == kind]
+        if sel:
+            by_kind[kind] = {"n": len(sel), **{f"median_{k}": round(float(np.median([e[k] for e in sel])), 3)
+                                               for k in ("same_release_ratio", "fitted_ratio", "gen_3_change",
+                                                         "gen_2_change")}}
+    return {"pairs": len(entries), "by_dominant_mac_kind": by_kind,
+            "held_out": sorted((e for e in entries if e["held_out"]), key=lambda e: e["fitted_ratio"] / e["same_release_ratio"])}
 
 
 def sd_graphs(features: dict) -> dict[str, dict]:

@@ -441,3 +441,36 @@ def test_the_error_range_is_the_cross_validated_ratio_percentiles_per_chipset() 
                                    and r["runtime_group"] == "qnn")
     assert inside["n"] == n and inside["inside"] == pytest.approx(
         np.mean([interval["by_chipset"]["big"][0] <= v <= interval["by_chipset"]["big"][1] for v in ratios]), abs=1e-3)
+
+
+def test_toolchain_gap_compares_the_fitted_ratio_with_one_release_timing_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 8 Gen 2 is fitted at an older release than the 8 Gen 3: an earlier release that timed both chipsets says
+    how much of the fitted ratio is the chipset (here 1.4x) and how much the 8 Gen 3's later toolchain (1.4 -> 1.75)."""
+    import csv
+
+    import costmodel_fit
+
+    history = [("vit", "Snapdragon 8 Gen 2", "QNN", "v0.30.7", 14.0), ("vit", "Snapdragon 8 Gen 3", "QNN", "v0.30.7", 10.0),
+               ("vit", "Snapdragon 8 Gen 3", "QNN", "v0.27.1", 11.0),  # older than the newest shared release
+               ("cnn", "Snapdragon 8 Gen 2", "QNN", "v0.30.7", 2.8)]   # one chipset only: no same-release ratio
+    with open(tmp_path / "aihub_perf_history.csv", "w", newline="") as f:
+        out = csv.DictWriter(f, ["model", "component", "precision", "chipset", "runtime", "release", "inference_time_ms"])
+        out.writeheader()
+        for model, chip, runtime, release, ms in history:
+            out.writerow({"model": model, "component": model.upper(), "precision": "float", "chipset": chip,
+                          "runtime": runtime, "release": release, "inference_time_ms": ms})
+    monkeypatch.setattr(costmodel_fit, "DATA", tmp_path)
+    fitted = [("vit", "snapdragon-8-gen-2", "v0.37.1", 14.0), ("vit", "snapdragon-8-gen-3", "v0.46.1", 8.0),
+              ("cnn", "snapdragon-8-gen-2", "v0.37.1", 2.8), ("cnn", "snapdragon-8-gen-3", "v0.46.1", 2.0)]
+    rows = [{"model": m, "component": m.upper(), "key": f"{m}/{m.upper()}", "chipset": chip, "precision": "float",
+             "runtime": "QNN_DLC", "runtime_group": "qnn", "release": release, "published_ms": ms, "held_out": True}
+            for m, chip, release, ms in fitted]
+    fields = list(costfit.OP_FIELDS)
+    features = {"vit/VIT": {"fields": fields, "ops": [_row("linear", macs=10)]},
+                "cnn/CNN": {"fields": fields, "ops": [_row("conv", macs=10)]}}
+    gap = costmodel_fit.toolchain_gap(rows, features)
+    assert gap["pairs"] == 1 and list(gap["by_dominant_mac_kind"]) == ["matmul"]
+    (vit,) = gap["held_out"]
+    assert vit["shared_release"] == "v0.30.7" and vit["same_release_ratio"] == 1.4 and vit["fitted_ratio"] == 1.75
+    assert vit["gen_3_change"] == 0.8 and vit["gen_2_change"] == 1.0
