@@ -572,14 +572,15 @@ def _toolchain_gap(gap: dict | None, widened: float = 1.1) -> str:
     """The cost-model JSON's toolchain_gap as sentences: same-release vs fitted 8 Gen 2 / 8 Gen 3 ratios."""
     if not gap or not gap.get("pairs"):
         return ""
+    moved = lambda factor: f"{round(100 * (factor - 1)):+d}%"  # noqa: E731 - no "-0%"
     kinds = "; ".join(f"{k}-dominated {v['median_same_release_ratio']:.2f}x at one release vs {v['median_fitted_ratio']:.2f}x "
-                      f"fitted, the 8 Gen 3's own figure moving {v['median_gen_3_change'] - 1:+.0%} and the 8 Gen 2's "
-                      f"{v['median_gen_2_change'] - 1:+.0%} since ({v['n']} keys)"
+                      f"fitted, the 8 Gen 3's own figure moving {moved(v['median_gen_3_change'])} and the 8 Gen 2's "
+                      f"{moved(v['median_gen_2_change'])} since ({v['n']} keys)"
                       for k, v in gap["by_dominant_mac_kind"].items())
     wide = [e for e in gap["held_out"] if e["fitted_ratio"] > widened * e["same_release_ratio"]]
     listed = ", ".join(f"{e['key'].split('/')[0]} {e['precision']} {e['same_release_ratio']:.2f}x -> "
-                       f"{e['fitted_ratio']:.2f}x (8 Gen 3 {e['gen_3_change'] - 1:+.0%}, 8 Gen 2 "
-                       f"{e['gen_2_change'] - 1:+.0%})" for e in wide)
+                       f"{e['fitted_ratio']:.2f}x (8 Gen 3 {moved(e['gen_3_change'])}, 8 Gen 2 "
+                       f"{moved(e['gen_2_change'])})" for e in wide)
     return (f" The toolchain is part of the gap: the fitted rows time the 8 Gen 2 at v0.37.1 (QAIRT 2.37) and the 8 Gen 3"
             f" at v0.46.1 (2.42); on the {gap['pairs']} model x precision x runtime keys an older release timed on both "
             f"chipsets (median: {kinds}). Held-out keys whose fitted ratio is more than {widened:.1f}x the same-release "
