@@ -8,6 +8,7 @@ parameters, so no 3.4 GB protobuf is ever serialized in memory; the batch axis s
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import warnings
@@ -306,16 +307,30 @@ def lazy_folded_stand_ins(min_bytes: int = 1 << 16) -> contextlib.AbstractContex
 
 def _stand_in(dtype, shape: tuple[int, ...], name: str):  # noqa: ANN001 - a numpy dtype
     """Values for a meta initializer: distinct per name (equal constants would be merged by common-subexpression
-    elimination, e.g. the q/k/v projections of one attention)."""
+    elimination, e.g. the q/k/v projections of one attention). Floats are one fixed random block tiled to the
+    shape, scaled and shifted by the name's CRC: drawing fresh normals took 7 s per 200 M values, a sixth of an
+    SD-1.5 UNet's estimate, for numbers nobody reads (this: 0.15 s)."""
     import zlib
 
     import numpy as np
 
+    crc = zlib.crc32(name.encode())
     if np.issubdtype(dtype, np.floating):
-        return np.random.default_rng(zlib.crc32(name.encode())).standard_normal(shape).astype(dtype)
+        values = np.resize(_stand_in_block(), int(np.prod(shape))).astype(dtype, copy=False).reshape(shape)
+        values *= dtype.type(0.5 + (crc & 0xFFFF) / 65536)
+        values += dtype.type(((crc >> 16) & 0xFFFF) / 65536)
+        return values
     if dtype == np.bool_:
         return np.ones(shape, dtype=bool)
     return np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+
+
+@functools.cache
+def _stand_in_block():  # noqa: ANN202 - a numpy array
+    """4 K-element random normals (a prime count: the tiling does not line up with rows of a power-of-two width)."""
+    import numpy as np
+
+    return np.random.default_rng(0).standard_normal(4093).astype(np.float32)
 
 
 def drop_noop_squeezes(model: ir.Model) -> int:
