@@ -4,9 +4,11 @@ Each UNet's config (SD-1.5: benchmarks/reference_models.SD15_UNET; SDXL: benchma
 ../shared/reference-models.md) is written as a diffusers folder with a model_index.json and unet/config.json and
 nothing else, then `fusionc estimate FOLDER --components unet --device snapdragon-8-gen-3 --device iphone-14-pro
 --json F` runs as a child process, `--repeats` times; the JSON records every run's wall time and peak RSS (the
-child's ru_maxrss), their medians, and the estimates themselves.
+child's ru_maxrss), their medians, and the estimates themselves. With `--before PYTHON` (the interpreter of another
+fusionc install, e.g. a worktree of the previous revision) its runs alternate with this install's, so a change is
+compared with its peer in the same run on the same machine (`before` in the JSON, its git revision with it).
 
-    python benchmarks/estimate_speed.py [--models sd15 sdxl] [--repeats 3]
+    python benchmarks/estimate_speed.py [--models sd15 sdxl] [--repeats 3] [--before /path/to/other/.venv/bin/python]
         -> benchmarks/results/estimate_speed.json
 """
 
@@ -48,9 +50,9 @@ def write_config_folder(folder: Path, pipeline: str, unet_config: dict) -> Path:
     return folder
 
 
-def run_once(folder: Path, out: Path) -> dict:
-    """One `fusionc estimate` child: wall seconds, its peak RSS and its JSON."""
-    command = [sys.executable, "-m", "fusionc.cli", "estimate", str(folder), "--components", "unet", "--json", str(out)]
+def run_once(folder: Path, out: Path, python: str = sys.executable) -> dict:
+    """One `fusionc estimate` child of `python`: wall seconds, its peak RSS and its JSON."""
+    command = [python, "-m", "fusionc.cli", "estimate", str(folder), "--components", "unet", "--json", str(out)]
     for device in DEVICES:
         command += ["--device", device]
     start = time.perf_counter()
@@ -70,27 +72,47 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["sd15", "sdxl"], choices=["sd15", "sdxl"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "estimate_speed.json")
+    parser.add_argument("--before", help="python of another fusionc install, run alternately as the peer")
     args = parser.parse_args()
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    installs = {"after": sys.executable} | ({"before": args.before} if args.before else {})
     for name in args.models:
         pipeline, config = configs()[name]
+        runs = {k: [] for k in installs}
         with tempfile.TemporaryDirectory(prefix=f"fusionc-estimate-{name}-") as tmp:
             folder = write_config_folder(Path(tmp) / "checkpoint", pipeline, config)
-            runs = [run_once(folder, Path(tmp) / f"estimate-{i}.json") for i in range(args.repeats)]
-        result[name] = {
-            "git_rev": rev, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-            "load_before": round(os.getloadavg()[0], 2), "runs": [{k: r[k] for k in ("wall_s", "max_rss_gb")}
-                                                                   for r in runs],
+            load = round(os.getloadavg()[0], 2)
+            for i in range(args.repeats):
+                for which, python in installs.items():
+                    runs[which].append(run_once(folder, Path(tmp) / f"estimate-{which}-{i}.json", python))
+        result[name] = dict(summary(runs["after"], git_rev(sys.executable)), load_before=load)
+        if args.before:
+            result[name]["before"] = summary(runs["before"], git_rev(args.before))
+            result[name]["same_estimates_as_before"] = result[name]["estimates"] == result[name]["before"]["estimates"]
+        else:
+            result[name].pop("before", None)
+        print(f"{name}: median {result[name]['median_wall_s']} s over {args.repeats} runs, peak RSS "
+              f"{result[name]['max_rss_gb']} GB" + (f" (before: {result[name]['before']['median_wall_s']} s)"
+                                                      if args.before else ""), file=sys.stderr)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def summary(runs: list[dict], rev: str) -> dict:
+    """One install's runs: each run's wall time and peak RSS, their median and maximum, and its estimates."""
+    return {"git_rev": rev, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+            "runs": [{k: r[k] for k in ("wall_s", "max_rss_gb")} for r in runs],
             "median_wall_s": statistics.median(r["wall_s"] for r in runs),
             "max_rss_gb": max(r["max_rss_gb"] for r in runs),
             "estimates": [{k: e[k] for k in ("device", "precision", "batch", "latency_ms", "bound")}
-                          for e in runs[-1]["estimates"]],
-        }
-        print(f"{name}: median {result[name]['median_wall_s']} s over {args.repeats} runs, "
-              f"peak RSS {result[name]['max_rss_gb']} GB", file=sys.stderr)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+                          for e in runs[-1]["estimates"]]}
+
+
+def git_rev(python: str) -> str:
+    """The short git revision of the fusionc that `python` imports."""
+    source = subprocess.run([python, "-c", "import fusionc, pathlib; print(pathlib.Path(fusionc.__file__).parent)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True, text=True).stdout.strip()
 
 
 if __name__ == "__main__":

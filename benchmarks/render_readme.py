@@ -221,11 +221,15 @@ def render_estimate_speed(results: Path) -> str:
     for key, run in data.items():
         est = {e["device"]: e for e in run["estimates"]}
         walls = ", ".join(f"{r['wall_s']:.0f}" for r in run["runs"])
-        body.append([names.get(key, key), f"{run['median_wall_s']:.0f} s ({walls})", f"{run['max_rss_gb']:.1f} GB",
+        before = run.get("before")
+        peer = (f"{before['median_wall_s']:.0f} s, {before['max_rss_gb']:.1f} GB at {before['git_rev']}"
+                + ("" if run.get("same_estimates_as_before") else ", other estimates") if before else "-")
+        body.append([names.get(key, key), f"{run['median_wall_s']:.0f} s ({walls})", f"{run['max_rss_gb']:.1f} GB", peer,
                      *(f"{est[d]['latency_ms']:.0f} ms ({est[d]['precision']}, batch {est[d]['batch']})"
                        for d in ("snapdragon-8-gen-3", "iphone-14-pro")), run["git_rev"]])
     return rows(["`fusionc estimate`, config-only folder", "wall, median (runs)", "peak RSS",
-                 "Snapdragon 8 Gen 3, one call", "iPhone 14 Pro, one call", "git"], body)
+                 "same run, previous revision (median)", "Snapdragon 8 Gen 3, one call", "iPhone 14 Pro, one call",
+                 "git"], body)
 
 
 @table("palettize_speed", "palettize_speed.json")
