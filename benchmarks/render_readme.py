@@ -224,11 +224,15 @@ def render_estimate_speed(results: Path) -> str:
         before = run.get("before")
         peer = (f"{before['median_wall_s']:.0f} s, {before['max_rss_gb']:.1f} GB at {before['git_rev']}"
                 + ("" if run.get("same_estimates_as_before") else ", other estimates") if before else "-")
-        body.append([names.get(key, key), f"{run['median_wall_s']:.0f} s ({walls})", f"{run['max_rss_gb']:.1f} GB", peer,
+        cached = run.get("cache")
+        again = (f"{cached['median_wall_s']:.1f} s ({', '.join(f'{w:.1f}' for w in cached['runs'])})"
+                 + ("" if cached["same_estimates"] else ", other estimates") if cached else "-")
+        body.append([names.get(key, key), f"{run['median_wall_s']:.0f} s ({walls})", f"{run['max_rss_gb']:.1f} GB", peer, again,
                      *(f"{est[d]['latency_ms']:.0f} ms ({est[d]['precision']}, batch {est[d]['batch']})"
                        for d in ("snapdragon-8-gen-3", "iphone-14-pro")), run["git_rev"]])
     return rows(["`fusionc estimate`, config-only folder", "wall, median (runs)", "peak RSS",
-                 "same run, previous revision (median)", "Snapdragon 8 Gen 3, one call", "iPhone 14 Pro, one call",
+                 "same run, previous revision (median)", "again with `--cache`, median (runs)",
+                 "Snapdragon 8 Gen 3, one call", "iPhone 14 Pro, one call",
                  "git"], body)
 
 

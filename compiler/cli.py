@@ -406,6 +406,8 @@ def bench_command(check: bool, **kwargs: Any) -> None:
 @click.option("--guidance/--no-guidance", default=True, show_default=True,
               help="Classifier-free guidance: the UNet twice per step (Core ML: one batch-2 call).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the estimates as JSON.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Keep a checkpoint's graph statistics in this folder; a second estimate reads them back.")
 @handle_errors
 def estimate_command(**kwargs: Any) -> None:
     """Estimated latency per component and device of CHECKPOINT, MODEL.onnx or BUILD, with nothing built.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,13 @@ def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[i
 
 
 def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, height: int | None,
-                            width: int | None) -> dict[str, Any]:
-    """component -> {"generic": stats at any batch (dims pinned later), "qnn": stats of the QNN pipeline graph}."""
+                            width: int | None, cache_dir: Path | None = None) -> dict[str, Any]:
+    """component -> {"generic": stats at batch 1 and 2, "qnn": stats of the QNN pipeline graph, "cache": hit | miss
+    | off} (`cache_dir`: fusionc.estimate_cache)."""
     from fusionc.analysis.graph_stats import graph_stats
     from fusionc.checkpoint import load_structure
     from fusionc.core.context import ComponentContext
+    from fusionc.estimate_cache import StatsCache
     from fusionc.core.options import CompileOptions
     from fusionc.export import component_spec, export_structure
     from fusionc.passes.generic import default_pipeline
@@ -60,8 +63,14 @@ def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, hei
     options = CompileOptions(target="qnn", height=height, width=width)
     generic = default_pipeline()
     qnn_rest = get_target("qnn").pipeline(options)[len(generic):]
+    cache = StatsCache(cache_dir) if cache_dir is not None else None
     out = {}
     for name in wanted:
+        key = cache.key(checkpoint.path, name, options) if cache else ""
+        cached = cache.load(key) if cache else None
+        if cached is not None:
+            out[name] = dict(cached, cache="hit")
+            continue
         spec = component_spec(checkpoint, name, options, batch=1)
         spec.example = {k: v.to("meta") for k, v in spec.example.items()}
         model = export_structure(spec, options.opset)
@@ -70,7 +79,9 @@ def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, hei
         entry = {"generic": {b: graph_stats(model, {"batch": b}) for b in (1, 2)}}
         run_passes(model, qnn_rest, ctx)
         entry["qnn"] = graph_stats(model, {"batch": 1})
-        out[name] = entry
+        if cache:
+            cache.store(key, entry, name)
+        out[name] = dict(entry, cache="miss" if cache else "off")
     return out
 
 
@@ -85,8 +96,9 @@ def _graphs_from_onnx(paths: dict[str, Path]) -> dict[str, Any]:
 
 
 def collect_graphs(source: Path | None, components: list[str] | None, height: int | None,
-                   width: int | None) -> tuple[str, dict[str, Any]]:
-    """(kind of source, graphs by component) for a checkpoint folder, a .onnx file or a build folder."""
+                   width: int | None, cache_dir: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """(kind of source, graphs by component) for a checkpoint folder, a .onnx file or a build folder (`cache_dir`:
+    a checkpoint's graph statistics are kept there, fusionc.estimate_cache; the others are read as they are)."""
     if source is not None and source.suffix == ".onnx":
         if not source.is_file():
             raise BadInputError(f"'{source}' does not exist: pass a checkpoint folder, a .onnx file or a build folder")
@@ -111,12 +123,13 @@ def collect_graphs(source: Path | None, components: list[str] | None, height: in
         return "build", _graphs_from_onnx(paths)
     if source is not None and not source.exists():
         raise BadInputError(f"'{source}' does not exist: pass a checkpoint folder, a .onnx file or a build folder")
-    return "checkpoint", _graphs_from_checkpoint(source, components, height, width)
+    return "checkpoint", _graphs_from_checkpoint(source, components, height, width, cache_dir)
 
 
 def estimate(source: Path | None, components: list[str] | None = None, devices: list[str] | None = None,
              precision: str | None = None, palettize: float | None = None, height: int | None = None,
-             width: int | None = None, steps: int = 8, guidance: bool = True) -> dict[str, Any]:
+             width: int | None = None, steps: int = 8, guidance: bool = True,
+             cache_dir: Path | None = None) -> dict[str, Any]:
     """Everything `fusionc estimate` prints and writes, as one JSON-ready dict."""
     from fusionc.analysis.costmodel import DEFAULT_PRECISION, PRECISIONS, backend_of
     from fusionc.analysis.costmodel import estimate as cost
@@ -131,7 +144,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
     if unknown and not (source is not None and source.suffix == ".onnx"):
         raise BadInputError(f"--components {','.join(unknown)}: pick from {', '.join(ALL_COMPONENTS)}")
     chosen = [get_device(name, "onnx") for name in devices] if devices else list(DEVICES.values())
-    kind, graphs = collect_graphs(source, components, height, width)
+    kind, graphs = collect_graphs(source, components, height, width, cache_dir)
     rows = []
     for name, graph in graphs.items():
         for device in chosen:
@@ -159,6 +172,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
                                                   for k in (0, 1)] if ranged else None})
     return {"source": str(source) if source else "built-in tiny_sd", "source_kind": kind, "steps": steps,
             "guidance": guidance, "estimates": rows, "per_image": totals,
+            "graph_cache": {name: graph["cache"] for name, graph in graphs.items() if "cache" in graph},
             "note": "cost-model estimates, not measurements: see README 'How good are the estimates' for the "
                     "held-out error per chipset; range_ms (Hexagon) holds the published latency of range_coverage of "
                     "the cost model's cross-validated training rows (models it had not seen)"}
@@ -184,14 +198,22 @@ def print_estimates(result: dict[str, Any]) -> None:
     for t in result["per_image"]:
         table.add_row("[b]whole image[/b]", t["device"], "", "", "", span(t.get("per_image_range_ms"), ".0f"), "",
                       f"{t['per_image_ms']:.1f}", "", "")
-    Console(width=max(Console().width, 140)).print(table)
+    console = Console(width=max(Console().width, 140))
+    console.print(table)
+    cached = result.get("graph_cache") or {}
+    if any(state != "off" for state in cached.values()):
+        hits = [name for name, state in cached.items() if state == "hit"]
+        console.print(f"graph statistics: {len(hits)} of {len(cached)} read from the cache"
+                      + (f" ({', '.join(hits)})" if hits else "; stored for the next estimate"))
 
 
 def run_estimate_cli(source: Path | None, components: str | None, devices: tuple[str, ...], precision: str | None,
                      palettize: float | None, height: int | None, width: int | None, steps: int, guidance: bool,
-                     json_path: Path | None) -> dict[str, Any]:
+                     json_path: Path | None, cache: Path | None = None) -> dict[str, Any]:
     names = [c.strip() for c in components.split(",") if c.strip()] if components else None
-    result = estimate(source, names, list(devices) or None, precision, palettize, height, width, steps, guidance)
+    cache = cache or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
+    result = estimate(source, names, list(devices) or None, precision, palettize, height, width, steps, guidance,
+                      cache)
     print_estimates(result)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -131,3 +131,56 @@ def test_meta_modules_hold_no_storage(tiny_pipeline) -> None:
     unet = load_structure(tiny_pipeline("sd15")).models["unet"]
     assert sum(p.numel() for p in unet.parameters()) > 0
     assert all(p.untyped_storage().nbytes() == 0 or p.device == torch.device("meta") for p in unet.parameters())
+
+
+def test_a_second_estimate_reads_the_graph_statistics_from_the_cache(tiny_pipeline, tmp_path: Path) -> None:
+    """`--cache`: the first estimate stores each component's graph statistics, the next one (another device or
+    precision) reads them back and gives the same numbers; a changed config misses; a damaged entry is rebuilt."""
+    import gzip
+    import shutil
+
+    source = tiny_pipeline("sd15")
+    checkpoint = tmp_path / "configs-only"  # an estimate reads no weight: the configs are the checkpoint
+    for config in source.rglob("*.json"):
+        (checkpoint / config.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(config, checkpoint / config.relative_to(source))
+    cache = tmp_path / "cache"
+
+    def run(*extra: str) -> dict:
+        out = tmp_path / "estimate.json"
+        result = CliRunner().invoke(main, ["estimate", str(checkpoint), "--components", "unet,vae_decoder", "--device",
+                                           "snapdragon-8-gen-3", "--device", "iphone-14-pro", "--cache", str(cache),
+                                           "--json", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(out.read_text())
+
+    first, second = run(), run()
+    assert first["graph_cache"] == {"unet": "miss", "vae_decoder": "miss"}
+    assert second["graph_cache"] == {"unet": "hit", "vae_decoder": "hit"}
+    assert second["estimates"] == first["estimates"]
+    assert run("--precision", "w8a8")["graph_cache"]["unet"] == "hit"  # the cost model's options are not the graph's
+
+    stored = sorted(cache.rglob("stats.json.gz"))
+    assert len(stored) == 2
+    stored[0].write_bytes(b"not gzip")  # damaged: dropped, recomputed, stored again
+    third = run()
+    assert sorted(third["graph_cache"].values()) == ["hit", "miss"] and third["estimates"] == first["estimates"]
+    with gzip.open(stored[0], "rt") as f:
+        assert json.load(f)["qnn"]["ops"]
+
+    unet_config = checkpoint / "unet" / "config.json"
+    config = json.loads(unet_config.read_text())
+    config["layers_per_block"] = config["layers_per_block"] + 1  # another UNet: every statistic is recomputed
+    unet_config.write_text(json.dumps(config))
+    changed = run()
+    assert changed["graph_cache"] == {"unet": "miss", "vae_decoder": "miss"}
+    unet = lambda result: [r["latency_ms"] for r in result["estimates"] if r["component"] == "unet"]  # noqa: E731
+    assert unet(changed) != unet(first)
+
+
+def test_an_unwritable_estimate_cache_is_one_line_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(main, ["estimate", "--components", "unet", "--device", "snapdragon-8-gen-3",
+                                       "--cache", str(blocker)])
+    assert result.exit_code == 2 and "--cache" in result.output and len(result.output.strip().splitlines()) == 1

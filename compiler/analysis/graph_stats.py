@@ -128,7 +128,13 @@ class GraphStats:
                 "by_op_type": self.by_op_type(), "by_kind": self.by_kind()}
 
     def to_json(self) -> dict[str, Any]:
-        return self.summary() | {"ops": [asdict(op) for op in self.ops]}
+        return self.summary() | {"op_counts": self.op_counts, "ops": [asdict(op) for op in self.ops]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GraphStats:
+        """The inverse of to_json (the summary fields are derived, not read)."""
+        return cls([OpStat(**op) for op in data["ops"]], data["attention_form"], dict(data.get("dims", {})),
+                   dict(data.get("op_counts", {})))
 
 
 def load_proto(model: Any) -> onnx.ModelProto:
