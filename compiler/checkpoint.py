@@ -239,7 +239,7 @@ def load_structure(path: Path | str | None) -> Checkpoint:
     For `fusionc estimate`: the graph's structure is all the cost model needs, so a 2.6B-parameter UNet costs no
     memory and no disk read (the weight files are not opened, not even hashed: sha256 is left empty).
     """
-    path = BUILTIN_CHECKPOINT if path is None else Path(path)
+    path = BUILTIN_CHECKPOINT if path is None else BUILTIN_NAMES.get(str(path), Path(path))
     if not path.is_dir():
         raise BadInputError(f"checkpoint '{path}' is not a folder: pass a diffusers pipeline or component folder")
     index_file = path / "model_index.json"

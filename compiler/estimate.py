@@ -6,9 +6,10 @@ would run; an .onnx file or a build folder's kept ONNX graphs are read as they a
 fusionc.analysis.costmodel.estimate on every device asked for (Hexagon: the model fitted on Qualcomm AI Hub's
 published latencies; Apple Neural Engine: the roofline calibrated on Apple's and SnapFusion's figures).
 
-Calls per image: the UNet once per step, the text encoder(s) once per prompt (twice with guidance: the prompt and
-the empty prompt), the VAE decoder once. With guidance a Hexagon build runs its static batch-1 UNet twice per step;
-a Core ML build runs one batch-2 call (how Apple's and SnapFusion's published step times are measured).
+Calls per image: the denoiser (UNet or diffusion transformer) and a ControlNet once per step, the text encoder(s)
+once per prompt (twice with guidance: the prompt and the empty prompt), the VAE decoder once. With guidance a
+Hexagon build runs its static batch-1 denoiser twice per step; a Core ML build runs one batch-2 call (how Apple's
+and SnapFusion's published step times are measured).
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ from typing import Any
 from fusionc.core.devices import DEVICES, Device, get_device
 from fusionc.core.errors import BadInputError
 
-PIPELINE_COMPONENTS = ("text_encoder", "text_encoder_2", "unet", "vae_decoder")
+# what one text-to-image generation runs (a checkpoint's components in this order; vae_encoder only when asked for)
+PIPELINE_COMPONENTS = ("text_encoder", "text_encoder_2", "text_encoder_3", "controlnet", "unet", "transformer",
+                       "vae_decoder")
 ALL_COMPONENTS = PIPELINE_COMPONENTS + ("vae_encoder",)
+PER_STEP = frozenset({"unet", "transformer", "controlnet"})
 
 
 def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[int, int]:
     """(batch of one call, calls per image) of `component` on `device`."""
-    if component == "unet":
+    if component in PER_STEP:
         if guidance and device.family == "ane":
             return 2, steps
         return 1, steps * (2 if guidance else 1)
@@ -121,7 +125,9 @@ def collect_graphs(source: Path | None, components: list[str] | None, height: in
             raise BadInputError(f"build '{source}' keeps no ONNX graph of {','.join(components or ['its components'])} "
                                 "(QNN context binaries and Core ML packages are opaque): estimate its checkpoint instead")
         return "build", _graphs_from_onnx(paths)
-    if source is not None and not source.exists():
+    from fusionc.checkpoint import BUILTIN_NAMES
+
+    if source is not None and not source.exists() and str(source) not in BUILTIN_NAMES:
         raise BadInputError(f"'{source}' does not exist: pass a checkpoint folder, a .onnx file or a build folder")
     return "checkpoint", _graphs_from_checkpoint(source, components, height, width, cache_dir)
 

@@ -197,10 +197,7 @@ def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
     """torch.onnx.export (dynamo) of one component; returns the onnx_ir Model, weights not copied. A streamed
     component (fusionc.streaming) is traced with its weights on the meta device; its initializers read the
     checkpoint's files lazily."""
-    dynamic = tuple({0: torch.export.Dim.DYNAMIC} if k != "timestep" else None for k in spec.example)
-    varargs = getattr(spec.module, "varargs_start", None)  # forward(a, b, *rest): torch.export nests *rest
-    if varargs is not None:
-        dynamic = (*dynamic[:varargs], tuple(dynamic[varargs:]))
+    dynamic = dynamic_shapes(spec)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     streamed = streamed_weights(spec.module)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), linear_time_rules(), \
@@ -218,10 +215,23 @@ def export_component(spec: ComponentSpec, opset: int = 18) -> ir.Model:
                 program.optimize()  # then what export(optimize=True, input_names, output_names) runs after the trace
             _ir_passes.rename_inputs(program.model, list(spec.example))
             _ir_passes.rename_outputs(program.model, spec.outputs)
-    model = program.model
-    slices_to_split(model)  # the one default rule linear_time_rules left out
+    return finish_export(program.model)
+
+
+def dynamic_shapes(spec: ComponentSpec) -> tuple:
+    """torch.export's dynamic_shapes for a component: the batch axis of every input but the timestep (a module whose
+    forward takes `*rest` from `varargs_start` on gets them nested, as torch.export expects)."""
+    dynamic = tuple({0: torch.export.Dim.DYNAMIC} if k != "timestep" else None for k in spec.example)
+    varargs = getattr(spec.module, "varargs_start", None)
+    return dynamic if varargs is None else (*dynamic[:varargs], tuple(dynamic[varargs:]))
+
+
+def finish_export(model: ir.Model) -> ir.Model:
+    """What every export ends with: the one default rule linear_time_rules left out, no-op Squeezes dropped, the
+    exporter's rules forgotten (they would pin this model), and the dynamic batch axis named `batch`."""
+    slices_to_split(model)
     drop_noop_squeezes(model)
-    forget_last_match(onnxscript_default_rules)  # the exporter's optimizer ran them: they would pin this model
+    forget_last_match(onnxscript_default_rules)
     for value in [*model.graph.inputs, *model.graph.outputs]:
         if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
             value.shape = ir.Shape(["batch", *value.shape[1:]])
@@ -252,13 +262,13 @@ def export_structure(spec: ComponentSpec, opset: int = 18) -> ir.Model:
     delete, nor one value for all, which common-subexpression elimination would merge; integers count
     up like the position ids such buffers usually hold), then run
     the same onnxscript optimizer the exporter runs (constants it folds from stand-ins stay stand-ins). Tracing
-    time stays (an SDXL UNet's whole estimate: 138 s on 2 cores, benchmarks/estimate_speed.py); what goes is
+    time stays (an SDXL UNet's whole estimate: 78 s on 2 cores, benchmarks/estimate_speed.py); what goes is
     reading, hashing and holding the weights.
     """
     import numpy as np
     import onnxscript.optimizer
 
-    dynamic = tuple({0: torch.export.Dim.DYNAMIC} if k != "timestep" else None for k in spec.example)
+    dynamic = dynamic_shapes(spec)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -273,12 +283,7 @@ def export_structure(spec: ComponentSpec, opset: int = 18) -> ir.Model:
             value.const_value = stand_in_tensor(value.dtype, tuple(value.shape), value.name)
     with lazy_folded_stand_ins(), linear_time_rules():
         onnxscript.optimizer.optimize_ir(model)
-    slices_to_split(model)
-    forget_last_match(onnxscript_default_rules)
-    for value in [*model.graph.inputs, *model.graph.outputs]:
-        if value.shape is not None and len(value.shape) and not isinstance(value.shape[0], int):
-            value.shape = ir.Shape(["batch", *value.shape[1:]])
-    return model
+    return finish_export(model)
 
 
 class StandInTensor(ir.LazyTensor):

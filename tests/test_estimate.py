@@ -184,3 +184,24 @@ def test_an_unwritable_estimate_cache_is_one_line_exit_2(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["estimate", "--components", "unet", "--device", "snapdragon-8-gen-3",
                                        "--cache", str(blocker)])
     assert result.exit_code == 2 and "--cache" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("source, parts", [
+    ("builtin:sd3", {"text_encoder", "text_encoder_2", "transformer", "vae_decoder"}),
+    ("builtin:controlnet", {"text_encoder", "controlnet", "unet", "vae_decoder"}),
+])
+def test_estimate_covers_every_part_of_a_generation(source: str, parts: set[str]) -> None:
+    """An SD3 pipeline has a diffusion transformer, not a UNet, and a ControlNet runs beside the UNet: both run every
+    step (twice with guidance on Hexagon, one batch-2 call on Core ML) and count in the whole image's total."""
+    from fusionc.estimate import estimate
+
+    result = estimate(Path(source), devices=["snapdragon-8-gen-3", "iphone-15-pro"], steps=4)
+    assert {r["component"] for r in result["estimates"]} == parts
+    by = {(r["component"], r["device"]): r for r in result["estimates"]}
+    for part in parts & {"transformer", "unet", "controlnet"}:
+        assert by[(part, "snapdragon-8-gen-3")]["calls_per_image"] == 8 and by[(part, "snapdragon-8-gen-3")]["batch"] == 1
+        assert by[(part, "iphone-15-pro")]["calls_per_image"] == 4 and by[(part, "iphone-15-pro")]["batch"] == 2
+    for total in result["per_image"]:
+        assert set(total["components"]) == parts
+        assert total["per_image_ms"] == pytest.approx(
+            sum(r["per_image_ms"] for r in result["estimates"] if r["device"] == total["device"]), abs=0.01)
