@@ -404,7 +404,7 @@ def bench_command(check: bool, **kwargs: Any) -> None:
 @click.option("--width", type=int, default=None, help="Image width in pixels [default: the model's].")
 @click.option("--steps", type=int, default=8, show_default=True, help="Denoising steps per image.")
 @click.option("--guidance/--no-guidance", default=True, show_default=True,
-              help="Classifier-free guidance: the UNet twice per step (Core ML: one batch-2 call).")
+              help="Classifier-free guidance: the denoiser and a ControlNet twice per step (Core ML: one batch-2 call).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the estimates as JSON.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Keep a checkpoint's graph statistics in this folder; a second estimate reads them back.")

@@ -48,8 +48,8 @@ def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, hei
     from fusionc.analysis.graph_stats import graph_stats
     from fusionc.checkpoint import load_structure
     from fusionc.core.context import ComponentContext
-    from fusionc.estimate_cache import StatsCache
     from fusionc.core.options import CompileOptions
+    from fusionc.estimate_cache import StatsCache
     from fusionc.export import component_spec, export_structure
     from fusionc.passes.generic import default_pipeline
     from fusionc.pipeline import run_passes

@@ -1,7 +1,7 @@
 """`fusionc estimate --cache DIR`: the graph statistics of a checkpoint's components, kept by content hash.
 
-An estimate of a full-size checkpoint spends nearly all its time exporting and optimizing the graphs (33 s for an
-SD-1.5 UNet, 79 s for SDXL's on 2 cores: benchmarks/estimate_speed.py); the cost model itself takes milliseconds.
+An estimate of a full-size checkpoint spends nearly all its time exporting and optimizing the graphs (32 s for an
+SD-1.5 UNet, 78 s for SDXL's on 2 cores: benchmarks/estimate_speed.py); the cost model itself takes milliseconds.
 The statistics depend only on the checkpoint's configs (an estimate reads no weight), the image size, the export
 options, the library versions and fusionc's export, pass and statistics code, so a second estimate of the same
 checkpoint (another device, precision, step count or palettization) reads them back here instead. The key is the
