@@ -31,10 +31,7 @@ import numpy as np
 from fusionc import __version__
 from fusionc.core.devices import DEVICES
 from fusionc.core.errors import BadInputError
-from fusionc.gates import DENOISERS  # one definition: the gates' per-image accounting
-
-TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
-PIPELINE_ORDER = ("text_encoder", "text_encoder_2", "controlnet", "unet", "vae_decoder")
+from fusionc.core.generation import DENOISERS, PIPELINE_ORDER, calls_per_image  # one per-image accounting
 
 
 @dataclass
@@ -96,14 +93,6 @@ def call_shape(name: str, comp: dict[str, Any], guidance: bool) -> tuple[int, in
     from fusionc.gates import graph_calls, static_batch
 
     return graph_calls(component_batch(name, guidance), static_batch(s["shape"] for s in comp["inputs"].values()))
-
-
-def calls_per_image(name: str, steps: int, guidance: bool) -> int:
-    if name in DENOISERS:  # a ControlNet runs once per step, before the UNet, on the same batch
-        return steps
-    if name in TEXT_COMPONENTS:
-        return 2 if guidance else 1
-    return 1 if name == "vae_decoder" else 0
 
 
 def measure_build(build: Path, manifest: dict[str, Any], guidance: bool, runs: int, warmup: int) -> list[Figure]:
@@ -304,7 +293,7 @@ def budget_rows(build: str, figures: list[Figure], steps: int, guidance: bool, b
         groups.setdefault((fig.backend, fig.device, fig.kind), {})[fig.component] = fig
     rows = []
     for (backend, device, kind), comps in groups.items():
-        if "unet" not in comps:
+        if not any(name in comps for name in ("unet", "transformer")):  # no denoiser: not an image
             continue
         calls = {name: calls_per_image(name, steps, guidance) * comps[name].calls for name in comps}
         breakdown = {name: comps[name].median_ms * calls[name] for name in PIPELINE_ORDER if name in comps}
@@ -331,7 +320,7 @@ def advice(breakdown: dict[str, float], calls: dict[str, int], total: float, bud
         per_call = breakdown[first] / calls[first]
         text = (f"over by {excess:.0f} ms: shrink {first} first, by {cut:.0%} per call "
                 f"({per_call:.1f} -> {per_call * (1 - cut):.1f} ms)")
-        if first == "unet":
+        if first in ("unet", "transformer"):
             fewer = int((budget - (total - share)) // per_call)
             if fewer >= 1:
                 text += f", or cut steps {steps} -> {fewer}"
@@ -418,9 +407,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     rows = result["budgets"]
     if not rows:
-        raise BadInputError("nothing to plot: no build has a UNet figure")
+        raise BadInputError("nothing to plot: no build has a denoiser (UNet or transformer) figure")
     builds = list(dict.fromkeys(row["build"] for row in rows))
-    colors = {"text_encoder": "#4c72b0", "text_encoder_2": "#64b5cd", "unet": "#dd8452", "vae_decoder": "#55a868"}
+    colors = {"text_encoder": "#4c72b0", "text_encoder_2": "#64b5cd", "text_encoder_3": "#8c8c8c",
+              "controlnet": "#c44e52", "unet": "#dd8452", "transformer": "#dd8452", "vae_decoder": "#55a868"}
     widths = [sum(r["build"] == b for r in rows) + 1 for b in builds]
     fig, axes = plt.subplots(1, len(builds), figsize=(max(6.0, 0.5 * sum(widths) + 1.5), 4.8), squeeze=False,
                              gridspec_kw={"width_ratios": widths})

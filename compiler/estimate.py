@@ -22,23 +22,16 @@ from typing import Any
 
 from fusionc.core.devices import DEVICES, Device, get_device
 from fusionc.core.errors import BadInputError
-
-# what one text-to-image generation runs (a checkpoint's components in this order; vae_encoder only when asked for)
-PIPELINE_COMPONENTS = ("text_encoder", "text_encoder_2", "text_encoder_3", "controlnet", "unet", "transformer",
-                       "vae_decoder")
-ALL_COMPONENTS = PIPELINE_COMPONENTS + ("vae_encoder",)
-PER_STEP = frozenset({"unet", "transformer", "controlnet"})
-
+from fusionc.core.generation import DENOISERS, PIPELINE_ORDER, calls_per_image
+from fusionc.core.options import ALL_COMPONENTS
 
 def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[int, int]:
-    """(batch of one call, calls per image) of `component` on `device`."""
-    if component in PER_STEP:
-        if guidance and device.family == "ane":
-            return 2, steps
-        return 1, steps * (2 if guidance else 1)
-    if component.startswith("text_encoder"):
-        return 1, 2 if guidance else 1
-    return 1, 1
+    """(batch of one call, graph calls per image) of `component` on `device`: a guided denoiser step is one batch-2
+    call on Core ML, two batch-1 calls on Hexagon's static graph."""
+    if component in DENOISERS and guidance and device.family != "ane":
+        return 1, 2 * steps
+    batch = 2 if component in DENOISERS and guidance else 1
+    return batch, max(calls_per_image(component, steps, guidance), 1)  # vae_encoder, when asked for: once
 
 
 def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, height: int | None,
@@ -60,7 +53,7 @@ def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, hei
     logging.getLogger("onnx_ir.passes.common.shape_inference").setLevel(logging.CRITICAL)
     checkpoint = load_structure(path)
     available = checkpoint.component_names()
-    wanted = components or [c for c in available if c in PIPELINE_COMPONENTS]
+    wanted = components or [c for c in available if c in PIPELINE_ORDER]
     missing = [c for c in wanted if c not in available]
     if missing:
         raise BadInputError(f"--components {','.join(missing)}: not in {checkpoint.path} (it has {', '.join(available)})")

@@ -21,11 +21,11 @@ from typing import Any, Iterable
 import onnx_ir as ir
 
 from fusionc.core.errors import BadInputError, CheckFailedError
+from fusionc.core.generation import DENOISERS, calls_per_image
 from fusionc.core.options import ALL_COMPONENTS, CompileOptions
 
 TOTAL = "total"
 MB = 1e6
-TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
 
 
 class GateFailedError(CheckFailedError):
@@ -133,8 +133,6 @@ def size_gates(manifest: dict[str, Any], max_size: dict[str, float] | None) -> l
     return results
 
 
-DENOISERS = ("controlnet", "unet")  # called every denoising step, on the guidance batch
-
 def component_batch(name: str) -> int:
     """With classifier-free guidance the UNet runs cond + uncond in one batch-2 call (as `fusionc bench`)."""
     return 2 if name in DENOISERS else 1
@@ -159,14 +157,6 @@ def graph_calls(wanted_batch: int, graph_batch: int | None) -> tuple[int, int]:
     if graph_batch is None or graph_batch >= wanted_batch:
         return (wanted_batch if graph_batch is None else graph_batch), 1
     return graph_batch, math.ceil(wanted_batch / graph_batch)
-
-
-def calls_per_image(name: str, steps: int) -> int:
-    if name in DENOISERS:  # a ControlNet runs once per step, before the UNet, on the same batch
-        return steps
-    if name in TEXT_COMPONENTS:
-        return 2  # prompt and empty prompt
-    return 1 if name == "vae_decoder" else 0
 
 
 def latency_gates(manifest: dict[str, Any], max_latency: dict[str, float] | None, steps: int) -> list[GateResult]:

@@ -49,3 +49,26 @@ def test_bench_counts_calls_of_a_static_batch_graph() -> None:
                Figure("vae_decoder", "qnn/htp", "sd8g2", "estimated", 1, 50.0)]
     row = budget_rows("b", figures, steps=8, guidance=True, budget_s=10.0)[0]
     assert row["calls"]["unet"] == 16 and row["total_ms"] == 100.0 * 16 + 50.0
+
+
+def test_a_diffusion_transformer_and_a_third_text_encoder_count_in_an_image() -> None:
+    """SD3 / PixArt builds have a `transformer` where SD has a `unet`, and SD3 a T5 `text_encoder_3`: the CI gate's
+    total, bench's end-to-end budget and a fleet's per-generation latency count them like the UNet and the CLIP
+    encoders (they used to leave them out: a total gate passed on the text encoders and the VAE alone)."""
+    from fusionc.core.generation import calls_per_image
+
+    assert calls_per_image("transformer", 8) == 8 and calls_per_image("text_encoder_3", 8) == 2
+    assert calls_per_image("text_encoder_3", 8, guidance=False) == 1
+    estimates = {"text_encoder": 1.0, "text_encoder_2": 1.0, "text_encoder_3": 5.0, "transformer": 20.0,
+                 "vae_decoder": 10.0}
+    manifest = {"components": {n: {"latency_estimate": {"ms": ms, "batch": 1, "calls": 2 if n == "transformer" else 1,
+                                                        "device": "snapdragon-8-gen-3"}}
+                               for n, ms in estimates.items()}}
+    total = latency_gates(manifest, {"total": 1e9}, steps=8)[0]
+    assert total.value == 2 * (1 + 1 + 5) + 20 * 8 * 2 + 10
+    figures = [Figure(n, "qnn/htp", "sd8g3", "estimated", 1, ms, calls=2 if n == "transformer" else 1)
+               for n, ms in estimates.items()]
+    (row,) = budget_rows("sd3", figures, steps=8, guidance=True, budget_s=10.0)
+    assert row["calls"]["transformer"] == 16 and row["total_ms"] == total.value
+    assert list(row["breakdown_ms"]) == ["text_encoder", "text_encoder_2", "text_encoder_3", "transformer",
+                                         "vae_decoder"]

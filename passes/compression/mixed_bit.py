@@ -51,6 +51,7 @@ import onnx_ir as ir
 from fusionc.core.context import TRAJECTORY_GUIDANCE, ComponentContext
 from fusionc.core.errors import BadInputError
 from fusionc.core.executor import SERIAL, TaskExecutor
+from fusionc.core.generation import DENOISERS  # components whose batch-2 calls are guidance pairs
 from fusionc.core.numerics import Feeds, psnr_from_mse
 from fusionc.passes.compression import lut as lutlib
 from fusionc.passes.ane.interface import artifact_feeds, read_interface
@@ -65,7 +66,6 @@ PROBE_BITS = 4
 GAIN_FLOOR = 0.25  # of the median measured gain
 MAX_PROBE_INPUTS = 8  # trajectory inputs per probe when the budget allows every layer alone
 DEFAULT_SEARCH_SECONDS = 1200.0  # the whole search; SD-1.5 must finish in 30 minutes
-DENOISERS = ("unet", "controlnet", "transformer")  # components whose batch-2 calls are guidance pairs
 
 
 @dataclass

@@ -1,0 +1,28 @@
+"""What one text-to-image generation calls: which components run every denoising step, which once per prompt.
+
+One definition for everything that adds components up to an image: `fusionc estimate`, `fusionc bench`'s budget,
+the CI latency gates, a fleet's per-generation latency and the mixed-bit search. (Each once kept its own list, and
+none but the search knew SD3's and PixArt's `transformer` or SD3's third text encoder: their totals left them out.)
+"""
+
+from __future__ import annotations
+
+from fusionc.core.options import DEFAULT_COMPONENTS
+
+# run every denoising step on the guidance batch (cond + uncond): a ControlNet before the UNet, or the diffusion
+# transformer of SD3 / PixArt in the UNet's place
+DENOISERS = ("controlnet", "unet", "transformer")
+# run once per prompt: twice per image with classifier-free guidance (the prompt and the empty prompt)
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+# the order a generation calls them in (a compile's default components: vae_encoder is not part of text-to-image)
+PIPELINE_ORDER = DEFAULT_COMPONENTS
+
+
+def calls_per_image(name: str, steps: int, guidance: bool = True) -> int:
+    """Invocations of component `name` per image (a guided denoiser step is one invocation on the batch-2 input;
+    how many graph calls that is depends on the graph's batch: fusionc.gates.graph_calls)."""
+    if name in DENOISERS:
+        return steps
+    if name in TEXT_ENCODERS:
+        return 2 if guidance else 1
+    return 1 if name == "vae_decoder" else 0
