@@ -31,7 +31,7 @@ import numpy as np
 from fusionc import __version__
 from fusionc.core.devices import DEVICES
 from fusionc.core.errors import BadInputError
-from fusionc.core.generation import DENOISERS, PIPELINE_ORDER, calls_per_image  # one per-image accounting
+from fusionc.core.generation import DENOISERS, PIPELINE_ORDER, STEP_MODELS, calls_per_image  # one accounting
 
 
 @dataclass
@@ -293,7 +293,7 @@ def budget_rows(build: str, figures: list[Figure], steps: int, guidance: bool, b
         groups.setdefault((fig.backend, fig.device, fig.kind), {})[fig.component] = fig
     rows = []
     for (backend, device, kind), comps in groups.items():
-        if not any(name in comps for name in ("unet", "transformer")):  # no denoiser: not an image
+        if not any(name in comps for name in STEP_MODELS):  # no UNet or transformer: not an image
             continue
         calls = {name: calls_per_image(name, steps, guidance) * comps[name].calls for name in comps}
         breakdown = {name: comps[name].median_ms * calls[name] for name in PIPELINE_ORDER if name in comps}
@@ -320,7 +320,7 @@ def advice(breakdown: dict[str, float], calls: dict[str, int], total: float, bud
         per_call = breakdown[first] / calls[first]
         text = (f"over by {excess:.0f} ms: shrink {first} first, by {cut:.0%} per call "
                 f"({per_call:.1f} -> {per_call * (1 - cut):.1f} ms)")
-        if first in ("unet", "transformer"):
+        if first in STEP_MODELS:
             fewer = int((budget - (total - share)) // per_call)
             if fewer >= 1:
                 text += f", or cut steps {steps} -> {fewer}"

@@ -12,6 +12,7 @@ from fusionc.core.options import DEFAULT_COMPONENTS
 # run every denoising step on the guidance batch (cond + uncond): a ControlNet before the UNet, or the diffusion
 # transformer of SD3 / PixArt in the UNet's place
 DENOISERS = ("controlnet", "unet", "transformer")
+STEP_MODELS = ("unet", "transformer")  # the model a step is (a ControlNet only feeds it): no image without one
 # run once per prompt: twice per image with classifier-free guidance (the prompt and the empty prompt)
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 # the order a generation calls them in (a compile's default components: vae_encoder is not part of text-to-image)
