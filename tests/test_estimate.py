@@ -135,9 +135,12 @@ def test_meta_modules_hold_no_storage(tiny_pipeline) -> None:
 
 def test_a_second_estimate_reads_the_graph_statistics_from_the_cache(tiny_pipeline, tmp_path: Path) -> None:
     """`--cache`: the first estimate stores each component's graph statistics, the next one (another device or
-    precision) reads them back and gives the same numbers; a changed config misses; a damaged entry is rebuilt."""
-    import gzip
+    precision) reads them back and gives the same numbers; a changed config is another key; a damaged entry is
+    dropped and written again."""
     import shutil
+
+    from fusionc.core.options import CompileOptions
+    from fusionc.estimate_cache import StatsCache
 
     source = tiny_pipeline("sd15")
     checkpoint = tmp_path / "configs-only"  # an estimate reads no weight: the configs are the checkpoint
@@ -148,34 +151,32 @@ def test_a_second_estimate_reads_the_graph_statistics_from_the_cache(tiny_pipeli
 
     def run(*extra: str) -> dict:
         out = tmp_path / "estimate.json"
-        result = CliRunner().invoke(main, ["estimate", str(checkpoint), "--components", "unet,vae_decoder", "--device",
+        result = CliRunner().invoke(main, ["estimate", str(checkpoint), "--components", "unet", "--device",
                                            "snapdragon-8-gen-3", "--device", "iphone-14-pro", "--cache", str(cache),
                                            "--json", str(out), *extra])
         assert result.exit_code == 0, result.output
         return json.loads(out.read_text())
 
     first, second = run(), run()
-    assert first["graph_cache"] == {"unet": "miss", "vae_decoder": "miss"}
-    assert second["graph_cache"] == {"unet": "hit", "vae_decoder": "hit"}
+    assert first["graph_cache"] == {"unet": "miss"} and second["graph_cache"] == {"unet": "hit"}
     assert second["estimates"] == first["estimates"]
-    assert run("--precision", "w8a8")["graph_cache"]["unet"] == "hit"  # the cost model's options are not the graph's
+    assert run("--precision", "w8a8")["graph_cache"] == {"unet": "hit"}  # the cost model's options are not the graph's
 
-    stored = sorted(cache.rglob("stats.json.gz"))
-    assert len(stored) == 2
-    stored[0].write_bytes(b"not gzip")  # damaged: dropped, recomputed, stored again
-    third = run()
-    assert sorted(third["graph_cache"].values()) == ["hit", "miss"] and third["estimates"] == first["estimates"]
-    with gzip.open(stored[0], "rt") as f:
-        assert json.load(f)["qnn"]["ops"]
+    stats = StatsCache(cache)
+    options = CompileOptions(target="qnn")  # what estimate keys with
+    key = stats.key(checkpoint, "unet", options)
+    entry = stats.load(key)
+    assert entry is not None and entry["qnn"].macs > 0 and set(entry["generic"]) == {1, 2}
+    (stats.entries.folder(key) / "stats.json.gz").write_bytes(b"not gzip")
+    assert stats.load(key) is None and not stats.entries.folder(key).exists()  # damaged: dropped
+    assert stats.store(key, entry, "unet") and stats.load(key)["qnn"].macs == entry["qnn"].macs
 
     unet_config = checkpoint / "unet" / "config.json"
     config = json.loads(unet_config.read_text())
-    config["layers_per_block"] = config["layers_per_block"] + 1  # another UNet: every statistic is recomputed
-    unet_config.write_text(json.dumps(config))
-    changed = run()
-    assert changed["graph_cache"] == {"unet": "miss", "vae_decoder": "miss"}
-    unet = lambda result: [r["latency_ms"] for r in result["estimates"] if r["component"] == "unet"]  # noqa: E731
-    assert unet(changed) != unet(first)
+    unet_config.write_text(json.dumps(dict(config, layers_per_block=config["layers_per_block"] + 1)))
+    assert stats.key(checkpoint, "unet", options) != key  # another UNet: its statistics are not these
+    assert stats.key(checkpoint, "unet", CompileOptions(target="qnn", height=64, width=64)) not in (
+        key, stats.key(checkpoint, "unet", options))  # nor another image size's
 
 
 def test_an_unwritable_estimate_cache_is_one_line_exit_2(tmp_path: Path) -> None:
