@@ -31,7 +31,7 @@ import numpy as np
 from fusionc import __version__
 from fusionc.core.devices import DEVICES
 from fusionc.core.errors import BadInputError
-from fusionc.core.generation import DENOISERS, PIPELINE_ORDER, STEP_MODELS, calls_per_image  # one accounting
+from fusionc.core.generation import PIPELINE_ORDER, STEP_MODELS, calls_per_image, guided_batch  # one accounting
 
 
 @dataclass
@@ -82,17 +82,12 @@ def time_calls(call: Callable[[], Any], runs: int, warmup: int, max_seconds: flo
     return statistics.median(times), spread, len(times)
 
 
-def component_batch(name: str, guidance: bool) -> int:
-    """UNet runs cond + uncond in one batch-2 call with guidance; text encoders run once per prompt (twice)."""
-    return 2 if (guidance and name in DENOISERS) else 1
-
-
 def call_shape(name: str, comp: dict[str, Any], guidance: bool) -> tuple[int, int]:
     """(batch of one graph call, calls per invocation) for a component of a build: a batch-1 QNN UNet runs
     twice per guided step, a dynamic-batch graph once at batch 2."""
     from fusionc.gates import graph_calls, static_batch
 
-    return graph_calls(component_batch(name, guidance), static_batch(s["shape"] for s in comp["inputs"].values()))
+    return graph_calls(guided_batch(name, guidance), static_batch(s["shape"] for s in comp["inputs"].values()))
 
 
 def measure_build(build: Path, manifest: dict[str, Any], guidance: bool, runs: int, warmup: int) -> list[Figure]:

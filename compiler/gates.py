@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import onnx_ir as ir
 
 from fusionc.core.errors import BadInputError, CheckFailedError
-from fusionc.core.generation import DENOISERS, calls_per_image
+from fusionc.core.generation import calls_per_image, guided_batch
 from fusionc.core.options import ALL_COMPONENTS, CompileOptions
 
 TOTAL = "total"
@@ -133,11 +133,6 @@ def size_gates(manifest: dict[str, Any], max_size: dict[str, float] | None) -> l
     return results
 
 
-def component_batch(name: str) -> int:
-    """With classifier-free guidance the UNet runs cond + uncond in one batch-2 call (as `fusionc bench`)."""
-    return 2 if name in DENOISERS else 1
-
-
 def static_batch(shapes: Iterable[list[Any] | tuple[Any, ...]]) -> int | None:
     """The batch a graph was compiled for, when its inputs fix it (QNN contexts are batch 1); None if dynamic.
 
@@ -231,7 +226,7 @@ def estimate_latency(model: ir.Model, name: str, device: Any, options: CompileOp
         from fusionc.analysis.graph_stats import graph_stats
     except ImportError as err:
         return {"ms": None, "reason": f"no cost model ({err})"}
-    batch, calls = graph_calls(component_batch(name), static_batch(
+    batch, calls = graph_calls(guided_batch(name), static_batch(
         [v.shape.dims if v.shape is not None else () for v in model.graph.inputs]))
     precision = options.precision if options.target == "qnn" or getattr(device, "family", "") == "cpu" else None
     try:

@@ -27,3 +27,8 @@ def calls_per_image(name: str, steps: int, guidance: bool = True) -> int:
     if name in TEXT_ENCODERS:
         return 2 if guidance else 1
     return 1 if name == "vae_decoder" else 0
+
+
+def guided_batch(name: str, guidance: bool = True) -> int:
+    """The batch one invocation of `name` runs at: a denoiser with guidance takes cond + uncond as one batch of 2."""
+    return 2 if guidance and name in DENOISERS else 1
