@@ -22,7 +22,7 @@ from typing import Any
 
 from fusionc.core.devices import DEVICES, Device, get_device
 from fusionc.core.errors import BadInputError
-from fusionc.core.generation import DENOISERS, PIPELINE_ORDER, calls_per_image
+from fusionc.core.generation import DENOISERS, PIPELINE_ORDER, calls_per_image, guided_batch
 from fusionc.core.options import ALL_COMPONENTS
 
 def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[int, int]:
@@ -30,8 +30,7 @@ def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[i
     call on Core ML, two batch-1 calls on Hexagon's static graph."""
     if component in DENOISERS and guidance and device.family != "ane":
         return 1, 2 * steps
-    batch = 2 if component in DENOISERS and guidance else 1
-    return batch, max(calls_per_image(component, steps, guidance), 1)  # vae_encoder, when asked for: once
+    return guided_batch(component, guidance), max(calls_per_image(component, steps, guidance), 1)  # vae_encoder: once
 
 
 def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, height: int | None,
@@ -61,9 +60,10 @@ def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, hei
     generic = default_pipeline()
     qnn_rest = get_target("qnn").pipeline(options)[len(generic):]
     cache = StatsCache(cache_dir) if cache_dir is not None else None
+    keys = cache.keys(checkpoint.path, wanted, options) if cache else {}
     out = {}
     for name in wanted:
-        key = cache.key(checkpoint.path, name, options) if cache else ""
+        key = keys.get(name, "")
         cached = cache.load(key) if cache else None
         if cached is not None:
             out[name] = dict(cached, cache="hit")

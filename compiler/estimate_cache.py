@@ -47,11 +47,13 @@ class StatsCache:
         self.entries = ComponentCache(root).entries  # refuses an unwritable folder in one line
 
     @staticmethod
-    def key(checkpoint: Path, component: str, options: CompileOptions) -> str:
+    def keys(checkpoint: Path, components: list[str], options: CompileOptions) -> dict[str, str]:
+        """component -> key: the configs and sources are read once for all of them."""
         from fusionc.cache import _hash, source_hash, versions
 
-        return _hash({"stage": "estimate-stats", "configs": configs_digest(checkpoint), "component": component,
-                      "options": options.to_json(), "versions": versions(), "sources": source_hash(SOURCES)})
+        shared = {"stage": "estimate-stats", "configs": configs_digest(checkpoint), "options": options.to_json(),
+                  "versions": versions(), "sources": source_hash(SOURCES)}
+        return {name: _hash(dict(shared, component=name)) for name in components}
 
     def load(self, key: str) -> dict[str, Any] | None:
         """{"generic": {batch: GraphStats}, "qnn": GraphStats}, or None (no entry, or a damaged one: removed)."""

@@ -164,7 +164,7 @@ def test_a_second_estimate_reads_the_graph_statistics_from_the_cache(tiny_pipeli
 
     stats = StatsCache(cache)
     options = CompileOptions(target="qnn")  # what estimate keys with
-    key = stats.key(checkpoint, "unet", options)
+    key = stats.keys(checkpoint, ["unet"], options)["unet"]
     entry = stats.load(key)
     assert entry is not None and entry["qnn"].macs > 0 and set(entry["generic"]) == {1, 2}
     (stats.entries.folder(key) / "stats.json.gz").write_bytes(b"not gzip")
@@ -174,9 +174,10 @@ def test_a_second_estimate_reads_the_graph_statistics_from_the_cache(tiny_pipeli
     unet_config = checkpoint / "unet" / "config.json"
     config = json.loads(unet_config.read_text())
     unet_config.write_text(json.dumps(dict(config, layers_per_block=config["layers_per_block"] + 1)))
-    assert stats.key(checkpoint, "unet", options) != key  # another UNet: its statistics are not these
-    assert stats.key(checkpoint, "unet", CompileOptions(target="qnn", height=64, width=64)) not in (
-        key, stats.key(checkpoint, "unet", options))  # nor another image size's
+    changed = stats.keys(checkpoint, ["unet"], options)["unet"]
+    assert changed != key  # another UNet: its statistics are not these
+    assert stats.keys(checkpoint, ["unet"], CompileOptions(target="qnn", height=64, width=64))["unet"] not in (
+        key, changed)  # nor another image size's
 
 
 def test_an_unwritable_estimate_cache_is_one_line_exit_2(tmp_path: Path) -> None:
