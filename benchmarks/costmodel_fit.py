@@ -509,6 +509,61 @@ def toolchain_gap(rows: list[dict], features: dict) -> dict:
             "held_out": sorted((e for e in entries if e["held_out"]), key=lambda e: e["fitted_ratio"] / e["same_release_ratio"])}
 
 
+# the chipset AI Hub timed at the 8 Gen 2's releases and at the current one: the control for the release's share
+CONTROL_CHIPSET = ("Snapdragon 8 Elite", "snapdragon-8-elite")
+
+
+def release_control_rows(rows: list[dict]) -> list[dict]:
+    """The 8 Elite's published rows at the 8 Gen 2's own release, on the 8 Gen 2's keys (model x component x
+    precision x runtime, aihub_perf_history.csv), each a copy of the 8 Gen 2 row with the 8 Elite's figure and layer
+    counts, under the chipset name 'snapdragon-8-elite@8-gen-2-release': a chipset of their own for the fit."""
+    g2 = {(r["key"], r["precision"], r["runtime"]): r for r in rows if r["chipset"] == "snapdragon-8-gen-2"}
+    out = {}
+    with open(DATA / "aihub_perf_history.csv") as f:
+        for r in csv.DictReader(f):
+            if r["chipset"] != CONTROL_CHIPSET[0] or not r["inference_time_ms"] or mixed_precision(r["precision"]):
+                continue
+            try:
+                precision = costfit.precision_group(r["precision"])
+            except ValueError:
+                continue
+            match = g2.get((f"{r['model']}/{r['component']}", precision, r["runtime"]))
+            if match is None or match["release"] != r["release"]:
+                continue
+            layers = lambda k: float(r[k]) if r.get(k) not in (None, "") else 0.0  # noqa: E731
+            out[(match["key"], precision, r["runtime"])] = dict(
+                match, chipset=f"{CONTROL_CHIPSET[1]}@8-gen-2-release", published_ms=float(r["inference_time_ms"]),
+                fallback_layers=layers("layers_cpu") + layers("layers_gpu"), layers_total=layers("layers_total"),
+                layers_npu=layers("layers_npu"), qairt_version=r.get("qairt_version", ""))
+    return [r for r in out.values() if on_npu(r)]
+
+
+def same_release_control(rows: list[dict], pred: np.ndarray, features: dict, names: tuple[str, ...], vtcm: int,
+                         fit_fn) -> dict:  # noqa: ANN001 - fit_fn(rows, X) -> params, the chosen model's fit
+    """Is the 8 Gen 2's held-out miss its chipset or its release? The 8 Elite, which meets the goal at the current
+    release, was also timed at the 8 Gen 2's release: its rows there (release_control_rows) are fitted as a chipset of
+    their own, beside every training row, with the chosen model (its training models only), and its held-out errors
+    compared with the 8 Gen 2's and the current 8 Elite's (the shipped fit) on exactly the same held-out keys. Read
+    after the fit; nothing is chosen on it."""
+    control = release_control_rows(rows)
+    if not control:
+        return {"rows": 0}
+    both = rows + control
+    X = design(both, features, names, vtcm)
+    params = fit_fn([r for r in both if not r["held_out"]], X[[not r["held_out"] for r in both]])
+    control_pred = predict_rows(control, X[len(rows):], params)
+    keys = {(r["key"], r["precision"], r["runtime"]) for r in control if r["held_out"] and r["runtime_group"] == "qnn"}
+    on_keys = lambda r: r["held_out"] and r["runtime_group"] == "qnn" and (r["key"], r["precision"], r["runtime"]) in keys  # noqa: E731
+    return {"chipset": f"{CONTROL_CHIPSET[0]} at the 8 Gen 2's release",
+            "releases": dict(Counter(f"{r['release']} {r['qairt_version'][:4] or '?'}" for r in control)),
+            "rows": len(control), "rows_train": sum(not r["held_out"] for r in control),
+            "held_out_qnn_same_keys": {
+                "8_elite_at_8_gen_2_release": errors(control, control_pred, on_keys),
+                "8_gen_2": errors(rows, pred, lambda r: r["chipset"] == "snapdragon-8-gen-2" and on_keys(r)),
+                "8_elite_current_release": errors(rows, pred, lambda r: r["chipset"] == CONTROL_CHIPSET[1]
+                                                  and on_keys(r))}}
+
+
 def sd_graphs(features: dict) -> dict[str, dict]:
     """SD-1.5's components: the rebuilt QNN-pipeline graphs when latency_graphs.py exported them, else the raw
     dynamo exports stored by benchmarks/backends.py (reference_graphs.json.gz; no QNN passes: recorded as such)."""
@@ -722,6 +777,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                           | {"estimated_ms": round(float(p), 3)} for r, p in zip(rows, pred) if r["held_out"]],
     }
     report["snapdragon_8_gen_2"] = gen2_report(rows, pred, fit_features)
+    report["snapdragon_8_gen_2"]["same_release_control"] = same_release_control(
+        rows, pred, fit_features, names, vtcm, chosen_fit)
     report["held_out_worst_models_qnn"] = worst_models(rows, pred, lambda r: r["held_out"] and r["runtime_group"] == "qnn")
     report["stable_diffusion_vs_published"] = (sd_comparison(report["stable_diffusion_predictions"]) if compare_sd
                                                else "not compared in this run (--no-compare-sd)")

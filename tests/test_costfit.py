@@ -273,6 +273,7 @@ def test_fit_script_on_small_features(tmp_path: Path, monkeypatch: pytest.Monkey
     worst = {w["model"] for w in report["diagnostics_cv_training"]["worst_models"]}
     assert worst and worst <= train
     assert report["stable_diffusion_vs_published"] and report["apple_neural_engine"]["figures"]
+    assert "same_release_control" in report["snapdragon_8_gen_2"]
 
 
 def test_estimate_reads_the_local_memory_size_from_the_params(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -474,3 +475,35 @@ def test_toolchain_gap_compares_the_fitted_ratio_with_one_release_timing_both(
     (vit,) = gap["held_out"]
     assert vit["shared_release"] == "v0.30.7" and vit["same_release_ratio"] == 1.4 and vit["fitted_ratio"] == 1.75
     assert vit["gen_3_change"] == 0.8 and vit["gen_2_change"] == 1.0
+
+
+def test_the_release_control_takes_the_8_elite_at_the_8_gen_2s_own_release_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 8 Gen 2 is timed at an older release than every other chipset. The 8 Elite's figure at that same release,
+    on the same key, becomes a row of a chipset of its own; its figures at other releases, and other chipsets'
+    figures, do not."""
+    import csv
+
+    import costmodel_fit
+
+    history = [("vit", "Snapdragon 8 Elite", "v0.37.1", 9.0, "4"), ("vit", "Snapdragon 8 Elite", "v0.30.7", 12.0, "4"),
+               ("vit", "Snapdragon 8 Gen 3", "v0.37.1", 10.0, "4"),
+               ("cnn", "Snapdragon 8 Elite", "v0.34.3", 1.5, "0")]  # no layer on the NPU: not an NPU latency
+    with open(tmp_path / "aihub_perf_history.csv", "w", newline="") as f:
+        out = csv.DictWriter(f, ["model", "component", "precision", "chipset", "runtime", "release", "inference_time_ms",
+                                 "layers_total", "layers_npu", "layers_cpu", "layers_gpu"])
+        out.writeheader()
+        for model, chip, release, ms, npu in history:
+            out.writerow({"model": model, "component": model.upper(), "precision": "float", "chipset": chip,
+                          "runtime": "QNN_DLC", "release": release, "inference_time_ms": ms, "layers_total": 4,
+                          "layers_npu": npu, "layers_cpu": 4 - int(npu), "layers_gpu": 0})
+    monkeypatch.setattr(costmodel_fit, "DATA", tmp_path)
+    rows = [{"model": m, "component": m.upper(), "key": f"{m}/{m.upper()}", "chipset": "snapdragon-8-gen-2",
+             "precision": "float", "runtime": "QNN_DLC", "runtime_group": "qnn", "release": release,
+             "published_ms": ms, "held_out": True, "fallback_layers": 0.0, "layers_total": 4.0, "layers_npu": 4.0,
+             "qairt_version": "2.37"}
+            for m, release, ms in (("vit", "v0.37.1", 14.0), ("cnn", "v0.34.3", 2.0))]
+    (control,) = costmodel_fit.release_control_rows(rows)
+    assert control["chipset"] == "snapdragon-8-elite@8-gen-2-release" and control["published_ms"] == 9.0
+    assert control["key"] == "vit/VIT" and control["release"] == "v0.37.1" and control["held_out"]
+    assert rows[0]["chipset"] == "snapdragon-8-gen-2" and rows[0]["published_ms"] == 14.0  # a copy
