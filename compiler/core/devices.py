@@ -228,7 +228,8 @@ def devices_table() -> list[dict[str, str]]:
             "bandwidth": f"{d.memory_bandwidth_gbs:g} GB/s",
             "max_model": f"{d.max_model_bytes / GB:g} GB" if d.max_model_bytes else "-",
             "ram": f"{d.memory_bytes / GB:g} GB" if d.memory_bytes else "-",
-            "hexagon": f"{d.hexagon_arch} (soc {d.soc_model})" if d.hexagon_arch else (d.big_cores or "-"),
+            "hexagon": (f"{d.hexagon_arch} (soc_model {d.soc_model if d.soc_model is not None else 'not public'})"
+                        if d.hexagon_arch else (d.big_cores or "-")),
             "os": d.deployment_target or "-",
         })
     return rows
