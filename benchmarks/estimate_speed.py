@@ -7,7 +7,8 @@ nothing else, then `fusionc estimate FOLDER --components unet --device snapdrago
 child's ru_maxrss), their medians, and the estimates themselves. With `--before PYTHON` (the interpreter of another
 fusionc install, e.g. a worktree of the previous revision) its runs alternate with this install's, so a change is
 compared with its peer in the same run on the same machine (`before` in the JSON, its git revision with it).
-Then one estimate with `--cache` fills a graph-statistics cache and `--repeats` more read it back (`cache`).
+Then one estimate with `--cache` fills a graph-statistics cache and `--repeats` more read it back (`cache`; the
+peer's, alternating, in `before.cache`).
 
     python benchmarks/estimate_speed.py [--models sd15 sdxl] [--repeats 3] [--before /path/to/other/.venv/bin/python]
         -> benchmarks/results/estimate_speed.json
@@ -87,17 +88,23 @@ def main() -> None:
             for i in range(args.repeats):
                 for which, python in installs.items():
                     runs[which].append(run_once(folder, Path(tmp) / f"estimate-{which}-{i}.json", python))
-            # --cache: the first estimate stores the graph statistics, the next ones read them back
-            cache = Path(tmp) / "cache"
-            fill = run_once(folder, Path(tmp) / "estimate-fill.json", cache=cache)
-            cached = [run_once(folder, Path(tmp) / f"estimate-cached-{i}.json", cache=cache) for i in range(args.repeats)]
-        result[name] = dict(summary(runs["after"], git_rev(sys.executable)), load_before=load)
-        result[name]["cache"] = {"fill_wall_s": fill["wall_s"], "runs": [r["wall_s"] for r in cached],
-                                 "median_wall_s": statistics.median(r["wall_s"] for r in cached),
-                                 "max_rss_gb": max(r["max_rss_gb"] for r in cached),
-                                 "same_estimates": all(r["estimates"] == runs["after"][-1]["estimates"] for r in cached)}
+            # --cache: the first estimate stores the graph statistics, the next ones read them back (each install
+            # its own cache: the key holds fusionc's sources), alternating like the runs above
+            fill = {which: run_once(folder, Path(tmp) / f"estimate-fill-{which}.json", python, Path(tmp) / which)
+                    for which, python in installs.items()}
+            cached = {k: [] for k in installs}
+            for i in range(args.repeats):
+                for which, python in installs.items():
+                    cached[which].append(run_once(folder, Path(tmp) / f"estimate-cached-{which}-{i}.json", python,
+                                                  Path(tmp) / which))
+        cache = {which: {"fill_wall_s": fill[which]["wall_s"], "runs": [r["wall_s"] for r in cached[which]],
+                         "median_wall_s": statistics.median(r["wall_s"] for r in cached[which]),
+                         "max_rss_gb": max(r["max_rss_gb"] for r in cached[which]),
+                         "same_estimates": all(r["estimates"] == runs[which][-1]["estimates"] for r in cached[which])}
+                 for which in installs}
+        result[name] = dict(summary(runs["after"], git_rev(sys.executable)), load_before=load, cache=cache["after"])
         if args.before:
-            result[name]["before"] = summary(runs["before"], git_rev(args.before))
+            result[name]["before"] = dict(summary(runs["before"], git_rev(args.before)), cache=cache["before"])
             result[name]["same_estimates_as_before"] = result[name]["estimates"] == result[name]["before"]["estimates"]
         else:
             result[name].pop("before", None)

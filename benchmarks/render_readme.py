@@ -227,6 +227,8 @@ def render_estimate_speed(results: Path) -> str:
         cached = run.get("cache")
         again = (f"{cached['median_wall_s']:.1f} s ({', '.join(f'{w:.1f}' for w in cached['runs'])})"
                  + ("" if cached["same_estimates"] else ", other estimates") if cached else "-")
+        if cached and before and before.get("cache"):
+            again += f"; {before['cache']['median_wall_s']:.1f} s at {before['git_rev']}"
         body.append([names.get(key, key), f"{run['median_wall_s']:.0f} s ({walls})", f"{run['max_rss_gb']:.1f} GB", peer, again,
                      *(f"{est[d]['latency_ms']:.0f} ms ({est[d]['precision']}, batch {est[d]['batch']})"
                        for d in ("snapdragon-8-gen-3", "iphone-14-pro")), run["git_rev"]])

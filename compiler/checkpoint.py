@@ -66,6 +66,18 @@ BUILTIN_SD3 = Path(__file__).parent / "models" / "tiny_sd3"
 BUILTIN_NAMES = {"builtin": BUILTIN_CHECKPOINT, "builtin:controlnet": BUILTIN_CONTROLNET, "builtin:sd3": BUILTIN_SD3}
 
 
+def component_names_of(folders: Any) -> list[str]:
+    """The exportable components of a checkpoint with these model folders, in the order the loop runs them."""
+    names: list[str] = []
+    for folder in MODEL_FOLDERS:
+        if folder in folders:
+            names += ["vae_decoder", "vae_encoder"] if folder == "vae" else [folder]
+    if "controlnet" in names:  # the loop runs it before the UNet
+        names.remove("controlnet")
+        names.insert(names.index("unet") if "unet" in names else len(names), "controlnet")
+    return names
+
+
 @dataclass
 class Checkpoint:
     """A loaded checkpoint: torch modules by folder name (unet, vae, text_encoder, text_encoder_2)."""
@@ -98,14 +110,7 @@ class Checkpoint:
         """Exportable components: text_encoder(_2, _3), unet or transformer, vae_decoder, vae_encoder."""
         if hasattr(self, "available"):
             return list(self.available)
-        names: list[str] = []
-        for folder in MODEL_FOLDERS:
-            if folder in self.models:
-                names += ["vae_decoder", "vae_encoder"] if folder == "vae" else [folder]
-        if "controlnet" in names:  # the loop runs it before the UNet
-            names.remove("controlnet")
-            names.insert(names.index("unet") if "unet" in names else len(names), "controlnet")
-        return names
+        return component_names_of(self.models)
 
     def weight_bytes(self, folder: str) -> int:
         """Bytes of a folder's torch weights (0 when absent), without loading a lazy module."""
@@ -233,12 +238,9 @@ def _entries_left_out(index: dict[str, Any], index_file: Path) -> dict[str, str]
     return omitted
 
 
-def load_structure(path: Path | str | None) -> Checkpoint:
-    """The checkpoint's modules built from their configs on the meta device: shapes and dtypes, no weight read.
-
-    For `fusionc estimate`: the graph's structure is all the cost model needs, so a 2.6B-parameter UNet costs no
-    memory and no disk read (the weight files are not opened, not even hashed: sha256 is left empty).
-    """
+def structure_folders(path: Path | str | None) -> tuple[Path, dict[str, str]]:
+    """(the checkpoint folder, model folder -> class name) from its JSON files alone: what load_structure builds,
+    checked the same way (no torch module built, no diffusers imported)."""
     path = BUILTIN_CHECKPOINT if path is None else BUILTIN_NAMES.get(str(path), Path(path))
     if not path.is_dir():
         raise BadInputError(f"checkpoint '{path}' is not a folder: pass a diffusers pipeline or component folder")
@@ -257,7 +259,6 @@ def load_structure(path: Path | str | None) -> Checkpoint:
         raise BadInputError(f"'{path}' is not a diffusers checkpoint: it has neither model_index.json nor config.json")
     if not folders:
         raise BadInputError(f"{index_file} names none of {', '.join(MODEL_FOLDERS)}: not a text-to-image pipeline")
-    models = {}
     for folder, cls in folders.items():
         where = path / folder if index_file.exists() else path
         if not (where / "config.json").exists():
@@ -265,8 +266,21 @@ def load_structure(path: Path | str | None) -> Checkpoint:
         if cls not in SUPPORTED:
             raise UnsupportedError(f"component class '{cls}' in {where} is not supported: "
                                    f"fusionc compiles {', '.join(SUPPORTED)}")
+    return path, folders
+
+
+def load_structure(path: Path | str | None) -> Checkpoint:
+    """The checkpoint's modules built from their configs on the meta device: shapes and dtypes, no weight read.
+
+    For `fusionc estimate`: the graph's structure is all the cost model needs, so a 2.6B-parameter UNet costs no
+    memory and no disk read (the weight files are not opened, not even hashed: sha256 is left empty).
+    """
+    path, folders = structure_folders(path)
+    pipeline = (path / "model_index.json").exists()
+    models = {}
+    for folder, cls in folders.items():
         with torch.device("meta"), _skip_weight_init():
-            models[folder] = _build_from_config(where, cls).eval().float()
+            models[folder] = _build_from_config(path / folder if pipeline else path, cls).eval().float()
     return Checkpoint(path, "", models, dict(folders))
 
 

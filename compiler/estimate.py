@@ -36,12 +36,41 @@ def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[i
 def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, height: int | None,
                             width: int | None, cache_dir: Path | None = None) -> dict[str, Any]:
     """component -> {"generic": stats at batch 1 and 2, "qnn": stats of the QNN pipeline graph, "cache": hit | miss
-    | off} (`cache_dir`: fusionc.estimate_cache)."""
+    | off} (`cache_dir`: fusionc.estimate_cache). The modules are built only when a component misses the cache."""
+    from fusionc.checkpoint import component_names_of, structure_folders
+    from fusionc.core.options import CompileOptions
+    from fusionc.estimate_cache import StatsCache
+
+    folder, model_folders = structure_folders(path)
+    available = component_names_of(model_folders)
+    wanted = components or [c for c in available if c in PIPELINE_ORDER]
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise BadInputError(f"--components {','.join(missing)}: not in {folder} (it has {', '.join(available)})")
+    options = CompileOptions(target="qnn", height=height, width=width)
+    cache = StatsCache(cache_dir) if cache_dir is not None else None
+    keys = cache.keys(folder, wanted, options) if cache else {}
+    out = {}
+    for name in wanted:
+        cached = cache.load(keys[name]) if cache else None
+        if cached is not None:
+            out[name] = dict(cached, cache="hit")
+    todo = [name for name in wanted if name not in out]
+    if todo:
+        built = _export_stats(folder, todo, options)
+        for name, entry in built.items():
+            if cache:
+                cache.store(keys[name], entry, name)
+            out[name] = dict(entry, cache="miss" if cache else "off")
+    return {name: out[name] for name in wanted}
+
+
+def _export_stats(folder: Path, names: list[str], options: Any) -> dict[str, Any]:
+    """Graph statistics of `names`, exported from the checkpoint's structure (meta device) through the passes a
+    QNN build runs: {"generic": {batch: stats}, "qnn": stats} per component."""
     from fusionc.analysis.graph_stats import graph_stats
     from fusionc.checkpoint import load_structure
     from fusionc.core.context import ComponentContext
-    from fusionc.core.options import CompileOptions
-    from fusionc.estimate_cache import StatsCache
     from fusionc.export import component_spec, export_structure
     from fusionc.passes.generic import default_pipeline
     from fusionc.pipeline import run_passes
@@ -50,24 +79,11 @@ def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, hei
     # onnx_ir's shape inference cannot type the fused units' bodies; it leaves those graphs unchanged and logs a
     # traceback per node: a normal outcome here, not something to show
     logging.getLogger("onnx_ir.passes.common.shape_inference").setLevel(logging.CRITICAL)
-    checkpoint = load_structure(path)
-    available = checkpoint.component_names()
-    wanted = components or [c for c in available if c in PIPELINE_ORDER]
-    missing = [c for c in wanted if c not in available]
-    if missing:
-        raise BadInputError(f"--components {','.join(missing)}: not in {checkpoint.path} (it has {', '.join(available)})")
-    options = CompileOptions(target="qnn", height=height, width=width)
+    checkpoint = load_structure(folder)
     generic = default_pipeline()
     qnn_rest = get_target("qnn").pipeline(options)[len(generic):]
-    cache = StatsCache(cache_dir) if cache_dir is not None else None
-    keys = cache.keys(checkpoint.path, wanted, options) if cache else {}
     out = {}
-    for name in wanted:
-        key = keys.get(name, "")
-        cached = cache.load(key) if cache else None
-        if cached is not None:
-            out[name] = dict(cached, cache="hit")
-            continue
+    for name in names:
         spec = component_spec(checkpoint, name, options, batch=1)
         spec.example = {k: v.to("meta") for k, v in spec.example.items()}
         model = export_structure(spec, options.opset)
@@ -76,9 +92,7 @@ def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, hei
         entry = {"generic": {b: graph_stats(model, {"batch": b}) for b in (1, 2)}}
         run_passes(model, qnn_rest, ctx)
         entry["qnn"] = graph_stats(model, {"batch": 1})
-        if cache:
-            cache.store(key, entry, name)
-        out[name] = dict(entry, cache="miss" if cache else "off")
+        out[name] = entry
     return out
 
 

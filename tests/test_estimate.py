@@ -133,7 +133,8 @@ def test_meta_modules_hold_no_storage(tiny_pipeline) -> None:
     assert all(p.untyped_storage().nbytes() == 0 or p.device == torch.device("meta") for p in unet.parameters())
 
 
-def test_a_second_estimate_reads_the_graph_statistics_from_the_cache(tiny_pipeline, tmp_path: Path) -> None:
+def test_a_second_estimate_reads_the_graph_statistics_from_the_cache(tiny_pipeline, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """`--cache`: the first estimate stores each component's graph statistics, the next one (another device or
     precision) reads them back and gives the same numbers; a changed config is another key; a damaged entry is
     dropped and written again."""
@@ -157,7 +158,10 @@ def test_a_second_estimate_reads_the_graph_statistics_from_the_cache(tiny_pipeli
         assert result.exit_code == 0, result.output
         return json.loads(out.read_text())
 
-    first, second = run(), run()
+    first = run()
+    with monkeypatch.context() as patched:  # a hit builds no module: the configs alone name the components
+        patched.setattr("fusionc.checkpoint.load_structure", lambda *_: pytest.fail("built the modules on a hit"))
+        second = run()
     assert first["graph_cache"] == {"unet": "miss"} and second["graph_cache"] == {"unet": "hit"}
     assert second["estimates"] == first["estimates"]
     assert run("--precision", "w8a8")["graph_cache"] == {"unet": "hit"}  # the cost model's options are not the graph's
