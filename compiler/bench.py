@@ -255,6 +255,7 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tup
     """Estimated figures on every device profile of the build's target, and each component's graph summary."""
     from fusionc.analysis.costmodel import backend_of, estimate
     from fusionc.analysis.graph_stats import graph_stats
+    from fusionc.estimate import hexagon_batch
 
     target = manifest["target"]
     precision = (manifest.get("options") or {}).get("precision") if target in ("qnn", "onnx") else None
@@ -265,11 +266,19 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tup
         path = component_graph(build, comp)
         if name not in PIPELINE_ORDER or path is None:
             continue
-        batch, calls = call_shape(name, comp, guidance)
+        graph_batch, graph_calls = call_shape(name, comp, guidance)
         symbolic = {d for spec in comp["inputs"].values() for d in spec["shape"] if isinstance(d, str)}
-        stats = graph_stats(path, {dim: batch for dim in symbolic | {"batch"}})
-        graphs[name] = {k: v for k, v in stats.summary().items() if k != "by_kind"}
+        stats_at: dict[int, Any] = {}
+
+        def stats_of(batch: int) -> Any:
+            if batch not in stats_at:
+                stats_at[batch] = graph_stats(path, {dim: batch for dim in symbolic | {"batch"}})
+            return stats_at[batch]
+
+        graphs[name] = {k: v for k, v in stats_of(graph_batch).summary().items() if k != "by_kind"}
         for device in devices:
+            batch, calls = hexagon_batch(device, graph_batch, graph_calls)
+            stats = stats_of(batch)
             est = estimate(stats, device, precision if target == "qnn" or device.family == "cpu" else None)
             figures.append(Figure(name, backend_of(device), device.name, "estimated", batch, est.latency_s * 1000,
                                   calls=calls, detail={"precision": est.precision, "bound": est.bound,

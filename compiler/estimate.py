@@ -26,11 +26,17 @@ from fusionc.core.generation import DENOISERS, PIPELINE_ORDER, calls_per_image, 
 from fusionc.core.options import ALL_COMPONENTS
 
 def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[int, int]:
-    """(batch of one call, graph calls per image) of `component` on `device`: a guided denoiser step is one batch-2
-    call on Core ML, two batch-1 calls on Hexagon's static graph."""
-    if component in DENOISERS and guidance and device.family != "ane":
-        return 1, 2 * steps
-    return guided_batch(component, guidance), max(calls_per_image(component, steps, guidance), 1)  # vae_encoder: once
+    """(batch of one call, graph calls per image) of `component` on `device`: a guided denoiser step is two batch-1
+    calls on Hexagon (a QNN context is static batch 1: hexagon_batch), one batch-2 call on Core ML and ONNX Runtime.
+    A component no text-to-image generation calls (vae_encoder) makes 0 calls per image."""
+    batch = guided_batch(component, guidance)
+    return hexagon_batch(device, batch, calls_per_image(component, steps, guidance))
+
+
+def hexagon_batch(device: Device, batch: int, calls: int) -> tuple[int, int]:
+    """(batch, calls) of `calls` invocations at `batch` on `device`: on Hexagon each runs as `batch` batch-1 calls
+    of the static context a QNN build compiles (fusionc.gates.graph_calls); elsewhere as they are."""
+    return (1, calls * batch) if device.family == "htp" else (batch, calls)
 
 
 def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, height: int | None,
@@ -144,7 +150,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
              width: int | None = None, steps: int = 8, guidance: bool = True,
              cache_dir: Path | None = None) -> dict[str, Any]:
     """Everything `fusionc estimate` prints and writes, as one JSON-ready dict."""
-    from fusionc.analysis.costmodel import DEFAULT_PRECISION, PRECISIONS, backend_of
+    from fusionc.analysis.costmodel import DEFAULT_PRECISION, HEXAGON_GROUPS, PRECISIONS, backend_of
     from fusionc.analysis.costmodel import estimate as cost
 
     if steps < 1:
@@ -157,6 +163,9 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
     if unknown and not (source is not None and source.suffix == ".onnx"):
         raise BadInputError(f"--components {','.join(unknown)}: pick from {', '.join(ALL_COMPONENTS)}")
     chosen = [get_device(name, "onnx") for name in devices] if devices else list(DEVICES.values())
+    if precision is not None and precision not in HEXAGON_GROUPS and any(d.family == "htp" for d in chosen):
+        raise BadInputError(f"--precision {precision}: a Hexagon NPU runs {', '.join(HEXAGON_GROUPS)} (QNN HTP has "
+                            f"no {precision}): pick one of those, or pass only non-Hexagon --device profiles")
     kind, graphs = collect_graphs(source, components, height, width, cache_dir)
     rows = []
     for name, graph in graphs.items():
@@ -176,7 +185,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
                          "range_coverage": est.range_coverage})
     totals = []
     for device in chosen:
-        mine = [r for r in rows if r["device"] == device.name]
+        mine = [r for r in rows if r["device"] == device.name and r["calls_per_image"]]
         if mine:
             ranged = all(r["range_ms"] for r in mine)  # one chipset: the components' errors move together
             totals.append({"device": device.name, "components": [r["component"] for r in mine],
@@ -186,7 +195,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
     return {"source": str(source) if source else "built-in tiny_sd", "source_kind": kind, "steps": steps,
             "guidance": guidance, "estimates": rows, "per_image": totals,
             "graph_cache": {name: graph["cache"] for name, graph in graphs.items() if "cache" in graph},
-            "note": "cost-model estimates, not measurements: see README 'How good are the estimates' for the "
+            "note": "cost-model estimates, not measurements: see the README section 'Estimating latency without a device' for the "
                     "held-out error per chipset; range_ms (Hexagon) holds the published latency of range_coverage of "
                     "the cost model's cross-validated training rows (models it had not seen)"}
 

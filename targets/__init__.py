@@ -8,6 +8,7 @@ core install never meets an ImportError traceback.
 from __future__ import annotations
 
 import importlib
+import logging
 
 from fusionc.core.errors import BadInputError
 
@@ -28,10 +29,23 @@ def require_extra(target: str, purpose: str | None = None) -> None:
         return
     module, dist, extra = TARGET_EXTRAS[target]
     try:
-        importlib.import_module(module)
+        _import_quietly(module)
     except ImportError:
         raise MissingExtraError(f"{purpose or '--target ' + target} needs {dist}: pip install 'fusionc[{extra}]'") \
             from None
+
+
+def _import_quietly(module: str) -> None:
+    """Import `module` with its own logger at ERROR meanwhile: coremltools logs 8 warnings on import that concern
+    what fusionc does not use (its torch frontend's tested versions; the macOS-only native library, absent on Linux,
+    where fusionc's MIL executor runs the model) and would bury a command's one-line error."""
+    logger = logging.getLogger(module)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        importlib.import_module(module)
+    finally:
+        logger.setLevel(level)
 
 
 def get_target(name: str, purpose: str | None = None):

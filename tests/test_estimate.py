@@ -88,13 +88,25 @@ def test_estimate_cli_on_the_builtin_model(tmp_path: Path) -> None:
 def test_estimate_a_tiny_sdxl_unet_and_its_generation(tiny_pipeline, tmp_path: Path) -> None:
     out = tmp_path / "sdxl.json"
     run = CliRunner().invoke(main, ["estimate", str(tiny_pipeline("sdxl")), "--components", "unet", "--device",
-                                    "snapdragon-8-gen-3", "--device", "iphone-14-pro", "--steps", "10",
-                                    "--json", str(out)])
+                                    "snapdragon-8-gen-3", "--device", "iphone-14-pro", "--device", "cpu-arm64",
+                                    "--steps", "10", "--json", str(out)])
     assert run.exit_code == 0, run.output
     rows = {r["device"]: r for r in json.loads(out.read_text())["estimates"]}
-    htp, ane = rows["snapdragon-8-gen-3"], rows["iphone-14-pro"]
+    htp, ane, cpu = rows["snapdragon-8-gen-3"], rows["iphone-14-pro"], rows["cpu-arm64"]
     assert (htp["batch"], htp["calls_per_image"]) == (1, 20)  # static batch 1, twice per step with guidance
     assert (ane["batch"], ane["calls_per_image"]) == (2, 10)  # Core ML: one batch-2 call per step
+    assert (cpu["batch"], cpu["calls_per_image"]) == (2, 10)  # ONNX Runtime: the pipeline's batch-2 call
+
+
+def test_only_what_a_generation_calls_adds_up_to_an_image() -> None:
+    """The VAE encoder (image-to-image only) is estimated per call but makes no call in text-to-image."""
+    from fusionc.core.devices import DEVICES
+    from fusionc.estimate import calls
+
+    for device in ("snapdragon-8-gen-3", "iphone-14-pro", "cpu-arm64"):
+        assert calls("vae_encoder", DEVICES[device], 8, True) == (1, 0)
+        assert calls("vae_decoder", DEVICES[device], 8, True) == (1, 1)
+        assert calls("text_encoder", DEVICES[device], 8, True) == (1, 2)
 
 
 def test_palettized_weights_are_never_slower() -> None:
@@ -118,6 +130,7 @@ def test_palettized_weights_are_never_slower() -> None:
     (["--components", "vae"], "--components vae"),
     (["--device", "pixel-9"], "pixel-9"),
     (["--palettize", "12"], "--palettize 12"),
+    (["--precision", "fp32", "--device", "snapdragon-8-gen-3"], "--precision fp32"),  # QNN HTP has no fp32
 ])
 def test_estimate_bad_input_is_one_line_exit_2(args: list[str], words: str) -> None:
     run = CliRunner().invoke(main, ["estimate", *args])

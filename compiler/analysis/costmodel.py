@@ -85,6 +85,8 @@ PRECISIONS: dict[str, tuple[str, float, float, float]] = {
     "w4a16": ("int8", 0.5, 4, 2),
 }
 DEFAULT_PRECISION = {"ane": "fp16", "htp": "w8a16", "cpu": "fp32"}
+# the precisions a QNN HTP build runs (no fp32) -> the fitted coefficient group (w4a16: w8a16's, at 4-bit weights)
+HEXAGON_GROUPS = {"fp16": "float", "w8a16": "w8a16", "w8a8": "w8a8", "w4a16": "w8a16"}
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,9 @@ def fitted_coefficients(device_name: str, precision: str, runtime: str = "qnn") 
         _FITTED = costfit.load_params() if costfit.PARAMS_PATH.exists() else {}
     if not _FITTED:
         return None
-    group = {"fp16": "float", "w8a16": "w8a16", "w8a8": "w8a8", "w4a16": "w8a16"}.get(precision, "w8a16")
+    group = HEXAGON_GROUPS.get(precision)
+    if group is None:
+        raise ValueError(f"no Hexagon coefficients for precision {precision!r}: pick one of {', '.join(HEXAGON_GROUPS)}")
     theta = _FITTED["groups"].get(f"{device_name}|{group}|{runtime}")
     if theta is None and device_name in _FITTED.get("chipset_speed", {}):
         pooled = _FITTED["groups"].get(f"*|{group}|{runtime}")
