@@ -39,7 +39,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 traceback.print_exc()
             first = str(err).splitlines()[0] if str(err) else ""
-            click.echo(f"fusionc: internal error: {type(err).__name__}: {first} (rerun with --debug for the traceback)", err=True)
+            command = click.get_current_context().info_name
+            click.echo(f"fusionc: internal error: {type(err).__name__}: {first} (rerun as `fusionc --debug {command} "
+                       "...` for the traceback)", err=True)
             sys.exit(3)
 
     return wrapper

@@ -224,3 +224,17 @@ def test_estimate_covers_every_part_of_a_generation(source: str, parts: set[str]
         assert set(total["components"]) == parts
         assert total["per_image_ms"] == pytest.approx(
             sum(r["per_image_ms"] for r in result["estimates"] if r["device"] == total["device"]), abs=0.01)
+
+
+def test_an_internal_error_is_one_line_exit_3_naming_the_debug_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in fusionc is not the user's bad input: exit 3, one line, and the exact command that shows the traceback
+    (`--debug` is an option of `fusionc` itself, before the command)."""
+    def broken(**_: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr("fusionc.estimate.run_estimate_cli", broken)
+    run = CliRunner().invoke(main, ["estimate"])
+    assert run.exit_code == 3
+    assert run.output.strip() == ("fusionc: internal error: RuntimeError: boom (rerun as `fusionc --debug estimate ...` "
+                                  "for the traceback)")
+    assert "Traceback" in CliRunner().invoke(main, ["--debug", "estimate"]).output
