@@ -125,3 +125,12 @@ def test_advice_arithmetic(tmp_path: Path) -> None:
     assert advice({"unet": 100.0}, {"unet": 1}, 100.0, 2000.0, 1).startswith("within budget")
     plot({"budgets": rows, "settings": {"steps": 8, "guidance": True, "budget_s": 2.0}}, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_an_emulator_row_neither_fits_nor_advises() -> None:
+    """The HTP emulator's time on this host says nothing about a phone: no budget verdict, no shrinking advice."""
+    emulated = [Figure(c, "qnn-htp-emulator", "host", "measured", 1, 900.0, device_figure=False)
+                for c in ("text_encoder", "unet", "vae_decoder")]
+    (row,) = budget_rows("b", emulated, 8, True, 2.0)
+    assert not row["device_figure"] and not row["within_budget"]
+    assert "not a device figure" in row["advice"] and "shrink" not in row["advice"]
