@@ -108,6 +108,17 @@ def test_device_flag_takes_titles_and_refuses_unknown_names(tmp_path) -> None:
         assert not (tmp_path / "o").exists()
 
 
+def test_a_near_miss_names_the_profile_it_resembles() -> None:
+    from fusionc.core.devices import find_device
+
+    with pytest.raises(BadInputError, match="did you mean 'pixel-8-cpu'"):
+        find_device("Pixel 8")  # the profile is the phone's CPU
+    with pytest.raises(BadInputError, match="did you mean 'iphone-15-pro'"):
+        find_device("iphone 15")
+    with pytest.raises(BadInputError, match=r"unknown device 'Nokia 3310': run `fusionc devices`"):
+        find_device("Nokia 3310")  # nothing close: no guess
+
+
 def test_devices_command_shows_titles() -> None:
     output = CliRunner().invoke(main, ["devices"]).output
     for device in DEVICES.values():

@@ -201,7 +201,18 @@ def find_device(text: str) -> Device:
     if by_soc:
         names = ", ".join(f"'{d.display_name}'" for d in by_soc)
         raise BadInputError(f"device '{text}' is the SoC of {names}: name one of them with --device")
-    raise BadInputError(f"unknown device '{text}': run `fusionc devices` to list them (e.g. --device 'iPhone 14 Pro')")
+    raise BadInputError(f"unknown device '{text}': {_did_you_mean(key)}run `fusionc devices` to list them")
+
+
+def _did_you_mean(key: str) -> str:
+    """'did you mean ...? ' for the profiles whose name is closest to `key` (or that start with it), else ''."""
+    import difflib
+
+    names = {name_key(label): d.name for d in DEVICES.values() for label in (d.display_name, d.name)}
+    close = [names[k] for k in names if key and k.startswith(key)] or \
+        [names[k] for k in difflib.get_close_matches(key, list(names), n=3, cutoff=0.75)]
+    close = list(dict.fromkeys(close))
+    return f"did you mean {' or '.join(repr(n) for n in close)}? " if close else ""
 
 
 def get_device(name: str | None, target: str) -> Device | None:
