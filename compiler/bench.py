@@ -451,8 +451,10 @@ def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: P
                   guidance: bool, budget: float, runs: int, warmup: int, no_measure: bool) -> dict[str, Any]:
     if not builds:
         raise BadInputError("pass at least one build folder: fusionc bench BUILD_DIR...")
-    if steps < 1 or budget <= 0:
-        raise BadInputError("--steps must be >= 1 and --budget > 0")
+    if steps < 1:
+        raise BadInputError(f"--steps {steps}: a generation takes at least 1 denoising step")
+    if budget <= 0:
+        raise BadInputError(f"--budget {budget:g}: give the end-to-end budget in seconds, > 0")
     result = bench(list(builds), steps, guidance, budget, runs, warmup, measure=not no_measure)
     print_report(result)
     if json_path:
