@@ -391,6 +391,11 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
             table.add_row(f["component"], f["backend"], f["device"], str(f["batch"]), f"{f['median_ms']:.2f}",
                           spread, mark, note)
         console.print(table)
+        from fusionc.analysis.graph_stats import unknown_shapes_warning
+
+        warning = unknown_shapes_warning({name: g.get("unknown_shape_ops", 0) for name, g in build["graphs"].items()})
+        if warning:
+            console.print(warning, markup=False, highlight=False)
     s = result["settings"]
     table = Table(title=f"end to end: {s['steps']} steps, guidance {'on' if s['guidance'] else 'off'}, "
                         f"budget {s['budget_s']:g} s")

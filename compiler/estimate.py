@@ -168,10 +168,12 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
                             f"no {precision}): pick one of those, or pass only non-Hexagon --device profiles")
     kind, graphs = collect_graphs(source, components, height, width, cache_dir)
     rows = []
+    unknown_shapes: dict[str, int] = {}
     for name, graph in graphs.items():
         for device in chosen:
             batch, n_calls = calls(name, device, steps, guidance)
             stats = graph["qnn"] if device.family == "htp" else graph["generic"][batch]
+            unknown_shapes[name] = max(unknown_shapes.get(name, 0), stats.unknown_shape_ops)
             prec = precision or DEFAULT_PRECISION[device.family]
             est = cost(stats, device, prec, weight_bits=palettize)
             ms = est.latency_s * 1000
@@ -195,7 +197,9 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
     return {"source": str(source) if source else "built-in tiny_sd", "source_kind": kind, "steps": steps,
             "guidance": guidance, "estimates": rows, "per_image": totals,
             "graph_cache": {name: graph["cache"] for name, graph in graphs.items() if "cache" in graph},
-            "note": "cost-model estimates, not measurements: see the README section 'Estimating latency without a device' for the "
+            "unknown_shape_ops": unknown_shapes,
+            "note": "cost-model estimates, not measurements: see the README section 'Estimating latency without a "
+                    "device' for the "
                     "held-out error per chipset; range_ms (Hexagon) holds the published latency of range_coverage of "
                     "the cost model's cross-validated training rows (models it had not seen)"}
 
@@ -222,6 +226,11 @@ def print_estimates(result: dict[str, Any]) -> None:
                       f"{t['per_image_ms']:.1f}", "", "")
     console = Console(width=max(Console().width, 140))
     console.print(table)
+    from fusionc.analysis.graph_stats import unknown_shapes_warning
+
+    warning = unknown_shapes_warning(result.get("unknown_shape_ops") or {})
+    if warning:
+        console.print(warning, markup=False, highlight=False)
     cached = result.get("graph_cache") or {}
     if any(state != "off" for state in cached.values()):
         hits = [name for name, state in cached.items() if state == "hit"]

@@ -50,7 +50,8 @@ def model_summary(path: Path) -> dict:
     except Exception as err:
         raise BadInputError(f"'{path}' is not a readable ONNX model: {str(err).splitlines()[0]}") from err
     stats = graph_stats(model)
-    return {"ops": Counter(stats.op_counts), "params": stats.params, "weight_bytes": stats.weight_bytes, "macs": stats.macs}
+    return {"ops": Counter(stats.op_counts), "params": stats.params, "weight_bytes": stats.weight_bytes,
+            "macs": stats.macs, "unknown_shape_ops": stats.unknown_shape_ops}
 
 
 def inspect_path(path: Path) -> dict[str, dict]:
@@ -80,4 +81,9 @@ def inspect_path(path: Path) -> dict[str, dict]:
     for name, s in summaries.items():
         ops = ", ".join(f"{op} {n}" for op, n in s["ops"].most_common())
         console.print(f"[bold]{name}[/bold] ops: {ops}")
+    from fusionc.analysis.graph_stats import unknown_shapes_warning
+
+    warning = unknown_shapes_warning({name: s["unknown_shape_ops"] for name, s in summaries.items()})
+    if warning:
+        console.print(warning, markup=False, highlight=False)
     return summaries

@@ -62,6 +62,7 @@ def test_measured_and_estimated_figures(result: dict) -> None:
     unet = next(f for f in measured if f["component"] == "unet")
     assert unet["batch"] == 2  # guidance: cond + uncond in one call
     assert build["graphs"]["unet"]["macs"] > 0 and build["graphs"]["unet"]["params"] > 0
+    assert all(g["unknown_shape_ops"] == 0 for g in build["graphs"].values())
     assert set(build["graphs"]["unet"]["dims"].values()) <= {2}  # estimated at the measured batch
 
 

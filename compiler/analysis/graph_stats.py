@@ -13,6 +13,14 @@ horizontally: an Inception block's 1x1 heads, Q/K/V projections).
 
 Shapes come from the graph's value_info, completed by onnx shape inference after symbolic dims (the dynamic batch)
 are pinned (`dims`, default 1). External weight data is never loaded: only initializer shapes and dtypes are read.
+onnx shape inference knows no com.microsoft contrib op, and every shape downstream of one is lost (an onnx-target
+UNet scored 45 of its 49 Convs at 0 MACs). So before inference each contrib op the onnx target emits
+(fusionc.passes.ort: MultiHeadAttention, Gelu, FastGelu), and a few more that only relabel their input's shape,
+is stood in, on a copy used only for inference, by standard ops with the same output shape (_standin_nodes, one
+documented rule per op). onnxruntime's symbolic_shape_infer knows these ops but not fusionc's local functions
+(GroupNorm, ScaledDotProductAttention), is optional here, and runs per node in Python with sympy (seconds to
+minutes on an SD-scale UNet) where one onnx inference pass takes a fraction of a second. An op whose shapes stay
+unknown counts as zero work: GraphStats.unknown_shape_ops says how many there were, and the CLI warns.
 
 MACs, by hand (the tests check these formulas on tiny graphs):
     Conv           out_elems * Cin/group * prod(kernel)        (= out_elems * prod(W.shape[1:]))
@@ -21,6 +29,7 @@ MACs, by hand (the tests check these formulas on tiny graphs):
     Gemm           M * N * K
     Einsum         product of the sizes of every index letter
     fusionc::ScaledDotProductAttention(q, k, v)   B*H*Sq*Sk*(D + Dv)
+    com.microsoft::MultiHeadAttention(q [B,Sq,H*D], k [B,Sk,H*D], v [B,Sk,H*Dv])   B*Sq*Sk*(H*D + H*Dv), the same
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import onnx.inliner
 import onnx.shape_inference
 
 FUSED_FUNCTIONS = {("fusionc", "ScaledDotProductAttention"), ("fusionc", "GroupNorm"), ("fusionc", "Gelu")}
+MS_DOMAIN = "com.microsoft"
 
 # recurrent ops: both weight matrices are multiplied once per timestep and batch row (linear work, not vector)
 RECURRENT_GATES = {"LSTM", "GRU", "RNN"}
@@ -47,8 +57,9 @@ LAYOUT_OPS = {"Transpose", "Concat", "Slice", "Split", "Pad", "Expand", "Gather"
               "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Tile", "ScatterND", "Tile"}
 # vector ops that cost several passes over their output (normalizations, softmax)
 VECTOR_WEIGHT = {"Softmax": 4, "LayerNormalization": 5, "GroupNormalization": 5, "InstanceNormalization": 5,
-                 "GroupNorm": 5, "Gelu": 4, "Erf": 3, "ReduceMean": 1, "Pow": 2, "Sqrt": 2, "Exp": 2, "Tanh": 2,
-                 "Sigmoid": 2}
+                 "GroupNorm": 5, "Gelu": 4, "FastGelu": 4, "BiasGelu": 4, "QuickGelu": 2, "BiasSplitGelu": 4,
+                 "SkipLayerNormalization": 5, "SkipSimplifiedLayerNormalization": 4, "Erf": 3, "ReduceMean": 1,
+                 "Pow": 2, "Sqrt": 2, "Exp": 2, "Tanh": 2, "Sigmoid": 2}
 DTYPE_BITS = {onnx.TensorProto.FLOAT: 32, onnx.TensorProto.FLOAT16: 16, onnx.TensorProto.BFLOAT16: 16,
               onnx.TensorProto.DOUBLE: 64, onnx.TensorProto.INT8: 8, onnx.TensorProto.UINT8: 8,
               onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.INT16: 16,
@@ -85,6 +96,7 @@ class GraphStats:
     attention_form: str  # fused | split_einsum | original | none
     dims: dict[str, int] = field(default_factory=dict)
     op_counts: dict[str, int] = field(default_factory=dict)  # every node of the graph, folded ones included
+    unknown_shape_ops: int = 0  # ops with an input or output of unknown shape: counted as zero work (a lower bound)
 
     @property
     def macs(self) -> int:
@@ -124,7 +136,8 @@ class GraphStats:
 
     def summary(self) -> dict[str, Any]:
         return {"macs": self.macs, "params": self.params, "weight_bytes": self.weight_bytes,
-                "nodes": len(self.ops), "attention_form": self.attention_form, "dims": self.dims,
+                "nodes": len(self.ops), "unknown_shape_ops": self.unknown_shape_ops,
+                "attention_form": self.attention_form, "dims": self.dims,
                 "by_op_type": self.by_op_type(), "by_kind": self.by_kind()}
 
     def to_json(self) -> dict[str, Any]:
@@ -134,7 +147,16 @@ class GraphStats:
     def from_json(cls, data: dict[str, Any]) -> GraphStats:
         """The inverse of to_json (the summary fields are derived, not read)."""
         return cls([OpStat(**op) for op in data["ops"]], data["attention_form"], dict(data.get("dims", {})),
-                   dict(data.get("op_counts", {})))
+                   dict(data.get("op_counts", {})), int(data.get("unknown_shape_ops", 0)))
+
+
+def unknown_shapes_warning(counts: dict[str, int]) -> str | None:
+    """One line for the CLI when some component's graph kept ops of unknown shape ({component: ops}), else None."""
+    parts = [f"{name} {n}" for name, n in counts.items() if n]
+    if not parts:
+        return None
+    return (f"warning: ops of unknown shape counted as zero work, MACs and estimates are a lower bound: "
+            f"{', '.join(parts)} op(s)")
 
 
 def load_proto(model: Any) -> onnx.ModelProto:
@@ -181,8 +203,54 @@ def _pin_dims(model: onnx.ModelProto, dims: dict[str, int]) -> dict[str, int]:
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - partial shapes are better than none; missing ones count as zero work
+    except Exception:  # noqa: BLE001 - partial shapes are better than none; ops missing one: unknown_shape_ops
         return model
+
+
+# com.microsoft ops whose every shape-bearing output has the shape of input 0 (ORT's ContribOperators.md):
+# the GELU family (Gelu, FastGelu with or without bias, BiasGelu, QuickGelu), BiasAdd (input + bias + skip),
+# GroupNorm (NHWC in, NHWC out) and Skip[Simplified]LayerNormalization (output 0, and output 3, the
+# input+skip+bias sum; outputs 1-2, mean and inv_std_var, are training-only and left unshaped)
+SAME_SHAPE_OUTPUTS = {"Gelu": (0,), "FastGelu": (0,), "BiasGelu": (0,), "QuickGelu": (0,), "BiasAdd": (0,),
+                      "GroupNorm": (0,), "SkipLayerNormalization": (0, 3), "SkipSimplifiedLayerNormalization": (0, 3)}
+
+
+def _standin_nodes(node: onnx.NodeProto, opset: int, index: int) -> list[onnx.NodeProto] | None:
+    """Standard ops giving a com.microsoft `node`'s outputs the same shapes (for shape inference only), or None.
+
+    SAME_SHAPE_OUTPUTS        Identity(input 0) -> each listed output
+    BiasSplitGelu(x [N,S,D])  -> [N,S,D/2]: the first half of Split(x, 2 parts, last axis)
+    MultiHeadAttention(q [B,Sq,Cq], k [B,Sk,Cq], v [B,Sk,Cv]) -> [B,Sq,Cv]: Einsum("bqc,bkd->bqd", q, v)
+        (3-D projections, the form fusionc.passes.ort.attention emits; packed QKV and BNSH key/value are left out)"""
+    from onnx import helper
+
+    inputs, outputs = list(node.input), list(node.output)
+    tag = f"__graph_stats_standin_{index}"
+    if node.op_type in SAME_SHAPE_OUTPUTS and inputs and inputs[0]:
+        return [helper.make_node("Identity", [inputs[0]], [outputs[i]], name=f"{tag}_{i}")
+                for i in SAME_SHAPE_OUTPUTS[node.op_type] if i < len(outputs) and outputs[i]]
+    if node.op_type == "BiasSplitGelu" and inputs and inputs[0] and outputs:
+        extra = {"num_outputs": 2} if opset >= 18 else {}
+        return [helper.make_node("Split", [inputs[0]], [outputs[0], f"{tag}_half"], name=tag, axis=-1, **extra)]
+    if node.op_type == "MultiHeadAttention" and len(inputs) >= 3 and inputs[1] and inputs[2] and outputs:
+        return [helper.make_node("Einsum", [inputs[0], inputs[2]], [outputs[0]], name=tag, equation="bqc,bkd->bqd")]
+    return None
+
+
+def _with_standins(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model`, or a copy with its com.microsoft nodes stood in by standard ops (_standin_nodes) for inference."""
+    if not any(node.domain == MS_DOMAIN for node in model.graph.node):
+        return model
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    nodes = []
+    for index, node in enumerate(model.graph.node):
+        standin = _standin_nodes(node, opset, index) if node.domain == MS_DOMAIN else None
+        nodes.extend(standin if standin is not None else [node])
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.graph.node[:]
+    copy.graph.node.extend(nodes)
+    return copy
 
 
 def _einsum_macs(equation: str, shapes: list[tuple[int, ...] | None]) -> int:
@@ -215,12 +283,12 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
     if proto.functions:
         proto = onnx.inliner.inline_selected_functions(proto, keep, exclude=True)
     used = _pin_dims(proto, dims or {})
-    proto = _infer(proto)
+    inferred = _infer(_with_standins(proto)).graph  # value_info only: the nodes counted are the graph's own
     graph = proto.graph
 
     shapes: dict[str, tuple[int, ...] | None] = {}
     dtypes: dict[str, int] = {}
-    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+    for value in list(inferred.input) + list(inferred.output) + list(inferred.value_info):
         tensor = value.type.tensor_type
         dtypes[value.name] = tensor.elem_type
         dim_list = tensor.shape.dim
@@ -243,6 +311,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
     forms: set[str] = set()
     level_of: dict[str, int] = {}  # tensor -> ops on the longest path that produces it (graph inputs: 0)
     first_inputs: list[str | None] = []  # per op: its first activation input (the horizontal fusion group key)
+    unknown = 0  # ops with an activation input or first output of unknown shape
     for node in graph.node:
         inputs = [i for i in node.input if i]
         constant_inputs = [i for i in inputs if i in const_sources]
@@ -270,6 +339,8 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
                 else:
                     op.compressed_weight_bytes += read * bits / 8
         activation_inputs = [i for i in inputs if i not in const_sources]
+        if any(shapes.get(i) is None for i in activation_inputs + list(node.output[:1])):
+            unknown += 1
         op.act_in_elems = sum(elems(i) for i in activation_inputs)
         op.act_out_elems = sum(elems(o) for o in node.output if o)
         out_elems = elems(node.output[0]) if node.output else 0
@@ -279,9 +350,10 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         if node.op_type in RECURRENT_GATES:
             op.timesteps = recurrent_timesteps(node, in_shapes)
         if kind == "attention":
-            forms.add("fused" if node.domain == "fusionc" else "split_einsum" if node.op_type == "Einsum" else "original")
+            fused = node.domain in ("fusionc", MS_DOMAIN)  # the scores stay inside the kernel
+            forms.add("fused" if fused else "split_einsum" if node.op_type == "Einsum" else "original")
             out_shape = shapes.get(node.output[0])
-            op.attention_scores = bool(node.domain != "fusionc" and out_shape and len(out_shape) >= 2
+            op.attention_scores = bool(not fused and out_shape and len(out_shape) >= 2
                                        and out_shape[-1] == out_shape[-2] and out_shape[-1] >= 64)
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
@@ -297,7 +369,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
     counts: dict[str, int] = defaultdict(int)
     for node in graph.node:
         counts[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"] += 1
-    return GraphStats(ops, form, used, dict(counts))
+    return GraphStats(ops, form, used, dict(counts), unknown)
 
 
 def _classify(node: onnx.NodeProto, in_shapes: list, out_elems: int, n_activations: int) -> tuple[str, int]:
@@ -307,6 +379,8 @@ def _classify(node: onnx.NodeProto, in_shapes: list, out_elems: int, n_activatio
         if q is None or k is None or v is None:
             return "attention", 0
         return "attention", math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+    if (node.domain, op_type) == (MS_DOMAIN, "MultiHeadAttention"):
+        return "attention", _mha_macs(in_shapes)
     if node.domain == "fusionc":
         return "vector", 0
     if op_type == "Conv":
@@ -339,3 +413,13 @@ def _classify(node: onnx.NodeProto, in_shapes: list, out_elems: int, n_activatio
     if op_type in LAYOUT_OPS:
         return "layout", 0
     return "vector", 0
+
+
+def _mha_macs(in_shapes: list) -> int:
+    """com.microsoft::MultiHeadAttention: B*Sq*Sk*(Cq + Cv), Cq = H*D and Cv = H*Dv, as fusionc's SDPA counts it
+    (q [B,Sq,H*D]; k, v [B,Sk,H*D] / [B,Sk,H*Dv], or BNSH [B,H,Sk,D]); 0 when a shape is unknown or packed."""
+    q, k, v = (in_shapes + [None, None, None])[:3]
+    if not q or not k or not v or len(q) != 3 or len(k) != len(v) or len(k) not in (3, 4):
+        return 0
+    sk, cv = (k[1], v[2]) if len(k) == 3 else (k[2], v[1] * v[3])
+    return q[0] * q[1] * sk * (q[2] + cv)
