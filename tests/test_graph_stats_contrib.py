@@ -82,6 +82,26 @@ def test_an_op_of_unknown_shape_is_counted_not_hidden() -> None:
     assert unknown_shapes_warning({"unet": 0}) is None
 
 
+def test_shape_arithmetic_through_div_is_evaluated_at_the_pinned_batch() -> None:
+    """torch.export writes a Reshape's target as arithmetic on the batch (Shape -> Squeeze -> Div -> Mul -> Concat);
+    onnx's data propagation stops at the Div, which hid every MatMul behind an SD3 transformer's attention output.
+    At batch 2: tokens = 48 / 2 * 2 / 2 = 24, so x [2, 4, 6, 8] reshapes to [2, 24, 8] and the MatMul does
+    2 * 24 * 8 * 16 MACs."""
+    def const(name: str, values: list) -> onnx.TensorProto:
+        return onnx.numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+    nodes = [oh.make_node("Shape", ["x"], ["s"], start=0, end=1),
+             oh.make_node("Squeeze", ["s"], ["b"]),
+             oh.make_node("Div", ["n48", "b"], ["per"]), oh.make_node("Mul", ["per", "b"], ["tok2"]),
+             oh.make_node("Div", ["tok2", "two"], ["tok"]), oh.make_node("Unsqueeze", ["tok", "zero"], ["tok1"]),
+             oh.make_node("Concat", ["s", "tok1", "eight"], ["target"], axis=0),
+             oh.make_node("Reshape", ["x", "target"], ["h"]), oh.make_node("MatMul", ["h", "w"], ["y"])]
+    inits = [const("n48", 48), const("two", 2), const("zero", [0]), const("eight", [8]), _init("w", [8, 16])]
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 6, 8])
+    stats = graph_stats(_model(nodes, [x], [_vi("y", None)], inits), {"batch": 2})
+    assert stats.unknown_shape_ops == 0 and stats.macs == 2 * 24 * 8 * 16
+
+
 @pytest.mark.parametrize("component", ["unet", "vae_decoder"])
 def test_onnx_target_graph_counts_what_the_generic_graph_counts(component: str) -> None:
     """The built-in model's onnx-target graph (MultiHeadAttention, Gelu from fusionc.passes.ort) has the MACs and

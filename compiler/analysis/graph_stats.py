@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx.inliner
 import onnx.shape_inference
@@ -207,6 +208,85 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
+# integer ops that shape arithmetic is made of (torch.export writes a Reshape's target as Shape -> Squeeze -> Div ->
+# Add -> Concat of the pinned batch); at most this many elements is a shape value, not a tensor of data
+SHAPE_VALUE_OPS = frozenset({"Shape", "Size", "Squeeze", "Unsqueeze", "Concat", "Gather", "Slice", "Cast", "Add",
+                             "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Max", "Min", "Floor", "Ceil", "Identity",
+                             "Reshape", "Equal", "Where", "Range", "Expand"})
+SHAPE_VALUE_ELEMS = 64
+
+
+def _infer_folding_shape_values(model: onnx.ModelProto, rounds: int = 3) -> onnx.ModelProto:
+    """onnx shape inference, then, while some op's output shape is still unknown, the shape arithmetic it could not
+    propagate (its data propagation stops at Div and Mod: an exported SD3 transformer lost 32 ops of each block's
+    output projections that way) evaluated with the pinned input shapes and fed back as constants."""
+    inferred = _infer(model)
+    for _ in range(rounds):
+        folded = _fold_shape_values(model, inferred)
+        if folded is None:
+            break
+        model, inferred = folded, _infer(folded)
+    return inferred
+
+
+def _fold_shape_values(model: onnx.ModelProto, inferred: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of `model` (for inference only) whose small integer values computable from initializers and known
+    shapes are initializers, or None when no op output lacks a shape or nothing new folds."""
+    from onnx import numpy_helper
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
+            shapes[value.name] = tuple(d.dim_value for d in tensor.shape.dim)
+    graph = model.graph
+    if all(o in shapes or not o for node in graph.node for o in node.output[:1] if node.op_type != "Constant"):
+        return None
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer
+              if init.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+              and math.prod(init.dims) <= SHAPE_VALUE_ELEMS}
+    new: dict[str, Any] = {}
+    for node in graph.node:
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Shape" and node.input[0] in shapes:
+            start = next((a.i for a in node.attribute if a.name == "start"), 0)
+            end = next((a.i for a in node.attribute if a.name == "end"), None)
+            out = [np.array(shapes[node.input[0]][start:end], dtype=np.int64)]
+        elif node.op_type == "Constant" and all(math.prod(a.t.dims) <= SHAPE_VALUE_ELEMS for a in node.attribute
+                                                if a.name == "value"):
+            out = _run_node(node, {})
+        elif node.op_type in SHAPE_VALUE_OPS and node.domain in ("", "ai.onnx") and inputs and \
+                all(i in values for i in inputs):
+            out = _run_node(node, {i: values[i] for i in inputs})
+        else:
+            continue
+        arrays = [np.asarray(v) for v in out or []]
+        if arrays and len(arrays) == len(node.output) and all(
+                v.dtype.kind in "iub" and v.size <= SHAPE_VALUE_ELEMS for v in arrays):
+            for name, array in zip(node.output, arrays):
+                values[name] = new[name] = array
+    fresh = {name: array for name, array in new.items() if name not in {i.name for i in graph.initializer}}
+    if not fresh:
+        return None
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    kept = [node for node in copy.graph.node if not any(o in fresh for o in node.output)]  # all or none folded
+    del copy.graph.node[:]
+    copy.graph.node.extend(kept)
+    copy.graph.initializer.extend(numpy_helper.from_array(array, name) for name, array in fresh.items())
+    return copy
+
+
+def _run_node(node: onnx.NodeProto, feeds: dict[str, Any]) -> list[Any] | None:
+    """The outputs of one standard op on constant inputs (onnx's reference implementation), or None."""
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        return ReferenceEvaluator(node).run(None, feeds)
+    except Exception:  # noqa: BLE001 - an op the reference cannot run here: its value stays unknown
+        return None
+
+
 # com.microsoft ops whose every shape-bearing output has the shape of input 0 (ORT's ContribOperators.md):
 # the GELU family (Gelu, FastGelu with or without bias, BiasGelu, QuickGelu), BiasAdd (input + bias + skip),
 # GroupNorm (NHWC in, NHWC out) and Skip[Simplified]LayerNormalization (output 0, and output 3, the
@@ -283,7 +363,8 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
     if proto.functions:
         proto = onnx.inliner.inline_selected_functions(proto, keep, exclude=True)
     used = _pin_dims(proto, dims or {})
-    inferred = _infer(_with_standins(proto)).graph  # value_info only: the nodes counted are the graph's own
+    inferred = _infer_folding_shape_values(_with_standins(proto)).graph  # value_info only: the nodes counted are
+    # the graph's own
     graph = proto.graph
 
     shapes: dict[str, tuple[int, ...] | None] = {}
