@@ -62,14 +62,14 @@ def main(debug: bool) -> None:
 @click.option("--device", default=None, help="Device profile (see `fusionc devices`); default: the target's.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Build folder [default: build/<target>].")
 @click.option("--components", default=None, help="Comma list, e.g. text_encoder,unet,vae_decoder,vae_encoder.")
-@click.option("--height", type=int, default=None, help="Image height in pixels [default: the model's].")
-@click.option("--width", type=int, default=None, help="Image width in pixels [default: the model's].")
+@click.option("--height", type=click.IntRange(1), default=None, help="Image height in pixels [default: the model's].")
+@click.option("--width", type=click.IntRange(1), default=None, help="Image width in pixels [default: the model's].")
 @click.option("--text-length", type=click.IntRange(1), default=None,
               help="T5 tokens of a diffusion transformer's prompt [default: SD3 256, PixArt 300, capped by the tokenizer].")
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.ckpt/.pt weights (loaded with weights_only=True).")
 @click.option("--min-psnr", type=float, default=None, help="Exit 1 if a component verifies under this PSNR (dB).")
 @click.option("--no-verify", is_flag=True, help="Skip verification against the torch model.")
-@click.option("--verify-steps", type=int, default=3, show_default=True, help="Denoising steps of the verification trajectory.")
+@click.option("--verify-steps", type=click.IntRange(1), default=3, show_default=True, help="Denoising steps of the verification trajectory.")
 @click.option("--verify-prompts", type=click.IntRange(1, 8), default=2, show_default=True,
               help="Prompts (trajectories) of the verification set: what psnr_db and the gates report.")
 @click.option("--calibration-steps", type=click.IntRange(1), default=None,
@@ -261,7 +261,8 @@ def _print_summary(manifest: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"fusionc build: {out} (target {manifest['target']}, device {manifest['device']})")
+    device = f", device {manifest['device']}" if manifest.get("device") else ""
+    table = Table(title=f"fusionc build: {out} (target {manifest['target']}{device})")
     for column in ("component", "files", "MB", "PSNR dB"):
         table.add_column(column, justify="right" if column in ("MB", "PSNR dB") else "left")
     for name, comp in manifest["components"].items():
@@ -379,8 +380,8 @@ def devices_command(as_json: bool) -> None:
 @click.option("--guidance/--no-guidance", default=True, show_default=True,
               help="Classifier-free guidance: UNet at batch 2, text encoder twice.")
 @click.option("--budget", type=float, default=2.0, show_default=True, help="End-to-end budget in seconds.")
-@click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per component.")
-@click.option("--warmup", type=int, default=2, show_default=True)
+@click.option("--runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs per component.")
+@click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--no-measure", is_flag=True, help="Estimates only (skip running anything).")
 @click.option("--check", is_flag=True, help="Exit 1 when no backend fits the budget.")
 @handle_errors
@@ -400,8 +401,8 @@ def bench_command(check: bool, **kwargs: Any) -> None:
 @click.option("--device", "devices", multiple=True, help="Device profile (repeatable) [default: every profile].")
 @click.option("--precision", default=None, help="fp16 | w8a16 | w8a8 | w4a16 [default: w8a16 Hexagon, fp16 ANE].")
 @click.option("--palettize", type=float, default=None, help="Bits per weight (palettized/compressed) [default: none].")
-@click.option("--height", type=int, default=None, help="Image height in pixels [default: the model's].")
-@click.option("--width", type=int, default=None, help="Image width in pixels [default: the model's].")
+@click.option("--height", type=click.IntRange(1), default=None, help="Image height in pixels [default: the model's].")
+@click.option("--width", type=click.IntRange(1), default=None, help="Image width in pixels [default: the model's].")
 @click.option("--steps", type=int, default=8, show_default=True, help="Denoising steps per image.")
 @click.option("--guidance/--no-guidance", default=True, show_default=True,
               help="Classifier-free guidance: the denoiser and a ControlNet twice per step (Core ML: one batch-2 call).")
