@@ -234,7 +234,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
         if not tables:
             names = ", ".join(t["name"] for t in read_variants_names(params))
             raise BadInputError(f"--variant '{wanted}' is not in {params['config_file']}: choose one of {names}")
-    shared = resolve(ctx, params)
+    shared = resolve(ctx, params, fleet=True)
     variants = [resolve(ctx, params, table) for table in tables]
 
     def done(result: Any) -> None:

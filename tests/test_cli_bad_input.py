@@ -73,6 +73,97 @@ def test_a_zero_height_through_the_api_is_refused_not_defaulted(tiny_pipeline) -
         image_size(load_structure(tiny_pipeline("sd15")), CompileOptions(height=0, width=64))
 
 
+# --- gates that cannot be evaluated, options that have no effect ---
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-latency-ms", "unet=0.5"],  # was: "skip ... an onnx build has no device", exit 0
+     "--max-latency-ms needs a device to estimate on, and an onnx build has none: pass --device"),
+    (["--no-verify", "--min-psnr", "40"],  # was: the gate skipped, exit 0
+     "--min-psnr gates the verification that --no-verify skips: drop one of them"),
+    (["--block-size", "32"], "--block-size 32 has no effect without --quantize-weights"),
+    (["--quantize-mode", "affine"], "--quantize-mode affine has no effect without --quantize-weights"),
+    (["--granularity", "per_grouped_channel"], "--granularity per_grouped_channel has no effect without --palettize"),
+    (["--group-size", "32"], "--group-size 32 has no effect without --palettize"),
+    (["--compress-embeddings"], "--compress-embeddings has no effect without --palettize or --quantize-weights"),
+    (["--compress-components", "unet"], "--compress-components unet has no effect without --palettize"),
+    (["--palettize", "4", "--components", "text_encoder", "--compress-components", "unet"],
+     "--compress-components names unet, which --components does not build (text_encoder)"),
+    (["--mixed-bit-steps", "3", "--palettize", "4"], "--mixed-bit-steps 3 has no effect without --palettize auto:DB"),
+    (["--recipe", "nonexist.json"],
+     "--recipe 'nonexist.json' does not exist: give a saved recipe to re-apply, or add --palettize auto:DB"),
+    (["--target", "qnn", "--precision", "fp16", "--qnn-range-margin", "2"],
+     "--qnn-range-margin widens the ranges of quantized activations and --precision fp16 has none"),
+])
+def test_an_option_without_effect_or_a_gate_without_a_device_is_refused(tmp_path: Path, args: list[str],
+                                                                        message: str) -> None:
+    out = tmp_path / "o"
+    assert message in one_error("compile", "--out", str(out), *args)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["--max-latency-ms", "unet=0.5", "--device", "iphone-14-pro"],
+    ["--target", "coreml", "--max-latency-ms", "unet=0.5"],  # the target's default device
+    ["--target", "qnn", "--qnn-range-margin", "2"],  # w8a16: 16-bit activation ranges
+    ["--quantize-weights", "int8", "--block-size", "32", "--quantize-mode", "affine"],
+    ["--palettize", "4", "--granularity", "per_grouped_channel", "--group-size", "32", "--compress-embeddings",
+     "--min-weight-elements", "10", "--components", "text_encoder,unet", "--compress-components", "unet"],
+    ["--palettize", "auto:35", "--recipe", "to_be_written.json", "--mixed-bit-steps", "3"],
+])
+def test_the_same_options_in_effect_are_accepted(args: list[str]) -> None:
+    ctx = compile_command.make_context("compile", args)
+    resolve(ctx, ctx.params)
+
+
+def test_an_option_without_effect_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "fusionc.toml"
+    config.write_text("[compression]\nblock_size = 32\n")
+    error = one_error("compile", "--config", str(config), "--out", str(tmp_path / "o"))
+    assert "--block-size 32 has no effect without --quantize-weights" in error and "fusionc.toml" in error
+
+
+def test_a_fleets_shared_keys_may_not_apply_to_every_variant(tmp_path: Path) -> None:
+    """Shared keys are for the variants that use them: [gates] min_psnr with a `verify = false` variant, or
+    [compression] granularity with a variant that does not palettize, are accepted (that variant skips them, as
+    before); a variant's own key without effect is refused, as on one build's command line."""
+    from fusionc.config import read_variants
+    from fusionc.core.errors import BadInputError
+
+    config = tmp_path / "fusionc.toml"
+    config.write_text('[gates]\nmin_psnr = 30\n[compression]\ngranularity = "per_grouped_channel"\n'
+                      '[[variant]]\nname = "fast"\nverify = false\n'
+                      '[[variant]]\nname = "grouped"\npalettize = "4"\n')
+    ctx = compile_command.make_context("compile", ["--config", str(config)])
+    resolve(ctx, ctx.params, fleet=True)
+    fast, grouped = (resolve(ctx, ctx.params, table).options for table in read_variants(config))
+    assert (fast.min_psnr, fast.verify, grouped.granularity) == (30, False, "per_grouped_channel")
+    with open(config, "a") as file:
+        file.write('[[variant]]\nname = "blocks"\nblock_size = 32\n')
+    with pytest.raises(BadInputError, match="--block-size 32 has no effect without --quantize-weights"):
+        resolve(ctx, ctx.params, read_variants(config)[2])
+
+
+def test_compress_components_the_build_does_not_have(tmp_path: Path) -> None:
+    """The built-in pipeline has no controlnet: compressing it would do nothing (found once the checkpoint's
+    components are known, before any export)."""
+    out = tmp_path / "o"
+    error = one_error("compile", "--out", str(out), "--palettize", "4", "--compress-components", "unet,controlnet")
+    assert "--compress-components names controlnet, which this build does not have" in error
+    assert not out.exists()
+
+
+def test_a_recipe_without_the_component_is_refused_before_the_export(tmp_path: Path) -> None:
+    from fusionc.passes.compression.mixed_bit import RECIPE_FORMAT
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"format": RECIPE_FORMAT, "components": {}}))
+    out = tmp_path / "o"
+    output = refused("compile", "--out", str(out), "--recipe", str(recipe))
+    assert f"recipe {recipe} has no entry for unet: add --palettize auto:DB" in output
+    assert "[fusionc] unet:" not in output  # was: refused by the compression pass, after the export
+    assert not out.exists()
+
+
 # --- the summary ---
 
 def test_the_summary_names_no_device_when_there_is_none(capsys: pytest.CaptureFixture) -> None:
