@@ -194,6 +194,20 @@ def save_png(image: np.ndarray, path: Path) -> Path:
     return path
 
 
+def check_image_out(out: Path) -> None:
+    """--out: a writable path whose extension names an image format Pillow writes (before any work)."""
+    from PIL import Image
+
+    from fusionc.buildfs import check_output_file
+
+    Image.init()
+    suffix = Path(out).suffix.lower()
+    if Image.registered_extensions().get(suffix) not in Image.SAVE:
+        raise BadInputError(f"--out '{out}' has {'no' if not suffix else f'the unknown'} image extension"
+                            f"{' ' + suffix if suffix else ''}: end it in .png (or .jpg, .webp)")
+    check_output_file(Path(out), "--out")
+
+
 def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, out: Path, steps: int = 8,
                      seed: int = 0, guidance: float = DEFAULT_GUIDANCE, min_psnr: float | None = None,
                      echo: Any = print, control_image: Path | None = None, control_scale: float = 1.0) -> dict[str, Any]:
@@ -205,6 +219,7 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
 
     from fusionc.core.errors import CheckFailedError
 
+    check_image_out(out)  # a bad --out fails now, not after the images
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if build is not None:

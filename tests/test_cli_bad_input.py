@@ -164,6 +164,36 @@ def test_a_recipe_without_the_component_is_refused_before_the_export(tmp_path: P
     assert not out.exists()
 
 
+# --- output paths: checked before the work ---
+
+@pytest.mark.parametrize("flag", ["--report", "--junit"])
+def test_an_unwritable_report_is_refused_before_the_build(tmp_path: Path, flag: str) -> None:
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "o"
+    error = one_error("compile", "--out", str(out), flag, str(tmp_path / "a_file" / "r.json"))
+    assert f"cannot write {flag}" in error and "is not a folder" in error
+    assert not out.exists()  # was: the whole build written, then exit 2
+    assert f"{flag} '{tmp_path}' is a folder" in one_error("compile", "--out", str(out), flag, str(tmp_path))
+
+
+def test_a_reports_missing_folder_is_fine(tmp_path: Path) -> None:
+    from fusionc.buildfs import check_output_file
+
+    check_output_file(tmp_path / "reports" / "deep" / "r.json", "--report")
+    assert list(tmp_path.iterdir()) == []  # the check leaves nothing behind
+
+
+@pytest.mark.parametrize("name, message", [
+    ("noext", "--out '{p}' has no image extension: end it in .png"),  # was ValueError after the work (exit 3)
+    ("image.foo", "--out '{p}' has the unknown image extension .foo"),
+    ("a_file/g.png", "cannot write --out '{p}'"),  # was FileExistsError/NotADirectoryError after the work
+])
+def test_generate_refuses_a_bad_out_before_the_work(tmp_path: Path, name: str, message: str) -> None:
+    (tmp_path / "a_file").write_text("")
+    path = tmp_path / name
+    assert message.format(p=path) in one_error("generate", "x", "--out", str(path))
+
+
 # --- the summary ---
 
 def test_the_summary_names_no_device_when_there_is_none(capsys: pytest.CaptureFixture) -> None:
