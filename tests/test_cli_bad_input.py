@@ -194,6 +194,31 @@ def test_generate_refuses_a_bad_out_before_the_work(tmp_path: Path, name: str, m
     assert message.format(p=path) in one_error("generate", "x", "--out", str(path))
 
 
+def fake_build(folder: Path, checkpoint: dict) -> Path:
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"target": "onnx", "components": {}, "checkpoint": checkpoint}))
+    return folder
+
+
+def test_generate_refuses_a_reference_checkpoint_that_is_not_the_builds(tmp_path: Path) -> None:
+    """A tiny_sd build scored against the SD3 model: a meaningless PSNR (was printed, exit 0)."""
+    from fusionc.checkpoint import BUILTIN_CHECKPOINT, checkpoint_sha256
+
+    build = fake_build(tmp_path / "b", {"path": str(BUILTIN_CHECKPOINT), "sha256": checkpoint_sha256(BUILTIN_CHECKPOINT)})
+    error = one_error("generate", "a red circle", "--build", str(build), "--checkpoint", "builtin:sd3",
+                      "--out", str(tmp_path / "g.png"))
+    assert f"--checkpoint 'builtin:sd3' is not the checkpoint build '{build}' was compiled from" in error
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_generate_accepts_a_moved_copy_of_the_builds_checkpoint(tmp_path: Path) -> None:
+    from fusionc.checkpoint import BUILTIN_CHECKPOINT, checkpoint_sha256
+    from fusionc.generate import check_reference
+
+    build = fake_build(tmp_path / "b", {"path": "/gone/tiny_sd", "sha256": checkpoint_sha256(BUILTIN_CHECKPOINT)})
+    check_reference(build, BUILTIN_CHECKPOINT)  # same content, another folder: the reference --checkpoint is for
+
+
 # --- the summary ---
 
 def test_the_summary_names_no_device_when_there_is_none(capsys: pytest.CaptureFixture) -> None:
