@@ -64,14 +64,14 @@ def main(debug: bool) -> None:
 @click.option("--device", default=None, help="Device profile (see `fusionc devices`); default: the target's.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Build folder [default: build/<target>].")
 @click.option("--components", default=None, help="Comma list, e.g. text_encoder,unet,vae_decoder,vae_encoder.")
-@click.option("--height", type=int, default=None, help="Image height in pixels [default: the model's].")
-@click.option("--width", type=int, default=None, help="Image width in pixels [default: the model's].")
+@click.option("--height", type=click.IntRange(1), default=None, help="Image height in pixels [default: the model's].")
+@click.option("--width", type=click.IntRange(1), default=None, help="Image width in pixels [default: the model's].")
 @click.option("--text-length", type=click.IntRange(1), default=None,
               help="T5 tokens of a diffusion transformer's prompt [default: SD3 256, PixArt 300, capped by the tokenizer].")
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.ckpt/.pt weights (loaded with weights_only=True).")
 @click.option("--min-psnr", type=float, default=None, help="Exit 1 if a component verifies under this PSNR (dB).")
 @click.option("--no-verify", is_flag=True, help="Skip verification against the torch model.")
-@click.option("--verify-steps", type=int, default=3, show_default=True, help="Denoising steps of the verification trajectory.")
+@click.option("--verify-steps", type=click.IntRange(1), default=3, show_default=True, help="Denoising steps of the verification trajectory.")
 @click.option("--verify-prompts", type=click.IntRange(1, 8), default=2, show_default=True,
               help="Prompts (trajectories) of the verification set: what psnr_db and the gates report.")
 @click.option("--calibration-steps", type=click.IntRange(1), default=None,
@@ -180,6 +180,7 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
 
         raise BadInputError(f"--jobs {settings.jobs} builds a fleet's variants in parallel: it needs a --config file "
                             "with [[variant]] tables")
+    _check_output_files(("--report", settings.report), ("--junit", settings.junit))  # before the work, not after
     reports = settings.report is not None or settings.junit is not None
     executor = None
     if settings.executor == "ray":  # one build: the passes' probes and evaluations run as Ray tasks
@@ -236,8 +237,9 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
         if not tables:
             names = ", ".join(t["name"] for t in read_variants_names(params))
             raise BadInputError(f"--variant '{wanted}' is not in {params['config_file']}: choose one of {names}")
-    shared = resolve(ctx, params)
+    shared = resolve(ctx, params, fleet=True)
     variants = [resolve(ctx, params, table) for table in tables]
+    _check_output_files(("--report", shared.report), ("--junit", shared.junit), ("--plot", shared.plot))
 
     def done(result: Any) -> None:
         mark = {"passed": "done", "failed": "FAILED (gate)", "error": "ERROR"}[result.status]
@@ -253,6 +255,15 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
         raise CheckFailedError(f"{len(failed)} of {len(report['variants'])} variants failed: {', '.join(failed)}")
 
 
+def _check_output_files(*paths: tuple[str, Path | None]) -> None:
+    """Refuse an unwritable --report/--junit/--plot in one line (exit 2) before any work."""
+    from fusionc.buildfs import check_output_file
+
+    for flag, path in paths:
+        if path is not None:
+            check_output_file(Path(path), flag)
+
+
 def read_variants_names(params: dict[str, Any]) -> list[dict[str, Any]]:
     from fusionc.config import read_variants
 
@@ -263,7 +274,8 @@ def _print_summary(manifest: dict[str, Any], out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"fusionc build: {out} (target {manifest['target']}, device {manifest['device']})")
+    device = f", device {manifest['device']}" if manifest.get("device") else ""
+    table = Table(title=f"fusionc build: {out} (target {manifest['target']}{device})")
     for column in ("component", "files", "MB", "PSNR dB"):
         table.add_column(column, justify="right" if column in ("MB", "PSNR dB") else "left")
     for name, comp in manifest["components"].items():
@@ -381,8 +393,8 @@ def devices_command(as_json: bool) -> None:
 @click.option("--guidance/--no-guidance", default=True, show_default=True,
               help="Classifier-free guidance: UNet at batch 2, text encoder twice.")
 @click.option("--budget", type=float, default=2.0, show_default=True, help="End-to-end budget in seconds.")
-@click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per component.")
-@click.option("--warmup", type=int, default=2, show_default=True)
+@click.option("--runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs per component.")
+@click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--no-measure", is_flag=True, help="Estimates only (skip running anything).")
 @click.option("--check", is_flag=True, help="Exit 1 when no backend fits the budget.")
 @handle_errors
@@ -402,8 +414,8 @@ def bench_command(check: bool, **kwargs: Any) -> None:
 @click.option("--device", "devices", multiple=True, help="Device profile (repeatable) [default: every profile].")
 @click.option("--precision", default=None, help="fp16 | w8a16 | w8a8 | w4a16 [default: w8a16 Hexagon, fp16 ANE].")
 @click.option("--palettize", type=float, default=None, help="Bits per weight (palettized/compressed) [default: none].")
-@click.option("--height", type=int, default=None, help="Image height in pixels [default: the model's].")
-@click.option("--width", type=int, default=None, help="Image width in pixels [default: the model's].")
+@click.option("--height", type=click.IntRange(1), default=None, help="Image height in pixels [default: the model's].")
+@click.option("--width", type=click.IntRange(1), default=None, help="Image width in pixels [default: the model's].")
 @click.option("--steps", type=int, default=8, show_default=True, help="Denoising steps per image.")
 @click.option("--guidance/--no-guidance", default=True, show_default=True,
               help="Classifier-free guidance: the denoiser and a ControlNet twice per step (Core ML: one batch-2 call).")

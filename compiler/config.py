@@ -17,7 +17,7 @@ directory. Precedence: defaults < the file < flags given on the command line (de
     [gates]
     min_psnr = 40
     max_size = { total = 25, unet = 20 }  # MB; or max_size = 25 (total)
-    max_latency_ms = { unet = 150 }       # cost-model estimate on the build's device
+    max_latency_ms = { unet = 150 }       # cost-model estimate on the build's device (onnx: set device)
     [report]
     json = "reports/compile.json"
     junit = "reports/compile.xml"
@@ -43,7 +43,8 @@ from click.core import ParameterSource
 
 from fusionc.core.errors import BadInputError
 from fusionc.gates import parse_budget
-from fusionc.core.options import ALL_COMPONENTS, CompileOptions, check_target_options, foreign_options
+from fusionc.core.options import (ALL_COMPONENTS, CompileOptions, check_option_combinations, check_target_options,
+                                  foreign_options)
 
 SECTIONS = ("compile", "gates", "report", "verify", "coreml", "compression", "qnn")
 ALIASES = {"json": "report", "verify": "no_verify"}  # file name -> CLI parameter name
@@ -213,10 +214,13 @@ def parse_components(value: str | None) -> tuple[str, ...] | None:
     return names or None
 
 
-def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] | None = None) -> CompileSettings:
+def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] | None = None, *,
+            fleet: bool = False) -> CompileSettings:
     """Merge the config file (if any) under the flags given explicitly, and build the CompileSettings.
 
-    `variant`: one [[variant]] table of the file (read_variants), whose keys override everything else."""
+    `variant`: one [[variant]] table of the file (read_variants), whose keys override everything else; `fleet`:
+    the fleet's shared settings (no variant), whose options may be in effect only in some variants (each
+    variant's resolve checks its own)."""
     params = dict(params)
     config_file = params.pop("config_file", None)
     sources = {k: "command line" for k in params if ctx.get_parameter_source(k) in
@@ -259,6 +263,11 @@ def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] 
     where = {MAPPED.get(k, k): (f"config file '{config_file}'" if s == "config file" else s)
              for k, s in sources.items() if s != "command line"}
     check_target_options(options, given, where)
+    # an option with no effect (--block-size without --quantize-weights, --min-psnr with --no-verify, ...) or a
+    # gate that cannot be evaluated: refused too, before any work; a fleet's shared keys only where given
+    shared = {MAPPED.get(k, k) for k, s in sources.items() if s == "config file"} if variant is not None else set()
+    if not fleet:
+        check_option_combinations(options, given, where, shared)
     out = params.get("out") or Path("build") / (variant["name"] if variant else options.target)
     return CompileSettings(params.get("checkpoint"), Path(out), options, params.get("report"), params.get("junit"),
                            params.get("cache"), config_file, digest, sources, variant["name"] if variant else None,

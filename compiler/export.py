@@ -119,7 +119,8 @@ def image_size(checkpoint: Checkpoint, options: CompileOptions) -> tuple[int, in
         default = (checkpoint.configs["vae"].sample_size,) * 2
     else:
         default = (512, 512)
-    height, width = options.height or default[0], options.width or default[1]
+    height = default[0] if options.height is None else options.height  # 0 is refused below, not the default
+    width = default[1] if options.width is None else options.width
     if height % scale or width % scale or height <= 0 or width <= 0:
         raise BadInputError(f"--height/--width {height}x{width} must be positive multiples of {scale} (the VAE's downsampling)")
     return height, width

@@ -194,6 +194,38 @@ def save_png(image: np.ndarray, path: Path) -> Path:
     return path
 
 
+def check_image_out(out: Path) -> None:
+    """--out: a writable path whose extension names an image format Pillow writes (before any work)."""
+    from PIL import Image
+
+    from fusionc.buildfs import check_output_file
+
+    Image.init()
+    suffix = Path(out).suffix.lower()
+    if Image.registered_extensions().get(suffix) not in Image.SAVE:
+        raise BadInputError(f"--out '{out}' has {'no' if not suffix else f'the unknown'} image extension"
+                            f"{' ' + suffix if suffix else ''}: end it in .png (or .jpg, .webp)")
+    check_output_file(Path(out), "--out")
+
+
+def check_reference(build: Path, checkpoint: Path | str) -> None:
+    """--checkpoint with --build is the torch reference of the build's PSNR: refuse one that is not the checkpoint
+    the build was compiled from (its manifest's sha256), which would score the build against another model."""
+    from fusionc import buildfs
+    from fusionc.checkpoint import BUILTIN_NAMES, checkpoint_sha256
+
+    recorded = buildfs.read_manifest(Path(build)).get("checkpoint") or {}
+    path = BUILTIN_NAMES.get(str(checkpoint), Path(checkpoint))
+    if not path.is_dir():
+        raise BadInputError(f"checkpoint '{path}' does not exist: pass a diffusers pipeline folder")
+    if not recorded.get("sha256") or (recorded.get("path") and Path(recorded["path"]) == path.resolve()):
+        return  # no hash recorded to compare with, or the very folder the build came from
+    if checkpoint_sha256(path) != recorded["sha256"]:
+        raise BadInputError(f"--checkpoint '{checkpoint}' is not the checkpoint build '{build}' was compiled from "
+                            f"({recorded.get('path', '?')}, sha256 {recorded['sha256'][:12]}): its PSNR would compare "
+                            "different models; pass that checkpoint (or a copy of it), or leave out --checkpoint")
+
+
 def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, out: Path, steps: int = 8,
                      seed: int = 0, guidance: float = DEFAULT_GUIDANCE, min_psnr: float | None = None,
                      echo: Any = print, control_image: Path | None = None, control_scale: float = 1.0) -> dict[str, Any]:
@@ -205,6 +237,9 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
 
     from fusionc.core.errors import CheckFailedError
 
+    check_image_out(out)  # a bad --out fails now, not after the images
+    if build is not None and checkpoint is not None:
+        check_reference(build, checkpoint)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if build is not None:

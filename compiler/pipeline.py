@@ -30,7 +30,7 @@ from fusionc.dit import geometry as dit_geometry
 from fusionc.export import component_spec, export_component, image_size
 from fusionc.core.memory import forget_removed_values, offload_weights, release_freed_memory, resident_weight_bytes
 from fusionc.core.options import (ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions, check_target_options,
-                                  options_in_effect)
+                                  options_in_effect, targets_of)
 from fusionc.core.progress import STAGE_PEAK_RSS_MB, stage, track
 from fusionc.core.reproducible import reset_name_state, strip_fold_provenance, strip_host_paths
 from fusionc.targets import get_target, verification_runner
@@ -95,6 +95,35 @@ def select_components(checkpoint: Checkpoint, options: CompileOptions, target: A
     return list(options.components)
 
 
+def _check_recipe_file(options: CompileOptions) -> None:
+    """A --recipe to re-apply (no --palettize auto:DB to search and save one) must exist. Checked here, not when
+    the options are resolved: a compile line earlier in a script may write it."""
+    if (options.target in targets_of("recipe") and options.recipe is not None and not options.quantize_weights
+            and options.palettize is None and not Path(options.recipe).is_file()):
+        raise BadInputError(f"--recipe '{options.recipe}' does not exist: give a saved recipe to re-apply, or add "
+                            "--palettize auto:DB to search one and save it there")
+
+
+def _check_compression_components(options: CompileOptions, names: list[str]) -> None:
+    """What --compress-components and a re-applied --recipe name must be built: refused before the export."""
+    from fusionc.passes.compression.dispatch import compressed_components, parse_palettize, wants_compression
+
+    if options.target not in targets_of("compress_components") or not wants_compression(options):
+        return
+    if options.compress_components:
+        missing = [c for c in compressed_components(options) if c not in names]
+        if missing:
+            raise BadInputError(f"--compress-components names {', '.join(missing)}, which this build does not have "
+                                f"(it builds {', '.join(names)}): drop it or add it to --components")
+    if options.recipe is not None and parse_palettize(options.palettize)[1] is None and not options.quantize_weights:
+        from fusionc.passes.compression.mixed_bit import load_recipe
+
+        lacking = [c for c in compressed_components(options) if c in names and load_recipe(options.recipe, c) is None]
+        if lacking:
+            raise BadInputError(f"recipe {options.recipe} has no entry for {', '.join(lacking)}: add --palettize "
+                                "auto:DB to search one, or give the recipe file saved for it")
+
+
 def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, out: Path,
                        config: dict[str, Any] | None = None, cache_dir: Path | None = None, *,
                        checkpoint: Checkpoint | None = None, executor: TaskExecutor | None = None,
@@ -118,12 +147,14 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         options = dataclasses.replace(options, device=device.name)
     if hasattr(target, "check_options"):  # what the target cannot build, refused before any work
         target.check_options(options)
+    _check_recipe_file(options)
     buildfs.check_out(out)  # fail in a second, not after the checkpoint and the trajectory
     timings: dict[str, float] = {}
     component_cache = ComponentCache(cache_dir) if cache_dir is not None else None
     with stage("load checkpoint", timings):
         checkpoint = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path, options.allow_pickle)
     names = select_components(checkpoint, options, target)
+    _check_compression_components(options, names)
     height, width = image_size(checkpoint, options)
     sets = cached_input_sets(checkpoint, options, names, needed_roles(target, options), component_cache, timings)
     _release_torch_modules(checkpoint, names)

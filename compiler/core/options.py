@@ -182,3 +182,81 @@ def check_target_options(options: CompileOptions, given: Iterable[str] = (),
 def options_in_effect(options: CompileOptions) -> dict[str, Any]:
     """options.to_json() without the fields the target does not honour (what the manifest records)."""
     return {k: v for k, v in options.to_json().items() if options.target in targets_of(k)}
+
+
+def _names(value: str | Iterable[str]) -> list[str]:
+    """A comma list (the flag) or a list (the file, the API) of names."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return [n.strip() for n in names if n.strip()]
+
+
+def _is_set(options: CompileOptions, name: str, given: set[str], shared: set[str]) -> bool:
+    """Whether the user set field `name`: named in `given`, or away from its default (unless it is a fleet's
+    shared key, which may be meant for the other variants)."""
+    if name in given:
+        return True
+    return name not in shared and getattr(options, name) != _defaults()[name]
+
+
+def inert_options(options: CompileOptions, given: Iterable[str] = (),
+                  shared: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(field, why) of the options set that have no effect with the others (or cannot be honoured as asked):
+    `fusionc compile` refuses them up front (check_option_combinations) rather than ignore them silently.
+    `shared`: a fleet's shared config-file keys, counted only when given (a variant may not need them)."""
+    given, shared = set(given), set(shared) - set(given)
+    is_set = lambda name: _is_set(options, name, given, shared)  # noqa: E731
+    found: list[tuple[str, str]] = []
+    if options.min_psnr is not None and not options.verify and is_set("min_psnr"):
+        found.append(("min_psnr", "--min-psnr gates the verification that --no-verify skips: drop one of them "
+                                  "(the QNN and onnx w8a8 remedies' target alone is --qnn-target-db)"))
+    if options.max_latency_ms and options.device is None and options.target in ALL_TARGETS:
+        from fusionc.core.devices import DEFAULT_DEVICE
+
+        if DEFAULT_DEVICE.get(options.target) is None and is_set("max_latency_ms"):
+            found.append(("max_latency_ms", f"--max-latency-ms needs a device to estimate on, and an "
+                                            f"{options.target} build has none: pass --device (see `fusionc devices`)"))
+    if options.target in COMPRESSION_TARGETS:
+        palettize = None if options.palettize is None else str(options.palettize).strip().lower()
+        auto = palettize is not None and palettize.startswith("auto:")
+        compress = bool(options.palettize or options.quantize_weights or options.recipe)
+        needs = {
+            "block_size": (options.quantize_weights is not None, "--quantize-weights"),
+            "quantize_mode": (options.quantize_weights is not None, "--quantize-weights"),
+            "granularity": (bool(options.palettize or options.recipe), "--palettize (or --recipe)"),
+            "group_size": (bool(options.palettize or options.recipe), "--palettize (or --recipe)"),
+            "min_weight_elements": (compress, "--palettize or --quantize-weights"),
+            "compress_embeddings": (compress, "--palettize or --quantize-weights"),
+            "compress_components": (compress, "--palettize or --quantize-weights"),
+            "mixed_bit_steps": (auto, "--palettize auto:DB (the mixed-bit search)"),
+        }
+        for name, (ok, what) in needs.items():
+            if not ok and is_set(name):
+                value = getattr(options, name)
+                shown = ",".join(value) if isinstance(value, (tuple, list)) else value
+                shown = "" if isinstance(shown, bool) else f" {shown}"
+                found.append((name, f"{flag_of(name)}{shown} has no effect without {what}: add it or drop "
+                                    f"{flag_of(name)}"))
+        if (compress and options.compress_components and options.components is not None
+                and is_set("compress_components")):
+            missing = [c for c in _names(options.compress_components) if c not in options.components]
+            if missing:
+                found.append(("compress_components",
+                              f"--compress-components names {', '.join(missing)}, which --components does not "
+                              f"build ({', '.join(options.components)}): drop it or add it to --components"))
+    if (options.target == "qnn" and options.precision == "fp16" and is_set("qnn_range_margin")):
+        found.append(("qnn_range_margin", "--qnn-range-margin widens the ranges of quantized activations and "
+                                          "--precision fp16 has none: drop it or choose --precision w8a16 or w8a8"))
+    return found
+
+
+def check_option_combinations(options: CompileOptions, given: Iterable[str] = (),
+                              where: dict[str, str] | None = None, shared: Iterable[str] = ()) -> None:
+    """Refuse (BadInputError, exit 2) an option that would have no effect, or a gate that could not be
+    evaluated, before any work is done (inert_options)."""
+    found = inert_options(options, given, shared)
+    if not found:
+        return
+    name, why = found[0]
+    source = f" ({flag_of(name)} from {where[name]})" if where and name in where else ""
+    also = "" if len(found) == 1 else f" (also {', '.join(flag_of(n) for n, _ in found[1:])})"
+    raise BadInputError(f"{why}{source}{also}")

@@ -1,0 +1,233 @@
+"""Bad input on the command line: one line, exit 2, before any work, nothing written.
+
+Each case below was once accepted (and recorded, or crashed after the work): an out-of-range number, an option
+that has no effect with the others, a gate that cannot be evaluated, an output path that cannot be written, a
+reference checkpoint that is not the build's. They read as examples of what `fusionc` refuses and what it says.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fusionc.cli import compile_command, main
+from fusionc.config import resolve
+
+
+def refused(*args: str) -> str:
+    """Run `fusionc ARGS`; assert exit 2 with no traceback; return the output."""
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    return result.output
+
+
+def one_error(*args: str) -> str:
+    """Run `fusionc ARGS`; assert exit 2 and exactly one `fusionc: error:` line; return it."""
+    output = refused(*args)
+    errors = [line for line in output.splitlines() if line.startswith("fusionc: error:")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+# --- numbers out of range: refused by click, like --calibration-steps ---
+
+@pytest.mark.parametrize("args, message", [
+    (["compile", "--verify-steps", "0"], "'--verify-steps': 0 is not in the range x>=1"),  # was ZeroDivisionError
+    (["compile", "--verify-steps", "-3"], "'--verify-steps': -3 is not in the range x>=1"),  # was KeyError
+    (["compile", "--height", "0"], "'--height': 0 is not in the range x>=1"),  # was built at the default, "height 0"
+    (["compile", "--width", "0"], "'--width': 0 is not in the range x>=1"),
+    (["estimate", "--height", "0"], "'--height': 0 is not in the range x>=1"),
+    (["estimate", "--width", "0"], "'--width': 0 is not in the range x>=1"),
+    (["bench", "--runs", "0", "build/onnx"], "'--runs': 0 is not in the range x>=1"),  # was max() of an empty list
+    (["bench", "--warmup", "-1", "build/onnx"], "'--warmup': -1 is not in the range x>=0"),
+])
+def test_numbers_out_of_range_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "o"
+    assert message in refused(*args, *(["--out", str(out)] if args[0] == "compile" else []))
+    assert not out.exists()
+
+
+def test_bench_warmup_zero_is_accepted() -> None:
+    ctx = main.commands["bench"].make_context("bench", ["--warmup", "0", "--runs", "1", "b"])
+    assert (ctx.params["warmup"], ctx.params["runs"]) == (0, 1)
+
+
+def test_a_zero_height_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "fusionc.toml"
+    config.write_text("[compile]\nheight = 0\n")
+    error = one_error("compile", "--config", str(config), "--out", str(tmp_path / "o"))
+    assert "height = 0" in error and "not in the range x>=1" in error
+
+
+def test_a_zero_height_through_the_api_is_refused_not_defaulted(tiny_pipeline) -> None:
+    from fusionc.checkpoint import load_structure
+    from fusionc.core.errors import BadInputError
+    from fusionc.core.options import CompileOptions
+    from fusionc.export import image_size
+
+    with pytest.raises(BadInputError, match="--height/--width 0x64 must be positive multiples"):
+        image_size(load_structure(tiny_pipeline("sd15")), CompileOptions(height=0, width=64))
+
+
+# --- gates that cannot be evaluated, options that have no effect ---
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-latency-ms", "unet=0.5"],  # was: "skip ... an onnx build has no device", exit 0
+     "--max-latency-ms needs a device to estimate on, and an onnx build has none: pass --device"),
+    (["--no-verify", "--min-psnr", "40"],  # was: the gate skipped, exit 0
+     "--min-psnr gates the verification that --no-verify skips: drop one of them"),
+    (["--block-size", "32"], "--block-size 32 has no effect without --quantize-weights"),
+    (["--quantize-mode", "affine"], "--quantize-mode affine has no effect without --quantize-weights"),
+    (["--granularity", "per_grouped_channel"], "--granularity per_grouped_channel has no effect without --palettize"),
+    (["--group-size", "32"], "--group-size 32 has no effect without --palettize"),
+    (["--compress-embeddings"], "--compress-embeddings has no effect without --palettize or --quantize-weights"),
+    (["--compress-components", "unet"], "--compress-components unet has no effect without --palettize"),
+    (["--palettize", "4", "--components", "text_encoder", "--compress-components", "unet"],
+     "--compress-components names unet, which --components does not build (text_encoder)"),
+    (["--mixed-bit-steps", "3", "--palettize", "4"], "--mixed-bit-steps 3 has no effect without --palettize auto:DB"),
+    (["--recipe", "nonexist.json"],
+     "--recipe 'nonexist.json' does not exist: give a saved recipe to re-apply, or add --palettize auto:DB"),
+    (["--target", "qnn", "--precision", "fp16", "--qnn-range-margin", "2"],
+     "--qnn-range-margin widens the ranges of quantized activations and --precision fp16 has none"),
+])
+def test_an_option_without_effect_or_a_gate_without_a_device_is_refused(tmp_path: Path, args: list[str],
+                                                                        message: str) -> None:
+    out = tmp_path / "o"
+    assert message in one_error("compile", "--out", str(out), *args)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["--max-latency-ms", "unet=0.5", "--device", "iphone-14-pro"],
+    ["--target", "coreml", "--max-latency-ms", "unet=0.5"],  # the target's default device
+    ["--target", "qnn", "--qnn-range-margin", "2"],  # w8a16: 16-bit activation ranges
+    ["--quantize-weights", "int8", "--block-size", "32", "--quantize-mode", "affine"],
+    ["--palettize", "4", "--granularity", "per_grouped_channel", "--group-size", "32", "--compress-embeddings",
+     "--min-weight-elements", "10", "--components", "text_encoder,unet", "--compress-components", "unet"],
+    ["--palettize", "auto:35", "--recipe", "to_be_written.json", "--mixed-bit-steps", "3"],
+])
+def test_the_same_options_in_effect_are_accepted(args: list[str]) -> None:
+    ctx = compile_command.make_context("compile", args)
+    resolve(ctx, ctx.params)
+
+
+def test_an_option_without_effect_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "fusionc.toml"
+    config.write_text("[compression]\nblock_size = 32\n")
+    error = one_error("compile", "--config", str(config), "--out", str(tmp_path / "o"))
+    assert "--block-size 32 has no effect without --quantize-weights" in error and "fusionc.toml" in error
+
+
+def test_a_fleets_shared_keys_may_not_apply_to_every_variant(tmp_path: Path) -> None:
+    """Shared keys are for the variants that use them: [gates] min_psnr with a `verify = false` variant, or
+    [compression] granularity with a variant that does not palettize, are accepted (that variant skips them, as
+    before); a variant's own key without effect is refused, as on one build's command line."""
+    from fusionc.config import read_variants
+    from fusionc.core.errors import BadInputError
+
+    config = tmp_path / "fusionc.toml"
+    config.write_text('[gates]\nmin_psnr = 30\n[compression]\ngranularity = "per_grouped_channel"\n'
+                      '[[variant]]\nname = "fast"\nverify = false\n'
+                      '[[variant]]\nname = "grouped"\npalettize = "4"\n')
+    ctx = compile_command.make_context("compile", ["--config", str(config)])
+    resolve(ctx, ctx.params, fleet=True)
+    fast, grouped = (resolve(ctx, ctx.params, table).options for table in read_variants(config))
+    assert (fast.min_psnr, fast.verify, grouped.granularity) == (30, False, "per_grouped_channel")
+    with open(config, "a") as file:
+        file.write('[[variant]]\nname = "blocks"\nblock_size = 32\n')
+    with pytest.raises(BadInputError, match="--block-size 32 has no effect without --quantize-weights"):
+        resolve(ctx, ctx.params, read_variants(config)[2])
+
+
+def test_compress_components_the_build_does_not_have(tmp_path: Path) -> None:
+    """The built-in pipeline has no controlnet: compressing it would do nothing (found once the checkpoint's
+    components are known, before any export)."""
+    out = tmp_path / "o"
+    error = one_error("compile", "--out", str(out), "--palettize", "4", "--compress-components", "unet,controlnet")
+    assert "--compress-components names controlnet, which this build does not have" in error
+    assert not out.exists()
+
+
+def test_a_recipe_without_the_component_is_refused_before_the_export(tmp_path: Path) -> None:
+    from fusionc.passes.compression.mixed_bit import RECIPE_FORMAT
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"format": RECIPE_FORMAT, "components": {}}))
+    out = tmp_path / "o"
+    output = refused("compile", "--out", str(out), "--recipe", str(recipe))
+    assert f"recipe {recipe} has no entry for unet: add --palettize auto:DB" in output
+    assert "[fusionc] unet:" not in output  # was: refused by the compression pass, after the export
+    assert not out.exists()
+
+
+# --- output paths: checked before the work ---
+
+@pytest.mark.parametrize("flag", ["--report", "--junit"])
+def test_an_unwritable_report_is_refused_before_the_build(tmp_path: Path, flag: str) -> None:
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "o"
+    error = one_error("compile", "--out", str(out), flag, str(tmp_path / "a_file" / "r.json"))
+    assert f"cannot write {flag}" in error and "is not a folder" in error
+    assert not out.exists()  # was: the whole build written, then exit 2
+    assert f"{flag} '{tmp_path}' is a folder" in one_error("compile", "--out", str(out), flag, str(tmp_path))
+
+
+def test_a_reports_missing_folder_is_fine(tmp_path: Path) -> None:
+    from fusionc.buildfs import check_output_file
+
+    check_output_file(tmp_path / "reports" / "deep" / "r.json", "--report")
+    assert list(tmp_path.iterdir()) == []  # the check leaves nothing behind
+
+
+@pytest.mark.parametrize("name, message", [
+    ("noext", "--out '{p}' has no image extension: end it in .png"),  # was ValueError after the work (exit 3)
+    ("image.foo", "--out '{p}' has the unknown image extension .foo"),
+    ("a_file/g.png", "cannot write --out '{p}'"),  # was FileExistsError/NotADirectoryError after the work
+])
+def test_generate_refuses_a_bad_out_before_the_work(tmp_path: Path, name: str, message: str) -> None:
+    (tmp_path / "a_file").write_text("")
+    path = tmp_path / name
+    assert message.format(p=path) in one_error("generate", "x", "--out", str(path))
+
+
+def fake_build(folder: Path, checkpoint: dict) -> Path:
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"target": "onnx", "components": {}, "checkpoint": checkpoint}))
+    return folder
+
+
+def test_generate_refuses_a_reference_checkpoint_that_is_not_the_builds(tmp_path: Path) -> None:
+    """A tiny_sd build scored against the SD3 model: a meaningless PSNR (was printed, exit 0)."""
+    from fusionc.checkpoint import BUILTIN_CHECKPOINT, checkpoint_sha256
+
+    build = fake_build(tmp_path / "b", {"path": str(BUILTIN_CHECKPOINT), "sha256": checkpoint_sha256(BUILTIN_CHECKPOINT)})
+    error = one_error("generate", "a red circle", "--build", str(build), "--checkpoint", "builtin:sd3",
+                      "--out", str(tmp_path / "g.png"))
+    assert f"--checkpoint 'builtin:sd3' is not the checkpoint build '{build}' was compiled from" in error
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_generate_accepts_a_moved_copy_of_the_builds_checkpoint(tmp_path: Path) -> None:
+    from fusionc.checkpoint import BUILTIN_CHECKPOINT, checkpoint_sha256
+    from fusionc.generate import check_reference
+
+    build = fake_build(tmp_path / "b", {"path": "/gone/tiny_sd", "sha256": checkpoint_sha256(BUILTIN_CHECKPOINT)})
+    check_reference(build, BUILTIN_CHECKPOINT)  # same content, another folder: the reference --checkpoint is for
+
+
+# --- the summary ---
+
+def test_the_summary_names_no_device_when_there_is_none(capsys: pytest.CaptureFixture) -> None:
+    """A plain `fusionc compile` (onnx) printed "(target onnx, device None)"."""
+    from fusionc.cli import _print_summary
+
+    manifest = {"target": "onnx", "device": None, "components": {}, "gates": []}
+    printed = lambda: " ".join(capsys.readouterr().out.split())  # noqa: E731 - rich wraps the title
+    _print_summary(manifest, Path("build/onnx"))
+    assert "fusionc build: build/onnx (target onnx)" in printed()
+    _print_summary({**manifest, "device": "iphone-14-pro"}, Path("build/onnx"))
+    assert "(target onnx, device iphone-14-pro)" in printed()
