@@ -456,6 +456,17 @@ def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: P
                   guidance: bool, budget: float, runs: int, warmup: int, no_measure: bool) -> dict[str, Any]:
     if not builds:
         raise BadInputError("pass at least one build folder: fusionc bench BUILD_DIR...")
+    from fusionc.buildfs import check_output_file
+
+    for path, flag in ((json_path, "--json"), (plot_path, "--plot")):
+        if path is not None:
+            check_output_file(path, flag)
+    if plot_path is not None:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        if plot_path.suffix.lstrip(".").lower() not in kinds:
+            raise BadInputError(f"--plot '{plot_path}': name the image .png (or one of {', '.join(sorted(kinds))})")
     if steps < 1:
         raise BadInputError(f"--steps {steps}: a generation takes at least 1 denoising step")
     if budget <= 0:

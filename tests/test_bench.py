@@ -112,7 +112,9 @@ def test_cli_bad_input(tmp_path: Path) -> None:
     run = CliRunner().invoke(main, ["bench", str(tmp_path / "missing")])
     assert run.exit_code == 2 and "error" in run.output
     assert CliRunner().invoke(main, ["bench"]).exit_code == 2
-    for args, words in ((["--steps", "0"], "--steps 0"), (["--budget", "-1"], "--budget -1")):
+    for args, words in ((["--steps", "0"], "--steps 0"), (["--budget", "-1"], "--budget -1"),
+                        (["--json", "/proc/no-such-folder/b.json"], "cannot write --json"),
+                        (["--plot", str(tmp_path / "chart.xyz")], "--plot")):  # before any build is read
         run = CliRunner().invoke(main, ["bench", str(tmp_path), *args])
         assert run.exit_code == 2 and words in run.output, run.output
 

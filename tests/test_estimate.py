@@ -131,6 +131,7 @@ def test_palettized_weights_are_never_slower() -> None:
     (["--device", "pixel-9"], "pixel-9"),
     (["--palettize", "12"], "--palettize 12"),
     (["--precision", "fp32", "--device", "snapdragon-8-gen-3"], "--precision fp32"),  # QNN HTP has no fp32
+    (["--json", "/proc/no-such-folder/e.json"], "cannot write --json"),  # refused before any export
 ])
 def test_estimate_bad_input_is_one_line_exit_2(args: list[str], words: str) -> None:
     run = CliRunner().invoke(main, ["estimate", *args])
