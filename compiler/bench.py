@@ -255,7 +255,7 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tup
     """Estimated figures on every device profile of the build's target, and each component's graph summary."""
     from fusionc.analysis.costmodel import backend_of, estimate
     from fusionc.analysis.graph_stats import graph_stats
-    from fusionc.estimate import hexagon_batch
+    from fusionc.core.generation import hexagon_batch
 
     target = manifest["target"]
     precision = (manifest.get("options") or {}).get("precision") if target in ("qnn", "onnx") else None

@@ -22,7 +22,7 @@ from typing import Any
 
 from fusionc.core.devices import DEVICES, Device, get_device
 from fusionc.core.errors import BadInputError
-from fusionc.core.generation import DENOISERS, PIPELINE_ORDER, calls_per_image, guided_batch
+from fusionc.core.generation import PIPELINE_ORDER, calls_per_image, guided_batch, hexagon_batch
 from fusionc.core.options import ALL_COMPONENTS
 
 def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[int, int]:
@@ -32,11 +32,6 @@ def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[i
     batch = guided_batch(component, guidance)
     return hexagon_batch(device, batch, calls_per_image(component, steps, guidance))
 
-
-def hexagon_batch(device: Device, batch: int, calls: int) -> tuple[int, int]:
-    """(batch, calls) of `calls` invocations at `batch` on `device`: on Hexagon each runs as `batch` batch-1 calls
-    of the static context a QNN build compiles (fusionc.gates.graph_calls); elsewhere as they are."""
-    return (1, calls * batch) if device.family == "htp" else (batch, calls)
 
 
 def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, height: int | None,

@@ -109,6 +109,8 @@ def test_an_option_without_effect_or_a_gate_without_a_device_is_refused(tmp_path
     ["--palettize", "4", "--granularity", "per_grouped_channel", "--group-size", "32", "--compress-embeddings",
      "--min-weight-elements", "10", "--components", "text_encoder,unet", "--compress-components", "unet"],
     ["--palettize", "auto:35", "--recipe", "to_be_written.json", "--mixed-bit-steps", "3"],
+    ["--target", "qnn", "--no-verify", "--min-psnr", "40"],  # still the quantization remedies' target (+5 dB)
+    ["--precision", "w8a8", "--no-verify", "--min-psnr", "40"],  # onnx w8a8 shares those remedies
 ])
 def test_the_same_options_in_effect_are_accepted(args: list[str]) -> None:
     ctx = compile_command.make_context("compile", args)

@@ -130,3 +130,20 @@ def test_onnx_target_graph_counts_what_the_generic_graph_counts(component: str) 
     assert before.unknown_shape_ops == after.unknown_shape_ops == 0
     assert before.macs > 0 and after.macs == pytest.approx(before.macs, rel=0.02)
     assert after.params == pytest.approx(before.params, rel=0.01)
+
+
+def test_a_weightless_graph_is_read_without_its_external_data(tmp_path) -> None:
+    """A Core ML build's costmodel.onnx names an external data file it does not ship: shape values are taken only
+    from initializers stored in the graph, never read from that file."""
+    from onnx.external_data_helper import set_external_data
+
+    target = onnx.numpy_helper.from_array(np.array([2, 24, 8], dtype=np.int64), "target")
+    set_external_data(target, location="weights-omitted")
+    target.ClearField("raw_data")
+    target.data_location = TensorProto.EXTERNAL
+    nodes = [oh.make_node("Reshape", ["x", "target"], ["h"]), oh.make_node("NoSuchOp", ["h"], ["y"], domain=MS)]
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 6, 8])
+    path = tmp_path / "costmodel.onnx"
+    onnx.save(_model(nodes, [x], [_vi("y", None)], [target]), str(path))
+    stats = graph_stats(path)  # no error; the Reshape's target is unknown: counted, not read
+    assert stats.unknown_shape_ops >= 1

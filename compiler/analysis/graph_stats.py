@@ -244,7 +244,8 @@ def _fold_shape_values(model: onnx.ModelProto, inferred: onnx.ModelProto) -> onn
         return None
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer
               if init.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
-              and math.prod(init.dims) <= SHAPE_VALUE_ELEMS}
+              and math.prod(init.dims) <= SHAPE_VALUE_ELEMS
+              and init.data_location != onnx.TensorProto.EXTERNAL}  # weights are never read (load_proto)
     new: dict[str, Any] = {}
     for node in graph.node:
         inputs = [i for i in node.input if i]

@@ -7,6 +7,8 @@ none but the search knew SD3's and PixArt's `transformer` or SD3's third text en
 
 from __future__ import annotations
 
+from typing import Any
+
 from fusionc.core.options import DEFAULT_COMPONENTS
 
 # run every denoising step on the guidance batch (cond + uncond): a ControlNet before the UNet, or the diffusion
@@ -32,3 +34,10 @@ def calls_per_image(name: str, steps: int, guidance: bool = True) -> int:
 def guided_batch(name: str, guidance: bool = True) -> int:
     """The batch one invocation of `name` runs at: a denoiser with guidance takes cond + uncond as one batch of 2."""
     return 2 if guidance and name in DENOISERS else 1
+
+
+def hexagon_batch(device: Any, batch: int, calls: int) -> tuple[int, int]:
+    """(batch, calls) of `calls` invocations at `batch` on `device` (a fusionc.core.devices.Device): on Hexagon each
+    runs as `batch` batch-1 calls of the static context a QNN build compiles (fusionc.gates.graph_calls); on Core ML
+    and ONNX Runtime as they are."""
+    return (1, calls * batch) if device.family == "htp" else (batch, calls)

@@ -206,9 +206,11 @@ def inert_options(options: CompileOptions, given: Iterable[str] = (),
     given, shared = set(given), set(shared) - set(given)
     is_set = lambda name: _is_set(options, name, given, shared)  # noqa: E731
     found: list[tuple[str, str]] = []
-    if options.min_psnr is not None and not options.verify and is_set("min_psnr"):
-        found.append(("min_psnr", "--min-psnr gates the verification that --no-verify skips: drop one of them "
-                                  "(the QNN and onnx w8a8 remedies' target alone is --qnn-target-db)"))
+    # without verification --min-psnr still sets the quantization remedies' target (the gate + 5 dB) on QNN and
+    # onnx w8a8 builds (targets/qnn/remedies.py); elsewhere it gates nothing
+    remedies = options.target == "qnn" or (options.target == "onnx" and options.precision == "w8a8")
+    if options.min_psnr is not None and not options.verify and not remedies and is_set("min_psnr"):
+        found.append(("min_psnr", "--min-psnr gates the verification that --no-verify skips: drop one of them"))
     if options.max_latency_ms and options.device is None and options.target in ALL_TARGETS:
         from fusionc.core.devices import DEFAULT_DEVICE
 
