@@ -25,13 +25,13 @@ from fusionc.core.errors import BadInputError
 from fusionc.core.generation import PIPELINE_ORDER, calls_per_image, guided_batch, hexagon_batch
 from fusionc.core.options import ALL_COMPONENTS
 
+
 def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[int, int]:
     """(batch of one call, graph calls per image) of `component` on `device`: a guided denoiser step is two batch-1
     calls on Hexagon (a QNN context is static batch 1: hexagon_batch), one batch-2 call on Core ML and ONNX Runtime.
     A component no text-to-image generation calls (vae_encoder) makes 0 calls per image."""
     batch = guided_batch(component, guidance)
     return hexagon_batch(device, batch, calls_per_image(component, steps, guidance))
-
 
 
 def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, height: int | None,
