@@ -208,6 +208,17 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
+def _static_shapes(graph: onnx.GraphProto) -> dict[str, tuple[int, ...] | None]:
+    """Every typed value of `graph` (inputs, outputs, value_info) -> its shape, None where a dim is not a number."""
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        tensor = value.type.tensor_type
+        dims = tensor.shape.dim
+        shapes[value.name] = (tuple(d.dim_value for d in dims)
+                              if tensor.HasField("shape") and all(d.HasField("dim_value") for d in dims) else None)
+    return shapes
+
+
 # integer ops that shape arithmetic is made of (torch.export writes a Reshape's target as Shape -> Squeeze -> Div ->
 # Add -> Concat of the pinned batch); at most this many elements is a shape value, not a tensor of data
 SHAPE_VALUE_OPS = frozenset({"Shape", "Size", "Squeeze", "Unsqueeze", "Concat", "Gather", "Slice", "Cast", "Add",
@@ -234,11 +245,7 @@ def _fold_shape_values(model: onnx.ModelProto, inferred: onnx.ModelProto) -> onn
     shapes are initializers, or None when no op output lacks a shape or nothing new folds."""
     from onnx import numpy_helper
 
-    shapes: dict[str, tuple[int, ...]] = {}
-    for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-        tensor = value.type.tensor_type
-        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
-            shapes[value.name] = tuple(d.dim_value for d in tensor.shape.dim)
+    shapes = {name: shape for name, shape in _static_shapes(inferred.graph).items() if shape is not None}
     graph = model.graph
     if all(o in shapes or not o for node in graph.node for o in node.output[:1] if node.op_type != "Constant"):
         return None
@@ -266,7 +273,8 @@ def _fold_shape_values(model: onnx.ModelProto, inferred: onnx.ModelProto) -> onn
                 v.dtype.kind in "iub" and v.size <= SHAPE_VALUE_ELEMS for v in arrays):
             for name, array in zip(node.output, arrays):
                 values[name] = new[name] = array
-    fresh = {name: array for name, array in new.items() if name not in {i.name for i in graph.initializer}}
+    stored = {init.name for init in graph.initializer}
+    fresh = {name: array for name, array in new.items() if name not in stored}
     if not fresh:
         return None
     copy = onnx.ModelProto()
@@ -368,14 +376,9 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
     # the graph's own
     graph = proto.graph
 
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    dtypes: dict[str, int] = {}
-    for value in list(inferred.input) + list(inferred.output) + list(inferred.value_info):
-        tensor = value.type.tensor_type
-        dtypes[value.name] = tensor.elem_type
-        dim_list = tensor.shape.dim
-        shapes[value.name] = (tuple(d.dim_value for d in dim_list)
-                              if tensor.HasField("shape") and all(d.HasField("dim_value") for d in dim_list) else None)
+    shapes = _static_shapes(inferred)
+    dtypes = {value.name: value.type.tensor_type.elem_type
+              for value in list(inferred.input) + list(inferred.output) + list(inferred.value_info)}
     # constant sources: initializer name -> (elements, bits, is_float)
     sources: dict[str, tuple[int, int, bool]] = {}
     for init in graph.initializer:
