@@ -456,11 +456,9 @@ def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: P
                   guidance: bool, budget: float, runs: int, warmup: int, no_measure: bool) -> dict[str, Any]:
     if not builds:
         raise BadInputError("pass at least one build folder: fusionc bench BUILD_DIR...")
-    from fusionc.buildfs import check_output_file
+    from fusionc.buildfs import check_output_files
 
-    for path, flag in ((json_path, "--json"), (plot_path, "--plot")):
-        if path is not None:
-            check_output_file(path, flag)
+    check_output_files(("--json", json_path), ("--plot", plot_path))
     if plot_path is not None:
         from matplotlib.backend_bases import FigureCanvasBase
 

@@ -99,6 +99,13 @@ def check_output_file(path: Path, flag: str) -> None:
                             "choose a writable path") from None
 
 
+def check_output_files(*flags: tuple[str, Path | None]) -> None:
+    """check_output_file on each (flag, path) given; a None path (the option not given) is skipped."""
+    for flag, path in flags:
+        if path is not None:
+            check_output_file(Path(path), flag)
+
+
 @contextmanager
 def atomic_build(out: Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `out`, on any failure it is removed."""

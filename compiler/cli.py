@@ -163,6 +163,7 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
     """Compile CHECKPOINT (default: the built-in tiny pipeline) into a verified build folder."""
     import time
 
+    from fusionc.buildfs import check_output_files
     from fusionc.config import resolve
     from fusionc.gates import GateFailedError
     from fusionc.pipeline import compile_checkpoint
@@ -180,7 +181,7 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
 
         raise BadInputError(f"--jobs {settings.jobs} builds a fleet's variants in parallel: it needs a --config file "
                             "with [[variant]] tables")
-    _check_output_files(("--report", settings.report), ("--junit", settings.junit))  # before the work, not after
+    check_output_files(("--report", settings.report), ("--junit", settings.junit))  # before the work, not after
     reports = settings.report is not None or settings.junit is not None
     executor = None
     if settings.executor == "ray":  # one build: the passes' probes and evaluations run as Ray tasks
@@ -222,6 +223,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
     """`fusionc compile --config F` with [[variant]] tables: build them all (or --variant NAME), one report."""
     from click.core import ParameterSource
 
+    from fusionc.buildfs import check_output_files
     from fusionc.config import resolve
     from fusionc.core.errors import BadInputError, CheckFailedError
     from fusionc.fleet import run_fleet
@@ -239,7 +241,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
             raise BadInputError(f"--variant '{wanted}' is not in {params['config_file']}: choose one of {names}")
     shared = resolve(ctx, params, fleet=True)
     variants = [resolve(ctx, params, table) for table in tables]
-    _check_output_files(("--report", shared.report), ("--junit", shared.junit), ("--plot", shared.plot))
+    check_output_files(("--report", shared.report), ("--junit", shared.junit), ("--plot", shared.plot))
 
     def done(result: Any) -> None:
         mark = {"passed": "done", "failed": "FAILED (gate)", "error": "ERROR"}[result.status]
@@ -253,15 +255,6 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
     if report["exit_code"]:
         failed = report["failed"]
         raise CheckFailedError(f"{len(failed)} of {len(report['variants'])} variants failed: {', '.join(failed)}")
-
-
-def _check_output_files(*paths: tuple[str, Path | None]) -> None:
-    """Refuse an unwritable --report/--junit/--plot in one line (exit 2) before any work."""
-    from fusionc.buildfs import check_output_file
-
-    for flag, path in paths:
-        if path is not None:
-            check_output_file(Path(path), flag)
 
 
 def read_variants_names(params: dict[str, Any]) -> list[dict[str, Any]]:

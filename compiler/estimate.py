@@ -236,10 +236,9 @@ def print_estimates(result: dict[str, Any]) -> None:
 def run_estimate_cli(source: Path | None, components: str | None, devices: tuple[str, ...], precision: str | None,
                      palettize: float | None, height: int | None, width: int | None, steps: int, guidance: bool,
                      json_path: Path | None, cache: Path | None = None) -> dict[str, Any]:
-    if json_path is not None:
-        from fusionc.buildfs import check_output_file
+    from fusionc.buildfs import check_output_files
 
-        check_output_file(json_path, "--json")
+    check_output_files(("--json", json_path))
     names = [c.strip() for c in components.split(",") if c.strip()] if components else None
     cache = cache or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
     result = estimate(source, names, list(devices) or None, precision, palettize, height, width, steps, guidance,
