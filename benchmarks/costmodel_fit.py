@@ -281,14 +281,18 @@ def group_speeds(rows: list[dict], train: np.ndarray, speed: dict[str, float], m
 
 def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_FEATURES,
         ridge_to_pooled: float | None = RIDGE, floor_weights: bool = False,
-        speed_mode: str = "chipset", anchored: frozenset[str] | set[str] = frozenset()) -> dict[str, list[float]]:
+        speed_mode: str = "chipset", anchored: frozenset[str] | set[str] = frozenset(),
+        convert_runtime_rows: bool = False) -> dict[str, list[float]]:
     """Coefficients per (chipset, precision, runtime group), pulled towards the pooled fit scaled to the chipset
     (`speed_mode`, SPEED_MODES) with `ridge_to_pooled` (None: no per-chipset refit, every chipset is the scaled
     pooled fit). With `floor_weights`, a chipset's weight-byte cost is at least 1 / its DRAM bandwidth. A chipset in
     `anchored` gets no coefficients of its own: the reference chipset's refit, scaled by its speed (each chipset's
-    choice is made by cross-validation, costmodel_cv.choose_anchored)."""
-    y = np.array([r["published_ms"] for r in rows])
+    choice is made by cross-validation, costmodel_cv.choose_anchored). `convert_runtime_rows`: fit a factored
+    runtime's rows (runtime_factors) divided by its factor, as their base runtime would run them."""
     train = np.array([not r["held_out"] for r in rows])
+    factors = runtime_factors(rows, train)
+    y = np.array([r["published_ms"] / (factors.get(r["runtime"], 1.0) if convert_runtime_rows else 1.0)
+                  for r in rows])
     groups: dict[str, list[float]] = {}
     pooled: dict[tuple[str, str], np.ndarray] = {}
     by_prec_rt = defaultdict(list)
@@ -348,8 +352,57 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
     for (prec, rt), theta in pooled.items():  # a chipset without rows in a group falls back to the pooled shape
         groups[f"*|{prec}|{rt}"] = [float(v) for v in theta]
     return {"groups": groups, "chipset_speed": speed, "speed_mode": speed_mode, "anchored": sorted(anchored),
+            "runtime_factors": factors,
             "class_speeds": class_speeds,
             "group_speeds": {"|".join(k): round(v, 4) for k, v in sorted(gspeed.items())}}
+
+
+def runtime_pairs(rows: list[dict], train: np.ndarray) -> dict[str, list[dict]]:
+    """runtime -> training pairs that time one graph on one chipset at one precision both in that runtime and in the
+    runtime its factor is relative to (costfit.FACTORED_RUNTIMES), with the same layer count (AI Hub's: the same
+    compiled graph; Whisper-Small's quantizable encoder has 1,918 layers as precompiled ONNX and 1,774 as a context
+    binary, and 0.2x the latency: not one graph timed two ways)."""
+    by = defaultdict(dict)
+    for i, r in enumerate(rows):
+        if train[i]:
+            by[(r["key"], r["precision"], r["chipset"])][r["runtime"]] = r
+    out = {}
+    for runtime, base in costfit.FACTORED_RUNTIMES.items():
+        out[runtime] = [{"model": v[runtime]["model"], "component": v[runtime]["component"], "chipset": chip,
+                         "precision": prec, "ratio": v[runtime]["published_ms"] / v[base]["published_ms"]}
+                        for (_, prec, chip), v in sorted(by.items())
+                        if runtime in v and base in v and v[runtime]["layers_total"] == v[base]["layers_total"]]
+    return out
+
+
+def runtime_factors(rows: list[dict], train: np.ndarray) -> dict[str, float]:
+    """runtime -> median latency ratio to its base runtime over the training pairs (1 without pairs). The per-group
+    coefficients are fitted on every QNN row as published; an estimate for the runtime is the fitted one times this
+    factor (dividing the runtime's fitted rows by it first scored worse in cross-validation: the README says)."""
+    return {rt: float(statistics.median(p["ratio"] for p in pairs)) if pairs else 1.0
+            for rt, pairs in runtime_pairs(rows, train).items()}
+
+
+def runtime_report(rows: list[dict], pred: np.ndarray, params: dict, cv_preds: dict[str, np.ndarray],
+                   train_rows: list[dict]) -> dict:
+    """Each factored runtime: its factor and the training pairs behind it, its held-out rows with and without the
+    factor (the same coefficients), and the cross-validated score (training models) of fitting its rows as
+    published or converted by the factor."""
+    import costmodel_cv
+
+    out = {}
+    for runtime, pairs in runtime_pairs(rows, np.array([not r["held_out"] for r in rows])).items():
+        factor = costfit.runtime_factor(params, runtime)
+        held = lambda r, rt=runtime: r["held_out"] and r["runtime"] == rt  # noqa: E731
+        unfactored = np.array([p / factor if r["runtime"] == runtime else p for r, p in zip(rows, pred)])
+        ratios = [p["ratio"] for p in pairs]
+        out[runtime] = {"relative_to": costfit.FACTORED_RUNTIMES[runtime], "factor": round(factor, 4),
+                        "pairs": len(pairs), "models": sorted({f"{p['model']}/{p['component']}" for p in pairs}),
+                        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)] if ratios else None,
+                        "held_out": errors(rows, pred, held), "held_out_without_factor": errors(rows, unfactored, held)}
+    out["cv_score_training"] = {how: round(costmodel_cv.score(costmodel_cv.chip_errors(train_rows, p, PHONE_LAPTOP)), 3)
+                                for how, p in cv_preds.items()}
+    return out
 
 
 def chipset_speed(rows: list[dict], train: np.ndarray) -> dict[str, float]:
@@ -376,7 +429,7 @@ def predict_rows(rows: list[dict], X: np.ndarray, params: dict) -> np.ndarray:
                 out.append(float("nan"))
                 continue
             theta = np.array(pooled) * params["chipset_speed"].get(r["chipset"], 1.0)
-        out.append(float(x @ np.asarray(theta)))
+        out.append(float(x @ np.asarray(theta)) * costfit.runtime_factor(params, r["runtime"]))
     return np.array(out)
 
 
@@ -714,8 +767,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     anchored = frozenset(selection.get("anchoring", {}).get("anchored", []))
     chosen_fit = lambda r, x: fit_anchoring(r, x, anchored)  # noqa: E731
     # the range an estimate's published latency falls in: the chosen model's cross-validated errors (training only)
-    interval = costmodel_cv.error_interval(train_rows, costmodel_cv.cross_validated(
-        train_rows, X_train, family, chosen_fit, predict_rows))
+    cv_pred = costmodel_cv.cross_validated(train_rows, X_train, family, chosen_fit, predict_rows)
+    interval = costmodel_cv.error_interval(train_rows, cv_pred)
     X = design(rows, fit_features, names, vtcm)
     params = dict(chosen_fit(rows, X), features=list(names), vtcm_bytes=vtcm)
     pred = predict_rows(rows, X, params)
@@ -776,6 +829,13 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         "held_out_rows": [{k: r[k] for k in ("model", "component", "chipset", "runtime", "precision", "published_ms")}
                           | {"estimated_ms": round(float(p), 3)} for r, p in zip(rows, pred) if r["held_out"]],
     }
+    converted_fit = lambda r, x: fit(r, x, names, chosen.get("ridge_to_pooled", RIDGE),  # noqa: E731
+                                     chosen.get("floor_weights", False), chosen.get("speed_mode", "chipset"),
+                                     anchored, convert_runtime_rows=True)
+    report["runtime_factors"] = runtime_report(rows, pred, params, {
+        "rows as published (shipped)": cv_pred,
+        "rows converted by the factor": costmodel_cv.cross_validated(train_rows, X_train, family, converted_fit,
+                                                                     predict_rows)}, train_rows)
     report["snapdragon_8_gen_2"] = gen2_report(rows, pred, fit_features)
     report["snapdragon_8_gen_2"]["same_release_control"] = same_release_control(
         rows, pred, fit_features, names, vtcm, chosen_fit)
@@ -786,7 +846,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                                                        report["stable_diffusion_preregistered"])
     params_out = {"features": list(names), "vtcm_bytes": vtcm, "fitted_on": "training split of benchmarks/costmodel_fit.py",
                   "git_rev": report["git_rev"], "groups": params["groups"], "chipset_speed": params["chipset_speed"],
-                  "speed_mode": params["speed_mode"], "anchored": params["anchored"], "interval": interval}
+                  "speed_mode": params["speed_mode"], "anchored": params["anchored"],
+                  "runtime_factors": params["runtime_factors"], "interval": interval}
     params_path.write_text(json.dumps(params_out, indent=1) + "\n")
     out_json.write_text(json.dumps(report, indent=1) + "\n")
     if out_png:

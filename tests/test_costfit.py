@@ -390,6 +390,38 @@ def test_an_anchored_chipset_takes_the_reference_coefficients_scaled_by_its_spee
     assert anchored["groups"]["chip-b|float|qnn"] == own["groups"]["chip-b|float|qnn"]
 
 
+def test_precompiled_onnx_costs_the_context_binary_times_the_factor_of_graphs_timed_both_ways() -> None:
+    """A graph AI Hub timed as a context binary and as precompiled ONNX (ONNX Runtime's QNN EP) on one chipset, with
+    the same layer count, gives one ratio; their median is the runtime's factor. A pair whose layer counts differ is
+    two compiled graphs and is not used; a held-out row gets no say."""
+    import costmodel_fit
+
+    names = ("gmacs", "one")
+    rows, X = [], []
+
+    def add(model: str, runtime: str, ms: float, layers: int, held_out: bool = False, gmacs: float = 0.0) -> None:
+        rows.append({"chipset": costmodel_fit.REFERENCE_CHIPSET, "key": f"{model}/c", "model": model,
+                     "component": "c", "precision": "float", "runtime": runtime, "runtime_group": "qnn",
+                     "published_ms": ms, "layers_total": layers, "held_out": held_out})
+        X.append([gmacs or ms / 2, 1.0])
+
+    for i, (cb, pre) in enumerate([(10.0, 12.0), (20.0, 26.0), (30.0, 39.0)]):
+        add(f"m{i}", "QNN_CONTEXT_BINARY", cb, 100)
+        add(f"m{i}", "PRECOMPILED_QNN_ONNX", pre, 100, gmacs=cb / 2)  # one graph: the context binary's features
+    add("other-graph", "QNN_CONTEXT_BINARY", 50.0, 100)
+    add("other-graph", "PRECOMPILED_QNN_ONNX", 10.0, 120)  # 0.2x: a different compiled graph
+    add("held", "QNN_CONTEXT_BINARY", 10.0, 100, held_out=True)
+    add("held", "PRECOMPILED_QNN_ONNX", 50.0, 100, held_out=True)
+    for i in range(8):
+        add(f"dlc{i}", "QNN_DLC", 5.0 + i, 50)
+    X = np.array(X)
+    params = costmodel_fit.fit(rows, X, names, 0.5)
+    assert params["runtime_factors"] == {"PRECOMPILED_QNN_ONNX": pytest.approx(1.3)}
+    pred = costmodel_fit.predict_rows(rows, X, params)
+    assert pred[1] == pytest.approx(pred[0] * 1.3)  # one graph: the same features, the runtime's factor
+    assert costfit.runtime_factor(params, "QNN_DLC") == costfit.runtime_factor({}, "PRECOMPILED_QNN_ONNX") == 1.0
+
+
 def test_mixed_precision_rows_are_left_out_and_cannot_displace_an_older_plain_row(tmp_path: Path,
                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The 8 Gen 2 history keeps the newest row per precision group: a newer w8a8_mixed_int16 row (some layers at

@@ -80,6 +80,13 @@ LOWINT_MACS = 32
 PRECISION_BYTES = {"float": (2.0, 2.0), "w8a16": (1.0, 2.0), "w8a8": (1.0, 1.0), "w4a16": (0.5, 2.0)}
 RUNTIME_GROUPS = {"QNN_CONTEXT_BINARY": "qnn", "QNN_DLC": "qnn", "QNN": "qnn", "PRECOMPILED_QNN_ONNX": "qnn",
                   "ONNX": "onnx", "TFLITE": "tflite"}
+# a runtime of the qnn group that does not run the context the way the group's coefficients describe (QNN itself
+# running a context binary or a DLC): AI Hub's PRECOMPILED_QNN_ONNX is an EP-context .onnx run by ONNX Runtime's QNN
+# EP (what a fusionc qnn build's model_ctx.onnx is). Its latency is the context binary's times a factor measured on
+# the training rows that time one graph both ways (benchmarks/costmodel_fit.py, runtime_factors); `fusionc estimate
+# --qnn-runtime` picks one of QNN_RUNTIMES
+QNN_RUNTIMES = {"context-binary": "QNN_CONTEXT_BINARY", "onnxruntime": "PRECOMPILED_QNN_ONNX"}
+FACTORED_RUNTIMES = {"PRECOMPILED_QNN_ONNX": "QNN_CONTEXT_BINARY"}  # runtime -> the runtime its factor is relative to
 PARAMS_PATH = Path(__file__).resolve().parent / "costmodel_params.json"
 OP_FIELDS = ("op_type", "kind", "macs", "vector_elems", "params", "float_weight_elems", "compressed_weight_bytes",
              "act_in_elems", "act_out_elems", "attention_scores", "timesteps", "level", "siblings")
@@ -220,6 +227,12 @@ def interval_of(interval: dict[str, Any], chipset: str) -> list[float]:
     within estimate x [low, high] for interval["coverage"] of the cross-validated training rows (the chipset's own
     factors, else those pooled over every chipset; benchmarks/costmodel_cv.error_interval)."""
     return list(interval["by_chipset"].get(chipset, interval["pooled"]))
+
+
+def runtime_factor(params: dict[str, Any], runtime: str) -> float:
+    """Latency of `runtime` / the context binary's for the same graph and chipset (1 for QNN's own runtimes, and for
+    a params file fitted before runtime factors existed)."""
+    return float(params.get("runtime_factors", {}).get(runtime, 1.0))
 
 
 def predict(x: dict[str, float], theta: Sequence[float], names: Sequence[str] = FEATURES) -> float:
