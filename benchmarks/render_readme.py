@@ -632,6 +632,27 @@ def _sd_tables(title: str, predictions: list[dict], compared: Any, compared_how:
     return "".join(out)
 
 
+def _runtime_factors(factors: dict) -> str:
+    """The sentence on each runtime estimated as another runtime's figure times a measured factor."""
+    cv = factors.get("cv_score_training", {})
+    out = []
+    for rt, f in factors.items():
+        if not isinstance(f, dict) or "factor" not in f:
+            continue
+        span = f"; {f['ratio_range'][0]:.2f}-{f['ratio_range'][1]:.2f}x" if f.get("ratio_range") else ""
+        held, without = f["held_out"], f["held_out_without_factor"]
+        out.append(f"\n{rt} rows are estimated as {f['relative_to']} x {f['factor']:.2f}: the median ratio of the "
+                   f"{f['pairs']} training pairs that time one graph both ways on one chipset with the same layer count "
+                   f"({', '.join(f['models']) or 'none'}{span}). Held out, {rt}: median / p90 |error| "
+                   f"{_pct(held.get('median_abs'))} / {_pct(held.get('p90_abs'))} with the factor, "
+                   f"{_pct(without.get('median_abs'))} / {_pct(without.get('p90_abs'))} without it ({held['n']} rows, "
+                   "the same coefficients). The coefficients are fitted on every QNN row as published: fitting "
+                   f"{rt}'s rows divided by the factor scored "
+                   + " vs ".join(f"{v:.2f} with {k}" for k, v in reversed(cv.items()))
+                   + " in cross-validation on the training models (lower is better).\n")
+    return "".join(out)
+
+
 @table("costmodel_fit", "costmodel_fit.json")
 def render_costmodel_fit(results: Path) -> str:
     data = load(results, "costmodel_fit.json")
@@ -712,6 +733,7 @@ def render_costmodel_fit(results: Path) -> str:
             for rt, e in held["by_runtime"].items() if e["n"]]
     out.append("\n")
     out.append(rows(["runtime (all chipsets)", "held-out rows", "models", "median abs error", "p90 abs error"], body))
+    out.append(_runtime_factors(data.get("runtime_factors") or {}))
     t = data["train"]["all"]
     off = data["excluded"]["rows_off_npu"]
     out.append(f"\nOn its own training rows (all runtimes): median {t['median_abs']:.0%}, p90 {t['p90_abs']:.0%}. Not "

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fusionc import __version__
-from fusionc.core.devices import DEVICES
+from fusionc.core.devices import DEVICES, Device
 from fusionc.core.errors import BadInputError
 from fusionc.core.generation import PIPELINE_ORDER, STEP_MODELS, calls_per_image, guided_batch  # one accounting
 
@@ -230,7 +230,8 @@ def measure_adb(build: Path, manifest: dict[str, Any], guidance: bool, runs: int
             where = f"adb:{serial}" + ("/cpu" if target == "onnx" else "")
             figures.append(Figure(name, where, serial, "measured", batch, total, 0.0, runs, calls=calls,
                                   detail={"statistic": statistic, "graphs": len(groups), "provider":
-                                          "cpu" if target == "onnx" else "qnn", "cpu_fallback": target == "onnx"}))
+                                          "cpu" if target == "onnx" else "qnn", "cpu_fallback": target == "onnx",
+                                          "runtime": "onnxruntime"}))
     return figures
 
 
@@ -251,16 +252,23 @@ def component_graph(build: Path, comp: dict[str, Any]) -> Path | None:
     return None
 
 
-def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tuple[list[Figure], dict[str, Any]]:
-    """Estimated figures on every device profile of the build's target, and each component's graph summary."""
-    from fusionc.analysis.costmodel import backend_of, estimate
+def estimated_devices(target: str) -> list[Device]:
+    """The device profiles a build of `target` is estimated on: its own target's, or every profile for onnx."""
+    return [d for d in DEVICES.values() if target == "onnx" or d.target == target]
+
+
+def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
+                   qnn_runtime: str | None = None) -> tuple[list[Figure], dict[str, Any]]:
+    """Estimated figures on every device profile of the build's target (Hexagon: for `qnn_runtime`, default
+    costmodel.DEFAULT_QNN_RUNTIME), and each component's graph summary."""
+    from fusionc.analysis.costmodel import DEFAULT_QNN_RUNTIME, backend_of, estimate
     from fusionc.analysis.graph_stats import graph_stats
     from fusionc.core.generation import hexagon_batch
 
     target = manifest["target"]
     precision = (manifest.get("options") or {}).get("precision") if target in ("qnn", "onnx") else None
     # an onnx build's precision is what ORT's CPU runs; on an NPU profile the estimate keeps the family's default
-    devices = [d for d in DEVICES.values() if target == "onnx" or d.target == target]
+    devices = estimated_devices(target)
     figures, graphs = [], {}
     for name, comp in manifest["components"].items():
         path = component_graph(build, comp)
@@ -279,14 +287,15 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool) -> tup
         for device in devices:
             batch, calls = hexagon_batch(device, graph_batch, graph_calls)
             stats = stats_of(batch)
-            est = estimate(stats, device, precision if target == "qnn" or device.family == "cpu" else None)
+            est = estimate(stats, device, precision if target == "qnn" or device.family == "cpu" else None,
+                           qnn_runtime=qnn_runtime or DEFAULT_QNN_RUNTIME)
             figures.append(Figure(name, backend_of(device), device.name, "estimated", batch, est.latency_s * 1000,
                                   calls=calls, detail={"precision": est.precision, "bound": est.bound,
                                           "compute_ms": est.compute_s * 1000, "memory_ms": est.memory_s * 1000,
                                           "overhead_ms": est.overhead_s * 1000, "fallback_ms": est.fallback_s * 1000,
                                           "fallback_ops": est.fallback_ops, "weight_bytes": est.weight_bytes,
                                           "range_ms": [v * 1000 for v in est.range_s] if est.range_s else None,
-                                          "range_coverage": est.range_coverage}))
+                                          "range_coverage": est.range_coverage, "runtime": est.runtime}))
     return figures, graphs
 
 
@@ -337,10 +346,10 @@ def advice(breakdown: dict[str, float], calls: dict[str, int], total: float, bud
 
 
 def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: float = 2.0, runs: int = 10,
-          warmup: int = 2, measure: bool = True) -> dict[str, Any]:
+          warmup: int = 2, measure: bool = True, qnn_runtime: str | None = None) -> dict[str, Any]:
     """Everything `fusionc bench` shows and writes, as one JSON-ready dict."""
     from fusionc.buildfs import read_manifest
-    from fusionc.analysis.costmodel import FAMILY_PARAMS, calibration_report
+    from fusionc.analysis.costmodel import DEFAULT_QNN_RUNTIME, FAMILY_PARAMS, calibration_report, check_qnn_runtime
 
     import onnxruntime
 
@@ -348,7 +357,8 @@ def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: f
         "fusionc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "host": {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
                  "onnxruntime": onnxruntime.__version__, "adb_devices": adb_devices()},
-        "settings": {"steps": steps, "guidance": guidance, "budget_s": budget_s, "runs": runs, "warmup": warmup},
+        "settings": {"steps": steps, "guidance": guidance, "budget_s": budget_s, "runs": runs, "warmup": warmup,
+                     "qnn_runtime": qnn_runtime or DEFAULT_QNN_RUNTIME},
         "builds": [], "budgets": [],
         "cost_model": {"params": {k: v.to_json() for k, v in FAMILY_PARAMS.items()}},
     }
@@ -356,10 +366,11 @@ def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: f
         result["cost_model"]["calibration"] = calibration_report()
     except FileNotFoundError:
         result["cost_model"]["calibration"] = []
-    for build in builds:
-        manifest = read_manifest(build)
+    manifests = [read_manifest(build) for build in builds]
+    check_qnn_runtime(qnn_runtime, [d for m in manifests for d in estimated_devices(m["target"])])
+    for build, manifest in zip(builds, manifests):
         figures = measure_build(build, manifest, guidance, runs, warmup) if measure else []
-        estimated, graphs = estimate_build(build, manifest, guidance)
+        estimated, graphs = estimate_build(build, manifest, guidance, qnn_runtime)
         figures += estimated
         if not figures:
             raise BadInputError(f"'{build}' has no component that can be measured or estimated")
@@ -385,6 +396,8 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
             note = "" if f["device_figure"] else "host emulator, not a device figure"
             if f["kind"] == "estimated":
                 note = f"{f['detail']['precision']}, {f['detail']['bound']}-bound"
+            if f["detail"].get("runtime"):  # Hexagon: which runtime the figure is for (--qnn-runtime)
+                note += f"{', ' if note else ''}{f['detail']['runtime']}"
             span, coverage = f["detail"].get("range_ms"), f["detail"].get("range_coverage")
             spread = (f"±{f['spread_ms'] / 2:.2f}" if f["kind"] == "measured"
                       else f"{span[0]:.2f}-{span[1]:.2f} ({coverage:.0%})" if span else "-")
@@ -453,7 +466,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: Path | None, steps: int,
-                  guidance: bool, budget: float, runs: int, warmup: int, no_measure: bool) -> dict[str, Any]:
+                  guidance: bool, budget: float, runs: int, warmup: int, no_measure: bool,
+                  qnn_runtime: str | None = None) -> dict[str, Any]:
     if not builds:
         raise BadInputError("pass at least one build folder: fusionc bench BUILD_DIR...")
     from fusionc.buildfs import check_output_files
@@ -469,7 +483,7 @@ def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: P
         raise BadInputError(f"--steps {steps}: a generation takes at least 1 denoising step")
     if budget <= 0:
         raise BadInputError(f"--budget {budget:g}: give the end-to-end budget in seconds, > 0")
-    result = bench(list(builds), steps, guidance, budget, runs, warmup, measure=not no_measure)
+    result = bench(list(builds), steps, guidance, budget, runs, warmup, measure=not no_measure, qnn_runtime=qnn_runtime)
     print_report(result)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

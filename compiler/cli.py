@@ -378,6 +378,13 @@ def devices_command(as_json: bool) -> None:
         print_devices()
 
 
+# the runtime a Hexagon estimate is for (fusionc.analysis.costfit.QNN_RUNTIMES; tests check the two lists agree)
+qnn_runtime_option = click.option(
+    "--qnn-runtime", type=click.Choice(["context-binary", "onnxruntime"]), default=None,
+    help="Runtime of the Hexagon estimates: QNN running the context binary, or ONNX Runtime's QNN EP running the "
+         "EP-context model [default: context-binary].")
+
+
 @main.command("bench")
 @click.argument("builds", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write everything as JSON.")
@@ -389,6 +396,7 @@ def devices_command(as_json: bool) -> None:
 @click.option("--runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs per component.")
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--no-measure", is_flag=True, help="Estimates only (skip running anything).")
+@qnn_runtime_option
 @click.option("--check", is_flag=True, help="Exit 1 when no backend fits the budget.")
 @handle_errors
 def bench_command(check: bool, **kwargs: Any) -> None:
@@ -415,6 +423,7 @@ def bench_command(check: bool, **kwargs: Any) -> None:
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the estimates as JSON.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Keep a checkpoint's graph statistics in this folder; a second estimate reads them back.")
+@qnn_runtime_option
 @handle_errors
 def estimate_command(**kwargs: Any) -> None:
     """Estimated latency per component and device of CHECKPOINT, MODEL.onnx or BUILD, with nothing built.

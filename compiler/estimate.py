@@ -143,9 +143,11 @@ def collect_graphs(source: Path | None, components: list[str] | None, height: in
 def estimate(source: Path | None, components: list[str] | None = None, devices: list[str] | None = None,
              precision: str | None = None, palettize: float | None = None, height: int | None = None,
              width: int | None = None, steps: int = 8, guidance: bool = True,
-             cache_dir: Path | None = None) -> dict[str, Any]:
-    """Everything `fusionc estimate` prints and writes, as one JSON-ready dict."""
-    from fusionc.analysis.costmodel import DEFAULT_PRECISION, HEXAGON_GROUPS, PRECISIONS, backend_of
+             cache_dir: Path | None = None, qnn_runtime: str | None = None) -> dict[str, Any]:
+    """Everything `fusionc estimate` prints and writes, as one JSON-ready dict. `qnn_runtime`: the runtime of the
+    Hexagon estimates (fusionc.analysis.costfit.QNN_RUNTIMES; None: costmodel.DEFAULT_QNN_RUNTIME)."""
+    from fusionc.analysis.costmodel import (DEFAULT_PRECISION, DEFAULT_QNN_RUNTIME, HEXAGON_GROUPS, PRECISIONS,
+                                            backend_of, check_qnn_runtime)
     from fusionc.analysis.costmodel import estimate as cost
 
     if steps < 1:
@@ -161,6 +163,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
     if precision is not None and precision not in HEXAGON_GROUPS and any(d.family == "htp" for d in chosen):
         raise BadInputError(f"--precision {precision}: a Hexagon NPU runs {', '.join(HEXAGON_GROUPS)} (QNN HTP has "
                             f"no {precision}): pick one of those, or pass only non-Hexagon --device profiles")
+    check_qnn_runtime(qnn_runtime, chosen)
     kind, graphs = collect_graphs(source, components, height, width, cache_dir)
     rows = []
     unknown_shapes: dict[str, int] = {}
@@ -170,11 +173,11 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
             stats = graph["qnn"] if device.family == "htp" else graph["generic"][batch]
             unknown_shapes[name] = max(unknown_shapes.get(name, 0), stats.unknown_shape_ops)
             prec = precision or DEFAULT_PRECISION[device.family]
-            est = cost(stats, device, prec, weight_bits=palettize)
+            est = cost(stats, device, prec, weight_bits=palettize, qnn_runtime=qnn_runtime or DEFAULT_QNN_RUNTIME)
             ms = est.latency_s * 1000
             rows.append({"component": name, "device": device.name, "backend": backend_of(device), "precision": prec,
-                         "batch": batch, "latency_ms": round(ms, 3), "bound": est.bound, "model": est.model,
-                         "calls_per_image": n_calls, "per_image_ms": round(ms * n_calls, 3),
+                         "runtime": est.runtime, "batch": batch, "latency_ms": round(ms, 3), "bound": est.bound,
+                         "model": est.model, "calls_per_image": n_calls, "per_image_ms": round(ms * n_calls, 3),
                          "weight_bits": palettize, "gmacs": round(stats.macs / 1e9, 3),
                          "compute_ms": round(est.compute_s * 1000, 3), "memory_ms": round(est.memory_s * 1000, 3),
                          "overhead_ms": round(est.overhead_s * 1000, 3), "fallback_ms": round(est.fallback_s * 1000, 3),
@@ -190,7 +193,8 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
                            "per_image_range_ms": [round(sum(r["range_ms"][k] * r["calls_per_image"] for r in mine), 3)
                                                   for k in (0, 1)] if ranged else None})
     return {"source": str(source) if source else "built-in tiny_sd", "source_kind": kind, "steps": steps,
-            "guidance": guidance, "estimates": rows, "per_image": totals,
+            "guidance": guidance, "qnn_runtime": qnn_runtime or DEFAULT_QNN_RUNTIME, "estimates": rows,
+            "per_image": totals,
             "graph_cache": {name: graph["cache"] for name, graph in graphs.items() if "cache" in graph},
             "unknown_shape_ops": unknown_shapes,
             "note": "cost-model estimates, not measurements: see the README section 'Estimating latency without a "
@@ -203,8 +207,11 @@ def print_estimates(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    hexagon = any(r.get("runtime") for r in result["estimates"])
     table = Table(title=f"fusionc estimate: {result['source']} ({result['source_kind']}), {result['steps']} steps, "
-                        f"guidance {'on' if result['guidance'] else 'off'} [E] estimated, nothing built")
+                        f"guidance {'on' if result['guidance'] else 'off'}"
+                        + (f", Hexagon on {result['qnn_runtime']}" if hexagon else "")
+                        + " [E] estimated, nothing built")
     coverage = next((r["range_coverage"] for r in result["estimates"] if r.get("range_coverage")), None)
     range_column = f"{coverage:.0%} range" if coverage else "range"
     numeric = ("batch", "ms / call", range_column, "calls", "ms / image")
@@ -235,14 +242,15 @@ def print_estimates(result: dict[str, Any]) -> None:
 
 def run_estimate_cli(source: Path | None, components: str | None, devices: tuple[str, ...], precision: str | None,
                      palettize: float | None, height: int | None, width: int | None, steps: int, guidance: bool,
-                     json_path: Path | None, cache: Path | None = None) -> dict[str, Any]:
+                     json_path: Path | None, cache: Path | None = None,
+                     qnn_runtime: str | None = None) -> dict[str, Any]:
     from fusionc.buildfs import check_output_files
 
     check_output_files(("--json", json_path))
     names = [c.strip() for c in components.split(",") if c.strip()] if components else None
     cache = cache or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
     result = estimate(source, names, list(devices) or None, precision, palettize, height, width, steps, guidance,
-                      cache)
+                      cache, qnn_runtime)
     print_estimates(result)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

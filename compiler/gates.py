@@ -235,4 +235,5 @@ def estimate_latency(model: ir.Model, name: str, device: Any, options: CompileOp
     except Exception as err:  # noqa: BLE001 - the gate reports why, the build itself is fine
         return {"ms": None, "reason": f"the cost model failed: {type(err).__name__}: {str(err).splitlines()[0]}"}
     return {"ms": round(est.latency_s * 1000, 3), "device": device.name, "backend": backend_of(device),
-            "precision": est.precision, "batch": batch, "calls": calls, "bound": est.bound, "kind": "estimated"}
+            "precision": est.precision, "runtime": est.runtime, "batch": batch, "calls": calls, "bound": est.bound,
+            "kind": "estimated"}

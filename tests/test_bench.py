@@ -81,7 +81,8 @@ def test_json_schema(result: dict) -> None:
     text = json.dumps(result)
     loaded = json.loads(text)
     assert set(loaded) >= {"fusionc_version", "created", "host", "settings", "builds", "budgets", "cost_model"}
-    assert loaded["settings"] == {"steps": 4, "guidance": True, "budget_s": 2.0, "runs": 3, "warmup": 1}
+    assert loaded["settings"] == {"steps": 4, "guidance": True, "budget_s": 2.0, "runs": 3, "warmup": 1,
+                                  "qnn_runtime": "context-binary"}
     figure_keys = {"component", "backend", "device", "kind", "batch", "median_ms", "spread_ms", "runs",
                    "device_figure", "calls", "detail"}
     for figure in loaded["builds"][0]["figures"]:
@@ -117,6 +118,30 @@ def test_cli_bad_input(tmp_path: Path) -> None:
                         (["--plot", str(tmp_path / "chart.xyz")], "--plot")):  # before any build is read
         run = CliRunner().invoke(main, ["bench", str(tmp_path), *args])
         assert run.exit_code == 2 and words in run.output, run.output
+
+
+def test_hexagon_estimates_for_onnxruntime_cost_the_context_binarys_times_the_runtime_factor(
+        result: dict, onnx_build: Path, tmp_path: Path) -> None:
+    """bench times a phone through ONNX Runtime's QNN EP: --qnn-runtime onnxruntime estimates that runtime (the
+    fitted factor on every Hexagon figure, nothing else); a build with no Hexagon estimate refuses the option."""
+    from fusionc.analysis import costfit
+
+    factor = costfit.runtime_factor(costfit.load_params(), "PRECOMPILED_QNN_ONNX")
+    ort = bench([onnx_build], steps=4, guidance=True, budget_s=2.0, measure=False, qnn_runtime="onnxruntime")
+    assert ort["settings"]["qnn_runtime"] == "onnxruntime" and result["settings"]["qnn_runtime"] == "context-binary"
+    key = lambda f: (f["component"], f["device"])  # noqa: E731
+    cb = {key(f): f for f in result["builds"][0]["figures"] if f["kind"] == "estimated"}
+    for f in ort["builds"][0]["figures"]:
+        if DEVICES[f["device"]].family == "htp":
+            assert f["detail"]["runtime"] == "onnxruntime" and cb[key(f)]["detail"]["runtime"] == "context-binary"
+            assert f["median_ms"] == pytest.approx(cb[key(f)]["median_ms"] * factor, rel=1e-9)
+        else:
+            assert f["detail"]["runtime"] is None and f["median_ms"] == pytest.approx(cb[key(f)]["median_ms"])
+    coreml = tmp_path / "coreml_build"
+    coreml.mkdir()
+    (coreml / "manifest.json").write_text(json.dumps({"target": "coreml", "components": {}}))
+    run = CliRunner().invoke(main, ["bench", str(coreml), "--no-measure", "--qnn-runtime", "onnxruntime"])
+    assert run.exit_code == 2 and "--qnn-runtime onnxruntime: no Hexagon device" in run.output, run.output
 
 
 def test_advice_arithmetic(tmp_path: Path) -> None:

@@ -85,6 +85,29 @@ def test_estimate_cli_on_the_builtin_model(tmp_path: Path) -> None:
     assert totals["iphone-15-pro"]["per_image_range_ms"] is None
 
 
+def test_a_hexagon_estimate_names_its_runtime_and_onnxruntime_costs_the_fitted_factor_more(tmp_path: Path) -> None:
+    """The default Hexagon figure is QNN running the context binary; --qnn-runtime onnxruntime (the EP-context model
+    through ONNX Runtime's QNN EP, AI Hub's PRECOMPILED_QNN_ONNX) is it times the factor the fit measured."""
+    from fusionc.analysis import costfit
+    from fusionc.cli import qnn_runtime_option
+
+    factor = costfit.runtime_factor(costfit.load_params(), costfit.QNN_RUNTIMES["onnxruntime"])
+    assert factor > 1  # AI Hub times one graph slower through ONNX Runtime than as a bare context binary
+    results = {}
+    for runtime in ("context-binary", "onnxruntime"):
+        out = tmp_path / f"{runtime}.json"
+        run = CliRunner().invoke(main, ["estimate", "--components", "unet", "--device", "snapdragon-8-gen-3",
+                                        "--device", "iphone-15-pro", "--qnn-runtime", runtime, "--json", str(out)])
+        assert run.exit_code == 0 and f"Hexagon on {runtime}" in run.output, run.output
+        results[runtime] = {r["device"]: r for r in json.loads(out.read_text())["estimates"]}
+    cb, ort = results["context-binary"]["snapdragon-8-gen-3"], results["onnxruntime"]["snapdragon-8-gen-3"]
+    assert (cb["runtime"], ort["runtime"]) == ("context-binary", "onnxruntime")
+    assert ort["latency_ms"] == pytest.approx(cb["latency_ms"] * factor, abs=2e-3)
+    assert results["onnxruntime"]["iphone-15-pro"] == results["context-binary"]["iphone-15-pro"]  # Core ML: no QNN
+    assert results["onnxruntime"]["iphone-15-pro"]["runtime"] is None
+    assert set(qnn_runtime_option(lambda: None).__click_params__[0].type.choices) == set(costfit.QNN_RUNTIMES)
+
+
 def test_estimate_a_tiny_sdxl_unet_and_its_generation(tiny_pipeline, tmp_path: Path) -> None:
     out = tmp_path / "sdxl.json"
     run = CliRunner().invoke(main, ["estimate", str(tiny_pipeline("sdxl")), "--components", "unet", "--device",
@@ -132,6 +155,8 @@ def test_palettized_weights_are_never_slower() -> None:
     (["--palettize", "12"], "--palettize 12"),
     (["--precision", "fp32", "--device", "snapdragon-8-gen-3"], "--precision fp32"),  # QNN HTP has no fp32
     (["--json", "/proc/no-such-folder/e.json"], "cannot write --json"),  # refused before any export
+    (["--qnn-runtime", "onnxruntime", "--device", "iphone-15-pro"], "no Hexagon device"),  # it would have no effect
+    (["--qnn-runtime", "tflite"], "--qnn-runtime"),
 ])
 def test_estimate_bad_input_is_one_line_exit_2(args: list[str], words: str) -> None:
     run = CliRunner().invoke(main, ["estimate", *args])

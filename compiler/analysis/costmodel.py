@@ -59,9 +59,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from fusionc.core.devices import DEVICES, Device
+from fusionc.core.errors import BadInputError
 from fusionc.analysis.graph_stats import GraphStats, OpStat
 
 VECTOR_FRACTION = 1 / 16  # vector units: elements/s as a fraction of the MAC array's MAC/s (assumption)
@@ -87,6 +88,10 @@ PRECISIONS: dict[str, tuple[str, float, float, float]] = {
 DEFAULT_PRECISION = {"ane": "fp16", "htp": "w8a16", "cpu": "fp32"}
 # the precisions a QNN HTP build runs (no fp32) -> the fitted coefficient group (w4a16: w8a16's, at 4-bit weights)
 HEXAGON_GROUPS = {"fp16": "float", "w8a16": "w8a16", "w8a8": "w8a8", "w4a16": "w8a16"}
+# what a Hexagon estimate is for unless asked otherwise: QNN running the build's context binary (model_ctx_qnn.bin),
+# the runtime of AI Hub's and Qualcomm's published Stable Diffusion figures; "onnxruntime" (the build's
+# model_ctx.onnx through ONNX Runtime's QNN EP, how `fusionc bench` times a phone) is the other (costfit.QNN_RUNTIMES)
+DEFAULT_QNN_RUNTIME = "context-binary"
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,9 @@ class Estimate:
     # cross-validated training rows (models it had not seen); None for the roofline, which has no such measure
     range_s: list[float] | None = None
     range_coverage: float | None = None
+    # fitted estimates: the runtime the figure is for (costfit.QNN_RUNTIMES: QNN running the context binary, or
+    # ONNX Runtime's QNN EP running the build's EP-context model); None for the roofline
+    runtime: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,17 +211,26 @@ def backend_of(device: Device) -> str:
 
 def estimate(stats: GraphStats, device: Device, precision: str | None = None, weight_bits: float | None = None,
              attention_form: str | None = None, params: FamilyParams | None = None,
-             runtime: str = "qnn") -> Estimate:
+             runtime: str = "qnn", qnn_runtime: str = DEFAULT_QNN_RUNTIME) -> Estimate:
     """Estimated latency of one call of the graph behind `stats` on `device`'s NPU.
 
     Hexagon devices use the model fitted on AI Hub's published latencies (fusionc.analysis.costfit, coefficients per
-    chipset and precision); Apple devices, and any call that passes roofline `params`, use the roofline below.
+    chipset and precision), for the runtime `qnn_runtime` (a key of costfit.QNN_RUNTIMES); Apple devices, and any
+    call that passes roofline `params`, use the roofline below.
     """
     if params is None and device.family == "htp":
         theta = fitted_coefficients(device.name, precision or DEFAULT_PRECISION["htp"], runtime)
         if theta is not None:
-            return _fitted_estimate(stats, device, precision or DEFAULT_PRECISION["htp"], weight_bits, theta)
+            return _fitted_estimate(stats, device, precision or DEFAULT_PRECISION["htp"], weight_bits, theta,
+                                    qnn_runtime)
     return roofline_estimate(stats, device, precision, weight_bits, attention_form, params)
+
+
+def check_qnn_runtime(qnn_runtime: str | None, devices: Iterable[Device]) -> None:
+    """--qnn-runtime names the runtime of a Hexagon estimate: refused when no Hexagon profile is estimated."""
+    if qnn_runtime is not None and not any(d.family == "htp" for d in devices):
+        raise BadInputError(f"--qnn-runtime {qnn_runtime}: no Hexagon device is estimated, so it has no effect; "
+                            "add a Snapdragon --device (or a qnn or onnx build) or drop it")
 
 
 _FITTED: dict[str, Any] | None = None
@@ -240,8 +257,11 @@ def fitted_coefficients(device_name: str, precision: str, runtime: str = "qnn") 
 
 
 def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_bits: float | None,
-                     theta: list[float]) -> Estimate:
+                     theta: list[float], qnn_runtime: str = DEFAULT_QNN_RUNTIME) -> Estimate:
     from fusionc.analysis import costfit
+
+    if qnn_runtime not in costfit.QNN_RUNTIMES:
+        raise ValueError(f"unknown QNN runtime {qnn_runtime!r}: pick one of {', '.join(costfit.QNN_RUNTIMES)}")
 
     fallback = {}
     for op in stats.ops:
@@ -253,7 +273,8 @@ def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_b
     x = costfit.features_from_stats(stats, group, sum(fallback.values()), fitted.get("vtcm_bytes", costfit.VTCM_BYTES))
     if weight_bits is not None:  # e.g. palettized / 4-bit weights: only the weight traffic changes
         x["weight_mb"] *= weight_bits / (costfit.PRECISION_BYTES[group][0] * 8)
-    parts = {k: v / 1000 for k, v in costfit.breakdown(x, theta, names).items()}  # seconds
+    factor = costfit.runtime_factor(fitted, costfit.QNN_RUNTIMES[qnn_runtime])
+    parts = {k: v * factor / 1000 for k, v in costfit.breakdown(x, theta, names).items()}  # seconds
     share = {c: sum(v for k, v in parts.items() if costfit.TERM_CLASS[k] == c)
              for c in ("compute", "memory", "overhead", "fallback")}
     compute, memory, overhead = share["compute"], share["memory"], share["overhead"]
@@ -263,6 +284,7 @@ def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_b
     terms = {"compute": compute, "memory": memory, "overhead": overhead, "fallback": share["fallback"]}
     est.bound = max(terms, key=terms.get)
     est.model = "fitted"
+    est.runtime = qnn_runtime
     if fitted.get("interval"):
         est.range_s = [est.latency_s * f for f in costfit.interval_of(fitted["interval"], device.name)]
         est.range_coverage = fitted["interval"]["coverage"]
