@@ -50,6 +50,7 @@ SECTIONS = ("compile", "gates", "report", "verify", "coreml", "compression", "qn
 ALIASES = {"json": "report", "verify": "no_verify"}  # file name -> CLI parameter name
 PATH_KEYS = ("checkpoint", "out", "report", "junit", "cache", "recipe", "plot")
 MAPPED = {"verify": "no_verify"}  # CompileOptions fields whose flag has another name
+COMPANIONS = {"group_size": "granularity"}  # a file's option -> the option that, given as a flag, overrides it too
 
 
 def file_only_fields(command: click.Command) -> dict[str, type | None]:
@@ -266,6 +267,11 @@ def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] 
     # an option with no effect (--block-size without --quantize-weights, --min-psnr with --no-verify, ...) or a
     # gate that cannot be evaluated: refused too, before any work; a fleet's shared keys only where given
     shared = {MAPPED.get(k, k) for k, s in sources.items() if s == "config file"} if variant is not None else set()
+    # the file's group size belongs to the file's grouped palettization, which a --granularity flag overrides: not
+    # counted as set then (a --group-size given on the command line with --granularity per_tensor still is)
+    overridden = {name for name, parent in COMPANIONS.items()
+                  if sources.get(name) == "config file" and sources.get(parent) == "command line"}
+    given, shared = given - overridden, shared | overridden
     if not fleet:
         check_option_combinations(options, given, where, shared)
     out = params.get("out") or Path("build") / (variant["name"] if variant else options.target)

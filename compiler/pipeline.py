@@ -104,8 +104,9 @@ def _check_recipe_file(options: CompileOptions) -> None:
                             "--palettize auto:DB to search one and save it there")
 
 
-def _check_compression_components(options: CompileOptions, names: list[str]) -> None:
-    """What --compress-components and a re-applied --recipe name must be built: refused before the export."""
+def _check_compression_components(options: CompileOptions, names: list[str], given: set[str] | None = None) -> None:
+    """What --compress-components and a re-applied --recipe name must be built, and how a re-applied recipe
+    palettizes: refused before the export. `given`: the options the user set (None: unknown, the API)."""
     from fusionc.passes.compression.dispatch import compressed_components, parse_palettize, wants_compression
 
     if options.target not in targets_of("compress_components") or not wants_compression(options):
@@ -122,6 +123,43 @@ def _check_compression_components(options: CompileOptions, names: list[str]) -> 
         if lacking:
             raise BadInputError(f"recipe {options.recipe} has no entry for {', '.join(lacking)}: add --palettize "
                                 "auto:DB to search one, or give the recipe file saved for it")
+    if options.recipe is not None and not options.quantize_weights:
+        _check_recipe_grouping(options, names, given)
+
+
+def _given_options(config: dict[str, Any] | None) -> set[str] | None:
+    """The options the user set, from the effective configuration (fusionc.config.CompileSettings.manifest_entry):
+    flags and config-file keys; a fleet variant's shared file keys are not counted (they may be for the other
+    variants). None without a configuration (the API)."""
+    if config is None or "from_command_line" not in config:
+        return None
+    given = set(config["from_command_line"]) | set(config.get("from_variant", []))
+    return given if config.get("variant") else given | set(config.get("from_config_file", []))
+
+
+def _check_recipe_grouping(options: CompileOptions, names: list[str], given: set[str] | None) -> None:
+    """A re-applied recipe palettizes as it was saved (its granularity and group size, which its bits were chosen
+    for): a --granularity or --group-size that differs would have no effect, so it is refused before the export.
+    `given`: the options the user set (flags, config-file keys); None (the API): those away from their default."""
+    from fusionc.passes.compression.dispatch import compressed_components
+    from fusionc.passes.compression.mixed_bit import load_recipe
+
+    defaults = CompileOptions()
+    is_set = (lambda n: n in given) if given is not None else (  # noqa: E731
+        lambda n: getattr(options, n) != getattr(defaults, n))
+    for name in compressed_components(options):
+        recipe = load_recipe(options.recipe, name) if name in names else None
+        if recipe is None:
+            continue  # searched (--palettize auto:DB) with the options, or refused above
+        group = recipe.group_size if recipe.granularity == "per_grouped_channel" else None
+        saved = recipe.granularity + (f" with groups of {group}" if group else "")
+        fix = "drop it, or add --palettize auto:DB with another --recipe path to search a recipe for it"
+        if is_set("granularity") and options.granularity != recipe.granularity:
+            raise BadInputError(f"--granularity {options.granularity} has no effect: recipe {options.recipe} "
+                                f"re-applies {name} as saved ({saved}); {fix}")
+        if is_set("group_size") and group is not None and options.group_size != group:
+            raise BadInputError(f"--group-size {options.group_size} has no effect: recipe {options.recipe} "
+                                f"re-applies {name} as saved ({saved}); {fix}")
 
 
 def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, out: Path,
@@ -154,7 +192,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     with stage("load checkpoint", timings):
         checkpoint = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path, options.allow_pickle)
     names = select_components(checkpoint, options, target)
-    _check_compression_components(options, names)
+    _check_compression_components(options, names, _given_options(config))
     height, width = image_size(checkpoint, options)
     sets = cached_input_sets(checkpoint, options, names, needed_roles(target, options), component_cache, timings)
     _release_torch_modules(checkpoint, names)

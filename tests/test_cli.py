@@ -86,6 +86,48 @@ def test_inspect_build_and_model(sd15_onnx_build: Path) -> None:
     assert result.returncode == 0 and "Conv" in result.stdout
 
 
+def test_inspect_of_a_palettized_coreml_build_shows_the_models_ops(tmp_path: Path) -> None:
+    """A Core ML build's inspect reads its cost-model graph, where palettized weights are LUT decompression
+    functions (fusionc::LutToDense: Gather, Round, Pow, ... once inlined). Those are stored weights on the device
+    (constexpr_lut_to_dense), not compute: the op mix, op count and MACs are the dense model's, and the
+    palettization is reported as weights."""
+    import numpy as np
+    import onnx
+    import onnx_ir as ir
+    from click.testing import CliRunner
+
+    from fusionc.cli import main
+    from fusionc.inspect_model import model_summary
+    from fusionc.passes.compression.palettize import PalettizeWeightsPass
+
+    rng = np.random.default_rng(0)
+    proto = onnx.parser.parse_model("""<ir_version: 10, opset_import: ["" : 18]>
+g (float[1,16,6,6] x, float[1,5,64] t) => (float[1,32,6,6] y, float[1,5,48] z) {
+ c = Conv<pads=[1,1,1,1]>(x, wc)
+ y = Relu(c)
+ z = MatMul(t, wl)
+}""")
+    proto.graph.initializer.extend([onnx.numpy_helper.from_array(rng.standard_normal((32, 16, 3, 3), np.float32), "wc"),
+                                    onnx.numpy_helper.from_array(rng.standard_normal((64, 48), np.float32), "wl")])
+    onnx.save(proto, tmp_path / "dense.onnx")
+    model = ir.serde.deserialize_model(proto)
+    assert PalettizeWeightsPass(4, min_elements=64)(model).modified
+    (tmp_path / "build" / "unet").mkdir(parents=True)
+    ir.save(model, tmp_path / "build" / "unet" / "costmodel.onnx")  # as targets/coreml keeps it
+    (tmp_path / "build" / "manifest.json").write_text(json.dumps({"target": "coreml", "components": {"unet": {
+        "files": ["unet/Unet.mlpackage"], "costmodel_graph": "unet/costmodel.onnx"}}}))
+
+    dense, palettized = model_summary(tmp_path / "dense.onnx"), model_summary(tmp_path / "build/unet/costmodel.onnx")
+    assert palettized["ops"] == dense["ops"] == {"Conv": 1, "Relu": 1, "MatMul": 1}  # was: + Gather, Round, Pow, ...
+    assert palettized["macs"] == dense["macs"] > 0
+    assert palettized["weight_bytes"] < dense["weight_bytes"] / 4  # 4-bit indices and the LUTs
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "build")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    op_line = next(line for line in result.output.splitlines() if line.startswith("unet ops:"))
+    assert op_line == "unet ops: Conv 1, Relu 1, MatMul 1", result.output
+    assert "unet weights: palettized 4-bit per_tensor, 2 tensors" in result.output
+
+
 def test_pickle_checkpoint_via_cli(tiny_pipeline, tmp_path: Path) -> None:
     import torch
     from safetensors.torch import load_file

@@ -89,6 +89,9 @@ def test_a_zero_height_through_the_api_is_refused_not_defaulted(tiny_pipeline) -
     (["--palettize", "4", "--components", "text_encoder", "--compress-components", "unet"],
      "--compress-components names unet, which --components does not build (text_encoder)"),
     (["--mixed-bit-steps", "3", "--palettize", "4"], "--mixed-bit-steps 3 has no effect without --palettize auto:DB"),
+    (["--palettize", "4", "--group-size", "8"],  # was: one palette per tensor, --group-size ignored
+     "--group-size 8 has no effect with --granularity per_tensor (one palette per tensor): add --granularity "
+     "per_grouped_channel or drop --group-size"),
     (["--recipe", "nonexist.json"],
      "--recipe 'nonexist.json' does not exist: give a saved recipe to re-apply, or add --palettize auto:DB"),
     (["--target", "qnn", "--precision", "fp16", "--qnn-range-margin", "2"],
@@ -122,6 +125,51 @@ def test_an_option_without_effect_in_the_config_file_is_refused(tmp_path: Path) 
     config.write_text("[compression]\nblock_size = 32\n")
     error = one_error("compile", "--config", str(config), "--out", str(tmp_path / "o"))
     assert "--block-size 32 has no effect without --quantize-weights" in error and "fusionc.toml" in error
+
+
+def test_the_command_line_overrides_a_grouped_palettization_of_the_config_file(tmp_path: Path) -> None:
+    """The file palettizes in groups; --granularity per_tensor on the command line wins, and a --group-size given
+    with it then sizes nothing: refused (it was accepted and ignored). The file's own group size goes with the
+    file's granularity the flag overrode; without the override, the flag's group size is used."""
+    config = tmp_path / "fusionc.toml"
+    config.write_text('[compression]\npalettize = "4"\ngranularity = "per_grouped_channel"\ngroup_size = 16\n')
+    out = tmp_path / "o"
+    error = one_error("compile", "--config", str(config), "--out", str(out), "--palettize", "4",
+                      "--granularity", "per_tensor", "--group-size", "8")
+    assert "--group-size 8 has no effect with --granularity per_tensor" in error
+    assert not out.exists()
+    ctx = compile_command.make_context("compile", ["--config", str(config), "--group-size", "8"])
+    options = resolve(ctx, ctx.params).options
+    assert (options.palettize, options.granularity, options.group_size) == ("4", "per_grouped_channel", 8)
+    ctx = compile_command.make_context("compile", ["--config", str(config), "--granularity", "per_tensor"])
+    assert resolve(ctx, ctx.params).options.granularity == "per_tensor"  # the file's group size goes with it
+    config.write_text('[compression]\npalettize = "4"\ngroup_size = 16\n')  # but the file alone: no groups
+    assert "--group-size 16 has no effect with --granularity per_tensor" in one_error(
+        "compile", "--config", str(config), "--out", str(out))
+
+
+def test_a_grouping_a_re_applied_recipe_does_not_have_is_refused_before_the_export(tmp_path: Path) -> None:
+    """A re-applied recipe palettizes as saved (its bits were chosen for its groups): a --group-size or
+    --granularity that differs would be ignored, so it is refused before the export; the same values pass."""
+    from fusionc.passes.compression.mixed_bit import RECIPE_FORMAT
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"format": RECIPE_FORMAT, "components": {"unet": {
+        "granularity": "per_grouped_channel", "group_size": 16, "layers": {}}}}))
+    out = tmp_path / "o"
+    for flags, wrong in ((["--granularity", "per_grouped_channel", "--group-size", "8"], "--group-size 8"),
+                         (["--granularity", "per_grouped_channel", "--group-size", "8", "--palettize", "auto:35"],
+                          "--group-size 8"),
+                         (["--granularity", "per_tensor"], "--granularity per_tensor")):
+        output = refused("compile", "--out", str(out), "--recipe", str(recipe), *flags)
+        assert (f"{wrong} has no effect: recipe {recipe} re-applies unet as saved (per_grouped_channel with "
+                "groups of 16)") in output, output
+        assert "[fusionc] unet:" not in output and not out.exists()
+    from fusionc.pipeline import _check_compression_components
+
+    ctx = compile_command.make_context("compile", ["--recipe", str(recipe), "--granularity", "per_grouped_channel",
+                                                   "--group-size", "16"])
+    _check_compression_components(resolve(ctx, ctx.params).options, ["unet"], {"granularity", "group_size"})
 
 
 def test_a_fleets_shared_keys_may_not_apply_to_every_variant(tmp_path: Path) -> None:

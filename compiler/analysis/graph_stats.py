@@ -96,7 +96,9 @@ class GraphStats:
     ops: list[OpStat]
     attention_form: str  # fused | split_einsum | original | none
     dims: dict[str, int] = field(default_factory=dict)
-    op_counts: dict[str, int] = field(default_factory=dict)  # every node of the graph, folded ones included
+    # every node of the graph, folded ones included (with the decompression functions inlined): runtime_op_counts
+    # has the ops that run
+    op_counts: dict[str, int] = field(default_factory=dict)
     unknown_shape_ops: int = 0  # ops with an input or output of unknown shape: counted as zero work (a lower bound)
 
     @property
@@ -110,6 +112,14 @@ class GraphStats:
     @property
     def weight_bytes(self) -> float:
         return sum(op.weight_bytes for op in self.ops)
+
+    @property
+    def runtime_op_counts(self) -> dict[str, int]:
+        """Op type -> count of the ops that run (`ops`): a model's op mix, as `fusionc inspect` shows it. Unlike
+        `op_counts` it leaves out the weight-only nodes folded at compile time (Constant, the decompression of
+        palettized or quantized weights, which a device keeps as stored weights, e.g. Core ML constexpr ops)."""
+        return dict(Counter(op.op_type if op.domain in ("", "ai.onnx") else f"{op.domain}::{op.op_type}"
+                            for op in self.ops))
 
     def by_op_type(self) -> dict[str, dict[str, float]]:
         """op type -> {count, macs, params, weight_bytes, vector_elems}, sorted by MACs."""

@@ -238,6 +238,13 @@ def inert_options(options: CompileOptions, given: Iterable[str] = (),
                 shown = "" if isinstance(shown, bool) else f" {shown}"
                 found.append((name, f"{flag_of(name)}{shown} has no effect without {what}: add it or drop "
                                     f"{flag_of(name)}"))
+        # one palette per tensor has no groups to size: --group-size is for --granularity per_grouped_channel
+        # (was accepted and ignored, e.g. with a config file's grouped palettization overridden on the command line)
+        if ((options.palettize or options.recipe) and options.granularity != "per_grouped_channel"
+                and is_set("group_size")):
+            found.append(("group_size", f"--group-size {options.group_size} has no effect with --granularity "
+                                        f"{options.granularity} (one palette per tensor): add --granularity "
+                                        "per_grouped_channel or drop --group-size"))
         if (compress and options.compress_components and options.components is not None
                 and is_set("compress_components")):
             missing = [c for c in _names(options.compress_components) if c not in options.components]

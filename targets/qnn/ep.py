@@ -123,6 +123,46 @@ def captured_stderr() -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+# The HTP backend's libraries print this on stdout when the first session of a process is created: noise for
+# users and for `--json -` style output, so it is dropped (any other text written there is passed to stderr).
+_NATIVE_BANNER = re.compile(r"^\s*#?\s*LIBNATIVE: No alternate configuration present\b")
+
+
+@contextlib.contextmanager
+def native_stdout_to_stderr() -> Iterator[None]:
+    """Keep what native code writes on the process-level stdout (fd 1) inside the block off stdout: the known
+    LIBNATIVE banner of the QNN libraries is dropped, any other text (an error the native code prints) is
+    forwarded to stderr when the block ends, so it still reaches the user."""
+    import sys
+
+    sys.stdout.flush()  # what Python already printed goes out first, on stdout
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(1)
+        try:
+            os.dup2(tmp.fileno(), 1)
+            yield
+        finally:
+            _flush_c_stdio()
+            os.dup2(saved, 1)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+            rest = "".join(line for line in text.splitlines(keepends=True) if not _NATIVE_BANNER.match(line))
+            if rest.strip():
+                sys.stderr.write(rest if rest.endswith("\n") else rest + "\n")
+                sys.stderr.flush()
+
+
+def _flush_c_stdio() -> None:
+    """fflush(NULL): text native code left in the C library's stdout buffer goes to the redirected fd now."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to reach: nothing of ours is buffered there
+        pass
+
+
 def parse_fallback_log(text: str) -> list[FallbackNode]:
     """Nodes the QNN EP rejected, with its reason, from a verbose session log (last capability pass wins)."""
     found: dict[str, FallbackNode] = {}
@@ -139,7 +179,7 @@ def parse_fallback_log(text: str) -> list[FallbackNode]:
 
 def fallback_report(model_path: Path, config: HtpConfig) -> list[FallbackNode]:
     """Partition `model_path` for the HTP with verbose logging; the nodes that would fall back to the CPU."""
-    with captured_stderr() as log:
+    with native_stdout_to_stderr(), captured_stderr() as log:
         try:
             ort.InferenceSession(str(model_path), sess_options=session_options(config, verbose=True))
         except Exception:  # noqa: BLE001 - the log is what we want
@@ -255,7 +295,7 @@ def load_context(context_path: Path, config: HtpConfig | None = None) -> ort.Inf
     """An HTP session over a compiled EP-context model (the emulator on x86-64, the NPU on a device)."""
     config = config or HtpConfig(soc_model=None)
     try:
-        with captured_stderr():
+        with native_stdout_to_stderr(), captured_stderr():  # stdout stays the command's (the banner dropped)
             return ort.InferenceSession(str(context_path), sess_options=session_options(config))
     except Exception as err:  # noqa: BLE001
         raise _fail(Path(context_path), config, err) from None

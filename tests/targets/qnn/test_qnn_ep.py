@@ -129,3 +129,21 @@ def test_captured_stderr_leaves_no_log_behind() -> None:
         os.write(2, b"from the EP\n")
         assert log.read_text() == "from the EP\n"
     assert not log.exists()
+
+
+def test_native_stdout_drops_the_libnative_banner_and_forwards_the_rest(capfd: pytest.CaptureFixture) -> None:
+    """What native code prints on fd 1 around a QNN session stays off stdout: the HTP libraries' LIBNATIVE banner
+    is dropped, anything else (an error) still reaches the user, on stderr."""
+    import os
+
+    from fusionc.targets.qnn.ep import native_stdout_to_stderr
+
+    print("before", flush=True)
+    with native_stdout_to_stderr():
+        os.write(1, b" # LIBNATIVE: No alternate configuration present in libnative_tls.conf or from LIBNATIVE_CONFIG "
+                    b"environment variable - using default thread-local behavior.\n")
+        os.write(1, b"QnnDsp <E> something failed\n")
+    print("after", flush=True)
+    out, err = capfd.readouterr()
+    assert out == "before\nafter\n"
+    assert "QnnDsp <E> something failed\n" in err and "LIBNATIVE" not in err

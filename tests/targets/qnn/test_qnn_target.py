@@ -58,6 +58,24 @@ def test_encodings_are_aimet_format(qnn_unet_build) -> None:
     assert all(e["bitwidth"] == 8 and e["is_symmetric"] == "True" and e["offset"] == -128 for e in conv)
 
 
+def test_opening_a_context_leaves_stdout_clean(qnn_unet_build) -> None:
+    """The first QNN session of a process made the HTP libraries print a LIBNATIVE banner on stdout (in verify,
+    generate and compile --target qnn, which open their sessions through load_context): a fresh process shows
+    that the fd-level stdout stays clean."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime_qnn")
+    out, _ = qnn_unet_build
+    code = ("import sys; from pathlib import Path; from fusionc.targets.qnn.ep import load_context; "
+            "load_context(Path(sys.argv[1])); print('loaded')")
+    result = subprocess.run([sys.executable, "-c", code, str(out / "unet" / "model_ctx.onnx")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "loaded\n", result.stdout
+    assert "LIBNATIVE" not in result.stderr
+
+
 def test_component_over_the_context_limit_is_split(tiny_pipeline, tmp_path: Path) -> None:
     """A 400 kB limit splits the tiny UNet into chained contexts that verify like the whole graph."""
     from fusionc.pipeline import compile_checkpoint
