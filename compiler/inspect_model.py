@@ -12,7 +12,6 @@ from rich.table import Table
 from fusionc import buildfs
 from fusionc.core.errors import BadInputError
 
-COMPRESSION_KEY = "fusionc.compression"  # fusionc.passes.compression.palettize.METADATA_KEY
 
 
 def check_external_data(path: Path) -> None:
@@ -62,8 +61,10 @@ def _compression(model: ir.Model) -> dict:
     """What the compression passes recorded on the model (fusionc.compression metadata), {} when none ran."""
     import json
 
+    from fusionc.passes.compression.palettize import METADATA_KEY
+
     try:
-        info = json.loads(model.metadata_props.get(COMPRESSION_KEY, "{}"))
+        info = json.loads(model.metadata_props.get(METADATA_KEY, "{}"))
     except ValueError:
         return {}
     return info if isinstance(info, dict) else {}

@@ -159,7 +159,7 @@ def _flush_c_stdio() -> None:
 
     try:
         ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):  # no C library to reach: nothing of ours is buffered there
+    except (OSError, AttributeError, TypeError):  # no C library to reach (Windows: CDLL(None)): nothing to flush
         pass
 
 
