@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -91,12 +92,21 @@ def test_a_hexagon_estimate_names_its_runtime_and_onnxruntime_costs_the_fitted_f
     from fusionc.analysis import costfit
     from fusionc.cli import qnn_runtime_option
 
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     factor = costfit.runtime_factor(costfit.load_params(), costfit.QNN_RUNTIMES["onnxruntime"])
     assert factor > 1  # AI Hub times one graph slower through ONNX Runtime than as a bare context binary
+    weight = numpy_helper.from_array(np.ones((256, 256), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+                              "unet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64, 256])], [weight])
+    model = tmp_path / "unet.onnx"
+    onnx.save(helper.make_model(graph), model)
     results = {}
     for runtime in ("context-binary", "onnxruntime"):
         out = tmp_path / f"{runtime}.json"
-        run = CliRunner().invoke(main, ["estimate", "--components", "unet", "--device", "snapdragon-8-gen-3",
+        run = CliRunner().invoke(main, ["estimate", str(model), "--device", "snapdragon-8-gen-3",
                                         "--device", "iphone-15-pro", "--qnn-runtime", runtime, "--json", str(out)])
         assert run.exit_code == 0 and f"Hexagon on {runtime}" in run.output, run.output
         results[runtime] = {r["device"]: r for r in json.loads(out.read_text())["estimates"]}
