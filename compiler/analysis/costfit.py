@@ -3,7 +3,7 @@
 A component's latency on one chipset, precision and runtime is modelled as a sum of work terms, each divided by
 a throughput the fit learns for that chipset and precision (non-negative least squares on relative error):
 
-    t = sum_j  theta[chipset, precision, runtime][j] * x_j
+    t = sum_j  theta[chipset, precision, runtime][j] * x_j      (x runtime_factor for PRECOMPILED_QNN_ONNX)
 
     x_j (FEATURES)     what it stands for
     gmacs              every MAC                          -> 1 / shared MAC throughput

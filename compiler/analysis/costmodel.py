@@ -262,7 +262,6 @@ def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_b
 
     if qnn_runtime not in costfit.QNN_RUNTIMES:
         raise ValueError(f"unknown QNN runtime {qnn_runtime!r}: pick one of {', '.join(costfit.QNN_RUNTIMES)}")
-
     fallback = {}
     for op in stats.ops:
         if op.op_type in FALLBACK_OPS["htp"] and op.domain in ("", "ai.onnx"):
