@@ -487,7 +487,7 @@ def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: P
     print_report(result)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        json_path.write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
     if plot_path:
         plot(result, plot_path)
     return result

@@ -9,7 +9,6 @@ leaves --out as it was. Stale temporaries of dead compiles are removed by the ne
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import shutil
@@ -20,7 +19,8 @@ from typing import Iterator
 
 from fusionc.core import interrupt
 from fusionc.core.errors import BadInputError
-from fusionc.core.store import pid_alive
+from fusionc.core.portable import (free_bytes, libc, lock_exclusive, pid_alive, read_only_file_system,
+                                   unlock)
 
 MANIFEST = "manifest.json"
 
@@ -63,15 +63,16 @@ def check_out(out: Path) -> None:
     parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
     if parent is None or not os.access(parent, os.W_OK):
         raise BadInputError(f"cannot write to '{out.parent}': permission denied; choose a writable --out")
-    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+    if read_only_file_system(parent):
         raise BadInputError(f"cannot write to '{out.parent}': read-only file system; choose a writable --out")
     lock_path = out.parent / f".{out.name}.lock"
     if lock_path.is_file():
         with open(lock_path) as lock_file:
             try:
-                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock_exclusive(lock_file)
             except OSError as err:
                 raise BadInputError(f"another fusionc compile is writing '{out}': wait for it or choose another --out") from err
+            unlock(lock_file)
 
 
 def check_output_file(path: Path, flag: str) -> None:
@@ -117,7 +118,7 @@ def atomic_build(out: Path) -> Iterator[Path]:
     except OSError as err:
         raise BadInputError(f"cannot write to '{out.parent}': {err.strerror}; choose a writable --out") from err
     try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock_exclusive(lock_file)
     except OSError as err:
         lock_file.close()
         raise BadInputError(f"another fusionc compile is writing '{out}': wait for it or choose another --out") from err
@@ -137,20 +138,17 @@ def atomic_build(out: Path) -> Iterator[Path]:
             raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+            unlock(lock_file)
             lock_file.close()
 
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unavailable."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        at_fdcwd, rename_exchange = -100, 2
-        return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-    except (OSError, AttributeError):
+    c = libc()
+    if c is None or not hasattr(c, "renameat2"):  # macOS, Windows, musl before 1.2.? : the two-rename swap
         return False
+    at_fdcwd, rename_exchange = -100, 2
+    return c.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _disk_full(err: BaseException, folder: Path) -> bool:
@@ -161,10 +159,9 @@ def _disk_full(err: BaseException, folder: Path) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     try:
-        stats = os.statvfs(folder)
+        return free_bytes(folder) < (1 << 20)
     except OSError:
         return False
-    return stats.f_bavail * stats.f_frsize < (1 << 20)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
@@ -199,7 +196,7 @@ def read_manifest(build: Path) -> dict:
     if not path.is_file():
         raise BadInputError(f"'{build}' is not a fusionc build (no {MANIFEST}): run `fusionc compile --out {build}` first")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:
         raise BadInputError(f"'{path}' is not valid JSON ({err}): rebuild with `fusionc compile`") from err
     if not isinstance(manifest, dict) or "components" not in manifest or "target" not in manifest:
@@ -208,4 +205,4 @@ def read_manifest(build: Path) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -445,7 +445,7 @@ def _class_name(folder: Path) -> str:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise BadInputError(f"'{path}' is not valid JSON: {err}") from err
     if not isinstance(data, dict):
@@ -458,7 +458,7 @@ def checkpoint_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     files = [Path(root) / name for root, _, names in os.walk(path, followlinks=True) for name in names]  # links too
     for file in sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.relative_to(path).as_posix().encode())
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)

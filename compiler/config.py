@@ -110,7 +110,7 @@ def _load_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInputError(f"config file '{path}' does not exist")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise BadInputError(f"config file '{path}' is not valid TOML: {err}") from err
 

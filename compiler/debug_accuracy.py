@@ -106,7 +106,7 @@ def debug_build(build: Path, component: str | None = None, samples: int = 2, top
                         "tensors": [r.to_json() for r in reports]}
         _print(name, reports, worst, echo)
     if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=1) + "\n")
+        json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
 
 

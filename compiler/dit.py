@@ -179,7 +179,7 @@ def t5_length(checkpoint: Any, options: CompileOptions) -> int:
     default = DEFAULT_T5_LENGTH[family]
     folder = checkpoint.tokenizer_dirs.get(T5_TOKENIZER[family])
     if folder is not None and (folder / "tokenizer_config.json").is_file():
-        limit = json.loads((folder / "tokenizer_config.json").read_text()).get("model_max_length")
+        limit = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("model_max_length")
         if isinstance(limit, int) and 0 < limit < default:
             return limit
     return default

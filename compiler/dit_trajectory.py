@@ -134,7 +134,7 @@ def load_dit_scheduler(folder: Path | None) -> Any:
 
     config_file = folder / "scheduler_config.json" if folder is not None else None
     if config_file is not None and config_file.is_file():
-        if json.loads(config_file.read_text()).get("_class_name") == "FlowMatchEulerDiscreteScheduler":
+        if json.loads(config_file.read_text(encoding="utf-8")).get("_class_name") == "FlowMatchEulerDiscreteScheduler":
             from diffusers import FlowMatchEulerDiscreteScheduler
 
             return FlowMatchEulerDiscreteScheduler.from_config(FlowMatchEulerDiscreteScheduler.load_config(str(folder)))

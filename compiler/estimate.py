@@ -254,5 +254,5 @@ def run_estimate_cli(source: Path | None, components: str | None, devices: tuple
     print_estimates(result)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1) + "\n")
+        json_path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result

@@ -33,7 +33,7 @@ def configs_digest(checkpoint: Path) -> str:
     scheduler configs), by relative path: what a meta-device export reads."""
     digest = hashlib.sha256()
     for file in sorted(Path(checkpoint).rglob("*.json")):
-        digest.update(str(file.relative_to(checkpoint)).encode())
+        digest.update(file.relative_to(checkpoint).as_posix().encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()
 

@@ -55,7 +55,8 @@ def _worker(job: VariantJob, view: Any, send: Connection) -> None:
 
 def _died(job: VariantJob, exit_code: int | None) -> VariantResult:
     how = f"killed by signal {-exit_code}" if exit_code is not None and exit_code < 0 else f"exit code {exit_code}"
-    hint = " (SIGKILL: out of memory? use fewer --jobs)" if exit_code == -signal.SIGKILL else ""
+    killed = getattr(signal, "SIGKILL", None)  # POSIX only: Windows reports a kill as an exit code
+    hint = " (SIGKILL: out of memory? use fewer --jobs)" if killed is not None and exit_code == -killed else ""
     return VariantResult(job.name, job.options.target, job.options.device, str(job.out), "error", 3,
                          f"worker process died ({how}){hint}", executor="local")
 

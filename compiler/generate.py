@@ -145,7 +145,7 @@ def build_scaling_factor(build: Path, manifest: dict[str, Any]) -> float:
     for config in (build / "vae_decoder" / "config.json",
                    Path((manifest.get("checkpoint") or {}).get("path", "")) / "vae" / "config.json"):
         if config.is_file():
-            value = json.loads(config.read_text()).get("scaling_factor")
+            value = json.loads(config.read_text(encoding="utf-8")).get("scaling_factor")
             if value:
                 return float(value)
     return DEFAULT_SCALING_FACTOR

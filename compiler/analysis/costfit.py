@@ -215,7 +215,7 @@ def extra_ridge(strength: float, names: Sequence[str] = FEATURES) -> np.ndarray:
 def load_params(path: Path = PARAMS_PATH) -> dict[str, Any]:
     """The fitted coefficients: {"features": [names], "vtcm_bytes", "groups": {"chipset|precision|runtime":
     [theta per name...]}, "chipset_speed", "interval": the error range of an estimate (interval_of)}."""
-    params = json.loads(path.read_text())
+    params = json.loads(path.read_text(encoding="utf-8"))
     unknown = set(params["features"]) - set(FEATURES)
     if unknown:
         raise ValueError(f"{path}: unknown cost-model features {sorted(unknown)}; refit with benchmarks/costmodel_fit.py")

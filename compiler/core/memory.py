@@ -22,8 +22,6 @@ checkpoint) in its arenas, 0.9 GB of them after an SD-1.5 UNet is lowered.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import gc
 from collections import Counter
@@ -49,9 +47,9 @@ def forget_removed_values(model: ir.Model) -> int:
 
 @functools.cache
 def _malloc_trim():
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    return getattr(libc, "malloc_trim", None)  # glibc only (musl and macOS have none)
+    from fusionc.core.portable import libc
+
+    return getattr(libc(), "malloc_trim", None)  # glibc only (musl, macOS and Windows have none)
 
 
 def release_freed_memory() -> None:

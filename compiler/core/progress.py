@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from typing import Iterable, Iterator, TypeVar
 from rich.console import Console
 
 from fusionc.core import interrupt
+from fusionc.core.portable import peak_rss_mb
 
 _console = Console(stderr=True)
 # The process's peak RSS (MB) when each timed stage ended: where a compile's memory peak happens.
@@ -40,7 +40,7 @@ def stage(name: str, timings: dict[str, float] | None = None, quiet: bool = Fals
         print(f"[fusionc] {name} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     if timings is not None:
         timings[name] = round(time.perf_counter() - start, 3)
-        STAGE_PEAK_RSS_MB[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        STAGE_PEAK_RSS_MB[name] = round(peak_rss_mb(), 1)
 
 
 def track(items: Iterable[T], name: str, total: int | None = None, quiet: bool = False) -> Iterator[T]:

@@ -200,13 +200,13 @@ def canonical_mlpackage(path: Path) -> None:
 
     path = Path(path)
     manifest_path = path / "Manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     renamed = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, "fusionc:" + entry["path"]))
                for old, entry in manifest.get("itemInfoEntries", {}).items()}
     manifest["itemInfoEntries"] = {renamed[k]: v for k, v in manifest["itemInfoEntries"].items()}
     if manifest.get("rootModelIdentifier") in renamed:
         manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
-    manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
+    manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n", encoding="utf-8")
     for entry in manifest["itemInfoEntries"].values():
         spec_path = path / "Data" / entry["path"]
         if not spec_path.is_file() or not spec_path.name.endswith(".mlmodel"):

@@ -22,6 +22,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from fusionc.core.portable import pid_alive
+
 META = "meta.json"
 EPHEMERAL = ".fusionc-ephemeral"
 RESERVE_BYTES = 4 << 30  # an entry never takes its disk's last 4 GiB: a cache is optional, the build is not
@@ -35,7 +37,7 @@ def sources_digest(modules: tuple[str, ...]) -> str:
         origin = Path(importlib.util.find_spec(module).origin)
         files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
         for file in files:
-            digest.update(f"{module}:{file.relative_to(origin.parent)}".encode())
+            digest.update(f"{module}:{file.relative_to(origin.parent).as_posix()}".encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()
 
@@ -49,16 +51,6 @@ def library_versions(names: tuple[str, ...]) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             found[name] = "absent"
     return found
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def link_or_copy(source: Path, destination: Path) -> None:
@@ -89,7 +81,7 @@ class EntryStore:
     def meta(self, key: str) -> dict[str, Any] | None:
         """The entry's meta.json, or None when there is no whole entry under `key`."""
         try:
-            meta = json.loads((self.folder(key) / META).read_text())
+            meta = json.loads((self.folder(key) / META).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         return meta if meta.get("key") == key else None
@@ -105,7 +97,7 @@ class EntryStore:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             write(tmp)
-            (tmp / META).write_text(json.dumps({"key": key, **meta}, indent=1, default=str))
+            (tmp / META).write_text(json.dumps({"key": key, **meta}, indent=1, default=str), encoding="utf-8")
             entry.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, entry)
             return True

@@ -105,5 +105,5 @@ def save_dit_pipeline(out_dir: Path, transformer: torch.nn.Module, fp16: bool = 
     for name, source in (("tokenizer", "tokenizer"), ("tokenizer_2", "tokenizer"), ("vae", "vae")):
         _link(out_dir, name, os.path.relpath(TINY_SD / source, out_dir.resolve()))
     scheduler().save_pretrained(out_dir / "scheduler")
-    (out_dir / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n")
+    (out_dir / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n", encoding="utf-8")
     return out_dir

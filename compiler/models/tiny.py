@@ -135,5 +135,5 @@ def write_pipeline(out_dir: Path, family: str = "sd15", seed: int = 0, sample_si
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
         algorithm_type="dpmsolver++", solver_order=2, steps_offset=1,
     ).save_pretrained(out_dir / "scheduler")
-    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2))
+    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     return out_dir

@@ -46,7 +46,7 @@ def write_t5_tokenizer(out_dir: Path, words: list[str], max_length: int = T5_MAX
     tokenizer.save(str(out_dir / "tokenizer.json"))
     config = {"tokenizer_class": "T5Tokenizer", "model_max_length": max_length, "pad_token": "<pad>",
               "eos_token": "</s>", "unk_token": "<unk>", "extra_ids": 0}
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return len(vocab)
 
 
@@ -126,5 +126,5 @@ def write_dit_pipeline(out_dir: Path, family: str = "sd3", seed: int = 0, sample
             "text_encoder": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
             "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
         })
-    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2))
+    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     return out_dir

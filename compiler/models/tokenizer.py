@@ -44,8 +44,9 @@ def write_clip_tokenizer(out_dir: Path, words: list[str], max_length: int = 77) 
                 merges.append(merge)
             pieces = [merged] + pieces[2:]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    (out_dir / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False))
-    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (out_dir / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False),
+                                        encoding="utf-8")
+    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     config = {
         "tokenizer_class": "CLIPTokenizer",
         "model_max_length": max_length,
@@ -55,11 +56,11 @@ def write_clip_tokenizer(out_dir: Path, words: list[str], max_length: int = 77) 
         "pad_token": "<|endoftext|>",
         "do_lower_case": True,
     }
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
 def vocab_size(out_dir: Path) -> int:
-    return len(json.loads((out_dir / "vocab.json").read_text()))
+    return len(json.loads((out_dir / "vocab.json").read_text(encoding="utf-8")))
 
 
 def write_sd_model_index(out_dir: Path) -> None:
@@ -72,4 +73,4 @@ def write_sd_model_index(out_dir: Path) -> None:
         "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
         "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False,
     }
-    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")

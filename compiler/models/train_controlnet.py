@@ -98,9 +98,9 @@ def pipeline_with(controlnet_folder: Path, work: Path) -> Path:
             (work / name).symlink_to((BUILTIN / name).resolve())
     if not (work / "controlnet").exists():
         (work / "controlnet").symlink_to(Path(controlnet_folder).resolve())
-    index = json.loads((BUILTIN / "model_index.json").read_text())
+    index = json.loads((BUILTIN / "model_index.json").read_text(encoding="utf-8"))
     index.update(_class_name="StableDiffusionControlNetPipeline", controlnet=["diffusers", "ControlNetModel"])
-    (work / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (work / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return work
 
 
@@ -138,7 +138,8 @@ def train(args: argparse.Namespace) -> dict:
         hidden = torch.cat([text(ids).last_hidden_state for ids in tokenize(tokenizer, captions).split(512)])
         empty = text(tokenize(tokenizer, [""])).last_hidden_state[0]
     cond = torch.from_numpy(outlines)
-    noise_sched = DDPMScheduler.from_config(json.loads((BUILTIN / "scheduler" / "scheduler_config.json").read_text()))
+    scheduler_config = (BUILTIN / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8")
+    noise_sched = DDPMScheduler.from_config(json.loads(scheduler_config))
     alphas = noise_sched.alphas_cumprod
     opt = torch.optim.AdamW(controlnet.parameters(), lr=args.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed + 1)
@@ -176,7 +177,7 @@ def train(args: argparse.Namespace) -> dict:
     log(f"the shape follows the outline in {follow['rate']:.0%} of {len(follow['cases'])} images")
     summary = {"follows_outline": follow,"min_t": args.min_t, "terminal_fraction": args.terminal_fraction, "steps": args.steps, "batch": args.batch, "lr": args.lr, "images": args.images, "seed": args.seed,
                "minutes": round((time.time() - start) / 60, 1), "final_loss": round(float(np.mean(losses[-100:])), 4)}
-    (args.out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     log(f"done: {summary}")
     return summary
 

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                "command": "python -m fusionc.models.train_dit --out compiler/models/tiny_sd3",
                **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"},
                "parameters": sum(p.numel() for p in ema.parameters()), "eval": history}
-    (args.out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (args.out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     log(f"done in {summary['minutes']} min -> {args.out}")
 
 

@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     train_unet(text_encoder, vae, unet, tokenizer, latents, ids, args, args.out, args.work / "unet_state.pt")
     minutes = (time.time() - start) / 60
     (args.work / "train_summary.json").write_text(json.dumps({"minutes": round(minutes, 1), **{
-        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}, indent=2))
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}, indent=2), encoding="utf-8")
     log(f"done in {minutes:.1f} min -> {args.out}")
 
 

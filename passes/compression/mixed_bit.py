@@ -104,7 +104,7 @@ def load_recipe(path: Path, component: str) -> Recipe | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise BadInputError(f"cannot read recipe {path}: {err}") from None
     if not isinstance(data, dict) or data.get("format") != RECIPE_FORMAT or not isinstance(data.get("components"), dict):
@@ -119,14 +119,14 @@ def save_recipe(path: Path, component: str, recipe: Recipe) -> None:
     data: dict[str, Any] = {"format": RECIPE_FORMAT, "components": {}}
     if path.exists():
         try:
-            old = json.loads(path.read_text())
+            old = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(old, dict) and isinstance(old.get("components"), dict):
                 data["components"] = old["components"]
         except json.JSONDecodeError:
             pass
     data["components"][component] = recipe.to_json()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
 def average_bits(weights: list[Weight], bits: dict[str, int]) -> float:

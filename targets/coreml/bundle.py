@@ -89,7 +89,7 @@ def write_swift_resources(build_dir: Path, checkpoint: Any, manifest: dict[str, 
     script = ["#!/bin/sh", "# Compile the .mlpackages to the .mlmodelc folders the Swift package loads (needs Xcode).",
               'cd "$(dirname "$0")"', "set -e"]
     script += [f'xcrun coremlcompiler compile "{p}" "{Path(p).parent}"' for p in packages]
-    (out / SCRIPT).write_text("\n".join(script) + "\n")
+    (out / SCRIPT).write_text("\n".join(script) + "\n", encoding="utf-8")
     (out / SCRIPT).chmod(0o755)
     compiled = []
     if _coremlcompiler():

@@ -155,7 +155,7 @@ class CoreMLTarget:
             del program
             for key, value in spent.items():
                 timings[key] += value
-            files.append(str(path.relative_to(build_dir)))
+            files.append(path.relative_to(build_dir).as_posix())
         extra = {"coreml": {
             "packages": files, "interface": interface.to_json(), "outputs": output_names,
             "chunks": len(parts), "compute_precision": precision(options), "deployment_target": options.deployment_target,
@@ -164,7 +164,7 @@ class CoreMLTarget:
             "seconds": {k: round(v, 3) for k, v in timings.items()},
         }}
         from fusionc.passes.compression.palettize import compression_info
-        extra["costmodel_graph"] = str(shapes.relative_to(build_dir))
+        extra["costmodel_graph"] = shapes.relative_to(build_dir).as_posix()
         if compression := compression_info(model):  # palettization / quantization / mixed-bit recipe
             extra["compression"] = compression
         return LoweredComponent(files, inputs, outputs, extra)

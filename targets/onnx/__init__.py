@@ -202,7 +202,7 @@ class OnnxTarget:
             files = save_model(model, onnx_path)
         ort_path = write_ort_format(onnx_path)
         files += [ort_path] if ort_path else []
-        return LoweredComponent([str(f.relative_to(build_dir)) for f in files], inputs, outputs,
+        return LoweredComponent([f.relative_to(build_dir).as_posix() for f in files], inputs, outputs,
                                 {"ort_format": bool(ort_path), **extra})
 
     def finalize(self, build_dir: Path, checkpoint: Any, manifest: dict[str, Any], options: CompileOptions) -> None:
@@ -221,7 +221,8 @@ def write_diffusers_onnx_pipeline(build_dir: Path, checkpoint: Any, components: 
         shutil.copytree(checkpoint.scheduler_dir, build_dir / "scheduler")
     scheduler_class = None
     if checkpoint.scheduler_dir is not None:
-        scheduler_class = json.loads((checkpoint.scheduler_dir / "scheduler_config.json").read_text()).get("_class_name")
+        scheduler_config = (checkpoint.scheduler_dir / "scheduler_config.json").read_text(encoding="utf-8")
+        scheduler_class = json.loads(scheduler_config).get("_class_name")
     index: dict[str, Any] = {
         "_class_name": "OnnxStableDiffusionPipeline",
         "_diffusers_version": "0.42.1",
@@ -233,7 +234,7 @@ def write_diffusers_onnx_pipeline(build_dir: Path, checkpoint: Any, components: 
     }
     for name in ("text_encoder", "unet", "vae_decoder", "vae_encoder"):
         index[name] = ["diffusers", "OnnxRuntimeModel"] if name in components else [None, None]
-    (build_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (build_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 TARGET = OnnxTarget()

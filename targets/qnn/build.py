@@ -16,7 +16,6 @@ build their contexts, and a fleet's first QNN variant builds its siblings' conte
 
 from __future__ import annotations
 
-import resource
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ import onnx_ir as ir
 
 from fusionc.core.devices import get_device
 from fusionc.core.memory import release_freed_memory
+from fusionc.core.portable import peak_rss_mb
 from fusionc.core.errors import BadInputError
 from fusionc.targets.base import ComponentContext, LoweredComponent
 from fusionc.targets.qnn.ep import HtpConfig
@@ -45,7 +45,7 @@ def _interface(values: Any) -> dict[str, dict[str, Any]]:
 
 
 def _peak_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return round(peak_rss_mb(), 1)
 
 
 def context_limit(options: Any, device: Any) -> int:
@@ -105,11 +105,11 @@ def build_component(model: ir.Model, build_dir: Path, ctx: ComponentContext) -> 
     extra["htp_fp16"] = htp.fp16  # float ops (fp16 precision, fp16 islands) run in fp16 on the HTP
     extra["context_bytes"] = sum(f.stat().st_size for f in files if f.suffix == ".bin")
     if len(contexts.models) > 1:
-        extra["context_parts"] = [str(c.relative_to(build_dir)) for c in contexts.models]
+        extra["context_parts"] = [c.relative_to(build_dir).as_posix() for c in contexts.models]
     extra["qnn_contexts"] = contexts.status
     extra["qnn_timings"] = {k: round(v, 2) for k, v in timings.items()}
     extra["qnn_peak_rss_mb_after"] = {**peaks, "context_build": _peak_mb()}
-    return LoweredComponent([str(Path(f).relative_to(build_dir)) for f in files], inputs, outputs, extra)
+    return LoweredComponent([Path(f).relative_to(build_dir).as_posix() for f in files], inputs, outputs, extra)
 
 
 def _graphs(float_path: Path, options: Any, limit: int, feeds: list, selection: list, ctx: ComponentContext,

@@ -47,7 +47,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 def main(request_path: str) -> int:
     zero_new_heap_blocks()
-    request = json.loads(Path(request_path).read_text())
+    request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     die_with_parent(request["parent_pid"])
     import onnxruntime as ort
     import onnxruntime_qnn

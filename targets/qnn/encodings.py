@@ -84,5 +84,5 @@ def merge_encodings(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_json(encodings: dict[str, Any], path: Path) -> Path:
-    Path(path).write_text(json.dumps(encodings, indent=1))
+    Path(path).write_text(json.dumps(encodings, indent=1), encoding="utf-8")
     return Path(path)

@@ -155,12 +155,11 @@ def native_stdout_to_stderr() -> Iterator[None]:
 
 def _flush_c_stdio() -> None:
     """fflush(NULL): text native code left in the C library's stdout buffer goes to the redirected fd now."""
-    import ctypes
+    from fusionc.core.portable import libc
 
-    try:
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError, TypeError):  # no C library to reach (Windows: CDLL(None)): nothing to flush
-        pass
+    c = libc()
+    if c is not None:  # Windows: no C library to load by that name; the CRT flushes at its own pace
+        c.fflush(None)
 
 
 def parse_fallback_log(text: str) -> list[FallbackNode]:
@@ -184,7 +183,7 @@ def fallback_report(model_path: Path, config: HtpConfig) -> list[FallbackNode]:
             ort.InferenceSession(str(model_path), sess_options=session_options(config, verbose=True))
         except Exception:  # noqa: BLE001 - the log is what we want
             pass
-        return parse_fallback_log(log.read_text(errors="replace"))
+        return parse_fallback_log(log.read_text(encoding="utf-8", errors="replace"))
 
 
 def _fail(model_path: Path, config: HtpConfig, err: Exception) -> UnsupportedError:
@@ -240,7 +239,7 @@ def compile_contexts(model_path: Path, builds: list[tuple[Path, HtpConfig]], par
                            "provider_options": config.provider_options(), "log_severity_level": 3,
                            "parent_pid": os.getpid()}
                 request_path = Path(scratch) / f"request{index}.json"
-                request_path.write_text(json.dumps(request))
+                request_path.write_text(json.dumps(request), encoding="utf-8")
                 process = subprocess.Popen([sys.executable, str(child), str(request_path)], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.PIPE, text=True, errors="replace")  # no preexec_fn: threads
                 running.append((index, process, context_path, before))

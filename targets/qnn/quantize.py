@@ -96,7 +96,7 @@ def _reference_weights_in_place(model: ir.Model, folder: Path) -> bool:
             external = _external_of(value.const_value)
             if external is not None:
                 value.const_value = ir.ExternalTensor(
-                    str(Path(external.path).resolve().relative_to(folder)), external.offset, external.length,
+                    Path(external.path).resolve().relative_to(folder).as_posix(), external.offset, external.length,
                     external.dtype, shape=external.shape, name=external.name, base_dir=folder)
     return True
 

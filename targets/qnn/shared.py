@@ -128,7 +128,7 @@ def side_by_side(builds: int, max_build_bytes: int | None) -> int:
 def available_memory() -> int:
     """MemAvailable (Linux); elsewhere psutil's figure, or 0 (one build at a time) when neither is there."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     except OSError:

@@ -1,0 +1,121 @@
+"""What differs between Linux, macOS and Windows, in one place: file locks, a process's peak memory, whether a
+process is alive, read-only and full file systems, the libc.
+
+The standard library has no portable form of these: `fcntl` and `resource` exist on POSIX only (importing either
+stops fusionc on Windows, where Qualcomm's users are), `resource`'s ru_maxrss is KiB on Linux and bytes on macOS,
+`os.kill(pid, 0)` terminates the process on Windows instead of probing it, and `os.statvfs` is POSIX only. Each
+function here has a POSIX and a Windows branch (ctypes on kernel32 / psapi, msvcrt); psutil would cover some of it
+but is not a dependency of a plain install.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import IO
+
+WINDOWS = os.name == "nt"
+
+
+def lock_exclusive(file: IO) -> None:
+    """Take an exclusive lock on an open file without waiting; OSError when another process holds it."""
+    if WINDOWS:
+        import msvcrt
+
+        file.seek(0)
+        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)  # the first byte (locking past the end is allowed)
+    else:
+        import fcntl
+
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def unlock(file: IO) -> None:
+    """Release lock_exclusive's lock (closing the file releases it too)."""
+    if WINDOWS:
+        import msvcrt
+
+        file.seek(0)
+        try:
+            msvcrt.locking(file.fileno(), msvcrt.LK_UNLCK, 1)
+        except OSError:  # not held by us: nothing to release
+            pass
+    else:
+        import fcntl
+
+        fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MiB."""
+    if WINDOWS:
+        return _windows_peak_working_set() / (1 << 20)
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # macOS: bytes; Linux: KiB
+
+
+def _windows_peak_working_set() -> int:
+    class Counters(ctypes.Structure):  # PROCESS_MEMORY_COUNTERS
+        _fields_ = [("cb", ctypes.c_ulong), ("PageFaultCount", ctypes.c_ulong),
+                    ("PeakWorkingSetSize", ctypes.c_size_t), ("WorkingSetSize", ctypes.c_size_t),
+                    ("QuotaPeakPagedPoolUsage", ctypes.c_size_t), ("QuotaPagedPoolUsage", ctypes.c_size_t),
+                    ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t), ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
+                    ("PagefileUsage", ctypes.c_size_t), ("PeakPagefileUsage", ctypes.c_size_t)]
+
+    counters = Counters()
+    counters.cb = ctypes.sizeof(Counters)
+    process = ctypes.windll.kernel32.GetCurrentProcess()
+    if not ctypes.windll.psapi.GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb):
+        return 0
+    return int(counters.PeakWorkingSetSize)
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` running? (Never signals it.)"""
+    if WINDOWS:
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists, someone else's
+        try:
+            code = ctypes.c_ulong()
+            kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+            return code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_only_file_system(folder: Path) -> bool:
+    """True where the file system holding `folder` is mounted read-only (POSIX; on Windows os.access says it)."""
+    if not hasattr(os, "statvfs"):
+        return False
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged process can still write on the file system holding `folder`."""
+    return shutil.disk_usage(folder).free
+
+
+def libc() -> ctypes.CDLL | None:
+    """The C library (for fflush, malloc_trim, renameat2), or None where there is none to load (Windows)."""
+    if WINDOWS:
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        name = ctypes.util.find_library("c")
+        return ctypes.CDLL(name, use_errno=True) if name else None

@@ -1,0 +1,135 @@
+"""fusionc runs where its users are: Linux, macOS (Core ML) and Windows on Snapdragon (QNN).
+
+What differs between them lives in fusionc.core.portable; the source checks below keep it there (a module-level
+`import fcntl` anywhere else stops every fusionc command on Windows before it starts), and keep text files UTF-8
+(Windows' default encoding is the locale's code page). The behaviour tests run here on Linux; the Windows and
+macOS ones run on those platforms and are skipped here, with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fusionc.core import portable
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted(p for folder in ("compiler", "targets", "passes") for p in (ROOT / folder).rglob("*.py"))
+POSIX_ONLY_MODULES = {"fcntl", "resource", "termios", "pwd", "grp", "posix"}
+PORTABLE = ROOT / "compiler" / "core" / "portable.py"
+
+
+def _calls(tree: ast.AST, attribute: str) -> list[ast.Call]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute) and node.func.attr == attribute]
+
+
+def test_posix_only_modules_are_imported_by_the_portable_module_alone() -> None:
+    found = []
+    for path in SOURCES:
+        if path == PORTABLE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                      if n.split(".")[0] in POSIX_ONLY_MODULES]
+    assert not found, found
+
+
+def test_no_posix_only_call_outside_the_portable_module() -> None:
+    """os.statvfs does not exist on Windows; os.kill(pid, 0) terminates the process there instead of probing it."""
+    found = []
+    for path in SOURCES:
+        if path == PORTABLE:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found += [f"{path.relative_to(ROOT)}:{c.lineno} os.statvfs" for c in _calls(tree, "statvfs")]
+        found += [f"{path.relative_to(ROOT)}:{c.lineno} os.kill(pid, 0)" for c in _calls(tree, "kill")
+                  if len(c.args) == 2 and isinstance(c.args[1], ast.Constant) and c.args[1].value == 0]
+    assert not found, found
+
+
+def test_relative_paths_become_text_in_slash_form() -> None:
+    """A manifest's file list, a checkpoint's content hash: str(path) writes backslashes on Windows, so a build
+    made there would not read on a Mac and the same checkpoint would hash differently; as_posix() everywhere."""
+    found = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            value = (node.args[0] if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                     and node.func.id == "str" and node.args else
+                     node.value if isinstance(node, ast.FormattedValue) else None)
+            if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+                    and value.func.attr == "relative_to"):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} relative path as text without as_posix()")
+    assert not found, found
+
+
+def test_text_files_are_read_and_written_as_utf8() -> None:
+    found = []
+    for path in SOURCES:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for call in _calls(tree, "read_text") + _calls(tree, "write_text"):
+            if not any(k.arg == "encoding" for k in call.keywords):
+                found.append(f"{path.relative_to(ROOT)}:{call.lineno} {call.func.attr} without encoding")
+    assert not found, found
+
+
+def test_an_exclusive_lock_is_refused_to_a_second_process(tmp_path: Path) -> None:
+    lock = tmp_path / ".build.lock"
+    with open(lock, "w") as held:
+        portable.lock_exclusive(held)
+        probe = textwrap.dedent(f"""
+            from fusionc.core import portable
+            with open({str(lock)!r}) as f:
+                try:
+                    portable.lock_exclusive(f)
+                except OSError:
+                    print("refused")
+                else:
+                    print("taken")
+        """)
+        assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "refused"
+        portable.unlock(held)
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "taken"
+
+
+def test_pid_alive_probes_without_signalling() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert portable.pid_alive(child.pid) and portable.pid_alive(child.pid)  # probing twice leaves it running
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+    assert not portable.pid_alive(child.pid)
+    assert portable.pid_alive(os.getpid())
+
+
+def test_peak_memory_is_in_mib() -> None:
+    before = portable.peak_rss_mb()
+    block = bytearray(200 << 20)  # 200 MiB, touched
+    block[::4096] = b"\x01" * len(block[::4096])
+    after = portable.peak_rss_mb()
+    del block
+    assert 10 < before < 1 << 20 and after - before > 150  # MiB, not KiB or bytes
+
+
+def test_a_writable_folder_is_not_read_only(tmp_path: Path) -> None:
+    assert not portable.read_only_file_system(tmp_path) and portable.free_bytes(tmp_path) > 0
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="Windows only: no C library loaded by name, no statvfs")
+def test_windows_has_no_c_library_to_load_and_no_statvfs() -> None:
+    assert portable.libc() is None and not portable.read_only_file_system(Path.cwd())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX only: Windows has no C library loaded by name")
+def test_posix_loads_the_c_library() -> None:
+    assert portable.libc() is not None and hasattr(portable.libc(), "fflush")
