@@ -19,8 +19,7 @@ from typing import Iterator
 
 from fusionc.core import interrupt
 from fusionc.core.errors import BadInputError
-from fusionc.core.portable import (free_bytes, libc, lock_exclusive, pid_alive, read_only_file_system,
-                                   unlock)
+from fusionc.core.portable import exchange, free_bytes, lock_exclusive, pid_alive, read_only_file_system, unlock
 
 MANIFEST = "manifest.json"
 
@@ -142,15 +141,6 @@ def atomic_build(out: Path) -> Iterator[Path]:
             lock_file.close()
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unavailable."""
-    c = libc()
-    if c is None or not hasattr(c, "renameat2"):  # macOS, Windows, musl before 1.2.? : the two-rename swap
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return c.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
 def _disk_full(err: BaseException, folder: Path) -> bool:
     """ENOSPC/EDQUOT anywhere in the chain, or (onnxruntime, coremltools wrap it) less than 1 MB left on the disk."""
     seen: BaseException | None = err
@@ -168,7 +158,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.rename(tmp, out)
         return
-    if _exchange(tmp, out):  # `out` is the old or the new build at every instant, even under SIGKILL
+    if exchange(tmp, out):  # `out` is the old or the new build at every instant, even under SIGKILL
         shutil.rmtree(tmp, ignore_errors=True)
         return
     old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -121,6 +121,18 @@ def test_peak_memory_is_in_mib() -> None:
     assert 10 < before < 1 << 20 and after - before > 150  # MiB, not KiB or bytes
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows has no atomic swap of two paths: builds swap by two renames")
+def test_two_folders_swap_in_one_step(tmp_path: Path) -> None:
+    """How a new build replaces an old one: at every instant --out is one of the two (Linux and macOS)."""
+    old, new = tmp_path / "out", tmp_path / ".out.tmp"
+    for folder, text in ((old, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "manifest.json").write_text(text, encoding="utf-8")
+    assert portable.exchange(new, old)
+    assert (old / "manifest.json").read_text(encoding="utf-8") == "new"
+    assert (new / "manifest.json").read_text(encoding="utf-8") == "old"
+
+
 def test_a_writable_folder_is_not_read_only(tmp_path: Path) -> None:
     assert not portable.read_only_file_system(tmp_path) and portable.free_bytes(tmp_path) > 0
 

@@ -110,6 +110,20 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE, macOS renamex_np RENAME_SWAP); False
+    where the OS or the file system has no such call (Windows, musl, some network file systems)."""
+    c = libc()
+    if c is None:
+        return False
+    if sys.platform == "darwin" and hasattr(c, "renamex_np"):
+        return c.renamex_np(os.fsencode(a), os.fsencode(b), 0x2) == 0  # RENAME_SWAP
+    if hasattr(c, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+        return c.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    return False
+
+
 def libc() -> ctypes.CDLL | None:
     """The C library (for fflush, malloc_trim, renameat2), or None where there is none to load (Windows)."""
     if WINDOWS:
