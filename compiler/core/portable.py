@@ -98,6 +98,35 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def available_memory() -> int:
+    """Bytes of memory a new process could take without swapping: MemAvailable on Linux, the available physical
+    memory on Windows (GlobalMemoryStatusEx), psutil's figure elsewhere; 0 when none of them answers."""
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if WINDOWS:
+        class Status(ctypes.Structure):  # MEMORYSTATUSEX
+            _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                        ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                        ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                        ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                        ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+
+        status = Status()
+        status.dwLength = ctypes.sizeof(Status)
+        if ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+            return int(status.ullAvailPhys)
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return 0
+
+
 def read_only_file_system(folder: Path) -> bool:
     """True where the file system holding `folder` is mounted read-only (POSIX; on Windows os.access says it)."""
     if not hasattr(os, "statvfs"):

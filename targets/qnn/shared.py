@@ -25,6 +25,7 @@ import numpy as np
 
 from fusionc.core.devices import get_device
 from fusionc.core.numerics import Feeds
+from fusionc.core.portable import available_memory
 from fusionc.core.store import EntryStore, library_versions, sources_digest
 from fusionc.targets.qnn.ep import HtpConfig, compile_contexts
 from fusionc.targets.qnn.quantize import external_files
@@ -124,18 +125,3 @@ def side_by_side(builds: int, max_build_bytes: int | None) -> int:
     per_build = int(max_build_bytes or DEFAULT_MAX_BUILD_BYTES)
     return max(1, min(builds, os.cpu_count() or 1, available_memory() // per_build))
 
-
-def available_memory() -> int:
-    """MemAvailable (Linux); elsewhere psutil's figure, or 0 (one build at a time) when neither is there."""
-    try:
-        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return 0
