@@ -258,10 +258,10 @@ def estimated_devices(target: str) -> list[Device]:
 
 
 def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
-                   qnn_runtime: str | None = None) -> tuple[list[Figure], dict[str, Any]]:
-    """Estimated figures on every device profile of the build's target (Hexagon: for `qnn_runtime`, default
-    costmodel.DEFAULT_QNN_RUNTIME), and each component's graph summary."""
-    from fusionc.analysis.costmodel import DEFAULT_QNN_RUNTIME, backend_of, estimate
+                   qnn_runtime: str = "context-binary") -> tuple[list[Figure], dict[str, Any]]:
+    """Estimated figures on every device profile of the build's target (Hexagon: for `qnn_runtime`, a key of
+    fusionc.analysis.costfit.QNN_RUNTIMES), and each component's graph summary."""
+    from fusionc.analysis.costmodel import backend_of, estimate
     from fusionc.analysis.graph_stats import graph_stats
     from fusionc.core.generation import hexagon_batch
 
@@ -288,7 +288,7 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
             batch, calls = hexagon_batch(device, graph_batch, graph_calls)
             stats = stats_of(batch)
             est = estimate(stats, device, precision if target == "qnn" or device.family == "cpu" else None,
-                           qnn_runtime=qnn_runtime or DEFAULT_QNN_RUNTIME)
+                           qnn_runtime=qnn_runtime)
             figures.append(Figure(name, backend_of(device), device.name, "estimated", batch, est.latency_s * 1000,
                                   calls=calls, detail={"precision": est.precision, "bound": est.bound,
                                           "compute_ms": est.compute_s * 1000, "memory_ms": est.memory_s * 1000,
@@ -353,12 +353,16 @@ def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: f
 
     import onnxruntime
 
+    manifests = [read_manifest(build) for build in builds]
+    check_qnn_runtime(qnn_runtime, [d for m in manifests for d in estimated_devices(m["target"])],
+                      "bench a qnn or onnx build")
+    qnn_runtime = qnn_runtime or DEFAULT_QNN_RUNTIME
     result: dict[str, Any] = {
         "fusionc_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "host": {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
                  "onnxruntime": onnxruntime.__version__, "adb_devices": adb_devices()},
         "settings": {"steps": steps, "guidance": guidance, "budget_s": budget_s, "runs": runs, "warmup": warmup,
-                     "qnn_runtime": qnn_runtime or DEFAULT_QNN_RUNTIME},
+                     "qnn_runtime": qnn_runtime},
         "builds": [], "budgets": [],
         "cost_model": {"params": {k: v.to_json() for k, v in FAMILY_PARAMS.items()}},
     }
@@ -366,8 +370,6 @@ def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: f
         result["cost_model"]["calibration"] = calibration_report()
     except FileNotFoundError:
         result["cost_model"]["calibration"] = []
-    manifests = [read_manifest(build) for build in builds]
-    check_qnn_runtime(qnn_runtime, [d for m in manifests for d in estimated_devices(m["target"])])
     for build, manifest in zip(builds, manifests):
         figures = measure_build(build, manifest, guidance, runs, warmup) if measure else []
         estimated, graphs = estimate_build(build, manifest, guidance, qnn_runtime)

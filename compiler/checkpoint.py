@@ -457,7 +457,9 @@ def checkpoint_sha256(path: Path) -> str:
     """A content hash over every file of the checkpoint (relative path + bytes), streamed."""
     digest = hashlib.sha256()
     files = [Path(root) / name for root, _, names in os.walk(path, followlinks=True) for name in names]  # links too
-    for file in sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts):
+    # ordered by path components, case-sensitively: the same hash on every OS (Windows paths compare ignoring case)
+    for file in sorted((p for p in files if p.is_file() and "__pycache__" not in p.parts),
+                       key=lambda p: p.relative_to(path).parts):
         digest.update(file.relative_to(path).as_posix().encode())
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):

@@ -163,7 +163,8 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
     if precision is not None and precision not in HEXAGON_GROUPS and any(d.family == "htp" for d in chosen):
         raise BadInputError(f"--precision {precision}: a Hexagon NPU runs {', '.join(HEXAGON_GROUPS)} (QNN HTP has "
                             f"no {precision}): pick one of those, or pass only non-Hexagon --device profiles")
-    check_qnn_runtime(qnn_runtime, chosen)
+    check_qnn_runtime(qnn_runtime, chosen, "add a Snapdragon --device")
+    qnn_runtime = qnn_runtime or DEFAULT_QNN_RUNTIME
     kind, graphs = collect_graphs(source, components, height, width, cache_dir)
     rows = []
     unknown_shapes: dict[str, int] = {}
@@ -173,7 +174,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
             stats = graph["qnn"] if device.family == "htp" else graph["generic"][batch]
             unknown_shapes[name] = max(unknown_shapes.get(name, 0), stats.unknown_shape_ops)
             prec = precision or DEFAULT_PRECISION[device.family]
-            est = cost(stats, device, prec, weight_bits=palettize, qnn_runtime=qnn_runtime or DEFAULT_QNN_RUNTIME)
+            est = cost(stats, device, prec, weight_bits=palettize, qnn_runtime=qnn_runtime)
             ms = est.latency_s * 1000
             rows.append({"component": name, "device": device.name, "backend": backend_of(device), "precision": prec,
                          "runtime": est.runtime, "batch": batch, "latency_ms": round(ms, 3), "bound": est.bound,
@@ -193,7 +194,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
                            "per_image_range_ms": [round(sum(r["range_ms"][k] * r["calls_per_image"] for r in mine), 3)
                                                   for k in (0, 1)] if ranged else None})
     return {"source": str(source) if source else "built-in tiny_sd", "source_kind": kind, "steps": steps,
-            "guidance": guidance, "qnn_runtime": qnn_runtime or DEFAULT_QNN_RUNTIME, "estimates": rows,
+            "guidance": guidance, "qnn_runtime": qnn_runtime, "estimates": rows,
             "per_image": totals,
             "graph_cache": {name: graph["cache"] for name, graph in graphs.items() if "cache" in graph},
             "unknown_shape_ops": unknown_shapes,

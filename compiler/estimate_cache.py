@@ -32,7 +32,7 @@ def configs_digest(checkpoint: Path) -> str:
     """SHA-256 over the checkpoint folder's *.json files (model_index, every component's config, tokenizer and
     scheduler configs), by relative path: what a meta-device export reads."""
     digest = hashlib.sha256()
-    for file in sorted(Path(checkpoint).rglob("*.json")):
+    for file in sorted(Path(checkpoint).rglob("*.json"), key=lambda p: p.relative_to(checkpoint).parts):
         digest.update(file.relative_to(checkpoint).as_posix().encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()
@@ -60,7 +60,7 @@ class StatsCache:
         if self.entries.meta(key) is None:
             return None
         try:
-            with gzip.open(self.entries.folder(key) / STATS, "rt") as f:
+            with gzip.open(self.entries.folder(key) / STATS, "rt", encoding="utf-8") as f:
                 data = json.load(f)
             return {"generic": {int(b): GraphStats.from_json(s) for b, s in data["generic"].items()},
                     "qnn": GraphStats.from_json(data["qnn"])}
@@ -72,7 +72,7 @@ class StatsCache:
         data = {"generic": {str(b): s.to_json() for b, s in entry["generic"].items()}, "qnn": entry["qnn"].to_json()}
 
         def write(folder: Path) -> None:
-            with gzip.open(folder / STATS, "wt") as f:
+            with gzip.open(folder / STATS, "wt", encoding="utf-8") as f:
                 json.dump(data, f)
 
         return self.entries.put(key, {"stage": "estimate-stats", "component": component}, write)

@@ -13,7 +13,6 @@ from fusionc import buildfs
 from fusionc.core.errors import BadInputError
 
 
-
 def check_external_data(path: Path) -> None:
     """Refuse an ONNX file whose external-data locations leave its folder (absolute, `..`, or a symlink out).
 
@@ -51,8 +50,9 @@ def model_summary(path: Path) -> dict:
     except Exception as err:
         raise BadInputError(f"'{path}' is not a readable ONNX model: {str(err).splitlines()[0]}") from err
     stats = graph_stats(model)
-    # the ops that run: weight-only nodes (the decompression of palettized/quantized weights, Constant) are folded
-    # into the stored weights by every target (Core ML constexpr ops), so they are reported under "compression"
+    # the ops that carry work: weight-only nodes (the decompression of palettized/quantized weights, Constant; every
+    # target folds them into the stored weights, Core ML as constexpr ops: reported under "compression") and shape
+    # arithmetic are left out
     return {"ops": Counter(stats.runtime_op_counts), "params": stats.params, "weight_bytes": stats.weight_bytes,
             "macs": stats.macs, "unknown_shape_ops": stats.unknown_shape_ops, "compression": _compression(model)}
 

@@ -405,7 +405,7 @@ def test_precompiled_onnx_costs_the_context_binary_times_the_factor_of_graphs_ti
                      "published_ms": ms, "layers_total": layers, "held_out": held_out})
         X.append([gmacs or ms / 2, 1.0])
 
-    for i, (cb, pre) in enumerate([(10.0, 12.0), (20.0, 26.0), (30.0, 39.0)]):
+    for i, (cb, pre) in enumerate([(10.0, 12.0), (20.0, 26.0), (30.0, 42.0)]):  # 1.2, 1.3, 1.4
         add(f"m{i}", "QNN_CONTEXT_BINARY", cb, 100)
         add(f"m{i}", "PRECOMPILED_QNN_ONNX", pre, 100, gmacs=cb / 2)  # one graph: the context binary's features
     add("other-graph", "QNN_CONTEXT_BINARY", 50.0, 100)
@@ -416,6 +416,7 @@ def test_precompiled_onnx_costs_the_context_binary_times_the_factor_of_graphs_ti
         add(f"dlc{i}", "QNN_DLC", 5.0 + i, 50)
     X = np.array(X)
     params = costmodel_fit.fit(rows, X, names, 0.5)
+    # 1.3: with the held-out pair (5.0) the median would be 1.35, with the other graph's (0.2) 1.25
     assert params["runtime_factors"] == {"PRECOMPILED_QNN_ONNX": pytest.approx(1.3)}
     pred = costmodel_fit.predict_rows(rows, X, params)
     assert pred[1] == pytest.approx(pred[0] * 1.3)  # one graph: the same features, the runtime's factor

@@ -222,15 +222,16 @@ def estimate(stats: GraphStats, device: Device, precision: str | None = None, we
         theta = fitted_coefficients(device.name, precision or DEFAULT_PRECISION["htp"], runtime)
         if theta is not None:
             return _fitted_estimate(stats, device, precision or DEFAULT_PRECISION["htp"], weight_bits, theta,
-                                    qnn_runtime)
+                                    qnn_runtime if runtime == "qnn" else None)
     return roofline_estimate(stats, device, precision, weight_bits, attention_form, params)
 
 
-def check_qnn_runtime(qnn_runtime: str | None, devices: Iterable[Device]) -> None:
-    """--qnn-runtime names the runtime of a Hexagon estimate: refused when no Hexagon profile is estimated."""
+def check_qnn_runtime(qnn_runtime: str | None, devices: Iterable[Device], remedy: str) -> None:
+    """--qnn-runtime names the runtime of a Hexagon estimate: refused when no Hexagon profile is estimated
+    (`remedy`: what the command's user can do instead, e.g. "add a Snapdragon --device")."""
     if qnn_runtime is not None and not any(d.family == "htp" for d in devices):
         raise BadInputError(f"--qnn-runtime {qnn_runtime}: no Hexagon device is estimated, so it has no effect; "
-                            "add a Snapdragon --device (or a qnn or onnx build) or drop it")
+                            f"{remedy} or drop it")
 
 
 _FITTED: dict[str, Any] | None = None
@@ -257,10 +258,11 @@ def fitted_coefficients(device_name: str, precision: str, runtime: str = "qnn") 
 
 
 def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_bits: float | None,
-                     theta: list[float], qnn_runtime: str = DEFAULT_QNN_RUNTIME) -> Estimate:
+                     theta: list[float], qnn_runtime: str | None = DEFAULT_QNN_RUNTIME) -> Estimate:
+    """`qnn_runtime`: the QNN runtime the figure is for (None: the coefficients are another runtime group's)."""
     from fusionc.analysis import costfit
 
-    if qnn_runtime not in costfit.QNN_RUNTIMES:
+    if qnn_runtime is not None and qnn_runtime not in costfit.QNN_RUNTIMES:
         raise ValueError(f"unknown QNN runtime {qnn_runtime!r}: pick one of {', '.join(costfit.QNN_RUNTIMES)}")
     fallback = {}
     for op in stats.ops:
@@ -272,7 +274,7 @@ def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_b
     x = costfit.features_from_stats(stats, group, sum(fallback.values()), fitted.get("vtcm_bytes", costfit.VTCM_BYTES))
     if weight_bits is not None:  # e.g. palettized / 4-bit weights: only the weight traffic changes
         x["weight_mb"] *= weight_bits / (costfit.PRECISION_BYTES[group][0] * 8)
-    factor = costfit.runtime_factor(fitted, costfit.QNN_RUNTIMES[qnn_runtime])
+    factor = costfit.runtime_factor(fitted, costfit.QNN_RUNTIMES[qnn_runtime]) if qnn_runtime else 1.0
     parts = {k: v * factor / 1000 for k, v in costfit.breakdown(x, theta, names).items()}  # seconds
     share = {c: sum(v for k, v in parts.items() if costfit.TERM_CLASS[k] == c)
              for c in ("compute", "memory", "overhead", "fallback")}
@@ -349,7 +351,7 @@ def save_reference_stats(stats: dict[str, GraphStats], path: Path = REFERENCE_GR
                      "ops": [[getattr(op, f) for f in fields] for op in s.ops if op.kind != "free"]}
                for key, s in stats.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt") as f:
+    with gzip.open(path, "wt", encoding="utf-8") as f:
         json.dump(payload, f, separators=(",", ":"))
 
 
@@ -361,7 +363,7 @@ def stats_of(entry: dict[str, Any]) -> GraphStats:
 
 
 def load_reference_stats(path: Path = REFERENCE_GRAPHS) -> dict[str, GraphStats]:
-    with gzip.open(path, "rt") as f:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
         payload = json.load(f)
     return {key: stats_of(entry) for key, entry in payload.items()}
 
@@ -370,7 +372,7 @@ def load_qnn_reference_stats(path: Path = QNN_GRAPHS) -> dict[str, GraphStats]:
     """The reference graphs (QNN_REFERENCE keys) as the QNN pipeline leaves them, where latency_graphs.py stored them."""
     if not path.exists():
         return {}
-    with gzip.open(path, "rt") as f:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
         payload = json.load(f)
     return {key: stats_of(payload[name]) for key, name in QNN_REFERENCE.items() if name in payload}
 

@@ -115,9 +115,10 @@ class GraphStats:
 
     @property
     def runtime_op_counts(self) -> dict[str, int]:
-        """Op type -> count of the ops that run (`ops`): a model's op mix, as `fusionc inspect` shows it. Unlike
-        `op_counts` it leaves out the weight-only nodes folded at compile time (Constant, the decompression of
-        palettized or quantized weights, which a device keeps as stored weights, e.g. Core ML constexpr ops)."""
+        """Op type -> count of the ops that carry work (`ops`): a model's op mix, as `fusionc inspect` shows it.
+        Unlike `op_counts` it leaves out what is computed from weights and shapes alone: Constant, the decompression
+        of palettized or quantized weights (a device keeps them as stored weights, e.g. Core ML constexpr ops) and
+        shape arithmetic (Shape -> Gather -> Concat feeding a Reshape; ONNX Runtime runs it, nearly free)."""
         return dict(Counter(op.op_type if op.domain in ("", "ai.onnx") else f"{op.domain}::{op.op_type}"
                             for op in self.ops))
 

@@ -78,14 +78,21 @@ def _windows_peak_working_set() -> int:
 
 def pid_alive(pid: int) -> bool:
     """Is process `pid` running? (Never signals it.)"""
-    if WINDOWS:
-        kernel32 = ctypes.windll.kernel32
+    if WINDOWS:  # when unsure, alive: a caller removes the folders of a process it believes dead
+        from ctypes import wintypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.OpenProcess.restype = wintypes.HANDLE
+        kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+        kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+        kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
         handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
         if not handle:
-            return kernel32.GetLastError() == 5  # ERROR_ACCESS_DENIED: it exists, someone else's
+            return ctypes.get_last_error() != 87  # ERROR_INVALID_PARAMETER: no such process; else (denied) alive
         try:
-            code = ctypes.c_ulong()
-            kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+            code = wintypes.DWORD()
+            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return True
             return code.value == 259  # STILL_ACTIVE
         finally:
             kernel32.CloseHandle(handle)
@@ -128,7 +135,8 @@ def available_memory() -> int:
 
 
 def read_only_file_system(folder: Path) -> bool:
-    """True where the file system holding `folder` is mounted read-only (POSIX; on Windows os.access says it)."""
+    """True where the file system holding `folder` is mounted read-only (POSIX). Windows has no such call here: a
+    read-only volume fails at the build's lock file instead, in one line (buildfs.atomic_build)."""
     if not hasattr(os, "statvfs"):
         return False
     return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
@@ -151,6 +159,17 @@ def exchange(a: Path, b: Path) -> bool:
         at_fdcwd, rename_exchange = -100, 2
         return c.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
     return False
+
+
+def flush_c_stdio() -> None:
+    """fflush(NULL): what native code left in the C runtime's stdout buffer is written to the current fd 1 now
+    (POSIX: the C library; Windows: the universal C runtime the DLLs share)."""
+    try:
+        runtime = ctypes.CDLL("ucrtbase") if WINDOWS else libc()
+    except OSError:  # no such runtime to load: nothing of it buffered
+        return
+    if runtime is not None:
+        runtime.fflush(None)
 
 
 def libc() -> ctypes.CDLL | None:

@@ -35,7 +35,8 @@ def sources_digest(modules: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for module in modules:
         origin = Path(importlib.util.find_spec(module).origin)
-        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        files = (sorted(origin.parent.rglob("*.py"), key=lambda p: p.relative_to(origin.parent).parts)
+                 if origin.name == "__init__.py" else [origin])
         for file in files:
             digest.update(f"{module}:{file.relative_to(origin.parent).as_posix()}".encode())
             digest.update(file.read_bytes())

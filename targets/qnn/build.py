@@ -24,9 +24,9 @@ from typing import Any, Iterable
 import onnx_ir as ir
 
 from fusionc.core.devices import get_device
+from fusionc.core.errors import BadInputError
 from fusionc.core.memory import release_freed_memory
 from fusionc.core.portable import peak_rss_mb
-from fusionc.core.errors import BadInputError
 from fusionc.targets.base import ComponentContext, LoweredComponent
 from fusionc.targets.qnn.ep import HtpConfig
 from fusionc.targets.qnn.quantize import calibrate, calibration_feeds, quantize, save_float, save_model

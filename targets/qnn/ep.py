@@ -26,6 +26,7 @@ from typing import Iterator
 import onnxruntime as ort
 
 from fusionc.core.errors import UnsupportedError
+from fusionc.core.portable import flush_c_stdio
 
 EP_NAME = "QNNExecutionProvider"
 _registered = False
@@ -142,7 +143,7 @@ def native_stdout_to_stderr() -> Iterator[None]:
             os.dup2(tmp.fileno(), 1)
             yield
         finally:
-            _flush_c_stdio()
+            flush_c_stdio()  # what native code left in the C runtime's buffer goes to the file, not stdout
             os.dup2(saved, 1)
             os.close(saved)
             tmp.seek(0)
@@ -152,14 +153,6 @@ def native_stdout_to_stderr() -> Iterator[None]:
                 sys.stderr.write(rest if rest.endswith("\n") else rest + "\n")
                 sys.stderr.flush()
 
-
-def _flush_c_stdio() -> None:
-    """fflush(NULL): text native code left in the C library's stdout buffer goes to the redirected fd now."""
-    from fusionc.core.portable import libc
-
-    c = libc()
-    if c is not None:  # Windows: no C library to load by that name; the CRT flushes at its own pace
-        c.fflush(None)
 
 
 def parse_fallback_log(text: str) -> list[FallbackNode]:
