@@ -116,21 +116,13 @@ def test_pid_alive_probes_without_signalling() -> None:
 
 
 def test_peak_memory_is_in_mib() -> None:
-    """In a fresh process that loads the module alone (fusionc's package imports would set the high-water mark
-    first): a peak is a high-water mark, which an earlier test here may have set higher."""
-    probe = textwrap.dedent(f"""
-        import importlib.util
-        spec = importlib.util.spec_from_file_location("portable", {str(PORTABLE)!r})
-        portable = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(portable)
-        before = portable.peak_rss_mb()
-        block = bytearray(200 << 20)  # 200 MiB, touched
-        block[::4096] = b"\\x01" * len(block[::4096])
-        print(before, portable.peak_rss_mb())
-    """)
-    before, after = map(float, subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                                              check=True).stdout.split())
-    assert 1 < before < 1 << 14 and after - before > 150  # MiB (a bare interpreter: ~14), not KiB or bytes
+    """ru_maxrss is KiB on Linux and bytes on macOS: read in the wrong unit a peak is 1024x off, either below the
+    interpreter's own size or above the machine's memory. (A peak is a high-water mark, and a child process starts
+    with its parent's: a growth test would depend on what ran before.)"""
+    peak = portable.peak_rss_mb()
+    assert peak > 1  # MiB: at least the interpreter
+    if "SC_PHYS_PAGES" in getattr(os, "sysconf_names", {}):
+        assert peak < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 20)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="Windows has no atomic swap of two paths: builds swap by two renames")
