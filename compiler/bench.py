@@ -252,6 +252,16 @@ def component_graph(build: Path, comp: dict[str, Any]) -> Path | None:
     return None
 
 
+def build_precision(manifest: dict[str, Any], device: Device) -> str | None:
+    """The precision a build runs at on `device`: a qnn build's on its Hexagon NPU, an onnx build's on a CPU; None
+    (the device family's default) where the build's own precision says nothing (an onnx build on an NPU profile
+    is estimated as the graph a build for that NPU would compile)."""
+    target = manifest["target"]
+    if target == "qnn" or (target == "onnx" and device.family == "cpu"):
+        return (manifest.get("options") or {}).get("precision")
+    return None
+
+
 def estimated_devices(target: str) -> list[Device]:
     """The device profiles a build of `target` is estimated on: its own target's, or every profile for onnx."""
     return [d for d in DEVICES.values() if target == "onnx" or d.target == target]
@@ -265,10 +275,7 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
     from fusionc.analysis.graph_stats import graph_stats
     from fusionc.core.generation import hexagon_batch
 
-    target = manifest["target"]
-    precision = (manifest.get("options") or {}).get("precision") if target in ("qnn", "onnx") else None
-    # an onnx build's precision is what ORT's CPU runs; on an NPU profile the estimate keeps the family's default
-    devices = estimated_devices(target)
+    devices = estimated_devices(manifest["target"])
     figures, graphs = [], {}
     for name, comp in manifest["components"].items():
         path = component_graph(build, comp)
@@ -287,8 +294,7 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
         for device in devices:
             batch, calls = hexagon_batch(device, graph_batch, graph_calls)
             stats = stats_of(batch)
-            est = estimate(stats, device, precision if target == "qnn" or device.family == "cpu" else None,
-                           qnn_runtime=qnn_runtime)
+            est = estimate(stats, device, build_precision(manifest, device), qnn_runtime=qnn_runtime)
             figures.append(Figure(name, backend_of(device), device.name, "estimated", batch, est.latency_s * 1000,
                                   calls=calls, detail={"precision": est.precision, "bound": est.bound,
                                           "compute_ms": est.compute_s * 1000, "memory_ms": est.memory_s * 1000,

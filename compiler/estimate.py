@@ -148,6 +148,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
     Hexagon estimates (fusionc.analysis.costfit.QNN_RUNTIMES; None: costmodel.DEFAULT_QNN_RUNTIME)."""
     from fusionc.analysis.costmodel import (DEFAULT_PRECISION, DEFAULT_QNN_RUNTIME, HEXAGON_GROUPS, PRECISIONS,
                                             backend_of, check_qnn_runtime)
+    from fusionc.bench import build_precision
     from fusionc.analysis.costmodel import estimate as cost
 
     if steps < 1:
@@ -166,6 +167,11 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
     check_qnn_runtime(qnn_runtime, chosen, "add a Snapdragon --device")
     qnn_runtime = qnn_runtime or DEFAULT_QNN_RUNTIME
     kind, graphs = collect_graphs(source, components, height, width, cache_dir)
+    manifest = None
+    if kind == "build":  # a build's own precision, where it has one for the device (as `fusionc bench` estimates it)
+        from fusionc.buildfs import read_manifest
+
+        manifest = read_manifest(source)
     rows = []
     unknown_shapes: dict[str, int] = {}
     for name, graph in graphs.items():
@@ -173,7 +179,8 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
             batch, n_calls = calls(name, device, steps, guidance)
             stats = graph["qnn"] if device.family == "htp" else graph["generic"][batch]
             unknown_shapes[name] = max(unknown_shapes.get(name, 0), stats.unknown_shape_ops)
-            prec = precision or DEFAULT_PRECISION[device.family]
+            own = build_precision(manifest, device) if manifest else None
+            prec = precision or own or DEFAULT_PRECISION[device.family]
             est = cost(stats, device, prec, weight_bits=palettize, qnn_runtime=qnn_runtime)
             ms = est.latency_s * 1000
             rows.append({"component": name, "device": device.name, "backend": backend_of(device), "precision": prec,

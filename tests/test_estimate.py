@@ -86,23 +86,44 @@ def test_estimate_cli_on_the_builtin_model(tmp_path: Path) -> None:
     assert totals["iphone-15-pro"]["per_image_range_ms"] is None
 
 
+def _two_op_unet(path: Path) -> Path:
+    """A MatMul and a Relu with a dynamic batch: a graph every estimate reads in well under a second."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((256, 256), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+                              "unet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64, 256])], [weight])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
+def test_a_build_is_estimated_at_its_own_precision(tmp_path: Path) -> None:
+    """A W8A8 qnn build is estimated as W8A8 on Hexagon, as `fusionc bench` estimates it; --precision overrides."""
+    build = tmp_path / "qnn"
+    _two_op_unet(build / "unet" / "model.qdq.onnx")
+    (build / "manifest.json").write_text(json.dumps({"target": "qnn", "options": {"precision": "w8a8"}, "components": {
+        "unet": {"files": ["unet/model.qdq.onnx"], "inputs": {}, "outputs": {}}}}), encoding="utf-8")
+    for extra, expected in (([], "w8a8"), (["--precision", "w8a16"], "w8a16")):
+        out = tmp_path / f"est{len(extra)}.json"
+        run = CliRunner().invoke(main, ["estimate", str(build), "--device", "snapdragon-8-gen-3", "--json", str(out),
+                                        *extra])
+        assert run.exit_code == 0, run.output
+        (row,) = json.loads(out.read_text(encoding="utf-8"))["estimates"]
+        assert row["precision"] == expected
+
+
 def test_a_hexagon_estimate_names_its_runtime_and_onnxruntime_costs_the_fitted_factor_more(tmp_path: Path) -> None:
     """The default Hexagon figure is QNN running the context binary; --qnn-runtime onnxruntime (the EP-context model
     through ONNX Runtime's QNN EP, AI Hub's PRECOMPILED_QNN_ONNX) is it times the factor the fit measured."""
     from fusionc.analysis import costfit
     from fusionc.cli import qnn_runtime_option
 
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     factor = costfit.runtime_factor(costfit.load_params(), costfit.QNN_RUNTIMES["onnxruntime"])
     assert factor > 1  # AI Hub times one graph slower through ONNX Runtime than as a bare context binary
-    weight = numpy_helper.from_array(np.ones((256, 256), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
-                              "unet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64, 256])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64, 256])], [weight])
-    model = tmp_path / "unet.onnx"
-    onnx.save(helper.make_model(graph), model)
+    model = _two_op_unet(tmp_path / "unet.onnx")
     results = {}
     for runtime in ("context-binary", "onnxruntime"):
         out = tmp_path / f"{runtime}.json"
