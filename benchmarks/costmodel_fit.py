@@ -678,7 +678,8 @@ def stable_diffusion(features: dict, params: dict) -> list[dict]:
                 parts = costfit.breakdown(x, theta, params["features"])
                 out.append({"component": component, "chipset": chip, "precision": prec, "runtime": "qnn",
                             "batch": 1, "predicted_ms": round(sum(parts.values()), 3),
-                            "bound": max(parts, key=parts.get), "graph": entry["graph_source"]})
+                            "bound": max(parts, key=parts.get), "graph": entry["graph_source"],
+                            "outside_training": costfit.outside_training(x, prec, params)})
     return out
 
 
@@ -771,6 +772,9 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     interval = costmodel_cv.error_interval(train_rows, cv_pred)
     X = design(rows, fit_features, names, vtcm)
     params = dict(chosen_fit(rows, X), features=list(names), vtcm_bytes=vtcm)
+    params["training_range"] = costfit.training_range(
+        (key, prec, costfit.features_from_rows(fit_features[key]["ops"], prec, 0.0, fit_features[key]["fields"], vtcm))
+        for key, prec in sorted({(r["key"], r["precision"]) for r in train_rows}))
     pred = predict_rows(rows, X, params)
     test = lambda r: r["held_out"]  # noqa: E731
     chips = sorted({r["chipset"] for r in rows})
@@ -786,7 +790,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                   "generation_scaling": {"reference": REFERENCE_CHIPSET, "chipset_speed": params["chipset_speed"],
                                          "group_speeds": params["group_speeds"],
                                          "class_speeds": params["class_speeds"]},
-                  "interval": interval},
+                  "interval": interval, "training_range": params["training_range"]},
         "selection": {k: v for k, v in selection.items() if k != "diagnostics"},
         "diagnostics_cv_training": selection["diagnostics"],
         "excluded": {"graphs": excluded_graphs(fit_features),
@@ -847,7 +851,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     params_out = {"features": list(names), "vtcm_bytes": vtcm, "fitted_on": "training split of benchmarks/costmodel_fit.py",
                   "git_rev": report["git_rev"], "groups": params["groups"], "chipset_speed": params["chipset_speed"],
                   "speed_mode": params["speed_mode"], "anchored": params["anchored"],
-                  "runtime_factors": params["runtime_factors"], "interval": interval}
+                  "runtime_factors": params["runtime_factors"], "interval": interval,
+                  "training_range": params["training_range"]}
     params_path.write_text(json.dumps(params_out, indent=1) + "\n")
     out_json.write_text(json.dumps(report, indent=1) + "\n")
     if out_png:

@@ -301,7 +301,8 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
                                           "overhead_ms": est.overhead_s * 1000, "fallback_ms": est.fallback_s * 1000,
                                           "fallback_ops": est.fallback_ops, "weight_bytes": est.weight_bytes,
                                           "range_ms": [v * 1000 for v in est.range_s] if est.range_s else None,
-                                          "range_coverage": est.range_coverage, "runtime": est.runtime}))
+                                          "range_coverage": est.range_coverage, "runtime": est.runtime,
+                                          "outside_training": est.outside_training}))
     return figures, graphs
 
 

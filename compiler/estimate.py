@@ -190,7 +190,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
                          "compute_ms": round(est.compute_s * 1000, 3), "memory_ms": round(est.memory_s * 1000, 3),
                          "overhead_ms": round(est.overhead_s * 1000, 3), "fallback_ms": round(est.fallback_s * 1000, 3),
                          "range_ms": [round(v * 1000, 3) for v in est.range_s] if est.range_s else None,
-                         "range_coverage": est.range_coverage})
+                         "range_coverage": est.range_coverage, "outside_training": est.outside_training})
     totals = []
     for device in chosen:
         mine = [r for r in rows if r["device"] == device.name and r["calls_per_image"]]
@@ -241,11 +241,24 @@ def print_estimates(result: dict[str, Any]) -> None:
     warning = unknown_shapes_warning(result.get("unknown_shape_ops") or {})
     if warning:
         console.print(warning, markup=False, highlight=False)
+    for line in extrapolation_lines(result["estimates"]):
+        console.print(line, markup=False, highlight=False)
     cached = result.get("graph_cache") or {}
     if any(state != "off" for state in cached.values()):
         hits = [name for name, state in cached.items() if state == "hit"]
         console.print(f"graph statistics: {len(hits)} of {len(cached)} read from the cache"
                       + (f" ({', '.join(hits)})" if hits else "; stored for the next estimate"))
+
+
+def extrapolation_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per component and precision whose Hexagon estimate lies beyond every training graph of the fit."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        if r.get("outside_training"):
+            seen.setdefault((r["component"], r["precision"]), r["outside_training"])
+    return [f"{component} ({precision}): beyond every graph the Hexagon model was fitted on ({'; '.join(why)}): an "
+            "extrapolation, see the README's 'Estimating latency without a device'" for (component, precision), why
+            in seen.items()]
 
 
 def run_estimate_cli(source: Path | None, components: str | None, devices: tuple[str, ...], precision: str | None,

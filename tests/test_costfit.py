@@ -423,6 +423,23 @@ def test_precompiled_onnx_costs_the_context_binary_times_the_factor_of_graphs_ti
     assert costfit.runtime_factor(params, "QNN_DLC") == costfit.runtime_factor({}, "PRECOMPILED_QNN_ONNX") == 1.0
 
 
+def test_a_graph_beyond_every_training_graph_is_named_an_extrapolation() -> None:
+    """The fit records, per precision, the largest MACs, weights, spilled and per-op activations among its training
+    graphs; an estimate of a graph beyond them says which and by how much (the SD UNet: 2x the MACs of any)."""
+    def x(gmacs: float, act: float) -> dict[str, float]:
+        return {"gmacs": gmacs, "weight_mb": 10.0, "spill_mb": 0.0, "largest_op_act_mb": act}
+
+    ranges = costfit.training_range([("a/A", "w8a16", x(5.0, 2.0)), ("b/B", "w8a16", x(50.0, 1.0)),
+                                     ("c/C", "float", x(500.0, 9.0))])
+    assert ranges["w8a16"]["gmacs"] == [50.0, "b/B"] and ranges["w8a16"]["largest_op_act_mb"] == [2.0, "a/A"]
+    params = {"training_range": ranges}
+    assert costfit.outside_training(x(40.0, 1.5), "w8a16", params) == []
+    (why,) = costfit.outside_training(x(400.0, 1.5), "w8a16", params)
+    assert why == "MACs 400 G vs at most 50 G (b/B)"
+    assert costfit.outside_training(x(400.0, 1.5), "fp16", params) == []  # float's range: 500 G
+    assert costfit.outside_training(x(400.0, 1.5), "w8a16", {}) == []  # a params file without a range
+
+
 def test_mixed_precision_rows_are_left_out_and_cannot_displace_an_older_plain_row(tmp_path: Path,
                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The 8 Gen 2 history keeps the newest row per precision group: a newer w8a8_mixed_int16 row (some layers at

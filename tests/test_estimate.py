@@ -100,6 +100,24 @@ def _two_op_unet(path: Path) -> Path:
     return path
 
 
+def test_an_estimate_beyond_the_training_graphs_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fusionc.analysis import costfit, costmodel
+
+    params = costfit.load_params()
+    assert set(params["training_range"]) >= {"float", "w8a16", "w8a8"}  # the shipped fit records its range
+    small = {"gmacs": [0.001, "tiny/Graph"], "weight_mb": [1e3, "x"], "spill_mb": [1e3, "x"],
+             "largest_op_act_mb": [1e3, "x"]}
+    monkeypatch.setattr(costmodel, "_FITTED", dict(params, training_range={"w8a16": small}))
+    out = tmp_path / "e.json"
+    run = CliRunner().invoke(main, ["estimate", str(_two_op_unet(tmp_path / "unet.onnx")), "--device",
+                                    "snapdragon-8-gen-3", "--device", "iphone-15-pro", "--json", str(out)])
+    assert run.exit_code == 0, run.output
+    rows = {r["device"]: r for r in json.loads(out.read_text(encoding="utf-8"))["estimates"]}
+    assert rows["snapdragon-8-gen-3"]["outside_training"] == ["MACs 0.00419 G vs at most 0.001 G (tiny/Graph)"]
+    assert rows["iphone-15-pro"]["outside_training"] == []  # the roofline has no training graphs
+    assert "unet (w8a16): beyond every graph the Hexagon model was fitted on" in " ".join(run.output.split())
+
+
 def test_a_build_is_estimated_at_its_own_precision(tmp_path: Path) -> None:
     """A W8A8 qnn build is estimated as W8A8 on Hexagon, as `fusionc bench` estimates it; --precision overrides."""
     build = tmp_path / "qnn"

@@ -120,6 +120,7 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
     wbytes, abytes = PRECISION_BYTES[precision_group(precision) if precision not in PRECISION_BYTES else precision]
     x = dict.fromkeys(FEATURES, 0.0)
     longest = 0
+    x["largest_op_act_mb"] = 0.0  # not a term: how far a graph lies from the training graphs (outside_training)
     for row in rows:
         kind = row[index["kind"]]
         if kind == "free":
@@ -143,6 +144,7 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
         compressed = row[index["compressed_weight_bytes"]]
         x["weight_mb"] += (row[index["float_weight_elems"]] * wbytes + min(compressed, row[index["params"]] * wbytes)) / 1e6
         x["act_mb"] += act / 1e6
+        x["largest_op_act_mb"] = max(x["largest_op_act_mb"], act / 1e6)
         if act > vtcm_bytes:
             x["spill_mb"] += act / 1e6
         recurrent = "timesteps" in index and row[index["op_type"]] in RECURRENT_OPS  # older feature files: one op
@@ -227,6 +229,34 @@ def interval_of(interval: dict[str, Any], chipset: str) -> list[float]:
     within estimate x [low, high] for interval["coverage"] of the cross-validated training rows (the chipset's own
     factors, else those pooled over every chipset; benchmarks/costmodel_cv.error_interval)."""
     return list(interval["by_chipset"].get(chipset, interval["pooled"]))
+
+
+# what a graph is compared on with the training graphs: beyond the largest of these a fitted estimate extrapolates
+RANGE_TERMS = {"gmacs": ("MACs", "G"), "weight_mb": ("weights", "MB"), "spill_mb": ("spilled activations", "MB"),
+               "largest_op_act_mb": ("largest op's activations", "MB")}
+
+
+def training_range(graphs: Iterable[tuple[str, str, dict[str, float]]]) -> dict[str, dict[str, list]]:
+    """precision -> term -> [largest value, the graph that has it] over (graph key, precision, features) of the
+    training rows."""
+    out: dict[str, dict[str, list]] = {}
+    for key, precision, x in graphs:
+        mine = out.setdefault(precision, {})
+        for term in RANGE_TERMS:
+            if term not in mine or x[term] > mine[term][0]:
+                mine[term] = [round(x[term], 3), key]
+    return out
+
+
+def outside_training(x: dict[str, float], precision: str, params: dict[str, Any]) -> list[str]:
+    """Where a graph (features `x` at `precision`) lies beyond every training graph: '... 402 G vs at most 193 G
+    (whisper_small/HfWhisperEncoder)', one entry per term; [] inside the range, or without a recorded range."""
+    largest = params.get("training_range", {}).get(precision_group(precision), {})
+    out = []
+    for term, (label, unit) in RANGE_TERMS.items():
+        if term in largest and x.get(term, 0.0) > largest[term][0] > 0:
+            out.append(f"{label} {x[term]:.3g} {unit} vs at most {largest[term][0]:.3g} {unit} ({largest[term][1]})")
+    return out
 
 
 def runtime_factor(params: dict[str, Any], runtime: str) -> float:

@@ -200,6 +200,9 @@ class Estimate:
     # fitted estimates: the runtime the figure is for (costfit.QNN_RUNTIMES: QNN running the context binary, or
     # ONNX Runtime's QNN EP running the build's EP-context model); None for the roofline
     runtime: str | None = None
+    # fitted estimates: where the graph lies beyond every graph the fit was trained on (costfit.outside_training):
+    # the estimate extrapolates there; [] inside the training range and for the roofline
+    outside_training: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -286,6 +289,7 @@ def _fitted_estimate(stats: GraphStats, device: Device, precision: str, weight_b
     est.bound = max(terms, key=terms.get)
     est.model = "fitted"
     est.runtime = qnn_runtime
+    est.outside_training = costfit.outside_training(x, group, fitted)
     if fitted.get("interval"):
         est.range_s = [est.latency_s * f for f in costfit.interval_of(fitted["interval"], device.name)]
         est.range_coverage = fitted["interval"]["coverage"]
