@@ -629,6 +629,10 @@ def _sd_tables(title: str, predictions: list[dict], compared: Any, compared_how:
         out.append(rows(["chipset", "component", "published", "predicted", "error"],
                         [[CHIP_NAMES.get(c["chipset"], c["chipset"]), c["component"], ms(c["published_ms"]),
                           ms(c["predicted_ms"]), f"{c['error']:+.0%}"] for c in compared]))
+    beyond = {p["component"]: p["outside_training"] for p in predictions if p.get("outside_training")}
+    if beyond:  # the same graph on every chipset: the range is per precision
+        out.append("\nBeyond every training graph (W8A16; `fusionc estimate` prints the same line): "
+                   + "; ".join(f"{c}: {', '.join(why)}" for c, why in beyond.items()) + ".\n")
     return "".join(out)
 
 

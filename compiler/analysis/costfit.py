@@ -255,8 +255,13 @@ def outside_training(x: dict[str, float], precision: str, params: dict[str, Any]
     out = []
     for term, (label, unit) in RANGE_TERMS.items():
         if term in largest and x.get(term, 0.0) > largest[term][0] > 0:
-            out.append(f"{label} {x[term]:.3g} {unit} vs at most {largest[term][0]:.3g} {unit} ({largest[term][1]})")
+            out.append(f"{label} {_figure(x[term])} {unit} vs at most {_figure(largest[term][0])} {unit} "
+                       f"({largest[term][1]})")
     return out
+
+
+def _figure(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def runtime_factor(params: dict[str, Any], runtime: str) -> float:
