@@ -413,8 +413,12 @@ def print_report(result: dict[str, Any], console: Any = None) -> None:
             table.add_row(f["component"], f["backend"], f["device"], str(f["batch"]), f"{f['median_ms']:.2f}",
                           spread, mark, note)
         console.print(table)
+        from fusionc.analysis.costmodel import extrapolation_lines
         from fusionc.analysis.graph_stats import unknown_shapes_warning
 
+        for line in extrapolation_lines({"component": f["component"], **f["detail"]} for f in build["figures"]
+                                        if f["kind"] == "estimated"):
+            console.print(line, markup=False, highlight=False)
         warning = unknown_shapes_warning({name: g.get("unknown_shape_ops", 0) for name, g in build["graphs"].items()})
         if warning:
             console.print(warning, markup=False, highlight=False)

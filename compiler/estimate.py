@@ -241,6 +241,8 @@ def print_estimates(result: dict[str, Any]) -> None:
     warning = unknown_shapes_warning(result.get("unknown_shape_ops") or {})
     if warning:
         console.print(warning, markup=False, highlight=False)
+    from fusionc.analysis.costmodel import extrapolation_lines
+
     for line in extrapolation_lines(result["estimates"]):
         console.print(line, markup=False, highlight=False)
     cached = result.get("graph_cache") or {}
@@ -248,17 +250,6 @@ def print_estimates(result: dict[str, Any]) -> None:
         hits = [name for name, state in cached.items() if state == "hit"]
         console.print(f"graph statistics: {len(hits)} of {len(cached)} read from the cache"
                       + (f" ({', '.join(hits)})" if hits else "; stored for the next estimate"))
-
-
-def extrapolation_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per component and precision whose Hexagon estimate lies beyond every training graph of the fit."""
-    seen: dict[tuple[str, str], list[str]] = {}
-    for r in rows:
-        if r.get("outside_training"):
-            seen.setdefault((r["component"], r["precision"]), r["outside_training"])
-    return [f"{component} ({precision}): beyond every graph the Hexagon model was fitted on ({'; '.join(why)}): an "
-            "extrapolation, see the README's 'Estimating latency without a device'" for (component, precision), why
-            in seen.items()]
 
 
 def run_estimate_cli(source: Path | None, components: str | None, devices: tuple[str, ...], precision: str | None,

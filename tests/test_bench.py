@@ -144,6 +144,22 @@ def test_hexagon_estimates_for_onnxruntime_cost_the_context_binarys_times_the_ru
     assert run.exit_code == 2 and "--qnn-runtime onnxruntime: no Hexagon device" in run.output, run.output
 
 
+def test_the_report_names_an_estimate_beyond_the_training_graphs() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from fusionc.bench import print_report
+
+    detail = {"precision": "w8a16", "bound": "memory", "outside_training": ["MACs 402 G vs at most 193 G (a/A)"]}
+    figure = {"component": "unet", "backend": "qnn/htp", "device": "snapdragon-8-gen-3", "kind": "estimated",
+              "batch": 1, "median_ms": 184.0, "spread_ms": 0.0, "device_figure": True, "detail": detail}
+    out = StringIO()
+    print_report({"builds": [{"path": "b", "target": "qnn", "figures": [figure], "graphs": {}}], "budgets": [],
+                  "settings": {"steps": 8, "guidance": True, "budget_s": 2.0}}, Console(file=out, width=400))
+    assert "unet (w8a16): beyond every graph the Hexagon model was fitted on (MACs 402 G vs at most 193 G" in out.getvalue()
+
+
 def test_advice_arithmetic(tmp_path: Path) -> None:
     def fig(component: str, ms: float) -> Figure:
         return Figure(component, "coreml/ne", "iphone-14-pro", "estimated", 1, ms)

@@ -237,6 +237,18 @@ def check_qnn_runtime(qnn_runtime: str | None, devices: Iterable[Device], remedy
                             f"{remedy} or drop it")
 
 
+def extrapolation_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per component and precision whose Hexagon estimate lies beyond every training graph of the fit
+    (rows: {"component", "precision", "outside_training"}, as `fusionc estimate` and `bench` hold them)."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        if r.get("outside_training"):
+            seen.setdefault((r["component"], r["precision"]), r["outside_training"])
+    return [f"{component} ({precision}): beyond every graph the Hexagon model was fitted on ({'; '.join(why)}): an "
+            "extrapolation, see the README's 'Estimating latency without a device'" for (component, precision), why
+            in seen.items()]
+
+
 _FITTED: dict[str, Any] | None = None
 
 
