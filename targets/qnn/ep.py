@@ -107,21 +107,27 @@ _UNSUPPORTED = re.compile(r"\{ name: (?P<name>[^,]+), type: (?P<op>[^ }]+) \}")
 
 
 @contextlib.contextmanager
-def captured_stderr() -> Iterator[Path]:
-    """Redirect the process-level stderr (fd 2, where onnxruntime's C++ logger writes) to a temp file, removed
-    when the block ends (read it inside the block)."""
+def captured_fd(fd: int) -> Iterator[Path]:
+    """Redirect a process-level file descriptor (what native code writes too) to a temp file, removed when the
+    block ends (read it inside the block, after flush_c_stdio for what the C runtime still buffers)."""
     with tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False) as tmp:
         path = Path(tmp.name)
-    saved = os.dup(2)
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    saved = os.dup(fd)
+    target = os.open(path, os.O_WRONLY | os.O_TRUNC)
     try:
-        os.dup2(fd, 2)
+        os.dup2(target, fd)
         yield path
     finally:
-        os.dup2(saved, 2)
-        os.close(fd)
+        flush_c_stdio()  # what native code left in the C runtime's buffer goes to the file, not the restored fd
+        os.dup2(saved, fd)
+        os.close(target)
         os.close(saved)
         path.unlink(missing_ok=True)
+
+
+def captured_stderr() -> contextlib.AbstractContextManager[Path]:
+    """Process-level stderr (fd 2, where onnxruntime's C++ logger writes) into a temp file: captured_fd(2)."""
+    return captured_fd(2)
 
 
 # The HTP backend's libraries print this on stdout when the first session of a process is created: noise for
@@ -137,22 +143,16 @@ def native_stdout_to_stderr() -> Iterator[None]:
     import sys
 
     sys.stdout.flush()  # what Python already printed goes out first, on stdout
-    with tempfile.TemporaryFile() as tmp:
-        saved = os.dup(1)
+    with captured_fd(1) as path:
         try:
-            os.dup2(tmp.fileno(), 1)
             yield
         finally:
-            flush_c_stdio()  # what native code left in the C runtime's buffer goes to the file, not stdout
-            os.dup2(saved, 1)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace")
+            flush_c_stdio()
+            text = path.read_text(encoding="utf-8", errors="replace")
             rest = "".join(line for line in text.splitlines(keepends=True) if not _NATIVE_BANNER.match(line))
             if rest.strip():
                 sys.stderr.write(rest if rest.endswith("\n") else rest + "\n")
                 sys.stderr.flush()
-
 
 
 def parse_fallback_log(text: str) -> list[FallbackNode]:

@@ -124,4 +124,3 @@ def side_by_side(builds: int, max_build_bytes: int | None) -> int:
     each build is cut to (--qnn-max-build-bytes), at least one."""
     per_build = int(max_build_bytes or DEFAULT_MAX_BUILD_BYTES)
     return max(1, min(builds, os.cpu_count() or 1, available_memory() // per_build))
-
