@@ -268,7 +268,7 @@ def estimated_devices(target: str) -> list[Device]:
 
 
 def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
-                   qnn_runtime: str = "context-binary") -> tuple[list[Figure], dict[str, Any]]:
+                   qnn_runtime: str) -> tuple[list[Figure], dict[str, Any]]:
     """Estimated figures on every device profile of the build's target (Hexagon: for `qnn_runtime`, a key of
     fusionc.analysis.costfit.QNN_RUNTIMES), and each component's graph summary."""
     from fusionc.analysis.costmodel import backend_of, estimate

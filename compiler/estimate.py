@@ -108,15 +108,16 @@ def _graphs_from_onnx(paths: dict[str, Path]) -> dict[str, Any]:
 
 
 def collect_graphs(source: Path | None, components: list[str] | None, height: int | None,
-                   width: int | None, cache_dir: Path | None = None) -> tuple[str, dict[str, Any]]:
-    """(kind of source, graphs by component) for a checkpoint folder, a .onnx file or a build folder (`cache_dir`:
-    a checkpoint's graph statistics are kept there, fusionc.estimate_cache; the others are read as they are)."""
+                   width: int | None, cache_dir: Path | None = None) -> tuple[str, dict[str, Any], dict | None]:
+    """(kind of source, graphs by component, the build's manifest or None) for a checkpoint folder, a .onnx file or
+    a build folder (`cache_dir`: a checkpoint's graph statistics are kept there, fusionc.estimate_cache; the others
+    are read as they are)."""
     if source is not None and source.suffix == ".onnx":
         if not source.is_file():
             raise BadInputError(f"'{source}' does not exist: pass a checkpoint folder, a .onnx file or a build folder")
         if components and len(components) != 1:
             raise BadInputError("an .onnx file is one component: pass at most one --components name")
-        return "onnx", _graphs_from_onnx({(components or [source.stem])[0]: source})
+        return "onnx", _graphs_from_onnx({(components or [source.stem])[0]: source}), None
     if source is not None and (source / "manifest.json").is_file():
         from fusionc.bench import component_graph
         from fusionc.buildfs import read_manifest
@@ -132,12 +133,12 @@ def collect_graphs(source: Path | None, components: list[str] | None, height: in
         if not paths:
             raise BadInputError(f"build '{source}' keeps no ONNX graph of {','.join(components or ['its components'])} "
                                 "(QNN context binaries and Core ML packages are opaque): estimate its checkpoint instead")
-        return "build", _graphs_from_onnx(paths)
+        return "build", _graphs_from_onnx(paths), manifest
     from fusionc.checkpoint import BUILTIN_NAMES
 
     if source is not None and not source.exists() and str(source) not in BUILTIN_NAMES:
         raise BadInputError(f"'{source}' does not exist: pass a checkpoint folder, a .onnx file or a build folder")
-    return "checkpoint", _graphs_from_checkpoint(source, components, height, width, cache_dir)
+    return "checkpoint", _graphs_from_checkpoint(source, components, height, width, cache_dir), None
 
 
 def estimate(source: Path | None, components: list[str] | None = None, devices: list[str] | None = None,
@@ -166,12 +167,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
                             f"no {precision}): pick one of those, or pass only non-Hexagon --device profiles")
     check_qnn_runtime(qnn_runtime, chosen, "add a Snapdragon --device")
     qnn_runtime = qnn_runtime or DEFAULT_QNN_RUNTIME
-    kind, graphs = collect_graphs(source, components, height, width, cache_dir)
-    manifest = None
-    if kind == "build":  # a build's own precision, where it has one for the device (as `fusionc bench` estimates it)
-        from fusionc.buildfs import read_manifest
-
-        manifest = read_manifest(source)
+    kind, graphs, manifest = collect_graphs(source, components, height, width, cache_dir)
     rows = []
     unknown_shapes: dict[str, int] = {}
     for name, graph in graphs.items():
@@ -179,7 +175,7 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
             batch, n_calls = calls(name, device, steps, guidance)
             stats = graph["qnn"] if device.family == "htp" else graph["generic"][batch]
             unknown_shapes[name] = max(unknown_shapes.get(name, 0), stats.unknown_shape_ops)
-            own = build_precision(manifest, device) if manifest else None
+            own = build_precision(manifest, device) if manifest else None  # a build's, as `fusionc bench` has it
             prec = precision or own or DEFAULT_PRECISION[device.family]
             est = cost(stats, device, prec, weight_bits=palettize, qnn_runtime=qnn_runtime)
             ms = est.latency_s * 1000

@@ -190,7 +190,7 @@ def test_estimates_charge_the_weight_bytes_the_package_stores(coreml_text_encode
     from fusionc.bench import estimate_build
 
     manifest = json.loads((coreml_text_encoder_build / "manifest.json").read_text())
-    figures, _ = estimate_build(coreml_text_encoder_build, manifest, guidance=True)
+    figures, _ = estimate_build(coreml_text_encoder_build, manifest, guidance=True, qnn_runtime="context-binary")
     unet = manifest["components"]["unet"]
     stored = package_weight_bytes(coreml_text_encoder_build, unet)
     charged = {f.detail["weight_bytes"] for f in figures if f.component == "unet"}
