@@ -760,8 +760,9 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     vtcm = selection["chosen"]["vtcm_mb"] << 20
     X_train = design(train_rows, fit_features, names, vtcm)
     chosen = selection["chosen"]
-    fit_anchoring = lambda r, x, a: fit(r, x, names, chosen.get("ridge_to_pooled", RIDGE),  # noqa: E731
-                                        chosen.get("floor_weights", False), chosen.get("speed_mode", "chipset"), a)
+    fit_anchoring = lambda r, x, a, **how: fit(r, x, names, chosen.get("ridge_to_pooled", RIDGE),  # noqa: E731
+                                               chosen.get("floor_weights", False), chosen.get("speed_mode", "chipset"),
+                                               a, **how)
     if select:  # per chipset: its own coefficients, or the reference chipset's scaled by its speed (CV, training)
         selection["anchoring"] = costmodel_cv.choose_anchored(
             train_rows, X_train, family, fit_anchoring, predict_rows, [c for c in PHONE_LAPTOP if c != REFERENCE_CHIPSET])
@@ -833,9 +834,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         "held_out_rows": [{k: r[k] for k in ("model", "component", "chipset", "runtime", "precision", "published_ms")}
                           | {"estimated_ms": round(float(p), 3)} for r, p in zip(rows, pred) if r["held_out"]],
     }
-    converted_fit = lambda r, x: fit(r, x, names, chosen.get("ridge_to_pooled", RIDGE),  # noqa: E731
-                                     chosen.get("floor_weights", False), chosen.get("speed_mode", "chipset"),
-                                     anchored, convert_runtime_rows=True)
+    converted_fit = lambda r, x: fit_anchoring(r, x, anchored, convert_runtime_rows=True)  # noqa: E731
     report["runtime_factors"] = runtime_report(rows, pred, params, {
         "rows as published (shipped)": cv_pred,
         "rows converted by the factor": costmodel_cv.cross_validated(train_rows, X_train, family, converted_fit,
