@@ -7,6 +7,7 @@ term is cross-validated exactly as benchmarks/costmodel_fit.py chooses its model
 family, the same shuffles and score), beside the shipped terms and in place of the MAC and byte terms.
 
     python benchmarks/costmodel_roofline_variant.py     # ~1 minute; prints the three scores (lower is better)
+                                                        # and writes benchmarks/results/costmodel_roofline_variant.json
 
 Measured 2026-12-06 (fit of 715f05d): shipped 13.79, shipped + roofline 13.70 (within the selection's 0.25 margin),
 roofline in place of gmacs / conv / linear / attention MACs / weight_mb / spill_mb 19.75.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 
 import numpy as np
 
@@ -61,10 +63,19 @@ def main() -> None:
             costmodel_fit.predict_rows)
         return costmodel_cv.score(costmodel_cv.chip_errors(train, pred, costmodel_fit.PHONE_LAPTOP))
 
-    print(f"shipped terms               {score(base, names):.2f}")
-    print(f"shipped + roofline          {score(np.hstack([base, roof]), names + ('roofline',)):.2f}")
-    print(f"roofline replacing {'/'.join(REPLACED)}  "
-          f"{score(np.hstack([base[:, kept], roof]), tuple(names[i] for i in kept) + ('roofline',)):.2f}")
+    scores = {"shipped terms": score(base, names),
+              "shipped + roofline": score(np.hstack([base, roof]), names + ("roofline",)),
+              f"roofline replacing {'/'.join(REPLACED)}":
+                  score(np.hstack([base[:, kept], roof]), tuple(names[i] for i in kept) + ("roofline",))}
+    for how, value in scores.items():
+        print(f"{how:40} {value:.2f}")
+    result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_rev": costmodel_fit.git_rev(),
+              "what": "cross-validated score on the training models (costmodel_cv.score; lower is better), the shipped "
+                      "model's terms and selection, with and without a per-op roofline term",
+              "peak_macs_per_s": PEAK_MACS_PER_S, "dram_bytes_per_s": DRAM_BYTES_PER_S,
+              "scores": {k: round(v, 3) for k, v in scores.items()}}
+    (costmodel_fit.RESULTS / "costmodel_roofline_variant.json").write_text(json.dumps(result, indent=1) + "\n",
+                                                                          encoding="utf-8")
 
 
 if __name__ == "__main__":
