@@ -9,7 +9,7 @@ family, the same shuffles and score), beside the shipped terms and in place of t
     python benchmarks/costmodel_roofline_variant.py     # ~1 minute; prints the three scores (lower is better)
                                                         # and writes benchmarks/results/costmodel_roofline_variant.json
 
-Measured 2026-12-06 (fit of 715f05d): shipped 13.79, shipped + roofline 13.70 (within the selection's 0.25 margin),
+Measured 2026-12-06 (02132f1, results/costmodel_roofline_variant.json): shipped 13.79, shipped + roofline 13.70 (within the selection's 0.25 margin),
 roofline in place of gmacs / conv / linear / attention MACs / weight_mb / spill_mb 19.75.
 """
 
