@@ -282,13 +282,15 @@ def group_speeds(rows: list[dict], train: np.ndarray, speed: dict[str, float], m
 def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_FEATURES,
         ridge_to_pooled: float | None = RIDGE, floor_weights: bool = False,
         speed_mode: str = "chipset", anchored: frozenset[str] | set[str] = frozenset(),
-        convert_runtime_rows: bool = False) -> dict[str, list[float]]:
+        convert_runtime_rows: bool = False, family_balance: float = 0.0) -> dict[str, list[float]]:
     """Coefficients per (chipset, precision, runtime group), pulled towards the pooled fit scaled to the chipset
     (`speed_mode`, SPEED_MODES) with `ridge_to_pooled` (None: no per-chipset refit, every chipset is the scaled
     pooled fit). With `floor_weights`, a chipset's weight-byte cost is at least 1 / its DRAM bandwidth. A chipset in
     `anchored` gets no coefficients of its own: the reference chipset's refit, scaled by its speed (each chipset's
     choice is made by cross-validation, costmodel_cv.choose_anchored). `convert_runtime_rows`: fit a factored
-    runtime's rows (runtime_factors) divided by its factor, as their base runtime would run them."""
+    runtime's rows (runtime_factors) divided by its factor, as their base runtime would run them. `family_balance`:
+    a row weighs n ** -family_balance, n its family's rows in the group fitted (0, as shipped: every row alike; 1: every
+    family alike; benchmarks/costmodel_variants.py scores it)."""
     train = np.array([not r["held_out"] for r in rows])
     factors = runtime_factors(rows, train)
     y = np.array([r["published_ms"] / (factors.get(r["runtime"], 1.0) if convert_runtime_rows else 1.0)
@@ -306,12 +308,19 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
     n = len(names)
     scaling = {key: np.eye(n) * s for key, s in gspeed.items()}
 
+    def weight(idx: list[int]) -> np.ndarray | None:
+        if not family_balance:
+            return None
+        count = Counter(family(rows[i]["model"]) for i in idx)
+        return np.array([count[family(rows[i]["model"])] ** -family_balance for i in idx], dtype=float)
+
     def pooled_fit() -> None:
         # pooled over chipsets: each row's features mapped to the reference chipset (generation scaling)
         for key, idx in by_prec_rt.items():
             Xs = np.array([scaling[(rows[i]["chipset"], rows[i]["precision"], rows[i]["runtime_group"])].T @ X[i]
                            for i in idx])
-            pooled[key] = costfit.fit_group(Xs, y[idx], None, costfit.extra_ridge(EXTRA_RIDGE, names), absolute=True)
+            pooled[key] = costfit.fit_group(Xs, y[idx], None, costfit.extra_ridge(EXTRA_RIDGE, names), absolute=True,
+                                            sample_weight=weight(idx))
 
     pooled_fit()
     class_speeds: dict[str, dict[str, float]] = {}
@@ -339,11 +348,11 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
             theta = np.maximum(prior, floor) if speed_mode != "class" else prior
         elif speed_mode == "class":  # refit in the reference chipset's coordinates, then map to this chipset
             ridge = np.where(costfit.extra_ridge(1.0, names) > 0, 1e4, ridge_to_pooled)
-            theta = M @ costfit.fit_group(X[idx] @ M, y[idx], pooled[(prec, rt)], ridge)
+            theta = M @ costfit.fit_group(X[idx] @ M, y[idx], pooled[(prec, rt)], ridge, sample_weight=weight(idx))
         else:
             # the per-kind extra MAC costs stay the pooled fit's (a chipset's rows alone cannot pin them)
             ridge = np.where(costfit.extra_ridge(1.0, names) > 0, 1e4, ridge_to_pooled)
-            theta = costfit.fit_group(X[idx], y[idx], prior, ridge, floor=floor)
+            theta = costfit.fit_group(X[idx], y[idx], prior, ridge, floor=floor, sample_weight=weight(idx))
         groups[f"{chip}|{prec}|{rt}"] = [float(v) for v in theta]
     for (chip, prec, rt) in by_group:
         ref = groups.get(f"{REFERENCE_CHIPSET}|{prec}|{rt}")

@@ -805,6 +805,26 @@ def render_costmodel_fit(results: Path) -> str:
     out.append(rows(["model", "chip", "published", "roofline", "error", "leave-one-out scaled error"], body))
     return "".join(out) + f"\n(benchmarks/results/costmodel_fit.json; fit at git {data['git_rev'][:10]})\n"
 
+@table("costmodel_variants", "costmodel_variants.json")
+def render_costmodel_variants(results: Path) -> str:
+    """benchmarks/costmodel_variants.py: each variant's cross-validated score beside the shipped model's."""
+    data = load(results, "costmodel_variants.json")
+    shipped, margin = data["shipped"]["score"], data["margin"]
+    body = [["shipped", "the model in costmodel_params.json", f"{shipped:.2f}", ""]]
+    body += [[v["variant"], v["what"], f"{v['score']:.2f}", f"{-v['gain']:+.2f}"] for v in data["variants"]]
+    kept = [v["variant"] for v in data["variants"] if v["beats_margin"] and not v["oracle"]]
+    oracles = [v["variant"] for v in data["variants"] if v["beats_margin"] and v["oracle"]]
+    note = (f"Cross-validated on the training models (lower is better; a variant ships only if it beats the shipped "
+            f"model by more than {margin}, the spread over shufflings). "
+            + (f"Beyond the margin: {', '.join(kept)}: refit the model with it. " if kept else
+               "No variant that a new graph can have beats the margin. ")
+            + (f"{', '.join(oracles)} does, but it reads AI Hub's published layer count, which no new graph has. "
+               if oracles else "")
+            + f"(benchmarks/results/costmodel_variants.json, git {data['git_rev'][:10]}; "
+              f"`python benchmarks/costmodel_variants.py`, about a minute)\n\n")
+    return note + rows(["variant", "what changes", "CV score", "vs shipped"], body, right={2, 3})
+
+
 MIB_GB = (1 << 20) / 1e9  # the profiles record MiB; the tables print GB (1e9 bytes), as sdxl_scale's do
 
 

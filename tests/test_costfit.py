@@ -196,6 +196,36 @@ def test_fit_recovers_coefficients_and_stays_non_negative() -> None:
     assert np.median(np.abs(X @ floored / y - 1)) > np.median(np.abs(X @ fitted / y - 1))
 
 
+def test_fit_follows_the_rows_that_weigh_more() -> None:
+    # two groups of rows that disagree on the one coefficient (1 ms vs 2 ms per unit): the fit follows the heavier
+    x = np.arange(1.0, 21.0)[:, None]
+    y = np.where(np.arange(20) < 15, 1.0, 2.0) * x[:, 0]  # 15 rows say 1, 5 rows say 2
+    assert costfit.fit_group(x, y)[0] == pytest.approx(1.0, rel=0.02)
+    assert costfit.fit_group(x, y, sample_weight=np.ones(20))[0] == pytest.approx(1.0, rel=0.02)
+    few_count_more = np.where(np.arange(20) < 15, 1.0, 30.0)
+    assert costfit.fit_group(x, y, sample_weight=few_count_more)[0] == pytest.approx(2.0, rel=0.02)
+
+
+def test_family_balance_gives_each_family_one_say() -> None:
+    import costmodel_fit
+
+    # one chipset: a family timed 6 times says 1 ms per unit, three families timed once say 2; rows as published follow
+    # the many rows, families weighed alike follow the many families
+    rows, xs = [], []
+    for i in range(6):
+        rows.append({"model": "resnet50", "held_out": False, "chipset": "snapdragon-8-gen-3", "precision": "float",
+                     "runtime_group": "qnn", "runtime": "QNN_CONTEXT_BINARY", "key": f"r{i}", "published_ms": 1.0 * (i + 1),
+                     "layers_total": 0})
+        xs.append([i + 1.0])
+    for i, model in enumerate(("vit", "bert", "clip")):
+        rows.append(dict(rows[0], model=model, key=model, published_ms=2.0 * (i + 2)))
+        xs.append([i + 2.0])
+    X = np.array(xs)
+    slope = lambda params: params["groups"]["snapdragon-8-gen-3|float|qnn"][0]  # noqa: E731
+    assert slope(costmodel_fit.fit(rows, X, ("gmacs",))) == pytest.approx(1.0, rel=0.05)
+    assert slope(costmodel_fit.fit(rows, X, ("gmacs",), family_balance=1.0)) > 1.8
+
+
 def test_split_keeps_families_together() -> None:
     import costmodel_fit
 

@@ -172,7 +172,8 @@ def vector(x: dict[str, float], names: Sequence[str] = FEATURES) -> np.ndarray:
 
 
 def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, ridge: float | np.ndarray = 0.0,
-              iterations: int = 6, absolute: bool = False, floor: np.ndarray | None = None) -> np.ndarray:
+              iterations: int = 6, absolute: bool = False, floor: np.ndarray | None = None,
+              sample_weight: np.ndarray | None = None) -> np.ndarray:
     """Coefficients >= `floor` (default 0) minimising relative error |X theta / y - 1| (IRLS towards an L1 fit).
 
     `prior` (same shape as theta) with `ridge` > 0 pulls each coefficient towards the pooled fit, so a chipset with
@@ -180,6 +181,7 @@ def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, rid
     feature's range in the data, or, with `absolute`, in the coefficient's own units (ms per unit: how the per-kind
     extra MAC costs are held near 0 when the training graphs barely exercise a kind). `floor`: physical lower bounds
     (e.g. weight bytes cannot stream faster than the chipset's DRAM bandwidth); the fit solves for theta - floor.
+    `sample_weight`: how much each row counts (normalised to mean 1; default all alike).
     """
     from scipy.optimize import nnls
 
@@ -188,7 +190,8 @@ def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, rid
     b = 1 - A @ floor  # what the floored terms leave to explain
     scale = np.maximum(np.abs(A).max(axis=0), 1e-12)  # column scaling: nnls is scale-sensitive
     A_s = A / scale
-    weights = np.ones(len(y))
+    rows_weight = np.ones(len(y)) if sample_weight is None else sample_weight / np.mean(sample_weight)
+    weights = rows_weight.copy()
     theta = floor.copy()
     for _ in range(iterations):
         W = np.sqrt(weights)[:, None]
@@ -205,7 +208,7 @@ def fit_group(X: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, rid
         sol, _ = nnls(lhs, rhs, maxiter=50 * X.shape[1])
         theta = floor + sol / scale
         residual = np.abs(A @ theta - 1)
-        weights = 1 / np.maximum(residual, 0.02)  # IRLS: L2 -> approximately L1 (median-oriented)
+        weights = rows_weight / np.maximum(residual, 0.02)  # IRLS: L2 -> approximately L1 (median-oriented)
     return theta
 
 

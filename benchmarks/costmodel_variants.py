@@ -1,0 +1,159 @@
+"""Variants of the Hexagon cost model that were tried and not kept, each scored as the shipped model was chosen.
+
+Every variant is the shipped model (benchmarks/results/costmodel_fit.json: its terms, local-memory size, per-chipset
+refit and generation scaling) with one change: a term added, terms replaced, or the rows weighed differently. Each is
+cross-validated exactly as benchmarks/costmodel_fit.py chooses its model (training models only, 5 folds grouped by
+family, the same shuffles, costmodel_cv.score: lower is better); the held-out models are never read. A variant would
+have been kept only if it beat the shipped model by more than the selection's margin (costmodel_cv.MARGIN), the spread
+of the score over shufflings.
+
+    python benchmarks/costmodel_variants.py       # ~1 minute; prints each variant's score and writes
+                                                  # benchmarks/results/costmodel_variants.json (the README's table)
+
+Kinds of variant (VARIANTS):
+- an added term computed from the graph's ops (ops of one class counted, elements through one op type, attention
+  score tensors, a per-op max(compute, traffic) roofline with the Snapdragon 8 Gen 3 profile's peak MACs and DRAM
+  bandwidth);
+- the roofline in place of the MAC and byte terms;
+- rows weighed per model family (costmodel_fit.fit's family_balance: a family timed in many precisions and runtimes
+  counts less);
+- an oracle: AI Hub's published QNN layer count as an op count. No new graph has one (it is what AI Hub's compiler
+  made of the model), so it could never ship; it bounds what counting our graph's ops more like QNN's layers could
+  gain. Our graphs' Reshapes (free in graph_stats, layers to QNN: 48 in BERT-base) are such a count (`reshape_ops`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+import costmodel_cv
+import costmodel_fit
+from fusionc.analysis import costfit
+
+PEAK_MACS_PER_S = {"float": 17e12 / 2, "w8a16": 34e12 / 4, "w8a8": 34e12 / 2}  # TOPS / 2 ops per MAC
+DRAM_BYTES_PER_S = 77e9
+ROOFLINE_REPLACES = ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "weight_mb", "spill_mb")
+Op = list  # one graph_stats op row, in the features file's `fields` order
+
+
+def roofline_ms(entry: dict, precision: str, vtcm_bytes: int) -> float:
+    """Sum over the graph's ops of max(compute time, traffic time), ms; traffic = weights at the deployed precision
+    plus activations when they exceed the local memory (as `spill_mb` counts them)."""
+    index = {f: i for i, f in enumerate(entry["fields"])}
+    weight_bytes, act_bytes = costfit.PRECISION_BYTES[precision]
+    total = 0.0
+    for op in entry["ops"]:
+        act = (op[index["act_in_elems"]] + op[index["act_out_elems"]]) * act_bytes
+        weights = (op[index["float_weight_elems"]] * weight_bytes
+                   + min(op[index["compressed_weight_bytes"]], op[index["params"]] * weight_bytes))
+        traffic = weights + (act if act > vtcm_bytes else 0.0)
+        total += max(op[index["macs"]] / PEAK_MACS_PER_S[precision], traffic / DRAM_BYTES_PER_S)
+    return total * 1e3
+
+
+def op_sum(select: Callable[[Op, dict], bool], value: str | None = None, unit: float = 1e-3) -> Callable:
+    """A graph term: over the ops `select` picks, their count (thousands) or the sum of one field (x unit)."""
+    def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
+        index = {f: i for i, f in enumerate(entry["fields"])}
+        return sum((op[index[value]] if value else 1) * unit for op in entry["ops"] if select(op, index))
+    return term
+
+
+def of_kind(kind: str) -> Callable[[Op, dict], bool]:
+    return lambda op, index: op[index["kind"]] == kind
+
+
+def of_type(op_type: str) -> Callable[[Op, dict], bool]:
+    return lambda op, index: op[index["op_type"]] == op_type
+
+
+def scores_over(min_bytes: int) -> Callable[[Op, dict], bool]:
+    """Ops whose output is a materialized attention-score matrix of more than `min_bytes` (fp16)."""
+    return lambda op, index: bool(op[index["attention_scores"]]) and op[index["act_out_elems"]] * 2 > min_bytes
+
+
+# name -> (what it is, how it changes the shipped model); `add` computes one more term per graph, `replace` names the
+# shipped terms it takes the place of, `row` computes the term from the published row instead of the graph (oracle)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "roofline": {"what": "+ per-op max(MACs / peak, traffic / DRAM bandwidth), 8 Gen 3 profile", "add": roofline_ms},
+    "roofline_replacing": {"what": "per-op roofline in place of " + " / ".join(ROOFLINE_REPLACES), "add": roofline_ms,
+                           "replace": ROOFLINE_REPLACES},
+    "family_balance_0.5": {"what": "rows weigh 1/sqrt(their family's rows in the group)", "family_balance": 0.5},
+    "family_balance_1": {"what": "every family weighs alike", "family_balance": 1.0},
+    "attention_scores": {"what": "+ elements of every attention-score matrix", "add": op_sum(scores_over(0), "act_out_elems", 1e-9)},
+    "attention_scores_2mib": {"what": "+ elements of attention-score matrices > 2 MiB", "add": op_sum(scores_over(2 << 20), "act_out_elems", 1e-9)},
+    "attention_scores_8mib": {"what": "+ elements of attention-score matrices > 8 MiB (beyond local memory)",
+                              "add": op_sum(scores_over(8 << 20), "act_out_elems", 1e-9)},
+    **{f"{kind}_ops": {"what": f"+ {kind} ops launched (thousands)", "add": op_sum(of_kind(kind))}
+       for kind in ("layout", "vector", "attention", "linear", "conv")},
+    **{f"{op_type.lower()}_ops": {"what": f"+ {op_type} ops launched (thousands)", "add": op_sum(of_type(op_type))}
+       for op_type in ("Transpose", "Softmax", "LayerNormalization")},
+    **{f"{op_type.lower()}_elements": {"what": f"+ elements out of {op_type} ops (G)",
+                                       "add": op_sum(of_type(op_type), "act_out_elems", 1e-9)}
+       for op_type in ("Softmax", "LayerNormalization", "Gelu", "Transpose", "Add", "Mul")},
+    **{f"{kind}_output_elements": {"what": f"+ elements out of {kind} ops (G)",
+                                   "add": op_sum(of_kind(kind), "act_out_elems", 1e-9)}
+       for kind in ("attention", "linear", "conv")},
+    "reshape_ops": {"what": "+ Reshape ops (thousands): free in graph_stats, layers in QNN's count",
+                    "add": lambda entry, precision, vtcm_bytes: entry["op_counts"].get("Reshape", 0) / 1e3},
+    "oracle_extra_layers": {"what": "oracle: + AI Hub's QNN layers beyond our op count (thousands)",
+                            "row": lambda r, ops: max(r["layers_total"] / 1e3 - ops, 0.0)},
+    "oracle_layers": {"what": "oracle: + AI Hub's QNN layer count (thousands)", "row": lambda r, ops: r["layers_total"] / 1e3},
+}
+
+
+def main() -> None:
+    with gzip.open(costmodel_fit.FEATURES_PATH, "rt", encoding="utf-8") as f:
+        features = {k: v for k, v in json.load(f).items() if not k.startswith("stable_diffusion")}
+    train = [r for r in costmodel_fit.load_rows(features) if costmodel_fit.on_npu(r) and not r["held_out"]]
+    chosen = json.loads((costmodel_fit.RESULTS / "costmodel_fit.json").read_text(encoding="utf-8"))["model"]
+    names, vtcm = tuple(chosen["features"]), chosen["vtcm_bytes"]
+    base = costmodel_fit.design(train, features, names, vtcm)
+    kilo_ops = costmodel_fit.design(train, features, ("kilo_ops",), vtcm)[:, 0]
+
+    def cross_validated(X: np.ndarray, terms: tuple[str, ...], family_balance: float = 0.0) -> dict[str, Any]:
+        pred = costmodel_cv.cross_validated(train, X, costmodel_fit.family, lambda r, x: costmodel_fit.fit(
+            r, x, terms, chosen["ridge_to_pooled"], chosen["floor_weights"], chosen["speed_mode"],
+            family_balance=family_balance), costmodel_fit.predict_rows)
+        chips = costmodel_cv.chip_errors(train, pred, costmodel_fit.PHONE_LAPTOP)
+        return {"score": round(costmodel_cv.score(chips), 3),
+                "by_chipset": {c: [round(e["median_abs"], 3), round(e["p90_abs"], 3)] for c, e in chips.items()}}
+
+    shipped = cross_validated(base, names)
+    print(f"{'shipped':28} {shipped['score']:7.3f}")
+    out = []
+    for name, variant in VARIANTS.items():
+        X, terms = base, names
+        if "add" in variant or "row" in variant:
+            if "row" in variant:
+                column = [variant["row"](r, ops) for r, ops in zip(train, kilo_ops)]
+            else:
+                cache: dict[tuple, float] = {}
+                for r in train:
+                    cache.setdefault((r["key"], r["precision"]), variant["add"](features[r["key"]], r["precision"], vtcm))
+                column = [cache[(r["key"], r["precision"])] for r in train]
+            kept = [i for i, n in enumerate(names) if n not in variant.get("replace", ())]
+            X = np.hstack([base[:, kept], np.array(column)[:, None]])
+            terms = tuple(names[i] for i in kept) + (name,)
+        result = cross_validated(X, terms, variant.get("family_balance", 0.0))
+        gain = shipped["score"] - result["score"]
+        out.append({"variant": name, "what": variant["what"], **result, "gain": round(gain, 3),
+                    "beats_margin": gain > costmodel_cv.MARGIN, "oracle": "row" in variant})
+        print(f"{name:28} {result['score']:7.3f}  {'beats the margin' if gain > costmodel_cv.MARGIN else ''}", flush=True)
+    result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_rev": costmodel_fit.git_rev(),
+              "what": "cross-validated score on the training models (costmodel_cv.score; lower is better) of the shipped "
+                      "model and of each variant of it; held-out models never read",
+              "margin": costmodel_cv.MARGIN, "shipped": shipped,
+              "roofline": {"peak_macs_per_s": PEAK_MACS_PER_S, "dram_bytes_per_s": DRAM_BYTES_PER_S},
+              "variants": sorted(out, key=lambda v: v["score"])}
+    (costmodel_fit.RESULTS / "costmodel_variants.json").write_text(json.dumps(result, indent=1) + "\n",
+                                                                  encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
