@@ -408,6 +408,7 @@ def runtime_report(rows: list[dict], pred: np.ndarray, params: dict, cv_preds: d
         out[runtime] = {"relative_to": costfit.FACTORED_RUNTIMES[runtime], "factor": round(factor, 4),
                         "pairs": len(pairs), "models": sorted({f"{p['model']}/{p['component']}" for p in pairs}),
                         "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)] if ratios else None,
+                        "models_timed": sorted({r["model"] for r in rows if r["runtime"] == runtime}),
                         "held_out": errors(rows, pred, held), "held_out_without_factor": errors(rows, unfactored, held)}
     out["cv_score_training"] = {how: round(costmodel_cv.score(costmodel_cv.chip_errors(train_rows, p, PHONE_LAPTOP)), 3)
                                 for how, p in cv_preds.items()}

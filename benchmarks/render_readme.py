@@ -652,10 +652,10 @@ def _runtime_factors(factors: dict) -> str:
                    f"{_pct(held.get('median_abs'))} / {_pct(held.get('p90_abs'))} with the factor, "
                    f"{_pct(without.get('median_abs'))} / {_pct(without.get('p90_abs'))} without it ({held['n']} rows of "
                    f"{held.get('models', '?')} models, the same coefficients). Every {rt} row in the data, training "
-                   "and held out, is a Whisper encoder: the factor is checked on other Whisper sizes only, and a "
-                   "diffusion UNet gets it untested. Cross-validation grouped by model family cannot test it either (a "
-                   "fold that holds Whisper out has no pair to measure it on); it only shows what dividing those "
-                   "training rows by the factor does to the other models' fit"
+                   f"and held out, is of {', '.join(f.get('models_timed', [])) or '?'}: the factor is checked on "
+                   "those only, and any other graph (a diffusion UNet) gets it untested. Cross-validation grouped by "
+                   "model family cannot test it either (a fold that holds out the pairs' family has no pair to measure "
+                   "it on); it only shows what dividing those training rows by the factor does to the other models' fit"
                    + (f": {converted:.2f} vs {published:.2f} with the rows as published (shipped; lower is better)"
                       if published is not None and converted is not None else "") + ".\n")
     return "".join(out)

@@ -85,7 +85,9 @@ def _export_stats(folder: Path, names: list[str], options: Any) -> dict[str, Any
     qnn_rest = get_target("qnn").pipeline(options)[len(generic):]
     out = {}
     for name in names:
-        spec = component_spec(checkpoint, name, options, batch=1)
+        # traced at batch 2 as a compile traces it: a batch-1 trace specializes size-1 dims (torch.export's 0/1
+        # specialization), and SD3's transformer traced so reshapes to the wrong shape at batch 2
+        spec = component_spec(checkpoint, name, options)
         spec.example = {k: v.to("meta") for k, v in spec.example.items()}
         model = export_structure(spec, options.opset)
         ctx = ComponentContext.for_options(options, name)

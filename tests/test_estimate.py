@@ -291,6 +291,7 @@ def test_estimate_covers_every_part_of_a_generation(source: str, parts: set[str]
 
     result = estimate(Path(source), devices=["snapdragon-8-gen-3", "iphone-15-pro"], steps=4)
     assert {r["component"] for r in result["estimates"]} == parts
+    assert not any(result["unknown_shape_ops"].values())  # every op's shape known at batch 1 and 2
     by = {(r["component"], r["device"]): r for r in result["estimates"]}
     for part in parts & {"transformer", "unet", "controlnet"}:
         assert by[(part, "snapdragon-8-gen-3")]["calls_per_image"] == 8 and by[(part, "snapdragon-8-gen-3")]["batch"] == 1
