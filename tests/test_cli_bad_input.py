@@ -281,3 +281,29 @@ def test_the_summary_names_no_device_when_there_is_none(capsys: pytest.CaptureFi
     assert "fusionc build: build/onnx (target onnx)" in printed()
     _print_summary({**manifest, "device": "iphone-14-pro"}, Path("build/onnx"))
     assert "(target onnx, device iphone-14-pro)" in printed()
+
+
+# --- a build folder that was tampered with: every command that reads it says what is wrong (was exit 3) ---
+
+def tampered_build(folder: Path, component: dict) -> Path:
+    """A build whose manifest lists a UNet as `component` says, with none of its files on disk."""
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"target": "onnx", "components": {"unet": component},
+                                                      "checkpoint": {"path": "/gone", "sha256": "0"}}))
+    return folder
+
+
+@pytest.mark.parametrize("command", [
+    ["verify"], ["inspect"], ["bench", "--no-measure"], ["estimate", "--device", "cpu"],
+    ["generate", "x", "--out", "{tmp}/g.png", "--build"],  # was NoSuchFile from onnxruntime, exit 3
+])
+@pytest.mark.parametrize("component, message", [
+    ({"files": ["unet/model.onnx"], "inputs": {}, "outputs": {}}, "build file '{build}/unet/model.onnx' is missing"),
+    ({"inputs": {}, "outputs": {}}, "is not a fusionc manifest"),  # was KeyError: 'files', exit 3
+])
+def test_a_build_with_a_file_deleted_or_a_manifest_edited_is_refused(tmp_path: Path, command: list[str],
+                                                                    component: dict, message: str) -> None:
+    build = tampered_build(tmp_path / "b", component)
+    args = [a.format(tmp=tmp_path) for a in command]
+    assert message.format(build=build) in one_error(*args, str(build))
+    assert not (tmp_path / "g.png").exists()
