@@ -106,6 +106,14 @@ def _normalize(key: str) -> str:
     return ALIASES.get(key, key)
 
 
+def _verify_value(key: str, value: Any, where: str) -> bool:
+    """`verify = false` or the flag's own name, `no_verify = true` (or `no-verify`): the no_verify parameter.
+    A bool only (a string went through click's bool; `no_verify = true` was negated like `verify`)."""
+    if not isinstance(value, bool):
+        raise BadInputError(f"{where}: {key} must be true or false")
+    return not value if key.replace("-", "_") == "verify" else value
+
+
 def _load_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInputError(f"config file '{path}' does not exist")
@@ -122,21 +130,28 @@ NOT_PER_VARIANT = ("checkpoint", "cache", "report", "junit", "config_file", "all
 
 def read_variants(path: Path) -> list[dict[str, Any]]:
     """The file's [[variant]] tables (raw values by parameter name, paths made absolute); [] when none."""
-    tables = _load_toml(path).get("variant", [])
+    data = _load_toml(path)
+    tables = data.get("variant", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise BadInputError(f"config file '{path}': write each variant as a [[variant]] table")
+    if "variant" in data and not tables:
+        raise BadInputError(f"config file '{path}': variant = [] lists no variants: add [[variant]] tables, or drop "
+                            "it for one build")
     variants = []
     for i, table in enumerate(tables):
-        flat = {_normalize(k): v for k, v in table.items()}
-        name = flat.get("name")
+        name = table.get("name")
         if not isinstance(name, str) or not name.strip() or "/" in name:
             raise BadInputError(f"config file '{path}': variant {i + 1} needs a name (a word, no '/')")
+        flat: dict[str, Any] = {}
+        for key, value in table.items():
+            if _normalize(key) in flat:
+                raise BadInputError(f"config file '{path}': variant '{name}' sets '{_normalize(key)}' twice")
+            flat[_normalize(key)] = (_verify_value(key, value, f"config file '{path}': variant '{name}'")
+                                     if _normalize(key) == "no_verify" else value)
         for key in NOT_PER_VARIANT:
             if key in flat:
                 raise BadInputError(f"config file '{path}': variant '{name}' sets '{key}': it is shared by the "
                                     "fleet, set it in [compile]")
-        if "no_verify" in flat:
-            flat["no_verify"] = not flat["no_verify"] if isinstance(flat["no_verify"], bool) else flat["no_verify"]
         if isinstance(flat.get("out"), str):
             flat["out"] = (path.parent / flat["out"]).resolve()
         if isinstance(flat.get("recipe"), str):
@@ -158,11 +173,9 @@ def read_config(path: Path) -> dict[str, Any]:
             continue
         items = value.items() if isinstance(value, dict) and key in SECTIONS else [(key, value)]
         for name, item in items:
+            if _normalize(name) == "no_verify":  # `verify = false` (or `no_verify = true`) in the file
+                item = _verify_value(name, item, f"config file '{path}'")
             name = _normalize(name)
-            if name == "no_verify":  # `verify = false` in the file
-                if not isinstance(item, bool):
-                    raise BadInputError(f"config file '{path}': verify must be true or false")
-                item = not item
             if name in flat:
                 raise BadInputError(f"config file '{path}': '{name}' is set twice")
             flat[name] = item

@@ -303,6 +303,10 @@ def test_variant_selects_one(local_fleet, tiny_pipeline, tmp_path: Path, stable_
     ('[[variant]]\nname = "a"\ndevice = "pixel-9"\n', [], "variant 'a'"),
     ('[[variant]]\nname = "a"\n', ["--jobs", "2", "--executor", "ray"], "--jobs 2 is for --executor local"),
     ('[[variant]]\nname = "a"\njobs = 2\n', [], "shared by the fleet"),
+    # was read as click's bool("false") for no_verify, i.e. verify = true: the variant verified
+    ('[[variant]]\nname = "a"\nverify = "false"\n', [], "variant 'a': verify must be true or false"),
+    # was a plain compile of the shared tables, as if no fleet were written
+    ('variant = []\n', [], "variant = [] lists no variants"),
 ])
 def test_bad_fleets_are_exit_2_before_any_work(tmp_path: Path, text: str, args: list[str], message: str) -> None:
     config = tmp_path / "fusionc.toml"
