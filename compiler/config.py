@@ -256,6 +256,14 @@ def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] 
         value = _convert(ctx.command, ctx, name, raw, config_file)
         sources[name] = f"variant {variant['name']}"
         (extra if name in file_only_fields(ctx.command) else params).__setitem__(name, value)
+    # fleet-only options on one build, and a Ray address without Ray: they would be ignored (RAY_ADDRESS in the
+    # environment is not an option given: it may be set for other work)
+    if params.get("plot") is not None and variant is None and not fleet:
+        raise BadInputError("--plot draws a fleet's variants: it needs a --config file with [[variant]] tables; drop "
+                            "it for one build")
+    if (params.get("ray_address") and (params.get("executor") or "local") != "ray"
+            and ctx.get_parameter_source("ray_address") != ParameterSource.ENVIRONMENT):
+        raise BadInputError("--ray-address is for --executor ray: add --executor ray or drop it")
     try:
         max_size = parse_budget(params.get("max_size") or None, "--max-size")
         max_latency = parse_budget(params.get("max_latency_ms") or None, "--max-latency-ms")

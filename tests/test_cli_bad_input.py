@@ -96,6 +96,9 @@ def test_a_zero_height_through_the_api_is_refused_not_defaulted(tiny_pipeline) -
      "--recipe 'nonexist.json' does not exist: give a saved recipe to re-apply, or add --palettize auto:DB"),
     (["--target", "qnn", "--precision", "fp16", "--qnn-range-margin", "2"],
      "--qnn-range-margin widens the ranges of quantized activations and --precision fp16 has none"),
+    # each was accepted, and the build made without it
+    (["--plot", "p.png"], "--plot draws a fleet's variants: it needs a --config file with [[variant]] tables"),
+    (["--ray-address", "ray://head:10001"], "--ray-address is for --executor ray: add --executor ray or drop it"),
 ])
 def test_an_option_without_effect_or_a_gate_without_a_device_is_refused(tmp_path: Path, args: list[str],
                                                                         message: str) -> None:
@@ -118,6 +121,13 @@ def test_an_option_without_effect_or_a_gate_without_a_device_is_refused(tmp_path
 def test_the_same_options_in_effect_are_accepted(args: list[str]) -> None:
     ctx = compile_command.make_context("compile", args)
     resolve(ctx, ctx.params)
+
+
+def test_ray_address_from_the_environment_is_not_an_option_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAY_ADDRESS set for other work does not stop a local compile; --ray-address on the line does (above)."""
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    ctx = compile_command.make_context("compile", [])
+    assert resolve(ctx, ctx.params).ray_address == "ray://head:10001"
 
 
 def test_an_option_without_effect_in_the_config_file_is_refused(tmp_path: Path) -> None:
