@@ -97,6 +97,16 @@ def test_a_zero_height_through_the_api_is_refused_not_defaulted(tiny_pipeline) -
     (["--target", "qnn", "--precision", "fp16", "--qnn-range-margin", "2"],
      "--qnn-range-margin widens the ranges of quantized activations and --precision fp16 has none"),
     # each was accepted, and the build made without it
+    (["--target", "coreml", "--attention-chunk", "64"],
+     "--attention-chunk 64 has no effect with --attention split_einsum: it chunks split_einsum_v2's queries"),
+    (["--calibration-samples", "4"],
+     "--calibration-samples tunes the quantization, and an onnx fp32 build has none: drop it or choose --precision w8a8"),
+    (["--qnn-remedy-rounds", "3"], "--qnn-remedy-rounds tunes the quantization, and an onnx fp32 build has none"),
+    (["--target", "qnn", "--precision", "fp16", "--no-qnn-fp16-attention"],
+     "--qnn-fp16-attention tunes the quantization, and a qnn fp16 build has none: drop it or choose --precision "
+     "w8a16 or w8a8"),
+    (["--target", "qnn", "--precision", "fp16", "--qnn-target-db", "40"],
+     "--qnn-target-db tunes the quantization, and a qnn fp16 build has none"),
     (["--plot", "p.png"], "--plot draws a fleet's variants: it needs a --config file with [[variant]] tables"),
     (["--ray-address", "ray://head:10001"], "--ray-address is for --executor ray: add --executor ray or drop it"),
 ])
@@ -117,6 +127,9 @@ def test_an_option_without_effect_or_a_gate_without_a_device_is_refused(tmp_path
     ["--palettize", "auto:35", "--recipe", "to_be_written.json", "--mixed-bit-steps", "3"],
     ["--target", "qnn", "--no-verify", "--min-psnr", "40"],  # still the quantization remedies' target (+5 dB)
     ["--precision", "w8a8", "--no-verify", "--min-psnr", "40"],  # onnx w8a8 shares those remedies
+    ["--precision", "w8a8", "--calibration-samples", "4", "--qnn-remedy-rounds", "3"],
+    ["--target", "qnn", "--calibration-samples", "4", "--no-qnn-fp16-attention", "--qnn-remedy-seconds", "5"],
+    ["--target", "coreml", "--attention", "split_einsum_v2", "--attention-chunk", "64"],
 ])
 def test_the_same_options_in_effect_are_accepted(args: list[str]) -> None:
     ctx = compile_command.make_context("compile", args)
