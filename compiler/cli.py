@@ -333,11 +333,12 @@ def inspect_command(path: Path) -> None:
 @click.option("--min-psnr", type=float, default=None, help="Exit 1 if the build's image is under this PSNR vs torch.")
 @click.option("--control-image", type=click.Path(path_type=Path), default=None,
               help="ControlNet pipelines: the conditioning image (resized to the build's size, RGB in [0, 1]).")
-@click.option("--control-scale", type=float, default=1.0, show_default=True,
-              help="ControlNet residual scale (diffusers' controlnet_conditioning_scale).")
+@click.option("--control-scale", type=float, default=None,
+              help="ControlNet residual scale (diffusers' controlnet_conditioning_scale) [default: 1].")
 @handle_errors
 def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, out: Path, steps: int, seed: int,
-                     guidance: float, min_psnr: float | None, control_image: Path | None, control_scale: float) -> None:
+                     guidance: float, min_psnr: float | None, control_image: Path | None,
+                     control_scale: float | None) -> None:
     """Generate one image for PROMPT with BUILD (or in torch with --checkpoint) and write a PNG."""
     from fusionc.generate import generate_command as run_generate
 

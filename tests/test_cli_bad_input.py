@@ -267,6 +267,20 @@ def test_generate_refuses_a_bad_out_before_the_work(tmp_path: Path, name: str, m
     assert message.format(p=path) in one_error("generate", "x", "--out", str(path))
 
 
+def test_generate_refuses_a_psnr_gate_without_a_build(tmp_path: Path) -> None:
+    """torch alone makes no build image to score: the gate was skipped, exit 0."""
+    assert "--min-psnr gates a build's image against torch: add --build BUILD" in one_error(
+        "generate", "x", "--min-psnr", "30", "--out", str(tmp_path / "g.png"))
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_generate_refuses_a_control_scale_without_a_controlnet(tmp_path: Path) -> None:
+    """The built-in pipeline has no ControlNet: the scale was accepted and scaled nothing."""
+    assert "--control-scale given, but" in one_error("generate", "x", "--control-scale", "0.5", "--steps", "1",
+                                                     "--out", str(tmp_path / "g.png"))
+    assert not (tmp_path / "g.png").exists()
+
+
 def fake_build(folder: Path, checkpoint: dict) -> Path:
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps({"target": "onnx", "components": {}, "checkpoint": checkpoint}))
