@@ -143,6 +143,13 @@ def test_ray_address_from_the_environment_is_not_an_option_given(monkeypatch: py
     assert resolve(ctx, ctx.params).ray_address == "ray://head:10001"
 
 
+def test_text_length_on_a_unet_pipeline_is_refused(tmp_path: Path) -> None:
+    """The built-in SD pipeline has CLIP encoders only: --text-length (T5 tokens) was accepted and ignored."""
+    assert "--text-length 16 sets the T5 tokens of a diffusion transformer's prompt" in one_error(
+        "compile", "--text-length", "16", "--out", str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_option_without_effect_in_the_config_file_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "fusionc.toml"
     config.write_text("[compression]\nblock_size = 32\n")
