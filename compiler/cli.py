@@ -399,11 +399,19 @@ qnn_runtime_option = click.option(
 @click.option("--no-measure", is_flag=True, help="Estimates only (skip running anything).")
 @qnn_runtime_option
 @click.option("--check", is_flag=True, help="Exit 1 when no backend fits the budget.")
+@click.pass_context
 @handle_errors
-def bench_command(check: bool, **kwargs: Any) -> None:
+def bench_command(ctx: click.Context, check: bool, **kwargs: Any) -> None:
     """Measured and estimated latency of each component of BUILD... and the end-to-end budget."""
+    from click.core import ParameterSource
+
     from fusionc.bench import run_bench_cli
-    from fusionc.core.errors import CheckFailedError
+    from fusionc.core.errors import BadInputError, CheckFailedError
+
+    timing = [f"--{n}" for n in ("runs", "warmup") if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    if kwargs["no_measure"] and timing:  # they time the measured runs that --no-measure skips
+        raise BadInputError(f"{'/'.join(timing)} time{'s' if len(timing) == 1 else ''} the measured runs, and "
+                            "--no-measure skips them: drop one")
 
     result = run_bench_cli(**kwargs)
     if check and not any(r["within_budget"] for r in result["budgets"]):

@@ -351,3 +351,32 @@ def test_a_build_with_a_file_deleted_or_a_manifest_edited_is_refused(tmp_path: P
     args = [a.format(tmp=tmp_path) for a in command]
     assert message.format(build=build) in one_error(*args, str(build))
     assert not (tmp_path / "g.png").exists()
+
+
+# --- estimate and bench: options that do nothing for what they are given ---
+
+def two_op_model(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--height", "128"], "--height/--width set the size a checkpoint is exported at"),  # the file's shapes were used
+    (["--cache", "{tmp}/c"], "--cache keeps a checkpoint's graph statistics"),  # nothing was cached
+])
+def test_estimate_of_an_onnx_file_refuses_checkpoint_only_options(tmp_path: Path, args: list[str],
+                                                                  message: str) -> None:
+    model = two_op_model(tmp_path / "unet.onnx")
+    assert message in one_error("estimate", str(model), "--device", "cpu", *[a.format(tmp=tmp_path) for a in args])
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("args", [["--runs", "3"], ["--warmup", "0"]])
+def test_bench_refuses_timing_options_with_no_measure(args: list[str]) -> None:
+    assert "the measured runs, and --no-measure skips them" in one_error("bench", "build/onnx", "--no-measure", *args)
