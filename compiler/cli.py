@@ -224,7 +224,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
     from click.core import ParameterSource
 
     from fusionc.buildfs import check_output_files
-    from fusionc.config import resolve
+    from fusionc.config import check_shared_keys, resolve
     from fusionc.core.errors import BadInputError, CheckFailedError
     from fusionc.fleet import run_fleet
     from fusionc.fleet_report import print_table, write
@@ -241,6 +241,8 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
             raise BadInputError(f"--variant '{wanted}' is not in {params['config_file']}: choose one of {names}")
     shared = resolve(ctx, params, fleet=True)
     variants = [resolve(ctx, params, table) for table in tables]
+    if wanted is None:  # every variant: a shared option none of them uses is ignored by the whole fleet
+        check_shared_keys(shared, variants)
     check_output_files(("--report", shared.report), ("--junit", shared.junit), ("--plot", shared.plot))
 
     def done(result: Any) -> None:

@@ -284,7 +284,8 @@ def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] 
     given = {MAPPED.get(k, k) for k, s in sources.items() if variant is None or s != "config file"}
     where = {MAPPED.get(k, k): (f"config file '{config_file}'" if s == "config file" else s)
              for k, s in sources.items() if s != "command line"}
-    check_target_options(options, given, where)
+    if not fleet:  # a fleet's shared keys are checked per variant, and as a whole by check_shared_keys
+        check_target_options(options, given, where)
     # an option with no effect (--block-size without --quantize-weights, --min-psnr with --no-verify, ...) or a
     # gate that cannot be evaluated: refused too, before any work; a fleet's shared keys only where given
     shared = {MAPPED.get(k, k) for k, s in sources.items() if s == "config file"} if variant is not None else set()
@@ -300,3 +301,24 @@ def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] 
                            params.get("cache"), config_file, digest, sources, variant["name"] if variant else None,
                            params.get("plot"), params.get("executor") or "local", params.get("ray_address"),
                            params.get("jobs") or 1)
+
+
+def check_shared_keys(shared: CompileSettings, variants: list[CompileSettings]) -> None:
+    """A fleet's shared config-file option that no variant uses (each one's target does not honour it, the variant
+    sets its own, or it has no effect with the variant's other options) would be ignored by the whole fleet:
+    refused (exit 2) before any work. Call it with every variant of the file (not a --variant selection, whose
+    shared keys may be for the variants left out)."""
+    from fusionc.core.options import inert_options, targets_of
+
+    fields = {f.name for f in dataclasses.fields(CompileOptions)}
+    for key, source in shared.sources.items():
+        name = MAPPED.get(key, key)
+        if source != "config file" or name not in fields or key in NOT_OPTIONS:
+            continue
+        users = [v.variant for v in variants if v.sources.get(key) == "config file"
+                 and v.options.target in targets_of(name)
+                 and name not in {n for n, _ in inert_options(v.options, {name})}]
+        if not users:
+            raise BadInputError(f"config file '{shared.config_file}': --{key.replace('_', '-')} is set for the fleet, "
+                                "and no variant uses it (not its target's option, set by the variant itself, or "
+                                "without effect there): move it into the [[variant]] that needs it, or drop it")
