@@ -191,7 +191,27 @@ def read_manifest(build: Path) -> dict:
         raise BadInputError(f"'{path}' is not valid JSON ({err}): rebuild with `fusionc compile`") from err
     if not isinstance(manifest, dict) or "components" not in manifest or "target" not in manifest:
         raise BadInputError(f"'{path}' is not a fusionc manifest: rebuild with `fusionc compile`")
+    check_build_files(build, manifest)
     return manifest
+
+
+def check_build_files(build: Path, manifest: dict) -> None:
+    """Every component's `files` listed, inside the build and on disk: a tampered build is bad input (exit 2)
+    for every command that reads it, not an error of the runtime that opens a missing file (exit 3)."""
+    path = build / MANIFEST
+    components = manifest["components"]
+    if not isinstance(components, dict) or not all(
+            isinstance(c, dict) and isinstance(c.get("files"), list) and all(isinstance(f, str) for f in c["files"])
+            for c in components.values()):
+        raise BadInputError(f"'{path}' is not a fusionc manifest (a component without its list of files): rebuild "
+                            "with `fusionc compile`")
+    root = build.resolve()
+    for comp in components.values():
+        for file in comp["files"]:
+            if not (build / file).resolve().is_relative_to(root):
+                raise BadInputError(f"'{path}' lists '{file}' outside the build: refused")
+            if not (build / file).exists():
+                raise BadInputError(f"build file '{build / file}' is missing: recompile the build")
 
 
 def write_json(path: Path, data: dict) -> None:

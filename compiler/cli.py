@@ -224,7 +224,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
     from click.core import ParameterSource
 
     from fusionc.buildfs import check_output_files
-    from fusionc.config import resolve
+    from fusionc.config import check_shared_keys, resolve
     from fusionc.core.errors import BadInputError, CheckFailedError
     from fusionc.fleet import run_fleet
     from fusionc.fleet_report import print_table, write
@@ -241,6 +241,8 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
             raise BadInputError(f"--variant '{wanted}' is not in {params['config_file']}: choose one of {names}")
     shared = resolve(ctx, params, fleet=True)
     variants = [resolve(ctx, params, table) for table in tables]
+    if wanted is None:  # every variant: a shared option none of them uses is ignored by the whole fleet
+        check_shared_keys(shared, variants)
     check_output_files(("--report", shared.report), ("--junit", shared.junit), ("--plot", shared.plot))
 
     def done(result: Any) -> None:
@@ -333,11 +335,12 @@ def inspect_command(path: Path) -> None:
 @click.option("--min-psnr", type=float, default=None, help="Exit 1 if the build's image is under this PSNR vs torch.")
 @click.option("--control-image", type=click.Path(path_type=Path), default=None,
               help="ControlNet pipelines: the conditioning image (resized to the build's size, RGB in [0, 1]).")
-@click.option("--control-scale", type=float, default=1.0, show_default=True,
-              help="ControlNet residual scale (diffusers' controlnet_conditioning_scale).")
+@click.option("--control-scale", type=float, default=None,
+              help="ControlNet residual scale (diffusers' controlnet_conditioning_scale) [default: 1].")
 @handle_errors
 def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, out: Path, steps: int, seed: int,
-                     guidance: float, min_psnr: float | None, control_image: Path | None, control_scale: float) -> None:
+                     guidance: float, min_psnr: float | None, control_image: Path | None,
+                     control_scale: float | None) -> None:
     """Generate one image for PROMPT with BUILD (or in torch with --checkpoint) and write a PNG."""
     from fusionc.generate import generate_command as run_generate
 
@@ -398,11 +401,19 @@ qnn_runtime_option = click.option(
 @click.option("--no-measure", is_flag=True, help="Estimates only (skip running anything).")
 @qnn_runtime_option
 @click.option("--check", is_flag=True, help="Exit 1 when no backend fits the budget.")
+@click.pass_context
 @handle_errors
-def bench_command(check: bool, **kwargs: Any) -> None:
+def bench_command(ctx: click.Context, check: bool, **kwargs: Any) -> None:
     """Measured and estimated latency of each component of BUILD... and the end-to-end budget."""
+    from click.core import ParameterSource
+
     from fusionc.bench import run_bench_cli
-    from fusionc.core.errors import CheckFailedError
+    from fusionc.core.errors import BadInputError, CheckFailedError
+
+    timing = [f"--{n}" for n in ("runs", "warmup") if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    if kwargs["no_measure"] and timing:  # they time the measured runs that --no-measure skips
+        raise BadInputError(f"{'/'.join(timing)} time{'s' if len(timing) == 1 else ''} the measured runs, and "
+                            "--no-measure skips them: drop one")
 
     result = run_bench_cli(**kwargs)
     if check and not any(r["within_budget"] for r in result["budgets"]):

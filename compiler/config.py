@@ -106,6 +106,14 @@ def _normalize(key: str) -> str:
     return ALIASES.get(key, key)
 
 
+def _verify_value(key: str, value: Any, where: str) -> bool:
+    """`verify = false` or the flag's own name, `no_verify = true` (or `no-verify`): the no_verify parameter.
+    A bool only (a string went through click's bool; `no_verify = true` was negated like `verify`)."""
+    if not isinstance(value, bool):
+        raise BadInputError(f"{where}: {key} must be true or false")
+    return not value if key.replace("-", "_") == "verify" else value
+
+
 def _load_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInputError(f"config file '{path}' does not exist")
@@ -122,21 +130,28 @@ NOT_PER_VARIANT = ("checkpoint", "cache", "report", "junit", "config_file", "all
 
 def read_variants(path: Path) -> list[dict[str, Any]]:
     """The file's [[variant]] tables (raw values by parameter name, paths made absolute); [] when none."""
-    tables = _load_toml(path).get("variant", [])
+    data = _load_toml(path)
+    tables = data.get("variant", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise BadInputError(f"config file '{path}': write each variant as a [[variant]] table")
+    if "variant" in data and not tables:
+        raise BadInputError(f"config file '{path}': variant = [] lists no variants: add [[variant]] tables, or drop "
+                            "it for one build")
     variants = []
     for i, table in enumerate(tables):
-        flat = {_normalize(k): v for k, v in table.items()}
-        name = flat.get("name")
+        name = table.get("name")
         if not isinstance(name, str) or not name.strip() or "/" in name:
             raise BadInputError(f"config file '{path}': variant {i + 1} needs a name (a word, no '/')")
+        flat: dict[str, Any] = {}
+        for key, value in table.items():
+            if _normalize(key) in flat:
+                raise BadInputError(f"config file '{path}': variant '{name}' sets '{_normalize(key)}' twice")
+            flat[_normalize(key)] = (_verify_value(key, value, f"config file '{path}': variant '{name}'")
+                                     if _normalize(key) == "no_verify" else value)
         for key in NOT_PER_VARIANT:
             if key in flat:
                 raise BadInputError(f"config file '{path}': variant '{name}' sets '{key}': it is shared by the "
                                     "fleet, set it in [compile]")
-        if "no_verify" in flat:
-            flat["no_verify"] = not flat["no_verify"] if isinstance(flat["no_verify"], bool) else flat["no_verify"]
         if isinstance(flat.get("out"), str):
             flat["out"] = (path.parent / flat["out"]).resolve()
         if isinstance(flat.get("recipe"), str):
@@ -158,11 +173,9 @@ def read_config(path: Path) -> dict[str, Any]:
             continue
         items = value.items() if isinstance(value, dict) and key in SECTIONS else [(key, value)]
         for name, item in items:
+            if _normalize(name) == "no_verify":  # `verify = false` (or `no_verify = true`) in the file
+                item = _verify_value(name, item, f"config file '{path}'")
             name = _normalize(name)
-            if name == "no_verify":  # `verify = false` in the file
-                if not isinstance(item, bool):
-                    raise BadInputError(f"config file '{path}': verify must be true or false")
-                item = not item
             if name in flat:
                 raise BadInputError(f"config file '{path}': '{name}' is set twice")
             flat[name] = item
@@ -243,6 +256,14 @@ def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] 
         value = _convert(ctx.command, ctx, name, raw, config_file)
         sources[name] = f"variant {variant['name']}"
         (extra if name in file_only_fields(ctx.command) else params).__setitem__(name, value)
+    # fleet-only options on one build, and a Ray address without Ray: they would be ignored (RAY_ADDRESS in the
+    # environment is not an option given: it may be set for other work)
+    if params.get("plot") is not None and variant is None and not fleet:
+        raise BadInputError("--plot draws a fleet's variants: it needs a --config file with [[variant]] tables; drop "
+                            "it for one build")
+    if (params.get("ray_address") and (params.get("executor") or "local") != "ray"
+            and ctx.get_parameter_source("ray_address") != ParameterSource.ENVIRONMENT):
+        raise BadInputError("--ray-address is for --executor ray: add --executor ray or drop it")
     try:
         max_size = parse_budget(params.get("max_size") or None, "--max-size")
         max_latency = parse_budget(params.get("max_latency_ms") or None, "--max-latency-ms")
@@ -263,7 +284,8 @@ def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] 
     given = {MAPPED.get(k, k) for k, s in sources.items() if variant is None or s != "config file"}
     where = {MAPPED.get(k, k): (f"config file '{config_file}'" if s == "config file" else s)
              for k, s in sources.items() if s != "command line"}
-    check_target_options(options, given, where)
+    if not fleet:  # a fleet's shared keys are checked per variant, and as a whole by check_shared_keys
+        check_target_options(options, given, where)
     # an option with no effect (--block-size without --quantize-weights, --min-psnr with --no-verify, ...) or a
     # gate that cannot be evaluated: refused too, before any work; a fleet's shared keys only where given
     shared = {MAPPED.get(k, k) for k, s in sources.items() if s == "config file"} if variant is not None else set()
@@ -279,3 +301,24 @@ def resolve(ctx: click.Context, params: dict[str, Any], variant: dict[str, Any] 
                            params.get("cache"), config_file, digest, sources, variant["name"] if variant else None,
                            params.get("plot"), params.get("executor") or "local", params.get("ray_address"),
                            params.get("jobs") or 1)
+
+
+def check_shared_keys(shared: CompileSettings, variants: list[CompileSettings]) -> None:
+    """A fleet's shared config-file option that no variant uses (each one's target does not honour it, the variant
+    sets its own, or it has no effect with the variant's other options) would be ignored by the whole fleet:
+    refused (exit 2) before any work. Call it with every variant of the file (not a --variant selection, whose
+    shared keys may be for the variants left out)."""
+    from fusionc.core.options import inert_options, targets_of
+
+    fields = {f.name for f in dataclasses.fields(CompileOptions)}
+    for key, source in shared.sources.items():
+        name = MAPPED.get(key, key)
+        if source != "config file" or name not in fields or key in NOT_OPTIONS:
+            continue
+        users = [v.variant for v in variants if v.sources.get(key) == "config file"
+                 and v.options.target in targets_of(name)
+                 and name not in {n for n, _ in inert_options(v.options, {name})}]
+        if not users:
+            raise BadInputError(f"config file '{shared.config_file}': --{key.replace('_', '-')} is set for the fleet, "
+                                "and no variant uses it (not its target's option, set by the variant itself, or "
+                                "without effect there): move it into the [[variant]] that needs it, or drop it")

@@ -152,15 +152,16 @@ def build_scaling_factor(build: Path, manifest: dict[str, Any]) -> float:
 
 
 def run(prompt: str, rs: RunnerSet, steps: int = 8, seed: int = 0, guidance: float = DEFAULT_GUIDANCE,
-        control_image: Path | None = None, control_scale: float = 1.0) -> tuple[np.ndarray, dict[str, Any]]:
-    """generate() with a RunnerSet's geometry; `control_image` (a file) conditions a ControlNet build.
-    A DiT pipeline's (SD3, PixArt) runs fusionc.dit_generate.run_dit."""
+        control_image: Path | None = None, control_scale: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """generate() with a RunnerSet's geometry; `control_image` (a file) conditions a ControlNet build, its
+    residuals times `control_scale` (None: 1). A DiT pipeline's (SD3, PixArt) runs fusionc.dit_generate.run_dit."""
+    given = "--control-image" if control_image is not None else "--control-scale" if control_scale is not None else None
     if hasattr(rs, "geo"):
         from fusionc.dit_generate import run_dit
 
-        if control_image is not None:
-            raise BadInputError(f"--control-image given, but '{rs.source}' is a diffusion-transformer pipeline "
-                                "without a controlnet: leave out --control-image")
+        if given:
+            raise BadInputError(f"{given} given, but '{rs.source}' is a diffusion-transformer pipeline "
+                                f"without a controlnet: leave out {given}")
         return run_dit(prompt, rs, steps, seed, guidance)
     image = None
     if "controlnet" in rs.runners:
@@ -168,9 +169,10 @@ def run(prompt: str, rs: RunnerSet, steps: int = 8, seed: int = 0, guidance: flo
             raise BadInputError(f"'{rs.source}' is a ControlNet pipeline: pass --control-image IMAGE "
                                 "(for example the outline of the shape to draw)")
         image = read_control_image(control_image, rs.height, rs.width)
-    elif control_image is not None:
-        raise BadInputError(f"--control-image given, but '{rs.source}' has no controlnet: compile a "
-                            "StableDiffusionControlNetPipeline folder, or leave out --control-image")
+    elif given:
+        raise BadInputError(f"{given} given, but '{rs.source}' has no controlnet: compile a "
+                            f"StableDiffusionControlNetPipeline folder, or leave out {given}")
+    control_scale = 1.0 if control_scale is None else control_scale
     result, info = generate(prompt, rs.runners, rs.tokenizer, rs.scheduler, steps, seed, guidance, rs.height, rs.width,
                             scaling_factor=rs.scaling_factor, latent_channels=rs.latent_channels,
                             text_length=rs.text_length, control_image=image, control_scale=control_scale)
@@ -228,7 +230,8 @@ def check_reference(build: Path, checkpoint: Path | str) -> None:
 
 def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, out: Path, steps: int = 8,
                      seed: int = 0, guidance: float = DEFAULT_GUIDANCE, min_psnr: float | None = None,
-                     echo: Any = print, control_image: Path | None = None, control_scale: float = 1.0) -> dict[str, Any]:
+                     echo: Any = print, control_image: Path | None = None,
+                     control_scale: float | None = None) -> dict[str, Any]:
     """`fusionc generate`: the build's image (or the torch checkpoint's without --build) written to out.
 
     With --build, the same prompt and seed also run on the torch checkpoint the build came from (or
@@ -238,16 +241,22 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
     from fusionc.core.errors import CheckFailedError
 
     check_image_out(out)  # a bad --out fails now, not after the images
+    if min_psnr is not None and build is None:  # torch alone: no build image to score against it
+        raise BadInputError("--min-psnr gates a build's image against torch: add --build BUILD or drop --min-psnr")
     if build is not None and checkpoint is not None:
         check_reference(build, checkpoint)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if build is not None:
             rs = build_runners(build)
+            source = checkpoint or Path((rs.extra.get("checkpoint") or {}).get("path", ""))
+            gone = checkpoint is None and not (source / "model_index.json").is_file()
+            if gone and min_psnr is not None:  # a gate that cannot be evaluated: refused before the image
+                raise BadInputError(f"--min-psnr needs the torch reference, and the build's checkpoint '{source}' "
+                                    "is gone: pass --checkpoint (the same model), or drop --min-psnr")
             image, info = run(prompt, rs, steps, seed, guidance, control_image, control_scale)
             info["target"] = rs.extra["target"]
-            source = checkpoint or Path((rs.extra.get("checkpoint") or {}).get("path", ""))
-            if checkpoint is None and not (source / "model_index.json").is_file():
+            if gone:
                 info["psnr_db"] = None
                 echo(f"note: the build's checkpoint '{source}' is gone; no torch reference to compare with")
             else:

@@ -95,6 +95,18 @@ def select_components(checkpoint: Checkpoint, options: CompileOptions, target: A
     return list(options.components)
 
 
+def _check_text_length(checkpoint: Checkpoint, options: CompileOptions) -> None:
+    """--text-length counts T5 tokens (a diffusion transformer's prompt, or a T5 folder alone): a UNet pipeline's
+    CLIP encoders take their own fixed length, so it would have no effect there (was accepted and ignored)."""
+    if options.text_length is None or checkpoint.dit_family is not None:
+        return
+    if "T5EncoderModel" in checkpoint.classes.values():
+        return
+    raise BadInputError(f"--text-length {options.text_length} sets the T5 tokens of a diffusion transformer's prompt, "
+                        f"and '{checkpoint.path}' has no transformer or T5 (its CLIP text encoders take a fixed "
+                        "length): drop --text-length")
+
+
 def _check_recipe_file(options: CompileOptions) -> None:
     """A --recipe to re-apply (no --palettize auto:DB to search and save one) must exist. Checked here, not when
     the options are resolved: a compile line earlier in a script may write it."""
@@ -192,6 +204,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     with stage("load checkpoint", timings):
         checkpoint = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path, options.allow_pickle)
     names = select_components(checkpoint, options, target)
+    _check_text_length(checkpoint, options)
     _check_compression_components(options, names, _given_options(config))
     height, width = image_size(checkpoint, options)
     sets = cached_input_sets(checkpoint, options, names, needed_roles(target, options), component_cache, timings)

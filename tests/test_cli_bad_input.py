@@ -96,6 +96,19 @@ def test_a_zero_height_through_the_api_is_refused_not_defaulted(tiny_pipeline) -
      "--recipe 'nonexist.json' does not exist: give a saved recipe to re-apply, or add --palettize auto:DB"),
     (["--target", "qnn", "--precision", "fp16", "--qnn-range-margin", "2"],
      "--qnn-range-margin widens the ranges of quantized activations and --precision fp16 has none"),
+    # each was accepted, and the build made without it
+    (["--target", "coreml", "--attention-chunk", "64"],
+     "--attention-chunk 64 has no effect with --attention split_einsum: it chunks split_einsum_v2's queries"),
+    (["--calibration-samples", "4"],
+     "--calibration-samples tunes the quantization, and an onnx fp32 build has none: drop it or choose --precision w8a8"),
+    (["--qnn-remedy-rounds", "3"], "--qnn-remedy-rounds tunes the quantization, and an onnx fp32 build has none"),
+    (["--target", "qnn", "--precision", "fp16", "--no-qnn-fp16-attention"],
+     "--qnn-fp16-attention tunes the quantization, and a qnn fp16 build has none: drop it or choose --precision "
+     "w8a16 or w8a8"),
+    (["--target", "qnn", "--precision", "fp16", "--qnn-target-db", "40"],
+     "--qnn-target-db tunes the quantization, and a qnn fp16 build has none"),
+    (["--plot", "p.png"], "--plot draws a fleet's variants: it needs a --config file with [[variant]] tables"),
+    (["--ray-address", "ray://head:10001"], "--ray-address is for --executor ray: add --executor ray or drop it"),
 ])
 def test_an_option_without_effect_or_a_gate_without_a_device_is_refused(tmp_path: Path, args: list[str],
                                                                         message: str) -> None:
@@ -114,10 +127,27 @@ def test_an_option_without_effect_or_a_gate_without_a_device_is_refused(tmp_path
     ["--palettize", "auto:35", "--recipe", "to_be_written.json", "--mixed-bit-steps", "3"],
     ["--target", "qnn", "--no-verify", "--min-psnr", "40"],  # still the quantization remedies' target (+5 dB)
     ["--precision", "w8a8", "--no-verify", "--min-psnr", "40"],  # onnx w8a8 shares those remedies
+    ["--precision", "w8a8", "--calibration-samples", "4", "--qnn-remedy-rounds", "3"],
+    ["--target", "qnn", "--calibration-samples", "4", "--no-qnn-fp16-attention", "--qnn-remedy-seconds", "5"],
+    ["--target", "coreml", "--attention", "split_einsum_v2", "--attention-chunk", "64"],
 ])
 def test_the_same_options_in_effect_are_accepted(args: list[str]) -> None:
     ctx = compile_command.make_context("compile", args)
     resolve(ctx, ctx.params)
+
+
+def test_ray_address_from_the_environment_is_not_an_option_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAY_ADDRESS set for other work does not stop a local compile; --ray-address on the line does (above)."""
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    ctx = compile_command.make_context("compile", [])
+    assert resolve(ctx, ctx.params).ray_address == "ray://head:10001"
+
+
+def test_text_length_on_a_unet_pipeline_is_refused(tmp_path: Path) -> None:
+    """The built-in SD pipeline has CLIP encoders only: --text-length (T5 tokens) was accepted and ignored."""
+    assert "--text-length 16 sets the T5 tokens of a diffusion transformer's prompt" in one_error(
+        "compile", "--text-length", "16", "--out", str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_option_without_effect_in_the_config_file_is_refused(tmp_path: Path) -> None:
@@ -244,6 +274,20 @@ def test_generate_refuses_a_bad_out_before_the_work(tmp_path: Path, name: str, m
     assert message.format(p=path) in one_error("generate", "x", "--out", str(path))
 
 
+def test_generate_refuses_a_psnr_gate_without_a_build(tmp_path: Path) -> None:
+    """torch alone makes no build image to score: the gate was skipped, exit 0."""
+    assert "--min-psnr gates a build's image against torch: add --build BUILD" in one_error(
+        "generate", "x", "--min-psnr", "30", "--out", str(tmp_path / "g.png"))
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_generate_refuses_a_control_scale_without_a_controlnet(tmp_path: Path) -> None:
+    """The built-in pipeline has no ControlNet: the scale was accepted and scaled nothing."""
+    assert "--control-scale given, but" in one_error("generate", "x", "--control-scale", "0.5", "--steps", "1",
+                                                     "--out", str(tmp_path / "g.png"))
+    assert not (tmp_path / "g.png").exists()
+
+
 def fake_build(folder: Path, checkpoint: dict) -> Path:
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps({"target": "onnx", "components": {}, "checkpoint": checkpoint}))
@@ -281,3 +325,58 @@ def test_the_summary_names_no_device_when_there_is_none(capsys: pytest.CaptureFi
     assert "fusionc build: build/onnx (target onnx)" in printed()
     _print_summary({**manifest, "device": "iphone-14-pro"}, Path("build/onnx"))
     assert "(target onnx, device iphone-14-pro)" in printed()
+
+
+# --- a build folder that was tampered with: every command that reads it says what is wrong (was exit 3) ---
+
+def tampered_build(folder: Path, component: dict) -> Path:
+    """A build whose manifest lists a UNet as `component` says, with none of its files on disk."""
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"target": "onnx", "components": {"unet": component},
+                                                      "checkpoint": {"path": "/gone", "sha256": "0"}}))
+    return folder
+
+
+@pytest.mark.parametrize("command", [
+    ["verify"], ["inspect"], ["bench", "--no-measure"], ["estimate", "--device", "cpu"],
+    ["generate", "x", "--out", "{tmp}/g.png", "--build"],  # was NoSuchFile from onnxruntime, exit 3
+])
+@pytest.mark.parametrize("component, message", [
+    ({"files": ["unet/model.onnx"], "inputs": {}, "outputs": {}}, "build file '{build}/unet/model.onnx' is missing"),
+    ({"inputs": {}, "outputs": {}}, "is not a fusionc manifest"),  # was KeyError: 'files', exit 3
+])
+def test_a_build_with_a_file_deleted_or_a_manifest_edited_is_refused(tmp_path: Path, command: list[str],
+                                                                    component: dict, message: str) -> None:
+    build = tampered_build(tmp_path / "b", component)
+    args = [a.format(tmp=tmp_path) for a in command]
+    assert message.format(build=build) in one_error(*args, str(build))
+    assert not (tmp_path / "g.png").exists()
+
+
+# --- estimate and bench: options that do nothing for what they are given ---
+
+def two_op_model(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--height", "128"], "--height/--width set the size a checkpoint is exported at"),  # the file's shapes were used
+    (["--cache", "{tmp}/c"], "--cache keeps a checkpoint's graph statistics"),  # nothing was cached
+])
+def test_estimate_of_an_onnx_file_refuses_checkpoint_only_options(tmp_path: Path, args: list[str],
+                                                                  message: str) -> None:
+    model = two_op_model(tmp_path / "unet.onnx")
+    assert message in one_error("estimate", str(model), "--device", "cpu", *[a.format(tmp=tmp_path) for a in args])
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("args", [["--runs", "3"], ["--warmup", "0"]])
+def test_bench_refuses_timing_options_with_no_measure(args: list[str]) -> None:
+    assert "the measured runs, and --no-measure skips them" in one_error("bench", "build/onnx", "--no-measure", *args)

@@ -130,6 +130,15 @@ def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
         settings("--config", str(write(tmp_path, text)))
 
 
+@pytest.mark.parametrize("text, verify", [
+    ("[verify]\nverify = false\n", False), ("[verify]\nverify = true\n", True),
+    ("[verify]\nno_verify = true\n", False),  # the flag's own name: was negated like verify, and verified
+    ("[compile]\nno-verify = false\n", True),
+])
+def test_verify_and_no_verify_keys_mean_what_they_say(tmp_path: Path, text: str, verify: bool) -> None:
+    assert settings("--config", str(write(tmp_path, text))).options.verify is verify
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="does not exist"):
         settings("--config", str(tmp_path / "nope.toml"))

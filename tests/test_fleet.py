@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from fusionc import cache as cache_keys
-from fusionc.cli import main
+from fusionc.cli import compile_command, main
 from fusionc.config import read_variants
 
 SHARED = """
@@ -303,6 +303,17 @@ def test_variant_selects_one(local_fleet, tiny_pipeline, tmp_path: Path, stable_
     ('[[variant]]\nname = "a"\ndevice = "pixel-9"\n', [], "variant 'a'"),
     ('[[variant]]\nname = "a"\n', ["--jobs", "2", "--executor", "ray"], "--jobs 2 is for --executor local"),
     ('[[variant]]\nname = "a"\njobs = 2\n', [], "shared by the fleet"),
+    # was read as click's bool("false") for no_verify, i.e. verify = true: the variant verified
+    ('[[variant]]\nname = "a"\nverify = "false"\n', [], "variant 'a': verify must be true or false"),
+    # was a plain compile of the shared tables, as if no fleet were written
+    ('variant = []\n', [], "variant = [] lists no variants"),
+    # a shared option no variant uses was ignored by the whole fleet: foreign to every variant's target, ...
+    ('[compression]\npalettize = "6"\n[[variant]]\nname = "a"\ntarget = "qnn"\n', [],
+     "--palettize is set for the fleet, and no variant uses it"),
+    # ... without effect in every variant, or set by each variant itself
+    ('[coreml]\nattention_chunk = 64\n[[variant]]\nname = "a"\ntarget = "coreml"\n', [],
+     "--attention-chunk is set for the fleet, and no variant uses it"),
+    ('[compile]\nheight = 64\n[[variant]]\nname = "a"\nheight = 32\n', [], "--height is set for the fleet"),
 ])
 def test_bad_fleets_are_exit_2_before_any_work(tmp_path: Path, text: str, args: list[str], message: str) -> None:
     config = tmp_path / "fusionc.toml"
@@ -491,3 +502,18 @@ def test_ray_asks_for_the_memory_of_the_largest_component_times_the_targets_fact
     assert memory_request(job("qnn", ("vae_decoder",)), view) == RUNTIME_BYTES + int(0.2e9 * 3.5)  # vae_* -> vae/
     # the first of two QNN devices also runs the other's context build, bounded by --qnn-max-build-bytes (8 GiB)
     assert memory_request(job("qnn", ("unet",), ("snapdragon-8-gen-3",)), view) == sd15_qnn + (8 << 30)
+
+
+def test_a_shared_key_of_the_variants_target_is_not_refused_for_the_default_target(tmp_path: Path) -> None:
+    """[coreml] deployment_target shared by Core ML variants was refused as 'not an option of --target onnx' (the
+    shared tables' default target): each variant checks the shared keys for its own target."""
+    from fusionc.config import check_shared_keys, read_variants, resolve
+
+    config = tmp_path / "fusionc.toml"
+    config.write_text('[coreml]\ndeployment_target = "iOS18"\n[[variant]]\nname = "a"\ntarget = "coreml"\n'
+                      '[[variant]]\nname = "b"\ntarget = "qnn"\n')
+    ctx = compile_command.make_context("compile", ["--config", str(config)])
+    shared = resolve(ctx, ctx.params, fleet=True)
+    a, b = (resolve(ctx, ctx.params, table) for table in read_variants(config))
+    check_shared_keys(shared, [a, b])
+    assert (a.options.deployment_target, b.options.target) == ("iOS18", "qnn")

@@ -375,3 +375,13 @@ def test_inspect_unreadable_model(content: str, tmp_path: Path) -> None:
 def test_verify_refuses_a_damaged_manifest(good_build: Path) -> None:
     (good_build / "manifest.json").write_text("{")
     one_line_error(fusionc("verify", good_build), 2, "not valid JSON")
+
+
+def test_generate_refuses_a_psnr_gate_when_the_builds_checkpoint_is_gone(good_build: Path, tmp_path: Path) -> None:
+    """Was a note and exit 0 with the gate unevaluated; the image is not made either."""
+    manifest = json.loads((good_build / "manifest.json").read_text())
+    manifest["checkpoint"]["path"] = str(tmp_path / "gone")
+    (good_build / "manifest.json").write_text(json.dumps(manifest))
+    one_line_error(fusionc("generate", "x", "--build", good_build, "--min-psnr", "30", "--out", tmp_path / "g.png"),
+                   2, "--min-psnr needs the torch reference", "is gone")
+    assert not (tmp_path / "g.png").exists()

@@ -252,6 +252,22 @@ def inert_options(options: CompileOptions, given: Iterable[str] = (),
                 found.append(("compress_components",
                               f"--compress-components names {', '.join(missing)}, which --components does not "
                               f"build ({', '.join(options.components)}): drop it or add it to --components"))
+    # split_einsum_v2's query chunk: the other attention forms have no query chunks
+    if options.target == "coreml" and options.attention != "split_einsum_v2" and is_set("attention_chunk"):
+        found.append(("attention_chunk", f"--attention-chunk {options.attention_chunk} has no effect with --attention "
+                                         f"{options.attention}: it chunks split_einsum_v2's queries; add --attention "
+                                         "split_einsum_v2 or drop --attention-chunk"))
+    # the quantizer's samples and remedies: onnx w8a8 and QNN w8a16 / w8a8 quantize; onnx fp32 and QNN fp16 do not
+    quantized = (options.target == "qnn" and options.precision != "fp16") or (
+        options.target == "onnx" and options.precision == "w8a8")
+    if options.target in ("onnx", "qnn") and not quantized:
+        for name in ("calibration_samples", "selection_samples", "qnn_target_db", "qnn_remedy_rounds",
+                     "qnn_remedy_seconds", "qnn_fp16_attention"):
+            if options.target in targets_of(name) and is_set(name):
+                quantizing = "--precision w8a8" if options.target == "onnx" else "--precision w8a16 or w8a8"
+                article = "an" if options.target[0] in "aeiou" else "a"
+                found.append((name, f"{flag_of(name)} tunes the quantization, and {article} {options.target} "
+                                    f"{options.precision} build has none: drop it or choose {quantizing}"))
     if (options.target == "qnn" and options.precision == "fp16" and is_set("qnn_range_margin")):
         found.append(("qnn_range_margin", "--qnn-range-margin widens the ranges of quantized activations and "
                                           "--precision fp16 has none: drop it or choose --precision w8a16 or w8a8"))
