@@ -29,7 +29,7 @@ from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify
 from fusionc.dit import geometry as dit_geometry
 from fusionc.export import component_spec, export_component, image_size
 from fusionc.core.memory import forget_removed_values, offload_weights, release_freed_memory, resident_weight_bytes
-from fusionc.core.options import (ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions, check_target_options,
+from fusionc.core.options import (ALL_COMPONENTS, DEFAULT_COMPONENTS, CompileOptions, check_target_options, flag_of,
                                   options_in_effect, targets_of)
 from fusionc.core.progress import STAGE_PEAK_RSS_MB, stage, track
 from fusionc.core.reproducible import reset_name_state, strip_fold_provenance, strip_host_paths
@@ -105,6 +105,25 @@ def _check_text_length(checkpoint: Checkpoint, options: CompileOptions) -> None:
     raise BadInputError(f"--text-length {options.text_length} sets the T5 tokens of a diffusion transformer's prompt, "
                         f"and '{checkpoint.path}' has no transformer or T5 (its CLIP text encoders take a fixed "
                         "length): drop --text-length")
+
+
+# the options that size each tuning set (verification's stay meaningful under --no-verify: `fusionc verify` reads them)
+SET_OPTIONS = {CALIBRATION: ("calibration_prompts", "calibration_steps"),
+               SELECTION: ("selection_prompts", "selection_steps")}
+
+
+def _check_unused_sets(target: Any, options: CompileOptions, given: set[str] | None) -> None:
+    """A tuning set's size given for a build that does not collect that set (an onnx fp32 or Core ML fp32 build
+    has no calibration set; only a quantized QNN / onnx w8a8 build or a mixed-bit search has a selection set) would
+    have no effect: refused before the export. `given`: the options the user set (None: unknown, the API)."""
+    roles = needed_roles(target, options)
+    for role, names in SET_OPTIONS.items():
+        unused = [n for n in names if role not in roles and given is not None and n in given]
+        if unused:
+            flags = "/".join(flag_of(n) for n in unused)
+            raise BadInputError(f"{flags} size{'s' if len(unused) == 1 else ''} the {role} set, and this "
+                                f"{options.target} build collects none (it has {', '.join(roles) or 'no input set'}): "
+                                f"drop {'it' if len(unused) == 1 else 'them'}")
 
 
 def _check_recipe_file(options: CompileOptions) -> None:
@@ -205,6 +224,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
         checkpoint = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path, options.allow_pickle)
     names = select_components(checkpoint, options, target)
     _check_text_length(checkpoint, options)
+    _check_unused_sets(target, options, _given_options(config))
     _check_compression_components(options, names, _given_options(config))
     height, width = image_size(checkpoint, options)
     sets = cached_input_sets(checkpoint, options, names, needed_roles(target, options), component_cache, timings)

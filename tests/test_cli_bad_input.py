@@ -232,6 +232,20 @@ def test_compress_components_the_build_does_not_have(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--calibration-prompts", "2"], "--calibration-prompts sizes the calibration set, and this onnx build collects none"),
+    (["--target", "coreml", "--compute-precision", "fp32", "--calibration-steps", "2"],
+     "--calibration-steps sizes the calibration set, and this coreml build collects none"),
+    (["--target", "qnn", "--precision", "fp16", "--selection-prompts", "1", "--selection-steps", "2"],
+     "--selection-prompts/--selection-steps size the selection set, and this qnn build collects none"),
+])
+def test_a_tuning_set_the_build_does_not_collect_is_refused(tmp_path: Path, args: list[str], words: str) -> None:
+    """onnx fp32 and Core ML fp32 take no calibration inputs, QNN fp16 no selection inputs: sizing them did nothing."""
+    out = tmp_path / "o"
+    assert words in one_error("compile", "--out", str(out), *args)
+    assert not out.exists()
+
+
 def test_a_recipe_without_the_component_is_refused_before_the_export(tmp_path: Path) -> None:
     from fusionc.passes.compression.mixed_bit import RECIPE_FORMAT
 
