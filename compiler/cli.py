@@ -32,6 +32,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 traceback.print_exc()
             click.echo(f"fusionc: error: {err}", err=True)
             sys.exit(err.exit_code)
+        except click.UsageError as err:  # `fusionc passes` parses compile's options itself
+            click.echo(f"fusionc: error: {usage_error_line(err)}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("fusionc: interrupted; nothing was written to --out", err=True)
             sys.exit(130)
@@ -47,8 +50,38 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def usage_error_line(err: click.UsageError) -> str:
+    """A command-line mistake in one line: click's message and where to look (`fusionc CMD --help`)."""
+    where = err.ctx.command_path if err.ctx is not None else "fusionc"
+    return f"{err.format_message()} (see `{where} --help`)"
+
+
+class OneLineUsageError(click.UsageError):
+    """A click usage error shown as the contract's one line on stderr instead of click's usage block (exit 2)."""
+
+    def __init__(self, err: click.UsageError) -> None:
+        super().__init__(usage_error_line(err), err.ctx)
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"fusionc: error: {self.message}", err=True)
+
+
 class UsageExit2Group(click.Group):
     """click already exits 2 on usage errors; keep its message on one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:  # `fusionc --bogus`, `fusionc compiel`
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as err:
+            raise OneLineUsageError(err) from err
+
+    def invoke(self, ctx: click.Context) -> Any:  # a command's own options and arguments
+        try:
+            return super().invoke(ctx)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as err:
+            raise OneLineUsageError(err) from err
 
 
 @click.group(cls=UsageExit2Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -457,7 +490,7 @@ def passes_command(as_json: bool, compile_args: tuple[str, ...]) -> None:
     from fusionc.config import resolve
     from fusionc.pass_list import pass_list, print_pass_list
 
-    with compile_command.make_context("passes", list(compile_args)) as compile_ctx:
+    with compile_command.make_context("fusionc passes", list(compile_args)) as compile_ctx:
         options = resolve(compile_ctx, compile_ctx.params).options
     rows = pass_list(options)
     if as_json:

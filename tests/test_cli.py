@@ -139,3 +139,26 @@ def test_pickle_checkpoint_via_cli(tiny_pipeline, tmp_path: Path) -> None:
     result = fusionc("compile", str(ckpt), "--allow-pickle", "--out", str(tmp_path / "o"))
     assert result.returncode == 0, result.stderr
     assert set(json.loads((tmp_path / "o" / "manifest.json").read_text())["components"]) == {"vae_decoder", "vae_encoder"}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["compile", "--target", "tpu"], "'--target': 'tpu' is not one of 'onnx', 'coreml', 'qnn'"),
+    (["generate"], "Missing argument 'PROMPT'"),
+    (["bench", "--runs", "x", "build/onnx"], "'--runs': 'x' is not a valid integer"),
+    (["devices", "--jsn"], "No such option '--jsn'"),
+    (["compiel"], "No such command 'compiel'"),
+    (["passes", "--target", "tpu"], "'--target': 'tpu' is not one of"),  # was exit 3, "internal error: BadParameter"
+    (["passes", "--bogus"], "No such option '--bogus'"),  # was exit 3
+])
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], fragment: str) -> None:
+    """A mistyped command line is bad input like any other: exit 2 and one `fusionc: error:` line naming it (with
+    where to look), not click's three-line usage block, and never an internal error."""
+    from click.testing import CliRunner
+
+    from fusionc.cli import main
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("fusionc: error: "), result.stderr
+    assert fragment in result.stderr and "--help" in result.stderr
+
