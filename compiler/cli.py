@@ -1,14 +1,17 @@
 """The `fusionc` command line (design.md: the contract users, scripts and CI rely on).
 
 Exit codes: 0 success; 1 a check failed (PSNR under the gate, a budget exceeded); 2 bad input or usage,
-with one line on stderr and no traceback unless --debug.
+with one line on stderr and no traceback unless --debug; 3 an internal error (one line naming it); 130 interrupted
+(Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +19,15 @@ from typing import Any, Callable
 import click
 
 from fusionc import __version__
+from fusionc.core import interrupt
 from fusionc.core.errors import FusioncError
+
+
+def internal_error_line(err: BaseException, command: str | None) -> str:
+    """The one line an internal error (a bug in fusionc, exit 3) is reported with, on stderr and in --report."""
+    first = str(err).splitlines()[0] if str(err) else ""
+    return (f"internal error: {type(err).__name__}: {first} (rerun as `fusionc --debug {command} ...` for the "
+            "traceback)")
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -25,8 +36,12 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = click.get_current_context().find_root().params.get("debug", False)
+        command = click.get_current_context().info_name
         try:
-            return func(*args, **kwargs)
+            # SIGTERM (a cancelled CI job) as Ctrl-C: exit 130, wherever it lands (signals reach the main thread only)
+            main_thread = threading.current_thread() is threading.main_thread()
+            with interrupt.catching() if main_thread else contextlib.nullcontext():
+                return func(*args, **kwargs)
         except FusioncError as err:
             if debug:
                 traceback.print_exc()
@@ -36,15 +51,15 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"fusionc: error: {usage_error_line(err)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("fusionc: interrupted; nothing was written to --out", err=True)
+            fleet = click.get_current_context().meta.get("fusionc.fleet")
+            click.echo("fusionc: interrupted" + ("; every variant's out is a whole build or untouched" if fleet else
+                                                 "; nothing was written to --out" if command == "compile" else ""),
+                       err=True)
             sys.exit(130)
         except Exception as err:  # an internal error: still one line, the traceback with --debug
             if debug:
                 traceback.print_exc()
-            first = str(err).splitlines()[0] if str(err) else ""
-            command = click.get_current_context().info_name
-            click.echo(f"fusionc: internal error: {type(err).__name__}: {first} (rerun as `fusionc --debug {command} "
-                       "...` for the traceback)", err=True)
+            click.echo(f"fusionc: {internal_error_line(err, command)}", err=True)
             sys.exit(3)
 
     return wrapper
@@ -215,12 +230,24 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
         raise BadInputError(f"--jobs {settings.jobs} builds a fleet's variants in parallel: it needs a --config file "
                             "with [[variant]] tables")
     check_output_files(("--report", settings.report), ("--junit", settings.junit))  # before the work, not after
-    reports = settings.report is not None or settings.junit is not None
     executor = None
     if settings.executor == "ray":  # one build: the passes' probes and evaluations run as Ray tasks
         from fusionc.ray_executor import RayTaskExecutor, ray_session
 
         executor = RayTaskExecutor()
+
+    def report(manifest: dict[str, Any] | None, gates: list[Any], error: BaseException | None) -> str | None:
+        """Write --report and --junit, each on its own; the message of one that could not be written (its folder
+        vanished or its disk filled since the check above), so that it does not hide the compile's outcome."""
+        whole = build_report(manifest, gates, settings.out, error, time.perf_counter() - start)
+        problems = []
+        for json_path, junit_path in ((settings.report, None), (None, settings.junit)):
+            try:
+                write_reports(json_path, junit_path, whole)
+            except FusioncError as err:
+                problems.append(str(err))
+        return "; ".join(problems) or None
+
     try:
         if executor is not None:
             with ray_session(settings.ray_address):
@@ -231,25 +258,33 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
             manifest = compile_checkpoint(settings.checkpoint, settings.options, settings.out,
                                           config=settings.manifest_entry(), cache_dir=settings.cache)
     except GateFailedError as err:  # the build is written; report, show it, then exit 1
-        if reports:
-            write_reports(settings.report, settings.junit,
-                          build_report(err.manifest, err.gates, settings.out, None, time.perf_counter() - start))
+        problem = report(err.manifest, err.gates, None)
         _print_summary(err.manifest, settings.out)
+        if problem:  # still exit 1, the one line names both
+            raise GateFailedError(f"{err}; {problem}", err.manifest, err.gates) from err
         raise
-    except (FusioncError, KeyboardInterrupt) as err:
-        if reports:
-            error = err if isinstance(err, FusioncError) else FusioncError("interrupted")
-            error.exit_code = err.exit_code if isinstance(err, FusioncError) else 130
-            write_reports(settings.report, settings.junit,
-                          build_report(None, [], settings.out, error, time.perf_counter() - start))
+    except Exception as err:  # bad input (a FusioncError, exit 2) or a bug in fusionc (exit 3): the reports say which
+        error = err if isinstance(err, FusioncError) else FusioncError(internal_error_line(err, "compile"))
+        error.exit_code = err.exit_code if isinstance(err, FusioncError) else 3
+        problem = report(None, [], error)
+        if problem and isinstance(err, FusioncError):
+            both = FusioncError(f"{err}; {problem}")
+            both.exit_code = err.exit_code
+            raise both from err
         raise
-    if reports:
-        from fusionc.gates import GateResult
+    except KeyboardInterrupt:
+        interrupted = FusioncError("interrupted")
+        interrupted.exit_code = 130
+        report(None, [], interrupted)  # best effort: the interruption is the outcome
+        raise
+    from fusionc.gates import GateResult
 
-        gates = [GateResult(**g) for g in manifest.get("gates", [])]
-        write_reports(settings.report, settings.junit,
-                      build_report(manifest, gates, settings.out, None, time.perf_counter() - start))
+    problem = report(manifest, [GateResult(**g) for g in manifest.get("gates", [])], None)
     _print_summary(manifest, settings.out)
+    if problem:
+        from fusionc.core.errors import BadInputError
+
+        raise BadInputError(problem)
 
 
 def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict[str, Any]]) -> None:
@@ -264,6 +299,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
 
     if not tables:
         raise BadInputError("--variant needs a --config file with [[variant]] tables")
+    ctx.meta["fusionc.fleet"] = True  # what an interrupted fleet leaves is said differently (handle_errors)
     if ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE:
         raise BadInputError("--out names one build; a fleet writes each variant to its own out (set out in [[variant]])")
     wanted = params.get("variant")

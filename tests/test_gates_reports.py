@@ -167,6 +167,59 @@ def test_compile_error_still_writes_the_reports(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+def test_an_internal_error_still_writes_the_reports_and_exits_3(tmp_path: Path, monkeypatch) -> None:
+    """A bug in fusionc (any exception that is not a FusioncError) is exit 3 with one line, and CI still gets its
+    reports: status error, exit_code 3, the same line as stderr, and a JUnit error case."""
+    import fusionc.pipeline
+    from fusionc.cli import main
+
+    def crashes(*args, **kwargs):
+        raise ZeroDivisionError("float division by zero\nsecond line")
+
+    monkeypatch.setattr(fusionc.pipeline, "compile_checkpoint", crashes)
+    result = CliRunner().invoke(main, ["compile", "--out", str(tmp_path / "b"), "--report", str(tmp_path / "r.json"),
+                                       "--junit", str(tmp_path / "r.xml")])
+    assert result.exit_code == 3, result.output
+    line = "internal error: ZeroDivisionError: float division by zero"
+    assert result.stderr.count("\n") == 1 and line in result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["status"], report["exit_code"]) == ("error", 3) and line in report["error"]
+    error = ET.parse(tmp_path / "r.xml").getroot().find("testsuite/testcase/error")
+    assert error.get("type") == "exit 3" and line in error.get("message")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_failed_gate_stays_exit_1_when_a_report_cannot_be_written_at_the_end(tmp_path: Path, monkeypatch) -> None:
+    """The reports' paths are checked before the work, but a disk can fill or a folder vanish during it. Then the
+    gate's failure is still the outcome (exit 1: the build is written), the one line names both, the summary is
+    shown and the report that can be written still is."""
+    import shutil
+
+    import fusionc.pipeline
+    from fusionc.cli import main
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    manifest = copy.deepcopy(MANIFEST)
+
+    def fails_a_gate(*args, **kwargs):
+        shutil.rmtree(reports)
+        reports.write_text("a file now")  # the JSON report's folder is gone
+        gates = evaluate(manifest, CompileOptions(max_size={"total": 30}))
+        manifest["gates"] = [g.to_json() for g in gates]  # as compile_checkpoint records them
+        enforce(gates, manifest)
+
+    monkeypatch.setattr(fusionc.pipeline, "compile_checkpoint", fails_a_gate)
+    result = CliRunner().invoke(main, ["compile", "--out", str(tmp_path / "b"), "--report", str(reports / "r.json"),
+                                       "--junit", str(tmp_path / "r.xml")])
+    assert result.exit_code == 1, result.output
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("fusionc: error: size gate failed: total 37.00 MB > 30 MB")
+    assert "cannot write the report" in errors[0] and "r.json" in errors[0]
+    assert ET.parse(tmp_path / "r.xml").getroot().find("testsuite").get("failures") == "1"
+    assert "gate max_size" in result.stdout
+
+
 def test_nan_or_inf_outputs_always_fail(tmp_path: Path) -> None:
     manifest = copy.deepcopy(MANIFEST)
     manifest["components"]["vae_decoder"]["psnr_db"] = float("-inf")  # verify.psnr of NaN/Inf outputs
@@ -178,3 +231,4 @@ def test_nan_or_inf_outputs_always_fail(tmp_path: Path) -> None:
     write_reports(tmp_path / "r.json", None, build_report(manifest, gates, tmp_path, None, 1.0))
     report = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
     assert report["manifest"]["components"]["vae_decoder"]["psnr_db"] == "-inf"
+
