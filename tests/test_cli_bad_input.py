@@ -270,6 +270,17 @@ def test_an_unwritable_report_is_refused_before_the_build(tmp_path: Path, flag: 
     assert f"{flag} '{tmp_path}' is a folder" in one_error("compile", "--out", str(out), flag, str(tmp_path))
 
 
+@pytest.mark.parametrize("flag", ["--report", "--junit"])
+def test_a_report_inside_the_build_folder_is_refused(tmp_path: Path, flag: str) -> None:
+    """Reports live beside the build, never in it: their timings would make a build's files differ from run to run,
+    and a failed compile's report there left --out holding a file that is not a build, so every later compile into
+    it was refused ("holds files that are not a fusionc build")."""
+    out = tmp_path / "build"
+    error = one_error("compile", str(tmp_path / "missing"), "--out", str(out), flag, str(out / "reports" / "r.json"))
+    assert f"{flag} '{out / 'reports' / 'r.json'}' is inside the build folder '{out}'" in error
+    assert not out.exists()  # was: build/reports/r.json, exit 2 ("checkpoint ... does not exist")
+
+
 def test_a_reports_missing_folder_is_fine(tmp_path: Path) -> None:
     from fusionc.buildfs import check_output_file
 
