@@ -281,6 +281,15 @@ def test_a_report_inside_the_build_folder_is_refused(tmp_path: Path, flag: str) 
     assert not out.exists()  # was: build/reports/r.json, exit 2 ("checkpoint ... does not exist")
 
 
+def test_a_fleet_report_inside_a_variants_build_folder_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "fusionc.toml"
+    config.write_text('[compile]\ncheckpoint = "missing"\n[[variant]]\nname = "a"\nout = "build/a"\n'
+                      '[[variant]]\nname = "b"\nout = "build/b"\n')
+    plot = tmp_path / "build" / "b" / "fleet.png"
+    error = one_error("compile", "--config", str(config), "--plot", str(plot))
+    assert f"--plot '{plot}' is inside the build folder" in error and "build/b" in error
+
+
 def test_a_reports_missing_folder_is_fine(tmp_path: Path) -> None:
     from fusionc.buildfs import check_output_file
 
