@@ -18,6 +18,7 @@ from fusionc.gates import (
     enforce,
     estimate_latency,
     evaluate,
+    gate_psnr,
     latency_gates,
     parse_budget,
     psnr_gates,
@@ -232,3 +233,12 @@ def test_nan_or_inf_outputs_always_fail(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
     assert report["manifest"]["components"]["vae_decoder"]["psnr_db"] == "-inf"
 
+
+def test_verify_fails_on_nan_or_inf_outputs_without_a_psnr_gate() -> None:
+    """`fusionc verify` applies the always-on finite gate too: a build whose outputs turn NaN or Inf on verify's
+    inputs (its own prompts, Core ML predict on a Mac, the other QNN runtime) exits 1, with or without --min-psnr."""
+    manifest = copy.deepcopy(MANIFEST)
+    gate_psnr(manifest, None)  # finite outputs, no gate asked for: passes
+    manifest["components"]["unet"]["psnr_db"] = float("-inf")
+    with pytest.raises(GateFailedError, match="unet produced NaN or Inf"):
+        gate_psnr(manifest, None)
