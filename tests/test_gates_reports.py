@@ -242,3 +242,14 @@ def test_verify_fails_on_nan_or_inf_outputs_without_a_psnr_gate() -> None:
     manifest["components"]["unet"]["psnr_db"] = float("-inf")
     with pytest.raises(GateFailedError, match="unet produced NaN or Inf"):
         gate_psnr(manifest, None)
+
+
+def test_fleet_junit_names_each_variants_suite_without_a_none_device() -> None:
+    """An onnx variant has no device: its suite was "fusionc fleet: ok (onnx, None)" in the CI's test view."""
+    from fusionc.fleet_report import junit_xml as fleet_junit
+
+    variant = {"name": "ok", "target": "onnx", "device": None, "status": "passed", "exit_code": 0, "error": None,
+               "wall_s": 0.5, "bytes": 1e6, "worst_psnr_db": 140.0, "latency_ms_per_step": None, "executor": "local",
+               "node": "vm", "gates": []}
+    suites = ET.fromstring(fleet_junit({"variants": [variant, {**variant, "name": "a15", "device": "iphone-15-pro"}]}))
+    assert [s.get("name") for s in suites] == ["fusionc fleet: ok (onnx)", "fusionc fleet: a15 (onnx, iphone-15-pro)"]
