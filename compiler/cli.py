@@ -324,11 +324,23 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
 
     report = run_fleet(shared.checkpoint, variants, shared.cache, shared.executor, shared.ray_address, done,
                        shared.options.allow_pickle, shared.jobs)
-    write(report, shared.report, shared.junit, shared.plot)
+    problems = []  # each output on its own: one that cannot be written (a folder gone, a full disk) hides nothing
+    for flag, outputs in (("--report", (shared.report, None, None)), ("--junit", (None, shared.junit, None)),
+                          ("--plot", (None, None, shared.plot))):
+        try:
+            write(report, *outputs)
+        except FusioncError as err:
+            problems.append(str(err))
+        except OSError as err:
+            problems.append(f"cannot write {flag} '{next(o for o in outputs if o)}': {err.strerror or err}")
     print_table(report)
+    problem = "; ".join(problems)
     if report["exit_code"]:
         failed = report["failed"]
-        raise CheckFailedError(f"{len(failed)} of {len(report['variants'])} variants failed: {', '.join(failed)}")
+        raise CheckFailedError(f"{len(failed)} of {len(report['variants'])} variants failed: {', '.join(failed)}"
+                               + (f"; {problem}" if problem else ""))
+    if problem:
+        raise BadInputError(problem)
 
 
 def read_variants_names(params: dict[str, Any]) -> list[dict[str, Any]]:

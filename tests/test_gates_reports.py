@@ -253,3 +253,37 @@ def test_fleet_junit_names_each_variants_suite_without_a_none_device() -> None:
                "node": "vm", "gates": []}
     suites = ET.fromstring(fleet_junit({"variants": [variant, {**variant, "name": "a15", "device": "iphone-15-pro"}]}))
     assert [s.get("name") for s in suites] == ["fusionc fleet: ok (onnx)", "fusionc fleet: a15 (onnx, iphone-15-pro)"]
+
+
+def test_a_fleet_with_a_failed_variant_stays_exit_1_when_its_report_cannot_be_written(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """As for one build: a report folder gone by the end of the fleet does not hide which variants failed."""
+    import shutil
+
+    import fusionc.fleet
+    from fusionc.cli import main
+
+    variant = {"name": "big", "target": "onnx", "device": None, "status": "failed", "exit_code": 1,
+               "error": "size gate failed: total 32.01 MB > 0.001 MB", "wall_s": 0.5, "bytes": 32e6,
+               "worst_psnr_db": 140.0, "latency_ms_per_step": None, "latency_ms_per_generation": None,
+               "latency_steps": 8, "executor": "local", "node": "vm", "gates": []}
+    reports = tmp_path / "reports"
+    reports.mkdir()
+
+    def builds(*args, **kwargs):
+        shutil.rmtree(reports)
+        reports.write_text("a file now")
+        return {"exit_code": 1, "failed": ["big"], "executor": {"name": "local"}, "wall_s": 1.0,
+                "variants": [variant]}
+
+    monkeypatch.setattr(fusionc.fleet, "run_fleet", builds)
+    config = tmp_path / "fusionc.toml"
+    config.write_text('[[variant]]\nname = "big"\nout = "build/big"\nmax_size = 0.001\n')
+    result = CliRunner().invoke(main, ["compile", "--config", str(config), "--report", str(reports / "r.json"),
+                                       "--junit", str(tmp_path / "r.xml")])
+    assert result.exit_code == 1, result.output
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("fusionc: error: 1 of 1 variants failed: big")
+    assert "cannot write the report" in errors[0]
+    assert ET.parse(tmp_path / "r.xml").getroot().find("testsuite").get("failures") == "0"  # written all the same
+    assert "big" in result.stdout  # the fleet's table
