@@ -94,3 +94,21 @@ def test_sigterm_before_the_build_folder_exists_is_exit_130_with_the_reports(tmp
     report = json.loads((tmp_path / "r.json").read_text())
     assert (report["status"], report["exit_code"]) == ("error", 130)
     assert not (tmp_path / "b").exists()
+
+
+def test_an_interrupted_fleet_says_what_it_leaves(tmp_path: Path, monkeypatch) -> None:
+    """Variants finished before the Ctrl-C are whole builds: "nothing was written to --out" was wrong for a fleet."""
+    from click.testing import CliRunner
+
+    import fusionc.fleet
+    from fusionc.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fusionc.fleet, "run_fleet", interrupted)
+    config = tmp_path / "fusionc.toml"
+    config.write_text('[[variant]]\nname = "a"\nout = "build/a"\n[[variant]]\nname = "b"\nout = "build/b"\n')
+    result = CliRunner().invoke(main, ["compile", "--config", str(config)])
+    assert result.exit_code == 130
+    assert result.stderr == "fusionc: interrupted; every variant's out is a whole build or untouched\n"
