@@ -106,6 +106,19 @@ def check_output_files(*flags: tuple[str, Path | None]) -> None:
             check_output_file(Path(path), flag)
 
 
+def check_distinct_outputs(*flags: tuple[str, Path | None]) -> None:
+    """Two output flags naming one file (`junit = "reports/compile.json"`): the second would replace the first."""
+    seen: dict[Path, str] = {}
+    for flag, path in flags:
+        if path is None:
+            continue
+        where = Path(path).resolve()
+        if where in seen:
+            raise BadInputError(f"{seen[where]} and {flag} name the same file '{path}': the second would replace "
+                                "the first; give each its own")
+        seen[where] = flag
+
+
 def check_outside_builds(outs: list[Path], *flags: tuple[str, Path | None]) -> None:
     """A report (--report, --junit, --plot) is written beside the builds, never inside one: its timings would make
     the build's files differ from run to run, and written by a failed compile it would leave `out` holding a file

@@ -281,6 +281,15 @@ def test_a_report_inside_the_build_folder_is_refused(tmp_path: Path, flag: str) 
     assert not out.exists()  # was: build/reports/r.json, exit 2 ("checkpoint ... does not exist")
 
 
+def test_two_outputs_on_one_path_are_refused(tmp_path: Path) -> None:
+    """`junit = "reports/compile.json"`, a typo in a CI config: the JUnit XML silently replaced the JSON report."""
+    same = tmp_path / "reports" / "compile.json"
+    error = one_error("compile", str(tmp_path / "missing"), "--out", str(tmp_path / "b"), "--report", str(same),
+                      "--junit", str(same))
+    assert f"--report and --junit name the same file '{same}'" in error
+    assert not same.exists()
+
+
 def test_a_fleet_report_inside_a_variants_build_folder_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "fusionc.toml"
     config.write_text('[compile]\ncheckpoint = "missing"\n[[variant]]\nname = "a"\nout = "build/a"\n'
