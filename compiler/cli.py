@@ -365,10 +365,13 @@ def _print_summary(manifest: dict[str, Any], out: Path) -> None:
     where = sorted({c["verified_on"] for c in manifest["components"].values() if c.get("verified_on")})
     if where:
         table.caption = "PSNR measured on: " + "; ".join(where)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # CI logs: rows and gate lines whole, not squeezed into 80 columns
+        console = Console(width=160)
+    console.print(table)
     marks = {"passed": "[green]pass[/green]", "failed": "[red]FAIL[/red]", "skipped": "[yellow]skip[/yellow]"}
-    for gate in manifest.get("gates", []):
-        Console().print(f"gate {gate['gate']:15s} {marks[gate['status']]}  {gate['message']}")
+    for gate in manifest.get("gates", []):  # one line each: what a CI step greps for
+        console.print(f"gate {gate['gate']:15s} {marks[gate['status']]}  {gate['message']}", soft_wrap=True)
 
 
 @main.command("verify")

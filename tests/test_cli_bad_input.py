@@ -370,6 +370,21 @@ def test_the_summary_names_no_device_when_there_is_none(capsys: pytest.CaptureFi
     assert "(target onnx, device iphone-14-pro)" in printed()
 
 
+def test_the_summary_keeps_each_row_and_gate_on_one_line_in_a_ci_log(capsys: pytest.CaptureFixture) -> None:
+    """Off a terminal rich squeezed the summary into 80 columns: a component's files and a gate's message (what a
+    CI step greps for) wrapped onto a second line."""
+    from fusionc.cli import _print_summary
+
+    files = ["text_encoder/model.onnx", "text_encoder/model.ort"]
+    message = "unet 7.7 ms > 1e-05 ms (over by 7.69 ms, +76879900%), estimated, one call at batch 2 on cpu"
+    _print_summary({"target": "onnx", "device": "cpu", "gates": [
+        {"gate": "max_latency_ms", "status": "failed", "message": message}],
+        "components": {"text_encoder": {"files": files, "bytes": 1_320_000, "psnr_db": 142.8}}}, Path("b1"))
+    lines = capsys.readouterr().out.splitlines()
+    assert any("text_encoder/model.onnx, text_encoder/model.ort" in line for line in lines), lines
+    assert f"gate max_latency_ms  FAIL  {message}" in lines
+
+
 # --- a build folder that was tampered with: every command that reads it says what is wrong (was exit 3) ---
 
 def tampered_build(folder: Path, component: dict) -> Path:
