@@ -115,6 +115,7 @@ g (float[1,16,6,6] x, float[1,5,64] t) => (float[1,32,6,6] y, float[1,5,48] z) {
     assert PalettizeWeightsPass(4, min_elements=64)(model).modified
     (tmp_path / "build" / "unet").mkdir(parents=True)
     ir.save(model, tmp_path / "build" / "unet" / "costmodel.onnx")  # as targets/coreml keeps it
+    (tmp_path / "build" / "unet" / "Unet.mlpackage").mkdir()  # every file the manifest lists exists (not tampered)
     (tmp_path / "build" / "manifest.json").write_text(json.dumps({"target": "coreml", "components": {"unet": {
         "files": ["unet/Unet.mlpackage"], "costmodel_graph": "unet/costmodel.onnx"}}}))
 
