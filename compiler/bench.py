@@ -518,4 +518,8 @@ def print_devices() -> None:
         table.add_column(column, no_wrap=column in ("device", "name", "soc"))
     for row in rows:
         table.add_row(*row.values())
-    Console(width=max(Console().width, 170)).print(table)
+    console = Console()
+    width = max(console.width, 170)
+    if not console.is_terminal:  # a pipe or a CI log: every figure whole, none cut to "int8…"
+        width = max(width, Console(width=10_000).measure(table).maximum)
+    Console(width=width).print(table)
