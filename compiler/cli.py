@@ -327,14 +327,14 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
     report = run_fleet(shared.checkpoint, variants, shared.cache, shared.executor, shared.ray_address, done,
                        shared.options.allow_pickle, shared.jobs)
     problems = []  # each output on its own: one that cannot be written (a folder gone, a full disk) hides nothing
-    for flag, outputs in (("--report", (shared.report, None, None)), ("--junit", (None, shared.junit, None)),
-                          ("--plot", (None, None, shared.plot))):
+    for flag, paths in (("--report", (shared.report, None, None)), ("--junit", (None, shared.junit, None)),
+                        ("--plot", (None, None, shared.plot))):
         try:
-            write(report, *outputs)
+            write(report, *paths)
         except FusioncError as err:
             problems.append(str(err))
         except OSError as err:
-            problems.append(f"cannot write {flag} '{next(o for o in outputs if o)}': {err.strerror or err}")
+            problems.append(f"cannot write {flag} '{next(p for p in paths if p)}': {err.strerror or err}")
     print_table(report)
     problem = "; ".join(problems)
     if report["exit_code"]:
