@@ -136,6 +136,9 @@ def test_check_on_builds_without_a_denoiser_is_refused_before_the_work(onnx_buil
     assert run.stderr.startswith("fusionc: error: --check") and "no UNet or transformer" in run.stderr
     assert "per-call latency" not in run.stdout  # nothing ran
     assert CliRunner().invoke(main, ["bench", str(build), "--no-measure"]).exit_code == 0  # without --check: fine
+    run = CliRunner().invoke(main, ["bench", str(build), "--plot", str(tmp_path / "p.png"), "--no-measure"])
+    assert run.exit_code == 2 and run.stderr.startswith("fusionc: error: --plot"), run.output
+    assert "per-call latency" not in run.stdout  # was: the tables, then exit 2 "nothing to plot"
 
 
 def test_hexagon_estimates_for_onnxruntime_cost_the_context_binarys_times_the_runtime_factor(
