@@ -132,6 +132,7 @@ def test_error_report() -> None:
     assert (report["status"], report["exit_code"], report["error"]) == ("error", 2, str(error))
     suite = ET.fromstring(junit_xml(report)).find("testsuite")
     assert suite.get("errors") == "1" and suite.find("testcase/error").get("message") == str(error)
+    assert suite.get("name") == "fusionc compile"  # no manifest, no target: was "fusionc compile (?)"
 
 
 def test_failed_gates_exit_1_after_writing_build_and_reports(tiny_pipeline, tmp_path: Path) -> None:
