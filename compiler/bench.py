@@ -480,7 +480,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: Path | None, steps: int,
                   guidance: bool, budget: float, runs: int, warmup: int, no_measure: bool,
-                  qnn_runtime: str | None = None) -> dict[str, Any]:
+                  qnn_runtime: str | None = None, check: bool = False) -> dict[str, Any]:
     if not builds:
         raise BadInputError("pass at least one build folder: fusionc bench BUILD_DIR...")
     from fusionc.buildfs import check_output_files
@@ -496,6 +496,15 @@ def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: P
         raise BadInputError(f"--steps {steps}: a generation takes at least 1 denoising step")
     if budget <= 0:
         raise BadInputError(f"--budget {budget:g}: give the end-to-end budget in seconds, > 0")
+    images = [flag for flag, on in (("--check", check), ("--plot", plot_path)) if on]
+    if images:  # both are about an image's end-to-end time: some build must make an image (before any run)
+        from fusionc.buildfs import read_manifest
+
+        if not any(set(STEP_MODELS) & set(read_manifest(Path(b))["components"]) for b in builds):
+            what = {"--check": "holds an image's end-to-end time to the --budget",
+                    "--plot": "draws an image's end-to-end time"}[images[0]]
+            raise BadInputError(f"{images[0]} {what}, and these builds have no UNet or transformer to make one: "
+                                f"bench a build that has, or drop {images[0]}")
     result = bench(list(builds), steps, guidance, budget, runs, warmup, measure=not no_measure, qnn_runtime=qnn_runtime)
     print_report(result)
     if json_path:
@@ -518,4 +527,8 @@ def print_devices() -> None:
         table.add_column(column, no_wrap=column in ("device", "name", "soc"))
     for row in rows:
         table.add_row(*row.values())
-    Console(width=max(Console().width, 170)).print(table)
+    console = Console()
+    width = max(console.width, 170)
+    if not console.is_terminal:  # a pipe or a CI log: every figure whole, none cut to "int8…"
+        width = max(width, Console(width=10_000).measure(table).maximum)
+    Console(width=width).print(table)

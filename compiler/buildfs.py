@@ -106,6 +106,33 @@ def check_output_files(*flags: tuple[str, Path | None]) -> None:
             check_output_file(Path(path), flag)
 
 
+def check_distinct_outputs(*flags: tuple[str, Path | None]) -> None:
+    """Two output flags naming one file (`junit = "reports/compile.json"`): the second would replace the first."""
+    seen: dict[Path, str] = {}
+    for flag, path in flags:
+        if path is None:
+            continue
+        where = Path(path).resolve()
+        if where in seen:
+            raise BadInputError(f"{seen[where]} and {flag} name the same file '{path}': the second would replace "
+                                "the first; give each its own")
+        seen[where] = flag
+
+
+def check_outside_builds(outs: list[Path], *flags: tuple[str, Path | None]) -> None:
+    """A report (--report, --junit, --plot) is written beside the builds, never inside one: its timings would make
+    the build's files differ from run to run, and written by a failed compile it would leave `out` holding a file
+    that is not a build (refused by every later compile into it)."""
+    for flag, path in flags:
+        if path is None:
+            continue
+        where = Path(path).resolve()
+        for out in outs:
+            if where == Path(out).resolve() or Path(out).resolve() in where.parents:
+                raise BadInputError(f"{flag} '{path}' is inside the build folder '{out}': a build holds its artifacts "
+                                    "alone; write the report beside it")
+
+
 @contextmanager
 def atomic_build(out: Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `out`, on any failure it is removed."""

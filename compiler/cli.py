@@ -1,14 +1,17 @@
 """The `fusionc` command line (design.md: the contract users, scripts and CI rely on).
 
 Exit codes: 0 success; 1 a check failed (PSNR under the gate, a budget exceeded); 2 bad input or usage,
-with one line on stderr and no traceback unless --debug.
+with one line on stderr and no traceback unless --debug; 3 an internal error (one line naming it); 130 interrupted
+(Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +19,15 @@ from typing import Any, Callable
 import click
 
 from fusionc import __version__
+from fusionc.core import interrupt
 from fusionc.core.errors import FusioncError
+
+
+def internal_error_line(err: BaseException, command: str | None) -> str:
+    """The one line an internal error (a bug in fusionc, exit 3) is reported with, on stderr and in --report."""
+    first = str(err).splitlines()[0] if str(err) else ""
+    return (f"internal error: {type(err).__name__}: {first} (rerun as `fusionc --debug {command} ...` for the "
+            "traceback)")
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -25,30 +36,67 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = click.get_current_context().find_root().params.get("debug", False)
+        command = click.get_current_context().info_name
         try:
-            return func(*args, **kwargs)
+            # SIGTERM (a cancelled CI job) as Ctrl-C: exit 130, wherever it lands (signals reach the main thread only)
+            main_thread = threading.current_thread() is threading.main_thread()
+            with interrupt.catching() if main_thread else contextlib.nullcontext():
+                return func(*args, **kwargs)
         except FusioncError as err:
             if debug:
                 traceback.print_exc()
             click.echo(f"fusionc: error: {err}", err=True)
             sys.exit(err.exit_code)
+        except click.UsageError as err:  # `fusionc passes` parses compile's options itself
+            click.echo(f"fusionc: error: {usage_error_line(err)}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("fusionc: interrupted; nothing was written to --out", err=True)
+            fleet = click.get_current_context().meta.get("fusionc.fleet")
+            click.echo("fusionc: interrupted" + ("; every variant's out is a whole build or untouched" if fleet else
+                                                 "; nothing was written to --out" if command == "compile" else ""),
+                       err=True)
             sys.exit(130)
         except Exception as err:  # an internal error: still one line, the traceback with --debug
             if debug:
                 traceback.print_exc()
-            first = str(err).splitlines()[0] if str(err) else ""
-            command = click.get_current_context().info_name
-            click.echo(f"fusionc: internal error: {type(err).__name__}: {first} (rerun as `fusionc --debug {command} "
-                       "...` for the traceback)", err=True)
+            click.echo(f"fusionc: {internal_error_line(err, command)}", err=True)
             sys.exit(3)
 
     return wrapper
 
 
+def usage_error_line(err: click.UsageError) -> str:
+    """A command-line mistake in one line: click's message and where to look (`fusionc CMD --help`)."""
+    where = err.ctx.command_path if err.ctx is not None else "fusionc"
+    return f"{err.format_message()} (see `{where} --help`)"
+
+
+class OneLineUsageError(click.UsageError):
+    """A click usage error shown as the contract's one line on stderr instead of click's usage block (exit 2)."""
+
+    def __init__(self, err: click.UsageError) -> None:
+        super().__init__(usage_error_line(err), err.ctx)
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"fusionc: error: {self.message}", err=True)
+
+
 class UsageExit2Group(click.Group):
     """click already exits 2 on usage errors; keep its message on one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:  # `fusionc --bogus`, `fusionc compiel`
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as err:
+            raise OneLineUsageError(err) from err
+
+    def invoke(self, ctx: click.Context) -> Any:  # a command's own options and arguments
+        try:
+            return super().invoke(ctx)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as err:
+            raise OneLineUsageError(err) from err
 
 
 @click.group(cls=UsageExit2Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -163,7 +211,7 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
     """Compile CHECKPOINT (default: the built-in tiny pipeline) into a verified build folder."""
     import time
 
-    from fusionc.buildfs import check_output_files
+    from fusionc.buildfs import check_distinct_outputs, check_output_files, check_outside_builds
     from fusionc.config import resolve
     from fusionc.gates import GateFailedError
     from fusionc.pipeline import compile_checkpoint
@@ -181,13 +229,27 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
 
         raise BadInputError(f"--jobs {settings.jobs} builds a fleet's variants in parallel: it needs a --config file "
                             "with [[variant]] tables")
+    check_distinct_outputs(("--report", settings.report), ("--junit", settings.junit))
+    check_outside_builds([settings.out], ("--report", settings.report), ("--junit", settings.junit))
     check_output_files(("--report", settings.report), ("--junit", settings.junit))  # before the work, not after
-    reports = settings.report is not None or settings.junit is not None
     executor = None
     if settings.executor == "ray":  # one build: the passes' probes and evaluations run as Ray tasks
         from fusionc.ray_executor import RayTaskExecutor, ray_session
 
         executor = RayTaskExecutor()
+
+    def report(manifest: dict[str, Any] | None, gates: list[Any], error: BaseException | None) -> str | None:
+        """Write --report and --junit, each on its own; the message of one that could not be written (its folder
+        vanished or its disk filled since the check above), so that it does not hide the compile's outcome."""
+        whole = build_report(manifest, gates, settings.out, error, time.perf_counter() - start)
+        problems = []
+        for json_path, junit_path in ((settings.report, None), (None, settings.junit)):
+            try:
+                write_reports(json_path, junit_path, whole)
+            except FusioncError as err:
+                problems.append(str(err))
+        return "; ".join(problems) or None
+
     try:
         if executor is not None:
             with ray_session(settings.ray_address):
@@ -198,32 +260,40 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
             manifest = compile_checkpoint(settings.checkpoint, settings.options, settings.out,
                                           config=settings.manifest_entry(), cache_dir=settings.cache)
     except GateFailedError as err:  # the build is written; report, show it, then exit 1
-        if reports:
-            write_reports(settings.report, settings.junit,
-                          build_report(err.manifest, err.gates, settings.out, None, time.perf_counter() - start))
+        problem = report(err.manifest, err.gates, None)
         _print_summary(err.manifest, settings.out)
+        if problem:  # still exit 1, the one line names both
+            raise GateFailedError(f"{err}; {problem}", err.manifest, err.gates) from err
         raise
-    except (FusioncError, KeyboardInterrupt) as err:
-        if reports:
-            error = err if isinstance(err, FusioncError) else FusioncError("interrupted")
-            error.exit_code = err.exit_code if isinstance(err, FusioncError) else 130
-            write_reports(settings.report, settings.junit,
-                          build_report(None, [], settings.out, error, time.perf_counter() - start))
+    except Exception as err:  # bad input (a FusioncError, exit 2) or a bug in fusionc (exit 3): the reports say which
+        error = err if isinstance(err, FusioncError) else FusioncError(internal_error_line(err, "compile"))
+        error.exit_code = err.exit_code if isinstance(err, FusioncError) else 3
+        problem = report(None, [], error)
+        if problem and isinstance(err, FusioncError):
+            both = FusioncError(f"{err}; {problem}")
+            both.exit_code = err.exit_code
+            raise both from err
         raise
-    if reports:
-        from fusionc.gates import GateResult
+    except KeyboardInterrupt:
+        interrupted = FusioncError("interrupted")
+        interrupted.exit_code = 130
+        report(None, [], interrupted)  # best effort: the interruption is the outcome
+        raise
+    from fusionc.gates import GateResult
 
-        gates = [GateResult(**g) for g in manifest.get("gates", [])]
-        write_reports(settings.report, settings.junit,
-                      build_report(manifest, gates, settings.out, None, time.perf_counter() - start))
+    problem = report(manifest, [GateResult(**g) for g in manifest.get("gates", [])], None)
     _print_summary(manifest, settings.out)
+    if problem:
+        from fusionc.core.errors import BadInputError
+
+        raise BadInputError(problem)
 
 
 def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict[str, Any]]) -> None:
     """`fusionc compile --config F` with [[variant]] tables: build them all (or --variant NAME), one report."""
     from click.core import ParameterSource
 
-    from fusionc.buildfs import check_output_files
+    from fusionc.buildfs import check_distinct_outputs, check_output_files, check_outside_builds
     from fusionc.config import check_shared_keys, resolve
     from fusionc.core.errors import BadInputError, CheckFailedError
     from fusionc.fleet import run_fleet
@@ -231,6 +301,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
 
     if not tables:
         raise BadInputError("--variant needs a --config file with [[variant]] tables")
+    ctx.meta["fusionc.fleet"] = True  # what an interrupted fleet leaves is said differently (handle_errors)
     if ctx.get_parameter_source("out") == ParameterSource.COMMANDLINE:
         raise BadInputError("--out names one build; a fleet writes each variant to its own out (set out in [[variant]])")
     wanted = params.get("variant")
@@ -243,7 +314,10 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
     variants = [resolve(ctx, params, table) for table in tables]
     if wanted is None:  # every variant: a shared option none of them uses is ignored by the whole fleet
         check_shared_keys(shared, variants)
-    check_output_files(("--report", shared.report), ("--junit", shared.junit), ("--plot", shared.plot))
+    outputs = (("--report", shared.report), ("--junit", shared.junit), ("--plot", shared.plot))
+    check_distinct_outputs(*outputs)
+    check_outside_builds([v.out for v in variants], *outputs)
+    check_output_files(*outputs)
 
     def done(result: Any) -> None:
         mark = {"passed": "done", "failed": "FAILED (gate)", "error": "ERROR"}[result.status]
@@ -252,11 +326,23 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
 
     report = run_fleet(shared.checkpoint, variants, shared.cache, shared.executor, shared.ray_address, done,
                        shared.options.allow_pickle, shared.jobs)
-    write(report, shared.report, shared.junit, shared.plot)
+    problems = []  # each output on its own: one that cannot be written (a folder gone, a full disk) hides nothing
+    for flag, paths in (("--report", (shared.report, None, None)), ("--junit", (None, shared.junit, None)),
+                        ("--plot", (None, None, shared.plot))):
+        try:
+            write(report, *paths)
+        except FusioncError as err:
+            problems.append(str(err))
+        except OSError as err:
+            problems.append(f"cannot write {flag} '{next(p for p in paths if p)}': {err.strerror or err}")
     print_table(report)
+    problem = "; ".join(problems)
     if report["exit_code"]:
         failed = report["failed"]
-        raise CheckFailedError(f"{len(failed)} of {len(report['variants'])} variants failed: {', '.join(failed)}")
+        raise CheckFailedError(f"{len(failed)} of {len(report['variants'])} variants failed: {', '.join(failed)}"
+                               + (f"; {problem}" if problem else ""))
+    if problem:
+        raise BadInputError(problem)
 
 
 def read_variants_names(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -279,10 +365,13 @@ def _print_summary(manifest: dict[str, Any], out: Path) -> None:
     where = sorted({c["verified_on"] for c in manifest["components"].values() if c.get("verified_on")})
     if where:
         table.caption = "PSNR measured on: " + "; ".join(where)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # CI logs: rows and gate lines whole, not squeezed into 80 columns
+        console = Console(width=160)
+    console.print(table)
     marks = {"passed": "[green]pass[/green]", "failed": "[red]FAIL[/red]", "skipped": "[yellow]skip[/yellow]"}
-    for gate in manifest.get("gates", []):
-        Console().print(f"gate {gate['gate']:15s} {marks[gate['status']]}  {gate['message']}")
+    for gate in manifest.get("gates", []):  # one line each: what a CI step greps for
+        console.print(f"gate {gate['gate']:15s} {marks[gate['status']]}  {gate['message']}", soft_wrap=True)
 
 
 @main.command("verify")
@@ -415,7 +504,7 @@ def bench_command(ctx: click.Context, check: bool, **kwargs: Any) -> None:
         raise BadInputError(f"{'/'.join(timing)} time{'s' if len(timing) == 1 else ''} the measured runs, and "
                             "--no-measure skips them: drop one")
 
-    result = run_bench_cli(**kwargs)
+    result = run_bench_cli(**kwargs, check=check)
     if check and not any(r["within_budget"] for r in result["budgets"]):
         raise CheckFailedError(f"no backend meets the {kwargs['budget']:g} s budget")
 
@@ -457,7 +546,7 @@ def passes_command(as_json: bool, compile_args: tuple[str, ...]) -> None:
     from fusionc.config import resolve
     from fusionc.pass_list import pass_list, print_pass_list
 
-    with compile_command.make_context("passes", list(compile_args)) as compile_ctx:
+    with compile_command.make_context("fusionc passes", list(compile_args)) as compile_ctx:
         options = resolve(compile_ctx, compile_ctx.params).options
     rows = pass_list(options)
     if as_json:

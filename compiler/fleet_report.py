@@ -19,7 +19,8 @@ def junit_xml(report: dict[str, Any]) -> str:
     """One <testsuite> per variant: a `build` case (error when it did not build) and one case per gate."""
     root = ET.Element("testsuites", name="fusionc fleet")
     for v in report["variants"]:
-        suite = ET.SubElement(root, "testsuite", name=f"fusionc fleet: {v['name']} ({v['target']}, {v['device']})")
+        where = v["target"] + (f", {v['device']}" if v["device"] else "")  # an onnx variant may have no device
+        suite = ET.SubElement(root, "testsuite", name=f"fusionc fleet: {v['name']} ({where})")
         build = ET.SubElement(suite, "testcase", classname=f"fusionc.fleet.{v['name']}", name="build",
                               time=f"{v['wall_s']:.3f}")
         if v["status"] == "error":

@@ -211,8 +211,8 @@ def enforce(results: list[GateResult], manifest: dict[str, Any] | None = None) -
 
 
 def gate_psnr(manifest: dict[str, Any], min_psnr: float | None) -> None:
-    """`fusionc verify --min-psnr`: the PSNR gate alone."""
-    enforce(psnr_gates(manifest, min_psnr))
+    """`fusionc verify [--min-psnr]`: the always-on finite gate and the PSNR gate."""
+    enforce(finite_gates(manifest) + psnr_gates(manifest, min_psnr))
 
 
 # ---- latency estimates ------------------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ def write_json_report(path: Path, report: dict[str, Any]) -> None:
 def junit_xml(report: dict[str, Any]) -> str:
     """One <testcase> per component (compiled, verified) and per gate; a failed compile is one <error> case."""
     manifest = report["manifest"]
-    suite = ET.Element("testsuite", name=f"fusionc compile ({manifest.get('target', '?')})")
+    target = manifest.get("target")  # none when the compile failed before its manifest
+    suite = ET.Element("testsuite", name="fusionc compile" + (f" ({target})" if target else ""))
     cases: list[ET.Element] = []
     if report["status"] == "error":
         case = ET.Element("testcase", classname="fusionc.compile", name="compile")

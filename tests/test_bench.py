@@ -120,6 +120,27 @@ def test_cli_bad_input(tmp_path: Path) -> None:
         assert run.exit_code == 2 and words in run.output, run.output
 
 
+def test_check_on_builds_without_a_denoiser_is_refused_before_the_work(onnx_build: Path, tmp_path: Path) -> None:
+    """--check holds an image's end-to-end time to the budget. A build without a UNet or transformer makes no
+    image, so there is nothing to hold: exit 2 up front (it was exit 1, "no backend meets the budget", after the
+    work, as if a budget had been missed)."""
+    import shutil
+
+    build = tmp_path / "text_encoder_only"
+    shutil.copytree(onnx_build / "text_encoder", build / "text_encoder")
+    manifest = json.loads((onnx_build / "manifest.json").read_text())
+    manifest["components"] = {"text_encoder": manifest["components"]["text_encoder"]}
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    run = CliRunner().invoke(main, ["bench", str(build), "--check", "--no-measure"])
+    assert run.exit_code == 2, run.output
+    assert run.stderr.startswith("fusionc: error: --check") and "no UNet or transformer" in run.stderr
+    assert "per-call latency" not in run.stdout  # nothing ran
+    assert CliRunner().invoke(main, ["bench", str(build), "--no-measure"]).exit_code == 0  # without --check: fine
+    run = CliRunner().invoke(main, ["bench", str(build), "--plot", str(tmp_path / "p.png"), "--no-measure"])
+    assert run.exit_code == 2 and run.stderr.startswith("fusionc: error: --plot"), run.output
+    assert "per-call latency" not in run.stdout  # was: the tables, then exit 2 "nothing to plot"
+
+
 def test_hexagon_estimates_for_onnxruntime_cost_the_context_binarys_times_the_runtime_factor(
         result: dict, onnx_build: Path, tmp_path: Path) -> None:
     """bench times a phone through ONNX Runtime's QNN EP: --qnn-runtime onnxruntime estimates that runtime (the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -114,6 +115,7 @@ g (float[1,16,6,6] x, float[1,5,64] t) => (float[1,32,6,6] y, float[1,5,48] z) {
     assert PalettizeWeightsPass(4, min_elements=64)(model).modified
     (tmp_path / "build" / "unet" / "Unet.mlpackage").mkdir(parents=True)
     ir.save(model, tmp_path / "build" / "unet" / "costmodel.onnx")  # as targets/coreml keeps it
+    (tmp_path / "build" / "unet" / "Unet.mlpackage").mkdir()  # every file the manifest lists exists (not tampered)
     (tmp_path / "build" / "manifest.json").write_text(json.dumps({"target": "coreml", "components": {"unet": {
         "files": ["unet/Unet.mlpackage"], "costmodel_graph": "unet/costmodel.onnx"}}}))
 
@@ -139,3 +141,71 @@ def test_pickle_checkpoint_via_cli(tiny_pipeline, tmp_path: Path) -> None:
     result = fusionc("compile", str(ckpt), "--allow-pickle", "--out", str(tmp_path / "o"))
     assert result.returncode == 0, result.stderr
     assert set(json.loads((tmp_path / "o" / "manifest.json").read_text())["components"]) == {"vae_decoder", "vae_encoder"}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["compile", "--target", "tpu"], "'--target': 'tpu' is not one of 'onnx', 'coreml', 'qnn'"),
+    (["generate"], "Missing argument 'PROMPT'"),
+    (["bench", "--runs", "x", "build/onnx"], "'--runs': 'x' is not a valid integer"),
+    (["devices", "--jsn"], "No such option '--jsn'"),
+    (["compiel"], "No such command 'compiel'"),
+    (["passes", "--target", "tpu"], "'--target': 'tpu' is not one of"),  # was exit 3, "internal error: BadParameter"
+    (["passes", "--bogus"], "No such option '--bogus'"),  # was exit 3
+])
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], fragment: str) -> None:
+    """A mistyped command line is bad input like any other: exit 2 and one `fusionc: error:` line naming it (with
+    where to look), not click's three-line usage block, and never an internal error."""
+    from click.testing import CliRunner
+
+    from fusionc.cli import main
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("fusionc: error: "), result.stderr
+    assert fragment in result.stderr and "--help" in result.stderr
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_row(text: str, command: str) -> str:
+    """The README commands table's row of `fusionc COMMAND`."""
+    rows = [line for line in _section(text, "## Commands").splitlines() if line.startswith(f"| `fusionc {command}")]
+    assert len(rows) == 1, f"the README's commands table has {len(rows)} rows for fusionc {command}"
+    return rows[0]
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    return text[start:text.index("\n## ", start)]
+
+
+def test_every_option_of_every_command_is_in_the_readme_with_its_default() -> None:
+    """`fusionc CMD --help` and the README agree: each option of a command is in that command's row of the
+    commands table (compile's, too many for a row, in "Options of `fusionc compile`"), and a default the row
+    shows (`[--steps 8]`) is the one --help shows."""
+    import click
+
+    from fusionc.cli import main
+
+    text = README.read_text(encoding="utf-8")
+    missing, wrong = [], []
+    for opt in (o for p in main.params for o in p.opts):  # fusionc --version, fusionc --debug
+        if opt.startswith("--") and opt != "--help" and f"fusionc {opt}" not in text:
+            missing.append(f"fusionc {opt}")
+    for name, command in sorted(main.commands.items()):
+        where = _section(text, "### Options of `fusionc compile`") if name == "compile" else _readme_row(text, name)
+        for param in (p for p in command.params if isinstance(p, click.Option) and p.name != "help"):
+            flags = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
+            for flag in flags:
+                if not re.search(re.escape(flag) + r"(?![\w-])", where):
+                    missing.append(f"{name} {flag}")
+            for shown in re.findall(r"\[(--[\w-]+) ([\w.]+)\]", where):
+                if shown[0] in flags and param.default is not None and not isinstance(param.default, bool):
+                    default = param.default
+                    same = (float(shown[1]) == float(default) if isinstance(default, (int, float))
+                            else shown[1] == str(default))
+                    if not same:
+                        wrong.append(f"{name} {shown[0]}: README {shown[1]}, --help {default}")
+    assert not missing, f"options --help lists and the README does not: {', '.join(missing)}"
+    assert not wrong, f"defaults that differ: {'; '.join(wrong)}"

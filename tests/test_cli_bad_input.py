@@ -283,6 +283,35 @@ def test_an_unwritable_report_is_refused_before_the_build(tmp_path: Path, flag: 
     assert f"{flag} '{tmp_path}' is a folder" in one_error("compile", "--out", str(out), flag, str(tmp_path))
 
 
+@pytest.mark.parametrize("flag", ["--report", "--junit"])
+def test_a_report_inside_the_build_folder_is_refused(tmp_path: Path, flag: str) -> None:
+    """Reports live beside the build, never in it: their timings would make a build's files differ from run to run,
+    and a failed compile's report there left --out holding a file that is not a build, so every later compile into
+    it was refused ("holds files that are not a fusionc build")."""
+    out = tmp_path / "build"
+    error = one_error("compile", str(tmp_path / "missing"), "--out", str(out), flag, str(out / "reports" / "r.json"))
+    assert f"{flag} '{out / 'reports' / 'r.json'}' is inside the build folder '{out}'" in error
+    assert not out.exists()  # was: build/reports/r.json, exit 2 ("checkpoint ... does not exist")
+
+
+def test_two_outputs_on_one_path_are_refused(tmp_path: Path) -> None:
+    """`junit = "reports/compile.json"`, a typo in a CI config: the JUnit XML silently replaced the JSON report."""
+    same = tmp_path / "reports" / "compile.json"
+    error = one_error("compile", str(tmp_path / "missing"), "--out", str(tmp_path / "b"), "--report", str(same),
+                      "--junit", str(same))
+    assert f"--report and --junit name the same file '{same}'" in error
+    assert not same.exists()
+
+
+def test_a_fleet_report_inside_a_variants_build_folder_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "fusionc.toml"
+    config.write_text('[compile]\ncheckpoint = "missing"\n[[variant]]\nname = "a"\nout = "build/a"\n'
+                      '[[variant]]\nname = "b"\nout = "build/b"\n')
+    plot = tmp_path / "build" / "b" / "fleet.png"
+    error = one_error("compile", "--config", str(config), "--plot", str(plot))
+    assert f"--plot '{plot}' is inside the build folder" in error and "build/b" in error
+
+
 def test_a_reports_missing_folder_is_fine(tmp_path: Path) -> None:
     from fusionc.buildfs import check_output_file
 
@@ -352,6 +381,21 @@ def test_the_summary_names_no_device_when_there_is_none(capsys: pytest.CaptureFi
     assert "fusionc build: build/onnx (target onnx)" in printed()
     _print_summary({**manifest, "device": "iphone-14-pro"}, Path("build/onnx"))
     assert "(target onnx, device iphone-14-pro)" in printed()
+
+
+def test_the_summary_keeps_each_row_and_gate_on_one_line_in_a_ci_log(capsys: pytest.CaptureFixture) -> None:
+    """Off a terminal rich squeezed the summary into 80 columns: a component's files and a gate's message (what a
+    CI step greps for) wrapped onto a second line."""
+    from fusionc.cli import _print_summary
+
+    files = ["text_encoder/model.onnx", "text_encoder/model.ort"]
+    message = "unet 7.7 ms > 1e-05 ms (over by 7.69 ms, +76879900%), estimated, one call at batch 2 on cpu"
+    _print_summary({"target": "onnx", "device": "cpu", "gates": [
+        {"gate": "max_latency_ms", "status": "failed", "message": message}],
+        "components": {"text_encoder": {"files": files, "bytes": 1_320_000, "psnr_db": 142.8}}}, Path("b1"))
+    lines = capsys.readouterr().out.splitlines()
+    assert any("text_encoder/model.onnx, text_encoder/model.ort" in line for line in lines), lines
+    assert f"gate max_latency_ms  FAIL  {message}" in lines
 
 
 # --- a build folder that was tampered with: every command that reads it says what is wrong (was exit 3) ---

@@ -123,3 +123,14 @@ def test_devices_command_shows_titles() -> None:
     output = CliRunner().invoke(main, ["devices"]).output
     for device in DEVICES.values():
         assert device.display_name in output
+
+
+def test_devices_command_shows_every_figure_whole_in_a_pipe() -> None:
+    """Off a terminal the table was cut to 170 columns: "targ…", "int8…", "v73 (soc_…" (the figures lost in a
+    CI log or `fusionc devices | less`)."""
+    from fusionc.core.devices import devices_table
+
+    output = CliRunner().invoke(main, ["devices"]).output
+    assert "…" not in output
+    for row in devices_table():
+        assert all(value in output for value in row.values()), row

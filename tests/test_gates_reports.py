@@ -18,6 +18,7 @@ from fusionc.gates import (
     enforce,
     estimate_latency,
     evaluate,
+    gate_psnr,
     latency_gates,
     parse_budget,
     psnr_gates,
@@ -131,6 +132,7 @@ def test_error_report() -> None:
     assert (report["status"], report["exit_code"], report["error"]) == ("error", 2, str(error))
     suite = ET.fromstring(junit_xml(report)).find("testsuite")
     assert suite.get("errors") == "1" and suite.find("testcase/error").get("message") == str(error)
+    assert suite.get("name") == "fusionc compile"  # no manifest, no target: was "fusionc compile (?)"
 
 
 def test_failed_gates_exit_1_after_writing_build_and_reports(tiny_pipeline, tmp_path: Path) -> None:
@@ -167,6 +169,59 @@ def test_compile_error_still_writes_the_reports(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+def test_an_internal_error_still_writes_the_reports_and_exits_3(tmp_path: Path, monkeypatch) -> None:
+    """A bug in fusionc (any exception that is not a FusioncError) is exit 3 with one line, and CI still gets its
+    reports: status error, exit_code 3, the same line as stderr, and a JUnit error case."""
+    import fusionc.pipeline
+    from fusionc.cli import main
+
+    def crashes(*args, **kwargs):
+        raise ZeroDivisionError("float division by zero\nsecond line")
+
+    monkeypatch.setattr(fusionc.pipeline, "compile_checkpoint", crashes)
+    result = CliRunner().invoke(main, ["compile", "--out", str(tmp_path / "b"), "--report", str(tmp_path / "r.json"),
+                                       "--junit", str(tmp_path / "r.xml")])
+    assert result.exit_code == 3, result.output
+    line = "internal error: ZeroDivisionError: float division by zero"
+    assert result.stderr.count("\n") == 1 and line in result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["status"], report["exit_code"]) == ("error", 3) and line in report["error"]
+    error = ET.parse(tmp_path / "r.xml").getroot().find("testsuite/testcase/error")
+    assert error.get("type") == "exit 3" and line in error.get("message")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_failed_gate_stays_exit_1_when_a_report_cannot_be_written_at_the_end(tmp_path: Path, monkeypatch) -> None:
+    """The reports' paths are checked before the work, but a disk can fill or a folder vanish during it. Then the
+    gate's failure is still the outcome (exit 1: the build is written), the one line names both, the summary is
+    shown and the report that can be written still is."""
+    import shutil
+
+    import fusionc.pipeline
+    from fusionc.cli import main
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    manifest = copy.deepcopy(MANIFEST)
+
+    def fails_a_gate(*args, **kwargs):
+        shutil.rmtree(reports)
+        reports.write_text("a file now")  # the JSON report's folder is gone
+        gates = evaluate(manifest, CompileOptions(max_size={"total": 30}))
+        manifest["gates"] = [g.to_json() for g in gates]  # as compile_checkpoint records them
+        enforce(gates, manifest)
+
+    monkeypatch.setattr(fusionc.pipeline, "compile_checkpoint", fails_a_gate)
+    result = CliRunner().invoke(main, ["compile", "--out", str(tmp_path / "b"), "--report", str(reports / "r.json"),
+                                       "--junit", str(tmp_path / "r.xml")])
+    assert result.exit_code == 1, result.output
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("fusionc: error: size gate failed: total 37.00 MB > 30 MB")
+    assert "cannot write the report" in errors[0] and "r.json" in errors[0]
+    assert ET.parse(tmp_path / "r.xml").getroot().find("testsuite").get("failures") == "1"
+    assert "gate max_size" in result.stdout
+
+
 def test_nan_or_inf_outputs_always_fail(tmp_path: Path) -> None:
     manifest = copy.deepcopy(MANIFEST)
     manifest["components"]["vae_decoder"]["psnr_db"] = float("-inf")  # verify.psnr of NaN/Inf outputs
@@ -178,3 +233,58 @@ def test_nan_or_inf_outputs_always_fail(tmp_path: Path) -> None:
     write_reports(tmp_path / "r.json", None, build_report(manifest, gates, tmp_path, None, 1.0))
     report = json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
     assert report["manifest"]["components"]["vae_decoder"]["psnr_db"] == "-inf"
+
+
+def test_verify_fails_on_nan_or_inf_outputs_without_a_psnr_gate() -> None:
+    """`fusionc verify` applies the always-on finite gate too: a build whose outputs turn NaN or Inf on verify's
+    inputs (its own prompts, Core ML predict on a Mac, the other QNN runtime) exits 1, with or without --min-psnr."""
+    manifest = copy.deepcopy(MANIFEST)
+    gate_psnr(manifest, None)  # finite outputs, no gate asked for: passes
+    manifest["components"]["unet"]["psnr_db"] = float("-inf")
+    with pytest.raises(GateFailedError, match="unet produced NaN or Inf"):
+        gate_psnr(manifest, None)
+
+
+def test_fleet_junit_names_each_variants_suite_without_a_none_device() -> None:
+    """An onnx variant has no device: its suite was "fusionc fleet: ok (onnx, None)" in the CI's test view."""
+    from fusionc.fleet_report import junit_xml as fleet_junit
+
+    variant = {"name": "ok", "target": "onnx", "device": None, "status": "passed", "exit_code": 0, "error": None,
+               "wall_s": 0.5, "bytes": 1e6, "worst_psnr_db": 140.0, "latency_ms_per_step": None, "executor": "local",
+               "node": "vm", "gates": []}
+    suites = ET.fromstring(fleet_junit({"variants": [variant, {**variant, "name": "a15", "device": "iphone-15-pro"}]}))
+    assert [s.get("name") for s in suites] == ["fusionc fleet: ok (onnx)", "fusionc fleet: a15 (onnx, iphone-15-pro)"]
+
+
+def test_a_fleet_with_a_failed_variant_stays_exit_1_when_its_report_cannot_be_written(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """As for one build: a report folder gone by the end of the fleet does not hide which variants failed."""
+    import shutil
+
+    import fusionc.fleet
+    from fusionc.cli import main
+
+    variant = {"name": "big", "target": "onnx", "device": None, "status": "failed", "exit_code": 1,
+               "error": "size gate failed: total 32.01 MB > 0.001 MB", "wall_s": 0.5, "bytes": 32e6,
+               "worst_psnr_db": 140.0, "latency_ms_per_step": None, "latency_ms_per_generation": None,
+               "latency_steps": 8, "executor": "local", "node": "vm", "gates": []}
+    reports = tmp_path / "reports"
+    reports.mkdir()
+
+    def builds(*args, **kwargs):
+        shutil.rmtree(reports)
+        reports.write_text("a file now")
+        return {"exit_code": 1, "failed": ["big"], "executor": {"name": "local"}, "wall_s": 1.0,
+                "variants": [variant]}
+
+    monkeypatch.setattr(fusionc.fleet, "run_fleet", builds)
+    config = tmp_path / "fusionc.toml"
+    config.write_text('[[variant]]\nname = "big"\nout = "build/big"\nmax_size = 0.001\n')
+    result = CliRunner().invoke(main, ["compile", "--config", str(config), "--report", str(reports / "r.json"),
+                                       "--junit", str(tmp_path / "r.xml")])
+    assert result.exit_code == 1, result.output
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("fusionc: error: 1 of 1 variants failed: big")
+    assert "cannot write the report" in errors[0]
+    assert ET.parse(tmp_path / "r.xml").getroot().find("testsuite").get("failures") == "0"  # written all the same
+    assert "big" in result.stdout  # the fleet's table

@@ -8,10 +8,12 @@ coremltools always appends (I/O type checks, the sigmoid*x -> silu fusion, name 
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import coremltools as ct
 from coremltools.converters.mil.mil import Program
@@ -31,6 +33,21 @@ def compute_units(name: str) -> Any:
     return _COMPUTE_UNITS[name]
 
 
+@contextmanager
+def _bars_only_on_a_terminal() -> Iterator[None]:
+    """coremltools draws a tqdm bar over each pass pipeline it runs. Off a terminal (a CI log, a pipe) those are
+    carriage-return-rewritten noise among fusionc's plain stage lines (docs/ci.md): tqdm's own `disable=None`
+    ("off when the stream is not a TTY") keeps them on a terminal only."""
+    from coremltools.converters.mil.mil.passes import pass_pipeline
+
+    bar = pass_pipeline.tqdm
+    pass_pipeline.tqdm = functools.partial(bar, disable=None)
+    try:
+        yield
+    finally:
+        pass_pipeline.tqdm = bar
+
+
 def convert_program(program: Program, deployment: str, units: str = "cpu_and_ne",
                     passes: list[str] | None = None) -> ct.models.MLModel:
     """ct.convert(program) with our minimal pass pipeline; precision is already in the program."""
@@ -38,11 +55,12 @@ def convert_program(program: Program, deployment: str, units: str = "cpu_and_ne"
         pipeline = ct.PassPipeline.DEFAULT
     else:
         pipeline = ct.PassPipeline(pass_names=list(MINIMAL_PASSES if passes is None else passes), pipeline_name="fusionc")
-    return ct.convert(
-        program, convert_to="mlprogram", minimum_deployment_target=deployment_target(deployment),
-        compute_precision=ct.precision.FLOAT32,  # no add_fp16_cast: the program already is fp16 where we want it
-        compute_units=compute_units(units), pass_pipeline=pipeline, skip_model_load=True,
-    )
+    with _bars_only_on_a_terminal():
+        return ct.convert(
+            program, convert_to="mlprogram", minimum_deployment_target=deployment_target(deployment),
+            compute_precision=ct.precision.FLOAT32,  # no add_fp16_cast: the program already is fp16 where we want it
+            compute_units=compute_units(units), pass_pipeline=pipeline, skip_model_load=True,
+        )
 
 
 def save_mlpackage(program: Program, path: Path, deployment: str, units: str = "cpu_and_ne",
