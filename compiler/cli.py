@@ -283,10 +283,10 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
 
     problem = report(manifest, [GateResult(**g) for g in manifest.get("gates", [])], None)
     _print_summary(manifest, settings.out)
-    if problem:
+    if problem:  # the outputs were checked before the work: their folder went away or the disk filled since
         from fusionc.core.errors import BadInputError
 
-        raise BadInputError(problem)
+        raise BadInputError(f"{problem} (the build at {settings.out} is complete)")
 
 
 def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict[str, Any]]) -> None:
@@ -342,7 +342,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
         raise CheckFailedError(f"{len(failed)} of {len(report['variants'])} variants failed: {', '.join(failed)}"
                                + (f"; {problem}" if problem else ""))
     if problem:
-        raise BadInputError(problem)
+        raise BadInputError(f"{problem} (every variant's build is complete)")
 
 
 def read_variants_names(params: dict[str, Any]) -> list[dict[str, Any]]:

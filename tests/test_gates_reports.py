@@ -222,6 +222,30 @@ def test_a_failed_gate_stays_exit_1_when_a_report_cannot_be_written_at_the_end(t
     assert "gate max_size" in result.stdout
 
 
+def test_a_passing_compile_whose_report_cannot_be_written_at_the_end_says_the_build_is_complete(
+        tmp_path: Path, monkeypatch) -> None:
+    """Exit 2 (the report is missing) with one line that says the build itself is whole: docs/ci.md's one exception
+    to 'exit 2: nothing written at --out'."""
+    import shutil
+
+    import fusionc.pipeline
+    from fusionc.cli import main
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+
+    def passes(*args, **kwargs):
+        shutil.rmtree(reports)
+        reports.write_text("a file now")
+        return copy.deepcopy(MANIFEST)
+
+    monkeypatch.setattr(fusionc.pipeline, "compile_checkpoint", passes)
+    result = CliRunner().invoke(main, ["compile", "--out", str(tmp_path / "b"), "--report", str(reports / "r.json")])
+    assert result.exit_code == 2, result.output
+    errors = result.stderr.splitlines()
+    assert len(errors) == 1 and "r.json" in errors[0] and errors[0].endswith(f"(the build at {tmp_path / 'b'} is complete)")
+
+
 def test_nan_or_inf_outputs_always_fail(tmp_path: Path) -> None:
     manifest = copy.deepcopy(MANIFEST)
     manifest["components"]["vae_decoder"]["psnr_db"] = float("-inf")  # verify.psnr of NaN/Inf outputs
