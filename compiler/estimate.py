@@ -109,13 +109,17 @@ def _graphs_from_onnx(paths: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
+def read_as_it_is(source: Path | None) -> bool:
+    """A .onnx file or a build folder: its graphs are read with their own shapes, nothing is exported or cached."""
+    return source is not None and (source.suffix == ".onnx" or (source / "manifest.json").is_file())
+
+
 def collect_graphs(source: Path | None, components: list[str] | None, height: int | None,
                    width: int | None, cache_dir: Path | None = None) -> tuple[str, dict[str, Any], dict | None]:
     """(kind of source, graphs by component, the build's manifest or None) for a checkpoint folder, a .onnx file or
     a build folder (`cache_dir`: a checkpoint's graph statistics are kept there, fusionc.estimate_cache; the others
     are read as they are)."""
-    fixed = source is not None and (source.suffix == ".onnx" or (source / "manifest.json").is_file())
-    if fixed and (height is not None or width is not None):  # its shapes are its own: the size would be ignored
+    if read_as_it_is(source) and (height is not None or width is not None):  # the size would be ignored
         raise BadInputError(f"--height/--width set the size a checkpoint is exported at, and '{source}' has its shapes "
                             "fixed: drop them, or estimate the checkpoint")
     if source is not None and source.suffix == ".onnx":
@@ -262,7 +266,7 @@ def run_estimate_cli(source: Path | None, components: str | None, devices: tuple
 
     check_output_files(("--json", json_path))
     names = [c.strip() for c in components.split(",") if c.strip()] if components else None
-    if cache is not None and source is not None and (source.suffix == ".onnx" or (source / "manifest.json").is_file()):
+    if cache is not None and read_as_it_is(source):
         raise BadInputError(f"--cache keeps a checkpoint's graph statistics, and '{source}' is read as it is (nothing "
                             "exported): drop --cache, or estimate the checkpoint")
     cache = cache or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
