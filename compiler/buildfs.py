@@ -133,6 +133,13 @@ def check_outside_builds(outs: list[Path], *flags: tuple[str, Path | None]) -> N
                                     "alone; write the report beside it")
 
 
+def check_report_outputs(outs: list[Path], *flags: tuple[str, Path | None]) -> None:
+    """A compile's or a fleet's reports, before the work: each its own file, beside the builds, writable."""
+    check_distinct_outputs(*flags)
+    check_outside_builds(outs, *flags)
+    check_output_files(*flags)
+
+
 @contextmanager
 def atomic_build(out: Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `out`, on any failure it is removed."""

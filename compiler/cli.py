@@ -211,7 +211,7 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
     """Compile CHECKPOINT (default: the built-in tiny pipeline) into a verified build folder."""
     import time
 
-    from fusionc.buildfs import check_distinct_outputs, check_output_files, check_outside_builds
+    from fusionc.buildfs import check_report_outputs
     from fusionc.config import resolve
     from fusionc.gates import GateFailedError
     from fusionc.pipeline import compile_checkpoint
@@ -229,9 +229,7 @@ def compile_command(ctx: click.Context, **params: Any) -> None:
 
         raise BadInputError(f"--jobs {settings.jobs} builds a fleet's variants in parallel: it needs a --config file "
                             "with [[variant]] tables")
-    check_distinct_outputs(("--report", settings.report), ("--junit", settings.junit))
-    check_outside_builds([settings.out], ("--report", settings.report), ("--junit", settings.junit))
-    check_output_files(("--report", settings.report), ("--junit", settings.junit))  # before the work, not after
+    check_report_outputs([settings.out], ("--report", settings.report), ("--junit", settings.junit))  # before the work
     executor = None
     if settings.executor == "ray":  # one build: the passes' probes and evaluations run as Ray tasks
         from fusionc.ray_executor import RayTaskExecutor, ray_session
@@ -293,7 +291,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
     """`fusionc compile --config F` with [[variant]] tables: build them all (or --variant NAME), one report."""
     from click.core import ParameterSource
 
-    from fusionc.buildfs import check_distinct_outputs, check_output_files, check_outside_builds
+    from fusionc.buildfs import check_report_outputs
     from fusionc.config import check_shared_keys, resolve
     from fusionc.core.errors import BadInputError, CheckFailedError
     from fusionc.fleet import run_fleet
@@ -315,9 +313,7 @@ def _compile_fleet(ctx: click.Context, params: dict[str, Any], tables: list[dict
     if wanted is None:  # every variant: a shared option none of them uses is ignored by the whole fleet
         check_shared_keys(shared, variants)
     outputs = (("--report", shared.report), ("--junit", shared.junit), ("--plot", shared.plot))
-    check_distinct_outputs(*outputs)
-    check_outside_builds([v.out for v in variants], *outputs)
-    check_output_files(*outputs)
+    check_report_outputs([v.out for v in variants], *outputs)
 
     def done(result: Any) -> None:
         mark = {"passed": "done", "failed": "FAILED (gate)", "error": "ERROR"}[result.status]
