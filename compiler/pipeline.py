@@ -112,15 +112,15 @@ SET_OPTIONS = {CALIBRATION: ("calibration_prompts", "calibration_steps"),
                SELECTION: ("selection_prompts", "selection_steps")}
 
 
-def _check_unused_sets(target: Any, options: CompileOptions, config: dict[str, Any] | None) -> None:
+def _check_unused_sets(roles: tuple[str, ...], options: CompileOptions, config: dict[str, Any] | None) -> None:
     """A tuning set's size given on the command line (or in the build's own [[variant]] table) for a build that does
     not collect that set (an onnx fp32 or Core ML fp32 build has no calibration set; only a quantized QNN / onnx
     w8a8 build or a mixed-bit search has a selection set) would have no effect: refused before the export. A config
-    file's shared keys may size every set, for whichever target reads the file (docs/ci.md), and are not refused."""
+    file's shared keys may size every set, for whichever target reads the file (docs/ci.md), and are not refused.
+    `roles`: the sets this compile collects (fusionc.inputs.needed_roles)."""
     if config is None or "from_command_line" not in config:
         return
     given = set(config["from_command_line"]) | set(config.get("from_variant", []))
-    roles = needed_roles(target, options)
     for role, names in SET_OPTIONS.items():
         unused = [n for n in names if role not in roles and n in given]
         if unused:
@@ -227,11 +227,12 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     with stage("load checkpoint", timings):
         checkpoint = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path, options.allow_pickle)
     names = select_components(checkpoint, options, target)
+    roles = needed_roles(target, options)
     _check_text_length(checkpoint, options)
-    _check_unused_sets(target, options, config)
+    _check_unused_sets(roles, options, config)
     _check_compression_components(options, names, _given_options(config))
     height, width = image_size(checkpoint, options)
-    sets = cached_input_sets(checkpoint, options, names, needed_roles(target, options), component_cache, timings)
+    sets = cached_input_sets(checkpoint, options, names, roles, component_cache, timings)
     _release_torch_modules(checkpoint, names)
     empty = InputSet(role_spec(options, VERIFICATION))
     verification, calibration, selection = (sets.get(r, empty) for r in (VERIFICATION, CALIBRATION, SELECTION))

@@ -250,13 +250,15 @@ def test_a_config_file_may_size_every_set() -> None:
     """docs/ci.md's file sizes all three sets for whichever target reads it: not refused where one goes unused."""
     from fusionc.core.errors import BadInputError
     from fusionc.core.options import CompileOptions
+    from fusionc.inputs import needed_roles
     from fusionc.pipeline import _check_unused_sets
     from fusionc.targets import get_target
 
     options = CompileOptions(target="coreml", selection_steps=2)  # Core ML without a mixed-bit search: no selection
-    _check_unused_sets(get_target("coreml"), options, {"from_command_line": [], "from_config_file": ["selection_steps"]})
+    roles = needed_roles(get_target("coreml"), options)
+    _check_unused_sets(roles, options, {"from_command_line": [], "from_config_file": ["selection_steps"]})
     with pytest.raises(BadInputError, match="--selection-steps sizes the selection set"):
-        _check_unused_sets(get_target("coreml"), options, {"from_command_line": ["selection_steps"]})
+        _check_unused_sets(roles, options, {"from_command_line": ["selection_steps"]})
 
 
 def test_a_recipe_without_the_component_is_refused_before_the_export(tmp_path: Path) -> None:
