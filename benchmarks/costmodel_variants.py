@@ -12,7 +12,7 @@ of the score over shufflings.
 
 Kinds of variant (VARIANTS):
 - an added term computed from the graph's ops (ops of one class counted, elements through one op type, attention
-  score tensors, a per-op max(compute, traffic) roofline with the Snapdragon 8 Gen 3 profile's peak MACs and DRAM
+  score tensors, depthwise and narrow grouped convolutions, convolution reductions padded to the vector width, a per-op max(compute, traffic) roofline with the Snapdragon 8 Gen 3 profile's peak MACs and DRAM
   bandwidth);
 - the roofline in place of the MAC and byte terms;
 - rows weighed per model family (costmodel_fit.fit's family_balance: a family timed in many precisions and runtimes
@@ -72,6 +72,20 @@ def of_type(op_type: str) -> Callable[[Op, dict], bool]:
     return lambda op, index: op[index["op_type"]] == op_type
 
 
+def shallow_conv(max_depth: int) -> Callable[[Op, dict], bool]:
+    """Convolutions that reduce over fewer than `max_depth` products per output (MACs / output elements): depthwise
+    and narrow grouped convolutions, which fill few of the HTP's vector lanes per MAC."""
+    return lambda op, index: (op[index["kind"]] == "conv" and op[index["act_out_elems"]] > 0
+                              and 0 < op[index["macs"]] < max_depth * op[index["act_out_elems"]])
+
+
+def channel_padding_gmacs(entry: dict, precision: str, vtcm_bytes: int) -> float:
+    """MACs a convolution would spend if each output's reduction were padded up to 32 products (G), beyond its own."""
+    index = {f: i for i, f in enumerate(entry["fields"])}
+    return sum(op[index["act_out_elems"]] * max(32 - op[index["macs"]] / op[index["act_out_elems"]], 0) * 1e-9
+               for op in entry["ops"] if shallow_conv(32)(op, index))
+
+
 def scores_over(min_bytes: int) -> Callable[[Op, dict], bool]:
     """Ops whose output is a materialized attention-score matrix of more than `min_bytes` (fp16)."""
     return lambda op, index: bool(op[index["attention_scores"]]) and op[index["act_out_elems"]] * 2 > min_bytes
@@ -99,6 +113,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     **{f"{kind}_output_elements": {"what": f"+ elements out of {kind} ops (G)",
                                    "add": op_sum(of_kind(kind), "act_out_elems", 1e-9)}
        for kind in ("attention", "linear", "conv")},
+    "shallow_conv_gmacs": {"what": "+ MACs of depthwise / narrow grouped convs (< 32 products per output, G)",
+                           "add": op_sum(shallow_conv(32), "macs", 1e-9)},
+    "shallow_conv_ops": {"what": "+ depthwise / narrow grouped convs launched (thousands)", "add": op_sum(shallow_conv(32))},
+    "shallow_conv_elements": {"what": "+ elements out of depthwise / narrow grouped convs (G)",
+                              "add": op_sum(shallow_conv(32), "act_out_elems", 1e-9)},
+    "channel_padding": {"what": "+ MACs of conv reductions padded up to 32 products (G)", "add": channel_padding_gmacs},
     "reshape_ops": {"what": "+ Reshape ops (thousands): free in graph_stats, layers in QNN's count",
                     "add": lambda entry, precision, vtcm_bytes: entry["op_counts"].get("Reshape", 0) / 1e3},
     "oracle_extra_layers": {"what": "oracle: + AI Hub's QNN layers beyond our op count (thousands)",
