@@ -306,6 +306,32 @@ def test_fit_script_on_small_features(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "same_release_control" in report["snapdragon_8_gen_2"]
 
 
+def test_sd_unet_in_ai_hubs_form_is_predicted_beside_the_pre_registered_components() -> None:
+    """A graph rebuilt in AI Hub's form (key suffix _aihub_form) is not one of the SD predictions (they stay the
+    pre-registered set) but its own comparison: per chipset, beside fusionc's graph and the published figure."""
+    import costmodel_fit
+
+    with gzip.open(SMALL_FEATURES, "rt") as f:
+        features = json.load(f)
+    vae = features["stable_diffusion_v1_5/vae_decoder"]
+    features["stable_diffusion_v1_5/unet"] = vae
+    features["stable_diffusion_v1_5/unet_aihub_form"] = dict(vae, ops=vae["ops"] * 2)
+    params = costfit.load_params()
+    predictions = costmodel_fit.stable_diffusion(features, params)
+    assert {"unet", "vae_decoder"} <= {p["component"] for p in predictions} and not any(
+        p["component"].endswith("_aihub_form") for p in predictions)
+    form = costmodel_fit.sd_aihub_form(features, params, predictions, [], np.array([]))
+    by_chip = {p["chipset"]: p for p in form["predictions"]}
+    assert set(by_chip) == set(costmodel_fit.PHONE_LAPTOP)
+    gen3 = by_chip["snapdragon-8-gen-3"]
+    assert gen3["predicted_ms"] == pytest.approx(2 * gen3["fusionc_graph_predicted_ms"] - params["groups"][
+        "snapdragon-8-gen-3|w8a16|qnn"][params["features"].index("one")], rel=1e-3)  # twice the ops, one constant
+    assert gen3["published_ms"] == pytest.approx(78.019) and gen3["error"] == pytest.approx(
+        gen3["predicted_ms"] / 78.019 - 1, abs=1e-3)
+    assert form["spill_mb"] == pytest.approx(2 * form["spill_mb_fusionc_graph"], rel=1e-3)
+    assert "published_ms" not in by_chip["snapdragon-x-elite"]  # AI Hub publishes no SD figure for it
+
+
 def test_estimate_reads_the_local_memory_size_from_the_params(monkeypatch: pytest.MonkeyPatch) -> None:
     """`fusionc estimate` / bench use the fitted local-memory size: an op whose activations (4 MB at 16-bit) exceed
     it spills and costs more; with 16 MB it does not."""
