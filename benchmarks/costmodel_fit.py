@@ -703,7 +703,7 @@ AIHUB_FORM = "_aihub_form"  # an SD component rebuilt as AI Hub adapts it (laten
 
 
 def sd_aihub_form(features: dict, params: dict, predictions: list[dict], train_rows: list[dict],
-                  cv_pred: np.ndarray) -> dict:
+                  cv_pred: np.ndarray) -> dict:  # cv_pred: one cross-validated prediction per training row
     """SD-1.5's UNet rebuilt in AI Hub's form (aihub_adapted.adapt_sd_unet: split-head attention, NCHW blocks, 1x1
     convolutions), predicted by this model beside fusionc's own UNet graph and AI Hub's published figure. Made after
     the published SD figures were known, to test one explanation of the UNet's miss (that AI Hub timed another graph);
@@ -916,7 +916,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     report["stable_diffusion_vs_published"] = (sd_comparison(report["stable_diffusion_predictions"]) if compare_sd
                                                else "not compared in this run (--no-compare-sd)")
     report["stable_diffusion_unet_aihub_form"] = sd_aihub_form(features, params, report["stable_diffusion_predictions"],
-                                                                 train_rows, cv_pred)
+                                                                 train_rows, cv_pred.mean(axis=0))
     report["sd_predictions_published"] = sd_provenance(report["stable_diffusion_predictions"],
                                                        report["stable_diffusion_preregistered"])
     params_out = {"features": list(names), "vtcm_bytes": vtcm, "fitted_on": "training split of benchmarks/costmodel_fit.py",

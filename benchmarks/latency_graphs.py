@@ -8,7 +8,9 @@ dynamo) and run through the QNN target's pass pipeline (what a `fusionc compile 
 lowering), then reduced to per-op rows by fusionc.analysis.graph_stats. Only the features are committed
 (benchmarks/results/latency_features.json.gz), never the graphs. The encoders AI Hub deploys in a Qualcomm-adapted
 form (Whisper, TrOCR, Opus-MT: their decoder's cross-attention K/V computed in the encoder; Whisper's split-head
-attention) are rebuilt in that form (aihub_adapted.py), not from the library's module.
+attention) are rebuilt in that form (aihub_adapted.py), not from the library's module. Stable Diffusion's components
+(`--libraries diffusers`) are predicted, never fitted on; its UNet is stored twice, as a fusionc build sees it and in AI
+Hub's adapted form (`unet_aihub_form`).
 
 Two virtual environments, because torchvision does not import beside the torch 2.13.0 that fusionc pins:
     # transformers models (the project's own venv)
@@ -26,7 +28,7 @@ Modules are built on the meta device and exported from their structure (fusionc.
 a model whose code cannot trace on meta tensors is exported with random weights instead (recorded as "export").
 Each model is cached (--cache, one JSON per model component) and merged into the features file as it finishes, so
 a run that is stopped keeps what it did (a model that failed is cached as its error: delete those files to retry).
-The two runs may go side by side (each merges atomically); all 67 graphs took about 10 minutes that way. Models
+The two runs may go side by side (each merges atomically); the first 67 graphs took about 10 minutes that way. Models
 whose library is not importable in the running venv are skipped.
 `--refresh-recurrent` only recomputes the LSTM/GRU/RNN rows of stored features extracted before graph_stats counted
 them (MACs, timesteps), from the module's own recurrent calls on the meta device: seconds instead of a re-export
