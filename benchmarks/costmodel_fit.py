@@ -753,6 +753,41 @@ def scores_beyond(features: dict, vtcm_bytes: int) -> dict[str, float]:
     return out
 
 
+# Qualcomm AI Hub's SD-1.5 W8A16 figures at the release the fitted rows come from: quic/ai-hub-models v0.46.1 (commit
+# 52c080d2), qai_hub_models/models/stable_diffusion_v1_5/perf.yaml, QNN context binary, QAIRT 2.42; Galaxy S24 (8 Gen
+# 3), Galaxy S25 (8 Elite for Galaxy) and the QRD / CRD reference devices. No 8 Gen 2 at that release. The layer counts
+# are QNN's for the graph AI Hub timed (its adapted UNet). Read after the predictions, never by the fit.
+SD_SAME_RELEASE_SOURCE = ("Qualcomm AI Hub perf.yaml, quic/ai-hub-models v0.46.1 (52c080d2), QNN context binary, "
+                          "QAIRT 2.42")
+SD_SAME_RELEASE_MS = {
+    "text_encoder": {"snapdragon-8-gen-3": 2.275, "snapdragon-8-elite": 1.759, "snapdragon-8-elite-gen-5": 1.493,
+                     "snapdragon-7-gen-4": 3.629, "snapdragon-x-elite": 3.607},
+    "unet": {"snapdragon-8-gen-3": 79.077, "snapdragon-8-elite": 60.171, "snapdragon-8-elite-gen-5": 44.845,
+             "snapdragon-7-gen-4": 183.924, "snapdragon-x-elite": 112.945},
+    "vae_decoder": {"snapdragon-8-gen-3": 203.237, "snapdragon-8-elite": 180.005, "snapdragon-8-elite-gen-5": 116.863,
+                    "snapdragon-7-gen-4": 512.113, "snapdragon-x-elite": 264.468},
+}
+SD_SAME_RELEASE_LAYERS = {"text_encoder": 438, "unet": 3272, "vae_decoder": 172}
+
+
+def sd_same_release(predictions: list[dict], preregistered: dict | None, features: dict) -> dict:
+    """This fit's and the pre-registered W8A16 SD predictions against AI Hub's figures at the fitted rows' release
+    (SD_SAME_RELEASE_MS), with AI Hub's layer count beside our graph's op count."""
+    def compare(preds: list[dict]) -> list[dict]:
+        got = {(p["component"], p["chipset"]): p["predicted_ms"] for p in preds if p["precision"] == "w8a16"}
+        return [{"component": c, "chipset": chip, "published_ms": ms, "predicted_ms": got[(c, chip)],
+                 "error": round(got[(c, chip)] / ms - 1, 3)}
+                for c, by_chip in SD_SAME_RELEASE_MS.items() for chip, ms in by_chip.items() if (c, chip) in got]
+    graphs = sd_graphs(features)
+    return {"source": SD_SAME_RELEASE_SOURCE,
+            "layers": {c: {"aihub_qnn_layers": n, "our_ops": len(graphs[c]["ops"]) if c in graphs else None}
+                       for c, n in SD_SAME_RELEASE_LAYERS.items()},
+            "our_ops_unet_aihub_form": len(features.get(f"stable_diffusion_v1_5/unet{AIHUB_FORM}", {}).get("ops", [])),
+            "this_fit": compare(predictions),
+            "preregistered": compare(preregistered["predictions"]) if preregistered else [],
+            "preregistered_commit": preregistered["commit"] if preregistered else None}
+
+
 def sd_comparison(predictions: list[dict]) -> list[dict]:
     """The SD predictions against Qualcomm AI Hub's published SD-1.5 W8A16 figures (fusionc.analysis.costmodel.
     CALIBRATION). Added after the predictions were committed (git: the commit that first wrote them): nothing in
@@ -917,6 +952,9 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                                                else "not compared in this run (--no-compare-sd)")
     report["stable_diffusion_unet_aihub_form"] = sd_aihub_form(features, params, report["stable_diffusion_predictions"],
                                                                  train_rows, cv_pred.mean(axis=0))
+    report["stable_diffusion_vs_published_same_release"] = (sd_same_release(
+        report["stable_diffusion_predictions"], report["stable_diffusion_preregistered"], features) if compare_sd
+        else "not compared in this run (--no-compare-sd)")
     report["sd_predictions_published"] = sd_provenance(report["stable_diffusion_predictions"],
                                                        report["stable_diffusion_preregistered"])
     params_out = {"features": list(names), "vtcm_bytes": vtcm, "fitted_on": "training split of benchmarks/costmodel_fit.py",

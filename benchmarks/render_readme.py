@@ -636,6 +636,25 @@ def _sd_tables(title: str, predictions: list[dict], compared: Any, compared_how:
     return "".join(out)
 
 
+def _sd_same_release(same: Any) -> str:
+    """The pre-registered and this fit's SD predictions against AI Hub's figures at the fitted rows' release."""
+    if not isinstance(same, dict) or not same.get("this_fit"):
+        return ""
+    pre = {(p["component"], p["chipset"]): p for p in same["preregistered"]}
+    body = [[CHIP_NAMES.get(p["chipset"], p["chipset"]), p["component"], ms(p["published_ms"]),
+             (f"{ms(pre[k]['predicted_ms'])} ({pre[k]['error']:+.0%})" if (k := (p["component"], p["chipset"])) in pre
+              else "-"), f"{ms(p['predicted_ms'])} ({p['error']:+.0%})"] for p in same["this_fit"]]
+    layers = "; ".join(f"{c.replace('_', ' ')} {v['aihub_qnn_layers']:,} layers against our graph's {v['our_ops']:,} ops"
+                       for c, v in same["layers"].items() if v.get("our_ops"))
+    return (f"\nThe figures above are from an older AI Hub release than the fitted rows. At the fitted rows' own release "
+            f"({same['source']}; every chipset above but the 8 Gen 2, which that release no longer has), read only "
+            f"after both sets of predictions were committed:\n\n"
+            + rows(["chipset", "component", "published", f"pre-registered ({(same['preregistered_commit'] or '?')[:7]})",
+                    "this fit"], body)
+            + f"\nAI Hub's QNN layer counts for these graphs: {layers} (the UNet in AI Hub's form: "
+              f"{same['our_ops_unet_aihub_form']:,} ops).\n")
+
+
 def _sd_aihub_form(form: dict) -> str:
     """The SD UNet in AI Hub's form, predicted after the comparison: does the graph's form explain the miss?"""
     if not form.get("predictions"):
@@ -824,6 +843,7 @@ def render_costmodel_fit(results: Path) -> str:
                               f"saw a diffusion model; {provenance})", sd, data.get("stable_diffusion_vs_published"),
                               "Compared" if provenance.startswith("NOT a pre-registered") else "Compared only afterwards"))
     out.append(_sd_aihub_form(data.get("stable_diffusion_unet_aihub_form") or {}))
+    out.append(_sd_same_release(data.get("stable_diffusion_vs_published_same_release")))
     ane = data["apple_neural_engine"]
     out.append(f"\nApple Neural Engine: the data holds {ane['n_matched']} figures on chips fusionc profiles whose graph we "
                "rebuild, too few to fit more than one ANE speed scale. Each figure's error: the roofline (calibrated on "

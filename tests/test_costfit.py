@@ -332,6 +332,19 @@ def test_sd_unet_in_ai_hubs_form_is_predicted_beside_the_pre_registered_componen
     assert "published_ms" not in by_chip["snapdragon-x-elite"]  # AI Hub publishes no SD figure for it
 
 
+def test_sd_predictions_are_compared_at_the_fitted_rows_release_pre_registered_and_refitted() -> None:
+    import costmodel_fit
+
+    predictions = [{"component": "unet", "chipset": "snapdragon-8-gen-3", "precision": "w8a16", "predicted_ms": 158.154},
+                   {"component": "unet", "chipset": "snapdragon-8-gen-2", "precision": "w8a16", "predicted_ms": 1.0},
+                   {"component": "unet", "chipset": "snapdragon-8-gen-3", "precision": "float", "predicted_ms": 1.0}]
+    preregistered = {"commit": "194cda8", "predictions": [dict(predictions[0], predicted_ms=79.077)]}
+    same = costmodel_fit.sd_same_release(predictions, preregistered, {})
+    assert same["this_fit"] == [{"component": "unet", "chipset": "snapdragon-8-gen-3", "published_ms": 79.077,
+                                 "predicted_ms": 158.154, "error": 1.0}]  # no 8 Gen 2 at that release; W8A16 only
+    assert same["preregistered"][0]["error"] == 0.0 and same["layers"]["unet"]["aihub_qnn_layers"] == 3272
+
+
 def test_estimate_reads_the_local_memory_size_from_the_params(monkeypatch: pytest.MonkeyPatch) -> None:
     """`fusionc estimate` / bench use the fitted local-memory size: an op whose activations (4 MB at 16-bit) exceed
     it spills and costs more; with 16 MB it does not."""
