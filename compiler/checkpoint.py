@@ -66,6 +66,18 @@ BUILTIN_SD3 = Path(__file__).parent / "models" / "tiny_sd3"
 BUILTIN_NAMES = {"builtin": BUILTIN_CHECKPOINT, "builtin:controlnet": BUILTIN_CONTROLNET, "builtin:sd3": BUILTIN_SD3}
 
 
+def checkpoint_path(path: Path | str | None) -> Path:
+    """The folder a CHECKPOINT argument names: None or `builtin` the built-in pipeline, `builtin:NAME` another
+    built-in one (a `builtin:` name that is none of them is refused, naming them), anything else a path."""
+    if path is None:
+        return BUILTIN_CHECKPOINT
+    if str(path) in BUILTIN_NAMES:
+        return BUILTIN_NAMES[str(path)]
+    if str(path).startswith("builtin:") and not Path(path).exists():
+        raise BadInputError(f"unknown built-in checkpoint '{path}': the built-in ones are {', '.join(BUILTIN_NAMES)}")
+    return Path(path)
+
+
 def component_names_of(folders: Any) -> list[str]:
     """The exportable components of a checkpoint with these model folders, in the order the loop runs them."""
     names: list[str] = []
@@ -189,11 +201,10 @@ class LazyModels(MutableMapping):
 def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Checkpoint:
     """Load a pipeline folder or a single component folder; None (or `builtin`) loads the built-in tiny pipeline,
     `builtin:controlnet` the same with its trained ControlNet, `builtin:sd3` the trained SD3-shaped pipeline."""
-    if path is None:
-        path = BUILTIN_CHECKPOINT
-    path = BUILTIN_NAMES.get(str(path), Path(path))
+    path = checkpoint_path(path)
     if not path.exists():
-        raise BadInputError(f"checkpoint '{path}' does not exist: pass a diffusers pipeline or component folder")
+        raise BadInputError(f"checkpoint '{path}' does not exist: pass a diffusers pipeline or component folder "
+                            f"(or a built-in one: {', '.join(BUILTIN_NAMES)})")
     if not path.is_dir():
         raise BadInputError(f"checkpoint '{path}' is a file: pass the diffusers folder that holds it")
     index_file = path / "model_index.json"
@@ -241,7 +252,7 @@ def _entries_left_out(index: dict[str, Any], index_file: Path) -> dict[str, str]
 def structure_folders(path: Path | str | None) -> tuple[Path, dict[str, str]]:
     """(the checkpoint folder, model folder -> class name) from its JSON files alone: what load_structure builds,
     checked the same way (no torch module built, no diffusers imported)."""
-    path = BUILTIN_CHECKPOINT if path is None else BUILTIN_NAMES.get(str(path), Path(path))
+    path = checkpoint_path(path)
     if not path.is_dir():
         raise BadInputError(f"checkpoint '{path}' is not a folder: pass a diffusers pipeline or component folder")
     index_file = path / "model_index.json"

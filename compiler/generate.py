@@ -214,10 +214,10 @@ def check_reference(build: Path, checkpoint: Path | str) -> None:
     """--checkpoint with --build is the torch reference of the build's PSNR: refuse one that is not the checkpoint
     the build was compiled from (its manifest's sha256), which would score the build against another model."""
     from fusionc import buildfs
-    from fusionc.checkpoint import BUILTIN_NAMES, checkpoint_sha256
+    from fusionc.checkpoint import checkpoint_path, checkpoint_sha256
 
     recorded = buildfs.read_manifest(Path(build)).get("checkpoint") or {}
-    path = BUILTIN_NAMES.get(str(checkpoint), Path(checkpoint))
+    path = checkpoint_path(checkpoint)
     if not path.is_dir():
         raise BadInputError(f"checkpoint '{path}' does not exist: pass a diffusers pipeline folder")
     if not recorded.get("sha256") or (recorded.get("path") and Path(recorded["path"]) == path.resolve()):

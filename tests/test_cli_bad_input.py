@@ -321,6 +321,19 @@ def test_a_reports_missing_folder_is_fine(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the check leaves nothing behind
 
 
+@pytest.mark.parametrize("args", [
+    ["compile", "builtin:sd", "--out", "{tmp}/o"],
+    ["generate", "x", "--checkpoint", "builtin:sd", "--out", "{tmp}/g.png"],
+    ["estimate", "builtin:sd"],
+])
+def test_an_unknown_built_in_checkpoint_names_the_built_in_ones(tmp_path: Path, args: list[str]) -> None:
+    """Was "checkpoint 'builtin:sd' does not exist: pass a diffusers pipeline or component folder"."""
+    error = one_error(*[a.format(tmp=tmp_path) for a in args])
+    assert "unknown built-in checkpoint 'builtin:sd': the built-in ones are builtin, builtin:controlnet, builtin:sd3" \
+        in error
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("name, message", [
     ("noext", "--out '{p}' has no image extension: end it in .png"),  # was ValueError after the work (exit 3)
     ("image.foo", "--out '{p}' has the unknown image extension .foo"),
