@@ -517,3 +517,19 @@ def test_a_shared_key_of_the_variants_target_is_not_refused_for_the_default_targ
     a, b = (resolve(ctx, ctx.params, table) for table in read_variants(config))
     check_shared_keys(shared, [a, b])
     assert (a.options.deployment_target, b.options.target) == ("iOS18", "qnn")
+
+
+def test_the_fleet_table_counts_one_variant_in_the_singular() -> None:
+    """`--variant NAME` builds one: its table said "fusionc fleet: 1 variants"."""
+    from rich.console import Console
+
+    from fusionc.fleet_report import print_table
+
+    row = {"name": "iphone15-6bit", "target": "coreml", "device": "iphone-15-pro", "bytes": 5.17e6, "status": "passed",
+           "error": None, "worst_psnr_db": 55.1, "latency_ms_per_step": 2.0, "latency_ms_per_generation": 17.4,
+           "gates": [], "wall_s": 14.7, "executor": "local", "node": "vm", "pid": 1}
+    console = Console(record=True, width=160)
+    for rows, title in (([row], "fusionc fleet: 1 variant, executor local"),
+                        ([row, {**row, "name": "b"}], "fusionc fleet: 2 variants, executor local")):
+        print_table({"variants": rows, "executor": {"name": "local"}, "wall_s": 22.1}, console)
+        assert title in console.export_text()
