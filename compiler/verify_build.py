@@ -76,6 +76,9 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
         results[name] = scores
         where[name] = ran_on(runner)
         print(f"{name:14s} {scores['psnr_db']:7.2f} dB")
+    places = sorted({w["verified_on"] for w in where.values() if w})
+    if places:  # as compile's table says it: a QNN build's figures come from the emulator or the CPU check
+        print("PSNR measured on: " + "; ".join(places))
     if prompts:
         run = {"inputs": inputs.describe(), "components": {n: {"psnr_db": r["psnr_db"], **where[n]}
                                                            for n, r in results.items()}}
