@@ -533,3 +533,19 @@ def test_the_fleet_table_counts_one_variant_in_the_singular() -> None:
                         ([row, {**row, "name": "b"}], "fusionc fleet: 2 variants, executor local")):
         print_table({"variants": rows, "executor": {"name": "local"}, "wall_s": 22.1}, console)
         assert title in console.export_text()
+
+
+def test_a_ray_fleet_without_ray_is_refused_before_the_shared_work(tiny_pipeline, tmp_path: Path, monkeypatch) -> None:
+    """Without Ray installed, `--config fusionc.toml --executor ray` loaded the checkpoint, ran the torch input sets
+    and exported every component (2 minutes for the built-in model) before saying that Ray was missing."""
+    import sys
+
+    import fusionc.fleet
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    monkeypatch.setattr(fusionc.fleet, "prepare", lambda *a, **k: pytest.fail("the shared work ran"))
+    config = write_config(tmp_path, tiny_pipeline("sd15"))
+    result = CliRunner().invoke(main, ["compile", "--config", str(config), "--executor", "ray"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1] == 'fusionc: error: --executor ray needs Ray: pip install "fusionc[ray]"'
+    assert not (tmp_path / "build").exists()
