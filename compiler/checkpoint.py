@@ -273,7 +273,7 @@ def structure_folders(path: Path | str | None) -> tuple[Path, dict[str, str]]:
     for folder, cls in folders.items():
         where = path / folder if index_file.exists() else path
         if not (where / "config.json").exists():
-            raise BadInputError(f"component folder '{where}' has no config.json")
+            raise BadInputError(f"component folder '{where}' {_missing_config(where)}")
         if cls not in SUPPORTED:
             raise UnsupportedError(f"component class '{cls}' in {where} is not supported: "
                                    f"fusionc compiles {', '.join(SUPPORTED)}")
@@ -313,7 +313,7 @@ def _check_no_unsupported_component(index: dict[str, Any], index_file: Path) -> 
 def load_component(folder: Path, allow_pickle: bool, expected_class: str | None = None) -> torch.nn.Module:
     """Build one model from folder/config.json and load its weights strictly."""
     if not (folder / "config.json").exists():
-        raise BadInputError(f"component folder '{folder}' has no config.json")
+        raise BadInputError(f"component folder '{folder}' {_missing_config(folder)}")
     cls_name = expected_class or _class_name(folder)
     if cls_name not in SUPPORTED:
         raise UnsupportedError(f"component class '{cls_name}' in {folder} is not supported: "
@@ -442,6 +442,16 @@ def _skip_weight_init() -> Iterator[None]:
     finally:
         for name, func in saved.items():
             setattr(torch.nn.init, name, func)
+
+
+def _missing_config(folder: Path) -> str:
+    """Why a component folder has no config.json, for its error: a file in its place is most likely a symlink that
+    git checked out as a text file (Windows without core.symlinks), as the built-in SD3 and ControlNet pipelines'
+    links to tiny_sd's folders are."""
+    if folder.is_file():
+        return ("is a file, not a folder: if it is a symlink that git checked out as text (Windows without "
+                "symlinks), clone again with `git clone -c core.symlinks=true` or install fusionc from a wheel")
+    return "has no config.json"
 
 
 def _class_name(folder: Path) -> str:

@@ -48,6 +48,16 @@ def test_missing_folder(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nope")
 
 
+def test_a_symlink_git_checked_out_as_text_is_named(tiny_pipeline, tmp_path: Path) -> None:
+    """A clone without symlinks (Windows' default) leaves builtin:sd3's `vae -> ../tiny_sd/vae` as a text file;
+    that said "component folder '.../vae' has no config.json"."""
+    ckpt = copy_pipeline(tiny_pipeline, tmp_path)
+    shutil.rmtree(ckpt / "vae")
+    (ckpt / "vae").write_text("../tiny_sd/vae")
+    with pytest.raises(BadInputError, match=r"vae' is a file, not a folder: .*git clone -c core.symlinks=true"):
+        load_checkpoint(ckpt)
+
+
 def test_not_a_diffusers_folder(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("hello")
     with pytest.raises(BadInputError, match="not a diffusers checkpoint"):
