@@ -321,6 +321,20 @@ def test_a_reports_missing_folder_is_fine(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the check leaves nothing behind
 
 
+@pytest.mark.parametrize("chunk, message", [
+    ("abc", "--chunk must be auto, none or a number of chunks, got 'abc'"),
+    ("0", "--chunk must be at least 1, got 0"),
+])
+def test_a_bad_chunk_is_refused_before_the_checkpoint_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                chunk: str, message: str) -> None:
+    """Was refused at the Core ML lowering, after the load, the torch trajectories, the export and the passes."""
+    import fusionc.pipeline
+
+    monkeypatch.setattr(fusionc.pipeline, "load_checkpoint", lambda *a, **k: pytest.fail("the checkpoint was loaded"))
+    assert message in one_error("compile", "--target", "coreml", "--chunk", chunk, "--out", str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("args", [
     ["compile", "builtin:sd", "--out", "{tmp}/o"],
     ["generate", "x", "--checkpoint", "builtin:sd", "--out", "{tmp}/g.png"],

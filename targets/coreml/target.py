@@ -103,6 +103,12 @@ class CoreMLTarget:
 
         return (CALIBRATION,) if options.compute_precision == "fp16" else ()
 
+    def check_options(self, options: CompileOptions) -> None:
+        """Refuse a --chunk that is not auto, none or a positive count, before any work (it was found at lowering)."""
+        from fusionc.targets.coreml.chunk import forced_chunks
+
+        forced_chunks(options.chunk)
+
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes.generic import default_pipeline
         from fusionc.passes.compression.dispatch import compression_entries
