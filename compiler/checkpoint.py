@@ -474,6 +474,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def recorded_checkpoint(recorded: dict[str, Any]) -> Path:
+    """The checkpoint folder a build's manifest names (`checkpoint.path`); when that folder is gone and its sha256 is
+    a built-in pipeline's (the build was made by another install of fusionc: another venv, an upgrade), that
+    built-in pipeline of this install."""
+    path = Path(recorded.get("path", ""))
+    if path.exists() or not recorded.get("sha256"):
+        return path
+    return next((b for b in BUILTIN_NAMES.values() if checkpoint_sha256(b) == recorded["sha256"]), path)
+
+
 def checkpoint_sha256(path: Path) -> str:
     """A content hash over every file of the checkpoint (relative path + bytes), streamed."""
     digest = hashlib.sha256()

@@ -238,6 +238,7 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
     --checkpoint), and the PSNR of the build's image against it is reported (exit 1 under --min-psnr)."""
     import warnings
 
+    from fusionc.checkpoint import recorded_checkpoint
     from fusionc.core.errors import CheckFailedError
 
     check_image_out(out)  # a bad --out fails now, not after the images
@@ -249,7 +250,7 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
         warnings.simplefilter("always")
         if build is not None:
             rs = build_runners(build)
-            source = checkpoint or Path((rs.extra.get("checkpoint") or {}).get("path", ""))
+            source = checkpoint or recorded_checkpoint(rs.extra.get("checkpoint") or {})
             gone = checkpoint is None and not (source / "model_index.json").is_file()
             if gone and min_psnr is not None:  # a gate that cannot be evaluated: refused before the image
                 raise BadInputError(f"--min-psnr needs the torch reference, and the build's checkpoint '{source}' "
