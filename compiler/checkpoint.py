@@ -66,6 +66,18 @@ BUILTIN_SD3 = Path(__file__).parent / "models" / "tiny_sd3"
 BUILTIN_NAMES = {"builtin": BUILTIN_CHECKPOINT, "builtin:controlnet": BUILTIN_CONTROLNET, "builtin:sd3": BUILTIN_SD3}
 
 
+def checkpoint_path(path: Path | str | None) -> Path:
+    """The folder a CHECKPOINT argument names: None or `builtin` the built-in pipeline, `builtin:NAME` another
+    built-in one (a `builtin:` name that is none of them is refused, naming them), anything else a path."""
+    if path is None:
+        return BUILTIN_CHECKPOINT
+    if str(path) in BUILTIN_NAMES:
+        return BUILTIN_NAMES[str(path)]
+    if str(path).startswith("builtin:") and not Path(path).exists():
+        raise BadInputError(f"unknown built-in checkpoint '{path}': the built-in ones are {', '.join(BUILTIN_NAMES)}")
+    return Path(path)
+
+
 def component_names_of(folders: Any) -> list[str]:
     """The exportable components of a checkpoint with these model folders, in the order the loop runs them."""
     names: list[str] = []
@@ -189,11 +201,10 @@ class LazyModels(MutableMapping):
 def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Checkpoint:
     """Load a pipeline folder or a single component folder; None (or `builtin`) loads the built-in tiny pipeline,
     `builtin:controlnet` the same with its trained ControlNet, `builtin:sd3` the trained SD3-shaped pipeline."""
-    if path is None:
-        path = BUILTIN_CHECKPOINT
-    path = BUILTIN_NAMES.get(str(path), Path(path))
+    path = checkpoint_path(path)
     if not path.exists():
-        raise BadInputError(f"checkpoint '{path}' does not exist: pass a diffusers pipeline or component folder")
+        raise BadInputError(f"checkpoint '{path}' does not exist: pass a diffusers pipeline or component folder "
+                            f"(or a built-in one: {', '.join(BUILTIN_NAMES)})")
     if not path.is_dir():
         raise BadInputError(f"checkpoint '{path}' is a file: pass the diffusers folder that holds it")
     index_file = path / "model_index.json"
@@ -241,7 +252,7 @@ def _entries_left_out(index: dict[str, Any], index_file: Path) -> dict[str, str]
 def structure_folders(path: Path | str | None) -> tuple[Path, dict[str, str]]:
     """(the checkpoint folder, model folder -> class name) from its JSON files alone: what load_structure builds,
     checked the same way (no torch module built, no diffusers imported)."""
-    path = BUILTIN_CHECKPOINT if path is None else BUILTIN_NAMES.get(str(path), Path(path))
+    path = checkpoint_path(path)
     if not path.is_dir():
         raise BadInputError(f"checkpoint '{path}' is not a folder: pass a diffusers pipeline or component folder")
     index_file = path / "model_index.json"
@@ -262,7 +273,7 @@ def structure_folders(path: Path | str | None) -> tuple[Path, dict[str, str]]:
     for folder, cls in folders.items():
         where = path / folder if index_file.exists() else path
         if not (where / "config.json").exists():
-            raise BadInputError(f"component folder '{where}' has no config.json")
+            raise BadInputError(f"component folder '{where}' {_missing_config(where)}")
         if cls not in SUPPORTED:
             raise UnsupportedError(f"component class '{cls}' in {where} is not supported: "
                                    f"fusionc compiles {', '.join(SUPPORTED)}")
@@ -302,7 +313,7 @@ def _check_no_unsupported_component(index: dict[str, Any], index_file: Path) -> 
 def load_component(folder: Path, allow_pickle: bool, expected_class: str | None = None) -> torch.nn.Module:
     """Build one model from folder/config.json and load its weights strictly."""
     if not (folder / "config.json").exists():
-        raise BadInputError(f"component folder '{folder}' has no config.json")
+        raise BadInputError(f"component folder '{folder}' {_missing_config(folder)}")
     cls_name = expected_class or _class_name(folder)
     if cls_name not in SUPPORTED:
         raise UnsupportedError(f"component class '{cls_name}' in {folder} is not supported: "
@@ -433,6 +444,16 @@ def _skip_weight_init() -> Iterator[None]:
             setattr(torch.nn.init, name, func)
 
 
+def _missing_config(folder: Path) -> str:
+    """Why a component folder has no config.json, for its error: a file in its place is most likely a symlink that
+    git checked out as a text file (Windows without core.symlinks), as the built-in SD3 and ControlNet pipelines'
+    links to tiny_sd's folders are."""
+    if folder.is_file():
+        return ("is a file, not a folder: if it is a symlink that git checked out as text (Windows without "
+                "symlinks), clone again with `git clone -c core.symlinks=true` or install fusionc from a wheel")
+    return "has no config.json"
+
+
 def _class_name(folder: Path) -> str:
     config = _read_json(folder / "config.json")
     if "_class_name" in config:
@@ -451,6 +472,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInputError(f"'{path}' must hold a JSON object")
     return data
+
+
+def recorded_checkpoint(recorded: dict[str, Any]) -> Path:
+    """The checkpoint folder a build's manifest names (`checkpoint.path`); when that folder is gone and its sha256 is
+    a built-in pipeline's (the build was made by another install of fusionc: another venv, an upgrade), that
+    built-in pipeline of this install."""
+    path = Path(recorded.get("path", ""))
+    if path.exists() or not recorded.get("sha256"):
+        return path
+    return next((b for b in BUILTIN_NAMES.values() if checkpoint_sha256(b) == recorded["sha256"]), path)
 
 
 def checkpoint_sha256(path: Path) -> str:

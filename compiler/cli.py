@@ -208,7 +208,8 @@ def main(debug: bool) -> None:
 @click.pass_context
 @handle_errors
 def compile_command(ctx: click.Context, **params: Any) -> None:
-    """Compile CHECKPOINT (default: the built-in tiny pipeline) into a verified build folder."""
+    """Compile CHECKPOINT (default: the built-in tiny pipeline, `builtin`; `builtin:sd3` and `builtin:controlnet` are
+    the other built-in ones) into a verified build folder."""
     import time
 
     from fusionc.buildfs import check_report_outputs
@@ -412,7 +413,8 @@ def inspect_command(path: Path) -> None:
 @click.argument("prompt")
 @click.option("--build", type=click.Path(path_type=Path), default=None, help="Build folder to run on its target's runtime.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Torch checkpoint: the reference for --build's PSNR, or what runs without --build [default: built-in].")
+              help="Torch checkpoint: the reference for --build's PSNR, or what runs without --build (builtin, builtin:sd3, "
+                   "builtin:controlnet or a folder) [default: builtin].")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("image.png"), show_default=True)
 @click.option("--steps", type=click.IntRange(1, 1000), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

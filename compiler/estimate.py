@@ -144,9 +144,9 @@ def collect_graphs(source: Path | None, components: list[str] | None, height: in
             raise BadInputError(f"build '{source}' keeps no ONNX graph of {','.join(components or ['its components'])} "
                                 "(QNN context binaries and Core ML packages are opaque): estimate its checkpoint instead")
         return "build", _graphs_from_onnx(paths), manifest
-    from fusionc.checkpoint import BUILTIN_NAMES
+    from fusionc.checkpoint import checkpoint_path
 
-    if source is not None and not source.exists() and str(source) not in BUILTIN_NAMES:
+    if source is not None and not checkpoint_path(source).exists():
         raise BadInputError(f"'{source}' does not exist: pass a checkpoint folder, a .onnx file or a build folder")
     return "checkpoint", _graphs_from_checkpoint(source, components, height, width, cache_dir), None
 

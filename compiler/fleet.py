@@ -149,6 +149,10 @@ def run_fleet(checkpoint_path: Path | None, variants: list[CompileSettings], cac
         raise BadInputError(f"--jobs {workers} is for --executor local: Ray runs as many variants at a time as its "
                             "cluster has CPUs; drop --jobs")
     check_fleet(variants)
+    if executor == "ray":  # a missing Ray is bad input: refused before the shared work (minutes at SD scale)
+        from fusionc.ray_executor import require_ray
+
+        require_ray()
     start = time.perf_counter()
     on_result = on_result or (lambda r: None)
     temporary = None

@@ -65,7 +65,8 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
         console = Console()
         if not console.is_terminal:  # CI logs: the whole table, not one squeezed into 80 columns
             console = Console(width=160)
-    table = Table(title=f"fusionc fleet: {len(report['variants'])} variants, executor {report['executor']['name']}, "
+    count = len(report["variants"])
+    table = Table(title=f"fusionc fleet: {count} variant{'s' if count != 1 else ''}, executor {report['executor']['name']}, "
                         f"{report['wall_s']:.1f} s")
     for column in ("variant", "target", "device", "MB", "worst dB", "ms/step", "s/image", "gates", "wall s", "ran on"):
         table.add_column(column, justify="right" if column in ("MB", "worst dB", "ms/step", "s/image", "wall s") else "left")
@@ -107,6 +108,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_title("fusionc fleet: size vs estimated latency" + (f" (no estimate: {', '.join(missing)})" if missing else ""),
                  fontsize=9)
     ax.grid(alpha=0.3)
+    ax.margins(x=0.25, y=0.12)  # room for the labels right of and above the rightmost and topmost points
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

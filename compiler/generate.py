@@ -214,10 +214,10 @@ def check_reference(build: Path, checkpoint: Path | str) -> None:
     """--checkpoint with --build is the torch reference of the build's PSNR: refuse one that is not the checkpoint
     the build was compiled from (its manifest's sha256), which would score the build against another model."""
     from fusionc import buildfs
-    from fusionc.checkpoint import BUILTIN_NAMES, checkpoint_sha256
+    from fusionc.checkpoint import checkpoint_path, checkpoint_sha256
 
     recorded = buildfs.read_manifest(Path(build)).get("checkpoint") or {}
-    path = BUILTIN_NAMES.get(str(checkpoint), Path(checkpoint))
+    path = checkpoint_path(checkpoint)
     if not path.is_dir():
         raise BadInputError(f"checkpoint '{path}' does not exist: pass a diffusers pipeline folder")
     if not recorded.get("sha256") or (recorded.get("path") and Path(recorded["path"]) == path.resolve()):
@@ -238,6 +238,7 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
     --checkpoint), and the PSNR of the build's image against it is reported (exit 1 under --min-psnr)."""
     import warnings
 
+    from fusionc.checkpoint import recorded_checkpoint
     from fusionc.core.errors import CheckFailedError
 
     check_image_out(out)  # a bad --out fails now, not after the images
@@ -249,7 +250,7 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
         warnings.simplefilter("always")
         if build is not None:
             rs = build_runners(build)
-            source = checkpoint or Path((rs.extra.get("checkpoint") or {}).get("path", ""))
+            source = checkpoint or recorded_checkpoint(rs.extra.get("checkpoint") or {})
             gone = checkpoint is None and not (source / "model_index.json").is_file()
             if gone and min_psnr is not None:  # a gate that cannot be evaluated: refused before the image
                 raise BadInputError(f"--min-psnr needs the torch reference, and the build's checkpoint '{source}' "

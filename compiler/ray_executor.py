@@ -49,6 +49,11 @@ def _ray() -> Any:
     return ray
 
 
+def require_ray() -> None:
+    """Exit 2 naming the extra when Ray is not installed: what a fleet checks before any work."""
+    _ray()
+
+
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[dict[str, Any]]:
     """Connect to `address` (a running cluster), or start a small local Ray for the block and stop it after."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fusionc import buildfs
-from fusionc.checkpoint import checkpoint_sha256, load_checkpoint
+from fusionc.checkpoint import checkpoint_sha256, load_checkpoint, recorded_checkpoint
 from fusionc.core.errors import BadInputError
 from fusionc.export import component_spec
 from fusionc.core.options import CompileOptions
@@ -41,7 +41,7 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
     `psnr_db` is updated. With `prompts` (and optionally `seeds`, one per prompt, and `steps`): trajectories
     of the user's choosing; the result goes to the manifest under `verify_runs`, beside the compile's figures."""
     manifest = buildfs.read_manifest(build)
-    source = Path(manifest["checkpoint"]["path"])
+    source = recorded_checkpoint(manifest["checkpoint"])
     if seeds and not prompts:
         raise BadInputError("--seeds needs --prompts: give the prompts the seeds belong to")
     if seeds and len(seeds) not in (1, len(prompts)):
@@ -76,6 +76,9 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
         results[name] = scores
         where[name] = ran_on(runner)
         print(f"{name:14s} {scores['psnr_db']:7.2f} dB")
+    places = sorted({w["verified_on"] for w in where.values() if w})
+    if places:  # as compile's table says it: a QNN build's figures come from the emulator or the CPU check
+        print("PSNR measured on: " + "; ".join(places))
     if prompts:
         run = {"inputs": inputs.describe(), "components": {n: {"psnr_db": r["psnr_db"], **where[n]}
                                                            for n, r in results.items()}}

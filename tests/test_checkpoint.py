@@ -48,6 +48,28 @@ def test_missing_folder(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "nope")
 
 
+def test_a_symlink_git_checked_out_as_text_is_named(tiny_pipeline, tmp_path: Path) -> None:
+    """A clone without symlinks (Windows' default) leaves builtin:sd3's `vae -> ../tiny_sd/vae` as a text file;
+    that said "component folder '.../vae' has no config.json"."""
+    ckpt = copy_pipeline(tiny_pipeline, tmp_path)
+    shutil.rmtree(ckpt / "vae")
+    (ckpt / "vae").write_text("../tiny_sd/vae")
+    with pytest.raises(BadInputError, match=r"vae' is a file, not a folder: .*git clone -c core.symlinks=true"):
+        load_checkpoint(ckpt)
+
+
+def test_a_gone_checkpoint_with_a_builtin_hash_is_the_builtin_one(tiny_pipeline, tmp_path: Path) -> None:
+    """verify and generate --build read a build's checkpoint from its manifest: a built-in pipeline's recorded path
+    (another install of fusionc) is found again by its sha256; any other gone folder stays gone."""
+    from fusionc.checkpoint import BUILTIN_SD3, checkpoint_sha256, recorded_checkpoint
+
+    gone = str(tmp_path / "old-venv" / "tiny_sd3")
+    assert recorded_checkpoint({"path": gone, "sha256": checkpoint_sha256(BUILTIN_SD3)}) == BUILTIN_SD3
+    assert recorded_checkpoint({"path": gone, "sha256": "0" * 64}) == Path(gone)
+    here = tiny_pipeline("sd15")
+    assert recorded_checkpoint({"path": str(here), "sha256": "0" * 64}) == here  # an existing folder as recorded
+
+
 def test_not_a_diffusers_folder(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("hello")
     with pytest.raises(BadInputError, match="not a diffusers checkpoint"):

@@ -209,3 +209,14 @@ def test_every_option_of_every_command_is_in_the_readme_with_its_default() -> No
                         wrong.append(f"{name} {shown[0]}: README {shown[1]}, --help {default}")
     assert not missing, f"options --help lists and the README does not: {', '.join(missing)}"
     assert not wrong, f"defaults that differ: {'; '.join(wrong)}"
+
+
+def test_the_help_names_the_built_in_checkpoints() -> None:
+    """`builtin:sd3` and `builtin:controlnet` were in the README only: neither --help named them."""
+    from click.testing import CliRunner
+
+    from fusionc.cli import main
+
+    for command in ("compile", "generate"):
+        text = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
+        assert "builtin:sd3" in text and "builtin:controlnet" in text, (command, text)

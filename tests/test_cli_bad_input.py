@@ -321,6 +321,33 @@ def test_a_reports_missing_folder_is_fine(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the check leaves nothing behind
 
 
+@pytest.mark.parametrize("chunk, message", [
+    ("abc", "--chunk must be auto, none or a number of chunks, got 'abc'"),
+    ("0", "--chunk must be at least 1, got 0"),
+])
+def test_a_bad_chunk_is_refused_before_the_checkpoint_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                chunk: str, message: str) -> None:
+    """Was refused at the Core ML lowering, after the load, the torch trajectories, the export and the passes."""
+    import fusionc.pipeline
+
+    monkeypatch.setattr(fusionc.pipeline, "load_checkpoint", lambda *a, **k: pytest.fail("the checkpoint was loaded"))
+    assert message in one_error("compile", "--target", "coreml", "--chunk", chunk, "--out", str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["compile", "builtin:sd", "--out", "{tmp}/o"],
+    ["generate", "x", "--checkpoint", "builtin:sd", "--out", "{tmp}/g.png"],
+    ["estimate", "builtin:sd"],
+])
+def test_an_unknown_built_in_checkpoint_names_the_built_in_ones(tmp_path: Path, args: list[str]) -> None:
+    """Was "checkpoint 'builtin:sd' does not exist: pass a diffusers pipeline or component folder"."""
+    error = one_error(*[a.format(tmp=tmp_path) for a in args])
+    assert "unknown built-in checkpoint 'builtin:sd': the built-in ones are builtin, builtin:controlnet, builtin:sd3" \
+        in error
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("name, message", [
     ("noext", "--out '{p}' has no image extension: end it in .png"),  # was ValueError after the work (exit 3)
     ("image.foo", "--out '{p}' has the unknown image extension .foo"),

@@ -517,3 +517,35 @@ def test_a_shared_key_of_the_variants_target_is_not_refused_for_the_default_targ
     a, b = (resolve(ctx, ctx.params, table) for table in read_variants(config))
     check_shared_keys(shared, [a, b])
     assert (a.options.deployment_target, b.options.target) == ("iOS18", "qnn")
+
+
+def test_the_fleet_table_counts_one_variant_in_the_singular() -> None:
+    """`--variant NAME` builds one: its table said "fusionc fleet: 1 variants"."""
+    from rich.console import Console
+
+    from fusionc.fleet_report import print_table
+
+    row = {"name": "iphone15-6bit", "target": "coreml", "device": "iphone-15-pro", "bytes": 5.17e6, "status": "passed",
+           "error": None, "worst_psnr_db": 55.1, "latency_ms_per_step": 2.0, "latency_ms_per_generation": 17.4,
+           "gates": [], "wall_s": 14.7, "executor": "local", "node": "vm", "pid": 1}
+    console = Console(record=True, width=160)
+    for rows, title in (([row], "fusionc fleet: 1 variant, executor local"),
+                        ([row, {**row, "name": "b"}], "fusionc fleet: 2 variants, executor local")):
+        print_table({"variants": rows, "executor": {"name": "local"}, "wall_s": 22.1}, console)
+        assert title in console.export_text()
+
+
+def test_a_ray_fleet_without_ray_is_refused_before_the_shared_work(tiny_pipeline, tmp_path: Path, monkeypatch) -> None:
+    """Without Ray installed, `--config fusionc.toml --executor ray` loaded the checkpoint, ran the torch input sets
+    and exported every component (2 minutes for the built-in model) before saying that Ray was missing."""
+    import sys
+
+    import fusionc.fleet
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    monkeypatch.setattr(fusionc.fleet, "prepare", lambda *a, **k: pytest.fail("the shared work ran"))
+    config = write_config(tmp_path, tiny_pipeline("sd15"))
+    result = CliRunner().invoke(main, ["compile", "--config", str(config), "--executor", "ray"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1] == 'fusionc: error: --executor ray needs Ray: pip install "fusionc[ray]"'
+    assert not (tmp_path / "build").exists()

@@ -91,6 +91,24 @@ def test_cli_generate_from_build(builtin_onnx_build: Path, tmp_path: Path) -> No
     assert out.is_file() and "PSNR vs torch" in result.output
 
 
+def test_a_builtin_build_made_by_another_install_finds_its_checkpoint(builtin_onnx_build: Path, tmp_path: Path) -> None:
+    """A build of the built-in model records the path of the fusionc install that made it; after a new venv or an
+    upgrade that folder is gone, and generate printed no PSNR (verify refused: "the checkpoint ... is gone"). The
+    recorded sha256 is the built-in pipeline's: this install's copy is the same model."""
+    import json
+    import shutil
+
+    build = Path(shutil.copytree(builtin_onnx_build, tmp_path / "b"))
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["checkpoint"]["path"] = str(tmp_path / "old-venv" / "fusionc" / "models" / "tiny_sd")
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "image.png"
+    result = CliRunner().invoke(main, ["generate", PROMPTS[0], "--build", str(build), "--out", str(out),
+                                       "--steps", "2", "--min-psnr", "40"])
+    assert result.exit_code == 0, result.output
+    assert "PSNR vs torch" in result.output and "is gone" not in result.output
+
+
 def test_cli_generate_torch_checkpoint(tmp_path: Path) -> None:
     from fusionc.models import BUILTIN_CHECKPOINT
 

@@ -21,11 +21,25 @@ from fusionc.passes.generic.chunk import plan_split, split_model, total_weight_b
 log = logging.getLogger(__name__)
 
 
-def chunk_count(model: ir.Model, component: str, options: CompileOptions) -> int:
-    value = str(options.chunk or "auto").strip().lower()
+def forced_chunks(chunk: str | int | None) -> int | None:
+    """The chunk count `--chunk` forces (`none`: 1), or None for `auto`; anything else is refused (exit 2)."""
+    value = "auto" if chunk is None else str(chunk).strip().lower()
+    if value == "auto":
+        return None
     if value == "none":
         return 1
-    if value == "auto":
+    try:
+        count = int(value)
+    except ValueError:
+        raise BadInputError(f"--chunk must be auto, none or a number of chunks, got '{chunk}'") from None
+    if count < 1:
+        raise BadInputError(f"--chunk must be at least 1, got {count}")
+    return count
+
+
+def chunk_count(model: ir.Model, component: str, options: CompileOptions) -> int:
+    count = forced_chunks(options.chunk)
+    if count is None:
         if component not in ("unet", "transformer"):
             return 1
         device = get_device(options.device, "coreml")
@@ -34,12 +48,6 @@ def chunk_count(model: ir.Model, component: str, options: CompileOptions) -> int
             return 1
         weights = total_weight_bytes(model, 4 if options.compute_precision == "fp32" else 2)
         return max(1, math.ceil(weights / limit))
-    try:
-        count = int(value)
-    except ValueError:
-        raise BadInputError(f"--chunk must be auto, none or a number of chunks, got '{options.chunk}'") from None
-    if count < 1:
-        raise BadInputError(f"--chunk must be at least 1, got {count}")
     return count
 
 

@@ -97,6 +97,12 @@ class CoreMLTarget:
     name = "coreml"
     default_device = "iphone-14-pro"
 
+    def check_options(self, options: CompileOptions) -> None:
+        """Refuse a --chunk that is not auto, none or a positive count, before any work (it was found at lowering)."""
+        from fusionc.targets.coreml.chunk import forced_chunks
+
+        forced_chunks(options.chunk)
+
     def input_roles(self, options: CompileOptions) -> tuple[str, ...]:
         """fp16 programs measure overflow ranges on the calibration set (and selection, when a search made it)."""
         from fusionc.core.context import CALIBRATION

@@ -26,7 +26,8 @@ def emulator_build(tiny_pipeline, tmp_path_factory: pytest.TempPathFactory) -> t
     return out, compile_checkpoint(tiny_pipeline("sd15"), CompileOptions(**QUICK), out)
 
 
-def test_the_cpu_check_lands_within_a_db_of_the_emulator(emulator_build, tmp_path: Path) -> None:
+def test_the_cpu_check_lands_within_a_db_of_the_emulator(emulator_build, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
     """Same build, same verification inputs: the QDQ graph on the CPU against the contexts on the emulator."""
     from fusionc.verify_build import verify_build
 
@@ -37,6 +38,7 @@ def test_the_cpu_check_lands_within_a_db_of_the_emulator(emulator_build, tmp_pat
     shutil.copytree(build, copy)
     on_cpu = verify_build(copy, qnn_runtime="cpu")["components"]["unet"]
     assert on_cpu["verified_on"] == RUNS_ON
+    assert f"PSNR measured on: {RUNS_ON}" in capsys.readouterr().out  # printed, as compile's table says it
     assert json.loads((copy / "manifest.json").read_text())["components"]["unet"]["verified_on"] == RUNS_ON
     # quantization noise is what both see: a float graph would verify 30+ dB higher
     assert on_cpu["psnr_db"] >= 35.0 and abs(on_cpu["psnr_db"] - on_htp["psnr_db"]) < 1.0, (on_cpu, on_htp)
