@@ -234,6 +234,28 @@ def test_pixart_onnx_build_from_the_cli_generates_like_torch(dit_pipeline, tmp_p
     assert "PSNR vs torch" in result.output and image.is_file()
 
 
+
+def test_generate_scores_a_build_against_torch_run_as_the_build_was_compiled(dit_pipeline) -> None:
+    """Before: generate's torch reference of a DiT build took the default T5 length and every text encoder, so an
+    fp32 SD3 build compiled with --text-length 8 scored 47.5 dB against a different pipeline (89 dB after)."""
+    from dataclasses import replace
+
+    from fusionc.dit_generate import dit_torch_runners, run_dit
+    from fusionc.generate import image_psnr, reference_like
+
+    ckpt = load_checkpoint(dit_pipeline("sd3"))
+    for drop_t5 in (False, True):
+        build = dit_torch_runners(ckpt)  # stands for a build of --text-length 8 (and, second, --components without T5)
+        build.geo = replace(build.geo, t5_length=8)
+        if drop_t5:
+            del build.runners["text_encoder_3"]
+        image, _ = run_dit("a red circle on the left", build, steps=2)
+        stock = dit_torch_runners(ckpt)
+        assert stock.geo.t5_length == 16 and "text_encoder_3" in stock.runners
+        assert image_psnr(run_dit("a red circle on the left", stock, steps=2)[0], image) < 80
+        reference, _ = run_dit("a red circle on the left", reference_like(dit_torch_runners(ckpt), build), steps=2)
+        assert image_psnr(reference, image) == 200.0
+
 def test_sd3_transformer_coreml_build_splits_joint_attention_per_head_and_verifies(dit_pipeline, tmp_path: Path) -> None:
     """Core ML on Linux: lowered to MIL, verified through our MIL executor in fp16 on the SD3 trajectory."""
     from fusionc.pipeline import compile_checkpoint
