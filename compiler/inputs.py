@@ -141,7 +141,7 @@ def collect(checkpoint: Checkpoint, options: CompileOptions, components: list[st
     sets = {}
     for role, spec in specs.items():
         feeds, outputs = trajectory_samples(checkpoint, replace(options, seed=spec.seeds[0]), components,
-                                            prompts=spec.prompts, seeds=spec.seeds, steps=spec.steps)
+                                            prompts=spec.prompts, seeds=spec.seeds, steps=spec.steps, role=role)
         sets[role] = InputSet(spec, feeds, outputs)
     return sets
 
@@ -163,11 +163,13 @@ def trajectory_steps(options: CompileOptions) -> int:
 
 def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, components: list[str] | None = None,
                        prompts: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None,
-                       steps: int | None = None) -> tuple[dict[str, list[Feeds]], dict[str, list[Feeds]]]:
+                       steps: int | None = None, role: str = VERIFICATION,
+                       ) -> tuple[dict[str, list[Feeds]], dict[str, list[Feeds]]]:
     """(inputs, torch outputs) of every component call along denoising runs (guidance on), one per prompt
     with its seed. Defaults: the verification set of `options` (fusionc.inputs). Components the loop does not
     call (vae_encoder, or every component of a checkpoint that is not a full pipeline) get inputs only: the
-    component's example inputs drawn from `seeds[0]`."""
+    component's example inputs drawn from `seeds[0]`. A ControlNet's control image is the prompt's outline
+    (fusionc.controlnet.outline_image), jittered by each trajectory's seed outside the verification `role`."""
     if prompts is None:
         spec = role_spec(options, VERIFICATION)
         prompts, seeds, steps = spec.prompts, spec.seeds, spec.steps
@@ -215,5 +217,6 @@ def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, componen
                 text_length=text_length(checkpoint), sdxl=checkpoint.is_sdxl, image_size=(height, width),
                 record=lambda name, f: feeds[name].append(f) if name == "vae_encoder" and name in names else None,
                 decode=bool({"vae_decoder", "vae_encoder"} & set(names)),
-                control_image=outline_image(prompt, height, width) if checkpoint.has_controlnet else None)
+                control_image=outline_image(prompt, height, width, None if role == VERIFICATION else seed)
+                if checkpoint.has_controlnet else None)
     return dict(feeds), dict(outputs)

@@ -92,6 +92,27 @@ def test_targets_get_tuning_sets_disjoint_from_verification(tiny_pipeline, tmp_p
     assert unet["psnr_db"] > 60 and unet["psnr_db_calibration"] > 60  # fp32 onnx: both near-exact
 
 
+
+def test_controlnet_sets_share_no_control_image(tiny_pipeline) -> None:
+    """Before: a set's control image was the outline its prompt names, and prompts of different sets name the same
+    outline ("a purple triangle on the left", selection, and "a red circle on the left", verification, with the
+    default sizes), so the held-out set's control images were among those a build was tuned on."""
+    from fusionc.checkpoint import load_checkpoint
+    from fusionc.controlnet import outline_image
+    from fusionc.inputs import collect
+
+    checkpoint = load_checkpoint(tiny_pipeline("controlnet"))
+    options = CompileOptions(verify_prompts=99, calibration_prompts=99, selection_prompts=99)
+    specs = {r: role_spec(options, r) for r in (CALIBRATION, SELECTION, VERIFICATION)}
+    specs = {r: type(s)(r, s.prompts, s.seeds, 1) for r, s in specs.items()}  # one step: one control image each
+    sets = collect(checkpoint, options, ["controlnet", "unet"], specs)
+    images = {r: [f["controlnet_cond"][1].tobytes() for f in sets[r].feeds["controlnet"]] for r in sets}
+    assert [len(images[r]) for r in specs] == [len(PROMPTS[r]) for r in specs]
+    for a, b in ((CALIBRATION, SELECTION), (CALIBRATION, VERIFICATION), (SELECTION, VERIFICATION)):
+        assert not set(images[a]) & set(images[b]), (a, b)
+    # the verification set keeps the outline its prompt names (what `fusionc verify` reproduces)
+    assert images[VERIFICATION][0] == outline_image(PROMPTS[VERIFICATION][0], 64, 64)[0].tobytes()
+
 def test_verify_on_prompts_and_seeds_a_user_chooses(sd15_onnx_build: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["verify", str(sd15_onnx_build), "--prompts", "a red cross on the left;a green circle",
