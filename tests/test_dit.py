@@ -77,6 +77,29 @@ def test_t5_weights_of_the_wrong_shape_are_refused(dit_pipeline, tmp_path: Path)
         load_checkpoint(bad)
 
 
+
+@pytest.mark.parametrize("family, folder, change, message", [
+    ("sd3", "transformer", {"joint_attention_dim": 48}, "joint_attention_dim 48 against d_model 64"),
+    ("sd3", "transformer", {"in_channels": 4, "out_channels": 4}, "in_channels 4 against latent_channels 16"),
+    ("sd3", "transformer", {"pooled_projection_dim": 32}, "pooled_projection_dim 32 against projection_dim 64"),
+    ("pixart", "transformer", {"caption_channels": 48}, "caption_channels 48 against d_model 64"),
+])
+def test_a_transformer_made_for_another_text_encoder_or_vae_is_exit_2(dit_pipeline, tmp_path: Path, family: str,
+                                                                      folder: str, change: dict, message: str) -> None:
+    """Before: exit 3 (an internal error) on torch's shape error in the reference trajectory."""
+    from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel
+
+    bad = tmp_path / family
+    shutil.copytree(dit_pipeline(family), bad)
+    cls = SD3Transformer2DModel if family == "sd3" else PixArtTransformer2DModel
+    config = {k: v for k, v in json.loads((bad / folder / "config.json").read_text()).items() if not k.startswith("_")}
+    shutil.rmtree(bad / folder)
+    cls(**{**config, **change}).save_pretrained(bad / folder)
+    result = CliRunner().invoke(main, ["compile", str(bad), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "does not fit" in result.output
+    assert not (tmp_path / "out").exists()
+
 def test_pixart_mask_broadcast_processor_matches_diffusers(dit_pipeline) -> None:
     """The processor that lets PixArt export with a dynamic batch computes what diffusers' own does."""
     import copy
