@@ -369,6 +369,16 @@ def test_pixart_transformer_and_t5_coreml_build_split_attention_per_head_and_ver
     assert {"SplitEinsumAttentionPass", "ConvertLinearToConvPass", "RankFourUnpatchifyPass"} <= passes
 
 
+
+def test_a_pixart_swift_bundle_is_refused_before_any_work(dit_pipeline, tmp_path: Path) -> None:
+    """Before: exit 0 with Resources/TextEncoder.mlpackage, PixArt's T5 under the name the Swift package loads as CLIP
+    (no vocab, no note), for a pipeline the package does not have."""
+    result = CliRunner().invoke(main, ["compile", str(dit_pipeline("pixart")), "--target", "coreml", "--bundle", "swift",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "--bundle swift" in result.output and "PixArt" in result.output
+    assert not (tmp_path / "out").exists()
+
 def test_pixart_transformer_and_t5_qnn_w8a16_contexts_verify_on_the_htp_emulator(dit_pipeline, tmp_path: Path) -> None:
     from fusionc.pipeline import compile_checkpoint
 
