@@ -113,6 +113,18 @@ def test_controlnet_sets_share_no_control_image(tiny_pipeline) -> None:
     # the verification set keeps the outline its prompt names (what `fusionc verify` reproduces)
     assert images[VERIFICATION][0] == outline_image(PROMPTS[VERIFICATION][0], 64, 64)[0].tobytes()
 
+
+def test_a_compile_without_the_denoiser_records_example_inputs_not_prompts(tiny_pipeline, tmp_path: Path) -> None:
+    """Before: a text encoder compiled alone from a whole pipeline was verified on one random example input, and the
+    manifest named the set's prompts and steps as if a denoising loop had made it."""
+    from fusionc.pipeline import compile_checkpoint
+
+    manifest = compile_checkpoint(tiny_pipeline("sd15"), CompileOptions(components=("text_encoder",), verify_prompts=2),
+                                  tmp_path / "te")
+    assert manifest["inputs"][VERIFICATION] == {"prompts": [], "seeds": [0], "steps": 0, "example_inputs": True,
+                                                 "count": {"text_encoder": 1}}
+
+
 def test_verify_on_prompts_and_seeds_a_user_chooses(sd15_onnx_build: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["verify", str(sd15_onnx_build), "--prompts", "a red cross on the left;a green circle",
