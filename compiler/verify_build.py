@@ -17,7 +17,7 @@ from fusionc.core.options import CompileOptions
 from fusionc.pipeline import gate_psnr
 from fusionc.core.progress import stage
 from fusionc.targets import get_target, verification_runner
-from fusionc.core.context import VERIFICATION
+from fusionc.core.context import CALIBRATION, SELECTION, VERIFICATION
 from fusionc.inputs import collect, role_spec, role_steps, user_spec
 from fusionc.verify import compare, ran_on, record, reference_outputs
 
@@ -30,6 +30,16 @@ def options_from_manifest(manifest: dict[str, Any]) -> CompileOptions:
     if saved.get("recipe") is not None:
         saved["recipe"] = Path(saved["recipe"])
     return CompileOptions(**saved)
+
+
+def tuned_on(manifest: dict[str, Any], prompts: tuple[str, ...]) -> dict[str, list[str]]:
+    """The prompts of `prompts` that are in one of the build's tuning sets (calibration, selection), by set."""
+    found = {}
+    for role in (CALIBRATION, SELECTION):
+        recorded = set((manifest.get("inputs", {}).get(role) or {}).get("prompts", []))
+        if recorded & set(prompts):
+            found[role] = [p for p in prompts if p in recorded]
+    return found
 
 
 def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str, ...] = (),
@@ -79,6 +89,11 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
     if prompts:
         run = {"inputs": inputs.describe(), "components": {n: {"psnr_db": r["psnr_db"], **where[n]}
                                                            for n, r in results.items()}}
+        tuned = tuned_on(manifest, spec.prompts)
+        if tuned:  # the text encoders saw these very inputs (token ids depend on the prompt alone) when tuning
+            run["not_held_out"] = tuned
+            print("note: not held out: " + "; ".join(f"{', '.join(repr(p) for p in ps)} in the build's {role} set"
+                                                     for role, ps in tuned.items()))
         manifest.setdefault("verify_runs", []).append(run)
         gated = {**manifest, "components": {n: {**e, "psnr_db": results[n]["psnr_db"]}
                                             for n, e in manifest["components"].items()}}

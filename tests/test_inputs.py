@@ -138,6 +138,26 @@ def test_verify_on_prompts_and_seeds_a_user_chooses(sd15_onnx_build: Path) -> No
     assert manifest["inputs"][VERIFICATION]["seeds"] == [0, 1]  # the compile's own record is untouched
 
 
+def test_verify_on_a_prompt_the_build_was_tuned_on_says_so(sd15_onnx_build: Path, tmp_path: Path) -> None:
+    """Before: `fusionc verify --prompts` on a calibration prompt reported its figure like a held-out one, though
+    the text encoder's inputs (the prompt's token ids) were among those the build was tuned on."""
+    import shutil
+
+    build = tmp_path / "build"
+    shutil.copytree(sd15_onnx_build, build)
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["inputs"][CALIBRATION] = {"prompts": list(PROMPTS[CALIBRATION][:2]), "seeds": [2000, 2001], "steps": 4,
+                                       "count": {}}
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    tuned = PROMPTS[CALIBRATION][1]
+    result = CliRunner().invoke(main, ["verify", str(build), "--prompts", f"a red cross on the left;{tuned}",
+                                       "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"not held out: '{tuned}' in the build's calibration set" in result.output
+    run = json.loads((build / "manifest.json").read_text())["verify_runs"][-1]
+    assert run["not_held_out"] == {CALIBRATION: [tuned]}
+
+
 @pytest.mark.parametrize("args, message", [
     (["--seeds", "3"], "--seeds needs --prompts"),
     (["--prompts", "a;b;c", "--seeds", "1,2"], "--seeds has 2 values for 3 prompts"),
