@@ -255,6 +255,16 @@ def test_pixart_onnx_build_from_the_cli_generates_like_torch(dit_pipeline, tmp_p
                                        "--steps", "3", "--min-psnr", "40"])
     assert result.exit_code == 0, result.output
     assert "PSNR vs torch" in result.output and image.is_file()
+    # a manifest edited by hand: without its image size the latent input gives it (as for a UNet build); a damaged
+    # geometry is bad input (exit 2), not an internal error (it was exit 3 for both)
+    manifest.pop("image")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["generate", "a red circle", "--build", str(out), "--out", str(image), "--steps", "1"])
+    assert result.exit_code == 0 and "64x64" in result.output, result.output
+    del manifest["dit"]["t5_length"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["generate", "a red circle", "--build", str(out), "--out", str(image)])
+    assert result.exit_code == 2 and "damaged 'dit' entry" in result.output, result.output
 
 
 
