@@ -68,8 +68,9 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
             raise BadInputError(f"--qnn-verify-runtime is for QNN builds and '{build}' was built for "
                                 f"--target {manifest['target']}: drop it")
         options = dataclasses.replace(options, qnn_verify_runtime=qnn_runtime)
-    spec = user_spec(tuple(prompts), tuple(seeds), role_steps(options, VERIFICATION)) if prompts else \
-        role_spec(options, VERIFICATION)
+    # --steps is taken as given (role_steps would raise it to a mixed-bit build's generation length, silently)
+    spec = user_spec(tuple(prompts), tuple(seeds), steps or role_steps(options, VERIFICATION)) if prompts else \
+        dataclasses.replace(role_spec(options, VERIFICATION), steps=steps or role_steps(options, VERIFICATION))
     checkpoint = load_checkpoint(source, options.allow_pickle)
     target = get_target(manifest["target"], f"verifying a {manifest['target']} build")
     with stage("reference trajectories (torch)"):

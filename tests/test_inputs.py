@@ -158,6 +158,22 @@ def test_verify_on_a_prompt_the_build_was_tuned_on_says_so(sd15_onnx_build: Path
     assert run["not_held_out"] == {CALIBRATION: [tuned]}
 
 
+def test_verify_steps_are_taken_as_given_on_a_mixed_bit_build(sd15_onnx_build: Path, tmp_path: Path) -> None:
+    """Before: `fusionc verify --steps 1` on a build of --palettize auto:DB ran 8 steps (the search's generation
+    length) and recorded 8, without a word."""
+    import shutil
+
+    build = tmp_path / "build"
+    shutil.copytree(sd15_onnx_build, build)
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["options"]["palettize"] = "auto:35"  # what verify reads of a mixed-bit build
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["verify", str(build), "--prompts", "a red cross on the left", "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((build / "manifest.json").read_text())["verify_runs"][-1]
+    assert run["inputs"]["steps"] == 1 and run["inputs"]["count"]["unet"] == 1
+
+
 @pytest.mark.parametrize("args, message", [
     (["--seeds", "3"], "--seeds needs --prompts"),
     (["--prompts", "a;b;c", "--seeds", "1,2"], "--seeds has 2 values for 3 prompts"),
