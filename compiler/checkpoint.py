@@ -257,6 +257,10 @@ def check_components_fit(checkpoint: Checkpoint) -> None:
         if value is not None and other_value is not None and value != other_value:
             raise BadInputError(f"'{name}' of {checkpoint.path} does not fit its '{other}': {key} {value} against "
                                 f"{other_key} {other_value} (components made for different models)")
+    channels = getattr(checkpoint.configs.get("controlnet"), "conditioning_channels", 3)
+    if channels != 3:  # the loop's control images are RGB: the verification outlines, generate's --control-image
+        raise BadInputError(f"'controlnet' of {checkpoint.path} takes control images of {channels} channels, and "
+                            "fusionc's ControlNet pipelines feed RGB ones (3 channels): not supported")
 
 
 def _entries_left_out(index: dict[str, Any], index_file: Path) -> dict[str, str]:
