@@ -78,6 +78,8 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
     feeds, expected = inputs.feeds, inputs.outputs
     results: dict[str, Any] = {}
     where: dict[str, dict[str, str]] = {}
+    print("PSNR vs torch on " + (f"the {len(spec.prompts)} prompt(s) given" if prompts else
+                                 "the build's held-out verification set") + f", {spec.steps} step(s):")
     for name in manifest["components"]:
         with stage(f"{name}: verify on {manifest['target']}"):
             if name not in expected:

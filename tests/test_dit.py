@@ -246,6 +246,7 @@ def test_pixart_onnx_build_from_the_cli_generates_like_torch(dit_pipeline, tmp_p
                                        "--components", "text_encoder,transformer,vae_decoder",
                                        "--verify-steps", "2", "--verify-prompts", "1"])
     assert result.exit_code == 0, result.output
+    assert "PSNR dB (held out)" in result.output  # the summary names the set its figures come from
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["components"]["text_encoder"]["inputs"]["input_ids"]["shape"] == ["batch", 8]
     assert all(c["psnr_db"] > 60 for c in manifest["components"].values())

@@ -153,6 +153,7 @@ def test_verify_on_a_prompt_the_build_was_tuned_on_says_so(sd15_onnx_build: Path
     result = CliRunner().invoke(main, ["verify", str(build), "--prompts", f"a red cross on the left;{tuned}",
                                        "--steps", "1"])
     assert result.exit_code == 0, result.output
+    assert "PSNR vs torch on the 2 prompt(s) given, 1 step(s):" in result.output
     assert f"not held out: '{tuned}' in the build's calibration set" in result.output
     run = json.loads((build / "manifest.json").read_text())["verify_runs"][-1]
     assert run["not_held_out"] == {CALIBRATION: [tuned]}
