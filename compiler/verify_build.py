@@ -103,6 +103,7 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
     else:
         for name, scores in results.items():
             record(manifest["components"][name], scores, where[name])
+        manifest.setdefault("inputs", {})[VERIFICATION] = inputs.describe()  # the set psnr_db now comes from (--steps)
         gated = manifest
     tmp = build / (buildfs.MANIFEST + ".tmp")
     buildfs.write_json(tmp, manifest)

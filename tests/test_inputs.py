@@ -173,6 +173,11 @@ def test_verify_steps_are_taken_as_given_on_a_mixed_bit_build(sd15_onnx_build: P
     assert result.exit_code == 0, result.output
     run = json.loads((build / "manifest.json").read_text())["verify_runs"][-1]
     assert run["inputs"]["steps"] == 1 and run["inputs"]["count"]["unet"] == 1
+    # on the build's own set, the manifest's record of that set follows the figures it now holds (was: still 3 steps)
+    result = CliRunner().invoke(main, ["verify", str(build), "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((build / "manifest.json").read_text())["inputs"][VERIFICATION]
+    assert recorded["steps"] == 1 and recorded["count"]["unet"] == len(recorded["prompts"]) == 2
 
 
 @pytest.mark.parametrize("args, message", [
