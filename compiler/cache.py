@@ -2,7 +2,7 @@
 
 Three stages are cached per component, each under the SHA-256 of everything that decides its bytes:
 
-    export     checkpoint sha256, component, image size, opset, library versions, export/checkpoint source hash
+    export     checkpoint sha256, component, image size, opset, library versions, the export modules' source hash
     generic    the export key and the generic passes' sources (they read no option: every target and variant
                starts from this graph)
     optimized  the export key, target, device, every compile option except the ones that only gate or
@@ -39,11 +39,13 @@ MODEL = "model.onnx"
 LIBRARIES = ("fusionc", "torch", "onnx", "onnx-ir", "onnxscript", "onnxruntime", "diffusers", "transformers", "coremltools")
 GATE_ONLY = ("min_psnr", "max_size", "max_latency_ms", "latency_steps", "verify")
 # The modules each stage's output depends on: a change to their sources invalidates that stage's entries.
-EXPORT_SOURCES = ("fusionc.export", "fusionc.checkpoint")
+EXPORT_SOURCES = ("fusionc.export", "fusionc.checkpoint", "fusionc.controlnet", "fusionc.dit", "fusionc.export_rules",
+                  "fusionc.streaming")
 GENERIC_SOURCES = ("fusionc.passes.generic", "fusionc.passes.entry", "fusionc.core", "fusionc.pipeline")
 OPTIMIZE_SOURCES = ("fusionc.passes", "fusionc.targets", "fusionc.core")
 TRAJECTORY_SOURCES = ("fusionc.trajectory", "fusionc.inputs", "fusionc.export", "fusionc.checkpoint",
-                      "fusionc.controlnet")
+                      "fusionc.controlnet", "fusionc.dit", "fusionc.dit_trajectory", "fusionc.export_rules",
+                      "fusionc.streaming")
 ARRAYS = "arrays.npz"
 
 

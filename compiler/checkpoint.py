@@ -221,7 +221,9 @@ def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Chec
         omitted = _entries_left_out(index, index_file)
         tokenizers = {t: path / t for t in TOKENIZER_FOLDERS if (path / t).is_dir()}
         scheduler = path / "scheduler" if (path / "scheduler").is_dir() else None
-        return Checkpoint(path, checkpoint_sha256(path), models, classes, tokenizers, scheduler, index, omitted)
+        checkpoint = Checkpoint(path, checkpoint_sha256(path), models, classes, tokenizers, scheduler, index, omitted)
+        check_components_fit(checkpoint)
+        return checkpoint
     if (path / "config.json").exists():
         cls = _class_name(path)
         folder = SUPPORTED.get(cls, (None, None))[1]
@@ -230,6 +232,46 @@ def load_checkpoint(path: Path | str | None, allow_pickle: bool = False) -> Chec
                                    f"fusionc compiles {', '.join(SUPPORTED)}")
         return Checkpoint(path, checkpoint_sha256(path), {folder: load_component(path, allow_pickle)}, {folder: cls})
     raise BadInputError(f"'{path}' is not a diffusers checkpoint: it has neither model_index.json nor config.json")
+
+
+def _fit_pairs(configs: dict[str, Any]) -> Iterator[tuple[str, str, Any, str, str, Any]]:
+    """(component, setting, value, other component, its setting, value) that must agree for the pipeline to run."""
+    def get(name: str, key: str) -> Any:
+        value = getattr(configs[name], key, None) if name in configs else None
+        return tuple(value) if isinstance(value, list) else value
+
+    if "controlnet" in configs and "unet" in configs:  # its residuals are added to the UNet's skip connections
+        for key in ("in_channels", "block_out_channels", "layers_per_block", "cross_attention_dim"):
+            yield "controlnet", key, get("controlnet", key), "unet", key, get("unet", key)
+        embedding, vae = get("controlnet", "conditioning_embedding_out_channels"), get("vae", "block_out_channels")
+        if embedding and vae and not hasattr(configs["vae"], "encoder_block_out_channels"):  # the control image's
+            yield ("controlnet", "downsampling of conditioning_embedding_out_channels", 2 ** (len(embedding) - 1),
+                   "vae", "downsampling of block_out_channels", 2 ** (len(vae) - 1))  # pixels -> latents, as the VAE's
+    if "transformer" not in configs:
+        return
+    yield "transformer", "in_channels", get("transformer", "in_channels"), "vae", "latent_channels", get("vae", "latent_channels")
+    sd3 = get("transformer", "joint_attention_dim") is not None  # else PixArt: caption_channels
+    t5, width = ("text_encoder_3", "joint_attention_dim") if sd3 else ("text_encoder", "caption_channels")
+    if getattr(configs.get(t5), "model_type", None) == "t5":  # the T5 tokens are the transformer's text tokens
+        yield "transformer", width, get("transformer", width), t5, "d_model", get(t5, "d_model")
+    clips = [c for c in ("text_encoder", "text_encoder_2") if getattr(configs.get(c), "model_type", None) == "clip_text_model"]
+    if sd3 and len(clips) == 2:  # both CLIPs' pooled projections side by side
+        yield ("transformer", "pooled_projection_dim", get("transformer", "pooled_projection_dim"),
+               "text_encoder + text_encoder_2", "projection_dim", sum(get(c, "projection_dim") or 0 for c in clips))
+
+
+def check_components_fit(checkpoint: Checkpoint) -> None:
+    """A pipeline whose components were made for different models (a ControlNet of another UNet, a transformer of
+    another text encoder or VAE) cannot run: exit 2 naming the setting that differs, before any trajectory (torch
+    stopped there on a shape error, exit 3)."""
+    for name, key, value, other, other_key, other_value in _fit_pairs(checkpoint.configs):
+        if value is not None and other_value is not None and value != other_value:
+            raise BadInputError(f"'{name}' of {checkpoint.path} does not fit its '{other}': {key} {value} against "
+                                f"{other_key} {other_value} (components made for different models)")
+    channels = getattr(checkpoint.configs.get("controlnet"), "conditioning_channels", 3)
+    if channels != 3:  # the loop's control images are RGB: the verification outlines, generate's --control-image
+        raise BadInputError(f"'controlnet' of {checkpoint.path} takes control images of {channels} channels, and "
+                            "fusionc's ControlNet pipelines feed RGB ones (3 channels): not supported")
 
 
 def _entries_left_out(index: dict[str, Any], index_file: Path) -> dict[str, str]:

@@ -124,14 +124,24 @@ def outline_from_sdf(sdf: np.ndarray, thickness: float = 1.5) -> np.ndarray:
     return np.repeat(line[None, None], 3, axis=1)
 
 
-def outline_image(prompt: str, height: int, width: int) -> np.ndarray:
+def outline_image(prompt: str, height: int, width: int, jitter_seed: int | None = None) -> np.ndarray:
     """A control image [1, 3, H, W] in [0, 1]: the outline of the circle or square the prompt names, at the
     position it names (a circle in the center otherwise), 11/64 of the width in half-size, as the built-in
-    ControlNet saw in training (fusionc.models.train_controlnet). The verification trajectory's conditioning."""
+    ControlNet saw in training (fusionc.models.train_controlnet). The verification trajectory's conditioning.
+
+    With `jitter_seed` (a tuning set's trajectory, fusionc.inputs) the outline is moved by up to 3/64 of the image
+    and sized 9.5/64 to 12.5/64, the training data's jitter, drawn from that seed: prompts of different sets can
+    name the same shape and place ("a red circle on the left", "a purple triangle on the left"), and the held-out
+    set must not share its control images with the sets a build is tuned on."""
     words = prompt.lower().replace(",", " ").split()
     fx, fy = next((POSITIONS[w] for w in words if w in POSITIONS), POSITIONS["center"])
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-    dx, dy, r = xs - fx * width, ys - fy * height, 11.0 / 64 * width
+    r = 11.0 / 64 * width
+    if jitter_seed is not None:
+        rng = np.random.default_rng([jitter_seed, 1])  # not the stream the trajectory's latents come from
+        fx, fy = fx + rng.uniform(-3, 3) / 64, fy + rng.uniform(-3, 3) / 64
+        r = rng.uniform(9.5, 12.5) / 64 * width
+    dx, dy = xs - fx * width, ys - fy * height
     if "square" in words:
         h = r * 0.85
         qx, qy = np.abs(dx) - h, np.abs(dy) - h

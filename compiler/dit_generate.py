@@ -50,7 +50,10 @@ def dit_build_runners(build: Path, manifest: dict[str, Any]) -> DitRunnerSet:
     """The runners of a compiled DiT build on its target's runtime."""
     from fusionc.targets import get_target
 
-    geo = DitGeometry(**manifest["dit"])
+    try:
+        geo = DitGeometry(**manifest["dit"])
+    except TypeError as err:  # a hand-edited or damaged manifest: bad input, not an error of fusionc
+        raise BadInputError(f"'{build / 'manifest.json'}' has a damaged 'dit' entry ({err}): recompile the build") from err
     components = list(manifest["components"])
     tokenizer_dirs = {t: build / t for t in ("tokenizer", "tokenizer_2", "tokenizer_3") if (build / t).is_dir()}
     _check_folders(f"build '{build}'", components, tokenizer_dirs, geo.family)
@@ -58,6 +61,12 @@ def dit_build_runners(build: Path, manifest: dict[str, Any]) -> DitRunnerSet:
     names = [c for c in (*required_components(geo.family), "text_encoder_3") if c in components]
     runners = {name: target.runner(build, name, manifest) for name in names}
     image = manifest.get("image") or {}
+    if not (image.get("height") and image.get("width")):  # as the UNet path: the latent input's shape says it
+        inputs = manifest["components"]["transformer"].get("inputs") or {}
+        shape = next((v["shape"] for v in inputs.values() if len(v.get("shape") or []) == 4), None)
+        if shape is None or not all(isinstance(n, int) for n in shape[2:]):
+            raise BadInputError(f"'{build / 'manifest.json'}' records no image size: recompile the build")
+        image = {"height": shape[2] * geo.latent_scale, "width": shape[3] * geo.latent_scale}
     scheduler_dir = build / "scheduler" if (build / "scheduler").is_dir() else None
     return DitRunnerSet(runners, load_dit_tokenizers(tokenizer_dirs), load_dit_scheduler(scheduler_dir), geo,
                         int(image["height"]), int(image["width"]), str(build),

@@ -228,6 +228,17 @@ def check_reference(build: Path, checkpoint: Path | str) -> None:
                             "different models; pass that checkpoint (or a copy of it), or leave out --checkpoint")
 
 
+def reference_like(ref: Any, rs: Any) -> Any:
+    """The torch reference set up as the build was compiled: its image size and, for a diffusion transformer, its
+    geometry (the T5 token count of --text-length) and its text encoders (a build without its T5 runs SD3 without
+    one), so that the image PSNR compares the same pipeline on two runtimes, not two pipelines."""
+    ref.height, ref.width = rs.height, rs.width
+    if hasattr(rs, "geo"):
+        ref.geo = rs.geo
+        ref.runners = {name: run for name, run in ref.runners.items() if name in rs.runners}
+    return ref
+
+
 def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, out: Path, steps: int = 8,
                      seed: int = 0, guidance: float = DEFAULT_GUIDANCE, min_psnr: float | None = None,
                      echo: Any = print, control_image: Path | None = None,
@@ -261,9 +272,7 @@ def generate_command(prompt: str, build: Path | None, checkpoint: Path | None, o
                 info["psnr_db"] = None
                 echo(f"note: the build's checkpoint '{source}' is gone; no torch reference to compare with")
             else:
-                ref_rs = torch_runners(source)
-                if (ref_rs.height, ref_rs.width) != (rs.height, rs.width):
-                    ref_rs.height, ref_rs.width = rs.height, rs.width
+                ref_rs = reference_like(torch_runners(source), rs)
                 reference, ref_info = run(prompt, ref_rs, steps, seed, guidance, control_image, control_scale)
                 info["psnr_db"] = round(image_psnr(reference, image), 2)
                 info["torch_seconds"] = ref_info["seconds"]

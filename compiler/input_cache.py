@@ -2,7 +2,7 @@
 
 Each role's set (calibration, selection, verification) is stored under its own key (fusionc.cache.inputs_key:
 checkpoint, components, image size, prompts, seeds, steps), so variants of a fleet that need different roles
-(an onnx build: verification; a QNN build: all three) share the ones they have in common. When the UNet is
+(an onnx build: verification; a QNN build: all three) share the ones they have in common. When the denoiser is
 built the set records every component of the checkpoint (the denoising loop runs either way and each call is
 the same call), so variants that build different components share it too; the caller gets its own components.
 Arrays go through numpy's .npz (no pickle); the values a cache hit returns are the values a miss returns.
@@ -21,13 +21,13 @@ from fusionc.core.numerics import Feeds
 from fusionc.core.options import CompileOptions
 from fusionc.core.progress import stage
 from fusionc.export import image_size
-from fusionc.inputs import InputSet, collect, role_spec
+from fusionc.inputs import InputSet, collect, role_spec, runs_loop
 
 
 def recorded_components(checkpoint: Checkpoint, names: list[str]) -> list[str]:
-    """The components a cached set records: all of them when the UNet is built (the loop runs either way),
-    else exactly `names` (their inputs are examples, not a loop)."""
-    return checkpoint.component_names() if "unet" in names else list(names)
+    """The components a cached set records: all of them when the denoiser (a UNet or a transformer) is built (the
+    loop runs either way), else exactly `names` (their inputs are examples, not a loop)."""
+    return checkpoint.component_names() if runs_loop(checkpoint, names) else list(names)
 
 
 def cached_input_sets(checkpoint: Checkpoint, options: CompileOptions, names: list[str], roles: tuple[str, ...],
@@ -53,7 +53,7 @@ def cached_input_sets(checkpoint: Checkpoint, options: CompileOptions, names: li
             timings[f"reference trajectories ({role}, from the cache)"] = 0.0
         feeds, outputs = unpack(arrays)  # the very arrays a cache hit gives
         sets[role] = InputSet(spec, {n: v for n, v in feeds.items() if n in names},
-                              {n: v for n, v in outputs.items() if n in names})
+                              {n: v for n, v in outputs.items() if n in names}, examples=not runs_loop(checkpoint, every))
     return sets
 
 

@@ -86,11 +86,25 @@ class InputSet:
     spec: InputSpec
     feeds: dict[str, list[Feeds]] = field(default_factory=dict)
     outputs: dict[str, list[Feeds]] = field(default_factory=dict)
+    examples: bool = False  # no denoising loop ran (runs_loop): each component's example inputs, from seeds[0]
 
     def describe(self) -> dict[str, Any]:
-        """The manifest's record: prompts, seeds, steps and the number of inputs per component."""
+        """The manifest's record: prompts, seeds, steps and the number of inputs per component (example inputs:
+        no prompt and no step, the one seed they were drawn from)."""
+        if self.examples:
+            return {"prompts": [], "seeds": list(self.spec.seeds[:1]), "steps": 0, "example_inputs": True,
+                    "count": {name: len(f) for name, f in self.feeds.items()}}
         return {"prompts": list(self.spec.prompts), "seeds": list(self.spec.seeds), "steps": self.spec.steps,
                 "count": {name: len(f) for name, f in self.feeds.items()}}
+
+
+def runs_loop(checkpoint: Checkpoint, components: list[str] | None) -> bool:
+    """Whether the sets of a compile of `components` are denoising trajectories: the denoiser (UNet or transformer)
+    is among them and the checkpoint has the VAE and tokenizers to run the loop; else each component's example
+    inputs (random, drawn from the set's seed)."""
+    names = components or checkpoint.component_names()
+    denoiser = "transformer" if checkpoint.dit_family is not None else "unet"
+    return denoiser in names and "vae" in checkpoint.models and bool(checkpoint.tokenizer_dirs)
 
 
 def mixed_bit_search(options: CompileOptions) -> bool:
@@ -141,8 +155,8 @@ def collect(checkpoint: Checkpoint, options: CompileOptions, components: list[st
     sets = {}
     for role, spec in specs.items():
         feeds, outputs = trajectory_samples(checkpoint, replace(options, seed=spec.seeds[0]), components,
-                                            prompts=spec.prompts, seeds=spec.seeds, steps=spec.steps)
-        sets[role] = InputSet(spec, feeds, outputs)
+                                            prompts=spec.prompts, seeds=spec.seeds, steps=spec.steps, role=role)
+        sets[role] = InputSet(spec, feeds, outputs, examples=not runs_loop(checkpoint, components))
     return sets
 
 
@@ -163,11 +177,13 @@ def trajectory_steps(options: CompileOptions) -> int:
 
 def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, components: list[str] | None = None,
                        prompts: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None,
-                       steps: int | None = None) -> tuple[dict[str, list[Feeds]], dict[str, list[Feeds]]]:
+                       steps: int | None = None, role: str = VERIFICATION,
+                       ) -> tuple[dict[str, list[Feeds]], dict[str, list[Feeds]]]:
     """(inputs, torch outputs) of every component call along denoising runs (guidance on), one per prompt
     with its seed. Defaults: the verification set of `options` (fusionc.inputs). Components the loop does not
     call (vae_encoder, or every component of a checkpoint that is not a full pipeline) get inputs only: the
-    component's example inputs drawn from `seeds[0]`."""
+    component's example inputs drawn from `seeds[0]`. A ControlNet's control image is the prompt's outline
+    (fusionc.controlnet.outline_image), jittered by each trajectory's seed outside the verification `role`."""
     if prompts is None:
         spec = role_spec(options, VERIFICATION)
         prompts, seeds, steps = spec.prompts, spec.seeds, spec.steps
@@ -177,14 +193,14 @@ def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, componen
     outputs: dict[str, list[Feeds]] = defaultdict(list)
     names = components or checkpoint.component_names()
     dit = checkpoint.dit_family is not None  # SD3 / PixArt: fusionc.dit_trajectory
-    tokenizers = (load_dit_tokenizers(checkpoint.tokenizer_dirs) if dit
-                  else {k: load_tokenizer(v) for k, v in checkpoint.tokenizer_dirs.items()})
-    if ("transformer" if dit else "unet") not in names or "vae" not in checkpoint.models or not tokenizers:
+    if not runs_loop(checkpoint, names):
         example_options = replace(options, seed=seeds[0]) if seeds else options
         for name in names:
             spec = component_spec(checkpoint, name, example_options)
             feeds[name].append({k: v.numpy() for k, v in spec.example.items()})
         return dict(feeds), {}
+    tokenizers = (load_dit_tokenizers(checkpoint.tokenizer_dirs) if dit
+                  else {k: load_tokenizer(v) for k, v in checkpoint.tokenizer_dirs.items()})
 
     def recording(name: str, run: Callable[[Feeds], Feeds]) -> Callable[[Feeds], Feeds]:
         def call(f: Feeds) -> Feeds:
@@ -215,5 +231,6 @@ def trajectory_samples(checkpoint: Checkpoint, options: CompileOptions, componen
                 text_length=text_length(checkpoint), sdxl=checkpoint.is_sdxl, image_size=(height, width),
                 record=lambda name, f: feeds[name].append(f) if name == "vae_encoder" and name in names else None,
                 decode=bool({"vae_decoder", "vae_encoder"} & set(names)),
-                control_image=outline_image(prompt, height, width) if checkpoint.has_controlnet else None)
+                control_image=outline_image(prompt, height, width, None if role == VERIFICATION else seed)
+                if checkpoint.has_controlnet else None)
     return dict(feeds), dict(outputs)

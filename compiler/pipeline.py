@@ -229,6 +229,8 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     names = select_components(checkpoint, options, target)
     roles = needed_roles(target, options)
     _check_text_length(checkpoint, options)
+    if hasattr(target, "check_checkpoint"):  # what the target cannot build of this checkpoint, before the export
+        target.check_checkpoint(checkpoint, options)
     _check_unused_sets(roles, options, config)
     _check_compression_components(options, names, _given_options(config))
     height, width = image_size(checkpoint, options)

@@ -17,7 +17,7 @@ from fusionc.core.options import CompileOptions
 from fusionc.pipeline import gate_psnr
 from fusionc.core.progress import stage
 from fusionc.targets import get_target, verification_runner
-from fusionc.core.context import VERIFICATION
+from fusionc.core.context import CALIBRATION, SELECTION, VERIFICATION
 from fusionc.inputs import collect, role_spec, role_steps, user_spec
 from fusionc.verify import compare, ran_on, record, reference_outputs
 
@@ -30,6 +30,16 @@ def options_from_manifest(manifest: dict[str, Any]) -> CompileOptions:
     if saved.get("recipe") is not None:
         saved["recipe"] = Path(saved["recipe"])
     return CompileOptions(**saved)
+
+
+def tuned_on(manifest: dict[str, Any], prompts: tuple[str, ...]) -> dict[str, list[str]]:
+    """The prompts of `prompts` that are in one of the build's tuning sets (calibration, selection), by set."""
+    found = {}
+    for role in (CALIBRATION, SELECTION):
+        recorded = set((manifest.get("inputs", {}).get(role) or {}).get("prompts", []))
+        if recorded & set(prompts):
+            found[role] = [p for p in prompts if p in recorded]
+    return found
 
 
 def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str, ...] = (),
@@ -58,8 +68,9 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
             raise BadInputError(f"--qnn-verify-runtime is for QNN builds and '{build}' was built for "
                                 f"--target {manifest['target']}: drop it")
         options = dataclasses.replace(options, qnn_verify_runtime=qnn_runtime)
-    spec = user_spec(tuple(prompts), tuple(seeds), role_steps(options, VERIFICATION)) if prompts else \
-        role_spec(options, VERIFICATION)
+    # --steps is taken as given (role_steps would raise it to a mixed-bit build's generation length, silently)
+    spec = user_spec(tuple(prompts), tuple(seeds), steps or role_steps(options, VERIFICATION)) if prompts else \
+        dataclasses.replace(role_spec(options, VERIFICATION), steps=steps or role_steps(options, VERIFICATION))
     checkpoint = load_checkpoint(source, options.allow_pickle)
     target = get_target(manifest["target"], f"verifying a {manifest['target']} build")
     with stage("reference trajectories (torch)"):
@@ -67,6 +78,8 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
     feeds, expected = inputs.feeds, inputs.outputs
     results: dict[str, Any] = {}
     where: dict[str, dict[str, str]] = {}
+    print("PSNR vs torch on " + (f"the {len(spec.prompts)} prompt(s) given" if prompts else
+                                 "the build's held-out verification set") + f", {spec.steps} step(s):")
     for name in manifest["components"]:
         with stage(f"{name}: verify on {manifest['target']}"):
             if name not in expected:
@@ -82,12 +95,18 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
     if prompts:
         run = {"inputs": inputs.describe(), "components": {n: {"psnr_db": r["psnr_db"], **where[n]}
                                                            for n, r in results.items()}}
+        tuned = tuned_on(manifest, spec.prompts)
+        if tuned:  # the text encoders saw these very inputs (token ids depend on the prompt alone) when tuning
+            run["not_held_out"] = tuned
+            print("note: not held out: " + "; ".join(f"{', '.join(repr(p) for p in ps)} in the build's {role} set"
+                                                     for role, ps in tuned.items()))
         manifest.setdefault("verify_runs", []).append(run)
         gated = {**manifest, "components": {n: {**e, "psnr_db": results[n]["psnr_db"]}
                                             for n, e in manifest["components"].items()}}
     else:
         for name, scores in results.items():
             record(manifest["components"][name], scores, where[name])
+        manifest.setdefault("inputs", {})[VERIFICATION] = inputs.describe()  # the set psnr_db now comes from (--steps)
         gated = manifest
     tmp = build / (buildfs.MANIFEST + ".tmp")
     buildfs.write_json(tmp, manifest)

@@ -68,7 +68,7 @@ def test_verify_and_gate(sd15_onnx_build: Path, tmp_path: Path) -> None:
     build = Path(shutil.copytree(sd15_onnx_build, tmp_path / "b"))
     ok = fusionc("verify", str(build), "--min-psnr", "60")
     assert ok.returncode == 0, ok.stderr
-    assert "unet" in ok.stdout
+    assert "unet" in ok.stdout and "on the build's held-out verification set" in ok.stdout
     failed = fusionc("verify", str(build), "--min-psnr", "1000")
     assert_one_line_error(failed, 1, "< 1000 dB")
     assert json.loads((build / "manifest.json").read_text())["components"]["unet"]["psnr_db"] >= 60

@@ -92,6 +92,32 @@ def test_optional_components_are_noted_and_unknown_denoisers_refused(tiny_pipeli
         load_checkpoint(folder)
 
 
+
+@pytest.mark.parametrize("change, message", [
+    ({"block_out_channels": (16, 32, 32)}, "block_out_channels (16, 32, 32) against block_out_channels (32, 64, 64)"),
+    ({"cross_attention_dim": 48}, "cross_attention_dim 48 against cross_attention_dim 32"),
+    ({"conditioning_channels": 1}, "takes control images of 1 channels"),
+])
+def test_a_controlnet_of_another_unet_is_exit_2_naming_what_differs(tiny_pipeline, tmp_path: Path, change: dict,
+                                                                    message: str) -> None:
+    """Before: exit 3 (an internal error) on torch's shape error in the reference trajectory."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from fusionc.models.tiny import sd15_unet_config, write_controlnet
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(tiny_pipeline("controlnet"), folder)
+    shutil.rmtree(folder / "controlnet")
+    unet = {**sd15_unet_config(), **{k: v for k, v in change.items() if k != "conditioning_channels"}}
+    write_controlnet(folder / "controlnet", UNet2DConditionModel(**unet),
+                     conditioning_channels=change.get("conditioning_channels", 3))
+    result = CliRunner().invoke(main, ["compile", str(folder), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "'controlnet'" in result.output
+    assert not (tmp_path / "b").exists()
+
 def test_onnx_build_verifies_every_component(controlnet_build: Path) -> None:
     manifest = json.loads((controlnet_build / "manifest.json").read_text())
     components = manifest["components"]

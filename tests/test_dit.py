@@ -77,6 +77,29 @@ def test_t5_weights_of_the_wrong_shape_are_refused(dit_pipeline, tmp_path: Path)
         load_checkpoint(bad)
 
 
+
+@pytest.mark.parametrize("family, folder, change, message", [
+    ("sd3", "transformer", {"joint_attention_dim": 48}, "joint_attention_dim 48 against d_model 64"),
+    ("sd3", "transformer", {"in_channels": 4, "out_channels": 4}, "in_channels 4 against latent_channels 16"),
+    ("sd3", "transformer", {"pooled_projection_dim": 32}, "pooled_projection_dim 32 against projection_dim 64"),
+    ("pixart", "transformer", {"caption_channels": 48}, "caption_channels 48 against d_model 64"),
+])
+def test_a_transformer_made_for_another_text_encoder_or_vae_is_exit_2(dit_pipeline, tmp_path: Path, family: str,
+                                                                      folder: str, change: dict, message: str) -> None:
+    """Before: exit 3 (an internal error) on torch's shape error in the reference trajectory."""
+    from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel
+
+    bad = tmp_path / family
+    shutil.copytree(dit_pipeline(family), bad)
+    cls = SD3Transformer2DModel if family == "sd3" else PixArtTransformer2DModel
+    config = {k: v for k, v in json.loads((bad / folder / "config.json").read_text()).items() if not k.startswith("_")}
+    shutil.rmtree(bad / folder)
+    cls(**{**config, **change}).save_pretrained(bad / folder)
+    result = CliRunner().invoke(main, ["compile", str(bad), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "does not fit" in result.output
+    assert not (tmp_path / "out").exists()
+
 def test_pixart_mask_broadcast_processor_matches_diffusers(dit_pipeline) -> None:
     """The processor that lets PixArt export with a dynamic batch computes what diffusers' own does."""
     import copy
@@ -223,6 +246,7 @@ def test_pixart_onnx_build_from_the_cli_generates_like_torch(dit_pipeline, tmp_p
                                        "--components", "text_encoder,transformer,vae_decoder",
                                        "--verify-steps", "2", "--verify-prompts", "1"])
     assert result.exit_code == 0, result.output
+    assert "PSNR dB (held out)" in result.output  # the summary names the set its figures come from
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["components"]["text_encoder"]["inputs"]["input_ids"]["shape"] == ["batch", 8]
     assert all(c["psnr_db"] > 60 for c in manifest["components"].values())
@@ -232,7 +256,39 @@ def test_pixart_onnx_build_from_the_cli_generates_like_torch(dit_pipeline, tmp_p
                                        "--steps", "3", "--min-psnr", "40"])
     assert result.exit_code == 0, result.output
     assert "PSNR vs torch" in result.output and image.is_file()
+    # a manifest edited by hand: without its image size the latent input gives it (as for a UNet build); a damaged
+    # geometry is bad input (exit 2), not an internal error (it was exit 3 for both)
+    manifest.pop("image")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["generate", "a red circle", "--build", str(out), "--out", str(image), "--steps", "1"])
+    assert result.exit_code == 0 and "64x64" in result.output, result.output
+    del manifest["dit"]["t5_length"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["generate", "a red circle", "--build", str(out), "--out", str(image)])
+    assert result.exit_code == 2 and "damaged 'dit' entry" in result.output, result.output
 
+
+
+def test_generate_scores_a_build_against_torch_run_as_the_build_was_compiled(dit_pipeline) -> None:
+    """Before: generate's torch reference of a DiT build took the default T5 length and every text encoder, so an
+    fp32 SD3 build compiled with --text-length 8 scored 47.5 dB against a different pipeline (89 dB after)."""
+    from dataclasses import replace
+
+    from fusionc.dit_generate import dit_torch_runners, run_dit
+    from fusionc.generate import image_psnr, reference_like
+
+    ckpt = load_checkpoint(dit_pipeline("sd3"))
+    for drop_t5 in (False, True):
+        build = dit_torch_runners(ckpt)  # stands for a build of --text-length 8 (and, second, --components without T5)
+        build.geo = replace(build.geo, t5_length=8)
+        if drop_t5:
+            del build.runners["text_encoder_3"]
+        image, _ = run_dit("a red circle on the left", build, steps=2)
+        stock = dit_torch_runners(ckpt)
+        assert stock.geo.t5_length == 16 and "text_encoder_3" in stock.runners
+        assert image_psnr(run_dit("a red circle on the left", stock, steps=2)[0], image) < 80
+        reference, _ = run_dit("a red circle on the left", reference_like(dit_torch_runners(ckpt), build), steps=2)
+        assert image_psnr(reference, image) == 200.0
 
 def test_sd3_transformer_coreml_build_splits_joint_attention_per_head_and_verifies(dit_pipeline, tmp_path: Path) -> None:
     """Core ML on Linux: lowered to MIL, verified through our MIL executor in fp16 on the SD3 trajectory."""
@@ -323,6 +379,16 @@ def test_pixart_transformer_and_t5_coreml_build_split_attention_per_head_and_ver
     passes = {p["name"] for p in entry["passes"] if p["modified"]}
     assert {"SplitEinsumAttentionPass", "ConvertLinearToConvPass", "RankFourUnpatchifyPass"} <= passes
 
+
+
+def test_a_pixart_swift_bundle_is_refused_before_any_work(dit_pipeline, tmp_path: Path) -> None:
+    """Before: exit 0 with Resources/TextEncoder.mlpackage, PixArt's T5 under the name the Swift package loads as CLIP
+    (no vocab, no note), for a pipeline the package does not have."""
+    result = CliRunner().invoke(main, ["compile", str(dit_pipeline("pixart")), "--target", "coreml", "--bundle", "swift",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "--bundle swift" in result.output and "PixArt" in result.output
+    assert not (tmp_path / "out").exists()
 
 def test_pixart_transformer_and_t5_qnn_w8a16_contexts_verify_on_the_htp_emulator(dit_pipeline, tmp_path: Path) -> None:
     from fusionc.pipeline import compile_checkpoint

@@ -92,6 +92,39 @@ def test_targets_get_tuning_sets_disjoint_from_verification(tiny_pipeline, tmp_p
     assert unet["psnr_db"] > 60 and unet["psnr_db_calibration"] > 60  # fp32 onnx: both near-exact
 
 
+
+def test_controlnet_sets_share_no_control_image(tiny_pipeline) -> None:
+    """Before: a set's control image was the outline its prompt names, and prompts of different sets name the same
+    outline ("a purple triangle on the left", selection, and "a red circle on the left", verification, with the
+    default sizes), so the held-out set's control images were among those a build was tuned on."""
+    from fusionc.checkpoint import load_checkpoint
+    from fusionc.controlnet import outline_image
+    from fusionc.inputs import collect
+
+    checkpoint = load_checkpoint(tiny_pipeline("controlnet"))
+    options = CompileOptions(verify_prompts=99, calibration_prompts=99, selection_prompts=99)
+    specs = {r: role_spec(options, r) for r in (CALIBRATION, SELECTION, VERIFICATION)}
+    specs = {r: type(s)(r, s.prompts, s.seeds, 1) for r, s in specs.items()}  # one step: one control image each
+    sets = collect(checkpoint, options, ["controlnet", "unet"], specs)
+    images = {r: [f["controlnet_cond"][1].tobytes() for f in sets[r].feeds["controlnet"]] for r in sets}
+    assert [len(images[r]) for r in specs] == [len(PROMPTS[r]) for r in specs]
+    for a, b in ((CALIBRATION, SELECTION), (CALIBRATION, VERIFICATION), (SELECTION, VERIFICATION)):
+        assert not set(images[a]) & set(images[b]), (a, b)
+    # the verification set keeps the outline its prompt names (what `fusionc verify` reproduces)
+    assert images[VERIFICATION][0] == outline_image(PROMPTS[VERIFICATION][0], 64, 64)[0].tobytes()
+
+
+def test_a_compile_without_the_denoiser_records_example_inputs_not_prompts(tiny_pipeline, tmp_path: Path) -> None:
+    """Before: a text encoder compiled alone from a whole pipeline was verified on one random example input, and the
+    manifest named the set's prompts and steps as if a denoising loop had made it."""
+    from fusionc.pipeline import compile_checkpoint
+
+    manifest = compile_checkpoint(tiny_pipeline("sd15"), CompileOptions(components=("text_encoder",), verify_prompts=2),
+                                  tmp_path / "te")
+    assert manifest["inputs"][VERIFICATION] == {"prompts": [], "seeds": [0], "steps": 0, "example_inputs": True,
+                                                 "count": {"text_encoder": 1}}
+
+
 def test_verify_on_prompts_and_seeds_a_user_chooses(sd15_onnx_build: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(main, ["verify", str(sd15_onnx_build), "--prompts", "a red cross on the left;a green circle",
@@ -103,6 +136,48 @@ def test_verify_on_prompts_and_seeds_a_user_chooses(sd15_onnx_build: Path) -> No
     assert run["inputs"]["seeds"] == [11, 12] and run["inputs"]["steps"] == 2
     assert run["inputs"]["count"]["unet"] == 4 and run["components"]["unet"]["psnr_db"] > 60
     assert manifest["inputs"][VERIFICATION]["seeds"] == [0, 1]  # the compile's own record is untouched
+
+
+def test_verify_on_a_prompt_the_build_was_tuned_on_says_so(sd15_onnx_build: Path, tmp_path: Path) -> None:
+    """Before: `fusionc verify --prompts` on a calibration prompt reported its figure like a held-out one, though
+    the text encoder's inputs (the prompt's token ids) were among those the build was tuned on."""
+    import shutil
+
+    build = tmp_path / "build"
+    shutil.copytree(sd15_onnx_build, build)
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["inputs"][CALIBRATION] = {"prompts": list(PROMPTS[CALIBRATION][:2]), "seeds": [2000, 2001], "steps": 4,
+                                       "count": {}}
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    tuned = PROMPTS[CALIBRATION][1]
+    result = CliRunner().invoke(main, ["verify", str(build), "--prompts", f"a red cross on the left;{tuned}",
+                                       "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    assert "PSNR vs torch on the 2 prompt(s) given, 1 step(s):" in result.output
+    assert f"not held out: '{tuned}' in the build's calibration set" in result.output
+    run = json.loads((build / "manifest.json").read_text())["verify_runs"][-1]
+    assert run["not_held_out"] == {CALIBRATION: [tuned]}
+
+
+def test_verify_steps_are_taken_as_given_on_a_mixed_bit_build(sd15_onnx_build: Path, tmp_path: Path) -> None:
+    """Before: `fusionc verify --steps 1` on a build of --palettize auto:DB ran 8 steps (the search's generation
+    length) and recorded 8, without a word."""
+    import shutil
+
+    build = tmp_path / "build"
+    shutil.copytree(sd15_onnx_build, build)
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["options"]["palettize"] = "auto:35"  # what verify reads of a mixed-bit build
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["verify", str(build), "--prompts", "a red cross on the left", "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((build / "manifest.json").read_text())["verify_runs"][-1]
+    assert run["inputs"]["steps"] == 1 and run["inputs"]["count"]["unet"] == 1
+    # on the build's own set, the manifest's record of that set follows the figures it now holds (was: still 3 steps)
+    result = CliRunner().invoke(main, ["verify", str(build), "--steps", "1"])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((build / "manifest.json").read_text())["inputs"][VERIFICATION]
+    assert recorded["steps"] == 1 and recorded["count"]["unet"] == len(recorded["prompts"]) == 2
 
 
 @pytest.mark.parametrize("args, message", [

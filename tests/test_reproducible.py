@@ -108,6 +108,34 @@ def test_cache_keys(stable_sources: None) -> None:
     assert optimized != cache.optimized_key(export, base, "iphone-14-pro")
 
 
+
+def _driver_imports(module: str) -> set[str]:
+    """The fusionc driver modules (compiler/*.py, not the core, passes or targets) `module` imports, transitively."""
+    import ast
+    import importlib.util
+
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse(Path(importlib.util.find_spec(name).origin).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fusionc."):
+                parts = node.module.split(".")
+                if len(parts) == 2 and parts[1] not in ("core", "passes", "targets", "analysis", "models"):
+                    todo.append(node.module)
+    return seen
+
+
+def test_cache_keys_hash_every_module_their_stage_runs() -> None:
+    """Before: the export key hashed fusionc.export and fusionc.checkpoint only, and the input sets' key left out
+    fusionc.dit_trajectory and fusionc.dit, so a change to SD3's / PixArt's loop, T5's or PixArt's export wrappers
+    or the ControlNet wrappers reused the stale exports and trajectories of the code before."""
+    for entry, hashed in (("fusionc.export", cache.EXPORT_SOURCES), ("fusionc.inputs", cache.TRAJECTORY_SOURCES)):
+        assert _driver_imports(entry) <= set(hashed), (entry, sorted(_driver_imports(entry) - set(hashed)))
+
 def test_cache_key_follows_the_recipe_content(tmp_path: Path, stable_sources: None) -> None:
     recipe = tmp_path / "recipe.json"
     recipe.write_text('{"unet": {"layers": {}}}')

@@ -77,13 +77,14 @@ def text_config(vocab: int, hidden: int = 32, projection: int | None = None, max
     )
 
 
-def write_controlnet(folder: Path, unet: UNet2DConditionModel, seed: int = 0) -> Path:
+def write_controlnet(folder: Path, unet: UNet2DConditionModel, seed: int = 0, conditioning_channels: int = 3) -> Path:
     """A ControlNetModel made from `unet` (diffusers' from_unet) whose zero convolutions get small random
     weights, so its residuals are not all zero (a freshly made ControlNet adds nothing: nothing to verify)."""
     from diffusers import ControlNetModel
 
     # one conditioning-embedding block per VAE downsampling: (8, 8, 16, 16) brings 64x64 pixels to 8x8 latents
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 16, 16),
+                                           conditioning_channels=conditioning_channels)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:

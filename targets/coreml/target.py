@@ -109,6 +109,15 @@ class CoreMLTarget:
 
         return (CALIBRATION,) if options.compute_precision == "fp16" else ()
 
+    def check_checkpoint(self, checkpoint: Any, options: CompileOptions) -> None:
+        """What this checkpoint cannot be built into, refused before the export: `--bundle swift` writes the Resources
+        of apple/ml-stable-diffusion's Swift package, whose pipelines are SD-1.x/2.x, SDXL (ControlNets) and SD3; a
+        PixArt bundle would hold its T5 as a `TextEncoder` it loads as CLIP and its DiT as an SD3 MMDiT."""
+        if options.bundle == "swift" and getattr(checkpoint, "dit_family", None) == "pixart":
+            raise BadInputError("--bundle swift writes Resources for apple/ml-stable-diffusion's Swift package, which "
+                                "has no PixArt pipeline (SD 1.x/2.x, SDXL, SD3): drop --bundle; the build's .mlpackages "
+                                "are written either way")
+
     def pipeline(self, options: CompileOptions) -> list[PassEntry]:
         from fusionc.passes.generic import default_pipeline
         from fusionc.passes.compression.dispatch import compression_entries
