@@ -130,6 +130,44 @@ g (float[1,16,6,6] x, float[1,5,64] t) => (float[1,32,6,6] y, float[1,5,48] z) {
     assert "unet weights: palettized 4-bit per_tensor, 2 tensors" in result.output
 
 
+def test_inspect_of_a_qdq_graph_reports_its_quantization_not_its_pairs_as_ops(tmp_path: Path) -> None:
+    """A QNN build's model.qdq.onnx: each activation's QuantizeLinear -> DequantizeLinear pair marks a quantized
+    tensor (QNN compiles it into the quantized ops), and a weight stored int8 has its DequantizeLinear. Neither runs
+    as an op: the histogram is the float model's, the quantization its own line."""
+    import numpy as np
+    import onnx
+    from click.testing import CliRunner
+
+    from fusionc.cli import main
+    from fusionc.inspect_model import model_summary
+
+    proto = onnx.parser.parse_model("""<ir_version: 10, opset_import: ["" : 21]>
+g (float[1,5,64] t) => (float[1,5,48] z) {
+ tq = QuantizeLinear(t, s, zp)
+ td = DequantizeLinear(tq, s, zp)
+ w = DequantizeLinear(wq, ws)
+ m = MatMul(td, w)
+ mq = QuantizeLinear(m, s, zp)
+ md = DequantizeLinear(mq, s, zp)
+ z = Relu(md)
+}""")
+    rng = np.random.default_rng(0)
+    proto.graph.initializer.extend([
+        onnx.numpy_helper.from_array(np.array(0.01, np.float32), "s"),
+        onnx.numpy_helper.from_array(np.array(32768, np.uint16), "zp"),
+        onnx.numpy_helper.from_array(rng.integers(-127, 127, (64, 48)).astype(np.int8), "wq"),
+        onnx.numpy_helper.from_array(np.array(0.02, np.float32), "ws")])
+    onnx.save(proto, tmp_path / "model.qdq.onnx")
+
+    summary = model_summary(tmp_path / "model.qdq.onnx")
+    assert summary["ops"] == {"MatMul": 1, "Relu": 1}
+    assert summary["quantization"] == {"activations": {"uint16": 2}, "weights": {"int8": 1}, "pairs": 2}
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "model.qdq.onnx")], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    assert "model.qdq quantized: activations uint16 at 2 tensors" in result.output
+    assert "weights int8 in 1 tensors" in result.output
+
+
 def test_pickle_checkpoint_via_cli(tiny_pipeline, tmp_path: Path) -> None:
     import torch
     from safetensors.torch import load_file
