@@ -1,8 +1,9 @@
 """`fusionc debug-accuracy BUILD`: name the layers of a QNN build that lose the most accuracy.
 
 The prepared float graph is rebuilt from the checkpoint recorded in the manifest (same export and passes
-as the compile, so tensor names match the Q nodes of model.qdq.onnx), the calibration inputs are taken
-from the same trajectory, and `fusionc.targets.qnn.debug.compare_layers` measures every quantized tensor
+as the compile, so tensor names match the Q nodes of model.qdq.onnx), its inputs are samples of the build's
+held-out verification trajectories (the set its PSNR is measured on, not the calibration set its scales came from:
+fusionc.inputs), and `fusionc.targets.qnn.debug.compare_layers` measures every quantized tensor
 on the CPU (fake-quant) and on the HTP emulator. The table lists the worst layers by local loss; the JSON
 (--json) holds every tensor.
 """
@@ -58,7 +59,7 @@ def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path, d
 def debug_build(build: Path, component: str | None = None, samples: int = 2, top: int = 15,
                 tensors: str | None = None, htp: bool = True, json_path: Path | None = None,
                 echo: Callable[[str], None] = print) -> dict[str, Any]:
-    from fusionc.checkpoint import load_checkpoint
+    from fusionc.checkpoint import load_checkpoint, recorded_checkpoint
     from fusionc.core.devices import get_device
     from fusionc.targets import require_extra
 
@@ -80,12 +81,12 @@ def debug_build(build: Path, component: str | None = None, samples: int = 2, top
         raise BadInputError(f"component '{component}' is not in {build}: it has {', '.join(manifest['components'])}")
     if not names or not all((build / n / "model.qdq.onnx").exists() for n in names):
         raise BadInputError(f"{build} has no quantized graph to debug (an fp16 build?): compile with --precision w8a16 or w8a8")
-    source = Path(manifest["checkpoint"]["path"])
+    source = recorded_checkpoint(manifest.get("checkpoint") or {})
     if not source.exists():
         raise BadInputError(f"the checkpoint this build came from, '{source}', is gone: the debugger needs it")
     options = options_from_manifest(manifest)
     checkpoint = load_checkpoint(source, options.allow_pickle)
-    feeds, _ = trajectory_samples(checkpoint, options)
+    feeds, _ = trajectory_samples(checkpoint, options)  # the verification set (its default)
     device = get_device(manifest.get("device"), "qnn")
     report: dict[str, Any] = {}
     for name in names:
@@ -102,15 +103,15 @@ def debug_build(build: Path, component: str | None = None, samples: int = 2, top
             config = replace(HtpConfig.from_device(device), fp16=bool(manifest["components"][name].get("htp_fp16")))
             reports = compare_layers(float_path, qdq_path, chosen, config if htp else None, tensors, Path(tmp))
         worst = worst_layers(reports, top)
-        report[name] = {"samples": len(chosen), "worst": [r.to_json() for r in worst],
+        report[name] = {"samples": len(chosen), "inputs": "verification", "worst": [r.to_json() for r in worst],
                         "tensors": [r.to_json() for r in reports]}
-        _print(name, reports, worst, echo)
+        _print(name, reports, worst, echo, len(chosen))
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
 
 
-def _print(name: str, reports: list, worst: list, echo: Callable[[str], None]) -> None:
+def _print(name: str, reports: list, worst: list, echo: Callable[[str], None], samples: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -125,4 +126,5 @@ def _print(name: str, reports: list, worst: list, echo: Callable[[str], None]) -
     for r in worst:
         table.add_row(r.tensor, r.op, str(r.bits), f"{r.psnr_cpu:.1f}",
                       "-" if r.psnr_htp is None else f"{r.psnr_htp:.1f}", f"{r.local_loss_db:.1f}")
+    table.caption = f"on {samples} samples of the held-out verification set's trajectories"
     Console().print(table)
