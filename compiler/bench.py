@@ -328,10 +328,15 @@ def budget_rows(build: str, figures: list[Figure], steps: int, guidance: bool, b
     return rows
 
 
+def _ms(value: float) -> str:
+    """A gap in ms to the precision that keeps it non-zero: 610, 3.4, 0.04."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}" if value >= 0.1 else f"{value:.2g}"
+
+
 def advice(breakdown: dict[str, float], calls: dict[str, int], total: float, budget: float, steps: int) -> str:
     """Which component to compress or shrink first, and by how much, to meet the budget."""
     if total <= budget:
-        return f"within budget ({total:.0f} of {budget:.0f} ms, {budget - total:.0f} ms spare)"
+        return f"within budget ({total:.0f} of {budget:.0f} ms, {_ms(budget - total)} ms spare)"
     excess = total - budget
     ranked = sorted(breakdown, key=breakdown.get, reverse=True)
     first = ranked[0]
@@ -339,7 +344,7 @@ def advice(breakdown: dict[str, float], calls: dict[str, int], total: float, bud
     if excess < share:
         cut = excess / share
         per_call = breakdown[first] / calls[first]
-        text = (f"over by {excess:.0f} ms: shrink {first} first, by {cut:.0%} per call "
+        text = (f"over by {_ms(excess)} ms: shrink {first} first, by {cut:.0%} per call "
                 f"({per_call:.1f} -> {per_call * (1 - cut):.1f} ms)")
         if first in STEP_MODELS:
             fewer = int((budget - (total - share)) // per_call)
@@ -347,8 +352,8 @@ def advice(breakdown: dict[str, float], calls: dict[str, int], total: float, bud
                 text += f", or cut steps {steps} -> {fewer}"
         return text
     rest = budget - (total - share)
-    return (f"over by {excess:.0f} ms: even a free {first} leaves {total - share:.0f} ms; shrink {first} and then "
-            f"{', '.join(ranked[1:]) or 'nothing else'}" + (f" (the rest alone exceeds the budget by {-rest:.0f} ms)"
+    return (f"over by {_ms(excess)} ms: even a free {first} leaves {total - share:.0f} ms; shrink {first} and then "
+            f"{', '.join(ranked[1:]) or 'nothing else'}" + (f" (the rest alone exceeds the budget by {_ms(-rest)} ms)"
                                                             if rest < 0 else ""))
 
 

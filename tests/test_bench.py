@@ -191,6 +191,10 @@ def test_advice_arithmetic(tmp_path: Path) -> None:
     # 610 ms over: the UNet (2400 ms) must lose 610/2400 = 25% per call, or the steps go from 8 to 5
     assert "shrink unet first, by 25%" in row["advice"] and "8 -> 5" in row["advice"]
     assert advice({"unet": 100.0}, {"unet": 1}, 100.0, 2000.0, 1).startswith("within budget")
+    # a gap under a millisecond keeps its digits: not 'over by 0 ms', 'exceeds the budget by 0 ms'
+    close = advice({"unet": 1000.0, "vae_decoder": 1000.3}, {"unet": 1, "vae_decoder": 1}, 2000.3, 999.7, 1)
+    assert close.startswith("over by 1001 ms") and "exceeds the budget by 0.3 ms" in close
+    assert advice({"unet": 100.0}, {"unet": 1}, 100.0, 100.04, 1).endswith("0.04 ms spare)")
     plot({"budgets": rows, "settings": {"steps": 8, "guidance": True, "budget_s": 2.0}}, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
 
