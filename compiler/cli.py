@@ -151,7 +151,7 @@ def main(debug: bool) -> None:
 @click.option("--recipe", type=click.Path(path_type=Path), default=None,
               help="Mixed-bit recipe JSON: re-applied when it has the component, else written by --palettize auto:DB.")
 @click.option("--compress-embeddings", is_flag=True, default=None, help="Also compress token embedding tables.")
-@click.option("--compress-components", default=None, help="Comma-separated components to compress [default: the denoiser: unet or transformer].")
+@click.option("--compress-components", default=None, help="Comma-separated components to compress [default: the denoising step: unet and controlnet, or transformer].")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "w8a8", "w8a16"]), default=None,
               help="onnx: fp32 | w8a8 (int8 QDQ for ORT's CPU kernels); qnn: w8a16 | w8a8 | fp16 "
                    "[default: onnx fp32, qnn w8a16].")

@@ -168,6 +168,9 @@ def test_compress_weights_pass_only_touches_compressed_components() -> None:
     assert not CompressWeightsPass(ComponentContext.for_options(options, "vae_decoder"))(model).modified
     assert CompressWeightsPass(ComponentContext.for_options(options, "unet"))(model).modified
     assert compression_info(model)["palettize"]["average_bits"] == 4.0
+    # by default the whole denoising step: a ControlNet runs every step beside its UNet
+    assert CompressWeightsPass(ComponentContext.for_options(options, "controlnet"))(mlp_model()).modified
+    assert not CompressWeightsPass(ComponentContext.for_options(options, "text_encoder"))(mlp_model()).modified
 
 
 def test_uses_weight_dataclass() -> None:

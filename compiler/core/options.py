@@ -66,7 +66,7 @@ class CompileOptions:
     recipe: Path | None = None
     min_weight_elements: int = 2048
     compress_embeddings: bool = False  # also compress Gather tables (token embeddings)
-    compress_components: tuple[str, ...] | None = None  # None: the denoiser (unet or transformer; fusionc.passes.compression.dispatch)
+    compress_components: tuple[str, ...] | None = None  # None: the denoising step (unet, controlnet, transformer; passes.compression.dispatch)
     # ONNX Runtime and QNN: activation/weight precision; None: the target's default (DEFAULT_PRECISION)
     precision: str | None = None
     # QNN

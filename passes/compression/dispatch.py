@@ -6,8 +6,9 @@ entry dispatches, per component, to uniform palettization, mixed-bit palettizati
 or linear quantization, and checks up front what the target can store (Core ML: grouped LUTs, 3-bit
 indices, int4 and block-wise scales need iOS18), so a bad combination fails before any work is done.
 
-Only the components in `options.compress_components` are compressed (default: the denoiser, the UNet or a diffusion
-transformer, as Apple ships palettized UNets and MMDiTs with fp16 text encoders and VAE decoders).
+Only the components in `options.compress_components` are compressed (default: the denoising step, the UNet and a
+ControlNet beside it or a diffusion transformer, as Apple ships palettized UNets and MMDiTs with fp16 text encoders and
+VAE decoders, and as apple/ml-stable-diffusion's `--quantize-nbits` palettizes a ControlNet with its UNet).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fusionc.core.context import ComponentContext
 from fusionc.passes.entry import PassEntry
 
 IOS18_LEVEL = ("iOS18", "macOS15")
-DEFAULT_COMPRESSED = ("unet", "transformer")  # the denoiser: a UNet, or SD3's / PixArt's transformer
+DEFAULT_COMPRESSED = ("unet", "transformer", "controlnet")  # the denoising step: a UNet (and its ControlNet), or SD3's / PixArt's transformer
 # Weight-only quantization per target: which consumers' weights it compresses (absent: all). ONNX Runtime's CPU
 # provider fuses DequantizeLinear+MatMul into MatMulNBits (int4/int8 weights stay packed); before a Conv or Gemm
 # the DequantizeLinear runs at every step (mid UNet, int4 everywhere: DequantizeLinear 0.68 s of a 1.76 s step,
