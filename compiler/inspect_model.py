@@ -56,7 +56,8 @@ def model_summary(path: Path) -> dict:
     # are left out
     quantization = _qdq_quantization(model)
     ops = Counter(stats.runtime_op_counts)
-    ops.subtract({"QuantizeLinear": quantization.get("pairs", 0), "DequantizeLinear": quantization.get("pairs", 0)})
+    ops.subtract({"QuantizeLinear": sum(quantization.get("activations", {}).values()),
+                  "DequantizeLinear": quantization.get("pairs", 0)})  # a QuantizeLinear may feed several
     return {"ops": +ops, "params": stats.params, "weight_bytes": stats.weight_bytes, "macs": stats.macs,
             "unknown_shape_ops": stats.unknown_shape_ops, "compression": _compression(model),
             "quantization": quantization}
