@@ -703,7 +703,7 @@ AIHUB_FORM = "_aihub_form"  # an SD component rebuilt as AI Hub adapts it (laten
 
 
 def sd_aihub_form(features: dict, params: dict, predictions: list[dict], train_rows: list[dict],
-                  cv_pred: np.ndarray) -> dict:  # cv_pred: one cross-validated prediction per training row
+                  cv_pred: np.ndarray, compare: bool = True) -> dict:  # cv_pred: one per training row
     """SD-1.5's UNet rebuilt in AI Hub's form (aihub_adapted.adapt_sd_unet: split-head attention, NCHW blocks, 1x1
     convolutions), predicted by this model beside fusionc's own UNet graph and AI Hub's published figure. Made after
     the published SD figures were known, to test one explanation of the UNet's miss (that AI Hub timed another graph);
@@ -712,7 +712,7 @@ def sd_aihub_form(features: dict, params: dict, predictions: list[dict], train_r
     entry = features.get(f"stable_diffusion_v1_5/unet{AIHUB_FORM}")
     if entry is None:
         return {"rows": 0}
-    published = {c["chipset"]: c for c in sd_comparison(predictions) if c["component"] == "unet"}
+    published = {c["chipset"]: c for c in sd_comparison(predictions) if c["component"] == "unet"} if compare else {}
     ours = {p["chipset"]: p for p in predictions if p["component"] == "unet" and p["precision"] == "w8a16"}
     x = costfit.features_from_rows(entry["ops"], "w8a16", 0.0, entry["fields"], params["vtcm_bytes"])
     out = []
@@ -951,7 +951,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     report["stable_diffusion_vs_published"] = (sd_comparison(report["stable_diffusion_predictions"]) if compare_sd
                                                else "not compared in this run (--no-compare-sd)")
     report["stable_diffusion_unet_aihub_form"] = sd_aihub_form(features, params, report["stable_diffusion_predictions"],
-                                                                 train_rows, cv_pred.mean(axis=0))
+                                                                 train_rows, cv_pred.mean(axis=0), compare_sd)
     report["stable_diffusion_vs_published_same_release"] = (sd_same_release(
         report["stable_diffusion_predictions"], report["stable_diffusion_preregistered"], features) if compare_sd
         else "not compared in this run (--no-compare-sd)")

@@ -660,6 +660,8 @@ def _sd_aihub_form(form: dict) -> str:
     if not form.get("predictions"):
         return ""
     compared = [p for p in form["predictions"] if "published_ms" in p]
+    if not compared:  # a fit run with --no-compare-sd
+        return ""
     ref = next((p for p in compared if p["chipset"] == "snapdragon-8-gen-3"), compared[0])
     beyond = form["training_graphs_scores_beyond_local_memory"]
     trained = ", ".join(f"{k.split('/')[1]} ({v['largest_scores_mib']:.0f} MiB, cross-validated "
