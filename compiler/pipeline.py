@@ -118,9 +118,9 @@ def _check_unused_sets(roles: tuple[str, ...], options: CompileOptions, config: 
     w8a8 build or a mixed-bit search has a selection set) would have no effect: refused before the export. A config
     file's shared keys may size every set, for whichever target reads the file (docs/ci.md), and are not refused.
     `roles`: the sets this compile collects (fusionc.inputs.needed_roles)."""
-    if config is None or "from_command_line" not in config:
+    given = _set_for_this_build(config)
+    if given is None:
         return
-    given = set(config["from_command_line"]) | set(config.get("from_variant", []))
     for role, names in SET_OPTIONS.items():
         unused = [n for n in names if role not in roles and n in given]
         if unused:
@@ -162,14 +162,21 @@ def _check_compression_components(options: CompileOptions, names: list[str], giv
         _check_recipe_grouping(options, names, given)
 
 
-def _given_options(config: dict[str, Any] | None) -> set[str] | None:
-    """The options the user set, from the effective configuration (fusionc.config.CompileSettings.manifest_entry):
-    flags and config-file keys; a fleet variant's shared file keys are not counted (they may be for the other
-    variants). None without a configuration (the API)."""
+def _set_for_this_build(config: dict[str, Any] | None) -> set[str] | None:
+    """The options set for this build alone (fusionc.config.CompileSettings.manifest_entry): flags and the build's
+    own [[variant]] table, not a config file's shared keys. None without a configuration (the API)."""
     if config is None or "from_command_line" not in config:
         return None
-    given = set(config["from_command_line"]) | set(config.get("from_variant", []))
-    return given if config.get("variant") else given | set(config.get("from_config_file", []))
+    return set(config["from_command_line"]) | set(config.get("from_variant", []))
+
+
+def _given_options(config: dict[str, Any] | None) -> set[str] | None:
+    """The options the user set: flags and config-file keys; a fleet variant's shared file keys are not counted
+    (they may be for the other variants). None without a configuration (the API)."""
+    given = _set_for_this_build(config)
+    if given is None or config.get("variant"):
+        return given
+    return given | set(config.get("from_config_file", []))
 
 
 def _check_recipe_grouping(options: CompileOptions, names: list[str], given: set[str] | None) -> None:

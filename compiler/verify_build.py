@@ -69,8 +69,9 @@ def verify_build(build: Path, min_psnr: float | None = None, prompts: tuple[str,
                                 f"--target {manifest['target']}: drop it")
         options = dataclasses.replace(options, qnn_verify_runtime=qnn_runtime)
     # --steps is taken as given (role_steps would raise it to a mixed-bit build's generation length, silently)
-    spec = user_spec(tuple(prompts), tuple(seeds), steps or role_steps(options, VERIFICATION)) if prompts else \
-        dataclasses.replace(role_spec(options, VERIFICATION), steps=steps or role_steps(options, VERIFICATION))
+    steps = steps or role_steps(options, VERIFICATION)
+    spec = user_spec(tuple(prompts), tuple(seeds), steps) if prompts else \
+        dataclasses.replace(role_spec(options, VERIFICATION), steps=steps)
     checkpoint = load_checkpoint(source, options.allow_pickle)
     target = get_target(manifest["target"], f"verifying a {manifest['target']} build")
     with stage("reference trajectories (torch)"):
