@@ -5,7 +5,8 @@ many multiply-accumulates it does, how many weight bytes it must read and how ma
 We count these ourselves instead of using a FLOP-counting library because the numbers must follow the compiled
 graph exactly: compressed weights (int8/int4 DequantizeLinear, LUT gathers) read fewer bytes, weight-only subgraphs
 (dequantize, transpose, cast of an initializer) are folded by every on-device compiler and cost nothing at run time,
-and the fusionc fused units (ScaledDotProductAttention, GroupNorm, Gelu local functions) are counted as one op.
+and the fusionc fused units (ScaledDotProductAttention, GroupNorm, Gelu local functions) are counted as one op. A QNN
+build's QDQ graph counts the work of the graph it was quantized from (QUANTIZATION_MARKS).
 
 Graph structure, per op: `level`, the ops on the longest path from the inputs to it (what runs in sequence however
 parallel the hardware), and `siblings`, the ops of its type that read the same input (what a compiler can fuse
@@ -53,6 +54,13 @@ RECURRENT_GATES = {"LSTM", "GRU", "RNN"}
 # ops that only relabel a tensor: no work on any backend
 FREE_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Size", "Constant", "ConstantOfShape",
             "Dropout"}
+# a QDQ graph's quantization marks (fusionc.passes.qnn.qdq): a QuantizeLinear -> DequantizeLinear pair on an activation
+# is an encoding the QNN converter folds into the quantized ops (a weight's DequantizeLinear is a weight-only subgraph,
+# folded anyway), and a Cast between a DequantizeLinear and a QuantizeLinear brackets a float island. None is an op of
+# the graph the QNN pass pipeline hands to quantization, the form the cost model is fitted on and `fusionc estimate`
+# counts: as "free" ops, a QNN build's QDQ graph counts the same work as the graph it was quantized from (a DQ -> Q
+# 8 <-> 16-bit conversion, which QNN runs as a Convert op, goes uncounted, as the fitted graphs do not have it)
+QUANTIZATION_MARKS = {"QuantizeLinear", "DequantizeLinear"}
 # ops that move data without arithmetic
 LAYOUT_OPS = {"Transpose", "Concat", "Slice", "Split", "Pad", "Expand", "Gather", "GatherND", "GatherElements",
               "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Tile", "ScatterND", "Tile"}
@@ -408,6 +416,9 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
     level_of: dict[str, int] = {}  # tensor -> ops on the longest path that produces it (graph inputs: 0)
     first_inputs: list[str | None] = []  # per op: its first activation input (the horizontal fusion group key)
     unknown = 0  # ops with an activation input or first output of unknown shape
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    quantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+    marked: dict[str, str] = {}  # output of a quantization mark -> the activation it marks
     for node in graph.node:
         inputs = [i for i in node.input if i]
         constant_inputs = [i for i in inputs if i in const_sources]
@@ -442,6 +453,11 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         out_elems = elems(node.output[0]) if node.output else 0
         in_shapes = [shapes.get(i) for i in node.input]
         kind, macs = _classify(node, in_shapes, out_elems, len(activation_inputs))
+        if node.op_type in QUANTIZATION_MARKS or (node.op_type == "Cast" and (
+                node.input[0] in dequantized or node.output[0] in quantized)):
+            kind, macs = "free", 0
+            for out in node.output:  # its consumers read the tensor it marks (one DequantizeLinear per consumer
+                marked[out] = marked.get(node.input[0], node.input[0])  # would hide a horizontal fusion group)
         op.kind, op.macs = kind, macs
         if node.op_type in RECURRENT_GATES:
             op.timesteps = recurrent_timesteps(node, in_shapes)
@@ -457,7 +473,8 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         for out in node.output:
             level_of[out] = op.level
         ops.append(op)
-        first_inputs.append(activation_inputs[0] if activation_inputs and kind != "free" else None)
+        first = marked.get(activation_inputs[0], activation_inputs[0]) if activation_inputs else None
+        first_inputs.append(first if kind != "free" else None)
     groups = Counter((op.op_type, first) for op, first in zip(ops, first_inputs) if first)
     for op, first in zip(ops, first_inputs):
         op.siblings = groups[(op.op_type, first)] if first else 1

@@ -58,6 +58,26 @@ def test_encodings_are_aimet_format(qnn_unet_build) -> None:
     assert all(e["bitwidth"] == 8 and e["is_symmetric"] == "True" and e["offset"] == -128 for e in conv)
 
 
+def test_the_cost_model_counts_the_qdq_graph_as_the_graph_it_was_quantized_from(qnn_unet_build,
+                                                                                tiny_pipeline) -> None:
+    """`bench` and `fusionc estimate BUILD` read a QNN build's QDQ graph; the cost model is fitted on graphs as the
+    QNN passes hand them to quantization (what `fusionc estimate CHECKPOINT` exports). The QuantizeLinear /
+    DequantizeLinear pairs and float-island Casts are encodings QNN folds, not ops: counted as ops they made
+    `bench build/qnn` estimate 2.7x what `fusionc estimate` did for the same UNet on the same phone."""
+    from fusionc.analysis.costfit import features_from_stats
+    from fusionc.analysis.graph_stats import graph_stats
+    from fusionc.estimate import collect_graphs
+
+    out, _ = qnn_unet_build
+    qdq = graph_stats(out / "unet" / "model.qdq.onnx", {"batch": 1})
+    assert sum(op.op_type == "QuantizeLinear" for op in qdq.ops) > 100  # a QDQ graph: the pairs are there
+    _, graphs, _ = collect_graphs(tiny_pipeline("sd15"), ["unet"], None, None)
+    in_qdq, before = features_from_stats(qdq, "w8a16"), features_from_stats(graphs["unet"]["qnn"], "w8a16")
+    # the QDQ graph's weights add their scales and zero points
+    assert in_qdq.pop("weight_mb") == pytest.approx(before.pop("weight_mb"), rel=0.02)
+    assert in_qdq == before
+
+
 def test_opening_a_context_leaves_stdout_clean(qnn_unet_build) -> None:
     """The first QNN session of a process made the HTP libraries print a LIBNATIVE banner on stdout (in verify,
     generate and compile --target qnn, which open their sessions through load_context): a fresh process shows
