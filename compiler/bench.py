@@ -270,17 +270,23 @@ def estimated_devices(target: str) -> list[Device]:
 def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
                    qnn_runtime: str) -> tuple[list[Figure], dict[str, Any]]:
     """Estimated figures on every device profile of the build's target (Hexagon: for `qnn_runtime`, a key of
-    fusionc.analysis.costfit.QNN_RUNTIMES), and each component's graph summary."""
+    fusionc.analysis.costfit.QNN_RUNTIMES), and each component's graph summary. An onnx build is estimated on a CPU
+    profile from its own graph, and on an NPU from the graph that NPU's target compiles (npu_graphs)."""
     from fusionc.analysis.costmodel import backend_of, estimate
     from fusionc.analysis.graph_stats import graph_stats
     from fusionc.core.generation import hexagon_batch
+    from fusionc.estimate_graphs import npu_graphs
 
     devices = estimated_devices(manifest["target"])
+    names = [n for n, comp in manifest["components"].items()
+             if n in PIPELINE_ORDER and component_graph(build, comp) is not None]
+    npu = npu_graphs(build, manifest, names) if any(d.family != "cpu" for d in devices) and \
+        manifest["target"] == "onnx" else None
     figures, graphs = [], {}
     for name, comp in manifest["components"].items():
-        path = component_graph(build, comp)
-        if name not in PIPELINE_ORDER or path is None:
+        if name not in names:
             continue
+        path = component_graph(build, comp)
         graph_batch, graph_calls = call_shape(name, comp, guidance)
         symbolic = {d for spec in comp["inputs"].values() for d in spec["shape"] if isinstance(d, str)}
         stats_at: dict[int, Any] = {}
@@ -293,7 +299,11 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
         graphs[name] = {k: v for k, v in stats_of(graph_batch).summary().items() if k != "by_kind"}
         for device in devices:
             batch, calls = hexagon_batch(device, graph_batch, graph_calls)
-            stats = stats_of(batch)
+            from_checkpoint = npu is not None and device.family != "cpu"
+            if from_checkpoint:
+                stats = npu[name]["qnn"] if device.family == "htp" else npu[name]["generic"][batch]
+            else:
+                stats = stats_of(batch)
             est = estimate(stats, device, build_precision(manifest, device), qnn_runtime=qnn_runtime)
             figures.append(Figure(name, backend_of(device), device.name, "estimated", batch, est.latency_s * 1000,
                                   calls=calls, detail={"precision": est.precision, "bound": est.bound,
@@ -302,7 +312,9 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
                                           "fallback_ops": est.fallback_ops, "weight_bytes": est.weight_bytes,
                                           "range_ms": [v * 1000 for v in est.range_s] if est.range_s else None,
                                           "range_coverage": est.range_coverage, "runtime": est.runtime,
-                                          "outside_training": est.outside_training}))
+                                          "outside_training": est.outside_training,
+                                          "graph": "checkpoint, as its target compiles it" if from_checkpoint
+                                          else "build"}))
     return figures, graphs
 
 

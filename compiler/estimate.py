@@ -2,7 +2,9 @@
 
 Nothing is built: a checkpoint folder is exported from its configs alone (modules on the meta device, no weight
 read: fusionc.checkpoint.load_structure + fusionc.export.export_structure) and run through the passes a build
-would run; an .onnx file or a build folder's kept ONNX graphs are read as they are. Each graph goes through
+would run; an .onnx file or a build folder's kept ONNX graphs are read as they are (but an onnx build on an NPU
+profile: its checkpoint exported so, the graph that NPU's target compiles, as `fusionc bench` estimates it). Each
+graph goes through
 fusionc.analysis.costmodel.estimate on every device asked for (Hexagon: the model fitted on Qualcomm AI Hub's
 published latencies; Apple Neural Engine: the roofline calibrated on Apple's and SnapFusion's figures).
 
@@ -15,7 +17,6 @@ and SnapFusion's published step times are measured).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -34,71 +35,6 @@ def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[i
     return hexagon_batch(device, batch, calls_per_image(component, steps, guidance))
 
 
-def _graphs_from_checkpoint(path: Path | None, components: list[str] | None, height: int | None,
-                            width: int | None, cache_dir: Path | None = None) -> dict[str, Any]:
-    """component -> {"generic": stats at batch 1 and 2, "qnn": stats of the QNN pipeline graph, "cache": hit | miss
-    | off} (`cache_dir`: fusionc.estimate_cache). The modules are built only when a component misses the cache."""
-    from fusionc.checkpoint import component_names_of, structure_folders
-    from fusionc.core.options import CompileOptions
-    from fusionc.estimate_cache import StatsCache
-
-    folder, model_folders = structure_folders(path)
-    available = component_names_of(model_folders)
-    wanted = components or [c for c in available if c in PIPELINE_ORDER]
-    missing = [c for c in wanted if c not in available]
-    if missing:
-        raise BadInputError(f"--components {','.join(missing)}: not in {folder} (it has {', '.join(available)})")
-    options = CompileOptions(target="qnn", height=height, width=width)
-    cache = StatsCache(cache_dir) if cache_dir is not None else None
-    keys = cache.keys(folder, wanted, options) if cache else {}
-    out = {}
-    for name in wanted:
-        cached = cache.load(keys[name]) if cache else None
-        if cached is not None:
-            out[name] = dict(cached, cache="hit")
-    todo = [name for name in wanted if name not in out]
-    if todo:
-        built = _export_stats(folder, todo, options)
-        for name, entry in built.items():
-            if cache:
-                cache.store(keys[name], entry, name)
-            out[name] = dict(entry, cache="miss" if cache else "off")
-    return {name: out[name] for name in wanted}
-
-
-def _export_stats(folder: Path, names: list[str], options: Any) -> dict[str, Any]:
-    """Graph statistics of `names`, exported from the checkpoint's structure (meta device) through the passes a
-    QNN build runs: {"generic": {batch: stats}, "qnn": stats} per component."""
-    from fusionc.analysis.graph_stats import graph_stats
-    from fusionc.checkpoint import load_structure
-    from fusionc.core.context import ComponentContext
-    from fusionc.export import component_spec, export_structure
-    from fusionc.passes.generic import default_pipeline
-    from fusionc.pipeline import run_passes
-    from fusionc.targets import get_target
-
-    # onnx_ir's shape inference cannot type the fused units' bodies; it leaves those graphs unchanged and logs a
-    # traceback per node: a normal outcome here, not something to show
-    logging.getLogger("onnx_ir.passes.common.shape_inference").setLevel(logging.CRITICAL)
-    checkpoint = load_structure(folder)
-    generic = default_pipeline()
-    qnn_rest = get_target("qnn").pipeline(options)[len(generic):]
-    out = {}
-    for name in names:
-        # traced at batch 2 as a compile traces it: a batch-1 trace specializes size-1 dims (torch.export's 0/1
-        # specialization), and SD3's transformer traced so reshapes to the wrong shape at batch 2
-        spec = component_spec(checkpoint, name, options)
-        spec.example = {k: v.to("meta") for k, v in spec.example.items()}
-        model = export_structure(spec, options.opset)
-        ctx = ComponentContext.for_options(options, name)
-        run_passes(model, generic, ctx)
-        entry = {"generic": {b: graph_stats(model, {"batch": b}) for b in (1, 2)}}
-        run_passes(model, qnn_rest, ctx)
-        entry["qnn"] = graph_stats(model, {"batch": 1})
-        out[name] = entry
-    return out
-
-
 def _graphs_from_onnx(paths: dict[str, Path]) -> dict[str, Any]:
     from fusionc.analysis.graph_stats import graph_stats
 
@@ -110,15 +46,23 @@ def _graphs_from_onnx(paths: dict[str, Path]) -> dict[str, Any]:
 
 
 def read_as_it_is(source: Path | None) -> bool:
-    """A .onnx file or a build folder: its graphs are read with their own shapes, nothing is exported or cached."""
+    """A .onnx file or a build folder: its graphs are read with their own shapes (an onnx build's NPU estimates export
+    its checkpoint at the build's size: bench.npu_graphs)."""
     return source is not None and (source.suffix == ".onnx" or (source / "manifest.json").is_file())
+
+
+def exports_nothing(source: Path | None) -> bool:
+    """A .onnx file, or a Core ML or QNN build: nothing is exported, so nothing is kept in a --cache."""
+    if not read_as_it_is(source):
+        return False
+    return source.suffix == ".onnx" or json.loads((source / "manifest.json").read_text()).get("target") != "onnx"
 
 
 def collect_graphs(source: Path | None, components: list[str] | None, height: int | None,
                    width: int | None, cache_dir: Path | None = None) -> tuple[str, dict[str, Any], dict | None]:
     """(kind of source, graphs by component, the build's manifest or None) for a checkpoint folder, a .onnx file or
     a build folder (`cache_dir`: a checkpoint's graph statistics are kept there, fusionc.estimate_cache; the others
-    are read as they are)."""
+    are read as they are, but for an onnx build's graphs on an NPU: its checkpoint's, as `fusionc bench` has them)."""
     if read_as_it_is(source) and (height is not None or width is not None):  # the size would be ignored
         raise BadInputError(f"--height/--width set the size a checkpoint is exported at, and '{source}' has its shapes "
                             "fixed: drop them, or estimate the checkpoint")
@@ -130,6 +74,7 @@ def collect_graphs(source: Path | None, components: list[str] | None, height: in
         return "onnx", _graphs_from_onnx({(components or [source.stem])[0]: source}), None
     if source is not None and (source / "manifest.json").is_file():
         from fusionc.bench import component_graph
+        from fusionc.estimate_graphs import npu_graphs
         from fusionc.buildfs import read_manifest
 
         manifest = read_manifest(source)
@@ -143,12 +88,18 @@ def collect_graphs(source: Path | None, components: list[str] | None, height: in
         if not paths:
             raise BadInputError(f"build '{source}' keeps no ONNX graph of {','.join(components or ['its components'])} "
                                 "(QNN context binaries and Core ML packages are opaque): estimate its checkpoint instead")
-        return "build", _graphs_from_onnx(paths), manifest
+        graphs = _graphs_from_onnx(paths)
+        npu = npu_graphs(source, manifest, list(paths), cache_dir) if manifest["target"] == "onnx" else None
+        for name, graph in graphs.items() if npu else ():  # an onnx build on an NPU: the graph its target compiles
+            graph.update(qnn=npu[name]["qnn"], npu=npu[name]["generic"])
+        return "build", graphs, manifest
     from fusionc.checkpoint import checkpoint_path
 
     if source is not None and not checkpoint_path(source).exists():
         raise BadInputError(f"'{source}' does not exist: pass a checkpoint folder, a .onnx file or a build folder")
-    return "checkpoint", _graphs_from_checkpoint(source, components, height, width, cache_dir), None
+    from fusionc.estimate_graphs import checkpoint_graphs
+
+    return "checkpoint", checkpoint_graphs(source, components, height, width, cache_dir), None
 
 
 def estimate(source: Path | None, components: list[str] | None = None, devices: list[str] | None = None,
@@ -183,7 +134,8 @@ def estimate(source: Path | None, components: list[str] | None = None, devices: 
     for name, graph in graphs.items():
         for device in chosen:
             batch, n_calls = calls(name, device, steps, guidance)
-            stats = graph["qnn"] if device.family == "htp" else graph["generic"][batch]
+            stats = (graph["qnn"] if device.family == "htp" else graph["npu"][batch]
+                     if device.family != "cpu" and "npu" in graph else graph["generic"][batch])
             unknown_shapes[name] = max(unknown_shapes.get(name, 0), stats.unknown_shape_ops)
             own = build_precision(manifest, device) if manifest else None  # a build's, as `fusionc bench` has it
             prec = precision or own or DEFAULT_PRECISION[device.family]
@@ -266,7 +218,7 @@ def run_estimate_cli(source: Path | None, components: str | None, devices: tuple
 
     check_output_files(("--json", json_path))
     names = [c.strip() for c in components.split(",") if c.strip()] if components else None
-    if cache is not None and read_as_it_is(source):
+    if cache is not None and exports_nothing(source):
         raise BadInputError(f"--cache keeps a checkpoint's graph statistics, and '{source}' is read as it is (nothing "
                             "exported): drop --cache, or estimate the checkpoint")
     cache = cache or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)

@@ -99,6 +99,45 @@ def test_json_schema(result: dict) -> None:
     assert loaded["cost_model"]["calibration"]
 
 
+def test_an_onnx_builds_npu_estimates_are_of_the_graph_those_targets_compile(result: dict, tiny_pipeline) -> None:
+    """ONNX Runtime's fused attention keeps the scores inside one kernel; a QNN or Core ML build materializes them.
+    An onnx build's Hexagon and Apple rows estimate the graph those targets compile, as `fusionc estimate` of its
+    checkpoint does (from its own graph, SD-1.5's UNet came out at about a third of a QNN build's estimate);
+    its CPU rows, the graph it ships."""
+    from fusionc.estimate import estimate
+
+    (build,) = result["builds"]
+    if "checkpoint" not in json.loads((Path(build["path"]) / "manifest.json").read_text()):
+        pytest.skip("a hand-exported build names no checkpoint")
+    expected = estimate(tiny_pipeline("sd15"), devices=["snapdragon-8-gen-3", "iphone-15-pro"], steps=4)
+    by = {(r["component"], r["device"]): r["latency_ms"] for r in expected["estimates"]}
+    npu = [f for f in build["figures"] if (f["component"], f["device"]) in by]
+    assert len(npu) == len(by) == 6
+    for figure in npu:
+        assert figure["median_ms"] == pytest.approx(by[(figure["component"], figure["device"])], abs=1e-3)  # JSON: 3 decimals
+        assert figure["detail"]["graph"] == "checkpoint, as its target compiles it"
+    cpu = [f for f in build["figures"] if f["backend"] == "onnx/cpu"]
+    assert cpu and {f["detail"]["graph"] for f in cpu} == {"build"}
+
+
+def test_an_onnx_build_whose_checkpoint_is_gone_is_estimated_from_its_own_graph(onnx_build: Path,
+                                                                                  tmp_path: Path) -> None:
+    import shutil
+
+    moved = tmp_path / "build"
+    shutil.copytree(onnx_build, moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    if "checkpoint" not in manifest:
+        pytest.skip("a hand-exported build names no checkpoint")
+    manifest["checkpoint"] = {"path": str(tmp_path / "gone"), "sha256": "0" * 64}
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    run = CliRunner().invoke(main, ["bench", str(moved), "--no-measure", "--json", str(tmp_path / "b.json")])
+    assert run.exit_code == 0, run.output
+    assert f"its checkpoint {tmp_path / 'gone'} is gone" in run.stderr
+    figures = json.loads((tmp_path / "b.json").read_text())["builds"][0]["figures"]
+    assert figures and {f["detail"]["graph"] for f in figures} == {"build"}
+
+
 def test_cli_table_labels_json_and_plot(onnx_build: Path, tmp_path: Path) -> None:
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
     run = CliRunner().invoke(main, ["bench", str(onnx_build), "--json", str(out_json), "--plot", str(out_png),
