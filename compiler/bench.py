@@ -90,13 +90,18 @@ def call_shape(name: str, comp: dict[str, Any], guidance: bool) -> tuple[int, in
     return graph_calls(guided_batch(name, guidance), static_batch(s["shape"] for s in comp["inputs"].values()))
 
 
-def measure_build(build: Path, manifest: dict[str, Any], guidance: bool, runs: int, warmup: int) -> list[Figure]:
-    """Measured figures for every component on the runtimes present; skipped runtimes are reported in `detail`."""
+def measure_build(build: Path, manifest: dict[str, Any], guidance: bool, runs: int, warmup: int,
+                  emulator: bool = False) -> list[Figure]:
+    """Measured figures for every component on the runtimes present: ONNX Runtime's CPU, Core ML on macOS, the HTP
+    emulator when asked (`emulator`: its time is no device figure, and one call of an SD-1.5 UNet takes hours), an
+    adb-attached phone."""
     from fusionc.targets import MissingExtraError, get_target
 
     target_name = manifest["target"]
     if target_name == "coreml" and platform.system() != "Darwin":
         return []  # the MIL executor's CPU time is no Core ML device figure; predict needs macOS (estimates only)
+    if target_name == "qnn" and not emulator:
+        return measure_adb(build, manifest, guidance, runs)
     try:
         target = get_target(target_name, f"measuring a {target_name} build")
     except MissingExtraError as err:  # the core install still estimates every build
@@ -370,8 +375,10 @@ def advice(breakdown: dict[str, float], calls: dict[str, int], total: float, bud
 
 
 def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: float = 2.0, runs: int = 10,
-          warmup: int = 2, measure: bool = True, qnn_runtime: str | None = None) -> dict[str, Any]:
-    """Everything `fusionc bench` shows and writes, as one JSON-ready dict."""
+          warmup: int = 2, measure: bool = True, qnn_runtime: str | None = None,
+          emulator: bool = False) -> dict[str, Any]:
+    """Everything `fusionc bench` shows and writes, as one JSON-ready dict (`emulator`: time qnn builds' contexts in
+    the HTP emulator too)."""
     from fusionc.buildfs import read_manifest
     from fusionc.analysis.costmodel import DEFAULT_QNN_RUNTIME, FAMILY_PARAMS, calibration_report, check_qnn_runtime
 
@@ -395,7 +402,7 @@ def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: f
     except FileNotFoundError:
         result["cost_model"]["calibration"] = []
     for build, manifest in zip(builds, manifests):
-        figures = measure_build(build, manifest, guidance, runs, warmup) if measure else []
+        figures = measure_build(build, manifest, guidance, runs, warmup, emulator) if measure else []
         estimated, graphs = estimate_build(build, manifest, guidance, qnn_runtime)
         figures += estimated
         if not figures:
@@ -497,7 +504,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: Path | None, steps: int,
                   guidance: bool, budget: float, runs: int, warmup: int, no_measure: bool,
-                  qnn_runtime: str | None = None, check: bool = False) -> dict[str, Any]:
+                  qnn_runtime: str | None = None, check: bool = False, emulator: bool = False) -> dict[str, Any]:
     if not builds:
         raise BadInputError("pass at least one build folder: fusionc bench BUILD_DIR...")
     from fusionc.buildfs import check_output_files
@@ -513,6 +520,12 @@ def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: P
         raise BadInputError(f"--steps {steps}: a generation takes at least 1 denoising step")
     if budget <= 0:
         raise BadInputError(f"--budget {budget:g}: give the end-to-end budget in seconds, > 0")
+    if emulator:
+        from fusionc.buildfs import read_manifest
+
+        if not any(read_manifest(Path(b))["target"] == "qnn" for b in builds):
+            raise BadInputError("--emulator times a qnn build's contexts in the HTP emulator, and none of these builds is "
+                                "a qnn build: drop --emulator")
     images = [flag for flag, on in (("--check", check), ("--plot", plot_path)) if on]
     if images:  # both are about an image's end-to-end time: some build must make an image (before any run)
         from fusionc.buildfs import read_manifest
@@ -522,7 +535,8 @@ def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: P
                     "--plot": "draws an image's end-to-end time"}[images[0]]
             raise BadInputError(f"{images[0]} {what}, and these builds have no UNet or transformer to make one: "
                                 f"bench a build that has, or drop {images[0]}")
-    result = bench(list(builds), steps, guidance, budget, runs, warmup, measure=not no_measure, qnn_runtime=qnn_runtime)
+    result = bench(list(builds), steps, guidance, budget, runs, warmup, measure=not no_measure, qnn_runtime=qnn_runtime,
+                   emulator=emulator)
     print_report(result)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -491,6 +491,9 @@ qnn_runtime_option = click.option(
 @click.option("--runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs per component.")
 @click.option("--warmup", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--no-measure", is_flag=True, help="Estimates only (skip running anything).")
+@click.option("--emulator", is_flag=True,
+              help="Also time a qnn build's contexts in the HTP emulator here (x86-64 Linux or Windows: no device "
+                   "figure, and hours per call at SD-1.5's size).")
 @qnn_runtime_option
 @click.option("--check", is_flag=True, help="Exit 1 when no backend fits the budget.")
 @click.pass_context
@@ -502,7 +505,8 @@ def bench_command(ctx: click.Context, check: bool, **kwargs: Any) -> None:
     from fusionc.bench import run_bench_cli
     from fusionc.core.errors import BadInputError, CheckFailedError
 
-    timing = [f"--{n}" for n in ("runs", "warmup") if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    timing = [f"--{n}" for n in ("runs", "warmup", "emulator")
+              if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
     if kwargs["no_measure"] and timing:  # they time the measured runs that --no-measure skips
         raise BadInputError(f"{'/'.join(timing)} time{'s' if len(timing) == 1 else ''} the measured runs, and "
                             "--no-measure skips them: drop one")

@@ -138,6 +138,12 @@ def test_an_onnx_build_whose_checkpoint_is_gone_is_estimated_from_its_own_graph(
     assert figures and {f["detail"]["graph"] for f in figures} == {"build"}
 
 
+def test_emulator_without_a_qnn_build_is_refused_before_the_work(onnx_build: Path, tmp_path: Path) -> None:
+    run = CliRunner().invoke(main, ["bench", str(onnx_build), "--emulator", "--json", str(tmp_path / "b.json")])
+    assert run.exit_code == 2 and "--emulator times a qnn build's contexts" in run.output
+    assert len(run.output.strip().splitlines()) == 1 and not (tmp_path / "b.json").exists()
+
+
 def test_cli_table_labels_json_and_plot(onnx_build: Path, tmp_path: Path) -> None:
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
     run = CliRunner().invoke(main, ["bench", str(onnx_build), "--json", str(out_json), "--plot", str(out_png),

@@ -477,6 +477,6 @@ def test_estimate_of_an_onnx_file_refuses_checkpoint_only_options(tmp_path: Path
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("args", [["--runs", "3"], ["--warmup", "0"]])
+@pytest.mark.parametrize("args", [["--runs", "3"], ["--warmup", "0"], ["--emulator"]])
 def test_bench_refuses_timing_options_with_no_measure(args: list[str]) -> None:
     assert "the measured runs, and --no-measure skips them" in one_error("bench", "build/onnx", "--no-measure", *args)

@@ -78,6 +78,24 @@ def test_the_cost_model_counts_the_qdq_graph_as_the_graph_it_was_quantized_from(
     assert in_qdq == before
 
 
+def test_bench_times_the_htp_emulator_only_when_asked(qnn_unet_build, tmp_path: Path) -> None:
+    """The emulator's time is no device figure, and one call of an SD-1.5 UNet takes it hours: `bench` estimates a
+    qnn build unless --emulator asks for the host run too."""
+    from click.testing import CliRunner
+
+    from fusionc.cli import main
+
+    out, _ = qnn_unet_build
+    for flags, expected in (([], []), (["--emulator", "--runs", "1", "--warmup", "0"],
+                                       [("unet", "qnn-htp-emulator", False, 1)])):
+        run = CliRunner().invoke(main, ["bench", str(out), "--json", str(tmp_path / "b.json"), *flags])
+        assert run.exit_code == 0, run.output
+        figures = json.loads((tmp_path / "b.json").read_text())["builds"][0]["figures"]
+        assert [(f["component"], f["backend"], f["device_figure"], f["runs"]) for f in figures
+                if f["kind"] == "measured"] == expected
+        assert any(f["kind"] == "estimated" and f["device"] == "snapdragon-8-gen-3" for f in figures)
+
+
 def test_opening_a_context_leaves_stdout_clean(qnn_unet_build) -> None:
     """The first QNN session of a process made the HTP libraries print a LIBNATIVE banner on stdout (in verify,
     generate and compile --target qnn, which open their sessions through load_context): a fresh process shows
