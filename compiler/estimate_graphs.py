@@ -91,11 +91,14 @@ def npu_graphs(build: Path, manifest: dict[str, Any], names: list[str],
 
     recorded = manifest.get("checkpoint") or {}
     checkpoint = recorded_checkpoint(recorded)
-    if not recorded.get("path") or not checkpoint.is_dir():
-        print(f"fusionc: {build}: its checkpoint {checkpoint} is gone: its Hexagon and Apple estimates are of the "
-              "build's own graph (ONNX Runtime's fused attention), not the graph those targets compile",
-              file=sys.stderr)
-        return None
-    options = manifest.get("options") or {}
-    cache = cache or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
-    return checkpoint_graphs(checkpoint, names, options.get("height"), options.get("width"), cache)
+    why = None if recorded.get("path") and checkpoint.is_dir() else f"its checkpoint {checkpoint} is gone"
+    if why is None:
+        options = manifest.get("options") or {}
+        cache = cache or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
+        try:
+            return checkpoint_graphs(checkpoint, names, options.get("height"), options.get("width"), cache)
+        except BadInputError as err:  # the checkpoint was changed since the build: say so, estimate what is here
+            why = f"its checkpoint cannot be exported ({err})"
+    print(f"fusionc: {build}: {why}: its Hexagon and Apple estimates are of the build's own graph (ONNX Runtime's "
+          "fused attention), not the graph those targets compile", file=sys.stderr)
+    return None

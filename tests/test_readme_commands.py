@@ -24,11 +24,10 @@ compression variants, the mixed-bit search, the built-in SD3 and ControlNet pipe
   reason; a line that reads a folder no line here builds is skipped, naming the line that writes it.
 `outline.png` (the ControlNet example's control image) is the user's picture; the test draws one.
 
-CPU, measured on this 2-core machine from a cold --cache (one pytest process per group, user + system): the
-tiny_sd group 265 s without the mixed-bit search (the first unit 225 s of it: the QNN build 46 s, `verify build/qnn
---steps 8` 51 s and `bench` 48 s on the HTP emulator, `debug-accuracy` 13 s), the SD3 group ~50 s; the whole file,
-the mixed-bit search and the ControlNet unit included, 408 s user + 16 s system, 7 minutes wall under `-n 2` at load
-~5 (it took 54 s when the QNN build was cut to its text encoder and 14 compile lines were only checked).
+CPU, measured on this 2-core machine from a cold --cache (one pytest process per group, process CPU of each line): the
+tiny_sd group 350 s, its first unit 250 s (the QNN build 66 s, `verify build/qnn --steps 8` on the HTP emulator 65 s,
+`bench` 23 s since it no longer times the emulator by default (62 s before), `estimate` 21 s, `debug-accuracy` 18 s),
+the compression unit 100 s (the mixed-bit search 50 s); the SD3 group ~50 s, the ControlNet group ~50 s.
 """
 
 from __future__ import annotations
