@@ -55,7 +55,9 @@ def exports_nothing(source: Path | None) -> bool:
     """A .onnx file, or a Core ML or QNN build: nothing is exported, so nothing is kept in a --cache."""
     if not read_as_it_is(source):
         return False
-    return source.suffix == ".onnx" or json.loads((source / "manifest.json").read_text()).get("target") != "onnx"
+    if source.suffix == ".onnx":
+        return True
+    return json.loads((source / "manifest.json").read_text(encoding="utf-8")).get("target") != "onnx"
 
 
 def collect_graphs(source: Path | None, components: list[str] | None, height: int | None,
