@@ -272,8 +272,8 @@ def estimated_devices(target: str) -> list[Device]:
     return [d for d in DEVICES.values() if target == "onnx" or d.target == target]
 
 
-def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
-                   qnn_runtime: str) -> tuple[list[Figure], dict[str, Any]]:
+def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool, qnn_runtime: str,
+                   cache: Path | None = None) -> tuple[list[Figure], dict[str, Any]]:
     """Estimated figures on every device profile of the build's target (Hexagon: for `qnn_runtime`, a key of
     fusionc.analysis.costfit.QNN_RUNTIMES), and each component's graph summary. An onnx build is estimated on a CPU
     profile from its own graph, and on an NPU from the graph that NPU's target compiles (npu_graphs)."""
@@ -285,7 +285,7 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool,
     devices = estimated_devices(manifest["target"])
     names = [n for n, comp in manifest["components"].items()
              if n in PIPELINE_ORDER and component_graph(build, comp) is not None]
-    npu = npu_graphs(build, manifest, names) if any(d.family != "cpu" for d in devices) and \
+    npu = npu_graphs(build, manifest, names, cache) if any(d.family != "cpu" for d in devices) and \
         manifest["target"] == "onnx" else None
     figures, graphs = [], {}
     for name, comp in manifest["components"].items():
@@ -376,9 +376,9 @@ def advice(breakdown: dict[str, float], calls: dict[str, int], total: float, bud
 
 def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: float = 2.0, runs: int = 10,
           warmup: int = 2, measure: bool = True, qnn_runtime: str | None = None,
-          emulator: bool = False) -> dict[str, Any]:
+          emulator: bool = False, cache: Path | None = None) -> dict[str, Any]:
     """Everything `fusionc bench` shows and writes, as one JSON-ready dict (`emulator`: time qnn builds' contexts in
-    the HTP emulator too)."""
+    the HTP emulator too; `cache`: where an onnx build's NPU graph statistics are kept, estimate_graphs.npu_graphs)."""
     from fusionc.buildfs import read_manifest
     from fusionc.analysis.costmodel import DEFAULT_QNN_RUNTIME, FAMILY_PARAMS, calibration_report, check_qnn_runtime
 
@@ -403,7 +403,7 @@ def bench(builds: list[Path], steps: int = 8, guidance: bool = True, budget_s: f
         result["cost_model"]["calibration"] = []
     for build, manifest in zip(builds, manifests):
         figures = measure_build(build, manifest, guidance, runs, warmup, emulator) if measure else []
-        estimated, graphs = estimate_build(build, manifest, guidance, qnn_runtime)
+        estimated, graphs = estimate_build(build, manifest, guidance, qnn_runtime, cache)
         figures += estimated
         if not figures:
             raise BadInputError(f"'{build}' has no component that can be measured or estimated")
@@ -504,7 +504,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: Path | None, steps: int,
                   guidance: bool, budget: float, runs: int, warmup: int, no_measure: bool,
-                  qnn_runtime: str | None = None, check: bool = False, emulator: bool = False) -> dict[str, Any]:
+                  qnn_runtime: str | None = None, check: bool = False, emulator: bool = False,
+                  cache: Path | None = None) -> dict[str, Any]:
     if not builds:
         raise BadInputError("pass at least one build folder: fusionc bench BUILD_DIR...")
     from fusionc.buildfs import check_output_files
@@ -520,23 +521,24 @@ def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: P
         raise BadInputError(f"--steps {steps}: a generation takes at least 1 denoising step")
     if budget <= 0:
         raise BadInputError(f"--budget {budget:g}: give the end-to-end budget in seconds, > 0")
-    if emulator:
-        from fusionc.buildfs import read_manifest
+    from fusionc.buildfs import read_manifest
 
-        if not any(read_manifest(Path(b))["target"] == "qnn" for b in builds):
-            raise BadInputError("--emulator times a qnn build's contexts in the HTP emulator, and none of these builds is "
-                                "a qnn build: drop --emulator")
+    targets = {read_manifest(Path(b))["target"] for b in builds}
+    if emulator and "qnn" not in targets:
+        raise BadInputError("--emulator times a qnn build's contexts in the HTP emulator, and none of these builds is "
+                            "a qnn build: drop --emulator")
+    if cache is not None and "onnx" not in targets:
+        raise BadInputError("--cache keeps what an onnx build's estimates export from its checkpoint, and none of these "
+                            "builds is an onnx build: drop --cache")
     images = [flag for flag, on in (("--check", check), ("--plot", plot_path)) if on]
     if images:  # both are about an image's end-to-end time: some build must make an image (before any run)
-        from fusionc.buildfs import read_manifest
-
         if not any(set(STEP_MODELS) & set(read_manifest(Path(b))["components"]) for b in builds):
             what = {"--check": "holds an image's end-to-end time to the --budget",
                     "--plot": "draws an image's end-to-end time"}[images[0]]
             raise BadInputError(f"{images[0]} {what}, and these builds have no UNet or transformer to make one: "
                                 f"bench a build that has, or drop {images[0]}")
     result = bench(list(builds), steps, guidance, budget, runs, warmup, measure=not no_measure, qnn_runtime=qnn_runtime,
-                   emulator=emulator)
+                   emulator=emulator, cache=cache)
     print_report(result)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

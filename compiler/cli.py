@@ -494,6 +494,9 @@ qnn_runtime_option = click.option(
 @click.option("--emulator", is_flag=True,
               help="Also time a qnn build's contexts in the HTP emulator here (x86-64 Linux or Windows: no device "
                    "figure, and hours per call at SD-1.5's size).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Keep the graph statistics an onnx build's Hexagon and Apple estimates export from its checkpoint "
+                   "(as `fusionc estimate --cache`) [default: $FUSIONC_CACHE].")
 @qnn_runtime_option
 @click.option("--check", is_flag=True, help="Exit 1 when no backend fits the budget.")
 @click.pass_context

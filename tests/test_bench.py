@@ -120,6 +120,16 @@ def test_an_onnx_builds_npu_estimates_are_of_the_graph_those_targets_compile(res
     assert cpu and {f["detail"]["graph"] for f in cpu} == {"build"}
 
 
+def test_cache_keeps_what_an_onnx_builds_npu_estimates_export(onnx_build: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    runs = [CliRunner().invoke(main, ["bench", str(onnx_build), "--no-measure", "--cache", str(cache), "--json",
+                                      str(tmp_path / f"{i}.json")]) for i in (1, 2)]
+    assert all(run.exit_code == 0 for run in runs), runs[0].output
+    assert any(cache.rglob("stats.json.gz"))  # the second run read them back: the same figures
+    first, second = (json.loads((tmp_path / f"{i}.json").read_text())["builds"][0]["figures"] for i in (1, 2))
+    assert [f["median_ms"] for f in first] == [f["median_ms"] for f in second]
+
+
 def test_an_onnx_build_whose_checkpoint_is_gone_is_estimated_from_its_own_graph(onnx_build: Path,
                                                                                   tmp_path: Path) -> None:
     import shutil

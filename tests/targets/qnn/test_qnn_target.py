@@ -94,6 +94,9 @@ def test_bench_times_the_htp_emulator_only_when_asked(qnn_unet_build, tmp_path: 
         assert [(f["component"], f["backend"], f["device_figure"], f["runs"]) for f in figures
                 if f["kind"] == "measured"] == expected
         assert any(f["kind"] == "estimated" and f["device"] == "snapdragon-8-gen-3" for f in figures)
+    # --cache keeps what an onnx build's estimates export: with a qnn build alone it would be ignored
+    run = CliRunner().invoke(main, ["bench", str(out), "--cache", str(tmp_path / "c")])
+    assert run.exit_code == 2 and "none of these builds is an onnx build" in run.output
 
 
 def test_opening_a_context_leaves_stdout_clean(qnn_unet_build) -> None:
