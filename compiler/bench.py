@@ -528,8 +528,8 @@ def run_bench_cli(builds: tuple[Path, ...], json_path: Path | None, plot_path: P
         raise BadInputError("--emulator times a qnn build's contexts in the HTP emulator, and none of these builds is "
                             "a qnn build: drop --emulator")
     if cache is not None and "onnx" not in targets:
-        raise BadInputError("--cache keeps what an onnx build's estimates export from its checkpoint, and none of these "
-                            "builds is an onnx build: drop --cache")
+        raise BadInputError("--cache keeps what an onnx build's estimates export from its checkpoint, and none of "
+                            "these builds is an onnx build: drop --cache")
     images = [flag for flag, on in (("--check", check), ("--plot", plot_path)) if on]
     if images:  # both are about an image's end-to-end time: some build must make an image (before any run)
         if not any(set(STEP_MODELS) & set(read_manifest(Path(b))["components"]) for b in builds):

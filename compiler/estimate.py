@@ -47,7 +47,7 @@ def _graphs_from_onnx(paths: dict[str, Path]) -> dict[str, Any]:
 
 def read_as_it_is(source: Path | None) -> bool:
     """A .onnx file or a build folder: its graphs are read with their own shapes (an onnx build's NPU estimates export
-    its checkpoint at the build's size: bench.npu_graphs)."""
+    its checkpoint at the build's size: estimate_graphs.npu_graphs)."""
     return source is not None and (source.suffix == ".onnx" or (source / "manifest.json").is_file())
 
 
@@ -76,8 +76,8 @@ def collect_graphs(source: Path | None, components: list[str] | None, height: in
         return "onnx", _graphs_from_onnx({(components or [source.stem])[0]: source}), None
     if source is not None and (source / "manifest.json").is_file():
         from fusionc.bench import component_graph
-        from fusionc.estimate_graphs import npu_graphs
         from fusionc.buildfs import read_manifest
+        from fusionc.estimate_graphs import npu_graphs
 
         manifest = read_manifest(source)
         paths = {}

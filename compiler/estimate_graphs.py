@@ -83,10 +83,11 @@ def npu_graphs(build: Path, manifest: dict[str, Any], names: list[str],
                cache: Path | None = None) -> dict[str, Any] | None:
     """An onnx build's components as a QNN or Core ML build compiles them, for its estimates on those targets' devices
     (`fusionc estimate`'s graphs: component -> {"generic": {batch: stats}, "qnn": stats}), or None, said on stderr,
-    when its checkpoint is gone or no longer exports. Its own graph has ONNX Runtime's fused attention, which keeps the score tensor inside one kernel where
-    the NPU targets' graphs materialize it (and at SD-1.5's size spill it from local memory: the onnx build's graph
-    put its UNet at about a third of a QNN build's estimate on the 8 Gen 3). Exported from the checkpoint's structure
-    as `fusionc estimate` exports it (a minute for SDXL's UNet; kept in `cache`, else under $FUSIONC_CACHE when set)."""
+    when its checkpoint is gone or no longer exports. Its own graph has ONNX Runtime's fused attention, which keeps
+    the score tensor inside one kernel where the NPU targets' graphs materialize it (and at SD-1.5's size spill it
+    from local memory: the onnx build's graph put its UNet at about a third of a QNN build's estimate on the 8 Gen
+    3). Exported from the checkpoint's structure as `fusionc estimate` exports it (a minute for SDXL's UNet; kept in
+    `cache`, else under $FUSIONC_CACHE when set)."""
     from fusionc.checkpoint import recorded_checkpoint
 
     recorded = manifest.get("checkpoint") or {}
