@@ -283,15 +283,13 @@ def estimate_build(build: Path, manifest: dict[str, Any], guidance: bool, qnn_ru
     from fusionc.estimate_graphs import npu_graphs
 
     devices = estimated_devices(manifest["target"])
-    names = [n for n, comp in manifest["components"].items()
-             if n in PIPELINE_ORDER and component_graph(build, comp) is not None]
-    npu = npu_graphs(build, manifest, names, cache) if any(d.family != "cpu" for d in devices) and \
-        manifest["target"] == "onnx" else None
+    paths = {n: component_graph(build, comp) for n, comp in manifest["components"].items() if n in PIPELINE_ORDER}
+    paths = {n: path for n, path in paths.items() if path is not None}
+    # an onnx build is estimated on every profile, NPUs included
+    npu = npu_graphs(build, manifest, list(paths), cache) if manifest["target"] == "onnx" else None
     figures, graphs = [], {}
-    for name, comp in manifest["components"].items():
-        if name not in names:
-            continue
-        path = component_graph(build, comp)
+    for name, path in paths.items():
+        comp = manifest["components"][name]
         graph_batch, graph_calls = call_shape(name, comp, guidance)
         symbolic = {d for spec in comp["inputs"].values() for d in spec["shape"] if isinstance(d, str)}
         stats_at: dict[int, Any] = {}
