@@ -360,9 +360,10 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
     # (numerics.outputs_psnr): a ControlNet's 13 residuals differ in scale by orders of magnitude, and pooled
     # together the largest would hide the error of the small ones
     ref_lists = [list(r.values()) for r in ref_out]
-    peaks = [max(float(np.max(np.abs(r[k]))) for r in ref_lists) or 1.0 for k in range(len(ref_lists[0]))]
-    peaks_g = [max(float(np.max(np.abs(_guided([r[k]], g)))) for r in ref_lists) or 1.0
-               for k in range(len(ref_lists[0]))]
+    ref_rows = [[_flat([r[k]]) for r in ref_lists] for k in range(len(ref_lists[0]))]  # [output][sample]: every row
+    ref_steps = [[_guided([r[k]], g) for r in ref_lists] for k in range(len(ref_lists[0]))]  # the guided prediction
+    peaks = [max(float(np.max(np.abs(r))) for r in samples) or 1.0 for samples in ref_rows]
+    peaks_g = [max(float(np.max(np.abs(r))) for r in samples) or 1.0 for samples in ref_steps]
     # the allocation predicts the guided output's MSE (it is the larger error: cross-attention noise differs
     # between the rows and guidance multiplies the difference); a recipe must keep target_db on both
     target_mse = (peak_g / 10 ** (target_db / 20)) ** 2
@@ -432,9 +433,8 @@ def search(model: ir.Model, calibration: Calibration, target_db: float, *, granu
                     cache[key] = dense(w, bits[w.layer])
                 overrides[w.value.name] = cache[key]
         outs = [session(feeds[i], overrides) for i in which]
-        refs = [ref_lists[i] for i in which]
-        rows = _worst_output_psnr(outs, refs, peaks, None)
-        guided = _worst_output_psnr(outs, refs, peaks_g, g)
+        rows = _worst_output_psnr(outs, [[r[i] for i in which] for r in ref_rows], peaks, None)
+        guided = _worst_output_psnr(outs, [[r[i] for i in which] for r in ref_steps], peaks_g, g)
         return min(rows, guided), rows, guided
 
     def allocate_for(scale: float) -> tuple[dict[str, int], float]:
@@ -537,10 +537,10 @@ def _guided(outputs: list[np.ndarray], guidance: float | None) -> np.ndarray:
 
 def _worst_output_psnr(outs: list[list[np.ndarray]], refs: list[list[np.ndarray]], peaks: list[float],
                        guidance: float | None) -> float:
-    """The worst output's PSNR over these samples (each output's error against its own peak), every row or, with
-    `guidance`, the guided prediction: one output's figure is what the pooled one was for a one-output UNet."""
-    return min(psnr_from_mse(peak, _mse([_guided([o[k]], guidance) for o in outs],
-                                        [_guided([r[k]], guidance) for r in refs]))
+    """The worst output's PSNR over these samples (each output's error against its own peak; `refs[k]`: output k's
+    references, flattened as `_guided` flattens with `guidance`), every row or, with `guidance`, the guided
+    prediction: one output's figure is what the pooled one was for a one-output UNet."""
+    return min(psnr_from_mse(peak, _mse([_guided([o[k]], guidance) for o in outs], refs[k]))
                for k, peak in enumerate(peaks))
 
 
