@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from fusionc.analysis.graph_stats import GraphStats
+from fusionc.cache import EXPORT_SOURCES
 from fusionc.core.options import CompileOptions
 
-# the code the statistics come from: a change to any line of it misses
-SOURCES = ("fusionc.export", "fusionc.export_rules", "fusionc.checkpoint", "fusionc.passes", "fusionc.targets",
-           "fusionc.core", "fusionc.pipeline", "fusionc.analysis.graph_stats", "fusionc.estimate_graphs",
-           "fusionc.estimate_cache")
+# the code the statistics come from: a change to any line of it misses (the export's modules as the compile cache's
+# export key hashes them: ControlNet, DiT and streaming wrappers included)
+SOURCES = (*EXPORT_SOURCES, "fusionc.passes", "fusionc.targets", "fusionc.core", "fusionc.pipeline",
+           "fusionc.analysis.graph_stats", "fusionc.estimate_graphs", "fusionc.estimate_cache")
 STATS = "stats.json.gz"
 
 

@@ -133,7 +133,10 @@ def test_cache_keys_hash_every_module_their_stage_runs() -> None:
     """Before: the export key hashed fusionc.export and fusionc.checkpoint only, and the input sets' key left out
     fusionc.dit_trajectory and fusionc.dit, so a change to SD3's / PixArt's loop, T5's or PixArt's export wrappers
     or the ControlNet wrappers reused the stale exports and trajectories of the code before."""
-    for entry, hashed in (("fusionc.export", cache.EXPORT_SOURCES), ("fusionc.inputs", cache.TRAJECTORY_SOURCES)):
+    from fusionc.estimate_cache import SOURCES as ESTIMATE_SOURCES  # `fusionc estimate --cache`'s key
+
+    for entry, hashed in (("fusionc.export", cache.EXPORT_SOURCES), ("fusionc.inputs", cache.TRAJECTORY_SOURCES),
+                          ("fusionc.export", ESTIMATE_SOURCES)):
         assert _driver_imports(entry) <= set(hashed), (entry, sorted(_driver_imports(entry) - set(hashed)))
 
 def test_cache_key_follows_the_recipe_content(tmp_path: Path, stable_sources: None) -> None:
