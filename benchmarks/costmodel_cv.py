@@ -26,6 +26,9 @@ VTCM_CHOICES_MB = (2, 4, 8)  # 16 MB scored worst in every earlier run (git hist
 REFIT_CHOICES = (None, 0.5, 0.05)
 # weight bytes no faster than the chipset's DRAM bandwidth (a physical floor, no fitted parameter) or free to fit
 FLOOR_CHOICES = (False, True)
+# how hard the pooled fit pulls the per-kind extra MAC costs (conv / matmul / attention beyond the shared MAC rate) to
+# 0, in ms/GMAC (1 ms/GMAC weighs like a 2% row error at 0.02): the pull every fit used until 2026-12-06, or none
+EXTRA_RIDGE_CHOICES = (0.02, 0.0)
 # how a chipset's coefficients scale from the reference chipset's (costmodel_fit.SPEED_MODES, simplest first): one
 # speed per chipset, per chipset x precision x runtime, or per op class (the weight floor is tried with the first only)
 SPEED_CHOICES = ("chipset", "group", "class")
@@ -36,7 +39,8 @@ MARGIN = 0.25  # median, p90 |error| on held-out models, per chipset (issue 17)
 
 def candidates() -> list[dict[str, Any]]:
     """Every modelling choice the fit compares: optional terms x op count of the per-op overhead x local-memory size
-    x per-chipset refit x generation scaling (x weight floor for the per-chipset scaling)."""
+    x per-chipset refit x generation scaling (x weight floor for the per-chipset scaling) x the pooled fit's pull on the
+    per-kind extra MAC costs."""
     out = []
     for k in range(len(costfit.OPTIONAL_FEATURES) + 1):
         for optional in itertools.combinations(costfit.OPTIONAL_FEATURES, k):
@@ -45,16 +49,20 @@ def candidates() -> list[dict[str, Any]]:
                     for refit in REFIT_CHOICES:
                         for speed in SPEED_CHOICES:
                             for floor in (FLOOR_CHOICES if speed == "chipset" else (False,)):
-                                out.append({"optional": list(optional), "ops_term": ops, "vtcm_mb": mb,
-                                            "ridge_to_pooled": refit, "floor_weights": floor, "speed_mode": speed})
+                                for extra in EXTRA_RIDGE_CHOICES:
+                                    out.append({"optional": list(optional), "ops_term": ops, "vtcm_mb": mb,
+                                                "ridge_to_pooled": refit, "floor_weights": floor, "speed_mode": speed,
+                                                "extra_ridge": extra})
     return out
 
 
-def simplicity(candidate: dict[str, Any]) -> tuple[int, int, int, int]:
+def simplicity(candidate: dict[str, Any]) -> tuple[int, int, int, int, int]:
     """Fewer optional terms first, then the plain op count (OPS_TERMS order: no graph structure needed), then fewer
-    speed parameters (SPEED_CHOICES order), then fewer per-chipset parameters (REFIT_CHOICES order)."""
+    speed parameters (SPEED_CHOICES order), then fewer per-chipset parameters (REFIT_CHOICES order), then the extra MAC
+    costs held nearer 0 (EXTRA_RIDGE_CHOICES order)."""
     return (len(candidate["optional"]), costfit.OPS_TERMS.index(candidate.get("ops_term", "kilo_ops")),
-            SPEED_CHOICES.index(candidate.get("speed_mode", "chipset")), REFIT_CHOICES.index(candidate["ridge_to_pooled"]))
+            SPEED_CHOICES.index(candidate.get("speed_mode", "chipset")), REFIT_CHOICES.index(candidate["ridge_to_pooled"]),
+            EXTRA_RIDGE_CHOICES.index(candidate.get("extra_ridge", EXTRA_RIDGE_CHOICES[0])))
 
 
 def names_of(candidate: dict[str, Any]) -> tuple[str, ...]:
@@ -166,7 +174,7 @@ def select(rows: list[dict], features: dict, family: Callable[[str], str], desig
         X = design(rows, features, names, cand["vtcm_mb"] << 20)
         pred = cross_validated(rows, X, family,
                                lambda r, x, n=names, k=cand["ridge_to_pooled"], w=cand["floor_weights"],
-                               m=cand["speed_mode"]: fit(r, x, n, k, w, m),
+                               m=cand["speed_mode"], e=cand["extra_ridge"]: fit(r, x, n, k, w, m, extra_ridge=e),
                                lambda r, x, p, n=names: predict(r, x, p))
         errors = chip_errors(rows, pred, chips)
         results.append(dict(cand, score=round(score(errors), 3), by_chipset_qnn=errors, _pred=pred, _X=X, _names=names))
@@ -175,12 +183,12 @@ def select(rows: list[dict], features: dict, family: Callable[[str], str], desig
     diag = diagnostics(rows, best["_X"], best["_names"], best["_pred"], features, family)
     return {"chosen": {"optional": best["optional"], "ops_term": best["ops_term"], "vtcm_mb": best["vtcm_mb"],
                        "ridge_to_pooled": best["ridge_to_pooled"], "floor_weights": best["floor_weights"],
-                       "speed_mode": best["speed_mode"],
+                       "speed_mode": best["speed_mode"], "extra_ridge": best["extra_ridge"],
                        "score": best["score"]},
             "rule": f"{FOLDS}-fold by family over the training models, shuffles {list(SHUFFLES)}; score = sum over "
                     f"phone/laptop chipsets of median/{GOAL[0]} + p90/{GOAL[1]} (QNN rows); among the candidates "
                     f"within {MARGIN} of the best, the fewest optional terms, then the fewest speed parameters, then the "
-                    f"fewest per-chipset parameters",
+                    f"fewest per-chipset parameters, then the extra MAC costs held nearer 0",
             "candidates": [{k: v for k, v in c.items() if not k.startswith("_")} for c in results],
             "diagnostics": diag}
 

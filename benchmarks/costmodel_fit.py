@@ -72,7 +72,8 @@ FAMILY = {"opus_mt_en_es": "opus_mt", "opus_mt_en_zh": "opus_mt", "opus_mt_es_en
           "depth_anything_v2": "depth_anything", "whisper_small_quantized": "whisper_small",
           "detr_resnet50_dc5": "detr_resnet50", "detr_resnet101_dc5": "detr_resnet101",
           "conditional_detr_resnet50": "detr_resnet50", "resnet_3d": "resnet_video", "resnet_mixed": "resnet_video",
-          "resnet_2plus1d": "resnet_video"}
+          "resnet_2plus1d": "resnet_video", "real_esrgan_x4plus": "esrgan", "quicksrnetmedium": "quicksrnet",
+          "quicksrnetsmall": "quicksrnet", "quicksrnetlarge": "quicksrnet"}
 # DETR-DC5 rebuilt with transformers' own ResNet ignores `dilation` (only a timm backbone is dilated): such a graph
 # has exactly its plain twin's MACs and is not the model AI Hub timed; it is left out (latency_graphs.py now builds
 # DC5 on timm's dilated ResNet, which these checks let in)
@@ -92,7 +93,8 @@ def excluded_graphs(features: dict) -> dict[str, str]:
 
 MIN_ROWS = 8  # a (chipset, precision, runtime) group with fewer training rows borrows the pooled fit
 RIDGE = 0.05  # per-chipset fit -> the chipset-scaled pooled fit
-EXTRA_RIDGE = 0.02  # pooled fit: per-kind extra MAC costs -> 0 (ms/GMAC; 1 ms/GMAC weighs like a 2% row error)
+EXTRA_RIDGE = 0.02  # pooled fit: per-kind extra MAC costs -> 0 (ms/GMAC; 1 ms/GMAC weighs like a 2% row error),
+# unless cross-validation chooses otherwise (costmodel_cv.EXTRA_RIDGE_CHOICES)
 
 
 def slug(chipset: str) -> str:
@@ -283,7 +285,8 @@ def group_speeds(rows: list[dict], train: np.ndarray, speed: dict[str, float], m
 def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_FEATURES,
         ridge_to_pooled: float | None = RIDGE, floor_weights: bool = False,
         speed_mode: str = "chipset", anchored: frozenset[str] | set[str] = frozenset(),
-        convert_runtime_rows: bool = False, family_balance: float = 0.0) -> dict[str, list[float]]:
+        convert_runtime_rows: bool = False, family_balance: float = 0.0,
+        precision_ridge: float | None = None, extra_ridge: float = EXTRA_RIDGE) -> dict[str, list[float]]:
     """Coefficients per (chipset, precision, runtime group), pulled towards the pooled fit scaled to the chipset
     (`speed_mode`, SPEED_MODES) with `ridge_to_pooled` (None: no per-chipset refit, every chipset is the scaled
     pooled fit). With `floor_weights`, a chipset's weight-byte cost is at least 1 / its DRAM bandwidth. A chipset in
@@ -291,7 +294,10 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
     choice is made by cross-validation, costmodel_cv.choose_anchored). `convert_runtime_rows`: fit a factored
     runtime's rows (runtime_factors) divided by its factor, as their base runtime would run them. `family_balance`:
     a row weighs n ** -family_balance, n its family's rows in the group fitted (0, as shipped: every row alike; 1: every
-    family alike; benchmarks/costmodel_variants.py scores it)."""
+    family alike; benchmarks/costmodel_variants.py scores it). `extra_ridge`: how hard the pooled fit pulls the per-kind
+    extra MAC costs to 0 (ms/GMAC; cross-validation chooses, costmodel_cv.EXTRA_RIDGE_CHOICES). `precision_ridge`: each
+    precision's pooled fit pulled to one fitted over every precision of its runtime group (None, as shipped: fitted
+    apart; costmodel_variants.py scores it)."""
     train = np.array([not r["held_out"] for r in rows])
     factors = runtime_factors(rows, train)
     y = np.array([r["published_ms"] / (factors.get(r["runtime"], 1.0) if convert_runtime_rows else 1.0)
@@ -317,11 +323,22 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
 
     def pooled_fit() -> None:
         # pooled over chipsets: each row's features mapped to the reference chipset (generation scaling)
+        mapped = lambda idx: np.array([scaling[(rows[i]["chipset"], rows[i]["precision"], rows[i]["runtime_group"])].T  # noqa: E731
+                                       @ X[i] for i in idx])
+        shared = {}
+        if precision_ridge is not None:  # one fit over every precision of a runtime group, each precision pulled to it
+            by_rt = defaultdict(list)
+            for (_, rt), idx in by_prec_rt.items():
+                by_rt[rt].extend(idx)
+            shared = {rt: costfit.fit_group(mapped(idx), y[idx], None, costfit.extra_ridge(extra_ridge, names),
+                                            absolute=True, sample_weight=weight(idx)) for rt, idx in by_rt.items()}
         for key, idx in by_prec_rt.items():
-            Xs = np.array([scaling[(rows[i]["chipset"], rows[i]["precision"], rows[i]["runtime_group"])].T @ X[i]
-                           for i in idx])
-            pooled[key] = costfit.fit_group(Xs, y[idx], None, costfit.extra_ridge(EXTRA_RIDGE, names), absolute=True,
-                                            sample_weight=weight(idx))
+            if key[1] in shared:
+                pooled[key] = costfit.fit_group(mapped(idx), y[idx], shared[key[1]], precision_ridge,
+                                                sample_weight=weight(idx))
+            else:
+                pooled[key] = costfit.fit_group(mapped(idx), y[idx], None, costfit.extra_ridge(extra_ridge, names),
+                                                absolute=True, sample_weight=weight(idx))
 
     pooled_fit()
     class_speeds: dict[str, dict[str, float]] = {}
@@ -858,7 +875,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         selection = costmodel_cv.select(train_rows, fit_features, family, design, fit, predict_rows, PHONE_LAPTOP)
     else:  # tests: the base terms at the documented local-memory size, no cross-validation
         selection = {"chosen": {"optional": [], "ops_term": "kilo_ops", "vtcm_mb": costfit.VTCM_BYTES >> 20,
-                                "ridge_to_pooled": RIDGE,
+                                "ridge_to_pooled": RIDGE, "extra_ridge": chosen.get("extra_ridge", EXTRA_RIDGE),
                                 "floor_weights": False, "speed_mode": "chipset", "score": None},
                      "rule": "not selected (select=False)", "candidates": [], "diagnostics": {}}
     names = costmodel_cv.names_of(selection["chosen"])
@@ -867,7 +884,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     chosen = selection["chosen"]
     fit_anchoring = lambda r, x, a, **how: fit(r, x, names, chosen.get("ridge_to_pooled", RIDGE),  # noqa: E731
                                                chosen.get("floor_weights", False), chosen.get("speed_mode", "chipset"),
-                                               a, **how)
+                                               a, extra_ridge=chosen.get("extra_ridge", EXTRA_RIDGE), **how)
     if select:  # per chipset: its own coefficients, or the reference chipset's scaled by its speed (CV, training)
         selection["anchoring"] = costmodel_cv.choose_anchored(
             train_rows, X_train, family, fit_anchoring, predict_rows, [c for c in PHONE_LAPTOP if c != REFERENCE_CHIPSET])
@@ -891,7 +908,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                    else str(features_path), "graphs": len(fit_features)},
         "model": {"features": list(names), "vtcm_bytes": vtcm,
                   "ridge_to_pooled": selection["chosen"].get("ridge_to_pooled", RIDGE),
-                  "floor_weights": selection["chosen"].get("floor_weights", False), "extra_ridge": EXTRA_RIDGE,
+                  "floor_weights": selection["chosen"].get("floor_weights", False), "extra_ridge": chosen.get("extra_ridge", EXTRA_RIDGE),
                   "min_rows": MIN_ROWS, "speed_mode": params["speed_mode"], "anchored": params["anchored"],
                   "generation_scaling": {"reference": REFERENCE_CHIPSET, "chipset_speed": params["chipset_speed"],
                                          "group_speeds": params["group_speeds"],

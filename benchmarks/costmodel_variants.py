@@ -99,6 +99,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                            "replace": ROOFLINE_REPLACES},
     "family_balance_0.5": {"what": "rows weigh 1/sqrt(their family's rows in the group)", "family_balance": 0.5},
     "family_balance_1": {"what": "every family weighs alike", "family_balance": 1.0},
+    **{f"precision_ridge_{k}": {"what": f"each precision's pooled fit pulled (ridge {k}) to one over every precision",
+                                "precision_ridge": k} for k in (0.05, 0.005)},
     "attention_scores": {"what": "+ elements of every attention-score matrix", "add": op_sum(scores_over(0), "act_out_elems", 1e-9)},
     "attention_scores_2mib": {"what": "+ elements of attention-score matrices > 2 MiB", "add": op_sum(scores_over(2 << 20), "act_out_elems", 1e-9)},
     "attention_scores_8mib": {"what": "+ elements of attention-score matrices > 8 MiB (beyond local memory)",
@@ -136,10 +138,12 @@ def main() -> None:
     base = costmodel_fit.design(train, features, names, vtcm)
     kilo_ops = costmodel_fit.design(train, features, ("kilo_ops",), vtcm)[:, 0]
 
-    def cross_validated(X: np.ndarray, terms: tuple[str, ...], family_balance: float = 0.0) -> dict[str, Any]:
+    def cross_validated(X: np.ndarray, terms: tuple[str, ...], family_balance: float = 0.0,
+                        precision_ridge: float | None = None) -> dict[str, Any]:
         pred = costmodel_cv.cross_validated(train, X, costmodel_fit.family, lambda r, x: costmodel_fit.fit(
             r, x, terms, chosen["ridge_to_pooled"], chosen["floor_weights"], chosen["speed_mode"],
-            family_balance=family_balance), costmodel_fit.predict_rows)
+            family_balance=family_balance, precision_ridge=precision_ridge,
+            extra_ridge=chosen.get("extra_ridge", costmodel_fit.EXTRA_RIDGE)), costmodel_fit.predict_rows)
         chips = costmodel_cv.chip_errors(train, pred, costmodel_fit.PHONE_LAPTOP)
         return {"score": round(costmodel_cv.score(chips), 3),
                 "by_chipset": {c: [round(e["median_abs"], 3), round(e["p90_abs"], 3)] for c, e in chips.items()}}
@@ -160,7 +164,7 @@ def main() -> None:
             kept = [i for i, n in enumerate(names) if n not in variant.get("replace", ())]
             X = np.hstack([base[:, kept], np.array(column)[:, None]])
             terms = tuple(names[i] for i in kept) + (name,)
-        result = cross_validated(X, terms, variant.get("family_balance", 0.0))
+        result = cross_validated(X, terms, variant.get("family_balance", 0.0), variant.get("precision_ridge"))
         gain = shipped["score"] - result["score"]
         out.append({"variant": name, "what": variant["what"], **result, "gain": round(gain, 3),
                     "beats_margin": gain > costmodel_cv.MARGIN, "oracle": "row" in variant})

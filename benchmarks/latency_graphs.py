@@ -8,13 +8,15 @@ dynamo) and run through the QNN target's pass pipeline (what a `fusionc compile 
 lowering), then reduced to per-op rows by fusionc.analysis.graph_stats. Only the features are committed
 (benchmarks/results/latency_features.json.gz), never the graphs. The encoders AI Hub deploys in a Qualcomm-adapted
 form (Whisper, TrOCR, Opus-MT: their decoder's cross-attention K/V computed in the encoder; Whisper's split-head
-attention) are rebuilt in that form (aihub_adapted.py), not from the library's module. Stable Diffusion's components
+attention) are rebuilt in that form (aihub_adapted.py), not from the library's module. Models AI Hub loads from their
+authors' repositories (a segmentation UNet, ESRGAN and other super-resolution networks: `--libraries custom`) are
+re-stated layer for layer in aihub_custom.py. Stable Diffusion's components
 (`--libraries diffusers`) are predicted, never fitted on; its UNet is stored twice, as a fusionc build sees it and in AI
 Hub's adapted form (`unet_aihub_form`).
 
 Two virtual environments, because torchvision does not import beside the torch 2.13.0 that fusionc pins:
-    # transformers models (the project's own venv)
-    flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/latency_graphs.py --libraries transformers
+    # transformers models and the re-stated custom ones (the project's own venv)
+    flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/latency_graphs.py --libraries transformers custom
     # torchvision / timm models: a separate venv OUTSIDE the repo (benchmark-only dependencies)
     python -m venv /work/venv-bench
     /work/venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1 timm
@@ -364,7 +366,15 @@ SAME_GRAPH = {
     # "approx" in aihub_models.csv: AI Hub's MobileNet-v2 (tonylins' code, width 1.0, 224) is torchvision's
     ("mobilenet_v2", "MobileNet-v2"): ("apple_mobilenet_v2", "MobileNet-v2"),
 }
-LIBRARIES = {"transformers": TRANSFORMERS, "torchvision": TORCHVISION, "timm": TIMM, "diffusers": DIFFUSERS}
+def _custom() -> dict[tuple[str, str], Callable]:
+    """AI Hub models from their authors' code, re-stated in aihub_custom.py (torch only: either venv runs them)."""
+    import aihub_custom
+
+    return aihub_custom.CUSTOM
+
+
+LIBRARIES = {"transformers": TRANSFORMERS, "torchvision": TORCHVISION, "timm": TIMM, "diffusers": DIFFUSERS,
+             "custom": _custom()}
 
 
 def output_names(module: torch.nn.Module) -> list[str]:
@@ -513,7 +523,7 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     for library in args.libraries:
         try:
-            __import__(library)
+            __import__("aihub_custom" if library == "custom" else library)
         except Exception as err:  # noqa: BLE001 - e.g. torchvision beside the pinned torch
             print(f"skip {library}: not importable here ({type(err).__name__}: {err})", file=sys.stderr)
             continue

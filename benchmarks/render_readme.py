@@ -727,6 +727,8 @@ def render_costmodel_fit(results: Path) -> str:
            f"the training models only ({sel['rule']}): terms {terms}; local memory {chosen['vtcm_mb']} MB; per-chipset "
            f"refit {'none (pooled fit x chipset speed)' if chosen.get('ridge_to_pooled', 0.05) is None else 'ridge ' + str(chosen.get('ridge_to_pooled', 0.05))}; "
            f"weight bytes {'floored at the DRAM bandwidth' if chosen.get('floor_weights') else 'fitted freely (the DRAM-bandwidth floor scored worse)'}; "
+           + (f"per-kind extra MAC costs {'pulled towards 0 in the pooled fit (ridge ' + str(chosen['extra_ridge']) + ' ms/GMAC)' if chosen['extra_ridge'] else 'fitted freely in the pooled fit (no pull towards 0)'}; "
+              if "extra_ridge" in chosen else "") +
            f"generation scaling {SPEED_TEXT.get(chosen.get('speed_mode', 'chipset'), chosen.get('speed_mode'))} "
            f"({len(sel['candidates'])} candidates compared)"
            + (f"; then, per chipset, its own coefficients or the 8 Gen 3's scaled by its speed (cross-validated the "
