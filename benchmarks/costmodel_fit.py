@@ -875,7 +875,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         selection = costmodel_cv.select(train_rows, fit_features, family, design, fit, predict_rows, PHONE_LAPTOP)
     else:  # tests: the base terms at the documented local-memory size, no cross-validation
         selection = {"chosen": {"optional": [], "ops_term": "kilo_ops", "vtcm_mb": costfit.VTCM_BYTES >> 20,
-                                "ridge_to_pooled": RIDGE, "extra_ridge": chosen.get("extra_ridge", EXTRA_RIDGE),
+                                "ridge_to_pooled": RIDGE, "extra_ridge": EXTRA_RIDGE,
                                 "floor_weights": False, "speed_mode": "chipset", "score": None},
                      "rule": "not selected (select=False)", "candidates": [], "diagnostics": {}}
     names = costmodel_cv.names_of(selection["chosen"])
@@ -908,7 +908,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                    else str(features_path), "graphs": len(fit_features)},
         "model": {"features": list(names), "vtcm_bytes": vtcm,
                   "ridge_to_pooled": selection["chosen"].get("ridge_to_pooled", RIDGE),
-                  "floor_weights": selection["chosen"].get("floor_weights", False), "extra_ridge": chosen.get("extra_ridge", EXTRA_RIDGE),
+                  "floor_weights": selection["chosen"].get("floor_weights", False),
+                  "extra_ridge": chosen.get("extra_ridge", EXTRA_RIDGE),
                   "min_rows": MIN_ROWS, "speed_mode": params["speed_mode"], "anchored": params["anchored"],
                   "generation_scaling": {"reference": REFERENCE_CHIPSET, "chipset_speed": params["chipset_speed"],
                                          "group_speeds": params["group_speeds"],

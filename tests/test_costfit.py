@@ -276,7 +276,7 @@ def test_models_restated_from_their_authors_code_have_ai_hubs_parameter_counts()
         params = sum(p.numel() for p in module.parameters())
         published = aihub_custom.PUBLISHED_PARAMS[key]
         assert abs(params / published - 1) < 0.005, (key, params, published)
-        assert list(feeds) == ["image"]
+        assert len(feeds) == 1 and next(iter(feeds.values())).dim() == 4
 
 
 def test_every_phone_and_laptop_chipset_has_a_profile_and_fitted_coefficients() -> None:
@@ -315,7 +315,8 @@ def test_fit_script_on_small_features(tmp_path: Path, monkeypatch: pytest.Monkey
     import costmodel_cv
     import costmodel_fit
 
-    monkeypatch.setattr(costmodel_cv, "VTCM_CHOICES_MB", (8,))  # a third of the candidates: the test's time
+    monkeypatch.setattr(costmodel_cv, "VTCM_CHOICES_MB", (8,))  # a sixth of the candidates: the test's time
+    monkeypatch.setattr(costmodel_cv, "EXTRA_RIDGE_CHOICES", (0.0,))
 
     if not (costmodel_fit.DATA / "aihub_perf.csv").exists():
         pytest.skip(f"{costmodel_fit.DATA} (the AI Hub CSVs) is not on this machine")
