@@ -27,6 +27,14 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def _stride_or_dilate(stride: int, current_stride: int, rate: int, output_stride: int) -> tuple[int, int, int, int]:
+    """Both sources' output-stride rule: once the feature map's stride reaches `output_stride`, a layer's stride turns
+    into dilation. Returns (layer stride, layer dilation, the stride after it, the dilation rate after it)."""
+    if current_stride == output_stride:
+        return 1, rate, current_stride, rate * stride
+    return stride, 1, current_stride * stride, rate
+
+
 # --------------------------------------------------------------------------------------------------- YAMNet
 
 
@@ -168,12 +176,7 @@ class _PoseMobileNetV1(nn.Module):
         current_stride, rate = 1, 1
         self.features = nn.Sequential()
         for block_id, (kind, inp, outp, stride) in enumerate(self.ARCH):
-            if current_stride == output_stride:
-                layer_stride, layer_rate = 1, rate
-                rate *= stride
-            else:
-                layer_stride, layer_rate = stride, 1
-                current_stride *= stride
+            layer_stride, layer_rate, current_stride, rate = _stride_or_dilate(stride, current_stride, rate, output_stride)
             cls = _PoseInputConv if kind == "input" else _PoseSeparableConv
             self.features.add_module(f"conv{block_id}", cls(inp, outp, layer_stride, layer_rate))
         self.heatmap = nn.Conv2d(1024, 17, 1, 1)
@@ -251,12 +254,7 @@ class _DeepLabMobileNetV2(nn.Module):
                                                    nn.ReLU6())]
         current_stride, rate, input_channel = 2, 1, 32
         for t, c, n, s in self.SETTING:
-            if current_stride == output_stride:
-                stride, dilation = 1, rate
-                rate *= s
-            else:
-                stride, dilation = s, 1
-                current_stride *= s
+            stride, dilation, current_stride, rate = _stride_or_dilate(s, current_stride, rate, output_stride)
             for i in range(n):
                 features.append(_InvertedResidual(input_channel, c, stride if i == 0 else 1, dilation, t))
                 input_channel = c
