@@ -132,9 +132,7 @@ class SRVGGNetCompact(nn.Module):
 
 
 def _image(module: Callable[[], nn.Module], height: int, width: int) -> Callable:
-    def build() -> tuple[nn.Module, dict[str, torch.Tensor]]:
-        return module().eval(), {"image": torch.randn(1, 3, height, width)}
-    return build
+    return aihub_mobile.builder(module, "image", (1, 3, height, width))
 
 
 # (AI Hub model, component) -> builder; the published parameter count beside each (aihub_models.csv)

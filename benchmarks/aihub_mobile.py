@@ -372,7 +372,9 @@ class DeepLabV3PlusMobilenet(nn.Module):
 # --------------------------------------------------------------------------------------------------- tables
 
 
-def _builder(module: Callable[[], nn.Module], name: str, shape: tuple[int, ...]) -> Callable:
+def builder(module: Callable[[], nn.Module], name: str, shape: tuple[int, ...]) -> Callable:
+    """A latency_graphs builder: the module in eval mode and AI Hub's one input `name` of `shape` (aihub_custom and
+    aihub_sr_small build theirs with it too)."""
     def build() -> tuple[nn.Module, dict[str, torch.Tensor]]:
         return module().eval(), {name: torch.randn(shape)}
     return build
@@ -380,10 +382,10 @@ def _builder(module: Callable[[], nn.Module], name: str, shape: tuple[int, ...])
 
 # (AI Hub model, component) -> builder; components as in aihub_perf.csv
 BUILDERS: dict[tuple[str, str], Callable] = {
-    ("yamnet", "YamNet"): _builder(YamNet, "audio", (1, 1, 96, 64)),
-    ("posenet_mobilenet", "Posenet-Mobilenet"): _builder(PosenetMobilenet, "image", (1, 3, 513, 257)),
-    ("deeplabv3_plus_mobilenet", "DeepLabV3-Plus-MobileNet"): _builder(DeepLabV3PlusMobilenet, "image",
-                                                                        (1, 3, 520, 520)),
+    ("yamnet", "YamNet"): builder(YamNet, "audio", (1, 1, 96, 64)),
+    ("posenet_mobilenet", "Posenet-Mobilenet"): builder(PosenetMobilenet, "image", (1, 3, 513, 257)),
+    ("deeplabv3_plus_mobilenet", "DeepLabV3-Plus-MobileNet"): builder(DeepLabV3PlusMobilenet, "image",
+                                                                       (1, 3, 520, 520)),
 }
 PUBLISHED_PARAMS = {"yamnet": 3.73e6, "posenet_mobilenet": 3.31e6, "deeplabv3_plus_mobilenet": 5.80e6}
 

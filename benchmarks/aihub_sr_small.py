@@ -19,8 +19,12 @@ aimet-zoo checkpoints.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
+
+from aihub_mobile import builder
 
 SCALE_FACTOR = 4  # qai_hub_models/models/_shared/super_resolution/model.py DEFAULT_SCALE_FACTOR
 INPUT_SHAPE = (1, 3, 128, 128)
@@ -246,20 +250,17 @@ class SESR_M5(SESR):
 
 
 # --------------------------------------------------------------------------- builders
-def _builder(cls):
-    def fn():
-        return cls().eval(), {"image": torch.randn(*INPUT_SHAPE)}
-    fn.__name__ = f"build_{cls.__name__}"
-    return fn
+def _image(cls: type[nn.Module]) -> Callable:
+    return builder(cls, "image", INPUT_SHAPE)
 
 
 # Component names as in the `component` column of /work/shared/latency/aihub_perf.csv.
 BUILDERS = {
-    ("quicksrnetsmall", "QuickSRNetSmall"): _builder(QuickSRNetSmall),
-    ("quicksrnetmedium", "QuickSRNetMedium"): _builder(QuickSRNetMedium),
-    ("quicksrnetlarge", "QuickSRNetLarge"): _builder(QuickSRNetLarge),
-    ("xlsr", "XLSR"): _builder(XLSR),
-    ("sesr_m5", "SESR-M5"): _builder(SESR_M5),
+    ("quicksrnetsmall", "QuickSRNetSmall"): _image(QuickSRNetSmall),
+    ("quicksrnetmedium", "QuickSRNetMedium"): _image(QuickSRNetMedium),
+    ("quicksrnetlarge", "QuickSRNetLarge"): _image(QuickSRNetLarge),
+    ("xlsr", "XLSR"): _image(XLSR),
+    ("sesr_m5", "SESR-M5"): _image(SESR_M5),
 }
 PUBLISHED_PARAMS = {"quicksrnetsmall": 33.3e3, "quicksrnetmedium": 61.0e3, "quicksrnetlarge": 436e3, "xlsr": 28.0e3,
                     "sesr_m5": 343e3}
