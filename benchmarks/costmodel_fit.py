@@ -128,22 +128,32 @@ def mixed_rows(features: dict) -> dict:
             "why": "some layers at another precision, which ones not in the data (8 Gen 2: every release of the history)"}
 
 
-def load_rows(features: dict) -> list[dict]:
-    """Published rows of rebuilt models: current release for every chipset, history for the 8 Gen 2."""
+# chipsets AI Hub stopped timing after v0.37.1 (QAIRT 2.37), read from the history at their last release: the
+# 8 Gen 2 (the current release dropped it) and the 8 Elite's reference design, the era's companion (ERA_COMPANION)
+HISTORY_CHIPSETS = {"Snapdragon 8 Gen 2": "snapdragon-8-gen-2"}
+ERA_COMPANION = ("Snapdragon 8 Elite", "snapdragon-8-elite-qrd")
+CURRENT_ERA, HISTORY_ERA = "v0.46.1", "v0.37.1"
+
+
+def load_rows(features: dict, companion: bool = False) -> list[dict]:
+    """Published rows of rebuilt models: current release for every chipset, history for the 8 Gen 2 (and, with
+    `companion`, for the 8 Elite QRD at the same release: a training-only chipset that shows what that release's
+    toolchain was fast and slow at). Each row's `era` says which of the two toolchains timed it."""
     rows, seen_jobs = [], set()
     excluded = excluded_graphs(features)
+    history_chipsets = dict(HISTORY_CHIPSETS, **({ERA_COMPANION[0]: ERA_COMPANION[1]} if companion else {}))
     with open(DATA / "aihub_perf.csv") as f:
         current = [r for r in csv.DictReader(f) if not mixed_precision(r["precision"])]
     with open(DATA / "aihub_perf_history.csv") as f:
         history = [r for r in csv.DictReader(f)
-                   if r["chipset"] == "Snapdragon 8 Gen 2" and not mixed_precision(r["precision"])]
+                   if r["chipset"] in history_chipsets and not mixed_precision(r["precision"])]
     # the history repeats a key under older runtime/precision labels (QNN vs QNN_DLC, fp16 vs float) and older
     # releases: keep the newest release of each model x component x precision group x runtime group
     history.sort(key=lambda r: release_order(r["release"]), reverse=True)
     newest, seen_keys = [], set()
     for r in history:
         try:
-            key = (r["model"], r["component"], costfit.precision_group(r["precision"]),
+            key = (r["chipset"], r["model"], r["component"], costfit.precision_group(r["precision"]),
                    costfit.RUNTIME_GROUPS.get(r["runtime"]))
         except ValueError:
             continue
@@ -169,7 +179,9 @@ def load_rows(features: dict) -> list[dict]:
             if runtime is None or precision == "w4a16":
                 continue
             layers = lambda k: float(r[k]) if r.get(k) not in (None, "") else 0.0  # noqa: E731
-            rows.append({"model": r["model"], "component": r["component"], "key": key, "chipset": slug(r["chipset"]),
+            chipset = history_chipsets[r["chipset"]] if source == "aihub_perf_history.csv" else slug(r["chipset"])
+            rows.append({"model": r["model"], "component": r["component"], "key": key, "chipset": chipset,
+                         "era": HISTORY_ERA if source == "aihub_perf_history.csv" else CURRENT_ERA,
                          "runtime": r["runtime"], "runtime_group": runtime, "precision": precision,
                          "published_ms": float(r["inference_time_ms"]), "source": source,
                          "fallback_layers": layers("layers_cpu") + layers("layers_gpu"),
@@ -286,7 +298,8 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
         ridge_to_pooled: float | None = RIDGE, floor_weights: bool = False,
         speed_mode: str = "chipset", anchored: frozenset[str] | set[str] = frozenset(),
         convert_runtime_rows: bool = False, family_balance: float = 0.0,
-        precision_ridge: float | None = None, extra_ridge: float = EXTRA_RIDGE) -> dict[str, list[float]]:
+        precision_ridge: float | None = None, extra_ridge: float = EXTRA_RIDGE,
+        eras: bool = False, era_ridge: float | None = None) -> dict[str, list[float]]:
     """Coefficients per (chipset, precision, runtime group), pulled towards the pooled fit scaled to the chipset
     (`speed_mode`, SPEED_MODES) with `ridge_to_pooled` (None: no per-chipset refit, every chipset is the scaled
     pooled fit). With `floor_weights`, a chipset's weight-byte cost is at least 1 / its DRAM bandwidth. A chipset in
@@ -297,7 +310,10 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
     family alike; benchmarks/costmodel_variants.py scores it). `extra_ridge`: how hard the pooled fit pulls the per-kind
     extra MAC costs to 0 (ms/GMAC; cross-validation chooses, costmodel_cv.EXTRA_RIDGE_CHOICES). `precision_ridge`: each
     precision's pooled fit pulled to one fitted over every precision of its runtime group (None, as shipped: fitted
-    apart; costmodel_variants.py scores it)."""
+    apart; costmodel_variants.py scores it). `eras`: the rows of the history's toolchain (row["era"], load_rows) get a
+    pooled fit of their own, which the chipsets timed only then (the 8 Gen 2) are pulled towards instead of the current
+    one; `era_ridge` pulls that pooled fit towards the current era's (relative, as `ridge_to_pooled`; None: fitted
+    apart, per-kind extra MAC costs held as the current era's are)."""
     train = np.array([not r["held_out"] for r in rows])
     factors = runtime_factors(rows, train)
     y = np.array([r["published_ms"] / (factors.get(r["runtime"], 1.0) if convert_runtime_rows else 1.0)
@@ -306,10 +322,13 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
     pooled: dict[tuple[str, str], np.ndarray] = {}
     by_prec_rt = defaultdict(list)
     by_group = defaultdict(list)
+    era_of = lambda r: r.get("era", CURRENT_ERA) if eras else CURRENT_ERA  # noqa: E731
+    chip_era = {}
     for i, r in enumerate(rows):
         if train[i]:
-            by_prec_rt[(r["precision"], r["runtime_group"])].append(i)
+            by_prec_rt[(r["precision"], r["runtime_group"], era_of(r))].append(i)
             by_group[(r["chipset"], r["precision"], r["runtime_group"])].append(i)
+            chip_era[r["chipset"]] = era_of(r)
     speed = chipset_speed(rows, train)
     gspeed = group_speeds(rows, train, speed, speed_mode)
     n = len(names)
@@ -328,13 +347,19 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
         shared = {}
         if precision_ridge is not None:  # one fit over every precision of a runtime group, each precision pulled to it
             by_rt = defaultdict(list)
-            for (_, rt), idx in by_prec_rt.items():
-                by_rt[rt].extend(idx)
-            shared = {rt: costfit.fit_group(mapped(idx), y[idx], None, costfit.extra_ridge(extra_ridge, names),
-                                            absolute=True, sample_weight=weight(idx)) for rt, idx in by_rt.items()}
-        for key, idx in by_prec_rt.items():
-            if key[1] in shared:
-                pooled[key] = costfit.fit_group(mapped(idx), y[idx], shared[key[1]], precision_ridge,
+            for (_, rt, era), idx in by_prec_rt.items():
+                by_rt[(rt, era)].extend(idx)
+            shared = {key: costfit.fit_group(mapped(idx), y[idx], None, costfit.extra_ridge(extra_ridge, names),
+                                             absolute=True, sample_weight=weight(idx)) for key, idx in by_rt.items()}
+        for key, idx in sorted(by_prec_rt.items(), key=lambda kv: kv[0][2] != CURRENT_ERA):  # the current era first
+            current = pooled.get((key[0], key[1], CURRENT_ERA))
+            if key[2] != CURRENT_ERA and (len(idx) < MIN_ROWS or current is not None and era_ridge is not None):
+                if current is None:
+                    continue
+                pooled[key] = current if len(idx) < MIN_ROWS else costfit.fit_group(
+                    mapped(idx), y[idx], current, era_ridge, sample_weight=weight(idx))
+            elif (key[1], key[2]) in shared:
+                pooled[key] = costfit.fit_group(mapped(idx), y[idx], shared[(key[1], key[2])], precision_ridge,
                                                 sample_weight=weight(idx))
             else:
                 pooled[key] = costfit.fit_group(mapped(idx), y[idx], None, costfit.extra_ridge(extra_ridge, names),
@@ -345,10 +370,12 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
     if speed_mode == "class":  # per-class speeds from the pairs, then the pooled fit again on the re-mapped rows
         by_chip = defaultdict(list)
         for i, j in pairs_to_reference(rows, train):
-            if rows[i]["chipset"] != REFERENCE_CHIPSET and (rows[j]["precision"], rows[j]["runtime_group"]) in pooled:
+            if rows[i]["chipset"] != REFERENCE_CHIPSET and (rows[j]["precision"], rows[j]["runtime_group"],
+                                                            CURRENT_ERA) in pooled:
                 by_chip[rows[i]["chipset"]].append((i, j))
         for chip, pairs in by_chip.items():
-            Fr = np.array([class_fractions(X[j:j + 1], pooled[(rows[j]["precision"], rows[j]["runtime_group"])],
+            Fr = np.array([class_fractions(X[j:j + 1], pooled[(rows[j]["precision"], rows[j]["runtime_group"],
+                                                               CURRENT_ERA)],
                                            names)[0] * gspeed[(chip, rows[i]["precision"], rows[i]["runtime_group"])]
                            for i, j in pairs])
             ratio = np.array([y[i] / y[j] for i, j in pairs])
@@ -360,13 +387,16 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
         pooled_fit()
     for (chip, prec, rt), idx in by_group.items():
         M = scaling[(chip, prec, rt)]
-        prior = M @ pooled[(prec, rt)]
+        base = pooled.get((prec, rt, chip_era[chip]), pooled.get((prec, rt, CURRENT_ERA)))
+        if base is None:  # a precision / runtime only the history's toolchain timed: no pooled shape to start from
+            continue
+        prior = M @ base
         floor = weight_floor(chip, names) if floor_weights else np.zeros(n)
         if ridge_to_pooled is None or len(idx) < MIN_ROWS:
             theta = np.maximum(prior, floor) if speed_mode != "class" else prior
         elif speed_mode == "class":  # refit in the reference chipset's coordinates, then map to this chipset
             ridge = np.where(costfit.extra_ridge(1.0, names) > 0, 1e4, ridge_to_pooled)
-            theta = M @ costfit.fit_group(X[idx] @ M, y[idx], pooled[(prec, rt)], ridge, sample_weight=weight(idx))
+            theta = M @ costfit.fit_group(X[idx] @ M, y[idx], base, ridge, sample_weight=weight(idx))
         else:
             # the per-kind extra MAC costs stay the pooled fit's (a chipset's rows alone cannot pin them)
             ridge = np.where(costfit.extra_ridge(1.0, names) > 0, 1e4, ridge_to_pooled)
@@ -376,8 +406,9 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
         ref = groups.get(f"{REFERENCE_CHIPSET}|{prec}|{rt}")
         if chip in anchored and chip != REFERENCE_CHIPSET and ref is not None:
             groups[f"{chip}|{prec}|{rt}"] = [float(v) for v in scaling[(chip, prec, rt)] @ np.asarray(ref)]
-    for (prec, rt), theta in pooled.items():  # a chipset without rows in a group falls back to the pooled shape
-        groups[f"*|{prec}|{rt}"] = [float(v) for v in theta]
+    for (prec, rt, era), theta in pooled.items():  # a chipset without rows in a group falls back to the pooled shape
+        if era == CURRENT_ERA:
+            groups[f"*|{prec}|{rt}"] = [float(v) for v in theta]
     return {"groups": groups, "chipset_speed": speed, "speed_mode": speed_mode, "anchored": sorted(anchored),
             "runtime_factors": factors,
             "class_speeds": class_speeds,
@@ -391,7 +422,7 @@ def runtime_pairs(rows: list[dict], train: np.ndarray) -> dict[str, list[dict]]:
     binary, and 0.2x the latency: not one graph timed two ways)."""
     by = defaultdict(dict)
     for i, r in enumerate(rows):
-        if train[i]:
+        if train[i] and r["chipset"] != ERA_COMPANION[1]:
             by[(r["key"], r["precision"], r["chipset"])][r["runtime"]] = r
     out = {}
     for runtime, base in costfit.FACTORED_RUNTIMES.items():

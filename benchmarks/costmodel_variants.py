@@ -1,7 +1,7 @@
 """Variants of the Hexagon cost model that were tried and not kept, each scored as the shipped model was chosen.
 
 Every variant is the shipped model (benchmarks/results/costmodel_fit.json: its terms, local-memory size, per-chipset
-refit and generation scaling) with one change: a term added, terms replaced, or the rows weighed differently. Each is
+refit, generation scaling and anchored chipsets) with one change: a term added, terms replaced, or the rows weighed differently. Each is
 cross-validated exactly as benchmarks/costmodel_fit.py chooses its model (training models only, 5 folds grouped by
 family, the same shuffles, costmodel_cv.score: lower is better); the held-out models are never read. A variant would
 have been kept only if it beat the shipped model by more than the selection's margin (costmodel_cv.MARGIN), the spread
@@ -17,6 +17,8 @@ Kinds of variant (VARIANTS):
 - the roofline in place of the MAC and byte terms;
 - rows weighed per model family (costmodel_fit.fit's family_balance: a family timed in many precisions and runtimes
   counts less);
+- the toolchain release as an input: the rows AI Hub timed at v0.37.1 (every 8 Gen 2 row; with `companion`, also
+  the 8 Elite reference design's rows at that release) get a pooled fit of their own (costmodel_fit.fit's `eras`);
 - an oracle: AI Hub's published QNN layer count as an op count. No new graph has one (it is what AI Hub's compiler
   made of the model), so it could never ship; it bounds what counting our graph's ops more like QNN's layers could
   gain. Our graphs' Reshapes (free in graph_stats, layers to QNN: 48 in BERT-base) are such a count (`reshape_ops`).
@@ -101,6 +103,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "family_balance_1": {"what": "every family weighs alike", "family_balance": 1.0},
     **{f"precision_ridge_{k}": {"what": f"each precision's pooled fit pulled (ridge {k}) to one over every precision",
                                 "precision_ridge": k} for k in (0.05, 0.005)},
+    # the 8 Gen 2 was last timed at AI Hub v0.37.1 (QAIRT 2.37): its own pooled fit for that release's rows, alone or
+    # with the 8 Elite reference design's rows at the same release (costmodel_fit.ERA_COMPANION, training models only)
+    **{f"release_era{'_companion' if companion else ''}{'' if ridge is None else f'_ridge_{ridge}'}": {
+        "what": ("v0.37.1 rows (8 Gen 2" + (" + 8 Elite QRD" if companion else "") + ") pooled apart"
+                 + ("" if ridge is None else f", pulled (ridge {ridge}) to the current release's pooled fit")),
+        "eras": True, "era_ridge": ridge, "companion": companion}
+       for companion in (False, True) for ridge in (None, 0.5, 0.05)},
+    "companion_rows": {"what": "+ the 8 Elite QRD's v0.37.1 rows as a chipset of their own (one pooled fit)",
+                       "companion": True},
     "attention_scores": {"what": "+ elements of every attention-score matrix", "add": op_sum(scores_over(0), "act_out_elems", 1e-9)},
     "attention_scores_2mib": {"what": "+ elements of attention-score matrices > 2 MiB", "add": op_sum(scores_over(2 << 20), "act_out_elems", 1e-9)},
     "attention_scores_8mib": {"what": "+ elements of attention-score matrices > 8 MiB (beyond local memory)",
@@ -129,22 +140,61 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def release_ratios(features: dict) -> dict[str, Any]:
+    """What the release_era variants could learn from: on the training models' QNN rows, the 8 Elite's reference
+    design at v0.37.1 (the 8 Gen 2's last release) over the 8 Elite for Galaxy at v0.46.1, same model, component,
+    precision and runtime (aihub_perf_history.csv); overall and per matmul-dominated key (our rebuilt graph's MACs)."""
+    import csv
+
+    timed: dict[tuple, dict[str, float]] = {}
+    with open(costmodel_fit.DATA / "aihub_perf_history.csv") as f:
+        for r in csv.DictReader(f):
+            at = {("Snapdragon 8 Elite QRD", costmodel_fit.HISTORY_ERA): "old",
+                  ("Samsung Galaxy S25", costmodel_fit.CURRENT_ERA): "new"}.get((r["device"], r["release"]))
+            key = f"{r['model']}/{r['component']}"
+            if (at and r["inference_time_ms"] and key in features and not costmodel_fit.held_out(r["model"])
+                    and costfit.RUNTIME_GROUPS.get(r["runtime"]) == "qnn" and not costmodel_fit.mixed_precision(r["precision"])):
+                timed.setdefault((key, r["precision"], r["runtime"]), {})[at] = float(r["inference_time_ms"])
+    ratios = {k: v["old"] / v["new"] for k, v in timed.items() if len(v) == 2}
+
+    def matmul_dominated(key: str) -> bool:
+        entry = features[key]
+        col = {f: i for i, f in enumerate(entry["fields"])}
+        macs = {"matmul": 0.0, "conv": 0.0}
+        for op in entry["ops"]:
+            kind = "matmul" if op[col["kind"]] in ("linear", "attention") else op[col["kind"]]
+            if kind in macs:
+                macs[kind] += op[col["macs"]]
+        return macs["matmul"] > macs["conv"]
+
+    return {"what": "training models' QNN rows: 8 Elite QRD at v0.37.1 / 8 Elite for Galaxy at v0.46.1",
+            "keys": len(ratios), "median": round(float(np.median(list(ratios.values()))), 3) if ratios else None,
+            "matmul_dominated": {" ".join(k): round(v, 3) for k, v in sorted(ratios.items()) if matmul_dominated(k[0])}}
+
+
 def main() -> None:
     with gzip.open(costmodel_fit.FEATURES_PATH, "rt", encoding="utf-8") as f:
         features = {k: v for k, v in json.load(f).items() if not k.startswith("stable_diffusion")}
-    train = [r for r in costmodel_fit.load_rows(features) if costmodel_fit.on_npu(r) and not r["held_out"]]
+    training = lambda companion: [r for r in costmodel_fit.load_rows(features, companion)  # noqa: E731
+                                  if costmodel_fit.on_npu(r) and not r["held_out"]]
+    train, with_companion = training(False), training(True)
     chosen = json.loads((costmodel_fit.RESULTS / "costmodel_fit.json").read_text(encoding="utf-8"))["model"]
     names, vtcm = tuple(chosen["features"]), chosen["vtcm_bytes"]
     base = costmodel_fit.design(train, features, names, vtcm)
     kilo_ops = costmodel_fit.design(train, features, ("kilo_ops",), vtcm)[:, 0]
 
     def cross_validated(X: np.ndarray, terms: tuple[str, ...], family_balance: float = 0.0,
-                        precision_ridge: float | None = None) -> dict[str, Any]:
-        pred = costmodel_cv.cross_validated(train, X, costmodel_fit.family, lambda r, x: costmodel_fit.fit(
+                        precision_ridge: float | None = None, eras: bool = False, era_ridge: float | None = None,
+                        companion: bool = False) -> dict[str, Any]:
+        rows = with_companion if companion else train
+        if companion:
+            X = costmodel_fit.design(rows, features, terms, vtcm)
+        pred = costmodel_cv.cross_validated(rows, X, costmodel_fit.family, lambda r, x: costmodel_fit.fit(
             r, x, terms, chosen["ridge_to_pooled"], chosen["floor_weights"], chosen["speed_mode"],
-            family_balance=family_balance, precision_ridge=precision_ridge,
-            extra_ridge=chosen.get("extra_ridge", costmodel_fit.EXTRA_RIDGE)), costmodel_fit.predict_rows)
-        chips = costmodel_cv.chip_errors(train, pred, costmodel_fit.PHONE_LAPTOP)
+            frozenset(chosen.get("anchored", ())), family_balance=family_balance, precision_ridge=precision_ridge,
+            extra_ridge=chosen.get("extra_ridge", costmodel_fit.EXTRA_RIDGE), eras=eras, era_ridge=era_ridge),
+            costmodel_fit.predict_rows)
+        chips = costmodel_cv.chip_errors(rows, pred, costmodel_fit.PHONE_LAPTOP)
         return {"score": round(costmodel_cv.score(chips), 3),
                 "by_chipset": {c: [round(e["median_abs"], 3), round(e["p90_abs"], 3)] for c, e in chips.items()}}
 
@@ -164,7 +214,8 @@ def main() -> None:
             kept = [i for i, n in enumerate(names) if n not in variant.get("replace", ())]
             X = np.hstack([base[:, kept], np.array(column)[:, None]])
             terms = tuple(names[i] for i in kept) + (name,)
-        result = cross_validated(X, terms, variant.get("family_balance", 0.0), variant.get("precision_ridge"))
+        result = cross_validated(X, terms, variant.get("family_balance", 0.0), variant.get("precision_ridge"),
+                                 variant.get("eras", False), variant.get("era_ridge"), variant.get("companion", False))
         gain = shipped["score"] - result["score"]
         out.append({"variant": name, "what": variant["what"], **result, "gain": round(gain, 3),
                     "beats_margin": gain > costmodel_cv.MARGIN, "oracle": "row" in variant})
@@ -174,7 +225,7 @@ def main() -> None:
                       "model and of each variant of it; held-out models never read",
               "margin": costmodel_cv.MARGIN, "shipped": shipped,
               "roofline": {"peak_macs_per_s": PEAK_MACS_PER_S, "dram_bytes_per_s": DRAM_BYTES_PER_S},
-              "variants": sorted(out, key=lambda v: v["score"])}
+              "variants": sorted(out, key=lambda v: v["score"]), "release_ratios": release_ratios(features)}
     (costmodel_fit.RESULTS / "costmodel_variants.json").write_text(json.dumps(result, indent=1) + "\n",
                                                                   encoding="utf-8")
 

@@ -880,7 +880,14 @@ def render_costmodel_variants(results: Path) -> str:
                if oracles else "")
             + f"(benchmarks/results/costmodel_variants.json, git {data['git_rev'][:10]}; "
               f"`python benchmarks/costmodel_variants.py`, about a minute)\n\n")
-    return note + rows(["variant", "what changes", "CV score", "vs shipped"], body, right={2, 3})
+    release = data.get("release_ratios")
+    tail = ""
+    if release and release.get("keys"):
+        tail = (f"\nWhat the release_era variants could learn from ({release['what']}): median "
+                f"{release['median']:.2f}x over {release['keys']} keys; matmul-dominated: "
+                + ", ".join(f"{k.split('/')[0]} {k.split(' ')[1]} {v:.2f}x" for k, v in release["matmul_dominated"].items())
+                + ".\n")
+    return note + rows(["variant", "what changes", "CV score", "vs shipped"], body, right={2, 3}) + tail
 
 
 MIB_GB = (1 << 20) / 1e9  # the profiles record MiB; the tables print GB (1e9 bytes), as sdxl_scale's do

@@ -584,6 +584,71 @@ def test_mixed_precision_rows_are_left_out_and_cannot_displace_an_older_plain_ro
     assert costmodel_fit.mixed_rows(features)["n"] == 2
 
 
+def test_the_history_rows_can_bring_a_companion_chipset_timed_at_the_same_release(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_rows(companion=True) adds the 8 Elite reference design's history rows under a chipset name of their own;
+    every history row carries the old release's era, every current row the current one."""
+    import csv
+
+    import costmodel_fit
+
+    cols = ["model", "component", "precision", "chipset", "runtime", "inference_time_ms", "layers_total", "layers_npu",
+            "layers_gpu", "layers_cpu", "job_id", "job_shared_with_device", "release", "qairt_version"]
+    for name, rows in (("aihub_perf.csv", [("Snapdragon 8 Gen 3", 5.0, "v0.46.1")]),
+                       ("aihub_perf_history.csv", [("Snapdragon 8 Gen 2", 7.0, "v0.37.1"),
+                                                   ("Snapdragon 8 Elite", 4.5, "v0.37.1")])):
+        with open(tmp_path / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for i, (chip, ms, release) in enumerate(rows):
+                w.writerow(["m", "M", "float", chip, "QNN_DLC", ms, 10, 10, 0, 0, f"{name}{i}", "", release, ""])
+    monkeypatch.setattr(costmodel_fit, "DATA", tmp_path)
+    features = {"m/M": {"fields": list(costfit.OP_FIELDS), "ops": [_row("conv", macs=10**9)]}}
+    era = lambda companion: {r["chipset"]: (r["era"], r["published_ms"])  # noqa: E731
+                             for r in costmodel_fit.load_rows(features, companion)}
+    old, new = costmodel_fit.HISTORY_ERA, costmodel_fit.CURRENT_ERA
+    assert era(False) == {"snapdragon-8-gen-3": (new, 5.0), "snapdragon-8-gen-2": (old, 7.0)}
+    assert era(True) == {"snapdragon-8-gen-3": (new, 5.0), "snapdragon-8-gen-2": (old, 7.0),
+                         "snapdragon-8-elite-qrd": (old, 4.5)}
+
+
+def test_an_old_release_slow_at_attention_is_learned_only_from_a_pooled_fit_of_its_own() -> None:
+    """Two chipsets of the current release and two timed by an old toolchain that ran attention MACs 3x slower: one
+    pooled fit pins a chipset's per-kind extra costs to the current release's, so the old chipsets' attention-heavy
+    graphs miss; `eras` gives the old release's rows a pooled fit of their own, which follows them."""
+    import costmodel_fit
+
+    names = ("gmacs", "attn_gmacs", "one")
+    rng = np.random.default_rng(0)
+    rows, X = [], []
+    for i in range(16):
+        gmacs = rng.uniform(1, 20)
+        x = np.array([gmacs, gmacs * (i % 4) / 4, 1.0])
+        for chip, speed, era in ((costmodel_fit.REFERENCE_CHIPSET, 1.0, costmodel_fit.CURRENT_ERA),
+                                 ("chip-now", 0.8, costmodel_fit.CURRENT_ERA),
+                                 ("chip-now-2", 0.6, costmodel_fit.CURRENT_ERA),
+                                 ("chip-old", 1.4, costmodel_fit.HISTORY_ERA),
+                                 ("chip-old-2", 1.1, costmodel_fit.HISTORY_ERA)):
+            attn = 0.5 * (3.0 if era == costmodel_fit.HISTORY_ERA else 1.0)
+            rows.append({"chipset": chip, "key": f"m{i}/m", "model": f"m{i}", "precision": "float", "era": era,
+                         "runtime": "QNN_DLC", "runtime_group": "qnn", "held_out": False,
+                         "published_ms": speed * float(x @ [0.2, attn, 0.3])})
+            X.append(x)
+    X = np.array(X)
+    old = [i for i, r in enumerate(rows) if r["chipset"] == "chip-old"]
+
+    def worst_error(params: dict) -> float:
+        pred = costmodel_fit.predict_rows([rows[i] for i in old], X[old], params)
+        return float(np.max(np.abs(pred / np.array([rows[i]["published_ms"] for i in old]) - 1)))
+
+    one_pool = costmodel_fit.fit(rows, X, names, 0.5, extra_ridge=0.0)
+    by_era = costmodel_fit.fit(rows, X, names, 0.5, extra_ridge=0.0, eras=True)
+    assert worst_error(by_era) < 0.05 < worst_error(one_pool)
+    # and the current release's pooled fit is no longer bent by the old rows
+    assert by_era["groups"]["*|float|qnn"] == pytest.approx([0.2, 0.5, 0.3], rel=0.02)
+    assert one_pool["groups"]["*|float|qnn"] != pytest.approx([0.2, 0.5, 0.3], rel=0.1)
+
+
 def test_the_error_range_is_the_cross_validated_ratio_percentiles_per_chipset() -> None:
     """published / estimated over every shuffle's prediction of a chipset's QNN rows: its 10th and 90th percentiles;
     a chipset with fewer than MIN_INTERVAL_ROWS rows (and other runtimes' rows) falls back to the pooled range."""
