@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 import aihub_mobile
 import aihub_sr_small
+import aihub_swin
 
 
 class DoubleConv(nn.Sequential):
@@ -143,10 +144,11 @@ CUSTOM: dict[tuple[str, str], Callable] = {
     ("real_esrgan_general_x4v3", "Real-ESRGAN-General-x4v3"): _image(SRVGGNetCompact, 128, 128),
     **aihub_sr_small.BUILDERS,
     **aihub_mobile.BUILDERS,
+    **aihub_swin.BUILDERS,
 }
 PUBLISHED_PARAMS = {"unet_segmentation": 31.0e6, "real_esrgan_x4plus": 16.7e6, "esrgan": 16.7e6,
                     "real_esrgan_general_x4v3": 1.21e6, **aihub_sr_small.PUBLISHED_PARAMS,
-                    **aihub_mobile.PUBLISHED_PARAMS}
+                    **aihub_mobile.PUBLISHED_PARAMS, **aihub_swin.PUBLISHED_PARAMS}
 
 
 if __name__ == "__main__":

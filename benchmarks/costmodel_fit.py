@@ -2,9 +2,9 @@
 
 One command reproduces the fit and its held-out errors from committed inputs:
     python benchmarks/costmodel_fit.py
-Inputs: /work/shared/latency/aihub_perf.csv (release v0.46.1; every chipset) and aihub_perf_history.csv (only for
-Snapdragon 8 Gen 2, which the current release dropped), and the per-op features of the rebuilt graphs in
-benchmarks/results/latency_features.json.gz (benchmarks/latency_graphs.py).
+Inputs: /work/shared/latency/aihub_perf.csv (release v0.46.1; every chipset) and aihub_perf_history.csv (the
+Snapdragon 8 Gen 2, which the current release dropped, and the last figures of rebuilt models it dropped: Swin), and
+the per-op features of the rebuilt graphs in benchmarks/results/latency_features.json.gz (benchmarks/latency_graphs.py).
 Outputs:
     benchmarks/results/costmodel_fit.json   split, per-chipset / per-runtime / per-precision held-out errors,
                                             every held-out prediction, Stable Diffusion predictions
@@ -132,23 +132,26 @@ def mixed_rows(features: dict) -> dict:
 # 8 Gen 2 (the current release dropped it) and the 8 Elite's reference design, the era's companion (ERA_COMPANION)
 HISTORY_CHIPSETS = {"Snapdragon 8 Gen 2": "snapdragon-8-gen-2"}
 ERA_COMPANION = ("Snapdragon 8 Elite", "snapdragon-8-elite-qrd")
-CURRENT_ERA, HISTORY_ERA = "v0.46.1", "v0.37.1"
+CURRENT_ERA, HISTORY_ERA = "current", "v0.37.1"
 
 
 def load_rows(features: dict, companion: bool = False) -> list[dict]:
-    """Published rows of rebuilt models: current release for every chipset, history for the 8 Gen 2 (and, with
-    `companion`, for the 8 Elite QRD at the same release: a training-only chipset that shows what that release's
-    toolchain was fast and slow at). Each row's `era` says which of the two toolchains timed it."""
+    """Published rows of rebuilt models: the current release for every chipset; from the history, the 8 Gen 2's
+    (and, with `companion`, the 8 Elite QRD's at the same release: a training-only chipset that shows what that
+    release's toolchain was fast and slow at), and, on the current chipsets, the last figures of models the current
+    release no longer lists (Swin: v0.39.1-v0.45.0). Each row's `era` says which toolchain timed it: HISTORY_ERA for
+    the chipsets timed only until v0.37.1, CURRENT_ERA for the others."""
     rows, seen_jobs = [], set()
     excluded = excluded_graphs(features)
     history_chipsets = dict(HISTORY_CHIPSETS, **({ERA_COMPANION[0]: ERA_COMPANION[1]} if companion else {}))
     with open(DATA / "aihub_perf.csv") as f:
         current = [r for r in csv.DictReader(f) if not mixed_precision(r["precision"])]
+    listed, chipsets = {r["model"] for r in current}, {r["chipset"] for r in current}
     with open(DATA / "aihub_perf_history.csv") as f:
-        history = [r for r in csv.DictReader(f)
-                   if r["chipset"] in history_chipsets and not mixed_precision(r["precision"])]
+        history = [r for r in csv.DictReader(f) if not mixed_precision(r["precision"]) and (
+            r["chipset"] in history_chipsets or (r["model"] not in listed and r["chipset"] in chipsets))]
     # the history repeats a key under older runtime/precision labels (QNN vs QNN_DLC, fp16 vs float) and older
-    # releases: keep the newest release of each model x component x precision group x runtime group
+    # releases: keep the newest release of each chipset x model x component x precision group x runtime group
     history.sort(key=lambda r: release_order(r["release"]), reverse=True)
     newest, seen_keys = [], set()
     for r in history:
@@ -179,9 +182,10 @@ def load_rows(features: dict, companion: bool = False) -> list[dict]:
             if runtime is None or precision == "w4a16":
                 continue
             layers = lambda k: float(r[k]) if r.get(k) not in (None, "") else 0.0  # noqa: E731
-            chipset = history_chipsets[r["chipset"]] if source == "aihub_perf_history.csv" else slug(r["chipset"])
-            rows.append({"model": r["model"], "component": r["component"], "key": key, "chipset": chipset,
-                         "era": HISTORY_ERA if source == "aihub_perf_history.csv" else CURRENT_ERA,
+            old = source == "aihub_perf_history.csv" and r["chipset"] in history_chipsets
+            rows.append({"model": r["model"], "component": r["component"], "key": key,
+                         "chipset": history_chipsets[r["chipset"]] if old else slug(r["chipset"]),
+                         "era": HISTORY_ERA if old else CURRENT_ERA,
                          "runtime": r["runtime"], "runtime_group": runtime, "precision": precision,
                          "published_ms": float(r["inference_time_ms"]), "source": source,
                          "fallback_layers": layers("layers_cpu") + layers("layers_gpu"),
@@ -934,7 +938,10 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     chips = sorted({r["chipset"] for r in rows})
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_rev": git_rev(),
-        "inputs": {"perf": "aihub_perf.csv (v0.46.1) + aihub_perf_history.csv (Snapdragon 8 Gen 2 only)",
+        "inputs": {"perf": "aihub_perf.csv (v0.46.1) + aihub_perf_history.csv (Snapdragon 8 Gen 2; models the "
+                           "current release dropped, on its chipsets: "
+                           + ", ".join(sorted({r["model"] for r in rows if r["source"] == "aihub_perf_history.csv"
+                                               and r["chipset"] != "snapdragon-8-gen-2"})) + ")",
                    "features": str(features_path.relative_to(ROOT)) if features_path.is_relative_to(ROOT)
                    else str(features_path), "graphs": len(fit_features)},
         "model": {"features": list(names), "vtcm_bytes": vtcm,

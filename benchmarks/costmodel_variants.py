@@ -150,7 +150,7 @@ def release_ratios(features: dict) -> dict[str, Any]:
     with open(costmodel_fit.DATA / "aihub_perf_history.csv") as f:
         for r in csv.DictReader(f):
             at = {("Snapdragon 8 Elite QRD", costmodel_fit.HISTORY_ERA): "old",
-                  ("Samsung Galaxy S25", costmodel_fit.CURRENT_ERA): "new"}.get((r["device"], r["release"]))
+                  ("Samsung Galaxy S25", "v0.46.1"): "new"}.get((r["device"], r["release"]))
             key = f"{r['model']}/{r['component']}"
             if (at and r["inference_time_ms"] and key in features and not costmodel_fit.held_out(r["model"])
                     and costfit.RUNTIME_GROUPS.get(r["runtime"]) == "qnn" and not costmodel_fit.mixed_precision(r["precision"])):

@@ -279,6 +279,21 @@ def test_models_restated_from_their_authors_code_have_ai_hubs_parameter_counts()
         assert len(feeds) == 1 and next(iter(feeds.values())).dim() == 4
 
 
+def test_swins_split_linears_compute_what_one_linear_computes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AI Hub's Swin splits every linear wider than 512 channels (aihub_swin.split_linear): the graph changes, the
+    function does not; the widest one (1536 -> 768, Swin-Tiny's last patch merging) becomes 2 x 3 partial products."""
+    import aihub_swin
+    import torch
+
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(1536, 768), torch.randn(2, 49, 1536)
+    assert torch.allclose(aihub_swin.split_linear(x, linear), linear(x), atol=1e-5)
+    weights, plain = [], torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear", lambda x, w, b=None: weights.append(w.shape) or plain(x, w, b))
+    aihub_swin.split_linear(x, linear)
+    assert weights == [torch.Size([384, 512])] * 6
+
+
 def test_every_phone_and_laptop_chipset_has_a_profile_and_fitted_coefficients() -> None:
     import costmodel_fit
 
@@ -610,6 +625,35 @@ def test_the_history_rows_can_bring_a_companion_chipset_timed_at_the_same_releas
     assert era(False) == {"snapdragon-8-gen-3": (new, 5.0), "snapdragon-8-gen-2": (old, 7.0)}
     assert era(True) == {"snapdragon-8-gen-3": (new, 5.0), "snapdragon-8-gen-2": (old, 7.0),
                          "snapdragon-8-elite-qrd": (old, 4.5)}
+
+
+def test_models_the_current_release_dropped_come_from_the_history_on_the_current_chipsets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model the current release no longer lists (Swin) keeps its last figure per chipset x precision x runtime from
+    the history, on the chipsets the current release has; a listed model's older figures and other chipsets' stay
+    out."""
+    import csv
+
+    import costmodel_fit
+
+    cols = ["model", "component", "precision", "chipset", "runtime", "inference_time_ms", "layers_total", "layers_npu",
+            "layers_gpu", "layers_cpu", "job_id", "job_shared_with_device", "release", "qairt_version"]
+    tables = {"aihub_perf.csv": [("m", "Snapdragon 8 Gen 3", "QNN_DLC", 5.0, "v0.46.1")],
+              "aihub_perf_history.csv": [("m", "Snapdragon 8 Gen 3", "QNN_DLC", 6.0, "v0.40.0"),
+                                         ("gone", "Snapdragon 8 Gen 3", "QNN", 9.0, "v0.30.7"),
+                                         ("gone", "Snapdragon 8 Gen 3", "QNN_DLC", 8.0, "v0.43.0"),
+                                         ("gone", "Snapdragon 8 Elite", "QNN_DLC", 7.0, "v0.37.1")]}
+    for name, rows in tables.items():
+        with open(tmp_path / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            for i, (model, chip, runtime, ms, release) in enumerate(rows):
+                w.writerow([model, model.upper(), "float", chip, runtime, ms, 10, 10, 0, 0, f"{name}{i}", "", release, ""])
+    monkeypatch.setattr(costmodel_fit, "DATA", tmp_path)
+    features = {k: {"fields": list(costfit.OP_FIELDS), "ops": [_row("conv", macs=10**9)]} for k in ("m/M", "gone/GONE")}
+    got = {(r["model"], r["chipset"], r["release"], r["era"]): r["published_ms"] for r in costmodel_fit.load_rows(features)}
+    assert got == {("m", "snapdragon-8-gen-3", "v0.46.1", "current"): 5.0,
+                   ("gone", "snapdragon-8-gen-3", "v0.43.0", "current"): 8.0}
 
 
 def test_an_old_release_slow_at_attention_is_learned_only_from_a_pooled_fit_of_its_own() -> None:
