@@ -55,6 +55,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 DATA = next((p for p in (ROOT.parent / "shared" / "latency", Path("/work/shared/latency")) if p.is_dir()),
             Path("/work/shared/latency"))
 FEATURES_PATH = RESULTS / "latency_features.json.gz"
+# the params file of this checkout (costfit.PARAMS_PATH is the installed package's, which may be another checkout's:
+# a fit run in a git worktree beside an editable install would otherwise overwrite the install's coefficients)
+PARAMS_PATH = ROOT / "compiler" / "analysis" / costfit.PARAMS_PATH.name
 
 # AI Hub chipset name -> fusionc device name (fusionc.core.devices) or a slug for chipsets no phone/laptop ships with
 CHIPSETS = {
@@ -894,7 +897,7 @@ def git_rev() -> str:
 
 
 def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmodel_fit.json",
-        out_png: Path | None = RESULTS / "costmodel_fit.png", params_path: Path = costfit.PARAMS_PATH,
+        out_png: Path | None = RESULTS / "costmodel_fit.png", params_path: Path = PARAMS_PATH,
         select: bool = True, compare_sd: bool = True) -> dict:
     """The whole fit: rows, cross-validated model choice (training models only), the fit on every training row,
     held-out errors, SD predictions (and, with `compare_sd`, their comparison with published figures)."""
