@@ -360,11 +360,11 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
                                              absolute=True, sample_weight=weight(idx)) for key, idx in by_rt.items()}
         for key, idx in sorted(by_prec_rt.items(), key=lambda kv: kv[0][2] != CURRENT_ERA):  # the current era first
             current = pooled.get((key[0], key[1], CURRENT_ERA))
-            if key[2] != CURRENT_ERA and (len(idx) < MIN_ROWS or current is not None and era_ridge is not None):
-                if current is None:
-                    continue
-                pooled[key] = current if len(idx) < MIN_ROWS else costfit.fit_group(
-                    mapped(idx), y[idx], current, era_ridge, sample_weight=weight(idx))
+            if key[2] != CURRENT_ERA and len(idx) < MIN_ROWS:  # too few of the old release's rows: the current shape
+                if current is not None:
+                    pooled[key] = current
+            elif key[2] != CURRENT_ERA and current is not None and era_ridge is not None:
+                pooled[key] = costfit.fit_group(mapped(idx), y[idx], current, era_ridge, sample_weight=weight(idx))
             elif (key[1], key[2]) in shared:
                 pooled[key] = costfit.fit_group(mapped(idx), y[idx], shared[(key[1], key[2])], precision_ridge,
                                                 sample_weight=weight(idx))
@@ -394,7 +394,7 @@ def fit(rows: list[dict], X: np.ndarray, names: tuple[str, ...] = costfit.BASE_F
         pooled_fit()
     for (chip, prec, rt), idx in by_group.items():
         M = scaling[(chip, prec, rt)]
-        base = pooled.get((prec, rt, chip_era[chip]), pooled.get((prec, rt, CURRENT_ERA)))
+        base = pooled.get((prec, rt, chip_era[chip]))
         if base is None:  # a precision / runtime only the history's toolchain timed: no pooled shape to start from
             continue
         prior = M @ base
@@ -571,6 +571,16 @@ def release_order(release: str) -> tuple[int, ...]:
     return tuple(int(re.sub(r"\D.*", "", v) or 0) for v in release.lstrip("v").split("."))
 
 
+def dominant_mac_kind(entry: dict) -> str:
+    """'matmul' when a rebuilt graph (one features entry) does more weight-matmul and attention MACs than convolution
+    MACs, else 'conv'."""
+    col = {f: i for i, f in enumerate(entry["fields"])}
+    macs = Counter()
+    for op in entry["ops"]:
+        macs["matmul" if op[col["kind"]] in ("linear", "attention") else op[col["kind"]]] += op[col["macs"]]
+    return "matmul" if macs["matmul"] > macs["conv"] else "conv"
+
+
 def toolchain_gap(rows: list[dict], features: dict) -> dict:
     """How much of the 8 Gen 2 / 8 Gen 3 ratio the fit sees is the toolchain, not the chipset. The fitted rows put
     the 8 Gen 2 at AI Hub v0.37.1 (QAIRT 2.37, its last release) beside the 8 Gen 3 at v0.46.1 (QAIRT 2.42). For
@@ -606,13 +616,8 @@ def toolchain_gap(rows: list[dict], features: dict) -> dict:
         if not both:
             continue
         *_, release, at = max(both, key=lambda t: t[:2])
-        entry = features[g2["key"]]
-        col = {f: i for i, f in enumerate(entry["fields"])}
-        macs = Counter()
-        for op in entry["ops"]:
-            macs["matmul" if op[col["kind"]] in ("linear", "attention") else op[col["kind"]]] += op[col["macs"]]
         entries.append({"key": g2["key"], "precision": key[2], "runtime": runtime, "held_out": g2["held_out"],
-                        "dominant": "matmul" if macs["matmul"] > macs["conv"] else "conv", "shared_release": release,
+                        "dominant": dominant_mac_kind(features[g2["key"]]), "shared_release": release,
                         "same_release_ratio": round(at["snapdragon-8-gen-2"] / at[REFERENCE_CHIPSET], 3),
                         "fitted_ratio": round(g2["published_ms"] / g3["published_ms"], 3),
                         "gen_3_change": round(g3["published_ms"] / at[REFERENCE_CHIPSET], 3),
@@ -944,7 +949,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
         "inputs": {"perf": "aihub_perf.csv (v0.46.1) + aihub_perf_history.csv (Snapdragon 8 Gen 2; models the "
                            "current release dropped, on its chipsets: "
                            + ", ".join(sorted({r["model"] for r in rows if r["source"] == "aihub_perf_history.csv"
-                                               and r["chipset"] != "snapdragon-8-gen-2"})) + ")",
+                                               and r["era"] == CURRENT_ERA})) + ")",
                    "features": str(features_path.relative_to(ROOT)) if features_path.is_relative_to(ROOT)
                    else str(features_path), "graphs": len(fit_features)},
         "model": {"features": list(names), "vtcm_bytes": vtcm,

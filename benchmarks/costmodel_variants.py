@@ -156,20 +156,10 @@ def release_ratios(features: dict) -> dict[str, Any]:
                     and costfit.RUNTIME_GROUPS.get(r["runtime"]) == "qnn" and not costmodel_fit.mixed_precision(r["precision"])):
                 timed.setdefault((key, r["precision"], r["runtime"]), {})[at] = float(r["inference_time_ms"])
     ratios = {k: v["old"] / v["new"] for k, v in timed.items() if len(v) == 2}
-
-    def matmul_dominated(key: str) -> bool:
-        entry = features[key]
-        col = {f: i for i, f in enumerate(entry["fields"])}
-        macs = {"matmul": 0.0, "conv": 0.0}
-        for op in entry["ops"]:
-            kind = "matmul" if op[col["kind"]] in ("linear", "attention") else op[col["kind"]]
-            if kind in macs:
-                macs[kind] += op[col["macs"]]
-        return macs["matmul"] > macs["conv"]
-
     return {"what": "training models' QNN rows: 8 Elite QRD at v0.37.1 / 8 Elite for Galaxy at v0.46.1",
             "keys": len(ratios), "median": round(float(np.median(list(ratios.values()))), 3) if ratios else None,
-            "matmul_dominated": {" ".join(k): round(v, 3) for k, v in sorted(ratios.items()) if matmul_dominated(k[0])}}
+            "matmul_dominated": {" ".join(k): round(v, 3) for k, v in sorted(ratios.items())
+                                 if costmodel_fit.dominant_mac_kind(features[k[0]]) == "matmul"}}
 
 
 def main() -> None:
@@ -181,14 +171,13 @@ def main() -> None:
     chosen = json.loads((costmodel_fit.RESULTS / "costmodel_fit.json").read_text(encoding="utf-8"))["model"]
     names, vtcm = tuple(chosen["features"]), chosen["vtcm_bytes"]
     base = costmodel_fit.design(train, features, names, vtcm)
+    base_with_companion = costmodel_fit.design(with_companion, features, names, vtcm)
     kilo_ops = costmodel_fit.design(train, features, ("kilo_ops",), vtcm)[:, 0]
 
     def cross_validated(X: np.ndarray, terms: tuple[str, ...], family_balance: float = 0.0,
                         precision_ridge: float | None = None, eras: bool = False, era_ridge: float | None = None,
                         companion: bool = False) -> dict[str, Any]:
-        rows = with_companion if companion else train
-        if companion:
-            X = costmodel_fit.design(rows, features, terms, vtcm)
+        rows, X = (with_companion, base_with_companion) if companion else (train, X)
         pred = costmodel_cv.cross_validated(rows, X, costmodel_fit.family, lambda r, x: costmodel_fit.fit(
             r, x, terms, chosen["ridge_to_pooled"], chosen["floor_weights"], chosen["speed_mode"],
             frozenset(chosen.get("anchored", ())), family_balance=family_balance, precision_ridge=precision_ridge,

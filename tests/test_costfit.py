@@ -24,6 +24,21 @@ def _row(kind: str, macs: int = 0, vector: int = 0, params: int = 0, act_in: int
     return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1]
 
 
+def _aihub_csv(path: Path, rows: list[tuple]) -> None:
+    """An AI Hub latency CSV (aihub_perf.csv's columns) of (model, chipset, runtime, precision, ms, release) rows, each
+    its own job, every layer on the NPU."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "component", "precision", "chipset", "runtime", "inference_time_ms", "layers_total",
+                    "layers_npu", "layers_gpu", "layers_cpu", "job_id", "job_shared_with_device", "release",
+                    "qairt_version"])
+        for i, (model, chip, runtime, precision, ms, release) in enumerate(rows):
+            w.writerow([model, model.upper(), precision, chip, runtime, ms, 10, 10, 0, 0, f"{path.name}{i}", "",
+                        release, ""])
+
+
 def test_features_by_hand() -> None:
     rows = [_row("conv", macs=2 * 10**9, params=10**6, act_in=10**6, act_out=10**6),
             _row("linear", macs=10**9, params=4 * 10**6, act_in=10**3, act_out=10**3),
@@ -574,24 +589,13 @@ def test_mixed_precision_rows_are_left_out_and_cannot_displace_an_older_plain_ro
                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The 8 Gen 2 history keeps the newest row per precision group: a newer w8a8_mixed_int16 row (some layers at
     16 bits) must not replace the plain w8a8 figure, and no mixed row enters the fit."""
-    import csv
-
     import costmodel_fit
 
-    cols = ["model", "component", "precision", "chipset", "runtime", "inference_time_ms", "layers_total", "layers_npu",
-            "layers_gpu", "layers_cpu", "job_id", "job_shared_with_device", "release", "qairt_version"]
-
-    def write(name: str, rows: list[tuple]) -> None:
-        with open(tmp_path / name, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(cols)
-            for i, (chip, precision, ms, release) in enumerate(rows):
-                w.writerow(["m", "M", precision, chip, "QNN_DLC", ms, 10, 10, 0, 0, f"{name}{i}", "", release, ""])
-
-    write("aihub_perf.csv", [("Snapdragon 8 Gen 3", "w8a8", 5.0, "v0.46.1"),
-                             ("Snapdragon 8 Gen 3", "w8a16_mixed_int16", 9.0, "v0.46.1")])
-    write("aihub_perf_history.csv", [("Snapdragon 8 Gen 2", "w8a8", 10.5, "v0.34.3"),
-                                     ("Snapdragon 8 Gen 2", "w8a8_mixed_int16", 21.1, "v0.37.1")])
+    _aihub_csv(tmp_path / "aihub_perf.csv", [("m", "Snapdragon 8 Gen 3", "QNN_DLC", "w8a8", 5.0, "v0.46.1"),
+                                             ("m", "Snapdragon 8 Gen 3", "QNN_DLC", "w8a16_mixed_int16", 9.0, "v0.46.1")])
+    _aihub_csv(tmp_path / "aihub_perf_history.csv",
+               [("m", "Snapdragon 8 Gen 2", "QNN_DLC", "w8a8", 10.5, "v0.34.3"),
+                ("m", "Snapdragon 8 Gen 2", "QNN_DLC", "w8a8_mixed_int16", 21.1, "v0.37.1")])
     monkeypatch.setattr(costmodel_fit, "DATA", tmp_path)
     features = {"m/M": {"fields": list(costfit.OP_FIELDS), "ops": [_row("conv", macs=10**9)]}}
     got = {(r["chipset"], r["precision_label"]): r["published_ms"] for r in costmodel_fit.load_rows(features)}
@@ -603,20 +607,11 @@ def test_the_history_rows_can_bring_a_companion_chipset_timed_at_the_same_releas
                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """load_rows(companion=True) adds the 8 Elite reference design's history rows under a chipset name of their own;
     every history row carries the old release's era, every current row the current one."""
-    import csv
-
     import costmodel_fit
 
-    cols = ["model", "component", "precision", "chipset", "runtime", "inference_time_ms", "layers_total", "layers_npu",
-            "layers_gpu", "layers_cpu", "job_id", "job_shared_with_device", "release", "qairt_version"]
-    for name, rows in (("aihub_perf.csv", [("Snapdragon 8 Gen 3", 5.0, "v0.46.1")]),
-                       ("aihub_perf_history.csv", [("Snapdragon 8 Gen 2", 7.0, "v0.37.1"),
-                                                   ("Snapdragon 8 Elite", 4.5, "v0.37.1")])):
-        with open(tmp_path / name, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(cols)
-            for i, (chip, ms, release) in enumerate(rows):
-                w.writerow(["m", "M", "float", chip, "QNN_DLC", ms, 10, 10, 0, 0, f"{name}{i}", "", release, ""])
+    _aihub_csv(tmp_path / "aihub_perf.csv", [("m", "Snapdragon 8 Gen 3", "QNN_DLC", "float", 5.0, "v0.46.1")])
+    _aihub_csv(tmp_path / "aihub_perf_history.csv", [("m", "Snapdragon 8 Gen 2", "QNN_DLC", "float", 7.0, "v0.37.1"),
+                                                     ("m", "Snapdragon 8 Elite", "QNN_DLC", "float", 4.5, "v0.37.1")])
     monkeypatch.setattr(costmodel_fit, "DATA", tmp_path)
     features = {"m/M": {"fields": list(costfit.OP_FIELDS), "ops": [_row("conv", macs=10**9)]}}
     era = lambda companion: {r["chipset"]: (r["era"], r["published_ms"])  # noqa: E731
@@ -632,23 +627,13 @@ def test_models_the_current_release_dropped_come_from_the_history_on_the_current
     """A model the current release no longer lists (Swin) keeps its last figure per chipset x precision x runtime from
     the history, on the chipsets the current release has; a listed model's older figures and other chipsets' stay
     out."""
-    import csv
-
     import costmodel_fit
 
-    cols = ["model", "component", "precision", "chipset", "runtime", "inference_time_ms", "layers_total", "layers_npu",
-            "layers_gpu", "layers_cpu", "job_id", "job_shared_with_device", "release", "qairt_version"]
-    tables = {"aihub_perf.csv": [("m", "Snapdragon 8 Gen 3", "QNN_DLC", 5.0, "v0.46.1")],
-              "aihub_perf_history.csv": [("m", "Snapdragon 8 Gen 3", "QNN_DLC", 6.0, "v0.40.0"),
-                                         ("gone", "Snapdragon 8 Gen 3", "QNN", 9.0, "v0.30.7"),
-                                         ("gone", "Snapdragon 8 Gen 3", "QNN_DLC", 8.0, "v0.43.0"),
-                                         ("gone", "Snapdragon 8 Elite", "QNN_DLC", 7.0, "v0.37.1")]}
-    for name, rows in tables.items():
-        with open(tmp_path / name, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(cols)
-            for i, (model, chip, runtime, ms, release) in enumerate(rows):
-                w.writerow([model, model.upper(), "float", chip, runtime, ms, 10, 10, 0, 0, f"{name}{i}", "", release, ""])
+    _aihub_csv(tmp_path / "aihub_perf.csv", [("m", "Snapdragon 8 Gen 3", "QNN_DLC", "float", 5.0, "v0.46.1")])
+    _aihub_csv(tmp_path / "aihub_perf_history.csv", [("m", "Snapdragon 8 Gen 3", "QNN_DLC", "float", 6.0, "v0.40.0"),
+                                                     ("gone", "Snapdragon 8 Gen 3", "QNN", "float", 9.0, "v0.30.7"),
+                                                     ("gone", "Snapdragon 8 Gen 3", "QNN_DLC", "float", 8.0, "v0.43.0"),
+                                                     ("gone", "Snapdragon 8 Elite", "QNN_DLC", "float", 7.0, "v0.37.1")])
     monkeypatch.setattr(costmodel_fit, "DATA", tmp_path)
     features = {k: {"fields": list(costfit.OP_FIELDS), "ops": [_row("conv", macs=10**9)]} for k in ("m/M", "gone/GONE")}
     got = {(r["model"], r["chipset"], r["release"], r["era"]): r["published_ms"] for r in costmodel_fit.load_rows(features)}
