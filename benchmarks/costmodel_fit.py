@@ -546,9 +546,12 @@ def gen2_report(rows: list[dict], pred: np.ndarray, features: dict) -> dict:
     ratios = [v["Snapdragon 8 Gen 2"] / v["Snapdragon 8 Gen 3"] for v in same_release.values() if len(v) == 2]
     ref = {(r["key"], r["precision"], r["runtime"]): r["published_ms"] for r in rows
            if r["chipset"] == REFERENCE_CHIPSET and not r["held_out"]}
-    across = [r["published_ms"] / ref[(r["key"], r["precision"], r["runtime"])] for r in rows
-              if r["chipset"] == "snapdragon-8-gen-2" and not r["held_out"] and r["runtime_group"] == "qnn"
-              and (r["key"], r["precision"], r["runtime"]) in ref]
+    fitted = [r for r in rows if r["chipset"] == "snapdragon-8-gen-2" and not r["held_out"] and r["runtime_group"] == "qnn"]
+    across = [r["published_ms"] / ref[(r["key"], r["precision"], r["runtime"])] for r in fitted
+              if (r["key"], r["precision"], r["runtime"]) in ref]
+    matmul = [r for r in fitted if dominant_mac_kind(features[r["key"]]) == "matmul"]
+    matmul_across = [r["published_ms"] / ref[(r["key"], r["precision"], r["runtime"])] for r in matmul
+                     if (r["key"], r["precision"], r["runtime"]) in ref]
     q = lambda v: {"n": len(v), "median": round(float(np.median(v)), 3),  # noqa: E731
                    "p5_p95": [round(float(x), 3) for x in np.percentile(v, [5, 95])],
                    "median_abs_dev_from_median": round(float(np.median(np.abs(np.array(v) / np.median(v) - 1))), 3)} \
@@ -562,6 +565,8 @@ def gen2_report(rows: list[dict], pred: np.ndarray, features: dict) -> dict:
             "mix_held_out": {c: mix(c, True) for c in ("snapdragon-8-gen-2", REFERENCE_CHIPSET)},
             "ratio_to_8_gen_3_same_release": q(ratios),
             "ratio_to_8_gen_3_rows_fitted_training_qnn": q(across),
+            # what the fit has to learn the 8 Gen 2's transformers from: its matmul-dominated training rows
+            "matmul_dominated_training_qnn": {"rows": len(matmul), "ratio_to_8_gen_3": q(matmul_across)},
             "held_out_qnn_on_the_8_gen_2_keys": on_keys,
             "toolchain_gap": toolchain_gap(rows, features)}
 
