@@ -29,8 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 
 import aihub_mobile
+import aihub_mobilesam
 import aihub_sr_small
 import aihub_swin
+import aihub_swinv2
 
 
 class DoubleConv(nn.Sequential):
@@ -145,10 +147,14 @@ CUSTOM: dict[tuple[str, str], Callable] = {
     **aihub_sr_small.BUILDERS,
     **aihub_mobile.BUILDERS,
     **aihub_swin.BUILDERS,
+    **aihub_mobilesam.BUILDERS,
+    **aihub_swinv2.BUILDERS,
 }
 PUBLISHED_PARAMS = {"unet_segmentation": 31.0e6, "real_esrgan_x4plus": 16.7e6, "esrgan": 16.7e6,
                     "real_esrgan_general_x4v3": 1.21e6, **aihub_sr_small.PUBLISHED_PARAMS,
-                    **aihub_mobile.PUBLISHED_PARAMS, **aihub_swin.PUBLISHED_PARAMS}
+                    **aihub_mobile.PUBLISHED_PARAMS, **aihub_swin.PUBLISHED_PARAMS,
+                    **aihub_mobilesam.PUBLISHED_PARAMS}
+NOT_PUBLISHED = aihub_swinv2.NOT_PUBLISHED  # model -> why AI Hub's figure is not this model's count
 
 
 if __name__ == "__main__":
@@ -156,4 +162,5 @@ if __name__ == "__main__":
         with torch.device("meta"):
             module, _ = build()
         params = sum(p.numel() for p in module.parameters())
-        print(f"{key:26} {params / 1e6:7.3f}M parameters (AI Hub: {PUBLISHED_PARAMS[key] / 1e6:g}M)")
+        published = f"{PUBLISHED_PARAMS[key] / 1e6:g}M" if key in PUBLISHED_PARAMS else NOT_PUBLISHED[key]
+        print(f"{key:26} {params / 1e6:7.3f}M parameters (AI Hub: {published})")

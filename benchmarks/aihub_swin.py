@@ -49,16 +49,16 @@ def split_linear(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
 
 
-def shift_mask(size: int, shift: int) -> torch.Tensor:
-    """The shifted-window attention mask (windows, 49, 49): 0 within a region, -100 across regions."""
+def shift_mask(size: int, shift: int, window: int = WINDOW) -> torch.Tensor:
+    """The shifted-window attention mask (windows, window^2, window^2): 0 within a region, -100 across regions."""
     region = torch.zeros(size, size)
     count = 0
-    for h in ((0, -WINDOW), (-WINDOW, -shift), (-shift, None)):
-        for w in ((0, -WINDOW), (-WINDOW, -shift), (-shift, None)):
+    for h in ((0, -window), (-window, -shift), (-shift, None)):
+        for w in ((0, -window), (-window, -shift), (-shift, None)):
             region[h[0]:h[1], w[0]:w[1]] = count
             count += 1
-    n = size // WINDOW
-    region = region.view(n, WINDOW, n, WINDOW).permute(0, 2, 1, 3).reshape(n * n, WINDOW * WINDOW)
+    n = size // window
+    region = region.view(n, window, n, window).permute(0, 2, 1, 3).reshape(n * n, window * window)
     diff = region.unsqueeze(1) - region.unsqueeze(2)
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
