@@ -37,7 +37,6 @@ import hashlib
 import json
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -45,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+import provenance
 from fusionc.analysis import costfit
 from fusionc.analysis.costmodel import QNN_REFERENCE
 from fusionc.core.devices import DEVICES
@@ -240,7 +240,7 @@ SPEED_MODES = ("chipset", "group", "class")
 REFERENCE_CHIPSET = "snapdragon-8-gen-3"
 MIN_PAIRS = 5
 SPEED_CLASSES = {"conv": ("gmacs", "conv_gmacs", "lowint_conv_gmacs"), "matmul": ("linear_gmacs", "attn_gmacs"),
-                 "vector": ("vector_g", "special_g", "layout_g"), "memory": ("weight_mb", "spill_mb", "act_mb"),
+                 "vector": ("vector_g", "special_g", "layout_g", "transpose_g"), "memory": ("weight_mb", "spill_mb", "act_mb"),
                  "overhead": ("kilo_ops", "fused_kilo_ops", "path_kilo_ops", "fallback_layers", "one")}
 CLASS_RIDGE = 0.05  # per-class speeds -> the group speed (relative; the classes a chipset's pairs barely exercise stay)
 
@@ -900,10 +900,8 @@ def scatter(rows: list[dict], pred: np.ndarray, path: Path) -> None:
 
 
 def git_rev() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
+    """HEAD, with "+dirty" when tracked files had uncommitted changes (the fit's inputs may not be HEAD's)."""
+    return provenance.git_revision() or "unknown"
 
 
 def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmodel_fit.json",

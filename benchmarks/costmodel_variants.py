@@ -122,7 +122,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
        for op_type in ("Transpose", "Softmax", "LayerNormalization")},
     **{f"{op_type.lower()}_elements": {"what": f"+ elements out of {op_type} ops (G)",
                                        "add": op_sum(of_type(op_type), "act_out_elems", 1e-9)}
-       for op_type in ("Softmax", "LayerNormalization", "Gelu", "Transpose", "Add", "Mul")},
+       for op_type in ("Softmax", "LayerNormalization", "Gelu", "Add", "Mul")},  # Transpose's: a model term since 2026-12-07
     **{f"{kind}_output_elements": {"what": f"+ elements out of {kind} ops (G)",
                                    "add": op_sum(of_kind(kind), "act_out_elems", 1e-9)}
        for kind in ("attention", "linear", "conv")},

@@ -82,12 +82,17 @@ def ms(value: float) -> str:
     return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
 
 
+def short_rev(revision: str) -> str:
+    """A git revision in 10 hex digits, keeping provenance.git_revision's "+dirty" mark."""
+    return revision[:10] + ("+dirty" if revision.endswith("+dirty") else "")
+
+
 def source(data: dict[str, Any], file: str) -> str:
     """One line naming the JSON, its git revision and the machine load, when the JSON records them."""
     prov = data.get("provenance") or {}
     parts = [f"benchmarks/results/{file}"]
     if prov.get("git_revision"):
-        parts.append(f"git {prov['git_revision'][:10]}")
+        parts.append(f"git {short_rev(prov['git_revision'])}")
     if prov.get("load_average_before") and prov.get("load_average_after"):
         parts.append(f"load {prov['load_average_before'][0]:.1f} before, {prov['load_average_after'][0]:.1f} after")
     return "(" + "; ".join(parts) + ")\n"
@@ -861,7 +866,7 @@ def render_costmodel_fit(results: Path) -> str:
             body.append([a["model"], a["chip"], f"{a['published_ms']:g} ms", f"{a['estimated_ms']:.2f} ms",
                          f"{a['error']:+.0%}", f"{a['loo_error']:+.0%}" if "loo_error" in a else "-"])
     out.append(rows(["model", "chip", "published", "roofline", "error", "leave-one-out scaled error"], body))
-    return "".join(out) + f"\n(benchmarks/results/costmodel_fit.json; fit at git {data['git_rev'][:10]})\n"
+    return "".join(out) + f"\n(benchmarks/results/costmodel_fit.json; fit at git {short_rev(data['git_rev'])})\n"
 
 @table("costmodel_variants", "costmodel_variants.json")
 def render_costmodel_variants(results: Path) -> str:
@@ -878,7 +883,7 @@ def render_costmodel_variants(results: Path) -> str:
                "No variant that a new graph can have beats the margin. ")
             + (f"{', '.join(oracles)} does, but it reads AI Hub's published layer count, which no new graph has. "
                if oracles else "")
-            + f"(benchmarks/results/costmodel_variants.json, git {data['git_rev'][:10]}; "
+            + f"(benchmarks/results/costmodel_variants.json, git {short_rev(data['git_rev'])}; "
               f"`python benchmarks/costmodel_variants.py`, about a minute)\n\n")
     release = data.get("release_ratios")
     tail = ""
