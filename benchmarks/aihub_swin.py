@@ -101,15 +101,34 @@ class WindowAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, size: int, shifted: bool) -> None:
+    """Pre-norm (Swin v1: x + attn(norm1(x)), then x + mlp(norm2(x))) or, with `post_norm`, Swin v2's
+    x + norm1(attn(x)), then x + norm2(mlp(x)); `attention` builds the window attention (dim, heads, size, shifted)."""
+
+    def __init__(self, dim: int, heads: int, size: int, shifted: bool, attention: Callable[..., nn.Module] | None = None,
+                 post_norm: bool = False) -> None:
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, heads, size, shifted)
+        self.attn = (attention or WindowAttention)(dim, heads, size, shifted)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.post_norm = post_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:
+            x = x + self.norm1(self.attn(x))
+            return x + self.norm2(self.mlp(x))
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+
+def merge_neighbours(x: torch.Tensor) -> torch.Tensor:
+    """[..., H, W, C] -> [..., H/2, W/2, 4C]: each 2x2 neighbourhood's channels side by side (torchvision's order)."""
+    return torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], -1)
+
+
+def reduce(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """`linear(x)`, split as AI Hub's AutoSplitLinear splits a linear wider than MAX_CHANNELS."""
+    wide = linear.in_features > MAX_CHANNELS or linear.out_features > MAX_CHANNELS
+    return split_linear(x, linear) if wide else linear(x)
 
 
 class PatchMerging(nn.Module):
@@ -121,10 +140,7 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], -1)
-        x = self.norm(x)
-        wide = self.reduction.in_features > MAX_CHANNELS or self.reduction.out_features > MAX_CHANNELS
-        return split_linear(x, self.reduction) if wide else self.reduction(x)
+        return reduce(self.norm(merge_neighbours(x)), self.reduction)
 
 
 class Swin(nn.Module):

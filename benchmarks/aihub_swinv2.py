@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aihub_mobile import builder
-from aihub_swin import MAX_CHANNELS, shift_mask, split_linear
+from aihub_swin import Block, merge_neighbours, reduce, shift_mask
 
 WINDOW = 8
 EMBED, DEPTHS, HEADS = 128, (2, 2, 18, 2), (4, 8, 16, 32)
@@ -67,20 +67,6 @@ class WindowAttentionV2(nn.Module):
         return x[:, :H, :W, :].contiguous()
 
 
-class BlockV2(nn.Module):
-    """Post-norm: x + norm1(attn(x)), then x + norm2(mlp(x))."""
-
-    def __init__(self, dim: int, heads: int, size: int, shifted: bool) -> None:
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = WindowAttentionV2(dim, heads, size, shifted)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.norm1(self.attn(x))
-        return x + self.norm2(self.mlp(x))
-
-
 class PatchMergingV2(nn.Module):
     """2x2 neighbours concatenated (4C), reduced to 2C by a bias-free linear (split as AI Hub splits it), normalized."""
 
@@ -90,9 +76,7 @@ class PatchMergingV2(nn.Module):
         self.norm = nn.LayerNorm(2 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], -1)
-        wide = self.reduction.in_features > MAX_CHANNELS or self.reduction.out_features > MAX_CHANNELS
-        return self.norm(split_linear(x, self.reduction) if wide else self.reduction(x))
+        return self.norm(reduce(merge_neighbours(x), self.reduction))
 
 
 class SwinV2(nn.Module):
@@ -103,7 +87,7 @@ class SwinV2(nn.Module):
         layers: list[nn.Module] = []
         size, dim = 224 // 4, EMBED
         for stage, (depth, heads) in enumerate(zip(DEPTHS, HEADS)):
-            layers += [BlockV2(dim, heads, size, shifted=i % 2 == 1) for i in range(depth)]
+            layers += [Block(dim, heads, size, i % 2 == 1, WindowAttentionV2, post_norm=True) for i in range(depth)]
             if stage < len(DEPTHS) - 1:
                 layers.append(PatchMergingV2(dim))
                 size, dim = size // 2, dim * 2
