@@ -875,12 +875,15 @@ def render_costmodel_variants(results: Path) -> str:
     shipped, margin = data["shipped"]["score"], data["margin"]
     body = [["shipped", "the model in costmodel_params.json", f"{shipped:.2f}", ""]]
     body += [[v["variant"], v["what"], f"{v['score']:.2f}", f"{-v['gain']:+.2f}"] for v in data["variants"]]
-    kept = [v["variant"] for v in data["variants"] if v["beats_margin"] and not v["oracle"]]
+    beyond = [v for v in data["variants"] if v["beats_margin"] and not v["oracle"]]
+    kept = [v["variant"] for v in beyond if not v.get("tried_in_model")]
+    tried = [f"{v['variant']} ({v['tried_in_model']})" for v in beyond if v.get("tried_in_model")]
     oracles = [v["variant"] for v in data["variants"] if v["beats_margin"] and v["oracle"]]
     note = (f"Cross-validated on the training models (lower is better; a variant ships only if it beats the shipped "
             f"model by more than {margin}, the spread over shufflings). "
             + (f"Beyond the margin: {', '.join(kept)}: refit the model with it. " if kept else
-               "No variant that a new graph can have beats the margin. ")
+               "No variant that a new graph can have and the model has not tried beats the margin. ")
+            + (f"Beyond it and tried in the model: {'; '.join(tried)}. " if tried else "")
             + (f"{', '.join(oracles)} does, but it reads AI Hub's published layer count, which no new graph has. "
                if oracles else "")
             + f"(benchmarks/results/costmodel_variants.json, git {short_rev(data['git_rev'])}; "

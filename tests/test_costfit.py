@@ -65,16 +65,6 @@ def test_features_by_hand() -> None:
     assert dw["conv_gmacs"] == pytest.approx(2.009)  # still a conv MAC: the low-intensity term is an extra cost
 
 
-def test_a_transposes_elements_are_layout_work_and_a_term_of_their_own() -> None:
-    """Every layout op moves its output (layout_g); a Transpose's permuted copy also counts in transpose_g (the term
-    that beat the selection's margin in costmodel_variants.py on the training models)."""
-    rows = [_row("layout", act_in=10**6, act_out=10**6, op_type="Transpose"),
-            _row("layout", act_in=10**6, act_out=3 * 10**6, op_type="Concat")]
-    x = costfit.features_from_rows(rows, "float")
-    assert x["layout_g"] == pytest.approx(0.004) and x["transpose_g"] == pytest.approx(0.001)
-
-
-
 def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:
     """A fire module: squeeze conv, then a 1x1 and a 3x3 conv side by side (siblings 2, one level), then a concat.
     fused_kilo_ops counts the two as one launch; path_kilo_ops counts the 3 ops on the longest path."""
