@@ -136,6 +136,6 @@ class MobileSAMEncoder(nn.Module):
 
 BUILDERS: dict[tuple[str, str], Callable] = {
     ("mobilesam", "MobileSAMEncoder"): builder(MobileSAMEncoder, "image", (1, 3, SIZE, SIZE))}
-# info.yaml "Number of parameters (SAMEncoder)": TinyViT's module with its unused classifier (320 x 1000 + 1000) and
-# the BatchNorms as trained; folded and without the head, as exported, the count is lower (aihub_custom's __main__)
+# info.yaml "Number of parameters (SAMEncoder)", v0.46.1: our count with each attention's gathered bias held as a
+# parameter (1.22M of it, 1.15M in the 64x64 stage's 14x14 windows), as the exported asset holds it; without them 5.74M
 PUBLISHED_PARAMS = {"mobilesam": 6.95e6}

@@ -10,8 +10,9 @@ lowering), then reduced to per-op rows by fusionc.analysis.graph_stats. Only the
 form (Whisper, TrOCR, Opus-MT: their decoder's cross-attention K/V computed in the encoder; Whisper's split-head
 attention) are rebuilt in that form (aihub_adapted.py), not from the library's module. Models AI Hub loads from their
 authors' repositories (a segmentation UNet, ESRGAN and other super-resolution networks: `--libraries custom`) are
-re-stated layer for layer in aihub_custom.py, and so is Swin in AI Hub's inference form (aihub_swin.py, also under
-`custom`: torchvision's Swin with split Q/K/V linears, which torchvision cannot build beside the pinned torch). Stable Diffusion's components
+re-stated layer for layer in aihub_custom.py, and so are Swin in AI Hub's inference form (aihub_swin.py, also under
+`custom`: torchvision's Swin with split Q/K/V linears, which torchvision cannot build beside the pinned torch), SwinV2
+(aihub_swinv2.py) and MobileSAM's image encoder (aihub_mobilesam.py, whose package imports timm). Stable Diffusion's components
 (`--libraries diffusers`) are predicted, never fitted on; its UNet is stored twice, as a fusionc build sees it and in AI
 Hub's adapted form (`unet_aihub_form`).
 
