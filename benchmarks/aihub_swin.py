@@ -144,18 +144,21 @@ class PatchMerging(nn.Module):
 
 
 class Swin(nn.Module):
-    """torchvision's SwinTransformer (v1, patch 4, window 7, MLP ratio 4) at 224x224, 1000 classes."""
+    """torchvision's SwinTransformer (patch 4, MLP ratio 4) at 224x224, 1000 classes: v1 as built here, v2 with
+    aihub_swinv2's window attention, post-norm blocks and patch merging."""
 
-    def __init__(self, embed: int, depths: tuple[int, ...], heads: tuple[int, ...]) -> None:
+    def __init__(self, embed: int, depths: tuple[int, ...], heads: tuple[int, ...],
+                 attention: Callable[..., nn.Module] | None = None, post_norm: bool = False,
+                 merging: Callable[[int], nn.Module] | None = None) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, embed, kernel_size=4, stride=4)
         self.stem_norm = nn.LayerNorm(embed)
         layers: list[nn.Module] = []
         size, dim = 224 // 4, embed
         for stage, (depth, h) in enumerate(zip(depths, heads)):
-            layers += [Block(dim, h, size, shifted=i % 2 == 1) for i in range(depth)]
+            layers += [Block(dim, h, size, i % 2 == 1, attention, post_norm) for i in range(depth)]
             if stage < len(depths) - 1:
-                layers.append(PatchMerging(dim))
+                layers.append((merging or PatchMerging)(dim))
                 size, dim = size // 2, dim * 2
         self.features = nn.Sequential(*layers)
         self.norm = nn.LayerNorm(dim)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aihub_mobile import builder
-from aihub_swin import Block, merge_neighbours, reduce, shift_mask
+from aihub_swin import Swin, merge_neighbours, reduce, shift_mask
 
 WINDOW = 8
 EMBED, DEPTHS, HEADS = 128, (2, 2, 18, 2), (4, 8, 16, 32)
@@ -79,26 +79,8 @@ class PatchMergingV2(nn.Module):
         return self.norm(reduce(merge_neighbours(x), self.reduction))
 
 
-class SwinV2(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, EMBED, kernel_size=4, stride=4)
-        self.stem_norm = nn.LayerNorm(EMBED)
-        layers: list[nn.Module] = []
-        size, dim = 224 // 4, EMBED
-        for stage, (depth, heads) in enumerate(zip(DEPTHS, HEADS)):
-            layers += [Block(dim, heads, size, i % 2 == 1, WindowAttentionV2, post_norm=True) for i in range(depth)]
-            if stage < len(DEPTHS) - 1:
-                layers.append(PatchMergingV2(dim))
-                size, dim = size // 2, dim * 2
-        self.features = nn.Sequential(*layers)
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, 1000)
-
-    def forward(self, image_tensor: torch.Tensor) -> torch.Tensor:  # AI Hub's input name (its ImagenetClassifier)
-        x = self.stem_norm(self.stem(image_tensor).permute(0, 2, 3, 1))
-        x = self.norm(self.features(x)).permute(0, 3, 1, 2)
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+def SwinV2() -> nn.Module:  # noqa: N802 (a model constructor, as torchvision's swin_v2_b)
+    return Swin(EMBED, DEPTHS, HEADS, WindowAttentionV2, post_norm=True, merging=PatchMergingV2)
 
 
 BUILDERS: dict[tuple[str, str], Callable] = {
