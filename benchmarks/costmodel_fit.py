@@ -519,6 +519,29 @@ def errors(rows: list[dict], pred: np.ndarray, select) -> dict:  # noqa: ANN001
             "median_signed": float(np.median(err))}
 
 
+def bootstrap_over_models(rows: list[dict], pred: np.ndarray, select, resamples: int = 2000,  # noqa: ANN001
+                          seed: int = 0) -> dict:
+    """How much `errors`' median / p90 |error| depend on which models happened to be held out: the selected rows'
+    models drawn with replacement (a model brings all its rows), the 5th-95th percentiles of the two figures over
+    the resamples. With ~23 held-out models this is the width a refit or a different split may move them by."""
+    by = defaultdict(list)
+    for i, r in enumerate(rows):
+        if select(r):
+            by[r["model"]].append(abs(pred[i] / r["published_ms"] - 1))
+    if len(by) < 2:
+        return {"n_models": len(by)}
+    models = [np.array(e) for e in by.values()]
+    rng = np.random.default_rng(seed)
+    medians, p90s = [], []
+    for _ in range(resamples):
+        a = np.concatenate([models[j] for j in rng.integers(0, len(models), len(models))])
+        medians.append(np.median(a))
+        p90s.append(np.percentile(a, 90))
+    band = lambda v: [round(float(x), 4) for x in np.percentile(v, [5, 95])]  # noqa: E731
+    return {"n_models": len(models), "resamples": resamples, "median_abs_5_95": band(medians),
+            "p90_abs_5_95": band(p90s)}
+
+
 # SD-1.5 component -> its reference graph key (reference_graphs.json.gz), from the cost model's own mapping
 SD_REFERENCE = {name.split("/")[1]: key for key, name in QNN_REFERENCE.items()}
 
@@ -989,6 +1012,8 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
                                                        and r["runtime"] == rt)
                                    for c in PHONE_LAPTOP for rt in RUNTIMES},
             "all": errors(rows, pred, test),
+            "bootstrap_by_chipset_qnn": {c: bootstrap_over_models(rows, pred, lambda r, c=c: test(r) and r["chipset"] == c
+                                                                  and r["runtime_group"] == "qnn") for c in PHONE_LAPTOP},
             "interval_coverage_qnn": {c: costmodel_cv.coverage(rows, pred, interval, lambda r, c=c: test(r)
                                                                 and r["chipset"] == c and r["runtime_group"] == "qnn")
                                       for c in chips},

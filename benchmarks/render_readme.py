@@ -750,6 +750,9 @@ def render_costmodel_fit(results: Path) -> str:
     in_sample = data["train"].get("in_sample_by_chipset_qnn", {})
     interval = data["model"].get("interval")
     coverage = held.get("interval_coverage_qnn", {})
+    resampled = held.get("bootstrap_by_chipset_qnn", {})
+    spread = lambda b: (f"{_pct(b['median_abs_5_95'][0])}-{_pct(b['median_abs_5_95'][1])} / "  # noqa: E731
+                        f"{_pct(b['p90_abs_5_95'][0])}-{_pct(b['p90_abs_5_95'][1])}" if "resamples" in b else "-")
     for chip, name in CHIP_NAMES.items():
         e = held["by_chipset_qnn"].get(chip, {"n": 0})
         if not e["n"]:
@@ -759,11 +762,15 @@ def render_costmodel_fit(results: Path) -> str:
         band = (f"{factors[0]:.2f}-{factors[1]:.2f}x, holds {coverage[chip]['inside']:.0%}"
                 if factors and coverage.get(chip, {}).get("n") else "-")
         body.append([name, e["n"], e["models"], _pct(e["median_abs"]), _pct(e["p90_abs"]), _goal(e),
+                     *([spread(resampled.get(chip, {}))] if resampled else []),
                      f"{_pct(c.get('median_abs'))} / {_pct(c.get('p90_abs'))}",
                      f"{_pct(fitted.get('median_abs'))} / {_pct(fitted.get('p90_abs'))}" if fitted.get("n") else "-",
                      band])
     out.append(rows(["chipset (QNN: context binary + DLC)", "held-out rows", "models", "median abs error",
-                     "p90 abs error", "goal (<= 15% / <= 40%)", "cross-validated on training models (median / p90)",
+                     "p90 abs error", "goal (<= 15% / <= 40%)",
+                     *(["had other models been held out: median / p90, 5th-95th percentile (held-out models "
+                        "resampled)"] if resampled else []),
+                     "cross-validated on training models (median / p90)",
                      "fitted, on its own training rows (median / p90)",
                      f"{interval['coverage']:.0%} range of an estimate, share of held-out rows inside" if interval
                      else "range"],

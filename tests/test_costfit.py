@@ -277,6 +277,19 @@ def test_split_keeps_families_together() -> None:
     assert len({costmodel_fit.family(f"quicksrnet{size}") for size in ("small", "medium", "large")}) == 1
 
 
+def test_the_held_out_figures_spread_by_which_models_happened_to_be_held_out() -> None:
+    import costmodel_fit
+
+    rows = [{"model": m, "published_ms": 1.0} for m in "abcdefghij" for _ in range(3)]
+    alike = costmodel_fit.bootstrap_over_models(rows, np.full(len(rows), 1.1), lambda r: True)
+    assert alike["n_models"] == 10 and alike["median_abs_5_95"] == pytest.approx([0.1, 0.1])  # every model 10% off
+    one_bad = np.array([2.0 if r["model"] in "ab" else 1.1 for r in rows])  # two models 100% off, the rest 10%
+    spread = costmodel_fit.bootstrap_over_models(rows, one_bad, lambda r: True)
+    low, high = spread["p90_abs_5_95"]
+    assert low == pytest.approx(0.1) and high == pytest.approx(1.0)  # a resample without them, one with more
+    assert costmodel_fit.bootstrap_over_models(rows, one_bad, lambda r: r["model"] == "a") == {"n_models": 1}
+
+
 def test_models_restated_from_their_authors_code_have_ai_hubs_parameter_counts() -> None:
     """aihub_custom re-states the AI Hub models no library ships: each has the parameter count AI Hub publishes (to
     its 3 significant figures), builds on the meta device (no weights), and is in the rebuilt graphs' table."""
@@ -396,6 +409,7 @@ def test_fit_script_on_small_features(tmp_path: Path, monkeypatch: pytest.Monkey
     # the error range ships with the coefficients and is checked on the held-out models
     assert written["interval"] == report["model"]["interval"] and written["interval"]["pooled"][0] < 1
     assert any(c["n"] for c in report["held_out"]["interval_coverage_qnn"].values())
+    assert any(b.get("resamples") for b in report["held_out"]["bootstrap_by_chipset_qnn"].values())
     assert report["train"]["in_sample_by_chipset_qnn"]
     # the model was chosen by cross-validation over the training models: the diagnostics name no held-out model
     chosen = report["selection"]["chosen"]
