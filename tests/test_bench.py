@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -109,7 +110,11 @@ def test_an_onnx_builds_npu_estimates_are_of_the_graph_those_targets_compile(res
     (build,) = result["builds"]
     if "checkpoint" not in json.loads((Path(build["path"]) / "manifest.json").read_text()):
         pytest.skip("a hand-exported build names no checkpoint")
-    expected = estimate(tiny_pipeline("sd15"), devices=["snapdragon-8-gen-3", "iphone-15-pro"], steps=4)
+    # the worker's cache, where the bench above kept the checkpoint's graphs: the same key (checkpoint configs, size,
+    # options, code) reads them back; any difference in how the two commands export would miss and export again
+    expected = estimate(tiny_pipeline("sd15"), devices=["snapdragon-8-gen-3", "iphone-15-pro"], steps=4,
+                        cache_dir=Path(os.environ["FUSIONC_CACHE"]))
+    assert set(expected["graph_cache"].values()) == {"hit"}, "bench and estimate no longer export the same graphs"
     by = {(r["component"], r["device"]): r["latency_ms"] for r in expected["estimates"]}
     npu = [f for f in build["figures"] if (f["component"], f["device"]) in by]
     assert len(npu) == len(by) == 6
