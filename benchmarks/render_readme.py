@@ -782,6 +782,12 @@ def render_costmodel_fit(results: Path) -> str:
                    f"{', '.join(missed) or 'no chipset'} ({len(missed)} of {len(judged)} chipsets with {ENOUGH_ROWS}+ "
                    "training rows): these terms cannot follow even the rows they were fitted on to the goal's p90, "
                    "so what is missing is in the terms (what the graphs tell the model), not in how they are fitted.")
+    if resampled:
+        n = next(iter(resampled.values())).get("resamples")
+        out.append(f" The resampled column draws the held-out models with replacement ({n} draws, each model with all its "
+                   "rows) and re-takes the median and p90: with ~23 held-out models a chipset's figures move this much "
+                   "with which models happened to be held out, so two fits whose figures differ by less are not told "
+                   "apart by this split.")
     if interval:
         out.append(f" `fusionc estimate` and `bench` give each Hexagon estimate a range: published / estimated "
                    f"between the {100 * (1 - interval['coverage']) / 2:g}th and "
