@@ -9,9 +9,9 @@ compression variants, the mixed-bit search, the built-in SD3 and ControlNet pipe
 - lines are grouped into units: a fenced block runs as one unit, in README order, in one scratch folder (the
   README's relative paths: later lines read the builds earlier ones wrote); blocks that read a folder or recipe
   another block writes, or that repeat another block's build, join its unit. Each unit is one test, in an
-  xdist_group per built-in model: the tiny_sd units share one worker and its --cache (the exports and torch
-  trajectories are made once, and `debug-accuracy` takes the compile's graph from it); SD3 goes to its own group,
-  so the two CI workers split the load;
+  xdist_group per built-in model: the tiny_sd units run in order on one worker (the run's --cache, which every
+  worker shares (conftest.py), makes the exports and torch trajectories once, and `debug-accuracy` takes the
+  compile's graph from it); SD3 and ControlNet go to groups of their own, so the two CI workers split the load;
 - every `compile` line is first checked by the CLI's own checks before any work (argument parsing, config
   resolution, the target's option refusals, the checkpoint named, the target's pass list);
 - a compile line that resolves to the same build as an earlier one of its unit (same checkpoint, folder and
@@ -65,7 +65,7 @@ SKIP = [
 # builds it instead). Lines reading their folder are skipped. Empty: every line that can run here runs.
 CHECK_ONLY: list[tuple[str, str, str]] = []
 
-# A unit's xdist_group: the built-in model its compile lines build (units of one model share a worker's --cache)
+# A unit's xdist_group: the built-in model its compile lines build (units of one model run in order on one worker)
 GROUPS = [(r"builtin:sd3\b", "readme-sd3"), (r"builtin:controlnet\b", "readme-controlnet")]
 DEFAULT_GROUP = "readme-tiny-sd"
 # Process CPU ceiling of a group's units together (a group runs in one process: one xdist worker), ~1.5x what they
