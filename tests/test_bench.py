@@ -110,7 +110,7 @@ def test_an_onnx_builds_npu_estimates_are_of_the_graph_those_targets_compile(res
     (build,) = result["builds"]
     if "checkpoint" not in json.loads((Path(build["path"]) / "manifest.json").read_text()):
         pytest.skip("a hand-exported build names no checkpoint")
-    # the worker's cache, where the bench above kept the checkpoint's graphs: the same key (checkpoint configs, size,
+    # the run's cache, where the bench above kept the checkpoint's graphs: the same key (checkpoint configs, size,
     # options, code) reads them back; any difference in how the two commands export would miss and export again
     expected = estimate(tiny_pipeline("sd15"), devices=["snapdragon-8-gen-3", "iphone-15-pro"], steps=4,
                         cache_dir=Path(os.environ["FUSIONC_CACHE"]))

@@ -4,6 +4,7 @@ verified on the HTP emulator over a real denoising trajectory."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import onnx
@@ -71,7 +72,8 @@ def test_the_cost_model_counts_the_qdq_graph_as_the_graph_it_was_quantized_from(
     out, _ = qnn_unet_build
     qdq = graph_stats(out / "unet" / "model.qdq.onnx", {"batch": 1})
     assert sum(op.op_type == "QuantizeLinear" for op in qdq.ops) > 100  # a QDQ graph: the pairs are there
-    _, graphs, _ = collect_graphs(tiny_pipeline("sd15"), ["unet"], None, None)
+    # the run's cache: the tiny UNet's graph statistics as `fusionc estimate` exports them (other tests export them too)
+    _, graphs, _ = collect_graphs(tiny_pipeline("sd15"), ["unet"], None, None, Path(os.environ["FUSIONC_CACHE"]))
     in_qdq, before = features_from_stats(qdq, "w8a16"), features_from_stats(graphs["unet"]["qnn"], "w8a16")
     # the QDQ graph's weights add their scales and zero points
     assert in_qdq.pop("weight_mb") == pytest.approx(before.pop("weight_mb"), rel=0.02)
