@@ -283,11 +283,11 @@ def test_the_held_out_figures_spread_by_which_models_happened_to_be_held_out() -
     rows = [{"model": m, "published_ms": 1.0} for m in "abcdefghij" for _ in range(3)]
     alike = costmodel_fit.bootstrap_over_models(rows, np.full(len(rows), 1.1), lambda r: True)
     assert alike["n_models"] == 10 and alike["median_abs_5_95"] == pytest.approx([0.1, 0.1])  # every model 10% off
-    one_bad = np.array([2.0 if r["model"] in "ab" else 1.1 for r in rows])  # two models 100% off, the rest 10%
-    spread = costmodel_fit.bootstrap_over_models(rows, one_bad, lambda r: True)
+    two_bad = np.array([2.0 if r["model"] in "ab" else 1.1 for r in rows])  # two models 100% off, the rest 10%
+    spread = costmodel_fit.bootstrap_over_models(rows, two_bad, lambda r: True)
     low, high = spread["p90_abs_5_95"]
     assert low == pytest.approx(0.1) and high == pytest.approx(1.0)  # a resample without them, one with more
-    assert costmodel_fit.bootstrap_over_models(rows, one_bad, lambda r: r["model"] == "a") == {"n_models": 1}
+    assert costmodel_fit.bootstrap_over_models(rows, two_bad, lambda r: r["model"] == "a") == {"n_models": 1}
 
 
 def test_models_restated_from_their_authors_code_have_ai_hubs_parameter_counts() -> None:
