@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -100,7 +99,8 @@ def test_json_schema(result: dict) -> None:
     assert loaded["cost_model"]["calibration"]
 
 
-def test_an_onnx_builds_npu_estimates_are_of_the_graph_those_targets_compile(result: dict, tiny_pipeline) -> None:
+def test_an_onnx_builds_npu_estimates_are_of_the_graph_those_targets_compile(result: dict, tiny_pipeline,
+                                                                          export_cache: Path) -> None:
     """ONNX Runtime's fused attention keeps the scores inside one kernel; a QNN or Core ML build materializes them.
     An onnx build's Hexagon and Apple rows estimate the graph those targets compile, as `fusionc estimate` of its
     checkpoint does (from its own graph, SD-1.5's UNet came out at about a third of a QNN build's estimate);
@@ -113,7 +113,7 @@ def test_an_onnx_builds_npu_estimates_are_of_the_graph_those_targets_compile(res
     # the run's cache, where the bench above kept the checkpoint's graphs: the same key (checkpoint configs, size,
     # options, code) reads them back; any difference in how the two commands export would miss and export again
     expected = estimate(tiny_pipeline("sd15"), devices=["snapdragon-8-gen-3", "iphone-15-pro"], steps=4,
-                        cache_dir=Path(os.environ["FUSIONC_CACHE"]))
+                        cache_dir=export_cache)
     assert set(expected["graph_cache"].values()) == {"hit"}, "bench and estimate no longer export the same graphs"
     by = {(r["component"], r["device"]): r["latency_ms"] for r in expected["estimates"]}
     npu = [f for f in build["figures"] if (f["component"], f["device"]) in by]

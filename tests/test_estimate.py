@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -285,7 +284,8 @@ def test_an_unwritable_estimate_cache_is_one_line_exit_2(tmp_path: Path) -> None
     ("builtin:sd3", {"text_encoder", "text_encoder_2", "transformer", "vae_decoder"}),
     ("controlnet", {"text_encoder", "controlnet", "unet", "vae_decoder"}),
 ])
-def test_estimate_covers_every_part_of_a_generation(source: str, parts: set[str], tiny_pipeline) -> None:
+def test_estimate_covers_every_part_of_a_generation(source: str, parts: set[str], tiny_pipeline,
+                                                   export_cache: Path) -> None:
     """An SD3 pipeline has a diffusion transformer, not a UNet, and a ControlNet runs beside the UNet: both run every
     step (twice with guidance on Hexagon, one batch-2 call on Core ML) and count in the whole image's total. The tiny
     ControlNet pipeline's graphs are the ones tests/test_controlnet.py's bench exports: the run's --cache keeps them
@@ -294,7 +294,7 @@ def test_estimate_covers_every_part_of_a_generation(source: str, parts: set[str]
 
     checkpoint = Path(source) if source.startswith("builtin:") else tiny_pipeline(source)
     result = estimate(checkpoint, devices=["snapdragon-8-gen-3", "iphone-15-pro"], steps=4,
-                      cache_dir=Path(os.environ["FUSIONC_CACHE"]))
+                      cache_dir=export_cache)
     assert {r["component"] for r in result["estimates"]} == parts
     assert not any(result["unknown_shape_ops"].values())  # every op's shape known at batch 1 and 2
     by = {(r["component"], r["device"]): r for r in result["estimates"]}

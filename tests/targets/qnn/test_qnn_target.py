@@ -4,7 +4,6 @@ verified on the HTP emulator over a real denoising trajectory."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import onnx
@@ -59,8 +58,8 @@ def test_encodings_are_aimet_format(qnn_unet_build) -> None:
     assert all(e["bitwidth"] == 8 and e["is_symmetric"] == "True" and e["offset"] == -128 for e in conv)
 
 
-def test_the_cost_model_counts_the_qdq_graph_as_the_graph_it_was_quantized_from(qnn_unet_build,
-                                                                                tiny_pipeline) -> None:
+def test_the_cost_model_counts_the_qdq_graph_as_the_graph_it_was_quantized_from(qnn_unet_build, tiny_pipeline,
+                                                                                export_cache: Path) -> None:
     """`bench` and `fusionc estimate BUILD` read a QNN build's QDQ graph; the cost model is fitted on graphs as the
     QNN passes hand them to quantization (what `fusionc estimate CHECKPOINT` exports). The QuantizeLinear /
     DequantizeLinear pairs and float-island Casts are encodings QNN folds, not ops: counted as ops they made
@@ -73,7 +72,7 @@ def test_the_cost_model_counts_the_qdq_graph_as_the_graph_it_was_quantized_from(
     qdq = graph_stats(out / "unet" / "model.qdq.onnx", {"batch": 1})
     assert sum(op.op_type == "QuantizeLinear" for op in qdq.ops) > 100  # a QDQ graph: the pairs are there
     # the run's cache: the tiny UNet's graph statistics as `fusionc estimate` exports them (other tests export them too)
-    _, graphs, _ = collect_graphs(tiny_pipeline("sd15"), ["unet"], None, None, Path(os.environ["FUSIONC_CACHE"]))
+    _, graphs, _ = collect_graphs(tiny_pipeline("sd15"), ["unet"], None, None, export_cache)
     in_qdq, before = features_from_stats(qdq, "w8a16"), features_from_stats(graphs["unet"]["qnn"], "w8a16")
     # the QDQ graph's weights add their scales and zero points
     assert in_qdq.pop("weight_mb") == pytest.approx(before.pop("weight_mb"), rel=0.02)
