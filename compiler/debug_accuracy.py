@@ -19,6 +19,7 @@ from typing import Any, Callable
 from fusionc import buildfs
 from fusionc.core.context import ComponentContext
 from fusionc.core.errors import BadInputError
+from fusionc.core.store import cache_root
 
 
 def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path, device: Any = None,
@@ -29,7 +30,6 @@ def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path, d
     optimized graph when the cache holds it under the same key, else the cached export and generic passes (the
     UNet's export was most of this command's time). Only export and generic entries are stored from here: the
     target's passes run without the compile's input sets, so their graph is not the compile's to cache."""
-    import os
 
     from fusionc import cache as keys
     from fusionc import pipeline
@@ -40,7 +40,7 @@ def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path, d
 
     target, ctx = get_target("qnn", "debug-accuracy"), Context.for_options(options, name)
     spec = pipeline.LazySpec(checkpoint, name, options)
-    cache_dir = cache_dir or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
+    cache_dir = cache_root(cache_dir)
     if cache_dir is None:
         model = pipeline._export(spec(), options)
         pipeline.optimize(model, target, ctx)

@@ -17,12 +17,12 @@ and SnapFusion's published step times are measured).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from fusionc.core.devices import DEVICES, Device, get_device
 from fusionc.core.errors import BadInputError
+from fusionc.core.store import cache_root
 from fusionc.core.generation import PIPELINE_ORDER, calls_per_image, guided_batch, hexagon_batch
 from fusionc.core.options import ALL_COMPONENTS
 
@@ -223,7 +223,7 @@ def run_estimate_cli(source: Path | None, components: str | None, devices: tuple
     if cache is not None and exports_nothing(source):
         raise BadInputError(f"--cache keeps a checkpoint's graph statistics, and '{source}' is read as it is (nothing "
                             "exported): drop --cache, or estimate the checkpoint")
-    cache = cache or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
+    cache = cache_root(cache)
     result = estimate(source, names, list(devices) or None, precision, palettize, height, width, steps, guidance,
                       cache, qnn_runtime)
     print_estimates(result)

@@ -5,12 +5,12 @@ as an NPU target compiles them (`npu_graphs`). One module below both commands, s
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from fusionc.core.errors import BadInputError
+from fusionc.core.store import cache_root
 from fusionc.core.generation import PIPELINE_ORDER
 
 
@@ -95,7 +95,7 @@ def npu_graphs(build: Path, manifest: dict[str, Any], names: list[str],
     why = None if recorded.get("path") and checkpoint.is_dir() else f"its checkpoint {checkpoint} is gone"
     if why is None:
         options = manifest.get("options") or {}
-        cache = cache or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
+        cache = cache_root(cache)
         try:
             return checkpoint_graphs(checkpoint, names, options.get("height"), options.get("width"), cache)
         except BadInputError as err:  # the checkpoint was changed since the build: say so, estimate what is here

@@ -25,6 +25,7 @@ from fusionc.cache import ComponentCache
 from fusionc.checkpoint import Checkpoint, load_checkpoint, module_bytes
 from fusionc.core.devices import get_device
 from fusionc.core.errors import BadInputError
+from fusionc.core.store import cache_root
 from fusionc.gates import gate_psnr  # noqa: F401  (re-exported: `fusionc verify` imports it from here)
 from fusionc.dit import geometry as dit_geometry
 from fusionc.export import component_spec, export_component, image_size
@@ -218,7 +219,7 @@ def compile_checkpoint(checkpoint_path: Path | None, options: CompileOptions, ou
     `sibling_devices`: the devices of a fleet's other variants that differ from this one only in the device,
     whose device-specific work the target may do now, into the cache (ComponentContext.sibling_devices).
     """
-    cache_dir = cache_dir or (Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None)
+    cache_dir = cache_root(cache_dir)
     target = get_target(options.target)
     check_target_options(options)  # an option the target cannot honour: refused before any work
     target.pipeline(options)  # and options the pipeline refuses (compression combinations), also before any work

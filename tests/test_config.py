@@ -205,3 +205,15 @@ def test_every_compile_option_has_a_key() -> None:
 def test_file_only_keys(tmp_path: Path) -> None:
     s = settings("--config", str(write(tmp_path, "[compile]\nopset = 20\nseed = 3\n")))
     assert (s.options.opset, s.options.seed) == (20, 3)
+
+
+def test_the_cache_is_the_flag_else_the_environment_else_none(tmp_path: Path, monkeypatch) -> None:
+    from fusionc.core.store import cache_root
+
+    monkeypatch.delenv("FUSIONC_CACHE", raising=False)
+    assert cache_root(None) is None
+    monkeypatch.setenv("FUSIONC_CACHE", str(tmp_path / "env"))
+    assert cache_root(None) == tmp_path / "env"
+    assert cache_root(tmp_path / "flag") == tmp_path / "flag"
+    monkeypatch.setenv("FUSIONC_CACHE", "")
+    assert cache_root(None) is None

@@ -29,6 +29,13 @@ EPHEMERAL = ".fusionc-ephemeral"
 RESERVE_BYTES = 4 << 30  # an entry never takes its disk's last 4 GiB: a cache is optional, the build is not
 
 
+def cache_root(explicit: Path | None) -> Path | None:
+    """The compile cache a command uses: `explicit` (its --cache), else $FUSIONC_CACHE when set, else none."""
+    if explicit:
+        return explicit
+    return Path(os.environ["FUSIONC_CACHE"]) if os.environ.get("FUSIONC_CACHE") else None
+
+
 def sources_digest(modules: tuple[str, ...]) -> str:
     """SHA-256 over the source files of fusionc `modules` (a package: every .py below it): a key that includes
     it misses when a line of the code that made the entry changes."""
