@@ -16,6 +16,8 @@ a throughput the fit learns for that chipset and precision (non-negative least s
     special_g          elements through softmax, normalizations and transcendental activations (SPECIAL_OPS: exp,
                        erf, division, multi-pass reductions), already in vector_g -> extra cost per such element
     layout_g           elements moved by layout ops       -> 1 / data-movement rate
+    norm_g             elements out of LayerNormalization ops, already in vector_g and special_g -> extra cost per
+                       element of a layer norm (two reductions over a row, then a scale: a transformer's per-token cost)
     weight_mb          weights at the deployed precision  -> 1 / DRAM bandwidth for weights
     spill_mb           activation bytes of ops whose tensors do not fit the NPU's local memory (vtcm_bytes)
     act_mb             activation bytes of every op       -> 1 / on-chip activation bandwidth
@@ -53,7 +55,7 @@ import numpy as np
 
 # every term the model can use; a fit uses BASE_FEATURES plus the optional ones cross-validation keeps
 FEATURES = ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs", "vector_g", "special_g",
-            "layout_g", "weight_mb", "spill_mb", "act_mb", "kilo_ops", "fused_kilo_ops", "path_kilo_ops",
+            "layout_g", "norm_g", "weight_mb", "spill_mb", "act_mb", "kilo_ops", "fused_kilo_ops", "path_kilo_ops",
             "fallback_layers", "one")
 OPTIONAL_FEATURES = ("lowint_conv_gmacs", "act_mb", "special_g")
 # how ops are counted for the per-op overhead: one of these takes kilo_ops' place in a fit (cross-validation chooses)
@@ -71,7 +73,7 @@ EXTRA_TERMS = ("conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs")
 # which part of an estimate each term is (costmodel.Estimate: compute / memory / overhead / fallback)
 TERM_CLASS = {"gmacs": "compute", "conv_gmacs": "compute", "linear_gmacs": "compute", "attn_gmacs": "compute",
               "lowint_conv_gmacs": "compute", "vector_g": "compute", "special_g": "compute", "layout_g": "compute",
-              "weight_mb": "memory", "spill_mb": "memory", "act_mb": "memory", "kilo_ops": "overhead",
+              "norm_g": "compute", "weight_mb": "memory", "spill_mb": "memory", "act_mb": "memory", "kilo_ops": "overhead",
               "fused_kilo_ops": "overhead", "path_kilo_ops": "overhead", "one": "overhead", "fallback_layers": "fallback"}
 VTCM_BYTES = 8 << 20  # Hexagon v73+ TCM is 8 MB (Qualcomm QNN HTP docs: "VTCM size 8 MB" on SM8550/SM8650/SM8750)
 # a convolution doing fewer MACs than this per output element (depthwise 3x3: 9) is bound by data movement
@@ -141,6 +143,8 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
         x["vector_g"] += row[index["vector_elems"]] / 1e9
         if row[index["op_type"]] in SPECIAL_OPS:
             x["special_g"] += row[index["vector_elems"]] / 1e9
+        if row[index["op_type"]] == "LayerNormalization":
+            x["norm_g"] += row[index["act_out_elems"]] / 1e9
         compressed = row[index["compressed_weight_bytes"]]
         x["weight_mb"] += (row[index["float_weight_elems"]] * wbytes + min(compressed, row[index["params"]] * wbytes)) / 1e6
         x["act_mb"] += act / 1e6
