@@ -65,6 +65,14 @@ def test_features_by_hand() -> None:
     assert dw["conv_gmacs"] == pytest.approx(2.009)  # still a conv MAC: the low-intensity term is an extra cost
 
 
+
+def test_a_layer_norm_is_charged_per_output_element_beyond_its_vector_work() -> None:
+    norm = _row("vector", vector=5 * 10**6, act_in=10**6, act_out=10**6, op_type="LayerNormalization")
+    add = _row("vector", vector=10**6, act_in=2 * 10**6, act_out=10**6, op_type="Add")
+    x = costfit.features_from_rows([norm, add], "w8a16")
+    assert x["norm_g"] == pytest.approx(0.001)  # the Add's million elements are not a norm's
+    assert x["vector_g"] == pytest.approx(0.006)  # and the norm's vector work is still counted there
+
 def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:
     """A fire module: squeeze conv, then a 1x1 and a 3x3 conv side by side (siblings 2, one level), then a concat.
     fused_kilo_ops counts the two as one launch; path_kilo_ops counts the 3 ops on the longest path."""
