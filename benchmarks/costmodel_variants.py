@@ -74,6 +74,12 @@ def of_type(op_type: str) -> Callable[[Op, dict], bool]:
     return lambda op, index: op[index["op_type"]] == op_type
 
 
+def transposes(*forms: str) -> Callable[[Op, dict], bool]:
+    """Transpose ops whose permutation is one of `forms` (graph_stats.transpose_form)."""
+    return lambda op, index: (op[index["op_type"]] == "Transpose" and "transpose_form" in index
+                              and op[index["transpose_form"]] in forms)
+
+
 def shallow_conv(max_depth: int) -> Callable[[Op, dict], bool]:
     """Convolutions that reduce over fewer than `max_depth` products per output (MACs / output elements): depthwise
     and narrow grouped convolutions, which fill few of the HTP's vector lanes per MAC."""
@@ -127,6 +133,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     **{f"{kind}_output_elements": {"what": f"+ elements out of {kind} ops (G)",
                                    "add": op_sum(of_kind(kind), "act_out_elems", 1e-9)}
        for kind in ("attention", "linear", "conv")},
+    **{f"transpose_{'_'.join(forms)}_elements": {"what": f"+ elements out of Transposes that are {' or '.join(forms)} (G)",
+                                                 "add": op_sum(transposes(*forms), "act_out_elems", 1e-9)}
+       for forms in (("nchw_nhwc",), ("keeps_last",), ("moves_last",), ("keeps_last", "moves_last"))},
     "shallow_conv_gmacs": {"what": "+ MACs of depthwise / narrow grouped convs (< 32 products per output, G)",
                            "add": op_sum(shallow_conv(32), "macs", 1e-9)},
     "shallow_conv_ops": {"what": "+ depthwise / narrow grouped convs launched (thousands)", "add": op_sum(shallow_conv(32))},

@@ -77,6 +77,18 @@ DTYPE_BITS = {onnx.TensorProto.FLOAT: 32, onnx.TensorProto.FLOAT16: 16, onnx.Ten
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 
 
+def transpose_form(node: onnx.NodeProto, shape: list | None) -> str:
+    """What a Transpose moves: nchw_nhwc (a rank-4 channels-first <-> channels-last permute, a layout change a
+    channels-last NPU makes anyway), keeps_last (the innermost axis stays: rows move as blocks, as in a head split or
+    a window partition), moves_last (the innermost axis moves: an element-wise gather, as in K^T)."""
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+    rank = len(perm) if perm else (len(shape) if shape else 0)
+    perm = perm or list(range(rank))[::-1]
+    if rank == 4 and perm in ([0, 2, 3, 1], [0, 3, 1, 2]):
+        return "nchw_nhwc"
+    return "keeps_last" if perm and perm[-1] == rank - 1 else "moves_last"
+
+
 @dataclass
 class OpStat:
     """Work of one node. `kind`: conv | linear | attention | vector | layout | free."""
@@ -97,6 +109,7 @@ class OpStat:
     timesteps: int = 1  # sequential steps the op runs as (recurrent ops: sequence length x directions), else 1
     level: int = 0  # ops on the longest path from the graph inputs to this op's output, itself included (free: 0 own)
     siblings: int = 1  # ops of this op's type reading the same first activation input (horizontal fusion group)
+    transpose_form: str = ""  # a Transpose's permutation: nchw_nhwc (rank 4), keeps_last (last axis stays), moves_last
 
 
 @dataclass
@@ -467,6 +480,8 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             out_shape = shapes.get(node.output[0])
             op.attention_scores = bool(not fused and out_shape and len(out_shape) >= 2
                                        and out_shape[-1] == out_shape[-2] and out_shape[-1] >= 64)
+        if node.op_type == "Transpose":
+            op.transpose_form = transpose_form(node, in_shapes[0])
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
         op.level = max((level_of.get(i, 0) for i in activation_inputs), default=0) + (kind != "free")
