@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def _row(kind: str, macs: int = 0, vector: int = 0, params: int = 0, act_in: int = 0, act_out: int = 0,
          op_type: str = "X") -> list:
-    return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1]
+    return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1, ""]
 
 
 def _aihub_csv(path: Path, rows: list[tuple]) -> None:
@@ -65,7 +65,6 @@ def test_features_by_hand() -> None:
     assert dw["conv_gmacs"] == pytest.approx(2.009)  # still a conv MAC: the low-intensity term is an extra cost
 
 
-
 def test_a_layer_norm_is_charged_per_output_element_beyond_its_vector_work() -> None:
     norm = _row("vector", vector=5 * 10**6, act_in=10**6, act_out=10**6, op_type="LayerNormalization")
     add = _row("vector", vector=10**6, act_in=2 * 10**6, act_out=10**6, op_type="Add")
@@ -73,12 +72,13 @@ def test_a_layer_norm_is_charged_per_output_element_beyond_its_vector_work() -> 
     assert x["norm_g"] == pytest.approx(0.001)  # the Add's million elements are not a norm's
     assert x["vector_g"] == pytest.approx(0.006)  # and the norm's vector work is still counted there
 
+
 def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:
     """A fire module: squeeze conv, then a 1x1 and a 3x3 conv side by side (siblings 2, one level), then a concat.
     fused_kilo_ops counts the two as one launch; path_kilo_ops counts the 3 ops on the longest path."""
     fields = costfit.OP_FIELDS
     row = lambda op_type, level, siblings: dict(zip(fields, [op_type, "conv", 10**6, 0, 10, 10, 0.0, 100, 100, False,  # noqa: E731
-                                                             1, level, siblings]))
+                                                             1, level, siblings, ""]))
     rows = [row("Conv", 1, 1), row("Conv", 2, 2), row("Conv", 2, 2), dict(row("Concat", 3, 1), kind="layout")]
     x = costfit.features_from_rows([[r[f] for f in fields] for r in rows], "float")
     assert x["kilo_ops"] == pytest.approx(0.004)
