@@ -12,8 +12,9 @@ of the score over shufflings.
 
 Kinds of variant (VARIANTS):
 - an added term computed from the graph's ops (ops of one class counted, elements through one op type, elements
-  through Transposes of one permutation form (graph_stats.transpose_form), attention score tensors, depthwise and narrow grouped convolutions, convolution reductions padded to the vector width, a per-op max(compute, traffic) roofline with the Snapdragon 8 Gen 3 profile's peak MACs and DRAM
-  bandwidth);
+  through Transposes of one permutation form (graph_stats.transpose_form), attention score tensors, depthwise and
+  narrow grouped convolutions, convolution reductions padded to the vector width, a per-op max(compute, traffic)
+  roofline with the Snapdragon 8 Gen 3 profile's peak MACs and DRAM bandwidth);
 - the roofline in place of the MAC and byte terms;
 - rows weighed per model family (costmodel_fit.fit's family_balance: a family timed in many precisions and runtimes
   counts less);

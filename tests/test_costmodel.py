@@ -74,7 +74,6 @@ def test_path_depth_and_parallel_siblings() -> None:
                    ("Concat", 5, 1)]
 
 
-
 def test_a_transposes_form_says_what_its_permutation_moves() -> None:
     """NCHW -> NHWC and back is a layout change; a head split keeps each row's innermost axis; K^T moves it."""
     perms = {"to_nhwc": [0, 2, 3, 1], "heads": [0, 2, 1, 3], "k_t": [0, 1, 3, 2], "reversed": None}
@@ -84,6 +83,7 @@ def test_a_transposes_form_says_what_its_permutation_moves() -> None:
     model = _model(nodes, [_vi("x", [1, 8, 4, 4])], [_vi(name, shape) for name, shape in shapes.items()])
     assert [op.transpose_form for op in graph_stats(model).ops] == ["nchw_nhwc", "keeps_last", "moves_last",
                                                                    "moves_last"]
+
 
 def test_grouped_conv_and_symbolic_batch() -> None:
     model = _model([oh.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=2)],
