@@ -30,7 +30,6 @@ def prepared_float_model(checkpoint: Any, name: str, options: Any, path: Path, d
     optimized graph when the cache holds it under the same key, else the cached export and generic passes (the
     UNet's export was most of this command's time). Only export and generic entries are stored from here: the
     target's passes run without the compile's input sets, so their graph is not the compile's to cache."""
-
     from fusionc import cache as keys
     from fusionc import pipeline
     from fusionc.cache import ComponentCache

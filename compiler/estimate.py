@@ -22,9 +22,9 @@ from typing import Any
 
 from fusionc.core.devices import DEVICES, Device, get_device
 from fusionc.core.errors import BadInputError
-from fusionc.core.store import cache_root
 from fusionc.core.generation import PIPELINE_ORDER, calls_per_image, guided_batch, hexagon_batch
 from fusionc.core.options import ALL_COMPONENTS
+from fusionc.core.store import cache_root
 
 
 def calls(component: str, device: Device, steps: int, guidance: bool) -> tuple[int, int]:

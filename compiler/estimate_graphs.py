@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from fusionc.core.errors import BadInputError
-from fusionc.core.store import cache_root
 from fusionc.core.generation import PIPELINE_ORDER
+from fusionc.core.store import cache_root
 
 
 def checkpoint_graphs(path: Path | None, components: list[str] | None, height: int | None, width: int | None,
