@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _row(kind: str, macs: int = 0, vector: int = 0, params: int = 0, act_in: int = 0, act_out: int = 0,
-         op_type: str = "X") -> list:
-    return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1, ""]
+         op_type: str = "X", transpose_form: str = "") -> list:
+    return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1, transpose_form]
 
 
 def _aihub_csv(path: Path, rows: list[tuple]) -> None:
@@ -71,6 +71,18 @@ def test_a_layer_norm_is_charged_per_output_element_beyond_its_vector_work() -> 
     x = costfit.features_from_rows([norm, add], "w8a16")
     assert x["norm_g"] == pytest.approx(0.001)  # the Add's million elements are not a norm's
     assert x["vector_g"] == pytest.approx(0.006)  # and the norm's vector work is still counted there
+
+
+def test_a_head_split_or_k_transpose_is_charged_beyond_its_layout_work_and_a_layout_permute_is_not() -> None:
+    to_nhwc = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose", transpose_form="nchw_nhwc")
+    heads = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose", transpose_form="keeps_last")
+    k_t = _row("layout", act_in=2 * 10**6, act_out=2 * 10**6, op_type="Transpose", transpose_form="moves_last")
+    x = costfit.features_from_rows([to_nhwc, heads, k_t], "w8a16")
+    assert x["permute_g"] == pytest.approx(0.003)  # the head split and K^T, not the channels-last permute
+    assert x["layout_g"] == pytest.approx(0.004)  # all three still move their elements
+    # rows stored before graph_stats recorded the form (no column) charge no permute term, as before it existed
+    old = costfit.features_from_rows([r[:-1] for r in (to_nhwc, heads, k_t)], "w8a16", fields=costfit.OP_FIELDS[:-1])
+    assert old["permute_g"] == 0 and old["layout_g"] == pytest.approx(0.004)
 
 
 def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:
