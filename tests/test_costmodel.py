@@ -103,6 +103,19 @@ def test_a_rank4_permute_is_a_layout_change_only_next_to_a_feature_map() -> None
     assert (first.transpose_form, second.transpose_form) == ("moves_last", "nchw_nhwc")
 
 
+def test_the_permutes_around_a_channel_layer_norm_before_a_convolution_are_layout_changes() -> None:
+    """ConvNeXt's downsampling: a residual sum goes NHWC for a layer norm over channels, back to NCHW, into a strided
+    convolution; both permutes are layout changes (the first sees the convolution through the norm and the second)."""
+    nodes = [oh.make_node("Add", ["a", "b"], ["sum"]), oh.make_node("Transpose", ["sum"], ["nhwc"], perm=[0, 2, 3, 1]),
+             oh.make_node("LayerNormalization", ["nhwc", "g", "beta"], ["normed"], axis=-1),
+             oh.make_node("Transpose", ["normed"], ["nchw"], perm=[0, 3, 1, 2]),
+             oh.make_node("Conv", ["nchw", "w"], ["out"], strides=[2, 2])]
+    model = _model(nodes, [_vi("a", [1, 8, 4, 4]), _vi("b", [1, 8, 4, 4])], [_vi("out", [1, 8, 2, 2])],
+                   [_init("g", [8]), _init("beta", [8]), _init("w", [8, 8, 2, 2])])
+    forms = [op.transpose_form for op in graph_stats(model).ops if op.op_type == "Transpose"]
+    assert forms == ["nchw_nhwc", "nchw_nhwc"]
+
+
 def test_grouped_conv_and_symbolic_batch() -> None:
     model = _model([oh.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=2)],
                    [_vi("x", ["B", 4, 8, 8])], [_vi("y", ["B", 4, 8, 8])], [_init("w", [4, 2, 3, 3])])

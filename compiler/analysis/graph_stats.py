@@ -65,14 +65,16 @@ QUANTIZATION_MARKS = {"QuantizeLinear", "DequantizeLinear"}
 LAYOUT_OPS = {"Transpose", "Concat", "Slice", "Split", "Pad", "Expand", "Gather", "GatherND", "GatherElements",
               "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Tile", "ScatterND", "Tile"}
 # ops that work on feature maps (channels-first in ONNX, channels-last on an NPU), and the ops a tensor keeps its
-# layout through between them: a rank-4 permute next to a spatial op is a layout change, elsewhere it is a transformer's
+# layout through between them (elementwise, relabels, a layer norm over channels and the rank-4 permutes around it, as
+# in ConvNeXt): a rank-4 permute next to a spatial op is a layout change, elsewhere it is a transformer's
 SPATIAL_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "BatchNormalization", "InstanceNormalization",
                "GroupNormalization", "GroupNorm", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
                "LpPool", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth"}
 LAYOUT_TRANSPARENT = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Clip", "Erf", "Gelu", "HardSwish",
                       "HardSigmoid", "LeakyRelu", "PRelu", "Neg", "Sqrt", "Pow", "Cast", "Reshape", "Squeeze",
-                      "Unsqueeze", "Flatten", "Identity", "Dropout"} | QUANTIZATION_MARKS
-SPATIAL_HOPS = 4
+                      "Unsqueeze", "Flatten", "Identity", "Dropout", "LayerNormalization"} | QUANTIZATION_MARKS
+LAYOUT_PERMS = ([0, 2, 3, 1], [0, 3, 1, 2])  # NCHW -> NHWC and back
+SPATIAL_HOPS = 6
 # vector ops that cost several passes over their output (normalizations, softmax)
 VECTOR_WEIGHT = {"Softmax": 4, "LayerNormalization": 5, "GroupNormalization": 5, "InstanceNormalization": 5,
                  "GroupNorm": 5, "Gelu": 4, "FastGelu": 4, "BiasGelu": 4, "QuickGelu": 2, "BiasSplitGelu": 4,
@@ -86,15 +88,19 @@ DTYPE_BITS = {onnx.TensorProto.FLOAT: 32, onnx.TensorProto.FLOAT16: 16, onnx.Ten
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 
 
+def _perm(node: onnx.NodeProto) -> list[int] | None:
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+
+
 def transpose_form(node: onnx.NodeProto, shape: list | None, feature_map: bool) -> str:
     """What a Transpose moves: nchw_nhwc (a rank-4 channels-first <-> channels-last permute of a `feature_map`, a
     layout change a channels-last NPU makes anyway), keeps_last (the innermost axis stays: rows move as blocks, as in a
     head split or a window partition), moves_last (the innermost axis moves: an element-wise gather, as in K^T, which
     a transformer often writes as the same rank-4 permutation (0, 2, 3, 1) of its (batch, tokens, heads, dim) keys)."""
-    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+    perm = _perm(node)
     rank = len(perm) if perm else (len(shape) if shape else 0)
     perm = perm or list(range(rank))[::-1]
-    if feature_map and rank == 4 and perm in ([0, 2, 3, 1], [0, 3, 1, 2]):
+    if feature_map and perm in LAYOUT_PERMS:
         return "nchw_nhwc"
     return "keeps_last" if perm and perm[-1] == rank - 1 else "moves_last"
 
@@ -102,7 +108,7 @@ def transpose_form(node: onnx.NodeProto, shape: list | None, feature_map: bool) 
 def next_to_spatial_op(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
                        consumers: dict[str, list[onnx.NodeProto]], hops: int = SPATIAL_HOPS) -> bool:
     """Whether `node` reads a tensor a spatial op (SPATIAL_OPS) wrote, or writes one a spatial op reads, through at
-    most `hops` layout-transparent ops (elementwise, relabels, quantization marks): is it moving a feature map?"""
+    most `hops` layout-transparent ops (LAYOUT_TRANSPARENT, rank-4 layout permutes): is it moving a feature map?"""
     frontier, seen = [("in", node), ("out", node)], {id(node)}
     for _ in range(hops + 1):
         following = []
@@ -112,7 +118,9 @@ def next_to_spatial_op(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto]
             for neighbour in neighbours:
                 if neighbour.op_type in SPATIAL_OPS:
                     return True
-                if neighbour.op_type in LAYOUT_TRANSPARENT and id(neighbour) not in seen:
+                transparent = neighbour.op_type in LAYOUT_TRANSPARENT or (
+                    neighbour.op_type == "Transpose" and _perm(neighbour) in LAYOUT_PERMS)
+                if transparent and id(neighbour) not in seen:
                     seen.add(id(neighbour))
                     following.append((direction, neighbour))
         frontier = following
