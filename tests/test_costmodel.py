@@ -75,14 +75,45 @@ def test_path_depth_and_parallel_siblings() -> None:
 
 
 def test_a_transposes_form_says_what_its_permutation_moves() -> None:
-    """NCHW -> NHWC and back is a layout change; a head split keeps each row's innermost axis; K^T moves it."""
+    """NCHW -> NHWC of a convolution's output is a layout change; a head split keeps each row's innermost axis; K^T
+    moves it."""
     perms = {"to_nhwc": [0, 2, 3, 1], "heads": [0, 2, 1, 3], "k_t": [0, 1, 3, 2], "reversed": None}
-    nodes = [oh.make_node("Transpose", ["x"], [name], **({"perm": perm} if perm else {}))
-             for name, perm in perms.items()]
+    nodes = [oh.make_node("Conv", ["x", "w"], ["fm"])] + [
+        oh.make_node("Transpose", ["fm"], [name], **({"perm": perm} if perm else {})) for name, perm in perms.items()]
     shapes = {"to_nhwc": [1, 4, 4, 8], "heads": [1, 4, 8, 4], "k_t": [1, 8, 4, 4], "reversed": [4, 4, 8, 1]}
-    model = _model(nodes, [_vi("x", [1, 8, 4, 4])], [_vi(name, shape) for name, shape in shapes.items()])
-    assert [op.transpose_form for op in graph_stats(model).ops] == ["nchw_nhwc", "keeps_last", "moves_last",
-                                                                   "moves_last"]
+    model = _model(nodes, [_vi("x", [1, 8, 4, 4])], [_vi(name, shape) for name, shape in shapes.items()],
+                   [_init("w", [8, 8, 1, 1])])
+    assert [op.transpose_form for op in graph_stats(model).ops[1:]] == ["nchw_nhwc", "keeps_last", "moves_last",
+                                                                       "moves_last"]
+
+
+def test_a_rank4_permute_is_a_layout_change_only_next_to_a_feature_map() -> None:
+    """A transformer's keys (batch, tokens, heads, dim) -> (batch, heads, dim, tokens) use the NCHW -> NHWC
+    permutation, but no convolution is near: a K^T. A UNet's NHWC -> NCHW before its output convolution, seen through a
+    residual Add, is a layout change."""
+    keys = [oh.make_node("MatMul", ["tokens", "wk"], ["k"]), oh.make_node("Reshape", ["k", "heads"], ["k4"]),
+            oh.make_node("Transpose", ["k4"], ["k_t"], perm=[0, 2, 3, 1])]
+    unet = [oh.make_node("Transpose", ["hidden"], ["nchw"], perm=[0, 3, 1, 2]),
+            oh.make_node("Add", ["nchw", "residual"], ["sum"]), oh.make_node("Conv", ["sum", "wc"], ["out"])]
+    model = _model(keys + unet, [_vi("tokens", [1, 16, 32]), _vi("hidden", [1, 4, 4, 8]), _vi("residual", [1, 8, 4, 4])],
+                   [_vi("k_t", [1, 4, 8, 16]), _vi("out", [1, 8, 4, 4])],
+                   [_init("wk", [32, 32]), _init("wc", [8, 8, 1, 1]),
+                    onnx.numpy_helper.from_array(np.array([1, 16, 4, 8], dtype=np.int64), "heads")])
+    first, second = [op for op in graph_stats(model).ops if op.op_type == "Transpose"]
+    assert (first.transpose_form, second.transpose_form) == ("moves_last", "nchw_nhwc")
+
+
+def test_the_permutes_around_a_channel_layer_norm_before_a_convolution_are_layout_changes() -> None:
+    """ConvNeXt's downsampling: a residual sum goes NHWC for a layer norm over channels, back to NCHW, into a strided
+    convolution; both permutes are layout changes (the first sees the convolution through the norm and the second)."""
+    nodes = [oh.make_node("Add", ["a", "b"], ["sum"]), oh.make_node("Transpose", ["sum"], ["nhwc"], perm=[0, 2, 3, 1]),
+             oh.make_node("LayerNormalization", ["nhwc", "g", "beta"], ["normed"], axis=-1),
+             oh.make_node("Transpose", ["normed"], ["nchw"], perm=[0, 3, 1, 2]),
+             oh.make_node("Conv", ["nchw", "w"], ["out"], strides=[2, 2])]
+    model = _model(nodes, [_vi("a", [1, 8, 4, 4]), _vi("b", [1, 8, 4, 4])], [_vi("out", [1, 8, 2, 2])],
+                   [_init("g", [8]), _init("beta", [8]), _init("w", [8, 8, 2, 2])])
+    forms = [op.transpose_form for op in graph_stats(model).ops if op.op_type == "Transpose"]
+    assert forms == ["nchw_nhwc", "nchw_nhwc"]
 
 
 def test_grouped_conv_and_symbolic_batch() -> None:

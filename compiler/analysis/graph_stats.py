@@ -64,6 +64,17 @@ QUANTIZATION_MARKS = {"QuantizeLinear", "DequantizeLinear"}
 # ops that move data without arithmetic
 LAYOUT_OPS = {"Transpose", "Concat", "Slice", "Split", "Pad", "Expand", "Gather", "GatherND", "GatherElements",
               "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Tile", "ScatterND", "Tile"}
+# ops that work on feature maps (channels-first in ONNX, channels-last on an NPU), and the ops a tensor keeps its
+# layout through between them (elementwise, relabels, a layer norm over channels and the rank-4 permutes around it, as
+# in ConvNeXt): a rank-4 permute next to a spatial op is a layout change, elsewhere it is a transformer's
+SPATIAL_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "BatchNormalization", "InstanceNormalization",
+               "GroupNormalization", "GroupNorm", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+               "LpPool", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth"}
+LAYOUT_TRANSPARENT = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Clip", "Erf", "Gelu", "HardSwish",
+                      "HardSigmoid", "LeakyRelu", "PRelu", "Neg", "Sqrt", "Pow", "Cast", "Reshape", "Squeeze",
+                      "Unsqueeze", "Flatten", "Identity", "Dropout", "LayerNormalization"} | QUANTIZATION_MARKS
+LAYOUT_PERMS = ([0, 2, 3, 1], [0, 3, 1, 2])  # NCHW -> NHWC and back
+SPATIAL_HOPS = 6
 # vector ops that cost several passes over their output (normalizations, softmax)
 VECTOR_WEIGHT = {"Softmax": 4, "LayerNormalization": 5, "GroupNormalization": 5, "InstanceNormalization": 5,
                  "GroupNorm": 5, "Gelu": 4, "FastGelu": 4, "BiasGelu": 4, "QuickGelu": 2, "BiasSplitGelu": 4,
@@ -77,16 +88,43 @@ DTYPE_BITS = {onnx.TensorProto.FLOAT: 32, onnx.TensorProto.FLOAT16: 16, onnx.Ten
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 
 
-def transpose_form(node: onnx.NodeProto, shape: list | None) -> str:
-    """What a Transpose moves: nchw_nhwc (a rank-4 channels-first <-> channels-last permute, a layout change a
-    channels-last NPU makes anyway), keeps_last (the innermost axis stays: rows move as blocks, as in a head split or
-    a window partition), moves_last (the innermost axis moves: an element-wise gather, as in K^T)."""
-    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+def _perm(node: onnx.NodeProto) -> list[int] | None:
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+
+
+def transpose_form(node: onnx.NodeProto, shape: list | None, feature_map: bool) -> str:
+    """What a Transpose moves: nchw_nhwc (a rank-4 channels-first <-> channels-last permute of a `feature_map`, a
+    layout change a channels-last NPU makes anyway), keeps_last (the innermost axis stays: rows move as blocks, as in a
+    head split or a window partition), moves_last (the innermost axis moves: an element-wise gather, as in K^T, which
+    a transformer often writes as the same rank-4 permutation (0, 2, 3, 1) of its (batch, tokens, heads, dim) keys)."""
+    perm = _perm(node)
     rank = len(perm) if perm else (len(shape) if shape else 0)
     perm = perm or list(range(rank))[::-1]
-    if rank == 4 and perm in ([0, 2, 3, 1], [0, 3, 1, 2]):
+    if feature_map and perm in LAYOUT_PERMS:
         return "nchw_nhwc"
     return "keeps_last" if perm and perm[-1] == rank - 1 else "moves_last"
+
+
+def next_to_spatial_op(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
+                       consumers: dict[str, list[onnx.NodeProto]], hops: int = SPATIAL_HOPS) -> bool:
+    """Whether `node` reads a tensor a spatial op (SPATIAL_OPS) wrote, or writes one a spatial op reads, through at
+    most `hops` layout-transparent ops (LAYOUT_TRANSPARENT, rank-4 layout permutes): is it moving a feature map?"""
+    frontier, seen = [("in", node), ("out", node)], {id(node)}
+    for _ in range(hops + 1):
+        following = []
+        for direction, current in frontier:
+            neighbours = ([producer[i] for i in current.input if i in producer] if direction == "in"
+                          else [c for o in current.output for c in consumers.get(o, [])])
+            for neighbour in neighbours:
+                if neighbour.op_type in SPATIAL_OPS:
+                    return True
+                transparent = neighbour.op_type in LAYOUT_TRANSPARENT or (
+                    neighbour.op_type == "Transpose" and _perm(neighbour) in LAYOUT_PERMS)
+                if transparent and id(neighbour) not in seen:
+                    seen.add(id(neighbour))
+                    following.append((direction, neighbour))
+        frontier = following
+    return False
 
 
 @dataclass
@@ -109,7 +147,7 @@ class OpStat:
     timesteps: int = 1  # sequential steps the op runs as (recurrent ops: sequence length x directions), else 1
     level: int = 0  # ops on the longest path from the graph inputs to this op's output, itself included (free: 0 own)
     siblings: int = 1  # ops of this op's type reading the same first activation input (horizontal fusion group)
-    transpose_form: str = ""  # a Transpose's permutation: nchw_nhwc (rank 4), keeps_last (last axis stays), moves_last
+    transpose_form: str = ""  # a Transpose: nchw_nhwc (rank-4 layout permute of a feature map), keeps_last, moves_last
 
 
 @dataclass
@@ -424,6 +462,11 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         shape = shapes.get(name)
         return math.prod(shape) if shape is not None else 0
 
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in set(node.input):
+            consumers[name].append(node)
     ops: list[OpStat] = []
     forms: set[str] = set()
     level_of: dict[str, int] = {}  # tensor -> ops on the longest path that produces it (graph inputs: 0)
@@ -481,7 +524,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             op.attention_scores = bool(not fused and out_shape and len(out_shape) >= 2
                                        and out_shape[-1] == out_shape[-2] and out_shape[-1] >= 64)
         if node.op_type == "Transpose":
-            op.transpose_form = transpose_form(node, in_shapes[0])
+            op.transpose_form = transpose_form(node, in_shapes[0], next_to_spatial_op(node, producer, consumers))
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
         op.level = max((level_of.get(i, 0) for i in activation_inputs), default=0) + (kind != "free")
