@@ -83,6 +83,8 @@ def test_a_head_split_or_k_transpose_is_charged_beyond_its_layout_work_and_a_lay
     # rows stored before graph_stats recorded the form (no column) charge no permute term, as before it existed
     old = costfit.features_from_rows([r[:-1] for r in (to_nhwc, heads, k_t)], "w8a16", fields=costfit.OP_FIELDS[:-1])
     assert old["permute_g"] == 0 and old["layout_g"] == pytest.approx(0.004)
+    unknown = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose")  # a stored row's empty form
+    assert costfit.features_from_rows([unknown], "w8a16")["permute_g"] == 0
 
 
 def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:

@@ -116,6 +116,15 @@ def test_the_permutes_around_a_channel_layer_norm_before_a_convolution_are_layou
     assert forms == ["nchw_nhwc", "nchw_nhwc"]
 
 
+def test_stored_reference_graphs_keep_each_transposes_form(tmp_path) -> None:  # noqa: ANN001
+    """The per-op rows stored for calibration carry what each Transpose moves (the permute term reads it)."""
+    nodes = [oh.make_node("Transpose", ["x"], ["t"], perm=[0, 1, 3, 2])]
+    stats = {"m@b1": graph_stats(_model(nodes, [_vi("x", [1, 2, 3, 4])], [_vi("t", [1, 2, 4, 3])]))}
+    costmodel.save_reference_stats(stats, tmp_path / "graphs.json.gz")
+    (op,) = costmodel.load_reference_stats(tmp_path / "graphs.json.gz")["m@b1"].ops
+    assert op.transpose_form == "moves_last"
+
+
 def test_grouped_conv_and_symbolic_batch() -> None:
     model = _model([oh.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=2)],
                    [_vi("x", ["B", 4, 8, 8])], [_vi("y", ["B", 4, 8, 8])], [_init("w", [4, 2, 3, 3])])

@@ -73,6 +73,9 @@ BASE_FEATURES = tuple(f for f in FEATURES if f not in OPTIONAL_FEATURES and f no
 # the per-kind MAC terms are extra costs on top of the shared `gmacs` rate: pulled to 0 unless the data needs them,
 # so a kind that few training graphs have (attention in a CNN-heavy set) falls back to the shared rate
 EXTRA_TERMS = ("conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs")
+# Transpose forms (graph_stats.transpose_form) charged permute_g: all but the layout permutes (nchw_nhwc) and the
+# unknown ("": a row stored without the form)
+PERMUTE_FORMS = ("keeps_last", "moves_last")
 # which part of an estimate each term is (costmodel.Estimate: compute / memory / overhead / fallback)
 TERM_CLASS = {"gmacs": "compute", "conv_gmacs": "compute", "linear_gmacs": "compute", "attn_gmacs": "compute",
               "lowint_conv_gmacs": "compute", "vector_g": "compute", "special_g": "compute", "layout_g": "compute",
@@ -150,7 +153,7 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
             x["special_g"] += row[index["vector_elems"]] / 1e9
         if row[index["op_type"]] == "LayerNormalization":
             x["norm_g"] += row[index["act_out_elems"]] / 1e9
-        if form_column is not None and row[index["op_type"]] == "Transpose" and row[form_column] != "nchw_nhwc":
+        if form_column is not None and row[form_column] in PERMUTE_FORMS:
             x["permute_g"] += row[index["act_out_elems"]] / 1e9
         compressed = row[index["compressed_weight_bytes"]]
         x["weight_mb"] += (row[index["float_weight_elems"]] * wbytes + min(compressed, row[index["params"]] * wbytes)) / 1e6

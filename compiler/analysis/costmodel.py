@@ -362,7 +362,7 @@ def save_reference_stats(stats: dict[str, GraphStats], path: Path = REFERENCE_GR
     """Store the per-op rows of reference graphs (key "<graph>@b<batch>") so calibrate() runs without exports."""
     fields = ["op_type", "domain", "kind", "macs", "vector_elems", "params", "float_weight_elems",
               "compressed_weight_bytes", "weight_bytes", "act_in_elems", "act_out_elems", "attention_scores",
-              "timesteps", "level", "siblings"]
+              "timesteps", "level", "siblings", "transpose_form"]
     payload = {key: {"attention_form": s.attention_form, "fields": fields,
                      "ops": [[getattr(op, f) for f in fields] for op in s.ops if op.kind != "free"]}
                for key, s in stats.items()}
