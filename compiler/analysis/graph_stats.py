@@ -66,7 +66,7 @@ LAYOUT_OPS = {"Transpose", "Concat", "Slice", "Split", "Pad", "Expand", "Gather"
               "Resize", "Upsample", "DepthToSpace", "SpaceToDepth", "Tile", "ScatterND", "Tile"}
 # ops that work on feature maps (channels-first in ONNX, channels-last on an NPU), and the ops a tensor keeps its
 # layout through between them (elementwise, relabels, a layer norm over channels and the rank-4 permutes around it, as
-# in ConvNeXt): a rank-4 permute next to a spatial op is a layout change, elsewhere it is a transformer's
+# in ConvNeXt): a rank-4 permute next to a spatial op is a layout change; elsewhere it is a transformer's K^T
 SPATIAL_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "BatchNormalization", "InstanceNormalization",
                "GroupNormalization", "GroupNorm", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
                "LpPool", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth"}
