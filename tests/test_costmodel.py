@@ -95,8 +95,8 @@ def test_a_rank4_permute_is_a_layout_change_only_next_to_a_feature_map() -> None
             oh.make_node("Transpose", ["k4"], ["k_t"], perm=[0, 2, 3, 1])]
     unet = [oh.make_node("Transpose", ["hidden"], ["nchw"], perm=[0, 3, 1, 2]),
             oh.make_node("Add", ["nchw", "residual"], ["sum"]), oh.make_node("Conv", ["sum", "wc"], ["out"])]
-    model = _model(keys + unet, [_vi("tokens", [1, 16, 32]), _vi("hidden", [1, 4, 4, 8]), _vi("residual", [1, 8, 4, 4])],
-                   [_vi("k_t", [1, 4, 8, 16]), _vi("out", [1, 8, 4, 4])],
+    inputs = [_vi("tokens", [1, 16, 32]), _vi("hidden", [1, 4, 4, 8]), _vi("residual", [1, 8, 4, 4])]
+    model = _model(keys + unet, inputs, [_vi("k_t", [1, 4, 8, 16]), _vi("out", [1, 8, 4, 4])],
                    [_init("wk", [32, 32]), _init("wc", [8, 8, 1, 1]),
                     onnx.numpy_helper.from_array(np.array([1, 16, 4, 8], dtype=np.int64), "heads")])
     first, second = [op for op in graph_stats(model).ops if op.op_type == "Transpose"]
