@@ -81,6 +81,20 @@ def transposes(*forms: str) -> Callable[[Op, dict], bool]:
                               and op[index["transpose_form"]] in forms)
 
 
+def permute_elements(spilling: bool) -> Callable:
+    """A graph term: elements (G) out of the Transposes permute_g charges (costfit.PERMUTE_FORMS) whose activations
+    do (`spilling`) or do not exceed the local memory: whether a head split's cost depends on fitting it."""
+    def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
+        index = {f: i for i, f in enumerate(entry["fields"])}
+        if "transpose_form" not in index:
+            return 0.0
+        act_bytes = costfit.PRECISION_BYTES[precision][1]
+        return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
+                   if op[index["transpose_form"]] in costfit.PERMUTE_FORMS
+                   and ((op[index["act_in_elems"]] + op[index["act_out_elems"]]) * act_bytes > vtcm_bytes) == spilling)
+    return term
+
+
 def shallow_conv(max_depth: int) -> Callable[[Op, dict], bool]:
     """Convolutions that reduce over fewer than `max_depth` products per output (MACs / output elements): depthwise
     and narrow grouped convolutions, which fill few of the HTP's vector lanes per MAC."""
@@ -138,6 +152,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # README step (8); the layout permutes are the rest)
     "transpose_nchw_nhwc_elements": {"what": "+ elements out of Transposes that are nchw_nhwc (G)",
                                      "add": op_sum(transposes("nchw_nhwc"), "act_out_elems", 1e-9)},
+    **{f"permute_{'spilling' if spilling else 'fitting'}_elements": {
+        "what": f"+ elements out of permute_g's Transposes whose activations {'exceed' if spilling else 'fit'} the local "
+                "memory (G)", "add": permute_elements(spilling)} for spilling in (True, False)},
     "shallow_conv_gmacs": {"what": "+ MACs of depthwise / narrow grouped convs (< 32 products per output, G)",
                            "add": op_sum(shallow_conv(32), "macs", 1e-9)},
     "shallow_conv_ops": {"what": "+ depthwise / narrow grouped convs launched (thousands)", "add": op_sum(shallow_conv(32))},
