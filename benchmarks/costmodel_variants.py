@@ -84,13 +84,12 @@ def transposes(*forms: str) -> Callable[[Op, dict], bool]:
 def permute_elements(spilling: bool) -> Callable:
     """A graph term: elements (G) out of the Transposes permute_g charges (costfit.PERMUTE_FORMS) whose activations
     do (`spilling`) or do not exceed the local memory: whether a head split's cost depends on fitting it."""
+    permutes = transposes(*costfit.PERMUTE_FORMS)
+
     def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
         index = {f: i for i, f in enumerate(entry["fields"])}
-        if "transpose_form" not in index:
-            return 0.0
         act_bytes = costfit.PRECISION_BYTES[precision][1]
-        return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
-                   if op[index["transpose_form"]] in costfit.PERMUTE_FORMS
+        return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"] if permutes(op, index)
                    and ((op[index["act_in_elems"]] + op[index["act_out_elems"]]) * act_bytes > vtcm_bytes) == spilling)
     return term
 

@@ -359,10 +359,11 @@ def _weight_bytes(op: OpStat, float_bits: float, weight_bits: float | None) -> f
 # ---- calibration -----------------------------------------------------------------------------------------------
 
 def save_reference_stats(stats: dict[str, GraphStats], path: Path = REFERENCE_GRAPHS) -> None:
-    """Store the per-op rows of reference graphs (key "<graph>@b<batch>") so calibrate() runs without exports."""
-    fields = ["op_type", "domain", "kind", "macs", "vector_elems", "params", "float_weight_elems",
-              "compressed_weight_bytes", "weight_bytes", "act_in_elems", "act_out_elems", "attention_scores",
-              "timesteps", "level", "siblings", "transpose_form"]
+    """Store the per-op rows of reference graphs (key "<graph>@b<batch>") so calibrate() runs without exports: the
+    fitted model's op fields (costfit.OP_FIELDS), plus the domain and stored weight bytes the roofline reads."""
+    from fusionc.analysis import costfit
+
+    fields = [*costfit.OP_FIELDS, "domain", "weight_bytes"]
     payload = {key: {"attention_form": s.attention_form, "fields": fields,
                      "ops": [[getattr(op, f) for f in fields] for op in s.ops if op.kind != "free"]}
                for key, s in stats.items()}
