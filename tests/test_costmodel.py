@@ -10,7 +10,7 @@ import onnx.helper as oh
 import pytest
 from onnx import TensorProto
 
-from fusionc.analysis import costmodel
+from fusionc.analysis import costfit, costmodel
 from fusionc.analysis.costmodel import FamilyParams, estimate
 from fusionc.core.devices import DEVICES, Device
 from fusionc.analysis.graph_stats import GraphStats, OpStat, graph_stats
@@ -114,6 +114,23 @@ def test_the_permutes_around_a_channel_layer_norm_before_a_convolution_are_layou
                    [_init("g", [8]), _init("beta", [8]), _init("w", [8, 8, 2, 2])])
     forms = [op.transpose_form for op in graph_stats(model).ops if op.op_type == "Transpose"]
     assert forms == ["nchw_nhwc", "nchw_nhwc"]
+
+
+def test_a_transpose_that_moves_only_size_one_axes_is_a_free_reshape() -> None:
+    """torchvision's batch-first attention swaps [1, 197, 768] to [197, 1, 768]: no element moves, so it costs
+    nothing (no layout work, no launch, no permute); the head split after it, [197, 12, 64] -> [12, 197, 64], moves
+    every row."""
+    nodes = [oh.make_node("Transpose", ["x"], ["seq_first"], perm=[1, 0, 2]),
+             oh.make_node("Reshape", ["seq_first", "heads"], ["split"]),
+             oh.make_node("Transpose", ["split"], ["per_head"], perm=[1, 0, 2])]
+    model = _model(nodes, [_vi("x", [1, 197, 768])], [_vi("per_head", [12, 197, 64])],
+                   [onnx.numpy_helper.from_array(np.array([197, 12, 64], dtype=np.int64), "heads")])
+    swap, head_split = [op for op in graph_stats(model).ops if op.op_type == "Transpose"]
+    assert (swap.kind, swap.transpose_form) == ("free", "")
+    assert (head_split.kind, head_split.transpose_form) == ("layout", "keeps_last")
+    features = costfit.features_from_stats(graph_stats(model), "float")
+    assert features["permute_g"] == pytest.approx(197 * 768 / 1e9)
+    assert features["kilo_ops"] == pytest.approx(1e-3)
 
 
 def test_stored_reference_graphs_keep_each_transposes_form(tmp_path) -> None:  # noqa: ANN001

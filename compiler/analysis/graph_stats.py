@@ -105,6 +105,17 @@ def transpose_form(node: onnx.NodeProto, shape: list | None, feature_map: bool) 
     return "keeps_last" if perm and perm[-1] == rank - 1 else "moves_last"
 
 
+def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
+    """Whether a Transpose with `perm` of a tensor of `shape` leaves every element where it is: it moves only axes of
+    size 1 (batch-first <-> sequence-first swaps of one sequence, [1, 197, 768] -> [197, 1, 768]), so the axes that
+    hold data keep their order and it is a Reshape (ONNX Runtime's transpose optimizer rewrites it into one)."""
+    if not shape or any(not isinstance(d, int) or d <= 0 for d in shape):
+        return False
+    perm = perm or list(range(len(shape)))[::-1]
+    held = [axis for axis in perm if shape[axis] != 1]
+    return held == sorted(held)
+
+
 def next_to_spatial_op(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
                        consumers: dict[str, list[onnx.NodeProto]], hops: int = SPATIAL_HOPS) -> bool:
     """Whether `node` reads a tensor a spatial op (SPATIAL_OPS) wrote, or writes one a spatial op reads, through at
@@ -523,7 +534,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             out_shape = shapes.get(node.output[0])
             op.attention_scores = bool(not fused and out_shape and len(out_shape) >= 2
                                        and out_shape[-1] == out_shape[-2] and out_shape[-1] >= 64)
-        if node.op_type == "Transpose":
+        if node.op_type == "Transpose" and kind != "free":
             feature_map = _perm(node) in LAYOUT_PERMS and next_to_spatial_op(node, producer, consumers)
             op.transpose_form = transpose_form(node, in_shapes[0], feature_map)
         if kind in ("vector",):
@@ -580,7 +591,7 @@ def _classify(node: onnx.NodeProto, in_shapes: list, out_elems: int, n_activatio
         if not (x and w and r):
             return "linear", 0
         return "linear", x[0] * x[1] * (math.prod(w) + math.prod(r))
-    if op_type in FREE_OPS:
+    if op_type in FREE_OPS or (op_type == "Transpose" and moves_no_data(_perm(node), in_shapes[0])):
         return "free", 0
     if op_type in LAYOUT_OPS:
         return "layout", 0
