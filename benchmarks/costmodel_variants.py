@@ -94,6 +94,13 @@ def permute_elements(spilling: bool) -> Callable:
     return term
 
 
+def permutes_of_rank(blocks: int) -> Callable[[Op, dict], bool]:
+    """permute_g's Transposes (costfit.PERMUTE_FORMS) that reorder at least `blocks` blocks (graph_stats.permute_rank;
+    graphs stored before it was recorded have none)."""
+    permutes = transposes(*costfit.PERMUTE_FORMS)
+    return lambda op, index: permutes(op, index) and "permute_rank" in index and op[index["permute_rank"]] >= blocks
+
+
 def shallow_conv(max_depth: int) -> Callable[[Op, dict], bool]:
     """Convolutions that reduce over fewer than `max_depth` products per output (MACs / output elements): depthwise
     and narrow grouped convolutions, which fill few of the HTP's vector lanes per MAC."""
@@ -154,6 +161,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     **{f"permute_{'spilling' if spilling else 'fitting'}_elements": {
         "what": f"+ elements out of permute_g's Transposes whose activations {'exceed' if spilling else 'fit'} the local "
                 "memory (G)", "add": permute_elements(spilling)} for spilling in (True, False)},
+    "permute_rank4_elements": {
+        "what": "+ elements out of permute_g's Transposes reordering 4+ blocks (graph_stats.permute_rank: window "
+                "partitions, not head splits or K^T; G)", "add": op_sum(permutes_of_rank(4), "act_out_elems", 1e-9)},
     "shallow_conv_gmacs": {"what": "+ MACs of depthwise / narrow grouped convs (< 32 products per output, G)",
                            "add": op_sum(shallow_conv(32), "macs", 1e-9)},
     "shallow_conv_ops": {"what": "+ depthwise / narrow grouped convs launched (thousands)", "add": op_sum(shallow_conv(32))},

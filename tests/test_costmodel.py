@@ -87,6 +87,18 @@ def test_a_transposes_form_says_what_its_permutation_moves() -> None:
                                                                        "moves_last"]
 
 
+def test_a_permutes_rank_counts_the_blocks_it_reorders() -> None:
+    """Size-1 axes drop out and axes that stay side by side move as one block: a head split reorders 3 blocks, K^T
+    2 (heads and dim stay together), Swin's window partition 4, fused QKV's (B, N, 3, H, D) -> (3, B, H, N, D) 3."""
+    cases = {"head_split": ([0, 2, 1, 3], [1, 384, 12, 64], 3), "k_t": ([0, 2, 3, 1], [1, 384, 12, 64], 2),
+             "window": ([0, 1, 3, 2, 4, 5], [1, 8, 7, 8, 7, 96], 4),
+             "qkv": ([2, 0, 3, 1, 4], [1, 196, 3, 12, 64], 3)}
+    for name, (perm, shape, blocks) in cases.items():
+        model = _model([oh.make_node("Transpose", ["x"], ["y"], perm=perm)], [_vi("x", shape)],
+                       [_vi("y", [shape[axis] for axis in perm])])
+        assert graph_stats(model).ops[0].permute_rank == blocks, name
+
+
 def test_a_rank4_permute_is_a_layout_change_only_next_to_a_feature_map() -> None:
     """A transformer's keys (batch, tokens, heads, dim) -> (batch, heads, dim, tokens) use the NCHW -> NHWC
     permutation, but no convolution is near: a K^T. A UNet's NHWC -> NCHW before its output convolution, seen through a

@@ -116,6 +116,19 @@ def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
     return held == sorted(held)
 
 
+def permute_rank(perm: list[int] | None, shape: list | tuple | None) -> int:
+    """How many blocks a Transpose reorders: its rank once size-1 axes are dropped and each run of axes that stay
+    adjacent and in order is merged into one. A head split [S, H, D] -> [H, S, D] is 3, K^T [S, H*D] -> [H*D, S] is 2,
+    a window partition [8, 7, 8, 7*C] -> [8, 8, 7, 7*C] is 4; a Transpose that moves no data is 1. Unknown shape: the
+    permutation's own rank."""
+    if not shape or any(not isinstance(d, int) or d <= 0 for d in shape):
+        return len(perm) if perm else len(shape or ())
+    perm = perm or list(range(len(shape)))[::-1]
+    held = [axis for axis in perm if shape[axis] != 1]
+    following = dict(zip(sorted(held), sorted(held)[1:]))  # each data axis -> the next one in the input's order
+    return sum(1 for i, axis in enumerate(held) if i == 0 or following.get(held[i - 1]) != axis)
+
+
 def next_to_spatial_op(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
                        consumers: dict[str, list[onnx.NodeProto]], hops: int = SPATIAL_HOPS) -> bool:
     """Whether `node` reads a tensor a spatial op (SPATIAL_OPS) wrote, or writes one a spatial op reads, through at
@@ -159,6 +172,7 @@ class OpStat:
     level: int = 0  # ops on the longest path from the graph inputs to this op's output, itself included (free: 0 own)
     siblings: int = 1  # ops of this op's type reading the same first activation input (horizontal fusion group)
     transpose_form: str = ""  # a Transpose: nchw_nhwc (rank-4 layout permute of a feature map), keeps_last, moves_last
+    permute_rank: int = 0  # a Transpose that moves data: the blocks it reorders (permute_rank); else 0
 
 
 @dataclass
@@ -537,6 +551,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         if node.op_type == "Transpose" and kind != "free":
             feature_map = _perm(node) in LAYOUT_PERMS and next_to_spatial_op(node, producer, consumers)
             op.transpose_form = transpose_form(node, in_shapes[0], feature_map)
+            op.permute_rank = permute_rank(_perm(node), in_shapes[0])
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
         op.level = max((level_of.get(i, 0) for i in activation_inputs), default=0) + (kind != "free")
