@@ -101,6 +101,16 @@ def permutes_of_rank(blocks: int) -> Callable[[Op, dict], bool]:
     return lambda op, index: permutes(op, index) and "permute_rank" in index and op[index["permute_rank"]] >= blocks
 
 
+def slow_permute_elements(entry: dict, precision: str, vtcm_bytes: int) -> float:
+    """Elements (G) out of permute_g's Transposes that reorder 4+ blocks (graph_stats.permute_rank: a window partition)
+    or whose activations exceed the local memory: the permutes the HTP cannot make in one pass through it."""
+    index = {f: i for i, f in enumerate(entry["fields"])}
+    permutes, many_blocks = transposes(*costfit.PERMUTE_FORMS), permutes_of_rank(4)
+    act_bytes = costfit.PRECISION_BYTES[precision][1]
+    return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"] if permutes(op, index) and (
+        many_blocks(op, index) or (op[index["act_in_elems"]] + op[index["act_out_elems"]]) * act_bytes > vtcm_bytes))
+
+
 def shallow_conv(max_depth: int) -> Callable[[Op, dict], bool]:
     """Convolutions that reduce over fewer than `max_depth` products per output (MACs / output elements): depthwise
     and narrow grouped convolutions, which fill few of the HTP's vector lanes per MAC."""
@@ -164,6 +174,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "permute_rank4_elements": {
         "what": "+ elements out of permute_g's Transposes reordering 4+ blocks (graph_stats.permute_rank: window "
                 "partitions, not head splits or K^T; G)", "add": op_sum(permutes_of_rank(4), "act_out_elems", 1e-9)},
+    "permute_slow_only": {
+        "what": "permute_g counting only Transposes reordering 4+ blocks or spilling out of the local memory (small head "
+                "splits and K^T free)", "add": slow_permute_elements, "replace": ("permute_g",)},
     "shallow_conv_gmacs": {"what": "+ MACs of depthwise / narrow grouped convs (< 32 products per output, G)",
                            "add": op_sum(shallow_conv(32), "macs", 1e-9)},
     "shallow_conv_ops": {"what": "+ depthwise / narrow grouped convs launched (thousands)", "add": op_sum(shallow_conv(32))},
