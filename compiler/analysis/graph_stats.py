@@ -105,28 +105,28 @@ def transpose_form(node: onnx.NodeProto, shape: list | None, feature_map: bool) 
     return "keeps_last" if perm and perm[-1] == rank - 1 else "moves_last"
 
 
-def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
-    """Whether a Transpose with `perm` of a tensor of `shape` leaves every element where it is: it moves only axes of
-    size 1 (batch-first <-> sequence-first swaps of one sequence, [1, 197, 768] -> [197, 1, 768]), so the axes that
-    hold data keep their order and it is a Reshape (ONNX Runtime's transpose optimizer rewrites it into one)."""
-    if not shape or any(not isinstance(d, int) or d <= 0 for d in shape):
-        return False
-    perm = perm or list(range(len(shape)))[::-1]
-    held = [axis for axis in perm if shape[axis] != 1]
-    return held == sorted(held)
+def _static(shape: list | tuple | None) -> bool:
+    return bool(shape) and all(isinstance(d, int) and d > 0 for d in shape)
 
 
 def permute_rank(perm: list[int] | None, shape: list | tuple | None) -> int:
     """How many blocks a Transpose reorders: its rank once size-1 axes are dropped and each run of axes that stay
     adjacent and in order is merged into one. A head split [S, H, D] -> [H, S, D] is 3, K^T [S, H*D] -> [H*D, S] is 2,
-    a window partition [8, 7, 8, 7*C] -> [8, 8, 7, 7*C] is 4; a Transpose that moves no data is 1. Unknown shape: the
-    permutation's own rank."""
-    if not shape or any(not isinstance(d, int) or d <= 0 for d in shape):
+    a window partition [8, 7, 8, 7*C] -> [8, 8, 7, 7*C] is 4; a Transpose that moves no data is at most 1. Unknown
+    shape: the permutation's own rank."""
+    if not _static(shape):
         return len(perm) if perm else len(shape or ())
     perm = perm or list(range(len(shape)))[::-1]
     held = [axis for axis in perm if shape[axis] != 1]
     following = dict(zip(sorted(held), sorted(held)[1:]))  # each data axis -> the next one in the input's order
     return sum(1 for i, axis in enumerate(held) if i == 0 or following.get(held[i - 1]) != axis)
+
+
+def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
+    """Whether a Transpose with `perm` of a tensor of `shape` leaves every element where it is: it moves only axes of
+    size 1 (batch-first <-> sequence-first swaps of one sequence, [1, 197, 768] -> [197, 1, 768]), so the axes that
+    hold data keep their order and it is a Reshape (ONNX Runtime's transpose optimizer rewrites it into one)."""
+    return _static(shape) and permute_rank(perm, shape) <= 1
 
 
 def next_to_spatial_op(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
