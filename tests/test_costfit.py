@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def _row(kind: str, macs: int = 0, vector: int = 0, params: int = 0, act_in: int = 0, act_out: int = 0,
          op_type: str = "X", transpose_form: str = "") -> list:
-    return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1, transpose_form]
+    rank = {"keeps_last": 3, "moves_last": 2, "nchw_nhwc": 2}.get(transpose_form, 0)  # head split, K^T, layout
+    return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1, transpose_form, rank]
 
 
 def _aihub_csv(path: Path, rows: list[tuple]) -> None:
@@ -81,7 +82,8 @@ def test_a_head_split_or_k_transpose_is_charged_beyond_its_layout_work_and_a_lay
     assert x["permute_g"] == pytest.approx(0.003)  # the head split and K^T, not the channels-last permute
     assert x["layout_g"] == pytest.approx(0.004)  # all three still move their elements
     # rows stored before graph_stats recorded the form (no column) charge no permute term, as before it existed
-    old = costfit.features_from_rows([r[:-1] for r in (to_nhwc, heads, k_t)], "w8a16", fields=costfit.OP_FIELDS[:-1])
+    before = costfit.OP_FIELDS[:costfit.OP_FIELDS.index("transpose_form")]
+    old = costfit.features_from_rows([r[:len(before)] for r in (to_nhwc, heads, k_t)], "w8a16", fields=before)
     assert old["permute_g"] == 0 and old["layout_g"] == pytest.approx(0.004)
     unknown = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose")  # a stored row's empty form
     assert costfit.features_from_rows([unknown], "w8a16")["permute_g"] == 0
@@ -92,7 +94,7 @@ def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:
     fused_kilo_ops counts the two as one launch; path_kilo_ops counts the 3 ops on the longest path."""
     fields = costfit.OP_FIELDS
     row = lambda op_type, level, siblings: dict(zip(fields, [op_type, "conv", 10**6, 0, 10, 10, 0.0, 100, 100, False,  # noqa: E731
-                                                             1, level, siblings, ""]))
+                                                             1, level, siblings, "", 0]))
     rows = [row("Conv", 1, 1), row("Conv", 2, 2), row("Conv", 2, 2), dict(row("Concat", 3, 1), kind="layout")]
     x = costfit.features_from_rows([[r[f] for f in fields] for r in rows], "float")
     assert x["kilo_ops"] == pytest.approx(0.004)
@@ -105,7 +107,8 @@ def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:
     assert y["path_kilo_ops"] == pytest.approx(0.004 + (launches - 1) / 1000)
     assert y["kilo_ops"] == pytest.approx(0.004 + launches / 1000)
     # feature rows from before graph_stats stored the structure: no path or fusion terms, the plain count stays
-    old = costfit.features_from_rows([[r[f] for f in fields[:-2]] for r in rows], "float", fields=fields[:-2])
+    before = fields[:fields.index("level")]
+    old = costfit.features_from_rows([[r[f] for f in before] for r in rows], "float", fields=before)
     assert old["kilo_ops"] == pytest.approx(0.004) and old["path_kilo_ops"] == old["fused_kilo_ops"] == 0
 
 
