@@ -81,6 +81,11 @@ def transposes(*forms: str) -> Callable[[Op, dict], bool]:
                               and op[index["transpose_form"]] in forms)
 
 
+def spills(op: Op, index: dict, precision: str, vtcm_bytes: int) -> bool:
+    """Whether an op's activations (in and out, at `precision`) exceed the local memory."""
+    return (op[index["act_in_elems"]] + op[index["act_out_elems"]]) * costfit.PRECISION_BYTES[precision][1] > vtcm_bytes
+
+
 def permute_elements(spilling: bool) -> Callable:
     """A graph term: elements (G) out of the Transposes permute_g charges (costfit.PERMUTE_FORMS) whose activations
     do (`spilling`) or do not exceed the local memory: whether a head split's cost depends on fitting it."""
@@ -88,9 +93,8 @@ def permute_elements(spilling: bool) -> Callable:
 
     def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
         index = {f: i for i, f in enumerate(entry["fields"])}
-        act_bytes = costfit.PRECISION_BYTES[precision][1]
         return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"] if permutes(op, index)
-                   and ((op[index["act_in_elems"]] + op[index["act_out_elems"]]) * act_bytes > vtcm_bytes) == spilling)
+                   and spills(op, index, precision, vtcm_bytes) == spilling)
     return term
 
 
@@ -106,9 +110,8 @@ def slow_permute_elements(entry: dict, precision: str, vtcm_bytes: int) -> float
     or whose activations exceed the local memory: the permutes the HTP cannot make in one pass through it."""
     index = {f: i for i, f in enumerate(entry["fields"])}
     permutes, many_blocks = transposes(*costfit.PERMUTE_FORMS), permutes_of_rank(4)
-    act_bytes = costfit.PRECISION_BYTES[precision][1]
     return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"] if permutes(op, index) and (
-        many_blocks(op, index) or (op[index["act_in_elems"]] + op[index["act_out_elems"]]) * act_bytes > vtcm_bytes))
+        many_blocks(op, index) or spills(op, index, precision, vtcm_bytes)))
 
 
 def shallow_conv(max_depth: int) -> Callable[[Op, dict], bool]:

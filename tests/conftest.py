@@ -17,8 +17,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def export_cache(tmp_path_factory: pytest.TempPathFactory):
     """One --cache for the whole run (its folder; also $FUSIONC_CACHE), shared by the pytest-xdist workers (their
     basetemps' common parent, new each run): each tiny component is exported, and each trajectory run, once,
-    whatever the number of compiles and workers. The store is safe to share (fusionc.core.store: entries renamed into place, the first rename wins), and
-    the tiny pipelines are seeded, so a checkpoint written by one worker has the same hash as another's."""
+    whatever the number of compiles and workers. The store is safe to share (fusionc.core.store: entries renamed
+    into place, the first rename wins), and the tiny pipelines are seeded, so a checkpoint written by one worker has
+    the same hash as another's."""
     base = tmp_path_factory.getbasetemp()
     shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "fusionc_cache"
     shared.mkdir(exist_ok=True)

@@ -137,10 +137,11 @@ def test_a_transpose_that_moves_only_size_one_axes_is_a_free_reshape() -> None:
              oh.make_node("Transpose", ["split"], ["per_head"], perm=[1, 0, 2])]
     model = _model(nodes, [_vi("x", [1, 197, 768])], [_vi("per_head", [12, 197, 64])],
                    [onnx.numpy_helper.from_array(np.array([197, 12, 64], dtype=np.int64), "heads")])
-    swap, head_split = [op for op in graph_stats(model).ops if op.op_type == "Transpose"]
+    stats = graph_stats(model)
+    swap, head_split = [op for op in stats.ops if op.op_type == "Transpose"]
     assert (swap.kind, swap.transpose_form) == ("free", "")
     assert (head_split.kind, head_split.transpose_form) == ("layout", "keeps_last")
-    features = costfit.features_from_stats(graph_stats(model), "float")
+    features = costfit.features_from_stats(stats, "float")
     assert features["permute_g"] == pytest.approx(197 * 768 / 1e9)
     assert features["kilo_ops"] == pytest.approx(1e-3)
 

@@ -549,9 +549,10 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             op.attention_scores = bool(not fused and out_shape and len(out_shape) >= 2
                                        and out_shape[-1] == out_shape[-2] and out_shape[-1] >= 64)
         if node.op_type == "Transpose" and kind != "free":
-            feature_map = _perm(node) in LAYOUT_PERMS and next_to_spatial_op(node, producer, consumers)
+            perm = _perm(node)
+            feature_map = perm in LAYOUT_PERMS and next_to_spatial_op(node, producer, consumers)
             op.transpose_form = transpose_form(node, in_shapes[0], feature_map)
-            op.permute_rank = permute_rank(_perm(node), in_shapes[0])
+            op.permute_rank = permute_rank(perm, in_shapes[0])
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
         op.level = max((level_of.get(i, 0) for i in activation_inputs), default=0) + (kind != "free")
