@@ -79,14 +79,15 @@ def test_a_head_split_or_k_transpose_is_charged_beyond_its_layout_work_and_a_lay
     heads = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose", transpose_form="keeps_last")
     k_t = _row("layout", act_in=2 * 10**6, act_out=2 * 10**6, op_type="Transpose", transpose_form="moves_last")
     x = costfit.features_from_rows([to_nhwc, heads, k_t], "w8a16")
-    assert x["permute_g"] == pytest.approx(0.003)  # the head split and K^T, not the channels-last permute
+    # the head split moves whole rows, K^T transposes every element; the channels-last permute is in neither
+    assert (x["permute_rows_g"], x["permute_last_g"]) == (pytest.approx(0.001), pytest.approx(0.002))
     assert x["layout_g"] == pytest.approx(0.004)  # all three still move their elements
     # rows stored before graph_stats recorded the form (no column) charge no permute term, as before it existed
     before = costfit.OP_FIELDS[:costfit.OP_FIELDS.index("transpose_form")]
     old = costfit.features_from_rows([r[:len(before)] for r in (to_nhwc, heads, k_t)], "w8a16", fields=before)
-    assert old["permute_g"] == 0 and old["layout_g"] == pytest.approx(0.004)
+    assert old["permute_rows_g"] == old["permute_last_g"] == 0 and old["layout_g"] == pytest.approx(0.004)
     unknown = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose")  # a stored row's empty form
-    assert costfit.features_from_rows([unknown], "w8a16")["permute_g"] == 0
+    assert costfit.features_from_rows([unknown], "w8a16")["permute_rows_g"] == 0
 
 
 def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:
