@@ -87,8 +87,8 @@ def spills(op: Op, index: dict, precision: str, vtcm_bytes: int) -> bool:
 
 
 def permute_elements(spilling: bool) -> Callable:
-    """A graph term: elements (G) out of the Transposes the permute terms charge (costfit.PERMUTE_FORMS) whose activations
-    do (`spilling`) or do not exceed the local memory: whether a head split's cost depends on fitting it."""
+    """A graph term: elements (G) out of the Transposes the permute terms charge (costfit.PERMUTE_FORMS) whose
+    activations do (`spilling`) or do not exceed the local memory: whether a head split's cost depends on fitting it."""
     permutes = transposes(*costfit.PERMUTE_FORMS)
 
     def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
@@ -99,15 +99,15 @@ def permute_elements(spilling: bool) -> Callable:
 
 
 def permutes_of_rank(blocks: int) -> Callable[[Op, dict], bool]:
-    """The permute terms' Transposes (costfit.PERMUTE_FORMS) that reorder at least `blocks` blocks (graph_stats.permute_rank;
-    graphs stored before it was recorded have none)."""
+    """The permute terms' Transposes (costfit.PERMUTE_FORMS) that reorder at least `blocks` blocks
+    (graph_stats.permute_rank; graphs stored before it was recorded have none)."""
     permutes = transposes(*costfit.PERMUTE_FORMS)
     return lambda op, index: permutes(op, index) and "permute_rank" in index and op[index["permute_rank"]] >= blocks
 
 
 def slow_permute_elements(entry: dict, precision: str, vtcm_bytes: int) -> float:
-    """Elements (G) out of the permute terms' Transposes that reorder 4+ blocks (graph_stats.permute_rank: a window partition)
-    or whose activations exceed the local memory: the permutes the HTP cannot make in one pass through it."""
+    """Elements (G) out of the permute terms' Transposes that reorder 4+ blocks (graph_stats.permute_rank: a window
+    partition) or whose activations exceed the local memory: the permutes the HTP cannot make in one pass through it."""
     index = {f: i for i, f in enumerate(entry["fields"])}
     permutes, many_blocks = transposes(*costfit.PERMUTE_FORMS), permutes_of_rank(4)
     return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"] if permutes(op, index) and (
@@ -169,18 +169,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
        for kind in ("attention", "linear", "conv")},
     # (elements out of Transposes that are not layout permutes, keeps_last or moves_last: costfit's permute_g since
     # README step (8), its permute_rows_g and permute_last_g since step (10); the layout permutes are the rest)
-    "permute_one_term": {"what": "the model of README steps (8)-(9): one permute term for Transposes keeping the last "
-                                 "axis and moving it", "add": op_sum(transposes(*costfit.PERMUTE_FORMS), "act_out_elems",
-                                                                     1e-9),
-                         "replace": tuple(costfit.PERMUTE_FORMS.values())},
+    "permute_one_term": {
+        "what": "README steps (8)-(9)'s model: one permute term for Transposes keeping the last axis and moving it",
+        "add": op_sum(transposes(*costfit.PERMUTE_FORMS), "act_out_elems", 1e-9),
+        "replace": tuple(costfit.PERMUTE_FORMS.values())},
     "transpose_nchw_nhwc_elements": {"what": "+ elements out of Transposes that are nchw_nhwc (G)",
                                      "add": op_sum(transposes("nchw_nhwc"), "act_out_elems", 1e-9)},
     **{f"permute_{'spilling' if spilling else 'fitting'}_elements": {
-        "what": f"+ elements out of the permute terms' Transposes whose activations {'exceed' if spilling else 'fit'} the local "
-                "memory (G)", "add": permute_elements(spilling)} for spilling in (True, False)},
+        "what": f"+ elements out of the permute terms' Transposes whose activations "
+                f"{'exceed' if spilling else 'fit'} the local memory (G)", "add": permute_elements(spilling)}
+       for spilling in (True, False)},
     "permute_rank4_elements": {
-        "what": "+ elements out of the permute terms' Transposes reordering 4+ blocks (graph_stats.permute_rank: window "
-                "partitions, not head splits or K^T; G)", "add": op_sum(permutes_of_rank(4), "act_out_elems", 1e-9)},
+        "what": "+ elements out of the permute terms' Transposes reordering 4+ blocks (graph_stats.permute_rank: "
+                "window partitions, not head splits or K^T; G)",
+        "add": op_sum(permutes_of_rank(4), "act_out_elems", 1e-9)},
     "permute_slow_only": {
         "what": "one permute term counting only Transposes reordering 4+ blocks or spilling out of the local memory "
                 "(small head splits and K^T free)", "add": slow_permute_elements,

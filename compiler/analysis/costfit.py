@@ -61,8 +61,8 @@ import numpy as np
 
 # every term the model can use; a fit uses BASE_FEATURES plus the optional ones cross-validation keeps
 FEATURES = ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs", "vector_g", "special_g",
-            "layout_g", "norm_g", "permute_rows_g", "permute_last_g", "weight_mb", "spill_mb", "act_mb", "kilo_ops", "fused_kilo_ops",
-            "path_kilo_ops", "fallback_layers", "one")
+            "layout_g", "norm_g", "permute_rows_g", "permute_last_g", "weight_mb", "spill_mb", "act_mb", "kilo_ops",
+            "fused_kilo_ops", "path_kilo_ops", "fallback_layers", "one")
 OPTIONAL_FEATURES = ("lowint_conv_gmacs", "act_mb", "special_g")
 # how ops are counted for the per-op overhead: one of these takes kilo_ops' place in a fit (cross-validation chooses)
 OPS_TERMS = ("kilo_ops", "fused_kilo_ops", "path_kilo_ops")
