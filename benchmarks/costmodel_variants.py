@@ -128,6 +128,23 @@ def channel_padding_gmacs(entry: dict, precision: str, vtcm_bytes: int) -> float
                for op in entry["ops"] if shallow_conv(32)(op, index))
 
 
+def spill_shaped(shape: str) -> Callable[[dict, str, int], float]:
+    """In place of spill_mb (activation MB of every op whose tensors exceed the local memory): per spilling op, the
+    MB beyond the local memory (`excess`), log2 of its activations over the local memory (`log`) or the square root
+    of its activation MB (`sqrt`): whether a spilling op's cost grows slower than its bytes."""
+    def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
+        index = {f: i for i, f in enumerate(entry["fields"])}
+        act_bytes = costfit.PRECISION_BYTES[costfit.precision_group(precision)][1]
+        total = 0.0
+        for op in entry["ops"]:
+            act = (op[index["act_in_elems"]] + op[index["act_out_elems"]]) * act_bytes
+            if op[index["kind"]] != "free" and act > vtcm_bytes:
+                total += {"excess": (act - vtcm_bytes) / 1e6, "log": np.log2(act / vtcm_bytes),
+                          "sqrt": np.sqrt(act / 1e6)}[shape]
+        return total
+    return term
+
+
 def scores_over(min_bytes: int) -> Callable[[Op, dict], bool]:
     """Ops whose output is a materialized attention-score matrix of more than `min_bytes` (fp16)."""
     return lambda op, index: bool(op[index["attention_scores"]]) and op[index["act_out_elems"]] * 2 > min_bytes
@@ -189,6 +206,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "what": "one permute term counting only Transposes reordering 4+ blocks or spilling out of the local memory "
                 "(small head splits and K^T free)", "add": slow_permute_elements,
         "replace": tuple(costfit.PERMUTE_FORMS.values())},
+    **{f"spill_{shape}": {"what": {"excess": "spilled MB beyond the local memory only",
+                                   "log": "log2(activations / local memory) per spilling op",
+                                   "sqrt": "sqrt(activation MB) per spilling op"}[shape] + ", in place of spill_mb",
+                          "add": spill_shaped(shape), "replace": ("spill_mb",)} for shape in ("excess", "log", "sqrt")},
     "shallow_conv_gmacs": {"what": "+ MACs of depthwise / narrow grouped convs (< 32 products per output, G)",
                            "add": op_sum(shallow_conv(32), "macs", 1e-9)},
     "shallow_conv_ops": {"what": "+ depthwise / narrow grouped convs launched (thousands)", "add": op_sum(shallow_conv(32))},

@@ -87,16 +87,20 @@ def test_a_transposes_form_says_what_its_permutation_moves() -> None:
                                                                        "moves_last"]
 
 
-def test_a_permutes_rank_counts_the_blocks_it_reorders() -> None:
+def test_a_permutes_rank_counts_the_blocks_it_reorders_and_its_run_their_size() -> None:
     """Size-1 axes drop out and axes that stay side by side move as one block: a head split reorders 3 blocks, K^T
-    2 (heads and dim stay together), Swin's window partition 4, fused QKV's (B, N, 3, H, D) -> (3, B, H, N, D) 3."""
-    cases = {"head_split": ([0, 2, 1, 3], [1, 384, 12, 64], 3), "k_t": ([0, 2, 3, 1], [1, 384, 12, 64], 2),
-             "window": ([0, 1, 3, 2, 4, 5], [1, 8, 7, 8, 7, 96], 4),
-             "qkv": ([2, 0, 3, 1, 4], [1, 196, 3, 12, 64], 3)}
-    for name, (perm, shape, blocks) in cases.items():
+    2 (heads and dim stay together), Swin's window partition 4, fused QKV's (B, N, 3, H, D) -> (3, B, H, N, D) 3 (5
+    with a batch of windows). The run is the innermost block's elements: a head's dim (64), one element for K^T (its
+    last axis moves), a window row (7 x 96 channels), Swin's 32-wide head."""
+    cases = {"head_split": ([0, 2, 1, 3], [1, 384, 12, 64], 3, 64), "k_t": ([0, 2, 3, 1], [1, 384, 12, 64], 2, 1),
+             "window": ([0, 1, 3, 2, 4, 5], [1, 8, 7, 8, 7, 96], 4, 7 * 96),
+             "qkv": ([2, 0, 3, 1, 4], [1, 196, 3, 12, 64], 3, 64),
+             "swin_qkv": ([2, 0, 3, 1, 4], [64, 49, 3, 3, 32], 5, 32)}
+    for name, (perm, shape, blocks, run) in cases.items():
         model = _model([oh.make_node("Transpose", ["x"], ["y"], perm=perm)], [_vi("x", shape)],
                        [_vi("y", [shape[axis] for axis in perm])])
-        assert graph_stats(model).ops[0].permute_rank == blocks, name
+        op = graph_stats(model).ops[0]
+        assert (op.permute_rank, op.permute_run) == (blocks, run), name
 
 
 def test_a_rank4_permute_is_a_layout_change_only_next_to_a_feature_map() -> None:

@@ -122,6 +122,27 @@ def permute_rank(perm: list[int] | None, shape: list | tuple | None) -> int:
     return sum(1 for i, axis in enumerate(held) if i == 0 or following.get(held[i - 1]) != axis)
 
 
+def permute_run(perm: list[int] | None, shape: list | tuple | None) -> int:
+    """Elements of the innermost run a Transpose moves as one contiguous block: the trailing input axes that stay
+    last, side by side and in order (size-1 axes dropped). A head split [S, H, D] -> [H, S, D] moves runs of D, a
+    window partition [8, 7, 8, 7, C] -> [8, 8, 7, 7, C] runs of 7 * C, K^T runs of 1 (every element on its own).
+    0 for an unknown shape."""
+    if not _static(shape):
+        return 0
+    perm = perm or list(range(len(shape)))[::-1]
+    held = [axis for axis in perm if shape[axis] != 1]
+    order = sorted(held)
+    if not held or held[-1] != order[-1]:
+        return 1
+    start = len(held) - 1
+    while start > 0 and held[start - 1] == order[order.index(held[start]) - 1]:
+        start -= 1
+    run = 1
+    for axis in held[start:]:
+        run *= shape[axis]
+    return run
+
+
 def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
     """Whether a Transpose with `perm` of a tensor of `shape` leaves every element where it is: it moves only axes of
     size 1 (batch-first <-> sequence-first swaps of one sequence, [1, 197, 768] -> [197, 1, 768]), so the axes that
@@ -173,6 +194,7 @@ class OpStat:
     siblings: int = 1  # ops of this op's type reading the same first activation input (horizontal fusion group)
     transpose_form: str = ""  # a Transpose: nchw_nhwc (rank-4 layout permute of a feature map), keeps_last, moves_last
     permute_rank: int = 0  # a Transpose that moves data: the blocks it reorders (permute_rank); else 0
+    permute_run: int = 0  # a Transpose that moves data: elements per contiguous block it moves (permute_run); else 0
 
 
 @dataclass
@@ -553,6 +575,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             feature_map = perm in LAYOUT_PERMS and next_to_spatial_op(node, producer, consumers)
             op.transpose_form = transpose_form(node, in_shapes[0], feature_map)
             op.permute_rank = permute_rank(perm, in_shapes[0])
+            op.permute_run = permute_run(perm, in_shapes[0])
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
         op.level = max((level_of.get(i, 0) for i in activation_inputs), default=0) + (kind != "free")
