@@ -105,6 +105,21 @@ def permutes_of_rank(blocks: int) -> Callable[[Op, dict], bool]:
     return lambda op, index: permutes(op, index) and "permute_rank" in index and op[index["permute_rank"]] >= blocks
 
 
+def narrow_row_permutes(vector_bytes: int = 128) -> Callable[[dict, str, int], float]:
+    """Elements (G) out of permute_rows_g's Transposes whose whole-moved block (graph_stats.permute_run) is narrower
+    than one HVX vector (128 bytes) at the precision's activation bytes: Swin's and MobileSAM's 32-wide heads, not a
+    BERT's 64 fp16 (graphs stored before permute_run was recorded have none)."""
+    def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
+        index = {f: i for i, f in enumerate(entry["fields"])}
+        if "permute_run" not in index:
+            return 0.0
+        act_bytes = costfit.PRECISION_BYTES[costfit.precision_group(precision)][1]
+        rows = transposes("keeps_last")
+        return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
+                   if rows(op, index) and op[index["permute_run"]] * act_bytes < vector_bytes)
+    return term
+
+
 def slow_permute_elements(entry: dict, precision: str, vtcm_bytes: int) -> float:
     """Elements (G) out of the permute terms' Transposes that reorder 4+ blocks (graph_stats.permute_rank: a window
     partition) or whose activations exceed the local memory: the permutes the HTP cannot make in one pass through it."""
@@ -202,6 +217,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "what": "+ elements out of the permute terms' Transposes reordering 4+ blocks (graph_stats.permute_rank: "
                 "window partitions, not head splits or K^T; G)",
         "add": op_sum(permutes_of_rank(4), "act_out_elems", 1e-9)},
+    "permute_rows_narrow": {"what": "+ elements out of permute_rows_g's Transposes moving blocks narrower than a "
+                                    "128-byte vector (graph_stats.permute_run; G)", "add": narrow_row_permutes()},
     "permute_slow_only": {
         "what": "one permute term counting only Transposes reordering 4+ blocks or spilling out of the local memory "
                 "(small head splits and K^T free)", "add": slow_permute_elements,
