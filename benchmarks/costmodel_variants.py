@@ -48,10 +48,10 @@ def roofline_ms(entry: dict, precision: str, vtcm_bytes: int) -> float:
     """Sum over the graph's ops of max(compute time, traffic time), ms; traffic = weights at the deployed precision
     plus activations when they exceed the local memory (as `spill_mb` counts them)."""
     index = {f: i for i, f in enumerate(entry["fields"])}
-    weight_bytes, act_bytes = costfit.PRECISION_BYTES[precision]
+    weight_bytes = costfit.PRECISION_BYTES[precision][0]
     total = 0.0
     for op in entry["ops"]:
-        act = (op[index["act_in_elems"]] + op[index["act_out_elems"]]) * act_bytes
+        act = activation_bytes(op, index, precision)
         weights = (op[index["float_weight_elems"]] * weight_bytes
                    + min(op[index["compressed_weight_bytes"]], op[index["params"]] * weight_bytes))
         traffic = weights + (act if act > vtcm_bytes else 0.0)
@@ -81,9 +81,14 @@ def transposes(*forms: str) -> Callable[[Op, dict], bool]:
                               and op[index["transpose_form"]] in forms)
 
 
+def activation_bytes(op: Op, index: dict, precision: str) -> float:
+    """An op's activation bytes, in and out, at `precision` (what spill_mb counts when they exceed the local memory)."""
+    return (op[index["act_in_elems"]] + op[index["act_out_elems"]]) * costfit.PRECISION_BYTES[precision][1]
+
+
 def spills(op: Op, index: dict, precision: str, vtcm_bytes: int) -> bool:
     """Whether an op's activations (in and out, at `precision`) exceed the local memory."""
-    return (op[index["act_in_elems"]] + op[index["act_out_elems"]]) * costfit.PRECISION_BYTES[precision][1] > vtcm_bytes
+    return activation_bytes(op, index, precision) > vtcm_bytes
 
 
 def permute_elements(spilling: bool) -> Callable:
@@ -113,7 +118,7 @@ def narrow_row_permutes(vector_bytes: int = 128) -> Callable[[dict, str, int], f
         index = {f: i for i, f in enumerate(entry["fields"])}
         if "permute_run" not in index:
             return 0.0
-        act_bytes = costfit.PRECISION_BYTES[costfit.precision_group(precision)][1]
+        act_bytes = costfit.PRECISION_BYTES[precision][1]
         rows = transposes("keeps_last")
         return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
                    if rows(op, index) and op[index["permute_run"]] * act_bytes < vector_bytes)
@@ -149,10 +154,9 @@ def spill_shaped(shape: str) -> Callable[[dict, str, int], float]:
     of its activation MB (`sqrt`): whether a spilling op's cost grows slower than its bytes."""
     def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
         index = {f: i for i, f in enumerate(entry["fields"])}
-        act_bytes = costfit.PRECISION_BYTES[costfit.precision_group(precision)][1]
         total = 0.0
         for op in entry["ops"]:
-            act = (op[index["act_in_elems"]] + op[index["act_out_elems"]]) * act_bytes
+            act = activation_bytes(op, index, precision)
             if op[index["kind"]] != "free" and act > vtcm_bytes:
                 total += {"excess": (act - vtcm_bytes) / 1e6, "log": np.log2(act / vtcm_bytes),
                           "sqrt": np.sqrt(act / 1e6)}[shape]

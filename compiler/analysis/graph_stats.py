@@ -109,6 +109,21 @@ def _static(shape: list | tuple | None) -> bool:
     return bool(shape) and all(isinstance(d, int) and d > 0 for d in shape)
 
 
+def _blocks(perm: list[int] | None, shape: list | tuple) -> list[list[int]]:
+    """The data axes of a static `shape` (size-1 axes dropped) in the order a Transpose with `perm` writes them,
+    grouped into blocks of axes that stay adjacent and in order: what moves as one piece."""
+    perm = perm or list(range(len(shape)))[::-1]
+    held = [axis for axis in perm if shape[axis] != 1]
+    following = dict(zip(sorted(held), sorted(held)[1:]))  # each data axis -> the next one in the input's order
+    blocks: list[list[int]] = []
+    for i, axis in enumerate(held):
+        if i and following.get(held[i - 1]) == axis:
+            blocks[-1].append(axis)
+        else:
+            blocks.append([axis])
+    return blocks
+
+
 def permute_rank(perm: list[int] | None, shape: list | tuple | None) -> int:
     """How many blocks a Transpose reorders: its rank once size-1 axes are dropped and each run of axes that stay
     adjacent and in order is merged into one. A head split [S, H, D] -> [H, S, D] is 3, K^T [S, H*D] -> [H*D, S] is 2,
@@ -116,31 +131,20 @@ def permute_rank(perm: list[int] | None, shape: list | tuple | None) -> int:
     shape: the permutation's own rank."""
     if not _static(shape):
         return len(perm) if perm else len(shape or ())
-    perm = perm or list(range(len(shape)))[::-1]
-    held = [axis for axis in perm if shape[axis] != 1]
-    following = dict(zip(sorted(held), sorted(held)[1:]))  # each data axis -> the next one in the input's order
-    return sum(1 for i, axis in enumerate(held) if i == 0 or following.get(held[i - 1]) != axis)
+    return len(_blocks(perm, shape))
 
 
 def permute_run(perm: list[int] | None, shape: list | tuple | None) -> int:
-    """Elements of the innermost run a Transpose moves as one contiguous block: the trailing input axes that stay
-    last, side by side and in order (size-1 axes dropped). A head split [S, H, D] -> [H, S, D] moves runs of D, a
-    window partition [8, 7, 8, 7, C] -> [8, 8, 7, 7, C] runs of 7 * C, K^T runs of 1 (every element on its own).
-    0 for an unknown shape."""
+    """Elements of the innermost run a Transpose moves as one contiguous block: its last block, when that block ends
+    with the input's last data axis (else 1: the last axis moves, every element on its own). A head split
+    [S, H, D] -> [H, S, D] moves runs of D, a window partition [8, 7, 8, 7, C] -> [8, 8, 7, 7, C] runs of 7 * C, K^T
+    runs of 1. 0 for an unknown shape."""
     if not _static(shape):
         return 0
-    perm = perm or list(range(len(shape)))[::-1]
-    held = [axis for axis in perm if shape[axis] != 1]
-    order = sorted(held)
-    if not held or held[-1] != order[-1]:
+    blocks = _blocks(perm, shape)
+    if not blocks or blocks[-1][-1] != max(max(block) for block in blocks):
         return 1
-    start = len(held) - 1
-    while start > 0 and held[start - 1] == order[order.index(held[start]) - 1]:
-        start -= 1
-    run = 1
-    for axis in held[start:]:
-        run *= shape[axis]
-    return run
+    return math.prod(shape[axis] for axis in blocks[-1])
 
 
 def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
