@@ -125,6 +125,28 @@ def narrow_row_permutes(vector_bytes: int = 128) -> Callable[[dict, str, int], f
     return term
 
 
+def unfused_last_permutes(entry: dict, precision: str, vtcm_bytes: int) -> float:
+    """Elements (G) out of permute_last_g's Transposes that are not read only by MatMuls (graph_stats.feeds_matmul):
+    a K^T before QK^T left to the MatMul, which reads its operand transposed (QNN's transpose_in1); flattens and
+    transposed outputs charged (graphs stored before feeds_matmul was recorded charge them all)."""
+    index = {f: i for i, f in enumerate(entry["fields"])}
+    last = transposes("moves_last")
+    return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
+               if last(op, index) and not ("feeds_matmul" in index and op[index["feeds_matmul"]]))
+
+
+def permute_excess_mb(form: str) -> Callable[[dict, str, int], float]:
+    """In place of a permute term (elements out of the Transposes of one form): the MB of their activations beyond the
+    local memory, per op, as spill_excess shapes spill_mb: a head split or K^T of a 77-384-token tensor stays on chip
+    and costs what its layout work does; Swin's stage-1 window partitions and MobileSAM's do not."""
+    def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
+        index = {f: i for i, f in enumerate(entry["fields"])}
+        moved = transposes(form)
+        return sum(max(activation_bytes(op, index, precision) - vtcm_bytes, 0.0) / 1e6
+                   for op in entry["ops"] if moved(op, index))
+    return term
+
+
 def slow_permute_elements(entry: dict, precision: str, vtcm_bytes: int) -> float:
     """Elements (G) out of the permute terms' Transposes that reorder 4+ blocks (graph_stats.permute_rank: a window
     partition) or whose activations exceed the local memory: the permutes the HTP cannot make in one pass through it."""
@@ -169,8 +191,9 @@ def scores_over(min_bytes: int) -> Callable[[Op, dict], bool]:
     return lambda op, index: bool(op[index["attention_scores"]]) and op[index["act_out_elems"]] * 2 > min_bytes
 
 
-# name -> (what it is, how it changes the shipped model); `add` computes one more term per graph, `replace` names the
-# shipped terms it takes the place of, `row` computes the term from the published row instead of the graph (oracle)
+# name -> (what it is, how it changes the shipped model); `add` computes one more term per graph (or a dict of them,
+# term name -> term), `replace` names the shipped terms it takes the place of, `row` computes the term from the
+# published row instead of the graph (oracle)
 VARIANTS: dict[str, dict[str, Any]] = {
     "roofline": {"what": "+ per-op max(MACs / peak, traffic / DRAM bandwidth), 8 Gen 3 profile", "add": roofline_ms},
     "roofline_replacing": {"what": "per-op roofline in place of " + " / ".join(ROOFLINE_REPLACES), "add": roofline_ms,
@@ -223,6 +246,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "add": op_sum(permutes_of_rank(4), "act_out_elems", 1e-9)},
     "permute_rows_narrow": {"what": "+ elements out of permute_rows_g's Transposes moving blocks narrower than a "
                                     "128-byte vector (graph_stats.permute_run; G)", "add": narrow_row_permutes()},
+    "permute_last_unfused": {
+        "what": "permute_last_g without the Transposes read only by MatMuls (graph_stats.feeds_matmul: a K^T the "
+                "MatMul reads transposed)", "add": unfused_last_permutes, "replace": ("permute_last_g",)},
+    "permute_excess": {
+        "what": "both permute terms as MB beyond the local memory per Transpose, in place of their elements",
+        "add": {f"{term}_excess_mb": permute_excess_mb(form) for form, term in costfit.PERMUTE_FORMS.items()},
+        "replace": tuple(costfit.PERMUTE_FORMS.values())},
     "permute_slow_only": {
         "what": "one permute term counting only Transposes reordering 4+ blocks or spilling out of the local memory "
                 "(small head splits and K^T free)", "add": slow_permute_elements,
@@ -306,16 +336,16 @@ def main() -> None:
     for name, variant in VARIANTS.items():
         kept = [i for i, n in enumerate(names) if n not in variant.get("replace", ())]
         X, terms = base[:, kept], tuple(names[i] for i in kept)
-        if "add" in variant or "row" in variant:
-            if "row" in variant:
-                column = [variant["row"](r, ops) for r, ops in zip(train, kilo_ops)]
-            else:
-                cache: dict[tuple, float] = {}
-                for r in train:
-                    cache.setdefault((r["key"], r["precision"]), variant["add"](features[r["key"]], r["precision"], vtcm))
-                column = [cache[(r["key"], r["precision"])] for r in train]
-            X = np.hstack([X, np.array(column)[:, None]])
+        if "row" in variant:
+            X = np.hstack([X, np.array([variant["row"](r, ops) for r, ops in zip(train, kilo_ops)])[:, None]])
             terms += (name,)
+        added = variant.get("add", {})
+        for term, compute in (added.items() if isinstance(added, dict) else [(name, added)]):
+            cache: dict[tuple, float] = {}
+            for r in train:
+                cache.setdefault((r["key"], r["precision"]), compute(features[r["key"]], r["precision"], vtcm))
+            X = np.hstack([X, np.array([cache[(r["key"], r["precision"])] for r in train])[:, None]])
+            terms += (term,)
         result = cross_validated(X, terms, variant.get("family_balance", 0.0), variant.get("precision_ridge"),
                                  variant.get("eras", False), variant.get("era_ridge"), variant.get("companion", False))
         gain = shipped["score"] - result["score"]

@@ -154,6 +154,27 @@ def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
     return _static(shape) and permute_rank(perm, shape) <= 1
 
 
+def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str]) -> bool:
+    """Whether every reader of `node`'s output, through quantization marks, is a MatMul: a Transpose of the last two
+    axes there can be the MatMul's own transpose_in0 / transpose_in1 (QNN's MatMul reads either operand transposed),
+    as a K^T before QK^T. A graph output is read by the caller, so it is not."""
+    frontier, seen = list(node.output), set()
+    while frontier:
+        name = frontier.pop()
+        if name in outputs:
+            return False
+        readers = consumers.get(name, [])
+        if not readers:
+            return False
+        for reader in readers:
+            if reader.op_type in QUANTIZATION_MARKS and id(reader) not in seen:
+                seen.add(id(reader))
+                frontier.extend(reader.output)
+            elif reader.op_type != "MatMul":
+                return False
+    return True
+
+
 def next_to_spatial_op(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
                        consumers: dict[str, list[onnx.NodeProto]], hops: int = SPATIAL_HOPS) -> bool:
     """Whether `node` reads a tensor a spatial op (SPATIAL_OPS) wrote, or writes one a spatial op reads, through at
@@ -199,6 +220,7 @@ class OpStat:
     transpose_form: str = ""  # a Transpose: nchw_nhwc (rank-4 layout permute of a feature map), keeps_last, moves_last
     permute_rank: int = 0  # a Transpose that moves data: the blocks it reorders (permute_rank); else 0
     permute_run: int = 0  # a Transpose that moves data: elements per contiguous block it moves (permute_run); else 0
+    feeds_matmul: bool = False  # a Transpose whose every reader is a MatMul (feeds_only_matmuls)
 
 
 @dataclass
@@ -518,6 +540,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
     for node in graph.node:
         for name in set(node.input):
             consumers[name].append(node)
+    graph_outputs = {o.name for o in graph.output}
     ops: list[OpStat] = []
     forms: set[str] = set()
     level_of: dict[str, int] = {}  # tensor -> ops on the longest path that produces it (graph inputs: 0)
@@ -580,6 +603,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             op.transpose_form = transpose_form(node, in_shapes[0], feature_map)
             op.permute_rank = permute_rank(perm, in_shapes[0])
             op.permute_run = permute_run(perm, in_shapes[0])
+            op.feeds_matmul = feeds_only_matmuls(node, consumers, graph_outputs)
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
         op.level = max((level_of.get(i, 0) for i in activation_inputs), default=0) + (kind != "free")
