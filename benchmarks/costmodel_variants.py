@@ -127,14 +127,17 @@ def narrow_row_permutes(vector_bytes: int = 128) -> Callable[[dict, str, int], f
     return term
 
 
-def unfused_last_permutes(entry: dict, precision: str, vtcm_bytes: int) -> float:
-    """Elements (G) out of permute_last_g's Transposes that are not read only by MatMuls (graph_stats.feeds_matmul):
-    a K^T before QK^T left to the MatMul, which reads its operand transposed (QNN's transpose_in1); flattens and
-    transposed outputs charged (graphs stored before feeds_matmul was recorded charge them all)."""
-    index = {f: i for i, f in enumerate(entry["fields"])}
-    last = transposes("moves_last")
-    return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
-               if last(op, index) and not ("feeds_matmul" in index and op[index["feeds_matmul"]]))
+def unfused_last_permutes(through_scale: bool) -> Callable[[dict, str, int], float]:
+    """Elements (G) out of permute_last_g's Transposes that are not read only by MatMuls (graph_stats.feeds_matmul:
+    directly, or also `through_scale` of a constant scalar): a K^T before QK^T left to the MatMul, which reads its
+    operand transposed (QNN's transpose_in1); flattens and transposed outputs charged (graphs stored before
+    feeds_matmul was recorded charge them all)."""
+    def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
+        index = {f: i for i, f in enumerate(entry["fields"])}
+        last, free = transposes("moves_last"), (1, 2) if through_scale else (1,)
+        return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
+                   if last(op, index) and not ("feeds_matmul" in index and op[index["feeds_matmul"]] in free))
+    return term
 
 
 def permute_excess_mb(form: str) -> Callable[[dict, str, int], float]:
@@ -259,7 +262,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                     "128-byte vector (graph_stats.permute_run; G)", "add": narrow_row_permutes()},
     "permute_last_unfused": {
         "what": "permute_last_g without the Transposes read only by MatMuls (graph_stats.feeds_matmul: a K^T the "
-                "MatMul reads transposed)", "add": unfused_last_permutes, "replace": ("permute_last_g",)},
+                "MatMul reads transposed)", "add": unfused_last_permutes(False), "replace": ("permute_last_g",)},
+    "permute_last_unfused_scaled": {
+        "what": "permute_last_unfused, a K^T scaled by a constant before its MatMul also free (torch's SDPA export: "
+                "ViT, CLIP)", "add": unfused_last_permutes(True), "replace": ("permute_last_g",)},
     "permute_excess": {
         "what": "both permute terms as MB beyond the local memory per Transpose, in place of their elements",
         "add": {f"{term}_excess_mb": permute_excess_mb(form) for form, term in costfit.PERMUTE_FORMS.items()},

@@ -120,23 +120,25 @@ def test_a_rank4_permute_is_a_layout_change_only_next_to_a_feature_map() -> None
 
 
 def test_a_transpose_read_only_by_matmuls_is_marked_as_feeding_one() -> None:
-    """K^T before QK^T (through a QDQ pair, as in a QNN build) feeds only a MatMul, which can read it transposed; the
-    same K^T also returned as an output (a decoder's cross-attention cache), or a flatten before a residual Add, does
-    not."""
-    scale, zero = (onnx.numpy_helper.from_array(np.array(v, dtype=t), n)
-                   for v, t, n in ((0.1, np.float32, "s"), (0, np.uint16, "z")))
-    nodes = [oh.make_node("Transpose", ["k"], ["k_t"], perm=[0, 1, 3, 2]),
-             oh.make_node("QuantizeLinear", ["k_t", "s", "z"], ["k_q"]),
+    """K^T before QK^T (through a QDQ pair, as in a QNN build) feeds only a MatMul, which can read it transposed: 1;
+    scaled by a constant scalar first (torch's SDPA export): 2. The same K^T also returned as an output (a decoder's
+    cross-attention cache), scaled by a whole tensor, or a flatten before a residual Add: 0."""
+    consts = [onnx.numpy_helper.from_array(np.array(v, dtype=t), n) for v, t, n in (
+        (0.1, np.float32, "s"), (0, np.uint16, "z"), (0.125, np.float32, "scale"),
+        (np.ones((1, 2, 8, 16)), np.float32, "bias"))]
+    kt = lambda out: oh.make_node("Transpose", ["k"], [out], perm=[0, 1, 3, 2])  # noqa: E731
+    nodes = [kt("k_t"), oh.make_node("QuantizeLinear", ["k_t", "s", "z"], ["k_q"]),
              oh.make_node("DequantizeLinear", ["k_q", "s", "z"], ["k_dq"]),
-             oh.make_node("MatMul", ["q", "k_dq"], ["scores"]),
-             oh.make_node("Transpose", ["k"], ["k_cache"], perm=[0, 1, 3, 2]),
-             oh.make_node("MatMul", ["q", "k_cache"], ["scores2"]),
-             oh.make_node("Transpose", ["k"], ["flat"], perm=[0, 1, 3, 2]), oh.make_node("Add", ["flat", "b"], ["sum"])]
-    model = _model(nodes, [_vi("q", [1, 2, 16, 8]), _vi("k", [1, 2, 16, 8]), _vi("b", [1, 2, 8, 16])],
-                   [_vi("scores", [1, 2, 16, 16]), _vi("scores2", [1, 2, 16, 16]), _vi("k_cache", [1, 2, 8, 16]),
-                    _vi("sum", [1, 2, 8, 16])], [scale, zero])
+             oh.make_node("MatMul", ["q", "k_dq"], ["a"]),
+             kt("k_s"), oh.make_node("Mul", ["k_s", "scale"], ["k_ss"]), oh.make_node("MatMul", ["q", "k_ss"], ["b"]),
+             kt("k_cache"), oh.make_node("MatMul", ["q", "k_cache"], ["c"]),
+             kt("k_b"), oh.make_node("Mul", ["k_b", "bias"], ["k_bb"]), oh.make_node("MatMul", ["q", "k_bb"], ["d"]),
+             kt("flat"), oh.make_node("Add", ["flat", "bias"], ["sum"])]
+    scores = [_vi(name, [1, 2, 16, 16]) for name in "abcd"]
+    model = _model(nodes, [_vi("q", [1, 2, 16, 8]), _vi("k", [1, 2, 16, 8])],
+                   scores + [_vi("k_cache", [1, 2, 8, 16]), _vi("sum", [1, 2, 8, 16])], consts)
     marks = [op.feeds_matmul for op in graph_stats(model).ops if op.op_type == "Transpose"]
-    assert marks == [True, False, False]
+    assert marks == [1, 2, 0, 0, 0]
 
 
 def test_the_permutes_around_a_channel_layer_norm_before_a_convolution_are_layout_changes() -> None:

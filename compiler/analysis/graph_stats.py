@@ -154,25 +154,29 @@ def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
     return _static(shape) and permute_rank(perm, shape) <= 1
 
 
-def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str]) -> bool:
-    """Whether every reader of `node`'s output, through quantization marks, is a MatMul: a Transpose of the last two
-    axes there can be the MatMul's own transpose_in0 / transpose_in1 (QNN's MatMul reads either operand transposed),
-    as a K^T before QK^T. A graph output is read by the caller, so it is not."""
-    frontier, seen = list(node.output), set()
+def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str],
+                       scalars: set[str] = frozenset()) -> int:
+    """Whether every reader of `node`'s output is a MatMul: 1 through quantization marks only, 2 also through a Mul
+    or Div by a constant scalar (one of `scalars`: torch's SDPA export scales K^T before QK^T), else 0. A Transpose
+    of the last two axes there can be the MatMul's own transpose_in0 / transpose_in1 (QNN's MatMul reads either
+    operand transposed), as a K^T before QK^T. A graph output is read by the caller, so it is not."""
+    frontier, seen, scaled = list(node.output), set(), False
     while frontier:
         name = frontier.pop()
         if name in outputs:
-            return False
+            return 0
         readers = consumers.get(name, [])
         if not readers:
-            return False
+            return 0
         for reader in readers:
-            if reader.op_type in QUANTIZATION_MARKS and id(reader) not in seen:
+            by_scalar = reader.op_type in ("Mul", "Div") and any(i in scalars for i in reader.input if i != name)
+            if (reader.op_type in QUANTIZATION_MARKS or by_scalar) and id(reader) not in seen:
                 seen.add(id(reader))
+                scaled |= by_scalar
                 frontier.extend(reader.output)
             elif reader.op_type != "MatMul":
-                return False
-    return True
+                return 0
+    return 2 if scaled else 1
 
 
 def next_to_spatial_op(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
@@ -220,7 +224,7 @@ class OpStat:
     transpose_form: str = ""  # a Transpose: nchw_nhwc (rank-4 layout permute of a feature map), keeps_last, moves_last
     permute_rank: int = 0  # a Transpose that moves data: the blocks it reorders (permute_rank); else 0
     permute_run: int = 0  # a Transpose that moves data: elements per contiguous block it moves (permute_run); else 0
-    feeds_matmul: bool = False  # a Transpose whose every reader is a MatMul (feeds_only_matmuls)
+    feeds_matmul: int = 0  # a Transpose read only by MatMuls: 1, or 2 through a scalar scale (feeds_only_matmuls)
 
 
 @dataclass
@@ -541,6 +545,10 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         for name in set(node.input):
             consumers[name].append(node)
     graph_outputs = {o.name for o in graph.output}
+    scalars = {init.name for init in graph.initializer if math.prod(init.dims) <= 1} | {
+        node.output[0] for node in graph.node if node.op_type == "Constant" and any(
+            a.name == "value" and math.prod(a.t.dims) <= 1 or a.name in ("value_float", "value_int")
+            for a in node.attribute)}
     ops: list[OpStat] = []
     forms: set[str] = set()
     level_of: dict[str, int] = {}  # tensor -> ops on the longest path that produces it (graph inputs: 0)
@@ -603,7 +611,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             op.transpose_form = transpose_form(node, in_shapes[0], feature_map)
             op.permute_rank = permute_rank(perm, in_shapes[0])
             op.permute_run = permute_run(perm, in_shapes[0])
-            op.feeds_matmul = feeds_only_matmuls(node, consumers, graph_outputs)
+            op.feeds_matmul = feeds_only_matmuls(node, consumers, graph_outputs, scalars)
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
         op.level = max((level_of.get(i, 0) for i in activation_inputs), default=0) + (kind != "free")
