@@ -24,10 +24,11 @@ compression variants, the mixed-bit search, the built-in SD3 and ControlNet pipe
   reason; a line that reads a folder no line here builds is skipped, naming the line that writes it.
 `outline.png` (the ControlNet example's control image) is the user's picture; the test draws one.
 
-CPU, measured on this 2-core machine from a cold --cache (one pytest process per group, process CPU of each line): the
-tiny_sd group 350 s, its first unit 250 s (the QNN build 66 s, `verify build/qnn --steps 8` on the HTP emulator 65 s,
-`bench` 23 s since it no longer times the emulator by default (62 s before), `estimate` 21 s, `debug-accuracy` 18 s),
-the compression unit 100 s (the mixed-bit search 50 s); the SD3 group ~50 s, the ControlNet group ~50 s.
+CPU, measured on this 2-core machine from a cold --cache (one pytest process per group, process CPU of each line,
+2026-12-07): the tiny_sd group ~430 s, its first unit ~300 s (the QNN build 85 s, `verify build/qnn --steps 8` on the
+HTP emulator 86 s, `bench` 31 s, most of it exporting the checkpoint's NPU graphs into the `--cache` the `estimate`
+lines then read back in 0 s (27 s each when they exported the graphs again), `debug-accuracy` 22 s), the compression
+unit 124 s (the mixed-bit search 62 s); the SD3 group ~55 s, the ControlNet group ~60 s.
 """
 
 from __future__ import annotations
