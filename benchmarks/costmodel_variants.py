@@ -16,7 +16,9 @@ Kinds of variant (VARIANTS):
   through Transposes of one permutation form (graph_stats.transpose_form), attention score tensors, depthwise and
   narrow grouped convolutions, convolution reductions padded to the vector width, a per-op max(compute, traffic)
   roofline with the Snapdragon 8 Gen 3 profile's peak MACs and DRAM bandwidth);
-- the roofline in place of the MAC and byte terms; a shipped term dropped;
+- terms in place of shipped ones: the roofline for the MAC and byte terms; spilled or permuted bytes beyond the
+  local memory; weight bytes beyond a cache; a permute term without the K^T a MatMul can read transposed
+  (graph_stats.feeds_matmul); or a shipped term dropped;
 - rows weighed per model family (costmodel_fit.fit's family_balance: a family timed in many precisions and runtimes
   counts less);
 - the toolchain release as an input: the rows AI Hub timed at v0.37.1 (every 8 Gen 2 row; with `companion`, also
@@ -264,8 +266,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "what": "permute_last_g without the Transposes read only by MatMuls (graph_stats.feeds_matmul: a K^T the "
                 "MatMul reads transposed)", "add": unfused_last_permutes(False), "replace": ("permute_last_g",)},
     "permute_last_unfused_scaled": {
-        "what": "permute_last_unfused, a K^T scaled by a constant before its MatMul also free (torch's SDPA export: "
-                "ViT, CLIP)", "add": unfused_last_permutes(True), "replace": ("permute_last_g",)},
+        "what": "permute_last_unfused, a K^T scaled by a constant before its MatMul also free (torch's SDPA "
+                "export)", "add": unfused_last_permutes(True), "replace": ("permute_last_g",)},
     "permute_excess": {
         "what": "both permute terms as MB beyond the local memory per Transpose, in place of their elements",
         "add": {f"{term}_excess_mb": permute_excess_mb(form) for form, term in costfit.PERMUTE_FORMS.items()},

@@ -156,10 +156,10 @@ def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
 
 def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str],
                        scalars: set[str] = frozenset()) -> int:
-    """Whether every reader of `node`'s output is a MatMul: 1 through quantization marks only, 2 also through a Mul
-    or Div by a constant scalar (one of `scalars`: torch's SDPA export scales K^T before QK^T), else 0. A Transpose
-    of the last two axes there can be the MatMul's own transpose_in0 / transpose_in1 (QNN's MatMul reads either
-    operand transposed), as a K^T before QK^T. A graph output is read by the caller, so it is not."""
+    """How `node`'s output reaches MatMuls only: 1 through quantization marks at most, 2 also through a Mul or Div by
+    a constant scalar (one of `scalars`: torch's SDPA export scales K^T before QK^T), 0 when any reader is no MatMul.
+    A Transpose of the last two axes there can be the MatMul's own transpose_in0 / transpose_in1 (QNN's MatMul reads
+    either operand transposed), as a K^T before QK^T. A graph output is read by the caller, so it is not."""
     frontier, seen, scaled = list(node.output), set(), False
     while frontier:
         name = frontier.pop()
