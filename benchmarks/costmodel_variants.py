@@ -142,6 +142,16 @@ def unfused_last_permutes(through_scale: bool) -> Callable[[dict, str, int], flo
     return term
 
 
+def unfused_row_permutes(entry: dict, precision: str, vtcm_bytes: int) -> float:
+    """Elements (G) out of permute_rows_g's Transposes that are not read only by MatMuls, directly or through a scalar
+    scale (graph_stats.feeds_matmul): a head split of Q, K or V straight into QK^T or the scores' product with V
+    left to the batched MatMul's own strided reads; Swin's window partitions (read by Reshapes) charged."""
+    index = {f: i for i, f in enumerate(entry["fields"])}
+    rows = transposes("keeps_last")
+    return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
+               if rows(op, index) and not ("feeds_matmul" in index and op[index["feeds_matmul"]] in (1, 2)))
+
+
 def permute_excess_mb(form: str) -> Callable[[dict, str, int], float]:
     """In place of a permute term (elements out of the Transposes of one form): the MB of their activations beyond the
     local memory, per op, as spill_excess shapes spill_mb: a head split or K^T of a 77-384-token tensor stays on chip
@@ -268,6 +278,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "permute_last_unfused_scaled": {
         "what": "permute_last_unfused, a K^T scaled by a constant before its MatMul also free (torch's SDPA "
                 "export)", "add": unfused_last_permutes(True), "replace": ("permute_last_g",)},
+    "permute_rows_unfused": {
+        "what": "permute_rows_g without the Transposes read only by MatMuls (graph_stats.feeds_matmul 1 or 2: head "
+                "splits into QK^T and the V product)", "add": unfused_row_permutes, "replace": ("permute_rows_g",)},
+    "permute_both_unfused": {
+        "what": "permute_rows_unfused and permute_last_unfused_scaled together",
+        "add": {"permute_rows_unfused": unfused_row_permutes, "permute_last_unfused": unfused_last_permutes(True)},
+        "replace": tuple(costfit.PERMUTE_FORMS.values())},
     "permute_excess": {
         "what": "both permute terms as MB beyond the local memory per Transpose, in place of their elements",
         "add": {f"{term}_excess_mb": permute_excess_mb(form) for form, term in costfit.PERMUTE_FORMS.items()},
