@@ -129,27 +129,19 @@ def narrow_row_permutes(vector_bytes: int = 128) -> Callable[[dict, str, int], f
     return term
 
 
-def unfused_last_permutes(through_scale: bool) -> Callable[[dict, str, int], float]:
-    """Elements (G) out of permute_last_g's Transposes that are not read only by MatMuls (graph_stats.feeds_matmul:
-    directly, or also `through_scale` of a constant scalar): a K^T before QK^T left to the MatMul, which reads its
-    operand transposed (QNN's transpose_in1); flattens and transposed outputs charged (graphs stored before
-    feeds_matmul was recorded charge them all)."""
+def unfused_permutes(form: str, through_scale: bool) -> Callable[[dict, str, int], float]:
+    """Elements (G) out of one permute term's Transposes (`form`) that are not read only by MatMuls
+    (graph_stats.feeds_matmul: directly, or also `through_scale` of a constant scalar): a K^T before QK^T, or a head
+    split into QK^T or the V product, left to the MatMul, which reads its operand transposed or strided (QNN's
+    transpose_in1); flattens, window partitions (read by Reshapes) and transposed outputs charged (graphs stored
+    before feeds_matmul was recorded charge them all)."""
+    moved, free = transposes(form), (1, 2) if through_scale else (1,)
+
     def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
         index = {f: i for i, f in enumerate(entry["fields"])}
-        last, free = transposes("moves_last"), (1, 2) if through_scale else (1,)
         return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
-                   if last(op, index) and not ("feeds_matmul" in index and op[index["feeds_matmul"]] in free))
+                   if moved(op, index) and not ("feeds_matmul" in index and op[index["feeds_matmul"]] in free))
     return term
-
-
-def unfused_row_permutes(entry: dict, precision: str, vtcm_bytes: int) -> float:
-    """Elements (G) out of permute_rows_g's Transposes that are not read only by MatMuls, directly or through a scalar
-    scale (graph_stats.feeds_matmul): a head split of Q, K or V straight into QK^T or the scores' product with V
-    left to the batched MatMul's own strided reads; Swin's window partitions (read by Reshapes) charged."""
-    index = {f: i for i, f in enumerate(entry["fields"])}
-    rows = transposes("keeps_last")
-    return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
-               if rows(op, index) and not ("feeds_matmul" in index and op[index["feeds_matmul"]] in (1, 2)))
 
 
 def permute_excess_mb(form: str) -> Callable[[dict, str, int], float]:
@@ -274,16 +266,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                     "128-byte vector (graph_stats.permute_run; G)", "add": narrow_row_permutes()},
     "permute_last_unfused": {
         "what": "permute_last_g without the Transposes read only by MatMuls (graph_stats.feeds_matmul: a K^T the "
-                "MatMul reads transposed)", "add": unfused_last_permutes(False), "replace": ("permute_last_g",)},
+                "MatMul reads transposed)", "add": unfused_permutes("moves_last", False),
+        "replace": ("permute_last_g",)},
     "permute_last_unfused_scaled": {
         "what": "permute_last_unfused, a K^T scaled by a constant before its MatMul also free (torch's SDPA "
-                "export)", "add": unfused_last_permutes(True), "replace": ("permute_last_g",)},
+                "export)", "add": unfused_permutes("moves_last", True), "replace": ("permute_last_g",)},
     "permute_rows_unfused": {
         "what": "permute_rows_g without the Transposes read only by MatMuls (graph_stats.feeds_matmul 1 or 2: head "
-                "splits into QK^T and the V product)", "add": unfused_row_permutes, "replace": ("permute_rows_g",)},
+                "splits into QK^T and the V product)", "add": unfused_permutes("keeps_last", True),
+        "replace": ("permute_rows_g",)},
     "permute_both_unfused": {
         "what": "permute_rows_unfused and permute_last_unfused_scaled together",
-        "add": {"permute_rows_unfused": unfused_row_permutes, "permute_last_unfused": unfused_last_permutes(True)},
+        "add": {"permute_rows_unfused": unfused_permutes("keeps_last", True),
+                "permute_last_unfused": unfused_permutes("moves_last", True)},
         "replace": tuple(costfit.PERMUTE_FORMS.values())},
     "permute_excess": {
         "what": "both permute terms as MB beyond the local memory per Transpose, in place of their elements",
