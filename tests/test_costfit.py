@@ -20,9 +20,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _row(kind: str, macs: int = 0, vector: int = 0, params: int = 0, act_in: int = 0, act_out: int = 0,
-         op_type: str = "X", transpose_form: str = "") -> list:
+         op_type: str = "X", transpose_form: str = "", feeds_matmul: int = 0) -> list:
+    """One graph_stats op row in costfit.OP_FIELDS order."""
     rank = {"keeps_last": 3, "moves_last": 2, "nchw_nhwc": 2}.get(transpose_form, 0)  # head split, K^T, layout
-    return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1, transpose_form, rank]
+    run = 64 if transpose_form == "keeps_last" else 1  # a 64-wide head moves whole
+    return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1, transpose_form, rank,
+            run, feeds_matmul]
 
 
 def _aihub_csv(path: Path, rows: list[tuple]) -> None:
@@ -88,6 +91,26 @@ def test_a_head_split_or_k_transpose_is_charged_beyond_its_layout_work_and_a_lay
     assert old["permute_rows_g"] == old["permute_last_g"] == 0 and old["layout_g"] == pytest.approx(0.004)
     unknown = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose")  # a stored row's empty form
     assert costfit.features_from_rows([unknown], "w8a16")["permute_rows_g"] == 0
+
+
+def test_a_head_split_only_matmuls_read_is_left_to_the_matmul() -> None:
+    """QK^T and the V product read a head split strided (feeds_matmul 1, or 2 through the 1/sqrt(d) scale): no
+    permute_rows_g. The head merge after them (read by a Reshape) is charged; so is a K^T the MatMul reads."""
+    split = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose", transpose_form="keeps_last",
+                 feeds_matmul=1)
+    scaled = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose", transpose_form="keeps_last",
+                  feeds_matmul=2)
+    merge = _row("layout", act_in=3 * 10**6, act_out=3 * 10**6, op_type="Transpose", transpose_form="keeps_last")
+    k_t = _row("layout", act_in=2 * 10**6, act_out=2 * 10**6, op_type="Transpose", transpose_form="moves_last",
+               feeds_matmul=1)
+    x = costfit.features_from_rows([split, scaled, merge, k_t], "w8a16")
+    assert x["permute_rows_g"] == pytest.approx(0.003)  # the merge only
+    assert x["permute_last_g"] == pytest.approx(0.002)  # K^T still transposes every element
+    assert x["layout_g"] == pytest.approx(0.007)  # all four still move their elements
+    # rows stored before feeds_matmul was recorded charge every head split
+    before = costfit.OP_FIELDS[:costfit.OP_FIELDS.index("feeds_matmul")]
+    old = costfit.features_from_rows([r[:len(before)] for r in (split, scaled, merge)], "w8a16", fields=before)
+    assert old["permute_rows_g"] == pytest.approx(0.005)
 
 
 def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:

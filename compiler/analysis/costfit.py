@@ -20,8 +20,10 @@ a throughput the fit learns for that chipset and precision (non-negative least s
                        element of a layer norm (two reductions over a row, then a scale: a transformer's per-token cost)
     permute_rows_g     elements out of Transposes that keep the last axis in place but are not a rank-4
                        channels-first <-> channels-last permute (graph_stats.transpose_form keeps_last), already in
-                       layout_g -> extra cost per element of a head split or merge or a window partition: rows of the
-                       last axis move whole (a channels-last NPU makes the layout permutes anyway)
+                       layout_g -> extra cost per element of a head merge or a window partition: rows of the last
+                       axis move whole (a channels-last NPU makes the layout permutes anyway). A head split read only
+                       by MatMuls (graph_stats.feeds_matmul, directly or through a scalar scale) is not charged: the
+                       MatMul reads its operand strided (README step (13))
     permute_last_g     elements out of Transposes that move the last axis (moves_last), already in layout_g -> extra
                        cost per element of K^T or a [C, HW] -> [HW, C] flatten: every element is transposed
     weight_mb          weights at the deployed precision  -> 1 / DRAM bandwidth for weights
@@ -158,7 +160,7 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
             x["special_g"] += row[index["vector_elems"]] / 1e9
         if row[index["op_type"]] == "LayerNormalization":
             x["norm_g"] += row[index["act_out_elems"]] / 1e9
-        if form_column is not None and row[form_column] in PERMUTE_FORMS:
+        if form_column is not None and row[form_column] in PERMUTE_FORMS and not _read_by_matmul(row, index):
             x[PERMUTE_FORMS[row[form_column]]] += row[index["act_out_elems"]] / 1e9
         compressed = row[index["compressed_weight_bytes"]]
         x["weight_mb"] += (row[index["float_weight_elems"]] * wbytes + min(compressed, row[index["params"]] * wbytes)) / 1e6
@@ -177,6 +179,14 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
     x["fallback_layers"] = float(fallback_layers)
     x["one"] = 1.0
     return x
+
+
+def _read_by_matmul(row: Sequence[Any], index: dict[str, int]) -> bool:
+    """A head split (keeps_last) that only MatMuls read, directly or through a constant scalar scale
+    (graph_stats.feeds_matmul 1 or 2): left to the MatMul, not charged to permute_rows_g. Rows stored before
+    feeds_matmul was recorded charge every head split, as before."""
+    return (row[index["transpose_form"]] == "keeps_last" and "feeds_matmul" in index
+            and row[index["feeds_matmul"]] in (1, 2))
 
 
 def features_from_stats(stats: Any, precision: str, fallback_layers: float = 0.0,
