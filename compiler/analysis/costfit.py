@@ -80,7 +80,8 @@ BASE_FEATURES = tuple(f for f in FEATURES if f not in OPTIONAL_FEATURES and f no
 EXTRA_TERMS = ("conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs")
 # Transpose form (graph_stats.transpose_form) -> the term its elements are charged to: all but the layout permutes
 # (nchw_nhwc) and the unknown ("": a row stored without the form). Cross-validated, one term for both scored 16.94 and
-# these two 16.60 under step (9)'s choices; 17.03 against 16.49 under the refit's (README step (10))
+# these two 16.60 under step (9)'s choices; 17.03 against 16.49 under the refit's (README step (10)), 17.33 against
+# 16.18 under step (13)'s
 PERMUTE_FORMS = {"keeps_last": "permute_rows_g", "moves_last": "permute_last_g"}
 # which part of an estimate each term is (costmodel.Estimate: compute / memory / overhead / fallback)
 TERM_CLASS = {"gmacs": "compute", "conv_gmacs": "compute", "linear_gmacs": "compute", "attn_gmacs": "compute",
