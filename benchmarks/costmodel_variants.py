@@ -145,6 +145,22 @@ def unfused_permutes(form: str, through_scale: bool) -> Callable[[dict, str, int
     return term
 
 
+def unfed_permutes(form: str) -> Callable[[dict, str, int], float]:
+    """Elements (G) out of the Transposes the model charges to one permute term (`form`; the head splits MatMuls read
+    left out, as costfit does) that do not read only a MatMul's output (graph_stats.fed_by_matmul): a head split after
+    a projection or a head merge after the product with V left to the MatMul, which could write its output permuted;
+    window partitions after a norm, flattens after a convolution charged (graphs stored before fed_by_matmul was
+    recorded charge them all)."""
+    moved = transposes(form)
+
+    def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
+        index = {f: i for i, f in enumerate(entry["fields"])}
+        return sum(op[index["act_out_elems"]] * 1e-9 for op in entry["ops"]
+                   if moved(op, index) and not costfit.read_by_matmul(op, index)
+                   and not ("fed_by_matmul" in index and op[index["fed_by_matmul"]] == 1))
+    return term
+
+
 def permute_excess_mb(form: str) -> Callable[[dict, str, int], float]:
     """In place of a permute term (elements out of the Transposes of one form): the MB of their activations beyond the
     local memory, per op, as spill_excess shapes spill_mb: a head split or K^T of a 77-384-token tensor stays on chip
@@ -278,6 +294,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "what": "README steps (10)-(12)'s model: permute_rows_g charging every keeps_last Transpose, the head splits "
                 "MatMuls read (graph_stats.feeds_matmul) included",
         "add": op_sum(transposes("keeps_last"), "act_out_elems", 1e-9), "replace": ("permute_rows_g",)},
+    # Rule, committed before these three were scored: the best of them goes into the model, refitted, if it beats
+    # the shipped model by more than the margin; otherwise none (README step (14))
+    "permute_rows_unfed": {
+        "what": "permute_rows_g without the Transposes reading only a MatMul's output (graph_stats.fed_by_matmul: "
+                "head splits after a projection, head merges)", "add": unfed_permutes("keeps_last"),
+        "replace": ("permute_rows_g",)},
+    "permute_last_unfed": {
+        "what": "permute_last_g without the Transposes reading only a MatMul's output (graph_stats.fed_by_matmul: "
+                "a K^T or K cache written by the K projection)", "add": unfed_permutes("moves_last"),
+        "replace": ("permute_last_g",)},
+    "permutes_unfed": {
+        "what": "permute_rows_unfed and permute_last_unfed together",
+        "add": {f"{term}_unfed": unfed_permutes(form) for form, term in costfit.PERMUTE_FORMS.items()},
+        "replace": tuple(costfit.PERMUTE_FORMS.values())},
     "permute_excess": {
         "what": "both permute terms as MB beyond the local memory per Transpose, in place of their elements",
         "add": {f"{term}_excess_mb": permute_excess_mb(form) for form, term in costfit.PERMUTE_FORMS.items()},

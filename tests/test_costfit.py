@@ -25,7 +25,7 @@ def _row(kind: str, macs: int = 0, vector: int = 0, params: int = 0, act_in: int
     rank = {"keeps_last": 3, "moves_last": 2, "nchw_nhwc": 2}.get(transpose_form, 0)  # head split, K^T, layout
     run = 64 if transpose_form == "keeps_last" else 1  # a 64-wide head moves whole
     return [op_type, kind, macs, vector, params, params, 0.0, act_in, act_out, False, 1, 0, 1, transpose_form, rank,
-            run, feeds_matmul]
+            run, feeds_matmul, 0]
 
 
 def _aihub_csv(path: Path, rows: list[tuple]) -> None:
@@ -118,7 +118,7 @@ def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:
     fused_kilo_ops counts the two as one launch; path_kilo_ops counts the 3 ops on the longest path."""
     fields = costfit.OP_FIELDS
     row = lambda op_type, level, siblings: dict(zip(fields, [op_type, "conv", 10**6, 0, 10, 10, 0.0, 100, 100, False,  # noqa: E731
-                                                             1, level, siblings, "", 0, 0, 0]))
+                                                             1, level, siblings, "", 0, 0, 0, 0]))
     rows = [row("Conv", 1, 1), row("Conv", 2, 2), row("Conv", 2, 2), dict(row("Concat", 3, 1), kind="layout")]
     x = costfit.features_from_rows([[r[f] for f in fields] for r in rows], "float")
     assert x["kilo_ops"] == pytest.approx(0.004)

@@ -141,6 +141,31 @@ def test_a_transpose_read_only_by_matmuls_is_marked_as_feeding_one() -> None:
     assert marks == [1, 2, 0, 0, 0]
 
 
+def test_a_transpose_reading_only_a_matmuls_output_is_marked_as_fed_by_one() -> None:
+    """A head split after a Q projection (MatMul, bias Add, Reshape, through a QDQ pair) and a head merge after the
+    product with V read only a MatMul's output: 1. A projection output also read by a residual Add, a window
+    partition after a layer norm, and a split of a graph input: 0."""
+    consts = [onnx.numpy_helper.from_array(np.array(v, dtype=t), n) for v, t, n in (
+        (0.1, np.float32, "s"), (0, np.uint16, "z"), (np.ones((8, 8)), np.float32, "w"),
+        (np.ones(8), np.float32, "b"), (np.array([1, 4, 2, 4]), np.int64, "heads"), (np.ones(8), np.float32, "g"))]
+    split = lambda src, out: [oh.make_node("Reshape", [src, "heads"], [out + "_r"]),  # noqa: E731
+                              oh.make_node("Transpose", [out + "_r"], [out], perm=[0, 2, 1, 3])]
+    nodes = [oh.make_node("MatMul", ["x", "w"], ["q_mm"]), oh.make_node("Add", ["q_mm", "b"], ["q_lin"]),
+             oh.make_node("QuantizeLinear", ["q_lin", "s", "z"], ["q_q"]),
+             oh.make_node("DequantizeLinear", ["q_q", "s", "z"], ["q_dq"]), *split("q_dq", "q_heads"),
+             oh.make_node("MatMul", ["p", "v"], ["pv"]), oh.make_node("Transpose", ["pv"], ["merged"], perm=[0, 2, 1, 3]),
+             oh.make_node("MatMul", ["x", "w"], ["k_lin"]), oh.make_node("Add", ["k_lin", "x"], ["residual"]),
+             *split("k_lin", "k_heads"),
+             oh.make_node("LayerNormalization", ["x", "g", "b"], ["normed"], axis=-1), *split("normed", "windows"),
+             *split("x", "x_heads")]
+    heads = [_vi(name, [1, 2, 4, 4]) for name in ("q_heads", "k_heads", "windows", "x_heads")] + [
+        _vi("merged", [1, 4, 2, 4])]
+    model = _model(nodes, [_vi("x", [1, 4, 8]), _vi("p", [1, 2, 4, 4]), _vi("v", [1, 2, 4, 4])],
+                   heads + [_vi("residual", [1, 4, 8])], consts)
+    fed = [op.fed_by_matmul for op in graph_stats(model).ops if op.op_type == "Transpose"]
+    assert fed == [1, 1, 0, 0, 0]
+
+
 def test_the_permutes_around_a_channel_layer_norm_before_a_convolution_are_layout_changes() -> None:
     """ConvNeXt's downsampling: a residual sum goes NHWC for a layer norm over channels, back to NCHW, into a strided
     convolution; both permutes are layout changes (the first sees the convolution through the norm and the second)."""

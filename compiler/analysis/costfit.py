@@ -106,7 +106,7 @@ FACTORED_RUNTIMES = {"PRECOMPILED_QNN_ONNX": "QNN_CONTEXT_BINARY"}  # runtime ->
 PARAMS_PATH = Path(__file__).resolve().parent / "costmodel_params.json"
 OP_FIELDS = ("op_type", "kind", "macs", "vector_elems", "params", "float_weight_elems", "compressed_weight_bytes",
              "act_in_elems", "act_out_elems", "attention_scores", "timesteps", "level", "siblings", "transpose_form",
-             "permute_rank", "permute_run", "feeds_matmul")
+             "permute_rank", "permute_run", "feeds_matmul", "fed_by_matmul")
 # a recurrent op (LSTM/GRU/RNN) runs one small launch group per timestep and direction (graph_stats.timesteps): QNN's
 # layer count for Sequencer2D is 5,224 on the 8 Gen 3 (AI Hub, QNN_DLC) for 410 ops in our graph, 36 of them LSTMs
 # with 1,408 direction-steps between them: (5224 - 374) / 1408 = 3.4 launched layers per direction-step
@@ -161,7 +161,7 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
             x["special_g"] += row[index["vector_elems"]] / 1e9
         if row[index["op_type"]] == "LayerNormalization":
             x["norm_g"] += row[index["act_out_elems"]] / 1e9
-        if form_column is not None and row[form_column] in PERMUTE_FORMS and not _read_by_matmul(row, index):
+        if form_column is not None and row[form_column] in PERMUTE_FORMS and not read_by_matmul(row, index):
             x[PERMUTE_FORMS[row[form_column]]] += row[index["act_out_elems"]] / 1e9
         compressed = row[index["compressed_weight_bytes"]]
         x["weight_mb"] += (row[index["float_weight_elems"]] * wbytes + min(compressed, row[index["params"]] * wbytes)) / 1e6
@@ -182,7 +182,7 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
     return x
 
 
-def _read_by_matmul(row: Sequence[Any], index: dict[str, int]) -> bool:
+def read_by_matmul(row: Sequence[Any], index: dict[str, int]) -> bool:
     """A head split (keeps_last) that only MatMuls read, directly or through a constant scalar scale
     (graph_stats.feeds_matmul 1 or 2): left to the MatMul, not charged to permute_rows_g. Rows stored before
     feeds_matmul was recorded charge every head split, as before."""

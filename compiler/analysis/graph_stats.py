@@ -179,6 +179,31 @@ def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.Node
     return 2 if scaled else 1
 
 
+def fed_only_by_matmul(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
+                       consumers: dict[str, list[onnx.NodeProto]], outputs: set[str], constants: dict) -> int:
+    """1 when `node` reads the output of a MatMul or Gemm through nothing but Reshapes, quantization marks and Adds,
+    Muls or Divs by a constant (a projection's bias, a scale), each tensor on the way read by nothing else: the MatMul
+    could write its output in the permuted order (a head split after a Q, K or V projection, a head merge after the
+    product with V), 0 otherwise. A tensor also read elsewhere, or returned as a graph output, is needed in its own
+    order, so it is not."""
+    name = node.input[0]
+    while True:
+        if name in outputs or len(consumers.get(name, [])) != 1:
+            return 0
+        source = producer.get(name)
+        if source is None:
+            return 0
+        if source.op_type in ("MatMul", "Gemm"):
+            return 1
+        variable = [i for i in source.input if i and i not in constants]
+        if source.op_type in QUANTIZATION_MARKS or source.op_type == "Reshape":
+            name = source.input[0]
+        elif source.op_type in ("Add", "Mul", "Div") and len(variable) == 1:
+            name = variable[0]
+        else:
+            return 0
+
+
 def next_to_spatial_op(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
                        consumers: dict[str, list[onnx.NodeProto]], hops: int = SPATIAL_HOPS) -> bool:
     """Whether `node` reads a tensor a spatial op (SPATIAL_OPS) wrote, or writes one a spatial op reads, through at
@@ -225,6 +250,7 @@ class OpStat:
     permute_rank: int = 0  # a Transpose that moves data: the blocks it reorders (permute_rank); else 0
     permute_run: int = 0  # a Transpose that moves data: elements per contiguous block it moves (permute_run); else 0
     feeds_matmul: int = 0  # a Transpose read only by MatMuls: 1, or 2 through a scalar scale (feeds_only_matmuls)
+    fed_by_matmul: int = 0  # a Transpose reading only a MatMul's output, its producer alone (fed_only_by_matmul): 1
 
 
 @dataclass
@@ -612,6 +638,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             op.permute_rank = permute_rank(perm, in_shapes[0])
             op.permute_run = permute_run(perm, in_shapes[0])
             op.feeds_matmul = feeds_only_matmuls(node, consumers, graph_outputs, scalars)
+            op.fed_by_matmul = fed_only_by_matmul(node, producer, consumers, graph_outputs, const_sources)
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
         op.level = max((level_of.get(i, 0) for i in activation_inputs), default=0) + (kind != "free")
