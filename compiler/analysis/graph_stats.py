@@ -39,7 +39,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -154,12 +154,19 @@ def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
     return _static(shape) and permute_rank(perm, shape) <= 1
 
 
+def is_plain_mark(node: onnx.NodeProto) -> bool:
+    """A QuantizeLinear / DequantizeLinear: an encoding QNN compiles into its quantized ops, not an op."""
+    return node.op_type in QUANTIZATION_MARKS
+
+
 def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str],
-                       scalars: set[str] = frozenset()) -> int:
-    """How `node`'s output reaches MatMuls only: 1 through quantization marks at most, 2 also through a Mul or Div by
-    a constant scalar (one of `scalars`: torch's SDPA export scales K^T before QK^T), 0 when any reader is no MatMul.
-    A Transpose of the last two axes there can be the MatMul's own transpose_in0 / transpose_in1 (QNN's MatMul reads
-    either operand transposed), as a K^T before QK^T. A graph output is read by the caller, so it is not."""
+                       scalars: set[str] = frozenset(),
+                       is_mark: Callable[[onnx.NodeProto], bool] = is_plain_mark) -> int:
+    """How `node`'s output reaches MatMuls only: 1 through quantization marks at most (`is_mark`: in a QDQ graph also
+    its float-island Casts), 2 also through a Mul or Div by a constant scalar (one of `scalars`: torch's SDPA export
+    scales K^T before QK^T), 0 when any reader is no MatMul. A Transpose of the last two axes there can be the
+    MatMul's own transpose_in0 / transpose_in1 (QNN's MatMul reads either operand transposed), as a K^T before QK^T.
+    A graph output is read by the caller, so it is not."""
     frontier, seen, scaled = list(node.output), set(), False
     while frontier:
         name = frontier.pop()
@@ -170,7 +177,7 @@ def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.Node
             return 0
         for reader in readers:
             by_scalar = reader.op_type in ("Mul", "Div") and any(i in scalars for i in reader.input if i != name)
-            if (reader.op_type in QUANTIZATION_MARKS or by_scalar) and id(reader) not in seen:
+            if (is_mark(reader) or by_scalar) and id(reader) not in seen:
                 seen.add(id(reader))
                 scaled |= by_scalar
                 frontier.extend(reader.output)
@@ -180,7 +187,8 @@ def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.Node
 
 
 def fed_only_by_matmul(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
-                       consumers: dict[str, list[onnx.NodeProto]], outputs: set[str], constants: dict) -> int:
+                       consumers: dict[str, list[onnx.NodeProto]], outputs: set[str], constants: dict,
+                       is_mark: Callable[[onnx.NodeProto], bool] = is_plain_mark) -> int:
     """1 when `node` reads the output of a MatMul or Gemm through nothing but Reshapes, quantization marks and Adds,
     Muls or Divs by a constant (a projection's bias, a scale), each tensor on the way read by nothing else: the MatMul
     could write its output in the permuted order (a head split after a Q, K or V projection, a head merge after the
@@ -196,7 +204,7 @@ def fed_only_by_matmul(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto]
         if source.op_type in ("MatMul", "Gemm"):
             return 1
         variable = [i for i in source.input if i and i not in constants]
-        if source.op_type in QUANTIZATION_MARKS or source.op_type == "Reshape":
+        if is_mark(source) or source.op_type == "Reshape":
             name = source.input[0]
         elif source.op_type in ("Add", "Mul", "Div") and len(variable) == 1:
             name = variable[0]
@@ -582,6 +590,13 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
     unknown = 0  # ops with an activation input or first output of unknown shape
     dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
     quantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+
+    def is_mark(node: onnx.NodeProto) -> bool:  # a QDQ pair, or a Cast into or out of one (a float island's edge)
+        return node.op_type in QUANTIZATION_MARKS or (node.op_type == "Cast" and (
+            node.input[0] in dequantized or node.output[0] in quantized))
+    for node in graph.node:  # a scalar through its quantization marks (a QDQ graph's scale) is still a scalar
+        if is_mark(node) and node.input[0] in scalars:
+            scalars.add(node.output[0])
     marked: dict[str, str] = {}  # output of a quantization mark -> the activation it marks
     for node in graph.node:
         inputs = [i for i in node.input if i]
@@ -617,8 +632,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         out_elems = elems(node.output[0]) if node.output else 0
         in_shapes = [shapes.get(i) for i in node.input]
         kind, macs = _classify(node, in_shapes, out_elems, len(activation_inputs))
-        if node.op_type in QUANTIZATION_MARKS or (node.op_type == "Cast" and (
-                node.input[0] in dequantized or node.output[0] in quantized)):
+        if is_mark(node):
             kind, macs = "free", 0
             for out in node.output:  # its consumers read the tensor it marks (one DequantizeLinear per consumer
                 marked[out] = marked.get(node.input[0], node.input[0])  # would hide a horizontal fusion group)
@@ -637,8 +651,8 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             op.transpose_form = transpose_form(node, in_shapes[0], feature_map)
             op.permute_rank = permute_rank(perm, in_shapes[0])
             op.permute_run = permute_run(perm, in_shapes[0])
-            op.feeds_matmul = feeds_only_matmuls(node, consumers, graph_outputs, scalars)
-            op.fed_by_matmul = fed_only_by_matmul(node, producer, consumers, graph_outputs, const_sources)
+            op.feeds_matmul = feeds_only_matmuls(node, consumers, graph_outputs, scalars, is_mark)
+            op.fed_by_matmul = fed_only_by_matmul(node, producer, consumers, graph_outputs, const_sources, is_mark)
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
         op.level = max((level_of.get(i, 0) for i in activation_inputs), default=0) + (kind != "free")
