@@ -130,13 +130,15 @@ def narrow_row_permutes(vector_bytes: int = 128) -> Callable[[dict, str, int], f
     return term
 
 
-def unfused_permutes(form: str, through_scale: bool) -> Callable[[dict, str, int], float]:
+def unfused_permutes(form: str, through_scale: bool,
+                     through_regroup: bool = False) -> Callable[[dict, str, int], float]:
     """Elements (G) out of one permute term's Transposes (`form`) that are not read only by MatMuls
-    (graph_stats.feeds_matmul: directly, or also `through_scale` of a constant scalar): a K^T before QK^T, or a head
+    (graph_stats.feeds_matmul: directly, or also `through_scale` of a constant scalar, or `through_regroup`, a
+    Reshape of the batch axes): a K^T before QK^T, or a head
     split into QK^T or the V product, left to the MatMul, which reads its operand transposed or strided (QNN's
     transpose_in1); flattens, window partitions (read by Reshapes) and transposed outputs charged (graphs stored
     before feeds_matmul was recorded charge them all)."""
-    moved, free = transposes(form), (1, 2) if through_scale else (1,)
+    moved, free = transposes(form), ((1, 2) if through_scale else (1,)) + ((3,) if through_regroup else ())
 
     def term(entry: dict, precision: str, vtcm_bytes: int) -> float:
         index = {f: i for i, f in enumerate(entry["fields"])}
@@ -308,6 +310,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "what": "permute_rows_unfed and permute_last_unfed together",
         "add": {f"{term}_unfed": unfed_permutes(form) for form, term in costfit.PERMUTE_FORMS.items()},
         "replace": tuple(costfit.PERMUTE_FORMS.values())},
+    # Rule, committed before its score: into the model, refitted, if it beats the shipped model by more than the
+    # margin (README step (15))
+    "permute_rows_unfused_regrouped": {
+        "what": "permute_rows_g also without the head splits MatMuls read through a Reshape of their batch axes "
+                "(graph_stats.feeds_matmul 3: torchvision's attention)",
+        "add": unfused_permutes("keeps_last", True, True), "replace": ("permute_rows_g",)},
     "permute_excess": {
         "what": "both permute terms as MB beyond the local memory per Transpose, in place of their elements",
         "add": {f"{term}_excess_mb": permute_excess_mb(form) for form, term in costfit.PERMUTE_FORMS.items()},

@@ -141,6 +141,23 @@ def test_a_transpose_read_only_by_matmuls_is_marked_as_feeding_one() -> None:
     assert marks == [1, 2, 0, 0, 0]
 
 
+def test_a_head_split_regrouped_into_batch_axes_before_its_matmul_is_marked_three() -> None:
+    """torchvision's attention splits heads, then reshapes [1, 4, 16, 8] to [4, 16, 8] before QK^T: the Reshape only
+    regroups batch axes, so the MatMul still reads the split: 3. A Reshape that merges the last two axes is a new
+    layout: 0."""
+    consts = [onnx.numpy_helper.from_array(np.array(v, dtype=np.int64), n) for v, n in (
+        ([4, 16, 8], "batched"), ([1, 16, 32], "flat"))]
+    split = lambda out: oh.make_node("Transpose", ["x"], [out], perm=[0, 2, 1, 3])  # noqa: E731
+    nodes = [split("heads"), oh.make_node("Reshape", ["heads", "batched"], ["heads_b"]),
+             oh.make_node("MatMul", ["heads_b", "k"], ["scores"]),
+             split("heads2"), oh.make_node("Reshape", ["heads2", "flat"], ["merged"]),
+             oh.make_node("MatMul", ["merged", "w"], ["out"])]
+    model = _model(nodes, [_vi("x", [1, 16, 4, 8]), _vi("k", [4, 8, 16]), _vi("w", [1, 32, 8])],
+                   [_vi("scores", [4, 16, 16]), _vi("out", [1, 16, 8])], consts)
+    marks = [op.feeds_matmul for op in graph_stats(model).ops if op.op_type == "Transpose"]
+    assert marks == [3, 0]
+
+
 def test_a_transpose_reading_only_a_matmuls_output_is_marked_as_fed_by_one() -> None:
     """A head split after a Q projection (MatMul, bias Add, Reshape, through a QDQ pair) and a head merge after the
     product with V read only a MatMul's output: 1. A projection output also read by a residual Add, a window

@@ -161,13 +161,14 @@ def is_plain_mark(node: onnx.NodeProto) -> bool:
 
 def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]], outputs: set[str],
                        scalars: set[str] = frozenset(),
-                       is_mark: Callable[[onnx.NodeProto], bool] = is_plain_mark) -> int:
+                       is_mark: Callable[[onnx.NodeProto], bool] = is_plain_mark, shapes: dict | None = None) -> int:
     """How `node`'s output reaches MatMuls only: 1 through quantization marks at most (`is_mark`: in a QDQ graph also
     its float-island Casts), 2 also through a Mul or Div by a constant scalar (one of `scalars`: torch's SDPA export
-    scales K^T before QK^T), 0 when any reader is no MatMul. A Transpose of the last two axes there can be the
-    MatMul's own transpose_in0 / transpose_in1 (QNN's MatMul reads either operand transposed), as a K^T before QK^T.
-    A graph output is read by the caller, so it is not."""
-    frontier, seen, scaled = list(node.output), set(), False
+    scales K^T before QK^T), 3 also through a Reshape that keeps the last two axes (known `shapes`: it only regroups
+    the batch axes, as torchvision's attention does between its head split and QK^T), 0 when any reader is no MatMul.
+    A Transpose of the last two axes there can be the MatMul's own transpose_in0 / transpose_in1 (QNN's MatMul reads
+    either operand transposed), as a K^T before QK^T. A graph output is read by the caller, so it is not."""
+    frontier, seen, scaled, regrouped = list(node.output), set(), False, False
     while frontier:
         name = frontier.pop()
         if name in outputs:
@@ -177,13 +178,22 @@ def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.Node
             return 0
         for reader in readers:
             by_scalar = reader.op_type in ("Mul", "Div") and any(i in scalars for i in reader.input if i != name)
-            if (is_mark(reader) or by_scalar) and id(reader) not in seen:
+            batch_regroup = reader.op_type == "Reshape" and shapes is not None and _keeps_last_two(
+                shapes.get(reader.input[0]), shapes.get(reader.output[0]))
+            if (is_mark(reader) or by_scalar or batch_regroup) and id(reader) not in seen:
                 seen.add(id(reader))
                 scaled |= by_scalar
+                regrouped |= batch_regroup
                 frontier.extend(reader.output)
             elif reader.op_type != "MatMul":
                 return 0
-    return 2 if scaled else 1
+    return 3 if regrouped else 2 if scaled else 1
+
+
+def _keeps_last_two(before: Any, after: Any) -> bool:
+    """Both shapes static, of rank 2+, with the same last two axes."""
+    return (_static(before) and _static(after) and len(before) >= 2 and len(after) >= 2
+            and tuple(before[-2:]) == tuple(after[-2:]))
 
 
 def fed_only_by_matmul(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto],
@@ -257,7 +267,8 @@ class OpStat:
     transpose_form: str = ""  # a Transpose: nchw_nhwc (rank-4 layout permute of a feature map), keeps_last, moves_last
     permute_rank: int = 0  # a Transpose that moves data: the blocks it reorders (permute_rank); else 0
     permute_run: int = 0  # a Transpose that moves data: elements per contiguous block it moves (permute_run); else 0
-    feeds_matmul: int = 0  # a Transpose read only by MatMuls: 1, or 2 through a scalar scale (feeds_only_matmuls)
+    feeds_matmul: int = 0  # a Transpose read only by MatMuls: 1, 2 through a scalar scale, 3 through a batch-axes
+    # Reshape (feeds_only_matmuls)
     fed_by_matmul: int = 0  # a Transpose reading only a MatMul's output, its producer alone (fed_only_by_matmul): 1
 
 
@@ -651,7 +662,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             op.transpose_form = transpose_form(node, in_shapes[0], feature_map)
             op.permute_rank = permute_rank(perm, in_shapes[0])
             op.permute_run = permute_run(perm, in_shapes[0])
-            op.feeds_matmul = feeds_only_matmuls(node, consumers, graph_outputs, scalars, is_mark)
+            op.feeds_matmul = feeds_only_matmuls(node, consumers, graph_outputs, scalars, is_mark, shapes)
             op.fed_by_matmul = fed_only_by_matmul(node, producer, consumers, graph_outputs, const_sources, is_mark)
         if kind in ("vector",):
             op.vector_elems = out_elems * VECTOR_WEIGHT.get(node.op_type, 1)
