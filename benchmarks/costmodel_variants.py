@@ -163,6 +163,13 @@ def unfed_permutes(form: str) -> Callable[[dict, str, int], float]:
     return term
 
 
+def each_permute_term(suffix: str, make: Callable[[str], Callable]) -> dict[str, Any]:
+    """A variant's `add` and `replace` that put make(form) in place of each permute term (costfit.PERMUTE_FORMS),
+    named after the term it replaces plus `suffix`."""
+    return {"add": {f"{term}{suffix}": make(form) for form, term in costfit.PERMUTE_FORMS.items()},
+            "replace": tuple(costfit.PERMUTE_FORMS.values())}
+
+
 def permute_excess_mb(form: str) -> Callable[[dict, str, int], float]:
     """In place of a permute term (elements out of the Transposes of one form): the MB of their activations beyond the
     local memory, per op, as spill_excess shapes spill_mb: a head split or K^T of a 77-384-token tensor stays on chip
@@ -307,9 +314,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                 "a K^T or K cache written by the K projection)", "add": unfed_permutes("moves_last"),
         "replace": ("permute_last_g",)},
     "permutes_unfed": {
-        "what": "permute_rows_unfed and permute_last_unfed together",
-        "add": {f"{term}_unfed": unfed_permutes(form) for form, term in costfit.PERMUTE_FORMS.items()},
-        "replace": tuple(costfit.PERMUTE_FORMS.values())},
+        "what": "permute_rows_unfed and permute_last_unfed together", **each_permute_term("_unfed", unfed_permutes)},
     # Rule, committed before its score: into the model, refitted, if it beats the shipped model by more than the
     # margin (README step (15))
     "permute_rows_unfused_regrouped": {
@@ -318,8 +323,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "add": unfused_permutes("keeps_last", True, True), "replace": ("permute_rows_g",)},
     "permute_excess": {
         "what": "both permute terms as MB beyond the local memory per Transpose, in place of their elements",
-        "add": {f"{term}_excess_mb": permute_excess_mb(form) for form, term in costfit.PERMUTE_FORMS.items()},
-        "replace": tuple(costfit.PERMUTE_FORMS.values())},
+        **each_permute_term("_excess_mb", permute_excess_mb)},
     "permute_slow_only": {
         "what": "one permute term counting only Transposes reordering 4+ blocks or spilling out of the local memory "
                 "(small head splits and K^T free)", "add": slow_permute_elements,
