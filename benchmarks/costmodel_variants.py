@@ -328,6 +328,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "what": "one permute term counting only Transposes reordering 4+ blocks or spilling out of the local memory "
                 "(small head splits and K^T free)", "add": slow_permute_elements,
         "replace": tuple(costfit.PERMUTE_FORMS.values())},
+    # Rule, committed before these two were scored: the better of them goes into the model, refitted, if it beats the
+    # shipped model by more than the margin; otherwise neither (README step (16)). Hexagon keeps activations in blocks
+    # of 32 channels, so a channel Concat of whole blocks (a dense block's growth of 32, an Inception block's
+    # branches) may cost nothing: its producers write straight into their slices of its output
+    "concat_free": {"what": "layout_g without the elements out of Concat ops (written in place by their producers)",
+                    "add": {"layout_g": op_sum(lambda op, index: of_kind("layout")(op, index)
+                                               and op[index["op_type"]] != "Concat", "act_out_elems", 1e-9)},
+                    "replace": ("layout_g",)},
+    "concat_apart": {"what": "elements out of Concat ops a term of their own, out of layout_g",
+                     "add": {"layout_g": op_sum(lambda op, index: of_kind("layout")(op, index)
+                                                and op[index["op_type"]] != "Concat", "act_out_elems", 1e-9),
+                             "concat_g": op_sum(of_type("Concat"), "act_out_elems", 1e-9)},
+                     "replace": ("layout_g",)},
     **{f"spill_{shape}": {"what": {"excess": "spilled MB beyond the local memory only",
                                    "log": "log2(activations / local memory) per spilling op",
                                    "sqrt": "sqrt(activation MB) per spilling op"}[shape] + ", in place of spill_mb",
