@@ -77,6 +77,15 @@ def test_a_layer_norm_is_charged_per_output_element_beyond_its_vector_work() -> 
     assert x["vector_g"] == pytest.approx(0.006)  # and the norm's vector work is still counted there
 
 
+def test_a_concat_moves_nothing_of_its_own() -> None:
+    """Its producers write into their slices of its output: a Concat is a launch and an activation, not layout work."""
+    concat = _row("layout", act_in=2 * 10**6, act_out=2 * 10**6, op_type="Concat")
+    pad = _row("layout", act_in=10**6, act_out=10**6, op_type="Pad")
+    x = costfit.features_from_rows([concat, pad], "w8a16", vtcm_bytes=2 << 20)
+    assert x["layout_g"] == pytest.approx(0.001)  # the Pad's elements only
+    assert x["kilo_ops"] == pytest.approx(0.002) and x["spill_mb"] == pytest.approx(8 + 4)  # both still count here
+
+
 def test_a_head_split_or_k_transpose_is_charged_beyond_its_layout_work_and_a_layout_permute_is_not() -> None:
     to_nhwc = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose", transpose_form="nchw_nhwc")
     heads = _row("layout", act_in=10**6, act_out=10**6, op_type="Transpose", transpose_form="keeps_last")

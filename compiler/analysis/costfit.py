@@ -15,7 +15,10 @@ a throughput the fit learns for that chipset and precision (non-negative least s
     vector_g           elementwise / norm / softmax work  -> 1 / vector throughput
     special_g          elements through softmax, normalizations and transcendental activations (SPECIAL_OPS: exp,
                        erf, division, multi-pass reductions), already in vector_g -> extra cost per such element
-    layout_g           elements moved by layout ops       -> 1 / data-movement rate
+    layout_g           elements moved by layout ops but Concat -> 1 / data-movement rate. A Concat moves nothing of its
+                       own: its producers write straight into their slices of its output (Hexagon keeps activations
+                       in blocks of 32 channels, a dense block's or an Inception block's branches whole blocks;
+                       README step (16))
     norm_g             elements out of LayerNormalization ops, already in vector_g and special_g -> extra cost per
                        element of a layer norm (two reductions over a row, then a scale: a transformer's per-token cost)
     permute_rows_g     elements out of Transposes that keep the last axis in place but are not a rank-4
@@ -154,7 +157,7 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
             x["linear_gmacs"] += macs / 1e9
         elif kind == "attention":
             x["attn_gmacs"] += macs / 1e9
-        elif kind == "layout":
+        elif kind == "layout" and row[index["op_type"]] != "Concat":
             x["layout_g"] += row[index["act_out_elems"]] / 1e9
         x["vector_g"] += row[index["vector_elems"]] / 1e9
         if row[index["op_type"]] in SPECIAL_OPS:
