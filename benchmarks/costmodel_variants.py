@@ -341,6 +341,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                                 and op[index["op_type"]] != "Concat", "act_out_elems", 1e-9),
                              "concat_g": op_sum(of_type("Concat"), "act_out_elems", 1e-9)},
                      "replace": ("layout_g",)},
+    # Rule, committed before its score: into the model, refitted, if it beats the model of README step (16) by more
+    # than the margin (step (17)). A call copies its inputs into the NPU's buffers and converts them (fp32 to fp16 or
+    # to integers): a per-call cost that grows with the inputs, where `one` charges every model alike
+    "input_mb": {"what": "+ the graph's input MB as fp32 (copied and converted on every call)",
+                 "add": lambda entry, precision, vtcm_bytes: sum(
+                     float(np.prod(shape)) for shape in entry["inputs"].values()) * 4 / 1e6},
     **{f"spill_{shape}": {"what": {"excess": "spilled MB beyond the local memory only",
                                    "log": "log2(activations / local memory) per spilling op",
                                    "sqrt": "sqrt(activation MB) per spilling op"}[shape] + ", in place of spill_mb",
