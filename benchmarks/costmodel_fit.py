@@ -212,7 +212,7 @@ def design(rows: list[dict], features: dict, names: tuple[str, ...] = costfit.BA
         k = (r["key"], r["precision"])
         if k not in cache:
             entry = features[r["key"]]
-            cache[k] = costfit.features_from_rows(entry["ops"], r["precision"], 0.0, entry["fields"], vtcm_bytes)
+            cache[k] = costfit.features_from_entry(entry, r["precision"], vtcm_bytes)
         x = dict(cache[k], fallback_layers=r["fallback_layers"])
         out.append(costfit.vector(x, names))
     return np.array(out).reshape(len(rows), len(names))
@@ -779,7 +779,7 @@ def stable_diffusion(features: dict, params: dict) -> list[dict]:
     for component, entry in sorted(sd_graphs(features).items()):
         for chip in PHONE_LAPTOP:
             for prec in ("w8a16", "float"):
-                x = costfit.features_from_rows(entry["ops"], prec, 0.0, entry["fields"], params["vtcm_bytes"])
+                x = costfit.features_from_entry(entry, prec, params["vtcm_bytes"])
                 parts = costfit.breakdown(x, qnn_theta(params, chip, prec), params["features"])
                 out.append({"component": component, "chipset": chip, "precision": prec, "runtime": "qnn",
                             "batch": 1, "predicted_ms": round(sum(parts.values()), 3),
@@ -803,7 +803,7 @@ def sd_aihub_form(features: dict, params: dict, predictions: list[dict], train_r
         return {"rows": 0}
     published = {c["chipset"]: c for c in sd_comparison(predictions) if c["component"] == "unet"} if compare else {}
     ours = {p["chipset"]: p for p in predictions if p["component"] == "unet" and p["precision"] == "w8a16"}
-    x = costfit.features_from_rows(entry["ops"], "w8a16", 0.0, entry["fields"], params["vtcm_bytes"])
+    x = costfit.features_from_entry(entry, "w8a16", params["vtcm_bytes"])
     out = []
     for chip in PHONE_LAPTOP:
         parts = costfit.breakdown(x, qnn_theta(params, chip, "w8a16"), params["features"])
@@ -818,9 +818,8 @@ def sd_aihub_form(features: dict, params: dict, predictions: list[dict], train_r
                        error=round(total / published[chip]["published_ms"] - 1, 3))
         out.append(row)
     return {"graph": "stable_diffusion_v1_5/unet" + AIHUB_FORM, "spill_mb": round(x["spill_mb"], 1),
-            "spill_mb_fusionc_graph": round(costfit.features_from_rows(
-                features["stable_diffusion_v1_5/unet"]["ops"], "w8a16", 0.0,
-                features["stable_diffusion_v1_5/unet"]["fields"], params["vtcm_bytes"])["spill_mb"], 1),
+            "spill_mb_fusionc_graph": round(costfit.features_from_entry(
+                features["stable_diffusion_v1_5/unet"], "w8a16", params["vtcm_bytes"])["spill_mb"], 1),
             "training_graphs_scores_beyond_local_memory": {
                 key: {"largest_scores_mib": mib, "cv_qnn": errors(train_rows, cv_pred, lambda r, key=key: r["key"] == key
                                                                   and r["runtime_group"] == "qnn")}
@@ -966,7 +965,7 @@ def run(features_path: Path = FEATURES_PATH, out_json: Path = RESULTS / "costmod
     X = design(rows, fit_features, names, vtcm)
     params = dict(chosen_fit(rows, X), features=list(names), vtcm_bytes=vtcm)
     params["training_range"] = costfit.training_range(
-        (key, prec, costfit.features_from_rows(fit_features[key]["ops"], prec, 0.0, fit_features[key]["fields"], vtcm))
+        (key, prec, costfit.features_from_entry(fit_features[key], prec, vtcm))
         for key, prec in sorted({(r["key"], r["precision"]) for r in train_rows}))
     pred = predict_rows(rows, X, params)
     test = lambda r: r["held_out"]  # noqa: E731

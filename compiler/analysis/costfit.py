@@ -32,6 +32,9 @@ a throughput the fit learns for that chipset and precision (non-negative least s
     weight_mb          weights at the deployed precision  -> 1 / DRAM bandwidth for weights
     spill_mb           activation bytes of ops whose tensors do not fit the NPU's local memory (vtcm_bytes)
     act_mb             activation bytes of every op       -> 1 / on-chip activation bandwidth
+    input_mb           the graph's inputs as fp32 (elements x 4 bytes) -> per-call cost of copying them into the NPU's
+                       buffers and converting them (to fp16 or integers): a fixed cost that grows with the inputs
+                       (README step (17))
     kilo_ops           ops launched (non-free; a recurrent op counts RECURRENT_LAUNCHES_PER_STEP per timestep and
                        direction: the NPU unrolls it)     -> per-op overhead
     fused_kilo_ops     the same, with the ops of one type that read the same input (graph_stats.siblings: the 1x1
@@ -66,8 +69,8 @@ import numpy as np
 
 # every term the model can use; a fit uses BASE_FEATURES plus the optional ones cross-validation keeps
 FEATURES = ("gmacs", "conv_gmacs", "linear_gmacs", "attn_gmacs", "lowint_conv_gmacs", "vector_g", "special_g",
-            "layout_g", "norm_g", "permute_rows_g", "permute_last_g", "weight_mb", "spill_mb", "act_mb", "kilo_ops",
-            "fused_kilo_ops", "path_kilo_ops", "fallback_layers", "one")
+            "layout_g", "norm_g", "permute_rows_g", "permute_last_g", "weight_mb", "spill_mb", "act_mb", "input_mb",
+            "kilo_ops", "fused_kilo_ops", "path_kilo_ops", "fallback_layers", "one")
 OPTIONAL_FEATURES = ("lowint_conv_gmacs", "act_mb", "special_g")
 # how ops are counted for the per-op overhead: one of these takes kilo_ops' place in a fit (cross-validation chooses)
 OPS_TERMS = ("kilo_ops", "fused_kilo_ops", "path_kilo_ops")
@@ -90,7 +93,7 @@ PERMUTE_FORMS = {"keeps_last": "permute_rows_g", "moves_last": "permute_last_g"}
 TERM_CLASS = {"gmacs": "compute", "conv_gmacs": "compute", "linear_gmacs": "compute", "attn_gmacs": "compute",
               "lowint_conv_gmacs": "compute", "vector_g": "compute", "special_g": "compute", "layout_g": "compute",
               "norm_g": "compute", "permute_rows_g": "compute", "permute_last_g": "compute", "weight_mb": "memory",
-              "spill_mb": "memory", "act_mb": "memory", "kilo_ops": "overhead", "fused_kilo_ops": "overhead",
+              "spill_mb": "memory", "act_mb": "memory", "input_mb": "overhead", "kilo_ops": "overhead", "fused_kilo_ops": "overhead",
               "path_kilo_ops": "overhead", "one": "overhead", "fallback_layers": "fallback"}
 VTCM_BYTES = 8 << 20  # Hexagon v73+ TCM is 8 MB (Qualcomm QNN HTP docs: "VTCM size 8 MB" on SM8550/SM8650/SM8750)
 # a convolution doing fewer MACs than this per output element (depthwise 3x3: 9) is bound by data movement
@@ -133,9 +136,11 @@ def precision_group(precision: str) -> str:
 
 
 def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_layers: float = 0.0,
-                       fields: Sequence[str] = OP_FIELDS, vtcm_bytes: float = VTCM_BYTES) -> dict[str, float]:
+                       fields: Sequence[str] = OP_FIELDS, vtcm_bytes: float = VTCM_BYTES,
+                       input_elems: float = 0.0) -> dict[str, float]:
     """The model's features of one graph, from graph_stats op rows (lists in `fields` order). `vtcm_bytes`: the
-    local memory an op's activations must fit in not to spill (the fitted params record the value to use)."""
+    local memory an op's activations must fit in not to spill (the fitted params record the value to use);
+    `input_elems`: the graph inputs' elements (GraphStats.input_elems)."""
     index = {f: i for i, f in enumerate(fields)}
     form_column = index.get("transpose_form")  # rows stored before graph_stats recorded it: no permute terms
     wbytes, abytes = PRECISION_BYTES[precision_group(precision) if precision not in PRECISION_BYTES else precision]
@@ -180,6 +185,7 @@ def features_from_rows(rows: Iterable[Sequence[Any]], precision: str, fallback_l
             x["path_kilo_ops"] += 1e-3 * (launches - 1)  # a recurrent op's extra launches run in sequence
             longest = max(longest, row[index["level"]])
     x["path_kilo_ops"] += 1e-3 * longest
+    x["input_mb"] = input_elems * 4 / 1e6
     x["fallback_layers"] = float(fallback_layers)
     x["one"] = 1.0
     return x
@@ -197,7 +203,13 @@ def features_from_stats(stats: Any, precision: str, fallback_layers: float = 0.0
                         vtcm_bytes: float = VTCM_BYTES) -> dict[str, float]:
     """Features of a fusionc.analysis.graph_stats.GraphStats."""
     rows = ([getattr(op, f) for f in OP_FIELDS] for op in stats.ops)
-    return features_from_rows(rows, precision, fallback_layers, vtcm_bytes=vtcm_bytes)
+    return features_from_rows(rows, precision, fallback_layers, vtcm_bytes=vtcm_bytes, input_elems=stats.input_elems)
+
+
+def features_from_entry(entry: dict[str, Any], precision: str, vtcm_bytes: float = VTCM_BYTES) -> dict[str, float]:
+    """Features of one graph stored in benchmarks/results/latency_features.json.gz (its op rows and input shapes)."""
+    input_elems = sum(float(np.prod(shape)) for shape in entry.get("inputs", {}).values())
+    return features_from_rows(entry["ops"], precision, 0.0, entry["fields"], vtcm_bytes, input_elems)
 
 
 def vector(x: dict[str, float], names: Sequence[str] = FEATURES) -> np.ndarray:

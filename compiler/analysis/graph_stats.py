@@ -281,6 +281,7 @@ class GraphStats:
     # has the ops that run
     op_counts: dict[str, int] = field(default_factory=dict)
     unknown_shape_ops: int = 0  # ops with an input or output of unknown shape: counted as zero work (a lower bound)
+    input_elems: int = 0  # elements of the graph's inputs (not its initializers): what a call copies in
 
     @property
     def macs(self) -> int:
@@ -679,7 +680,8 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
     counts: dict[str, int] = defaultdict(int)
     for node in graph.node:
         counts[node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"] += 1
-    return GraphStats(ops, form, used, dict(counts), unknown)
+    input_elems = sum(elems(value.name) for value in graph.input if value.name not in sources)
+    return GraphStats(ops, form, used, dict(counts), unknown, input_elems)
 
 
 def _classify(node: onnx.NodeProto, in_shapes: list, out_elems: int, n_activations: int) -> tuple[str, int]:
