@@ -242,7 +242,7 @@ MIN_PAIRS = 5
 SPEED_CLASSES = {"conv": ("gmacs", "conv_gmacs", "lowint_conv_gmacs"), "matmul": ("linear_gmacs", "attn_gmacs"),
                  "vector": ("vector_g", "special_g", "layout_g", "norm_g", "permute_rows_g", "permute_last_g"),
                  "memory": ("weight_mb", "spill_mb", "act_mb"),
-                 "overhead": ("kilo_ops", "fused_kilo_ops", "path_kilo_ops", "fallback_layers", "one")}
+                 "overhead": ("kilo_ops", "fused_kilo_ops", "path_kilo_ops", "fallback_layers", "input_mb", "one")}
 CLASS_RIDGE = 0.05  # per-class speeds -> the group speed (relative; the classes a chipset's pairs barely exercise stay)
 
 

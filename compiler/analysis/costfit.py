@@ -93,8 +93,8 @@ PERMUTE_FORMS = {"keeps_last": "permute_rows_g", "moves_last": "permute_last_g"}
 TERM_CLASS = {"gmacs": "compute", "conv_gmacs": "compute", "linear_gmacs": "compute", "attn_gmacs": "compute",
               "lowint_conv_gmacs": "compute", "vector_g": "compute", "special_g": "compute", "layout_g": "compute",
               "norm_g": "compute", "permute_rows_g": "compute", "permute_last_g": "compute", "weight_mb": "memory",
-              "spill_mb": "memory", "act_mb": "memory", "input_mb": "overhead", "kilo_ops": "overhead", "fused_kilo_ops": "overhead",
-              "path_kilo_ops": "overhead", "one": "overhead", "fallback_layers": "fallback"}
+              "spill_mb": "memory", "act_mb": "memory", "input_mb": "overhead", "kilo_ops": "overhead",
+              "fused_kilo_ops": "overhead", "path_kilo_ops": "overhead", "one": "overhead", "fallback_layers": "fallback"}
 VTCM_BYTES = 8 << 20  # Hexagon v73+ TCM is 8 MB (Qualcomm QNN HTP docs: "VTCM size 8 MB" on SM8550/SM8650/SM8750)
 # a convolution doing fewer MACs than this per output element (depthwise 3x3: 9) is bound by data movement
 LOWINT_MACS = 32
@@ -281,7 +281,7 @@ def interval_of(interval: dict[str, Any], chipset: str) -> list[float]:
 
 # what a graph is compared on with the training graphs: beyond the largest of these a fitted estimate extrapolates
 RANGE_TERMS = {"gmacs": ("MACs", "G"), "weight_mb": ("weights", "MB"), "spill_mb": ("spilled activations", "MB"),
-               "largest_op_act_mb": ("largest op's activations", "MB")}
+               "largest_op_act_mb": ("largest op's activations", "MB"), "input_mb": ("inputs", "MB")}
 
 
 def training_range(graphs: Iterable[tuple[str, str, dict[str, float]]]) -> dict[str, dict[str, list]]:

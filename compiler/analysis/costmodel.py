@@ -364,7 +364,7 @@ def save_reference_stats(stats: dict[str, GraphStats], path: Path = REFERENCE_GR
     from fusionc.analysis import costfit
 
     fields = [*costfit.OP_FIELDS, "domain", "weight_bytes"]
-    payload = {key: {"attention_form": s.attention_form, "fields": fields,
+    payload = {key: {"attention_form": s.attention_form, "fields": fields, "input_elems": s.input_elems,
                      "ops": [[getattr(op, f) for f in fields] for op in s.ops if op.kind != "free"]}
                for key, s in stats.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -373,10 +373,11 @@ def save_reference_stats(stats: dict[str, GraphStats], path: Path = REFERENCE_GR
 
 
 def stats_of(entry: dict[str, Any]) -> GraphStats:
-    """A stored graph ({"fields", "ops": rows in fields order, "attention_form"}: reference_graphs.json.gz,
-    latency_features.json.gz) as GraphStats; rows without a domain are default-domain ops."""
+    """A stored graph ({"fields", "ops": rows in fields order, "attention_form", and "input_elems" or "inputs":
+    reference_graphs.json.gz, latency_features.json.gz) as GraphStats; rows without a domain are default-domain ops."""
     ops = [OpStat(name="", **{"domain": "", **dict(zip(entry["fields"], row))}) for row in entry["ops"]]
-    return GraphStats(ops, entry.get("attention_form", "none"))
+    input_elems = entry.get("input_elems", sum(math.prod(shape) for shape in entry.get("inputs", {}).values()))
+    return GraphStats(ops, entry.get("attention_form", "none"), input_elems=input_elems)
 
 
 def load_reference_stats(path: Path = REFERENCE_GRAPHS) -> dict[str, GraphStats]:
