@@ -668,8 +668,8 @@ def test_precompiled_onnx_costs_the_context_binary_times_the_factor_of_graphs_ti
 def test_a_graph_beyond_every_training_graph_is_named_an_extrapolation() -> None:
     """The fit records, per precision, the largest MACs, weights, spilled and per-op activations among its training
     graphs; an estimate of a graph beyond them says which and by how much (the SD UNet: 2x the MACs of any)."""
-    def x(gmacs: float, act: float) -> dict[str, float]:
-        return {"gmacs": gmacs, "weight_mb": 10.0, "spill_mb": 0.0, "largest_op_act_mb": act}
+    def x(gmacs: float, act: float, input_mb: float = 0.6) -> dict[str, float]:
+        return {"gmacs": gmacs, "weight_mb": 10.0, "spill_mb": 0.0, "largest_op_act_mb": act, "input_mb": input_mb}
 
     ranges = costfit.training_range([("a/A", "w8a16", x(5.0, 2.0)), ("b/B", "w8a16", x(50.0, 1.0)),
                                      ("c/C", "float", x(500.0, 9.0))])
@@ -680,6 +680,8 @@ def test_a_graph_beyond_every_training_graph_is_named_an_extrapolation() -> None
     assert why == "MACs 400 G vs at most 50 G (b/B)"
     assert costfit.outside_training(x(400.0, 1.5), "fp16", params) == []  # float's range: 500 G
     assert costfit.outside_training(x(400.0, 1.5), "w8a16", {}) == []  # a params file without a range
+    (why,) = costfit.outside_training(x(40.0, 1.5, input_mb=12.6), "w8a16", params)  # a 1024x1024 image in
+    assert why == "inputs 12.6 MB vs at most 0.6 MB (a/A)"
 
 
 def test_mixed_precision_rows_are_left_out_and_cannot_displace_an_older_plain_row(tmp_path: Path,

@@ -41,6 +41,17 @@ def test_conv_macs_and_weights() -> None:
     assert op.act_in_elems == 3 * 64 and op.act_out_elems == 4 * 64
 
 
+def test_a_calls_inputs_are_counted_at_the_batch_and_its_weights_are_not() -> None:
+    """input_mb, the per-call copy of the inputs (as fp32): the graph's inputs at the pinned batch, no initializer;
+    a stored graph carries them (test_stored_reference_graphs_keep_each_transposes_form for reference graphs)."""
+    model = _model([oh.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                   [_vi("x", ["B", 3, 8, 8])], [_vi("y", ["B", 4, 8, 8])], [_init("w", [4, 3, 3, 3])])
+    assert graph_stats(model, {"B": 2}).input_elems == 2 * 3 * 64
+    assert costfit.features_from_stats(graph_stats(model, {"B": 1}), "w8a8")["input_mb"] == pytest.approx(768 / 1e6)
+    entry = {"fields": list(costfit.OP_FIELDS), "ops": [], "inputs": {"x": [1, 3, 8, 8]}}
+    assert costmodel.stats_of(entry).input_elems == 192  # a latency_features entry: from its input shapes
+
+
 def test_stats_of_an_ir_model_never_read_its_large_weights() -> None:
     """`fusionc estimate` exports on the meta device: every weight is a lazy stand-in, and an SD-1.5 UNet's would
     pass protobuf's 2 GB limit if the stats materialized them. Large ones keep their dims and dtype only."""
@@ -219,8 +230,9 @@ def test_stored_reference_graphs_keep_each_transposes_form(tmp_path) -> None:  #
     nodes = [oh.make_node("Transpose", ["x"], ["t"], perm=[0, 1, 3, 2])]
     stats = {"m@b1": graph_stats(_model(nodes, [_vi("x", [1, 2, 3, 4])], [_vi("t", [1, 2, 4, 3])]))}
     costmodel.save_reference_stats(stats, tmp_path / "graphs.json.gz")
-    (op,) = costmodel.load_reference_stats(tmp_path / "graphs.json.gz")["m@b1"].ops
-    assert op.transpose_form == "moves_last"
+    stored = costmodel.load_reference_stats(tmp_path / "graphs.json.gz")["m@b1"]
+    (op,) = stored.ops
+    assert op.transpose_form == "moves_last" and stored.input_elems == 24  # and the per-call input copy
 
 
 def test_grouped_conv_and_symbolic_batch() -> None:
