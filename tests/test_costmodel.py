@@ -47,6 +47,7 @@ def test_a_calls_inputs_are_counted_at_the_batch_and_its_weights_are_not() -> No
     model = _model([oh.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
                    [_vi("x", ["B", 3, 8, 8])], [_vi("y", ["B", 4, 8, 8])], [_init("w", [4, 3, 3, 3])])
     assert graph_stats(model, {"B": 2}).input_elems == 2 * 3 * 64
+    assert GraphStats.from_json(graph_stats(model, {"B": 2}).to_json()).input_elems == 384  # as --cache keeps it
     assert costfit.features_from_stats(graph_stats(model, {"B": 1}), "w8a8")["input_mb"] == pytest.approx(768 / 1e6)
     entry = {"fields": list(costfit.OP_FIELDS), "ops": [], "inputs": {"x": [1, 3, 8, 8]}}
     assert costmodel.stats_of(entry).input_elems == 192  # a latency_features entry: from its input shapes

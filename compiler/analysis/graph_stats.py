@@ -335,13 +335,15 @@ class GraphStats:
                 "by_op_type": self.by_op_type(), "by_kind": self.by_kind()}
 
     def to_json(self) -> dict[str, Any]:
-        return self.summary() | {"op_counts": self.op_counts, "ops": [asdict(op) for op in self.ops]}
+        return self.summary() | {"op_counts": self.op_counts, "input_elems": self.input_elems,
+                                 "ops": [asdict(op) for op in self.ops]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GraphStats:
         """The inverse of to_json (the summary fields are derived, not read)."""
         return cls([OpStat(**op) for op in data["ops"]], data["attention_form"], dict(data.get("dims", {})),
-                   dict(data.get("op_counts", {})), int(data.get("unknown_shape_ops", 0)))
+                   dict(data.get("op_counts", {})), int(data.get("unknown_shape_ops", 0)),
+                   int(data.get("input_elems", 0)))
 
 
 def unknown_shapes_warning(counts: dict[str, int]) -> str | None:
