@@ -391,6 +391,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
                               "spill_other_mb": spill_mb_where(
                                   lambda op, index: op[index["kind"]] not in ("conv", "linear"))},
                       "replace": ("spill_mb",)},
+    # Rule, committed before its score: into the model, refitted, if it beats the model of README step (17) by more
+    # than the margin (README step (20)). The over-predicted small CNNs with large inputs (PoseNet-MobileNet +64%,
+    # quantized): an integer model may be handed its inputs at its own activation width, not as fp32
+    "input_at_precision": {"what": "input_mb at the deployed activation width (2 bytes, 1 for w8a8) in place of fp32",
+                           "add": {"input_mb": lambda entry, precision, vtcm_bytes: sum(
+                               float(np.prod(shape)) for shape in entry["inputs"].values())
+                               * costfit.PRECISION_BYTES[precision][1] / 1e6},
+                           "replace": ("input_mb",)},
     **{f"spill_{shape}": {"what": {"excess": "spilled MB beyond the local memory only",
                                    "log": "log2(activations / local memory) per spilling op",
                                    "sqrt": "sqrt(activation MB) per spilling op"}[shape] + ", in place of spill_mb",
