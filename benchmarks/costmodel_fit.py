@@ -729,7 +729,7 @@ def sd_graphs(features: dict) -> dict[str, dict]:
         for component in missing:
             entry = reference.get(SD_REFERENCE[component])
             if entry:
-                out[component] = {"fields": entry["fields"], "ops": entry["ops"],
+                out[component] = {"fields": entry["fields"], "ops": entry["ops"], "input_elems": entry["input_elems"],
                                   "graph_source": "reference_graphs.json.gz (raw dynamo export, no QNN passes)"}
     return out
 

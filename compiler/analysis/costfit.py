@@ -15,10 +15,10 @@ a throughput the fit learns for that chipset and precision (non-negative least s
     vector_g           elementwise / norm / softmax work  -> 1 / vector throughput
     special_g          elements through softmax, normalizations and transcendental activations (SPECIAL_OPS: exp,
                        erf, division, multi-pass reductions), already in vector_g -> extra cost per such element
-    layout_g           elements moved by layout ops but Concat -> 1 / data-movement rate. A Concat moves nothing of its
-                       own: its producers write straight into their slices of its output (Hexagon keeps activations
-                       in blocks of 32 channels, a dense block's or an Inception block's branches whole blocks;
-                       README step (16))
+    layout_g           elements moved by layout ops, Concat left out -> 1 / data-movement rate. Every Concat is
+                       free: cross-validation chose it (README step (16)); the reason, that its producers can write
+                       straight into their slices of its output (Hexagon keeps activations in blocks of 32 channels,
+                       and a dense block's or an Inception block's branches fill whole blocks), is a hypothesis
     norm_g             elements out of LayerNormalization ops, already in vector_g and special_g -> extra cost per
                        element of a layer norm (two reductions over a row, then a scale: a transformer's per-token cost)
     permute_rows_g     elements out of Transposes that keep the last axis in place but are not a rank-4
@@ -32,7 +32,8 @@ a throughput the fit learns for that chipset and precision (non-negative least s
     weight_mb          weights at the deployed precision  -> 1 / DRAM bandwidth for weights
     spill_mb           activation bytes of ops whose tensors do not fit the NPU's local memory (vtcm_bytes)
     act_mb             activation bytes of every op       -> 1 / on-chip activation bandwidth
-    input_mb           the graph's inputs as fp32 (elements x 4 bytes) -> per-call cost of copying them into the NPU's
+    input_mb           the graph's inputs as fp32 (elements x 4 bytes, whatever their dtype: token ids too) -> per-call
+                       cost of copying them into the NPU's
                        buffers and converting them (to fp16 or integers): a fixed cost that grows with the inputs
                        (README step (17))
     kilo_ops           ops launched (non-free; a recurrent op counts RECURRENT_LAUNCHES_PER_STEP per timestep and
@@ -207,8 +208,11 @@ def features_from_stats(stats: Any, precision: str, fallback_layers: float = 0.0
 
 
 def features_from_entry(entry: dict[str, Any], precision: str, vtcm_bytes: float = VTCM_BYTES) -> dict[str, float]:
-    """Features of one graph stored in benchmarks/results/latency_features.json.gz (its op rows and input shapes)."""
-    input_elems = sum(float(np.prod(shape)) for shape in entry.get("inputs", {}).values())
+    """Features of one stored graph: an entry of benchmarks/results/latency_features.json.gz (its op rows and input
+    shapes, "inputs") or of reference_graphs.json.gz (its "input_elems"). One with neither is refused (KeyError), not
+    counted as a graph without inputs."""
+    input_elems = (entry["input_elems"] if "input_elems" in entry
+                   else sum(float(np.prod(shape)) for shape in entry["inputs"].values()))
     return features_from_rows(entry["ops"], precision, 0.0, entry["fields"], vtcm_bytes, input_elems)
 
 
