@@ -8,7 +8,8 @@ have been kept only if it beat the shipped model by more than the selection's ma
 of the score over shufflings.
 
     python benchmarks/costmodel_variants.py       # ~1 minute; prints each variant's score and writes
-                                                  # benchmarks/results/costmodel_variants.json (the README's table)
+                                                  # benchmarks/results/costmodel_variants.json (the README's table;
+                                                  # `by_model`: each training model's cross-validated error)
     python benchmarks/costmodel_variants.py permute_excess   # score only the variants named; writes nothing
 
 Kinds of variant (VARIANTS):
@@ -515,7 +516,6 @@ def main(only: list[str]) -> None:
             moved = sorted(result["by_model"], key=lambda m: -abs(result["by_model"][m] - shipped["by_model"].get(m, 0)))
             print("  moved most:", ", ".join(f"{m} {shipped['by_model'].get(m, 0):+.0%} -> {result['by_model'][m]:+.0%}"
                                              for m in moved[:6]))
-        result.pop("by_model")
     if only:
         return
     result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_rev": costmodel_fit.git_rev(),
