@@ -390,9 +390,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # exactly the shipped model: equivalent by construction (each precision's coefficients absorb a constant width),
     # so the data cannot test it
     "input_at_precision": {"what": "input_mb at the deployed activation width (2 bytes, 1 for w8a8) in place of fp32",
-                           "add": {"input_mb": lambda entry, precision, vtcm_bytes: sum(
-                               float(np.prod(shape)) for shape in entry["inputs"].values())
-                               * costfit.PRECISION_BYTES[precision][1] / 1e6},
+                           "add": {"input_mb": lambda entry, precision, vtcm_bytes: costfit.stored_input_elems(entry)
+                                   * costfit.PRECISION_BYTES[precision][1] / 1e6},
                            "replace": ("input_mb",)},
     **{f"spill_{shape}": {"what": {"excess": "spilled MB beyond the local memory only",
                                    "log": "log2(activations / local memory) per spilling op",

@@ -207,13 +207,18 @@ def features_from_stats(stats: Any, precision: str, fallback_layers: float = 0.0
     return features_from_rows(rows, precision, fallback_layers, vtcm_bytes=vtcm_bytes, input_elems=stats.input_elems)
 
 
+def stored_input_elems(entry: dict[str, Any]) -> int:
+    """The input elements of a stored graph: an entry of benchmarks/results/latency_features.json.gz (its input shapes,
+    "inputs") or of reference_graphs.json.gz (its "input_elems"). One with neither is refused (KeyError), not counted
+    as a graph without inputs."""
+    if "input_elems" in entry:
+        return int(entry["input_elems"])
+    return sum(int(np.prod(shape)) for shape in entry["inputs"].values())
+
+
 def features_from_entry(entry: dict[str, Any], precision: str, vtcm_bytes: float = VTCM_BYTES) -> dict[str, float]:
-    """Features of one stored graph: an entry of benchmarks/results/latency_features.json.gz (its op rows and input
-    shapes, "inputs") or of reference_graphs.json.gz (its "input_elems"). One with neither is refused (KeyError), not
-    counted as a graph without inputs."""
-    input_elems = (entry["input_elems"] if "input_elems" in entry
-                   else sum(float(np.prod(shape)) for shape in entry["inputs"].values()))
-    return features_from_rows(entry["ops"], precision, 0.0, entry["fields"], vtcm_bytes, input_elems)
+    """Features of one stored graph (its op rows, and its inputs as stored_input_elems reads them)."""
+    return features_from_rows(entry["ops"], precision, 0.0, entry["fields"], vtcm_bytes, stored_input_elems(entry))
 
 
 def vector(x: dict[str, float], names: Sequence[str] = FEATURES) -> np.ndarray:

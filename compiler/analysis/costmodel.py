@@ -375,10 +375,10 @@ def save_reference_stats(stats: dict[str, GraphStats], path: Path = REFERENCE_GR
 def stats_of(entry: dict[str, Any]) -> GraphStats:
     """A stored graph ({"fields", "ops": rows in fields order, "attention_form", and "input_elems" or "inputs":
     reference_graphs.json.gz, latency_features.json.gz) as GraphStats; rows without a domain are default-domain ops."""
+    from fusionc.analysis import costfit
+
     ops = [OpStat(name="", **{"domain": "", **dict(zip(entry["fields"], row))}) for row in entry["ops"]]
-    input_elems = (entry["input_elems"] if "input_elems" in entry  # neither: refused (KeyError), not counted as 0
-                   else sum(math.prod(shape) for shape in entry["inputs"].values()))
-    return GraphStats(ops, entry.get("attention_form", "none"), input_elems=input_elems)
+    return GraphStats(ops, entry.get("attention_form", "none"), input_elems=costfit.stored_input_elems(entry))
 
 
 def load_reference_stats(path: Path = REFERENCE_GRAPHS) -> dict[str, GraphStats]:
