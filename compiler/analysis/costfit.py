@@ -113,7 +113,7 @@ FACTORED_RUNTIMES = {"PRECOMPILED_QNN_ONNX": "QNN_CONTEXT_BINARY"}  # runtime ->
 PARAMS_PATH = Path(__file__).resolve().parent / "costmodel_params.json"
 OP_FIELDS = ("op_type", "kind", "macs", "vector_elems", "params", "float_weight_elems", "compressed_weight_bytes",
              "act_in_elems", "act_out_elems", "attention_scores", "timesteps", "level", "siblings", "transpose_form",
-             "permute_rank", "permute_run", "feeds_matmul", "fed_by_matmul")
+             "permute_rank", "permute_run", "feeds_matmul", "fed_by_matmul", "output_elems")
 # a recurrent op (LSTM/GRU/RNN) runs one small launch group per timestep and direction (graph_stats.timesteps): QNN's
 # layer count for Sequencer2D is 5,224 on the 8 Gen 3 (AI Hub, QNN_DLC) for 410 ops in our graph, 36 of them LSTMs
 # with 1,408 direction-steps between them: (5224 - 374) / 1408 = 3.4 launched layers per direction-step

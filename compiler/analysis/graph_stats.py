@@ -54,6 +54,7 @@ RECURRENT_GATES = {"LSTM", "GRU", "RNN"}
 # ops that only relabel a tensor: no work on any backend
 FREE_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Size", "Constant", "ConstantOfShape",
             "Dropout"}
+RELABELS = FREE_OPS - {"Shape", "Size", "Constant", "ConstantOfShape"}  # free ops that pass their input on as it is
 # a QDQ graph's quantization marks (fusionc.passes.qnn.qdq): a QuantizeLinear -> DequantizeLinear pair on an activation
 # is an encoding the QNN converter folds into the quantized ops (a weight's DequantizeLinear is a weight-only subgraph,
 # folded anyway), and a Cast between a DequantizeLinear and a QuantizeLinear brackets a float island. None is an op of
@@ -190,6 +191,20 @@ def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.Node
     return 3 if regrouped else 2 if scaled else 1
 
 
+def graph_output_sources(outputs: set[str], producer: dict[str, onnx.NodeProto],
+                         is_mark: Callable[[onnx.NodeProto], bool], elems: Callable[[str], int]) -> dict[str, int]:
+    """Tensor -> elements of the graph outputs it becomes, through quantization marks and relabels at most (a QDQ
+    graph's output is its last op's output, quantized and dequantized; a Reshape moves nothing): what the op writing
+    it hands to the caller."""
+    written: dict[str, int] = defaultdict(int)
+    for name in outputs:
+        source = name
+        while source in producer and (is_mark(producer[source]) or producer[source].op_type in RELABELS):
+            source = producer[source].input[0]
+        written[source] += elems(name)
+    return written
+
+
 def _keeps_last_two(before: Any, after: Any) -> bool:
     """Both shapes static, of rank 2+, with the same last two axes."""
     return (_static(before) and _static(after) and len(before) >= 2 and len(after) >= 2
@@ -270,6 +285,7 @@ class OpStat:
     feeds_matmul: int = 0  # a Transpose read only by MatMuls: 1, 2 through a scalar scale, 3 through a batch-axes
     # Reshape (feeds_only_matmuls)
     fed_by_matmul: int = 0  # a Transpose reading only a MatMul's output, its producer alone (fed_only_by_matmul): 1
+    output_elems: int = 0  # elements this op writes to graph outputs, directly or through quantization marks
 
 
 @dataclass
@@ -612,6 +628,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         if is_mark(node) and node.input[0] in scalars:
             scalars.add(node.output[0])
     marked: dict[str, str] = {}  # output of a quantization mark -> the activation it marks
+    written_out = graph_output_sources(graph_outputs, producer, is_mark, elems)
     for node in graph.node:
         inputs = [i for i in node.input if i]
         constant_inputs = [i for i in inputs if i in const_sources]
@@ -643,6 +660,7 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
             unknown += 1
         op.act_in_elems = sum(elems(i) for i in activation_inputs)
         op.act_out_elems = sum(elems(o) for o in node.output if o)
+        op.output_elems = sum(written_out.get(o, 0) for o in node.output if o)
         out_elems = elems(node.output[0]) if node.output else 0
         in_shapes = [shapes.get(i) for i in node.input]
         kind, macs = _classify(node, in_shapes, out_elems, len(activation_inputs))
