@@ -76,6 +76,32 @@ class FirstOutput(torch.nn.Module):
         return values[0]
 
 
+class MaskedTokenPrediction(torch.nn.Module):
+    """AI Hub's BaseBertModel (qai_hub_models/models/_shared/bert_hf/model.py) around a transformers masked LM: the
+    logits of every position, the one at `mask_indices` picked, softmax, argmax. The graph computes the whole [1, 384,
+    vocab] head and hands the caller one token id, not the logits."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, mask_indices):  # noqa: ANN001 - AI Hub's three inputs
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        picked = logits[torch.arange(logits.shape[0], device=logits.device), mask_indices]
+        return torch.softmax(picked, dim=-1).argmax(dim=-1)
+
+
+def _masked_lm(model_class: str, config_class: str, **config: Any):
+    """A BERT-family masked LM as AI Hub times it (MaskedTokenPrediction), at its 384 tokens."""
+    import transformers
+
+    def build() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+        cfg = getattr(transformers, config_class)(**config)
+        feeds = _tokens(384) | {"mask_indices": torch.zeros(1, dtype=torch.int64)}
+        return MaskedTokenPrediction(getattr(transformers, model_class)(cfg).eval()), feeds
+    return build
+
+
 def _tokens(n: int, mask: bool = True) -> dict[str, torch.Tensor]:
     feeds = {"input_ids": torch.randint(5, 1000, (1, n))}
     if mask:
@@ -215,15 +241,15 @@ BERT = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, inter
 
 # (AI Hub model, component) -> (library, builder); input shapes from aihub_models.csv
 TRANSFORMERS: dict[tuple[str, str], Callable] = {
-    ("albert_base_v2_hf", "Albert-Base-V2-Hf"): _hf("AlbertForMaskedLM", "AlbertConfig", _tokens(384),
-                                                    embedding_size=128, **BERT),
-    ("bert_base_uncased_hf", "Bert-Base-Uncased-Hf"): _hf("BertForMaskedLM", "BertConfig", _tokens(384), **BERT),
-    ("distil_bert_base_uncased_hf", "Distil-Bert-Base-Uncased-Hf"): _hf(
-        "DistilBertForMaskedLM", "DistilBertConfig", _tokens(384)),
+    ("albert_base_v2_hf", "Albert-Base-V2-Hf"): _masked_lm("AlbertForMaskedLM", "AlbertConfig", embedding_size=128,
+                                                           **BERT),
+    ("bert_base_uncased_hf", "Bert-Base-Uncased-Hf"): _masked_lm("BertForMaskedLM", "BertConfig", **BERT),
+    ("distil_bert_base_uncased_hf", "Distil-Bert-Base-Uncased-Hf"): _masked_lm("DistilBertForMaskedLM",
+                                                                               "DistilBertConfig"),
     ("electra_bert_base_discrim_google", "Electra-Bert-Base-Discrim-Google"): _hf(
         "ElectraForPreTraining", "ElectraConfig", _tokens(384), embedding_size=768, **BERT),
-    ("mobile_bert_uncased_google", "Mobile-Bert-Uncased-Google"): _hf(
-        "MobileBertForMaskedLM", "MobileBertConfig", _tokens(384)),
+    ("mobile_bert_uncased_google", "Mobile-Bert-Uncased-Google"): _masked_lm("MobileBertForMaskedLM",
+                                                                             "MobileBertConfig"),
     ("beit", "Beit"): _hf("BeitForImageClassification", "BeitConfig", _image(224), use_relative_position_bias=True,
                           use_mean_pooling=True, layer_scale_init_value=0.1, num_labels=1000),
     ("levit", "LeViT"): _hf("LevitForImageClassification", "LevitConfig", _image(224), num_labels=1000),
