@@ -865,3 +865,39 @@ def test_the_release_control_takes_the_8_elite_at_the_8_gen_2s_own_release_only(
     assert control["chipset"] == "snapdragon-8-elite@8-gen-2-release" and control["published_ms"] == 9.0
     assert control["key"] == "vit/VIT" and control["release"] == "v0.37.1" and control["held_out"]
     assert rows[0]["chipset"] == "snapdragon-8-gen-2" and rows[0]["published_ms"] == 14.0  # a copy
+
+
+def test_bert_family_graphs_hand_out_one_token_id_as_ai_hubs_wrapper_does() -> None:
+    """AI Hub times a masked LM inside its BaseBertModel: the vocabulary head over every position, then the masked
+    position's softmax argmax. The rebuilt graph does the same work and hands the caller one id, not the logits."""
+    import latency_graphs
+    import torch
+    import transformers
+
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32)
+    model = latency_graphs.MaskedTokenPrediction(transformers.BertForMaskedLM(cfg).eval())
+    ids, mask = torch.randint(0, 50, (1, 8)), torch.ones(1, 8, dtype=torch.int64)
+    with torch.no_grad():
+        token = model(ids, mask, torch.tensor([3]))
+        logits = model.model(input_ids=ids, attention_mask=mask).logits
+    assert token.shape == (1,) and token.item() == logits[0, 3].argmax().item()
+
+
+def test_a_variant_can_make_the_transposes_writing_graph_outputs_free() -> None:
+    """costmodel_variants' output terms, on a stored graph of a K projection whose K^T is a graph output: the copy out
+    counts its elements as fp32 MB, and with those Transposes left out no permute or layout work is charged."""
+    import costmodel_variants
+
+    fields = list(costfit.OP_FIELDS)
+    row = dict.fromkeys(fields, 0) | {"transpose_form": ""}
+    matmul = row | {"op_type": "MatMul", "kind": "linear", "macs": 4096, "act_in_elems": 512, "act_out_elems": 512}
+    k_t = row | {"op_type": "Transpose", "kind": "layout", "act_in_elems": 512, "act_out_elems": 512,
+                 "transpose_form": "moves_last", "output_elems": 512}
+    entry = {"fields": fields, "ops": [[r[f] for f in fields] for r in (matmul, k_t)], "inputs": {"x": [1, 64, 8]}}
+    assert costmodel_variants.output_mb(entry, "float", costfit.VTCM_BYTES) == pytest.approx(512 * 4 / 1e6)
+    before = costfit.features_from_entry(entry, "float")
+    after = costfit.features_from_entry(
+        costmodel_variants.without_ops({"g": entry}, costmodel_variants.output_transpose)["g"], "float")
+    assert before["permute_last_g"] > 0 and after["permute_last_g"] == after["layout_g"] == 0
+    assert after["gmacs"] == before["gmacs"]
