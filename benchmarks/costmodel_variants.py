@@ -465,6 +465,49 @@ TRIED_IN_MODEL = {
                           "charged like MobileSAM's window partitions); taken out, README step (6)"}
 
 
+def graph_descriptors(entry: dict) -> dict[str, float]:
+    """Shape of one stored graph, per MAC where a term's size would only restate the graph's size (float widths, 2 MB
+    local memory): what a term the model lacks could be made of."""
+    index = {f: i for i, f in enumerate(entry["fields"])}
+    ops = [op for op in entry["ops"] if op[index["kind"]] != "free"]
+    x = costfit.features_from_entry(entry, "float", 2 << 20)
+    gmacs = (sum(op[index["macs"]] for op in ops) + 1) / 1e9
+    outputs = [op[index["act_out_elems"]] for op in ops]
+    return {"log_gmacs": float(np.log(gmacs)), "log_ops_per_gmac": float(np.log(len(ops) / gmacs)),
+            "longest_path_share": max((op[index["level"]] for op in ops), default=0) / max(len(ops), 1),
+            "log_median_op_output": float(np.log1p(np.median(outputs))) if outputs else 0.0,
+            "small_op_share": float(np.mean([n < 65536 for n in outputs])) if outputs else 0.0,
+            **{f"{term}_share": x[term] / gmacs for term in ("conv_gmacs", "linear_gmacs", "attn_gmacs")},
+            **{f"{term}_per_gmac": x[term] / gmacs for term in (
+                "vector_g", "layout_g", "norm_g", "permute_rows_g", "permute_last_g", "weight_mb", "spill_mb",
+                "input_mb")},
+            "largest_op_act_mb": x["largest_op_act_mb"]}
+
+
+def residual_correlations(features: dict, errors: dict[str, float]) -> dict[str, Any]:
+    """Spearman correlation of the training models' cross-validated errors (by_model: log(1 + median signed error))
+    with each graph descriptor (graph_descriptors, the model's first stored graph): a term the model lacks would
+    show as a descriptor its misses follow."""
+    from scipy.stats import spearmanr
+
+    graphs = {}
+    for entry in features.values():
+        if entry.get("model") in errors and "ops" in entry:
+            graphs.setdefault(entry["model"], graph_descriptors(entry))
+    models = sorted(graphs)
+    misses = np.log1p([errors[m] for m in models])
+    out = {}
+    for name in graphs[models[0]]:
+        values = [graphs[m][name] for m in models]
+        if min(values) == max(values):
+            continue  # the same in every graph: nothing to follow
+        rho, p = spearmanr(values, misses)
+        out[name] = {"rho": round(float(rho), 3), "p": round(float(p), 3)}
+    return {"what": "Spearman correlation over the training models of log(1 + cross-validated error) with each "
+                    "graph descriptor", "models": len(models),
+            "descriptors": dict(sorted(out.items(), key=lambda kv: -abs(kv[1]["rho"])))}
+
+
 def release_ratios(features: dict) -> dict[str, Any]:
     """What the release_era variants could learn from: on the training models' QNN rows, the 8 Elite's reference
     design at v0.37.1 (the 8 Gen 2's last release) over the 8 Elite for Galaxy at v0.46.1, same model, component,
@@ -529,6 +572,8 @@ def main(only: list[str]) -> None:
 
     shipped = cross_validated(base, names)
     print(f"{'shipped':28} {shipped['score']:7.3f}")
+    strongest = list(residual_correlations(features, shipped["by_model"])["descriptors"].items())[:3]
+    print("  misses follow most:", ", ".join(f"{d} rho {c['rho']:+.2f} (p {c['p']:.2f})" for d, c in strongest))
     if only:  # what each named variant does to the training models it moves most
         print("  worst training models:", ", ".join(f"{m} {e:+.0%}" for m, e in list(shipped["by_model"].items())[:6]))
     out = []
@@ -567,7 +612,8 @@ def main(only: list[str]) -> None:
                       "model and of each variant of it; held-out models never read",
               "margin": costmodel_cv.MARGIN, "shipped": shipped,
               "roofline": {"peak_macs_per_s": PEAK_MACS_PER_S, "dram_bytes_per_s": DRAM_BYTES_PER_S},
-              "variants": sorted(out, key=lambda v: v["score"]), "release_ratios": release_ratios(features)}
+              "variants": sorted(out, key=lambda v: v["score"]), "release_ratios": release_ratios(features),
+              "residual_correlations": residual_correlations(features, shipped["by_model"])}
     (costmodel_fit.RESULTS / "costmodel_variants.json").write_text(json.dumps(result, indent=1) + "\n",
                                                                   encoding="utf-8")
 

@@ -901,3 +901,18 @@ def test_a_variant_can_make_the_transposes_writing_graph_outputs_free() -> None:
         costmodel_variants.without_ops({"g": entry}, costmodel_variants.output_transpose)["g"], "float")
     assert before["permute_last_g"] > 0 and after["permute_last_g"] == after["layout_g"] == 0
     assert after["gmacs"] == before["gmacs"]
+
+
+def test_residual_correlations_find_a_descriptor_the_misses_follow() -> None:
+    """If the models a fit under-predicts are the ones with the most ops per MAC, that descriptor correlates fully."""
+    import costmodel_variants
+
+    fields = list(costfit.OP_FIELDS)
+    conv = dict.fromkeys(fields, 0) | {"op_type": "Conv", "kind": "conv", "macs": 10**9, "act_out_elems": 1000,
+                                        "transpose_form": "", "level": 1}
+    add = conv | {"op_type": "Add", "kind": "vector", "macs": 0}
+    features = {f"m{n}/g": {"model": f"m{n}", "fields": fields, "inputs": {"x": [1, 3, 8, 8]},
+                            "ops": [[r[f] for f in fields] for r in [conv] + [add] * n]} for n in range(1, 6)}
+    errors = {f"m{n}": -0.1 * n for n in range(1, 6)}  # more launches per MAC, more under-predicted
+    found = costmodel_variants.residual_correlations(features, errors)
+    assert found["models"] == 5 and found["descriptors"]["log_ops_per_gmac"]["rho"] == pytest.approx(-1.0)
