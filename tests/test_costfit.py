@@ -127,7 +127,7 @@ def test_op_counts_for_horizontal_fusion_and_the_longest_path() -> None:
     fused_kilo_ops counts the two as one launch; path_kilo_ops counts the 3 ops on the longest path."""
     fields = costfit.OP_FIELDS
     row = lambda op_type, level, siblings: dict(zip(fields, [op_type, "conv", 10**6, 0, 10, 10, 0.0, 100, 100, False,  # noqa: E731
-                                                             1, level, siblings, "", 0, 0, 0, 0]))
+                                                             1, level, siblings, "", 0, 0, 0, 0, 0]))
     rows = [row("Conv", 1, 1), row("Conv", 2, 2), row("Conv", 2, 2), dict(row("Concat", 3, 1), kind="layout")]
     x = costfit.features_from_rows([[r[f] for f in fields] for r in rows], "float")
     assert x["kilo_ops"] == pytest.approx(0.004)
