@@ -245,8 +245,8 @@ def without_ops(features: dict, select: Callable[[Op, dict], bool]) -> dict:
 
 
 def output_transpose(op: Op, index: dict) -> bool:
-    """A Transpose writing a graph output: the cross-attention K^T and V head splits AI Hub's adapted encoders hand
-    their decoder (Whisper, TrOCR, Opus-MT)."""
+    """A Transpose writing a graph output: the cross-attention K^T and V heads AI Hub's adapted TrOCR and Opus-MT
+    encoders hand their decoder (the Whisper encoders' leave through a Concat)."""
     return op[index["op_type"]] == "Transpose" and writes_output(op, index)
 
 
