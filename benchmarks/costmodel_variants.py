@@ -485,9 +485,9 @@ def graph_descriptors(entry: dict) -> dict[str, float]:
 
 
 def residual_correlations(features: dict, errors: dict[str, float]) -> dict[str, Any]:
-    """Spearman correlation of the training models' cross-validated errors (by_model: log(1 + median signed error))
-    with each graph descriptor (graph_descriptors, the model's first stored graph): a term the model lacks would
-    show as a descriptor its misses follow."""
+    """Spearman correlation over the training models of each graph descriptor (graph_descriptors, of the model's first
+    stored graph) with their cross-validated misses (`errors`: by_model's median signed error), signed (which way a
+    model is missed) and absolute (how far): a term the model lacks would show as a descriptor its misses follow."""
     from scipy.stats import spearmanr
 
     graphs = {}
@@ -495,17 +495,18 @@ def residual_correlations(features: dict, errors: dict[str, float]) -> dict[str,
         if entry.get("model") in errors and "ops" in entry:
             graphs.setdefault(entry["model"], graph_descriptors(entry))
     models = sorted(graphs)
-    misses = np.log1p([errors[m] for m in models])
-    out = {}
-    for name in graphs[models[0]]:
+    misses = {"signed": [errors[m] for m in models], "absolute": [abs(errors[m]) for m in models]}
+    out: dict[str, dict] = {"signed": {}, "absolute": {}}
+    for name in (graphs[models[0]] if models else {}):
         values = [graphs[m][name] for m in models]
         if min(values) == max(values):
             continue  # the same in every graph: nothing to follow
-        rho, p = spearmanr(values, misses)
-        out[name] = {"rho": round(float(rho), 3), "p": round(float(p), 3)}
-    return {"what": "Spearman correlation over the training models of log(1 + cross-validated error) with each "
-                    "graph descriptor", "models": len(models),
-            "descriptors": dict(sorted(out.items(), key=lambda kv: -abs(kv[1]["rho"])))}
+        for how, miss in misses.items():
+            rho, p = spearmanr(values, miss)
+            out[how][name] = {"rho": round(float(rho), 3), "p": round(float(p), 3)}
+    return {"what": "Spearman correlation over the training models of their cross-validated error (signed, and "
+                    "absolute) with each graph descriptor", "models": len(models),
+            **{how: dict(sorted(c.items(), key=lambda kv: -abs(kv[1]["rho"]))) for how, c in out.items()}}
 
 
 def release_ratios(features: dict) -> dict[str, Any]:
@@ -572,8 +573,10 @@ def main(only: list[str]) -> None:
 
     shipped = cross_validated(base, names)
     print(f"{'shipped':28} {shipped['score']:7.3f}")
-    strongest = list(residual_correlations(features, shipped["by_model"])["descriptors"].items())[:3]
-    print("  misses follow most:", ", ".join(f"{d} rho {c['rho']:+.2f} (p {c['p']:.2f})" for d, c in strongest))
+    followed = residual_correlations(features, shipped["by_model"])
+    for how in ("signed", "absolute"):
+        print(f"  {how} misses follow most:", ", ".join(f"{d} rho {c['rho']:+.2f} (p {c['p']:.2f})"
+                                                       for d, c in list(followed[how].items())[:3]))
     if only:  # what each named variant does to the training models it moves most
         print("  worst training models:", ", ".join(f"{m} {e:+.0%}" for m, e in list(shipped["by_model"].items())[:6]))
     out = []
@@ -581,6 +584,8 @@ def main(only: list[str]) -> None:
         if only and name not in only:
             continue
         kept = [i for i, n in enumerate(names) if n not in variant.get("replace", ())]
+        if "drop_ops" in variant and variant.get("companion"):
+            raise SystemExit(f"{name}: drop_ops and companion rows together are not supported")
         graphs = without_ops(features, variant["drop_ops"]) if "drop_ops" in variant else features
         X = base if graphs is features else costmodel_fit.design(train, graphs, names, vtcm)
         X, terms = X[:, kept], tuple(names[i] for i in kept)

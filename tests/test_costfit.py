@@ -915,4 +915,5 @@ def test_residual_correlations_find_a_descriptor_the_misses_follow() -> None:
                             "ops": [[r[f] for f in fields] for r in [conv] + [add] * n]} for n in range(1, 6)}
     errors = {f"m{n}": -0.1 * n for n in range(1, 6)}  # more launches per MAC, more under-predicted
     found = costmodel_variants.residual_correlations(features, errors)
-    assert found["models"] == 5 and found["descriptors"]["log_ops_per_gmac"]["rho"] == pytest.approx(-1.0)
+    assert found["models"] == 5 and found["signed"]["log_ops_per_gmac"]["rho"] == pytest.approx(-1.0)
+    assert found["absolute"]["log_ops_per_gmac"]["rho"] == pytest.approx(1.0)  # and the misses grow with it

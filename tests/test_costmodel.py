@@ -198,18 +198,20 @@ def test_a_transpose_reading_only_a_matmuls_output_is_marked_as_fed_by_one() -> 
 def test_each_op_records_the_graph_output_elements_it_writes() -> None:
     """An encoder handing the decoder its cross-attention K as K^T (a Transpose into a graph output, through a QDQ
     pair and a Reshape) writes 32 output elements; the MatMul before it writes none, the Add its 32 (a graph output
-    read by another op too)."""
+    read by another op too), the Relu its 32 through a Transpose of size-1 axes (a relabel, free)."""
     consts = [onnx.numpy_helper.from_array(np.array(v, dtype=t), n) for v, t, n in (
         (0.1, np.float32, "s"), (0, np.uint16, "z"), (np.ones((8, 8)), np.float32, "w"))]
     nodes = [oh.make_node("MatMul", ["x", "w"], ["k"]), oh.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
              oh.make_node("QuantizeLinear", ["kt", "s", "z"], ["kt_q"]),
              oh.make_node("DequantizeLinear", ["kt_q", "s", "z"], ["kt_dq"]),
              oh.make_node("Reshape", ["kt_dq", "flat"], ["k_cache"]),
-             oh.make_node("Add", ["k", "x"], ["hidden"]), oh.make_node("Relu", ["hidden"], ["unused"])]
+             oh.make_node("Add", ["k", "x"], ["hidden"]), oh.make_node("Relu", ["hidden"], ["relu"]),
+             oh.make_node("Transpose", ["relu"], ["seq_first"], perm=[1, 0, 2])]
     consts.append(onnx.numpy_helper.from_array(np.array([1, 32], dtype=np.int64), "flat"))
-    model = _model(nodes, [_vi("x", [1, 4, 8])], [_vi("k_cache", [1, 32]), _vi("hidden", [1, 4, 8])], consts)
+    model = _model(nodes, [_vi("x", [1, 4, 8])], [_vi("k_cache", [1, 32]), _vi("hidden", [1, 4, 8]),
+                                                  _vi("seq_first", [4, 1, 8])], consts)
     written = {op.op_type: op.output_elems for op in graph_stats(model).ops if op.kind != "free"}
-    assert written == {"MatMul": 0, "Transpose": 32, "Add": 32, "Relu": 0}
+    assert written == {"MatMul": 0, "Transpose": 32, "Add": 32, "Relu": 32}
 
 
 def test_the_permutes_around_a_channel_layer_norm_before_a_convolution_are_layout_changes() -> None:

@@ -192,14 +192,14 @@ def feeds_only_matmuls(node: onnx.NodeProto, consumers: dict[str, list[onnx.Node
 
 
 def graph_output_sources(outputs: set[str], producer: dict[str, onnx.NodeProto],
-                         is_mark: Callable[[onnx.NodeProto], bool], elems: Callable[[str], int]) -> dict[str, int]:
-    """Tensor -> elements of the graph outputs it becomes, through quantization marks and relabels at most (a QDQ
-    graph's output is its last op's output, quantized and dequantized; a Reshape moves nothing): what the op writing
-    it hands to the caller."""
+                         passes_on: Callable[[onnx.NodeProto], bool], elems: Callable[[str], int]) -> dict[str, int]:
+    """Tensor -> elements of the graph outputs it becomes through ops that pass their first input on unmoved
+    (`passes_on`: quantization marks, relabels, Transposes of size-1 axes; a QDQ graph's output is its last op's
+    output, quantized and dequantized): what the op writing it hands to the caller."""
     written: dict[str, int] = defaultdict(int)
     for name in outputs:
         source = name
-        while source in producer and (is_mark(producer[source]) or producer[source].op_type in RELABELS):
+        while source in producer and passes_on(producer[source]) and producer[source].output[0] == source:
             source = producer[source].input[0]
         written[source] += elems(name)
     return written
@@ -285,7 +285,8 @@ class OpStat:
     feeds_matmul: int = 0  # a Transpose read only by MatMuls: 1, 2 through a scalar scale, 3 through a batch-axes
     # Reshape (feeds_only_matmuls)
     fed_by_matmul: int = 0  # a Transpose reading only a MatMul's output, its producer alone (fed_only_by_matmul): 1
-    output_elems: int = 0  # elements this op writes to graph outputs, directly or through quantization marks
+    output_elems: int = 0  # elements this op writes to graph outputs, directly or through quantization marks and
+    # relabels (graph_output_sources)
 
 
 @dataclass
@@ -628,7 +629,9 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         if is_mark(node) and node.input[0] in scalars:
             scalars.add(node.output[0])
     marked: dict[str, str] = {}  # output of a quantization mark -> the activation it marks
-    written_out = graph_output_sources(graph_outputs, producer, is_mark, elems)
+    written_out = graph_output_sources(graph_outputs, producer, lambda node: is_mark(node) or (
+        node.op_type in RELABELS) or (node.op_type == "Transpose" and moves_no_data(_perm(node), shapes.get(
+            node.input[0]))), elems)
     for node in graph.node:
         inputs = [i for i in node.input if i]
         constant_inputs = [i for i in inputs if i in const_sources]
