@@ -443,6 +443,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
                           "the copy in", "add": {"output_mb": output_mb}},
     "outputs_copied": {"what": "output_mb and output_permutes_free together: the copy out lays out what it copies",
                        "add": {"output_mb": output_mb}, "drop_ops": output_transpose},
+    # Rule, committed before its score: into the model, refitted, if it beats the shipped model by more than the
+    # margin (README step (22)). From the residual check (residual_correlations): the training models with parallel
+    # branches (a short longest path for their op count) are missed further (|error| rho -0.26, p 0.05)
+    "path_ops_too": {"what": "+ the ops on the longest path (thousands, graph_stats.level), beside the fused op count: "
+                             "launches that cannot overlap cost more than the rest",
+                     "add": {"path_kilo_ops": lambda entry, precision, vtcm_bytes: costfit.features_from_entry(
+                         entry, precision, vtcm_bytes)["path_kilo_ops"]}},
     "shallow_conv_gmacs": {"what": "+ MACs of depthwise / narrow grouped convs (< 32 products per output, G)",
                            "add": op_sum(shallow_conv(32), "macs", 1e-9)},
     "shallow_conv_ops": {"what": "+ depthwise / narrow grouped convs launched (thousands)", "add": op_sum(shallow_conv(32))},
