@@ -9,7 +9,8 @@ of the score over shufflings.
 
     python benchmarks/costmodel_variants.py       # ~1 minute; prints each variant's score and writes
                                                   # benchmarks/results/costmodel_variants.json (the README's table;
-                                                  # `by_model`: each training model's cross-validated error)
+                                                  # `by_model`: each training model's cross-validated error;
+                                                  # `residual_correlations`: the graph shapes those errors follow)
     python benchmarks/costmodel_variants.py permute_excess   # score only the variants named; writes nothing
 
 Kinds of variant (VARIANTS):
