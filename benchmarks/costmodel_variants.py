@@ -480,7 +480,7 @@ def graph_descriptors(entry: dict) -> dict[str, float]:
     index = {f: i for i, f in enumerate(entry["fields"])}
     ops = [op for op in entry["ops"] if op[index["kind"]] != "free"]
     x = costfit.features_from_entry(entry, "float", 2 << 20)
-    gmacs = (sum(op[index["macs"]] for op in ops) + 1) / 1e9
+    gmacs = x["gmacs"] + 1e-9  # a graph without MACs stays finite
     outputs = [op[index["act_out_elems"]] for op in ops]
     return {"log_gmacs": float(np.log(gmacs)), "log_ops_per_gmac": float(np.log(len(ops) / gmacs)),
             "longest_path_share": max((op[index["level"]] for op in ops), default=0) / max(len(ops), 1),
@@ -627,7 +627,7 @@ def main(only: list[str]) -> None:
               "margin": costmodel_cv.MARGIN, "shipped": shipped,
               "roofline": {"peak_macs_per_s": PEAK_MACS_PER_S, "dram_bytes_per_s": DRAM_BYTES_PER_S},
               "variants": sorted(out, key=lambda v: v["score"]), "release_ratios": release_ratios(features),
-              "residual_correlations": residual_correlations(features, shipped["by_model"])}
+              "residual_correlations": followed}
     (costmodel_fit.RESULTS / "costmodel_variants.json").write_text(json.dumps(result, indent=1) + "\n",
                                                                   encoding="utf-8")
 

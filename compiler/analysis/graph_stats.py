@@ -155,6 +155,11 @@ def moves_no_data(perm: list[int] | None, shape: list | tuple | None) -> bool:
     return _static(shape) and permute_rank(perm, shape) <= 1
 
 
+def is_relabel(node: onnx.NodeProto, in_shape: list | tuple | None) -> bool:
+    """A node that hands on its input's elements where they are: a Reshape-like op, or a Transpose of size-1 axes."""
+    return node.op_type in RELABELS or (node.op_type == "Transpose" and moves_no_data(_perm(node), in_shape))
+
+
 def is_plain_mark(node: onnx.NodeProto) -> bool:
     """A QuantizeLinear / DequantizeLinear: an encoding QNN compiles into its quantized ops, not an op."""
     return node.op_type in QUANTIZATION_MARKS
@@ -629,9 +634,8 @@ def graph_stats(model: Any, dims: dict[str, int] | None = None) -> GraphStats:
         if is_mark(node) and node.input[0] in scalars:
             scalars.add(node.output[0])
     marked: dict[str, str] = {}  # output of a quantization mark -> the activation it marks
-    written_out = graph_output_sources(graph_outputs, producer, lambda node: is_mark(node) or (
-        node.op_type in RELABELS) or (node.op_type == "Transpose" and moves_no_data(_perm(node), shapes.get(
-            node.input[0]))), elems)
+    written_out = graph_output_sources(graph_outputs, producer, lambda node: is_mark(node) or is_relabel(
+        node, shapes.get(node.input[0])), elems)
     for node in graph.node:
         inputs = [i for i in node.input if i]
         constant_inputs = [i for i in inputs if i in const_sources]
@@ -743,7 +747,7 @@ def _classify(node: onnx.NodeProto, in_shapes: list, out_elems: int, n_activatio
         if not (x and w and r):
             return "linear", 0
         return "linear", x[0] * x[1] * (math.prod(w) + math.prod(r))
-    if op_type in FREE_OPS or (op_type == "Transpose" and moves_no_data(_perm(node), in_shapes[0])):
+    if op_type in FREE_OPS or is_relabel(node, in_shapes[0]):
         return "free", 0
     if op_type in LAYOUT_OPS:
         return "layout", 0
