@@ -76,7 +76,8 @@ FAMILY = {"opus_mt_en_es": "opus_mt", "opus_mt_en_zh": "opus_mt", "opus_mt_es_en
           "detr_resnet50_dc5": "detr_resnet50", "detr_resnet101_dc5": "detr_resnet101",
           "conditional_detr_resnet50": "detr_resnet50", "resnet_3d": "resnet_video", "resnet_mixed": "resnet_video",
           "resnet_2plus1d": "resnet_video", "real_esrgan_x4plus": "esrgan", "quicksrnetmedium": "quicksrnet",
-          "quicksrnetsmall": "quicksrnet", "quicksrnetlarge": "quicksrnet"}
+          "quicksrnetsmall": "quicksrnet", "quicksrnetlarge": "quicksrnet",
+          "yolov8_seg": "yolov8_det", "yolov11_seg": "yolov11_det"}  # a segmentor: its detector's network + a mask head
 # DETR-DC5 rebuilt with transformers' own ResNet ignores `dilation` (only a timm backbone is dilated): such a graph
 # has exactly its plain twin's MACs and is not the model AI Hub timed; it is left out (latency_graphs.py now builds
 # DC5 on timm's dilated ResNet, which these checks let in)

@@ -12,7 +12,9 @@ attention) are rebuilt in that form (aihub_adapted.py), not from the library's m
 authors' repositories (a segmentation UNet, ESRGAN and other super-resolution networks: `--libraries custom`) are
 re-stated layer for layer in aihub_custom.py, and so are Swin in AI Hub's inference form (aihub_swin.py, also under
 `custom`: torchvision's Swin with split Q/K/V linears, which torchvision cannot build beside the pinned torch), SwinV2
-(aihub_swinv2.py) and MobileSAM's image encoder (aihub_mobilesam.py, whose package imports timm). Stable Diffusion's components
+(aihub_swinv2.py) and MobileSAM's image encoder (aihub_mobilesam.py, whose package imports timm). AI Hub's
+Ultralytics detectors and segmentors (`--libraries ultralytics`) are built by Ultralytics from its own model
+configurations and exported in AI Hub's wrapper (aihub_ultralytics.py). Stable Diffusion's components
 (`--libraries diffusers`) are predicted, never fitted on; its UNet is stored twice, as a fusionc build sees it and in AI
 Hub's adapted form (`unet_aihub_form`).
 
@@ -21,12 +23,12 @@ Two virtual environments, because torchvision does not import beside the torch 2
     flock /tmp/fusionc-heavy.lock nice -n 10 python benchmarks/latency_graphs.py --libraries transformers custom
     # torchvision / timm models: a separate venv OUTSIDE the repo (benchmark-only dependencies)
     python -m venv /work/venv-bench
-    /work/venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1 timm
+    /work/venv-bench/bin/pip install torch==2.14.1 torchvision==0.29.1 timm ultralytics==8.3.253
     /work/venv-bench/bin/pip install -e . --no-deps && /work/venv-bench/bin/pip install onnx==1.23.2 \
         onnx-ir==1.1.0 onnxscript==0.7.2 onnxruntime==1.32.0 onnxruntime-qnn==2.7.0 flatbuffers scipy \
         diffusers transformers safetensors numpy rich click
     flock /tmp/fusionc-heavy.lock nice -n 10 /work/venv-bench/bin/python benchmarks/latency_graphs.py \
-        --libraries torchvision timm
+        --libraries torchvision timm ultralytics
 Modules are built on the meta device and exported from their structure (fusionc.export.export_structure, as
 `fusionc estimate` does): the features need shapes only, so no export holds weights (the SD-1.5 UNet included);
 a model whose code cannot trace on meta tensors is exported with random weights instead (recorded as "export").
@@ -401,8 +403,15 @@ def _custom() -> dict[tuple[str, str], Callable]:
     return aihub_custom.CUSTOM
 
 
+def _ultralytics() -> dict[tuple[str, str], Callable]:
+    """AI Hub's YOLOv8 / YOLOv10 / YOLO11 detectors and segmentors (aihub_ultralytics.py; Ultralytics builds them)."""
+    import aihub_ultralytics
+
+    return aihub_ultralytics.ULTRALYTICS
+
+
 LIBRARIES = {"transformers": TRANSFORMERS, "torchvision": TORCHVISION, "timm": TIMM, "diffusers": DIFFUSERS,
-             "custom": _custom()}
+             "custom": _custom(), "ultralytics": _ultralytics()}
 
 
 def output_names(module: torch.nn.Module) -> list[str]:

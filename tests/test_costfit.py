@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import shutil
 import sys
@@ -333,6 +334,7 @@ def test_split_keeps_families_together() -> None:
     assert costmodel_fit.held_out("depth_anything") == costmodel_fit.held_out("depth_anything_v2")
     assert costmodel_fit.family("real_esrgan_x4plus") == costmodel_fit.family("esrgan")  # one RRDBNet, two wrappers
     assert len({costmodel_fit.family(f"quicksrnet{size}") for size in ("small", "medium", "large")}) == 1
+    assert costmodel_fit.family("yolov8_seg") == costmodel_fit.family("yolov8_det")  # one network, a mask head more
 
 
 def test_the_held_out_figures_spread_by_which_models_happened_to_be_held_out() -> None:
@@ -365,6 +367,42 @@ def test_models_restated_from_their_authors_code_have_ai_hubs_parameter_counts()
         params = sum(p.numel() for p in module.parameters())
         published = aihub_custom.PUBLISHED_PARAMS[key]
         assert abs(params / published - 1) < 0.005, (key, params, published)
+
+
+def test_ultralytics_wrappers_decode_anchors_and_take_the_best_class_as_ai_hub_does() -> None:
+    """aihub_ultralytics re-states AI Hub's export wrapper, not Ultralytics: the anchor constants are each cell's
+    centre at its level's stride, and AI Hub's class max over chunks of 5,000 anchors is the plain max."""
+    import aihub_ultralytics as au
+    import torch
+
+    points, strides = au.anchor_points([torch.zeros(1, 64, 2, 3), torch.zeros(1, 64, 1, 1)], [8, 16])
+    assert points.T.tolist() == [[0.5, 0.5], [1.5, 0.5], [2.5, 0.5], [0.5, 1.5], [1.5, 1.5], [2.5, 1.5], [0.5, 0.5]]
+    assert strides.tolist() == [[8.0] * 6 + [16.0]]
+    assert au.xywh_to_xyxy(torch.tensor([[10.0, 20.0, 4.0, 6.0]])).tolist() == [[8.0, 17.0, 12.0, 23.0]]
+    torch.manual_seed(0)
+    scores = torch.rand(1, 8400, 80)
+    chunked, plain = au.best_class(scores, au.CHUNK), au.best_class(scores)
+    assert torch.equal(chunked[0], plain.values) and torch.equal(chunked[1], plain.indices)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
+                    reason="ultralytics is a benchmark-only dependency, installed in the torchvision venv "
+                           "(benchmarks/latency_graphs.py); CI's venv does not have it")
+def test_ultralytics_models_have_ai_hubs_parameter_counts_and_outputs() -> None:
+    """YOLOv8 / YOLOv10 / YOLO11 and the segmentors, as AI Hub exports them: its parameter counts (within 1%: AI Hub
+    rounds a count about 20k above Ultralytics' own for every one) and its outputs (boxes, best score, class index;
+    the segmentors' mask coefficients and prototypes)."""
+    import aihub_ultralytics as au
+    import torch
+
+    for (key, _), build in au.ULTRALYTICS.items():
+        module, feeds = build()
+        params = sum(p.numel() for p in module.parameters()) / 1e6
+        assert abs(params / au.PUBLISHED_PARAMS_M[key] - 1) < 0.01, (key, params)
+        with torch.no_grad():
+            shapes = [tuple(t.shape) for t in module(**feeds)]
+        assert shapes[:3] == ([(1, 8400, 4), (1, 8400), (1, 8400)] if "det" in key
+                              else [(1, 8400, 4), (1, 8400), (1, 8400, 32)]), key
 
 
 def test_swinv2_is_torchvisions_swin_v2_b_with_its_parameter_only_subgraphs_folded() -> None:
