@@ -18,6 +18,12 @@ Sources (AI Hub v0.46.1, quic/ai-hub-models 52c080d2, and the code it loads):
   (1.21M parameters), input 1x3x128x128.
 - quicksrnetsmall / medium / large, xlsr, sesr_m5 (quic/aimet-model-zoo): aihub_sr_small.py.
 - yamnet, posenet_mobilenet, deeplabv3_plus_mobilenet: aihub_mobile.py (added after the first fit with the others).
+- ffnet_40s / 54s / 78s / 78s_lowres / 122ns_lowres (Qualcomm-AI-research/FFNet): aihub_ffnet.py; mediapipe_face /
+  pose / hand / selfie (zmurez/MediaPipePyTorch and AI Hub's own selfie network): aihub_mediapipe.py, whose counts
+  AI Hub publishes per component and as the exported graph's distinct initializers (`deduplicated_params`);
+  foot_track_net, gear_guard_net, face_det_lite, face_attrib_net, facemap_3dmm (Qualcomm's own, in AI Hub's
+  repository): aihub_qualcomm.py; yolov7 (tiny), yolox (small), yolov6 (nano) from their authors' repositories:
+  aihub_yolo.py (AI Hub's Ultralytics models are built by Ultralytics itself: aihub_ultralytics.py).
 """
 
 from __future__ import annotations
@@ -28,11 +34,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import aihub_ffnet
+import aihub_mediapipe
 import aihub_mobile
 import aihub_mobilesam
+import aihub_qualcomm
 import aihub_sr_small
 import aihub_swin
 import aihub_swinv2
+import aihub_yolo
 
 
 class DoubleConv(nn.Sequential):
@@ -149,18 +159,35 @@ CUSTOM: dict[tuple[str, str], Callable] = {
     **aihub_swin.BUILDERS,
     **aihub_mobilesam.BUILDERS,
     **aihub_swinv2.BUILDERS,
+    **aihub_ffnet.BUILDERS,
+    **aihub_mediapipe.BUILDERS,
+    **aihub_qualcomm.BUILDERS,
+    **aihub_yolo.BUILDERS,
 }
 PUBLISHED_PARAMS = {"unet_segmentation": 31.0e6, "real_esrgan_x4plus": 16.7e6, "esrgan": 16.7e6,
                     "real_esrgan_general_x4v3": 1.21e6, **aihub_sr_small.PUBLISHED_PARAMS,
                     **aihub_mobile.PUBLISHED_PARAMS, **aihub_swin.PUBLISHED_PARAMS,
-                    **aihub_mobilesam.PUBLISHED_PARAMS}
-NOT_PUBLISHED = aihub_swinv2.NOT_PUBLISHED  # model -> why AI Hub's figure is not this model's count
+                    **aihub_mobilesam.PUBLISHED_PARAMS, **aihub_ffnet.PUBLISHED_PARAMS,
+                    **aihub_qualcomm.PUBLISHED_PARAMS, **aihub_yolo.PUBLISHED_PARAMS}
+PUBLISHED_COMPONENT_PARAMS = aihub_mediapipe.PUBLISHED_COMPONENT_PARAMS  # (model, component) -> AI Hub's count
+COUNTED_AS = {model: aihub_mediapipe.deduplicated_params for model in aihub_mediapipe.PUBLISHED_PARAMS}  # AI Hub's rule
+
+
+def counted_params(key: str, module: nn.Module) -> int:
+    """A module's parameters counted the way AI Hub counts that model's."""
+    return COUNTED_AS[key](module) if key in COUNTED_AS else sum(p.numel() for p in module.parameters())
+
+
+def published_params(key: str, component: str) -> float | None:
+    """AI Hub's published parameter count of one component (per model where it publishes one per model)."""
+    return PUBLISHED_COMPONENT_PARAMS.get((key, component), PUBLISHED_PARAMS.get(key))
+NOT_PUBLISHED = aihub_swinv2.NOT_PUBLISHED | aihub_qualcomm.NOT_PUBLISHED  # model -> why AI Hub's figure is not its count
 
 
 if __name__ == "__main__":
-    for (key, _), build in CUSTOM.items():
+    for (key, component), build in CUSTOM.items():
         with torch.device("meta"):
             module, _ = build()
-        params = sum(p.numel() for p in module.parameters())
-        published = f"{PUBLISHED_PARAMS[key] / 1e6:g}M" if key in PUBLISHED_PARAMS else NOT_PUBLISHED[key]
-        print(f"{key:26} {params / 1e6:7.3f}M parameters (AI Hub: {published})")
+        published = published_params(key, component)
+        print(f"{key:26} {component:30} {counted_params(key, module) / 1e6:7.3f}M parameters (AI Hub: "
+              f"{f'{published / 1e6:g}M' if published else NOT_PUBLISHED[key]})")

@@ -751,6 +751,7 @@ def render_costmodel_fit(results: Path) -> str:
     interval = data["model"].get("interval")
     coverage = held.get("interval_coverage_qnn", {})
     resampled = held.get("bootstrap_by_chipset_qnn", {})
+    earlier = held.get("by_chipset_qnn_earlier_models", {})
     spread = lambda b: (f"{_pct(b['median_abs_5_95'][0])}-{_pct(b['median_abs_5_95'][1])} / "  # noqa: E731
                         f"{_pct(b['p90_abs_5_95'][0])}-{_pct(b['p90_abs_5_95'][1])}" if "resamples" in b else "-")
     for chip, name in CHIP_NAMES.items():
@@ -761,13 +762,17 @@ def render_costmodel_fit(results: Path) -> str:
         factors = interval["by_chipset"].get(chip, interval["pooled"]) if interval else None
         band = (f"{factors[0]:.2f}-{factors[1]:.2f}x, holds {coverage[chip]['inside']:.0%}"
                 if factors and coverage.get(chip, {}).get("n") else "-")
+        before = earlier.get(chip, {"n": 0})
         body.append([name, e["n"], e["models"], _pct(e["median_abs"]), _pct(e["p90_abs"]), _goal(e),
+                     *([f"{_pct(before['median_abs'])} / {_pct(before['p90_abs'])} ({before['n']} rows)"
+                        if before["n"] else "-"] if earlier else []),
                      *([spread(resampled.get(chip, {}))] if resampled else []),
                      f"{_pct(c.get('median_abs'))} / {_pct(c.get('p90_abs'))}",
                      f"{_pct(fitted.get('median_abs'))} / {_pct(fitted.get('p90_abs'))}" if fitted.get("n") else "-",
                      band])
     out.append(rows(["chipset (QNN: context binary + DLC)", "held-out rows", "models", "median abs error",
                      "p90 abs error", "goal (<= 15% / <= 40%)",
+                     *(["the 24 models held out before 2026-12-08 only (median / p90)"] if earlier else []),
                      *(["had other models been held out: median / p90, 5th-95th percentile (held-out models "
                         "resampled)"] if resampled else []),
                      "cross-validated on training models (median / p90)",
