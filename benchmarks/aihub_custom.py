@@ -23,7 +23,11 @@ Sources (AI Hub v0.46.1, quic/ai-hub-models 52c080d2, and the code it loads):
   AI Hub publishes per component and as the exported graph's distinct initializers (`deduplicated_params`);
   foot_track_net, gear_guard_net, face_det_lite, face_attrib_net, facemap_3dmm (Qualcomm's own, in AI Hub's
   repository): aihub_qualcomm.py; yolov7 (tiny), yolox (small), yolov6 (nano) from their authors' repositories:
-  aihub_yolo.py (AI Hub's Ultralytics models are built by Ultralytics itself: aihub_ultralytics.py).
+  aihub_yolo.py (AI Hub's Ultralytics models are built by Ultralytics itself: aihub_ultralytics.py); hrnet_pose,
+  hrnet_face, litehrnet: aihub_hrnet.py; deeplab_xception (SegmenTron), bisenet, ddrnet23_slim, pidnet:
+  aihub_segmentation.py; sinet, bgnet, easyocr (detector and recognizer): aihub_portrait_ocr.py; the MediaPipe hand
+  gesture components and GPUNet-0: aihub_more.py. Where AI Hub's figure is not the model it compiles, NOT_PUBLISHED
+  says why (a stale info.yaml, mostly).
 """
 
 from __future__ import annotations
@@ -35,10 +39,14 @@ from torch import nn
 from torch.nn import functional as F
 
 import aihub_ffnet
+import aihub_hrnet
 import aihub_mediapipe
 import aihub_mobile
 import aihub_mobilesam
+import aihub_more
+import aihub_portrait_ocr
 import aihub_qualcomm
+import aihub_segmentation
 import aihub_sr_small
 import aihub_swin
 import aihub_swinv2
@@ -163,14 +171,23 @@ CUSTOM: dict[tuple[str, str], Callable] = {
     **aihub_mediapipe.BUILDERS,
     **aihub_qualcomm.BUILDERS,
     **aihub_yolo.BUILDERS,
+    **aihub_hrnet.BUILDERS,
+    **aihub_segmentation.BUILDERS,
+    **aihub_portrait_ocr.BUILDERS,
+    **aihub_more.BUILDERS,
 }
 PUBLISHED_PARAMS = {"unet_segmentation": 31.0e6, "real_esrgan_x4plus": 16.7e6, "esrgan": 16.7e6,
                     "real_esrgan_general_x4v3": 1.21e6, **aihub_sr_small.PUBLISHED_PARAMS,
                     **aihub_mobile.PUBLISHED_PARAMS, **aihub_swin.PUBLISHED_PARAMS,
                     **aihub_mobilesam.PUBLISHED_PARAMS, **aihub_ffnet.PUBLISHED_PARAMS,
-                    **aihub_qualcomm.PUBLISHED_PARAMS, **aihub_yolo.PUBLISHED_PARAMS}
-PUBLISHED_COMPONENT_PARAMS = aihub_mediapipe.PUBLISHED_COMPONENT_PARAMS  # (model, component) -> AI Hub's count
-COUNTED_AS = {model: aihub_mediapipe.deduplicated_params for model in aihub_mediapipe.PUBLISHED_PARAMS}  # AI Hub's rule
+                    **aihub_qualcomm.PUBLISHED_PARAMS, **aihub_yolo.PUBLISHED_PARAMS, **aihub_hrnet.PUBLISHED_PARAMS,
+                    **aihub_segmentation.PUBLISHED_PARAMS, **aihub_more.PUBLISHED_PARAMS}
+PUBLISHED_COMPONENT_PARAMS = {**aihub_mediapipe.PUBLISHED_COMPONENT_PARAMS,  # (model, component) -> AI Hub's count
+                              **aihub_portrait_ocr.PUBLISHED_COMPONENT_PARAMS, **aihub_more.PUBLISHED_COMPONENT_PARAMS}
+# How AI Hub counts a model, where its figure is not the plain parameter count: distinct initializers (MediaPipe's
+# merged zero biases), or with BatchNorm folded
+COUNTED_AS = {**{model: aihub_mediapipe.deduplicated_params for model in aihub_mediapipe.PUBLISHED_PARAMS},
+              "litehrnet": aihub_mobile.folded_params, "mediapipe_hand_gesture": aihub_mobile.folded_params}
 
 
 def counted_params(key: str, module: nn.Module) -> int:
@@ -179,9 +196,14 @@ def counted_params(key: str, module: nn.Module) -> int:
 
 
 def published_params(key: str, component: str) -> float | None:
-    """AI Hub's published parameter count of one component (per model where it publishes one per model)."""
+    """AI Hub's published parameter count of one component (per model where it publishes one per model); None where
+    that figure is not the graph's (NOT_PUBLISHED)."""
+    if key in NOT_PUBLISHED or (key, component) in NOT_PUBLISHED:
+        return None
     return PUBLISHED_COMPONENT_PARAMS.get((key, component), PUBLISHED_PARAMS.get(key))
-NOT_PUBLISHED = aihub_swinv2.NOT_PUBLISHED | aihub_qualcomm.NOT_PUBLISHED  # model -> why AI Hub's figure is not its count
+NOT_PUBLISHED = (aihub_swinv2.NOT_PUBLISHED | aihub_qualcomm.NOT_PUBLISHED | aihub_segmentation.NOT_PUBLISHED
+                 | aihub_portrait_ocr.NOT_PUBLISHED | aihub_more.NOT_PUBLISHED)  # model (or model, component) -> why
+# AI Hub's figure is not the count of the graph it compiles
 
 
 if __name__ == "__main__":
@@ -189,5 +211,6 @@ if __name__ == "__main__":
         with torch.device("meta"):
             module, _ = build()
         published = published_params(key, component)
+        why = NOT_PUBLISHED.get(key) or NOT_PUBLISHED.get((key, component))
         print(f"{key:26} {component:30} {counted_params(key, module) / 1e6:7.3f}M parameters (AI Hub: "
-              f"{f'{published / 1e6:g}M' if published else NOT_PUBLISHED[key]})")
+              f"{f'{published / 1e6:g}M' if published else why})")

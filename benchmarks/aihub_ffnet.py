@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aihub_mobile import builder
+from aihub_mobile import builder, folded_params
 
 UP = {"mode": "nearest"}  # ffnet_blocks.mobile_up_kwargs: every "_mobile" head upsamples with nearest
 
@@ -336,18 +336,6 @@ PUBLISHED_PARAMS = {"ffnet_40s": 13.9e6, "ffnet_54s": 18.0e6, "ffnet_78s": 27.5e
                     "ffnet_122ns_lowres": 32.1e6}
 
 
-def folded_params(module: nn.Module) -> int:
-    """Parameter count with every BatchNorm folded into the conv before it (BN weight + bias -> one conv bias per
-    channel for the bias-free convs; the head's biased 3x3 conv loses BN's two vectors into its existing bias)."""
-    total = sum(p.numel() for p in module.parameters())
-    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
-        for prev, cur in zip(seq, list(seq)[1:]):
-            if isinstance(cur, nn.BatchNorm2d):
-                total -= cur.num_features * (2 if prev.bias is not None else 1)
-    for m in module.modules():  # BasicBlock / ResNet stems keep BN as named attributes after bias-free convs
-        if isinstance(m, (BasicBlock, ResNetS, ResNetNarrow)):
-            total -= sum(c.num_features for n, c in m.named_children() if isinstance(c, nn.BatchNorm2d))
-    return total
 
 
 if __name__ == "__main__":

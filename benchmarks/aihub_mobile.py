@@ -391,10 +391,17 @@ PUBLISHED_PARAMS = {"yamnet": 3.73e6, "posenet_mobilenet": 3.31e6, "deeplabv3_pl
 
 
 def folded_params(module: nn.Module) -> int:
-    """Parameter count with every BatchNorm folded into the conv before it (BN weight + bias -> one conv bias per
-    channel; the convs before BN here are all bias-free), as in the exported/compiled asset AI Hub counts."""
-    return sum(p.numel() for p in module.parameters()) - sum(
-        m.num_features for m in module.modules() if isinstance(m, nn.BatchNorm2d))
+    """Parameter count with every BatchNorm folded into the layer before it, as in the compiled asset AI Hub counts:
+    BN's weight and bias become one bias per channel, or merge into the bias the layer before already has (seen
+    where the two sit in one nn.Sequential). Every aihub_* re-statement counts with it."""
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d)
+    total = sum(p.numel() for p in module.parameters()) - sum(
+        m.num_features for m in module.modules() if isinstance(m, norms))
+    for seq in (m for m in module.modules() if isinstance(m, nn.Sequential)):
+        for before, norm in zip(seq, list(seq)[1:]):
+            if isinstance(norm, norms) and getattr(before, "bias", None) is not None:
+                total -= norm.num_features
+    return total
 
 
 if __name__ == "__main__":

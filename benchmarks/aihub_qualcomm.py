@@ -65,7 +65,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aihub_mobile import builder
+from aihub_mobile import builder, folded_params
 
 
 # ------------------------------------------------------------------ shared: foot_track_net / face_det_lite layers
@@ -665,10 +665,6 @@ NOT_PUBLISHED = {"face_attrib_net": "info.yaml's 12.1M is the v0.32 multitask ne
                                     "branches); v0.42 replaced it with this detection-only one and kept the figure"}
 
 
-def folded_params(module: nn.Module) -> int:
-    """Parameter count with every BatchNorm folded into the conv before it (BN weight + bias -> one bias)."""
-    return sum(p.numel() for p in module.parameters()) - sum(
-        m.num_features for m in module.modules() if isinstance(m, nn.BatchNorm2d))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""AI Hub's Ultralytics detectors and segmentors (YOLOv8, YOLOv10, YOLO11), rebuilt in the form AI Hub exports.
+"""AI Hub's Ultralytics detectors and segmentors (YOLOv3, v5, v8, v10, 11), rebuilt in the form AI Hub exports.
 
 AI Hub loads these from Ultralytics checkpoints (aihub_models.csv: `custom code from ultralytics`); the networks are
-Ultralytics' own model configurations (yolov8n.yaml, yolov10n.yaml, yolo11n.yaml and their -seg twins), so
+Ultralytics' own model configurations (yolov8n.yaml, yolov10n.yaml, yolo11n.yaml and their -seg twins; since v0.38
+YOLOv5-M and YOLOv3-Tiny too, as the anchor-free "u" models yolov5mu and yolov3-tinyu, though aihub_models.csv still
+names the older repositories and info.yaml their parameter counts), so
 Ultralytics builds them here with random weights, and only AI Hub's export wrapper is re-stated
 (quic/ai-hub-models v0.46.1, models/_shared/ultralytics and models/_shared/yolo):
 - the detection head does not concatenate boxes and class scores (AI Hub patches Detect so that int8 quantization
@@ -14,7 +16,7 @@ Ultralytics builds them here with random weights, and only AI Hub's export wrapp
   taken over chunks of 5,000 anchors (AI Hub's `get_most_likely_score`, a workaround for a QNN limit) and the
   index is cast to float (the float build's form).
 A benchmark-only dependency (`pip install ultralytics` in the torchvision venv, see latency_graphs.py); the parameter
-counts match AI Hub's published ones (`python benchmarks/aihub_ultralytics.py` prints them).
+counts match AI Hub's published ones but for NOT_PUBLISHED's (`python benchmarks/aihub_ultralytics.py` prints them).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from torch import nn
 
 CHUNK = 5000  # AI Hub's get_most_likely_score: the class max over at most this many anchors at a time
 PUBLISHED_PARAMS_M = {"yolov8_det": 3.18, "yolov8_seg": 3.43, "yolov10_det": 2.33, "yolov11_det": 2.64,
-                      "yolov11_seg": 2.89}  # aihub_models.csv (millions)
+                      "yolov11_seg": 2.89, "yolov5": 21.2, "yolov3": 11.5}  # aihub_models.csv (millions)
+NOT_PUBLISHED = {"yolov5": "21.2M is the anchor-based yolov5m.pt AI Hub shipped until v0.38 (yolov5mu: 25.1M)",
+                 "yolov3": "11.5M is the Darknet yolov3-tiny AI Hub shipped until v0.38 (yolov3-tinyu: 12.2M)"}
 
 
 def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -134,6 +138,8 @@ ULTRALYTICS: dict[tuple[str, str], Callable] = {
     ("yolov10_det", "YOLOv10-Detection"): ultralytics_model("yolov10n.yaml"),
     ("yolov11_det", "YOLOv11-Detection"): ultralytics_model("yolo11n.yaml"),
     ("yolov11_seg", "YOLOv11-Segmentation"): ultralytics_model("yolo11n-seg.yaml"),
+    ("yolov5", "Yolo-v5"): ultralytics_model("yolov5mu.yaml"),
+    ("yolov3", "Yolo-v3"): ultralytics_model("yolov3-tinyu.yaml"),
 }
 
 

@@ -80,7 +80,9 @@ FAMILY = {"opus_mt_en_es": "opus_mt", "opus_mt_en_zh": "opus_mt", "opus_mt_es_en
           "yolov8_seg": "yolov8_det", "yolov11_seg": "yolov11_det",  # a segmentor: its detector + a mask head
           # FFNet: one design (ResNet-S / narrow ResNet backbone, up-head) at several depths and resolutions
           "ffnet_40s": "ffnet_78s", "ffnet_54s": "ffnet_78s", "ffnet_78s_lowres": "ffnet_78s",
-          "ffnet_122ns_lowres": "ffnet_78s"}
+          "ffnet_122ns_lowres": "ffnet_78s",
+          "hrnet_face": "hrnet_pose",  # HRNet-W18 and -W32: one design, two widths
+          "mediapipe_hand_gesture": "mediapipe_hand"}  # its palm detector is mediapipe_hand's (SAME_GRAPH)
 # The models every fit before 2026-12-08 held out (24, QNN figures in the README's history); that day's training data
 # (Ultralytics YOLOs, FFNet, MediaPipe, Qualcomm's own models, the authors'-code YOLOs) brought held-out models of its
 # own, so the report also keeps these 24 apart: the one test that stays comparable from fit to fit

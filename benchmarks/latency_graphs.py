@@ -395,6 +395,8 @@ SAME_GRAPH = {
     ("whisper_small_quantized", "WhisperSmallEncoderQuantizable"): ("whisper_small", "HfWhisperEncoder"),
     # "approx" in aihub_models.csv: AI Hub's MobileNet-v2 (tonylins' code, width 1.0, 224) is torchvision's
     ("mobilenet_v2", "MobileNet-v2"): ("apple_mobilenet_v2", "MobileNet-v2"),
+    # the gesture pipeline's palm detector is mediapipe_hand's (AI Hub's layer counts equal on every runtime)
+    ("mediapipe_hand_gesture", "PalmDetector"): ("mediapipe_hand", "HandDetector"),
 }
 def _custom() -> dict[tuple[str, str], Callable]:
     """AI Hub models from their authors' code, re-stated in aihub_custom.py (torch only: either venv runs them)."""
@@ -594,7 +596,7 @@ def main() -> None:
 def copy_twins(cache: Path) -> None:
     """Models whose graph is identical to another's (same class and configuration in AI Hub's list) share its
     features: the four Opus-MT encoders (one MarianConfig, 65001 tokens), Depth-Anything v1/v2 (one DPT + DINOv2-S
-    configuration), Whisper-Small and its quantizable twin."""
+    configuration), Whisper-Small and its quantizable twin, the hand-gesture pipeline's palm detector."""
     for (key, component), (twin, twin_component) in SAME_GRAPH.items():
         source, out = cache / f"{twin}__{twin_component}.json", cache / f"{key}__{component}.json"
         if source.exists() and not out.exists():

@@ -361,10 +361,11 @@ def test_models_restated_from_their_authors_code_have_ai_hubs_parameter_counts()
     for (key, component), build in aihub_custom.CUSTOM.items():
         with torch.device("meta"):
             module, feeds = build()
-        assert len(feeds) == 1 and next(iter(feeds.values())).dim() == 4
-        if key in aihub_custom.NOT_PUBLISHED:
+        assert feeds and all(feed.dim() in (2, 4) for feed in feeds.values())  # images; the gesture classifier's
+        published = aihub_custom.published_params(key, component)  # hand embeddings
+        if published is None:  # NOT_PUBLISHED: AI Hub's figure is another model's (a stale info.yaml)
             continue
-        params, published = aihub_custom.counted_params(key, module), aihub_custom.published_params(key, component)
+        params = aihub_custom.counted_params(key, module)
         assert abs(params / published - 1) < 0.005, (key, component, params, published)
 
 
@@ -401,8 +402,9 @@ def test_ultralytics_wrappers_decode_anchors_and_take_the_best_class_as_ai_hub_d
                     reason="ultralytics is a benchmark-only dependency, installed in the torchvision venv "
                            "(benchmarks/latency_graphs.py); CI's venv does not have it")
 def test_ultralytics_models_have_ai_hubs_parameter_counts_and_outputs() -> None:
-    """YOLOv8 / YOLOv10 / YOLO11 and the segmentors, as AI Hub exports them: its parameter counts (within 1%: AI Hub
-    rounds a count about 20k above Ultralytics' own for every one) and its outputs (boxes, best score, class index;
+    """YOLOv3 / v5 / v8 / v10 / 11 and the segmentors, as AI Hub exports them: its parameter counts (within 1%: AI Hub
+    rounds a count about 20k above Ultralytics' own for every one; YOLOv3's and v5's figures are of the models before
+    the "u" ones) and its outputs (boxes, best score, class index;
     the segmentors' mask coefficients and prototypes)."""
     import aihub_ultralytics as au
     import torch
@@ -410,11 +412,12 @@ def test_ultralytics_models_have_ai_hubs_parameter_counts_and_outputs() -> None:
     for (key, _), build in au.ULTRALYTICS.items():
         module, feeds = build()
         params = sum(p.numel() for p in module.parameters()) / 1e6
-        assert abs(params / au.PUBLISHED_PARAMS_M[key] - 1) < 0.01, (key, params)
+        assert key in au.NOT_PUBLISHED or abs(params / au.PUBLISHED_PARAMS_M[key] - 1) < 0.01, (key, params)
         with torch.no_grad():
             shapes = [tuple(t.shape) for t in module(**feeds)]
-        assert shapes[:3] == ([(1, 8400, 4), (1, 8400), (1, 8400)] if "det" in key
-                              else [(1, 8400, 4), (1, 8400), (1, 8400, 32)]), key
+        anchors = 2000 if key == "yolov3" else 8400  # YOLOv3-Tiny: two levels, strides 16 and 32
+        assert shapes[:3] == ([(1, anchors, 4), (1, anchors), (1, anchors, 32)] if module.segment
+                              else [(1, anchors, 4), (1, anchors), (1, anchors)]), key
 
 
 def test_swinv2_is_torchvisions_swin_v2_b_with_its_parameter_only_subgraphs_folded() -> None:
