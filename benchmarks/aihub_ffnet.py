@@ -323,7 +323,6 @@ def ffnet_122ns_ccc_pre_down() -> CityscapesSegmentor:
     return CityscapesSegmentor(FFNet(ResNetNarrow([16, 24, 20], [2, 2, 2]), "C", pre_downsampling=True))
 
 
-
 # (AI Hub model, component) -> builder; components as in aihub_perf.csv
 BUILDERS: dict[tuple[str, str], Callable] = {
     ("ffnet_40s", "FFNet-40S"): builder(lambda: ffnet_s_dbbb("40S"), "image", (1, 3, 1024, 2048)),
@@ -334,8 +333,6 @@ BUILDERS: dict[tuple[str, str], Callable] = {
 }
 PUBLISHED_PARAMS = {"ffnet_40s": 13.9e6, "ffnet_54s": 18.0e6, "ffnet_78s": 27.5e6, "ffnet_78s_lowres": 26.8e6,
                     "ffnet_122ns_lowres": 32.1e6}
-
-
 
 
 if __name__ == "__main__":

@@ -500,8 +500,6 @@ BUILDERS: dict[tuple[str, str], Callable] = {
 PUBLISHED_PARAMS = {"hrnet_pose": 28.5e6, "hrnet_face": 9.68e6, "litehrnet": 1.11e6}
 
 
-
-
 if __name__ == "__main__":
     for (key, _), build in BUILDERS.items():
         module, feeds = build()

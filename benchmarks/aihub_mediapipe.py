@@ -477,7 +477,6 @@ class SelfieSegmentation(nn.Module):
 # --------------------------------------------------------------------------------------------------- tables
 
 
-
 # (AI Hub model, component) -> builder; components as in aihub_perf.csv
 BUILDERS: dict[tuple[str, str], Callable] = {
     ("mediapipe_face", "FaceDetector"): builder(FaceDetector, "image", (1, 3, 256, 256)),

@@ -393,7 +393,8 @@ PUBLISHED_PARAMS = {"yamnet": 3.73e6, "posenet_mobilenet": 3.31e6, "deeplabv3_pl
 def folded_params(module: nn.Module) -> int:
     """Parameter count with every BatchNorm folded into the layer before it, as in the compiled asset AI Hub counts:
     BN's weight and bias become one bias per channel, or merge into the bias the layer before already has (seen
-    where the two sit in one nn.Sequential). Every aihub_* re-statement counts with it."""
+    where the two sit in one nn.Sequential). The aihub_* re-statements print it beside the plain count, and
+    aihub_custom.COUNTED_AS compares it with AI Hub's figure where AI Hub counts that way."""
     norms = (nn.BatchNorm1d, nn.BatchNorm2d)
     total = sum(p.numel() for p in module.parameters()) - sum(
         m.num_features for m in module.modules() if isinstance(m, norms))

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aihub_mobile import builder
+from aihub_mobile import builder, folded_params
 # --------------------------------------------------------------------------------------------------- MediaPipe gesture
 
 
@@ -83,7 +83,6 @@ class GestureHandLandmark(nn.Module):
         convs += [nn.Conv2d(192, 1152, 1), nn.Conv2d(1152, 1152, 3, groups=1152)]
         for i, conv in enumerate(convs):
             self.add_module(f"conv_{i}", conv)
-        self.n_convs = len(convs)
         for i, out in enumerate((1, 1, 63, 63)):
             self.add_module(f"linear_{i}", nn.Linear(1152, out))
 
@@ -320,7 +319,6 @@ if __name__ == "__main__":
         with torch.device("meta"):
             module, feeds = build()
         params = sum(p.numel() for p in module.parameters())
-        folded = params - sum(m.num_features for m in module.modules()
-                              if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)))
-        print(f"{key:24} {component:26} {params / 1e6:8.4f}M parameters ({folded / 1e6:.4f}M BN folded; "
-              f"AI Hub {PUBLISHED_COMPONENT_PARAMS.get((key, component), PUBLISHED_PARAMS[key]) / 1e6:.3f}M)")
+        published = PUBLISHED_COMPONENT_PARAMS.get((key, component)) or PUBLISHED_PARAMS.get(key)
+        print(f"{key:24} {component:26} {params / 1e6:8.4f}M parameters ({folded_params(module) / 1e6:.4f}M BN "
+              f"folded; AI Hub {published / 1e6:.3f}M{' - ' + NOT_PUBLISHED[key] if key in NOT_PUBLISHED else ''})")

@@ -607,13 +607,9 @@ PUBLISHED_COMPONENT_PARAMS = {
     ("sinet", "SINet"): 91.9e3, ("bgnet", "BGNet"): 77.8e6,
     ("easyocr", "EasyOCRDetector"): 20.8e6, ("easyocr", "EasyOCRRecognizer"): 3.84e6,
 }
-PUBLISHED_PARAMS = {model: sum(v for (m, _), v in PUBLISHED_COMPONENT_PARAMS.items() if m == model)
-                    for model, _ in PUBLISHED_COMPONENT_PARAMS}
 NOT_PUBLISHED = {"sinet": "no count of the source network (86,910; 92,674 with BatchNorm statistics) gives 91.9K",
                  ("easyocr", "EasyOCRRecognizer"): "3.84M is the latin_g2 recognizer's; Reader(['en']) runs english_g2 "
                                                    "(3.78M), and this info.yaml's other fields are stale too"}
-
-
 
 
 if __name__ == "__main__":

@@ -650,7 +650,6 @@ class FaceMap3DMM(nn.Module):
 # --------------------------------------------------------------------------------------------------- tables
 
 
-
 # (AI Hub model, component) -> builder; components as in aihub_perf.csv
 BUILDERS: dict[tuple[str, str], Callable] = {
     ("foot_track_net", "Person-Foot-Detection"): builder(FootTrackNet, "image", (1, 3, 480, 640)),
@@ -663,8 +662,6 @@ PUBLISHED_PARAMS = {"foot_track_net": 2.53e6, "gear_guard_net": 6.19e6, "face_de
                     "face_attrib_net": 12.1e6, "facemap_3dmm": 5.42e6}
 NOT_PUBLISHED = {"face_attrib_net": "info.yaml's 12.1M is the v0.32 multitask network's (face embedding and liveness "
                                     "branches); v0.42 replaced it with this detection-only one and kept the figure"}
-
-
 
 
 if __name__ == "__main__":

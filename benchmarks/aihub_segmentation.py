@@ -681,8 +681,6 @@ NOT_PUBLISHED = {model: f"v0.46's figure adds ~0.43M that neither network has (i
                  for model, mb, was in (("ddrnet23_slim", 21.7, "5.69M"), ("pidnet", 29.1, "7.62M"))}
 
 
-
-
 if __name__ == "__main__":
     for (key, _), build in BUILDERS.items():
         with torch.device("meta"):

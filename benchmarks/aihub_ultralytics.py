@@ -149,4 +149,5 @@ if __name__ == "__main__":
         with torch.no_grad():
             shapes = [tuple(t.shape) for t in module(**feeds)]
         params = sum(p.numel() for p in module.parameters()) / 1e6
-        print(f"{model:12s} {params:.3f}M parameters (AI Hub {PUBLISHED_PARAMS_M[model]}M)  outputs {shapes}")
+        stale = f" - not this model: {NOT_PUBLISHED[model]}" if model in NOT_PUBLISHED else ""
+        print(f"{model:12s} {params:.3f}M parameters (AI Hub {PUBLISHED_PARAMS_M[model]}M{stale})  outputs {shapes}")

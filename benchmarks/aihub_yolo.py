@@ -581,7 +581,6 @@ class YoloV6N(nn.Module):
 # --------------------------------------------------------------------------------------------------- tables
 
 
-
 # (AI Hub model, component) -> builder; components as in aihub_perf.csv
 BUILDERS: dict[tuple[str, str], Callable] = {
     ("yolov7", "Yolo-v7"): builder(YoloV7Tiny, "image", IMAGE),

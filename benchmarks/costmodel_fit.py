@@ -538,7 +538,7 @@ def bootstrap_over_models(rows: list[dict], pred: np.ndarray, select, resamples:
                           seed: int = 0) -> dict:
     """How much `errors`' median / p90 |error| depend on which models happened to be held out: the selected rows'
     models drawn with replacement (a model brings all its rows), the 5th-95th percentiles of the two figures over
-    the resamples. With ~23 held-out models this is the width a refit or a different split may move them by."""
+    the resamples. With a few dozen held-out models this is the width a refit or a different split may move them by."""
     by = defaultdict(list)
     for i, r in enumerate(rows):
         if select(r):

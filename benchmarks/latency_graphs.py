@@ -406,7 +406,8 @@ def _custom() -> dict[tuple[str, str], Callable]:
 
 
 def _ultralytics() -> dict[tuple[str, str], Callable]:
-    """AI Hub's YOLOv8 / YOLOv10 / YOLO11 detectors and segmentors (aihub_ultralytics.py; Ultralytics builds them)."""
+    """AI Hub's Ultralytics YOLOs, v3 to 11, detectors and segmentors (aihub_ultralytics.py: Ultralytics builds
+    them)."""
     import aihub_ultralytics
 
     return aihub_ultralytics.ULTRALYTICS

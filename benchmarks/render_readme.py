@@ -790,7 +790,8 @@ def render_costmodel_fit(results: Path) -> str:
     if resampled:
         n = next(iter(resampled.values())).get("resamples")
         out.append(f" The resampled column draws the held-out models with replacement ({n} draws, each model with all its "
-                   "rows) and re-takes the median and p90: with ~23 held-out models a chipset's figures move this much "
+                   f"rows) and re-takes the median and p90: with ~{len(data['split']['held_out_models'])} held-out "
+                   "models a chipset's figures move this much "
                    "with which models happened to be held out, so two fits whose figures differ by less are not told "
                    "apart by this split.")
     if interval:
